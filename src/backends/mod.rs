@@ -1,0 +1,74 @@
+//! One module per backend, each behind its cargo feature, and [`open`], the
+//! factory that turns a parsed URL into an `Arc<dyn Cache>`.
+
+#[cfg(feature = "memory")]
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use crate::cache::{Cache, CacheOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::url::{BackendConfig, ParsedUrl};
+
+#[allow(dead_code)]
+fn disabled(backend: &str, feature: &str) -> Error {
+    Error::new(
+        ErrorKind::FeatureDisabled,
+        format!(
+            "the {backend} backend was compiled out; rebuild with `--features {feature}`"
+        ),
+    )
+}
+
+/// Opens the cache a parsed URL describes; `overrides` win over the URL's options.
+pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<dyn Cache>> {
+    let mut options = url.options.clone();
+    if overrides.namespace.is_some() {
+        options.namespace = overrides.namespace;
+    }
+    if overrides.default_ttl.is_some() {
+        options.default_ttl = overrides.default_ttl;
+    }
+    match url.backend {
+        #[cfg(feature = "memory")]
+        BackendConfig::Memory {
+            capacity,
+            max_bytes,
+        } => Ok(Arc::new(memory::MemoryCache::new(capacity, max_bytes, options))),
+        #[cfg(not(feature = "memory"))]
+        BackendConfig::Memory { .. } => Err(disabled("memory", "memory")),
+
+        #[cfg(feature = "sqlite")]
+        BackendConfig::Sqlite { path, busy_timeout } => {
+            // Opening may create files and run the schema: keep it off the async workers.
+            let c = tokio::task::spawn_blocking(move || {
+                sqlite::SqliteCache::open(&path, busy_timeout, options)
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, "open task failed").set_source(e))??;
+            Ok(Arc::new(c))
+        }
+        #[cfg(not(feature = "sqlite"))]
+        BackendConfig::Sqlite { .. } => Err(disabled("sqlite", "sqlite")),
+
+        BackendConfig::File { .. } => Err(Error::new(
+            ErrorKind::Unsupported,
+            "the file backend is not built yet; use sqlite:PATH for a persistent local cache",
+        )
+        .with_backend("file")),
+
+        BackendConfig::Redis { .. } => Err(Error::new(
+            ErrorKind::Unsupported,
+            "the redis backend is not built yet",
+        )
+        .with_backend("redis")),
+
+        BackendConfig::Memcached { .. } => Err(Error::new(
+            ErrorKind::Unsupported,
+            "the memcached backend is not built yet",
+        )
+        .with_backend("memcached")),
+    }
+}

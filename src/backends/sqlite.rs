@@ -1,0 +1,476 @@
+//! `sqlite:PATH`: a persistent cache in one SQLite file (rusqlite, bundled).
+//!
+//! WAL journal, a busy timeout so several processes share one file, cached
+//! prepared statements, one immediate transaction per batch, and an expiry
+//! column purged at open and every few thousand writes. The table layout is
+//! part of the public contract (README, "SQLite layout"): never change it
+//! without a migration.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use crate::cache::{Cache, CacheOptions, Capabilities, Counters, KeyStream, Stats, now_millis};
+use crate::error::{Error, ErrorKind, Result};
+
+const BACKEND: &str = "sqlite";
+/// Purge expired rows after this many writes.
+const PURGE_EVERY: u64 = 10_000;
+/// Keys fetched per page when listing.
+const KEY_PAGE: usize = 1_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cache (
+    namespace  TEXT    NOT NULL DEFAULT '',
+    key        TEXT    NOT NULL,
+    value      BLOB    NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+";
+
+const INSERT: &str =
+    "INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)";
+const SELECT: &str = "SELECT value, expires_at FROM cache WHERE namespace = ?1 AND key = ?2";
+const DELETE: &str =
+    "DELETE FROM cache WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)";
+const DELETE_ANY: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2";
+
+/// A cache stored in one SQLite database file.
+pub struct SqliteCache {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    namespace: String,
+    options: CacheOptions,
+    counters: Counters,
+    writes_since_purge: AtomicU64,
+}
+
+impl std::fmt::Debug for SqliteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteCache")
+            .field("path", &self.path)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Converts a rusqlite error into ours, naming the file.
+fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ffi::ErrorCode;
+    let (kind, msg) = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => (
+            ErrorKind::Corrupt,
+            "file is not a SQLite database (or is encrypted/corrupt)",
+        ),
+        Some(ErrorCode::DatabaseCorrupt) => (ErrorKind::Corrupt, "database disk image is malformed"),
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => (
+            ErrorKind::Timeout,
+            "database stayed locked by another process past busy_timeout",
+        ),
+        Some(ErrorCode::DiskFull) => (ErrorKind::Io, "disk full"),
+        Some(ErrorCode::CannotOpen) => (ErrorKind::Io, "cannot open database file"),
+        Some(ErrorCode::ReadOnly) => (ErrorKind::Io, "database is read-only"),
+        Some(ErrorCode::PermissionDenied) => (ErrorKind::Io, "permission denied"),
+        Some(ErrorCode::SystemIoFailure) => (ErrorKind::Io, "disk I/O error"),
+        _ => (ErrorKind::Backend, ""),
+    };
+    Error::new(kind, msg)
+        .with_backend(BACKEND)
+        .with_context("path", path.display())
+        .set_source(e)
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+impl SqliteCache {
+    /// Opens (creating if needed, mode 0600) the database at `path`.
+    pub fn open(path: &Path, busy_timeout: Duration, options: CacheOptions) -> Result<Self> {
+        let io = |msg: &str, e: std::io::Error| {
+            Error::from(e)
+                .with_backend(BACKEND)
+                .with_context("path", path.display())
+                .with_context("op", msg.to_string())
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
+        }
+        if !path.exists() {
+            // Create it owner-only; SQLite gives its -wal/-shm files the same mode.
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            o.open(path).map_err(|e| io("create", e))?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|e| sql_err(path, e))?;
+        let e = |err| sql_err(path, err);
+        conn.busy_timeout(busy_timeout).map_err(e)?;
+        // The first statement that reads the header: a non-database fails here.
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(e)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
+        conn.execute_batch(SCHEMA).map_err(e)?;
+        check_layout(&conn, path)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let cache = SqliteCache {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            namespace: options.namespace.clone().unwrap_or_default(),
+            options,
+            counters: Counters::default(),
+            writes_since_purge: AtomicU64::new(0),
+        };
+        cache.with_conn(|c| cache.purge(c))?;
+        Ok(cache)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection. Inside a multi-threaded tokio runtime the
+    /// worker is handed off first (`block_in_place`) so other tasks go on.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let run = || {
+            let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        };
+        let r = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        };
+        self.counters.track(r)
+    }
+
+    fn purge(&self, c: &Connection) -> Result<u64> {
+        let n = c
+            .prepare_cached("DELETE FROM cache WHERE expires_at IS NOT NULL AND expires_at <= ?1")
+            .and_then(|mut s| s.execute(params![now_millis() as i64]))
+            .map_err(|e| sql_err(&self.path, e))?;
+        self.writes_since_purge.store(0, Ordering::Relaxed);
+        Ok(n as u64)
+    }
+
+    fn note_writes(&self, c: &Connection, n: u64) -> Result<()> {
+        if self.writes_since_purge.fetch_add(n, Ordering::Relaxed) + n >= PURGE_EVERY {
+            self.purge(c)?;
+        }
+        Ok(())
+    }
+
+    fn expiry(&self, ttl: Option<Duration>) -> Result<Option<i64>> {
+        let ttl = self.options.effective_ttl(ttl)?;
+        Ok(ttl.map(|d| (now_millis() as i64).saturating_add(ms(d))))
+    }
+
+    fn read(&self, c: &Connection, key: &str, now: i64) -> Result<Option<Bytes>> {
+        let row: Option<(Vec<u8>, Option<i64>)> = c
+            .prepare_cached(SELECT)
+            .and_then(|mut s| {
+                s.query_row(params![self.namespace, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
+        Ok(match row {
+            Some((v, exp)) if exp.is_none_or(|t| t > now) => Some(Bytes::from(v)),
+            _ => None,
+        })
+    }
+}
+
+/// Refuses a `cache` table of another shape (such as the seed's two-column one).
+fn check_layout(conn: &Connection, path: &Path) -> Result<()> {
+    let mut cols = Vec::new();
+    let mut st = conn
+        .prepare("SELECT name FROM pragma_table_info('cache')")
+        .map_err(|e| sql_err(path, e))?;
+    let rows = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| sql_err(path, e))?;
+    for r in rows {
+        cols.push(r.map_err(|e| sql_err(path, e))?);
+    }
+    if cols != ["namespace", "key", "value", "expires_at"] {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "table 'cache' has columns {cols:?}, not unicache's layout \
+                 (namespace, key, value, expires_at); use another file"
+            ),
+        )
+        .with_backend(BACKEND)
+        .with_context("path", path.display()));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Cache for SqliteCache {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn endpoint(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            ttl: true,
+            read_ttl: true,
+            list_keys: true,
+            persistent: true,
+            shared: true,
+            max_value_bytes: Some(1_000_000_000),
+            ..Capabilities::default()
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let v = self.with_conn(|c| self.read(c, key, now_millis() as i64))?;
+        self.counters.read(std::slice::from_ref(&v));
+        Ok(v)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let exp = self.counters.track(self.expiry(ttl))?;
+        self.with_conn(|c| {
+            c.prepare_cached(INSERT)
+                .and_then(|mut s| s.execute(params![self.namespace, key, value, exp]))
+                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
+            self.note_writes(c, 1)
+        })?;
+        self.counters.set(1);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let n = self.with_conn(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_err(&self.path, e))?;
+            let live = tx
+                .prepare_cached(DELETE)
+                .and_then(|mut s| s.execute(params![self.namespace, key, now_millis() as i64]))
+                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
+            // An expired row is removed too, but does not count as "existed".
+            tx.prepare_cached(DELETE_ANY)
+                .and_then(|mut s| s.execute(params![self.namespace, key]))
+                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
+            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+            Ok(live as u64)
+        })?;
+        self.counters.delete(n);
+        Ok(n > 0)
+    }
+
+    async fn contains(&self, key: &str) -> Result<bool> {
+        self.with_conn(|c| {
+            c.prepare_cached(
+                "SELECT 1 FROM cache WHERE namespace = ?1 AND key = ?2 \
+                 AND (expires_at IS NULL OR expires_at > ?3)",
+            )
+            .and_then(|mut s| s.exists(params![self.namespace, key, now_millis() as i64]))
+            .map_err(|e| sql_err(&self.path, e).with_context("key", key))
+        })
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let out = self.with_conn(|c| {
+            let tx = c.transaction().map_err(|e| sql_err(&self.path, e))?;
+            let now = now_millis() as i64;
+            let out = keys
+                .iter()
+                .map(|k| self.read(&tx, k, now))
+                .collect::<Result<Vec<_>>>()?;
+            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+            Ok(out)
+        })?;
+        self.counters.read(&out);
+        Ok(out)
+    }
+
+    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let exp = self.counters.track(self.expiry(ttl))?;
+        self.with_conn(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_err(&self.path, e))?;
+            {
+                let mut st = tx
+                    .prepare_cached(INSERT)
+                    .map_err(|e| sql_err(&self.path, e))?;
+                for (k, v) in entries {
+                    st.execute(params![self.namespace, k, v, exp])
+                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?;
+                }
+            }
+            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+            self.note_writes(c, entries.len() as u64)
+        })?;
+        self.counters.set(entries.len() as u64);
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let n = self.with_conn(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_err(&self.path, e))?;
+            let now = now_millis() as i64;
+            let mut n = 0u64;
+            {
+                let mut live = tx.prepare_cached(DELETE).map_err(|e| sql_err(&self.path, e))?;
+                let mut any = tx
+                    .prepare_cached(DELETE_ANY)
+                    .map_err(|e| sql_err(&self.path, e))?;
+                for k in keys {
+                    n += live
+                        .execute(params![self.namespace, k, now])
+                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?
+                        as u64;
+                    any.execute(params![self.namespace, k])
+                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?;
+                }
+            }
+            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+            Ok(n)
+        })?;
+        self.counters.delete(n);
+        Ok(n)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute("DELETE FROM cache WHERE namespace = ?1", params![self.namespace])
+                .map_err(|e| sql_err(&self.path, e))?;
+            Ok(())
+        })
+    }
+
+    async fn len(&self) -> Result<u64> {
+        self.with_conn(|c| {
+            c.prepare_cached(
+                "SELECT count(*) FROM cache WHERE namespace = ?1 \
+                 AND (expires_at IS NULL OR expires_at > ?2)",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![self.namespace, now_millis() as i64], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .map(|n| n as u64)
+            .map_err(|e| sql_err(&self.path, e))
+        })
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        let now = now_millis() as i64;
+        let row: Option<Option<i64>> = self.with_conn(|c| {
+            c.prepare_cached("SELECT expires_at FROM cache WHERE namespace = ?1 AND key = ?2")
+                .and_then(|mut s| s.query_row(params![self.namespace, key], |r| r.get(0)).optional())
+                .map_err(|e| sql_err(&self.path, e).with_context("key", key))
+        })?;
+        Ok(match row {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(t)) if t > now => Some(Some(Duration::from_millis((t - now) as u64))),
+            Some(Some(_)) => None,
+        })
+    }
+
+    async fn keys(&self) -> Result<KeyStream> {
+        // Pages by key so memory stays bounded whatever the table size. The
+        // stream holds its own connection: it must not block this cache's.
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql_err(&self.path, e))?;
+        let _ = conn.busy_timeout(Duration::from_secs(10));
+        let path = self.path.clone();
+        let ns = self.namespace.clone();
+        let state = (conn, None::<String>, Vec::<String>::new().into_iter(), false);
+        let s = futures::stream::unfold(state, move |(conn, after, mut buf, done)| {
+            let path = path.clone();
+            let ns = ns.clone();
+            async move {
+                loop {
+                    if let Some(k) = buf.next() {
+                        return Some((Ok(k.clone()), (conn, Some(k), buf, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    let page = (|| -> rusqlite::Result<Vec<String>> {
+                        let mut st = conn.prepare_cached(
+                            "SELECT key FROM cache WHERE namespace = ?1 AND (?2 IS NULL OR key > ?2) \
+                             AND (expires_at IS NULL OR expires_at > ?3) ORDER BY key LIMIT ?4",
+                        )?;
+                        let rows = st.query_map(
+                            params![ns, after.as_deref(), now_millis() as i64, KEY_PAGE as i64],
+                            |r| r.get::<_, String>(0),
+                        )?;
+                        rows.collect()
+                    })();
+                    match page {
+                        Err(e) => return Some((Err(sql_err(&path, e)), (conn, after, buf, true))),
+                        Ok(p) => {
+                            let last_page = p.len() < KEY_PAGE;
+                            buf = p.into_iter();
+                            let k = buf.next()?;
+                            return Some((Ok(k.clone()), (conn, Some(k), buf, last_page)));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(s))
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let mut s = self.counters.snapshot(BACKEND, self.endpoint());
+        s.entries = Some(self.len().await?);
+        let (pages, page_size): (i64, i64) = self.with_conn(|c| {
+            let p = c
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .map_err(|e| sql_err(&self.path, e))?;
+            let ps = c
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(|e| sql_err(&self.path, e))?;
+            Ok((p, ps))
+        })?;
+        s.server = Some(serde_json::json!({
+            "path": self.path.display().to_string(),
+            "namespace": self.namespace,
+            "file_bytes": pages * page_size,
+            "sqlite_version": rusqlite::version(),
+        }));
+        Ok(s)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.with_conn(|c| {
+            self.purge(c)?;
+            // Move the WAL into the main file so `sqlite3` readers see one file.
+            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(|e| sql_err(&self.path, e))
+        })
+    }
+}

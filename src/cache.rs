@@ -1,0 +1,333 @@
+//! The `Cache` trait every backend implements, with its options, capabilities
+//! and statistics.
+//!
+//! The trait works on bytes and is object-safe, so a program picks a backend at
+//! run time (`Arc<dyn Cache>` from [`crate::open`]). Typed helpers live in
+//! [`CacheExt`]. Batch operations must be one round trip or one transaction per
+//! call in every backend, never a loop of single calls.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A boxed stream of keys, as returned by [`Cache::keys`].
+pub type KeyStream = futures::stream::BoxStream<'static, Result<String>>;
+
+/// One cache, any backend.
+///
+/// `ttl: None` means "use the cache's default TTL" (which may be "never").
+/// Expired entries are never returned. `delete` reports whether the key was
+/// there. `clear` removes only what this cache instance's namespace holds.
+#[async_trait]
+pub trait Cache: Send + Sync + fmt::Debug {
+    /// The backend's short name (`memory`, `sqlite`, `redis`...).
+    fn backend(&self) -> &'static str;
+
+    /// Where the cache lives, with any password replaced by `***`.
+    fn endpoint(&self) -> String;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The value under `key`, if present and not expired.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Stores `value` under `key`, replacing any previous value.
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
+
+    /// Removes `key`; `true` if it was there (and not expired).
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Whether `key` is present and not expired. Does not count as a hit or miss.
+    async fn contains(&self, key: &str) -> Result<bool>;
+
+    /// Values for `keys`, in the same order; one round trip or transaction.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>>;
+
+    /// Stores all entries; one round trip or transaction. On per-entry
+    /// failures returns [`ErrorKind::PartialBatch`] listing the failed indices.
+    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()>;
+
+    /// Removes all `keys`; returns how many were there.
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64>;
+
+    /// Removes every entry in this cache's namespace, and nothing else.
+    async fn clear(&self) -> Result<()>;
+
+    /// Number of live entries in this cache's namespace.
+    async fn len(&self) -> Result<u64>;
+
+    /// Whether the cache holds no live entry.
+    async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// Remaining time to live of `key`: `Ok(None)` when absent,
+    /// `Ok(Some(None))` when it never expires.
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        let _ = key;
+        Err(self.unsupported("ttl"))
+    }
+
+    /// Streams every live key of this cache's namespace.
+    async fn keys(&self) -> Result<KeyStream> {
+        Err(self.unsupported("keys"))
+    }
+
+    /// Counters of this instance, plus the backend's own figures where it has them.
+    async fn stats(&self) -> Result<Stats>;
+
+    /// Makes every acknowledged write durable as far as the backend allows.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Flushes and releases resources. The cache must not be used afterwards.
+    async fn close(&self) -> Result<()> {
+        self.flush().await
+    }
+
+    /// An [`ErrorKind::Unsupported`] error for `op` on this backend.
+    fn unsupported(&self, op: &str) -> Error {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!("{} does not support {op}", self.backend()),
+        )
+        .with_backend(self.backend())
+    }
+}
+
+/// What a backend can do; operations outside it return `Unsupported`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Entries can expire.
+    pub ttl: bool,
+    /// The remaining TTL of an entry can be read.
+    pub read_ttl: bool,
+    /// Keys can be listed ([`Cache::keys`]).
+    pub list_keys: bool,
+    /// Data survives the process.
+    pub persistent: bool,
+    /// Several processes can share the cache.
+    pub shared: bool,
+    /// The cache may drop entries to stay within a bound.
+    pub evicts: bool,
+    /// Largest value accepted, when the backend has a limit.
+    pub max_value_bytes: Option<u64>,
+}
+
+/// Options common to every backend, from the URL query or set in code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheOptions {
+    /// Prefix that isolates this cache's keys; `clear` touches only it.
+    pub namespace: Option<String>,
+    /// TTL applied when `set` is called with `ttl: None`.
+    pub default_ttl: Option<Duration>,
+}
+
+impl CacheOptions {
+    /// Options with nothing set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the namespace.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+
+    /// Sets the default TTL.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// The TTL to apply for a call's `ttl` argument, rejecting zero.
+    pub fn effective_ttl(&self, ttl: Option<Duration>) -> Result<Option<Duration>> {
+        match ttl.or(self.default_ttl) {
+            Some(d) if d.is_zero() => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a TTL must be greater than zero",
+            )),
+            other => Ok(other),
+        }
+    }
+}
+
+/// A point-in-time view of one cache's statistics (JSON in the CLI).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Backend name.
+    pub backend: String,
+    /// Redacted endpoint.
+    pub endpoint: String,
+    /// Reads that found a live value.
+    pub hits: u64,
+    /// Reads that found nothing (or only an expired value).
+    pub misses: u64,
+    /// Entries written.
+    pub sets: u64,
+    /// Entries removed by `delete`/`delete_many` that existed.
+    pub deletes: u64,
+    /// Entries the cache dropped to stay within its bounds.
+    pub evictions: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Live entries, when the backend can count them cheaply.
+    pub entries: Option<u64>,
+    /// The backend's own figures (server INFO, file sizes...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<serde_json::Value>,
+}
+
+impl Stats {
+    /// Hit ratio in `[0, 1]`, or `None` before any read.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let total = self.hits + self.misses;
+        (total > 0).then(|| self.hits as f64 / total as f64)
+    }
+}
+
+/// Lock-free counters each backend instance keeps.
+#[derive(Debug, Default)]
+pub struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    sets: AtomicU64,
+    deletes: AtomicU64,
+    evictions: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    /// Counts `n` hits.
+    pub fn hit(&self, n: u64) {
+        self.hits.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts `n` misses.
+    pub fn miss(&self, n: u64) {
+        self.misses.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts `n` writes.
+    pub fn set(&self, n: u64) {
+        self.sets.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts `n` deletions of present keys.
+    pub fn delete(&self, n: u64) {
+        self.deletes.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts `n` evictions.
+    pub fn evict(&self, n: u64) {
+        self.evictions.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts one failed operation.
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a read result: hits for `Some`, misses for `None`.
+    pub fn read<T>(&self, values: &[Option<T>]) {
+        let hits = values.iter().filter(|v| v.is_some()).count() as u64;
+        self.hit(hits);
+        self.miss(values.len() as u64 - hits);
+    }
+    /// Passes `r` through, counting an error when it is one.
+    pub fn track<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.error();
+        }
+        r
+    }
+
+    /// A [`Stats`] with these counters filled in.
+    pub fn snapshot(&self, backend: &str, endpoint: String) -> Stats {
+        Stats {
+            backend: backend.to_string(),
+            endpoint,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            sets: self.sets.load(Ordering::Relaxed),
+            deletes: self.deletes.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            entries: None,
+            server: None,
+        }
+    }
+}
+
+/// Typed helpers over any [`Cache`]: values as JSON through serde.
+#[async_trait]
+pub trait CacheExt: Cache {
+    /// Decodes the JSON value under `key`.
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                Error::from(e)
+                    .with_backend(self.backend())
+                    .with_context("key", key)
+            }),
+        }
+    }
+
+    /// Stores `value` as compact JSON under `key`.
+    async fn set_json<T: Serialize + Sync + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| Error::from(e).with_context("key", key))?;
+        self.set(key, &bytes, ttl).await
+    }
+}
+
+impl<C: Cache + ?Sized> CacheExt for C {}
+
+/// Milliseconds since the Unix epoch, the clock persistent backends store
+/// expiry times in.
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_ttl_rejected_default_applied() {
+        let o = CacheOptions::new().default_ttl(Duration::from_secs(5));
+        assert_eq!(o.effective_ttl(None).unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            o.effective_ttl(Some(Duration::from_secs(1))).unwrap(),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            o.effective_ttl(Some(Duration::ZERO)).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn counters_read() {
+        let c = Counters::default();
+        c.read(&[Some(1), None, Some(2)]);
+        let s = c.snapshot("x", "y".into());
+        assert_eq!((s.hits, s.misses), (2, 1));
+        assert_eq!(s.hit_ratio(), Some(2.0 / 3.0));
+    }
+}

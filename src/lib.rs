@@ -1,0 +1,51 @@
+//! # unicache
+//!
+//! One cache interface over many backends: an in-process memory cache, SQLite
+//! files, Redis (single server and cluster) and memcached, all behind the
+//! object-safe [`Cache`] trait and chosen at run time from a URL.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> unicache::Result<()> {
+//! use unicache::CacheExt;
+//!
+//! let cache = unicache::open("memory://?capacity=1000").await?;
+//! cache.set("user:1", br#"{"name":"Ada"}"#, None).await?;
+//! let name: Option<serde_json::Value> = cache.get_json("user:1").await?;
+//! assert_eq!(name.unwrap()["name"], "Ada");
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`cache`] (the trait, options, stats), [`url`] (URL parsing),
+//! [`backends`] (one module per backend), [`records`] (streamed input),
+//! [`writer`] (bulk fan-out), [`blocking`] (a sync facade), [`error`].
+#![warn(missing_docs)]
+
+pub mod backends;
+pub mod blocking;
+pub mod cache;
+pub mod error;
+pub mod records;
+pub mod url;
+pub mod writer;
+
+use std::sync::Arc;
+
+pub use cache::{Cache, CacheExt, CacheOptions, Capabilities, Counters, KeyStream, Stats};
+pub use error::{Error, ErrorKind, Result};
+
+/// Opens a cache from a URL such as `memory://`, `sqlite:data/cache.sqlite3`,
+/// `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`.
+pub async fn open(url: &str) -> Result<Arc<dyn Cache>> {
+    open_with(url, CacheOptions::default()).await
+}
+
+/// Like [`open`], with options that override the URL's query string.
+pub async fn open_with(url: &str, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+    let parsed = url::parse(url)?;
+    backends::open_parsed(parsed, options).await
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,565 @@
+//! Cache URLs: the one place where `memory://`, `sqlite:PATH`, `file:PATH`,
+//! `redis://`, `redis+cluster://` and `memcached://` are parsed.
+//!
+//! Parsing never touches the network or the disk. Passwords are kept only in
+//! the parsed config and replaced by `***` in [`ParsedUrl::redacted`], which is
+//! what errors, stats and summaries show.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cache::CacheOptions;
+use crate::error::{Error, ErrorKind, Result};
+
+/// A parsed cache URL: which backend, its settings, the common options.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParsedUrl {
+    /// Backend-specific settings.
+    pub backend: BackendConfig,
+    /// Namespace and default TTL.
+    pub options: CacheOptions,
+    /// The URL with any password replaced by `***`.
+    pub redacted: String,
+}
+
+impl std::fmt::Debug for ParsedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config may hold a password: show only the redacted URL.
+        f.debug_struct("ParsedUrl")
+            .field("url", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// When the file backend forces its writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// fsync after every write.
+    Always,
+    /// fsync once per batch (and per single write); the default.
+    #[default]
+    Batch,
+    /// Leave it to the OS (writes still reach the OS before returning).
+    Never,
+}
+
+/// Backend-specific settings from a URL.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendConfig {
+    /// `memory://?capacity=N&max_bytes=N`
+    Memory {
+        /// Maximum number of entries.
+        capacity: u64,
+        /// Optional bound on the summed size of keys and values.
+        max_bytes: Option<u64>,
+    },
+    /// `sqlite:PATH?busy_timeout=5s`
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+        /// How long to wait for another process's lock.
+        busy_timeout: Duration,
+    },
+    /// `file:PATH?sync=batch`
+    File {
+        /// Log file.
+        path: PathBuf,
+        /// Durability policy.
+        sync: SyncPolicy,
+        /// Dead-bytes ratio that triggers compaction.
+        compact_ratio: u8,
+    },
+    /// `redis://[user:pass@]host:port[/db]`, `rediss://`, `redis+cluster://h1:p1,h2:p2`
+    Redis {
+        /// The URL(s) handed to the driver, one per node (passwords included).
+        nodes: Vec<String>,
+        /// Cluster mode.
+        cluster: bool,
+        /// Connect timeout.
+        connect_timeout: Duration,
+        /// Per-command response timeout.
+        response_timeout: Duration,
+    },
+    /// `memcached://h1:p1,h2:p2`
+    Memcached {
+        /// `host:port` of each server.
+        servers: Vec<String>,
+        /// Connect timeout.
+        connect_timeout: Duration,
+        /// Per-request timeout.
+        response_timeout: Duration,
+    },
+}
+
+/// Parses a duration: bare seconds (`30`) or humantime (`500ms`, `5m`, `1h30m`, `31d`).
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("bad duration {s:?} (use e.g. 30, 500ms, 5m, 2h, 31d)"),
+        )
+        .set_source(e)
+    })
+}
+
+struct Query {
+    scheme: &'static str,
+    pairs: BTreeMap<String, String>,
+}
+
+impl Query {
+    fn parse(scheme: &'static str, q: Option<&str>) -> Result<Self> {
+        let mut pairs = BTreeMap::new();
+        for part in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let k = decode(k)?;
+            let v = decode(v)?;
+            pairs.insert(k, v);
+        }
+        Ok(Query { scheme, pairs })
+    }
+
+    fn take(&mut self, k: &str) -> Option<String> {
+        self.pairs.remove(k)
+    }
+
+    fn take_u64(&mut self, k: &str) -> Result<Option<u64>> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                url_err(format!(
+                    "{}: option {k}={v:?} is not a whole number",
+                    self.scheme
+                ))
+            }),
+        }
+    }
+
+    fn take_duration(&mut self, k: &str) -> Result<Option<Duration>> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(v) => parse_duration(&v)
+                .map(Some)
+                .map_err(|e| url_err(format!("{}: option {k}: {}", self.scheme, e.message()))),
+        }
+    }
+
+    fn common(&mut self) -> Result<CacheOptions> {
+        let mut o = CacheOptions::new();
+        if let Some(ns) = self.take("namespace").or_else(|| self.take("ns")) {
+            if !ns.is_empty() {
+                o.namespace = Some(ns);
+            }
+        }
+        if let Some(ttl) = self.take_duration("ttl")? {
+            if ttl.is_zero() {
+                return Err(url_err(format!("{}: ttl must be greater than zero", self.scheme)));
+            }
+            o.default_ttl = Some(ttl);
+        }
+        Ok(o)
+    }
+
+    fn finish(self, known: &[&str]) -> Result<()> {
+        if let Some(k) = self.pairs.keys().next() {
+            let mut all: Vec<&str> = known.to_vec();
+            all.extend(["namespace", "ttl"]);
+            return Err(url_err(format!(
+                "{}: unknown option {k:?} (known: {})",
+                self.scheme,
+                all.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn decode(s: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| url_err(format!("{s:?} is not valid UTF-8 after percent-decoding")))
+}
+
+fn url_err(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidUrl, msg)
+}
+
+/// Splits `rest` at the first `?` into (body, query).
+fn split_query(rest: &str) -> (&str, Option<&str>) {
+    match rest.split_once('?') {
+        Some((a, b)) => (a, Some(b)),
+        None => (rest, None),
+    }
+}
+
+/// The path part of `sqlite:` / `file:` URLs: `sqlite:rel/p`, `sqlite:/abs/p`,
+/// `sqlite:///abs/p`, `sqlite://rel/p`.
+fn local_path(scheme: &'static str, body: &str) -> Result<PathBuf> {
+    let p = if let Some(abs) = body.strip_prefix("///") {
+        format!("/{abs}")
+    } else if let Some(rel) = body.strip_prefix("//") {
+        rel.to_string()
+    } else {
+        body.to_string()
+    };
+    let p = percent_encoding::percent_decode_str(&p)
+        .decode_utf8()
+        .map_err(|_| url_err(format!("{scheme}: path is not valid UTF-8")))?
+        .into_owned();
+    if p.is_empty() {
+        return Err(url_err(format!(
+            "{scheme}: missing path (e.g. {scheme}:data/cache.{})",
+            if scheme == "sqlite" { "sqlite3" } else { "log" }
+        )));
+    }
+    if p == ":memory:" {
+        return Err(url_err(format!(
+            "{scheme}: ':memory:' would lose everything at exit; use memory:// for an in-process cache"
+        )));
+    }
+    Ok(PathBuf::from(p))
+}
+
+/// Replaces the password of `scheme://user:pass@host` forms by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // Each comma-separated node may carry credentials.
+    let (body, query) = split_query(rest);
+    let nodes: Vec<String> = body
+        .split(',')
+        .map(|node| match node.rsplit_once('@') {
+            Some((cred, host)) => match cred.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None if cred.is_empty() => format!("@{host}"),
+                // `redis://secret@host` puts the password in the user slot.
+                None => format!("***@{host}"),
+            },
+            None => node.to_string(),
+        })
+        .collect();
+    let mut out = format!("{scheme}://{}", nodes.join(","));
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(
+            &q.split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k == "password" => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("&"),
+        );
+    }
+    out
+}
+
+/// Default number of entries of a `memory://` cache.
+pub const DEFAULT_MEMORY_CAPACITY: u64 = 100_000;
+
+/// Parses a cache URL. Bare names are not accepted here (see
+/// [`resolve_name`]); unknown schemes get [`ErrorKind::UnknownBackend`].
+pub fn parse(url: &str) -> Result<ParsedUrl> {
+    let url = url.trim();
+    let (scheme, rest) = match url.split_once(':') {
+        Some((s, r)) if !s.is_empty() => (s.to_ascii_lowercase(), r),
+        _ => return Err(unknown_backend(url)),
+    };
+    let redacted = redact(url);
+    let (backend, options) = match scheme.as_str() {
+        "memory" | "mem" => {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (body, q) = split_query(rest);
+            if !body.is_empty() {
+                return Err(url_err(format!(
+                    "memory: unexpected {body:?} (use memory://?capacity=N)"
+                )));
+            }
+            let mut q = Query::parse("memory", q)?;
+            let options = q.common()?;
+            let capacity = q.take_u64("capacity")?.unwrap_or(DEFAULT_MEMORY_CAPACITY);
+            if capacity == 0 {
+                return Err(url_err("memory: capacity must be at least 1"));
+            }
+            let max_bytes = q.take_u64("max_bytes")?;
+            q.finish(&["capacity", "max_bytes"])?;
+            (BackendConfig::Memory { capacity, max_bytes }, options)
+        }
+        "sqlite" | "sqlite3" => {
+            let (body, q) = split_query(rest);
+            let path = local_path("sqlite", body)?;
+            let mut q = Query::parse("sqlite", q)?;
+            let options = q.common()?;
+            let busy_timeout = q
+                .take_duration("busy_timeout")?
+                .unwrap_or(Duration::from_secs(10));
+            q.finish(&["busy_timeout"])?;
+            (BackendConfig::Sqlite { path, busy_timeout }, options)
+        }
+        "file" => {
+            let (body, q) = split_query(rest);
+            let path = local_path("file", body)?;
+            let mut q = Query::parse("file", q)?;
+            let options = q.common()?;
+            let sync = match q.take("sync").as_deref() {
+                None | Some("batch") => SyncPolicy::Batch,
+                Some("always") => SyncPolicy::Always,
+                Some("never") => SyncPolicy::Never,
+                Some(other) => {
+                    return Err(url_err(format!(
+                        "file: sync={other:?} (use always, batch or never)"
+                    )));
+                }
+            };
+            let compact_ratio = match q.take_u64("compact_ratio")? {
+                None => 50,
+                Some(r) if (1..=99).contains(&r) => r as u8,
+                Some(r) => return Err(url_err(format!("file: compact_ratio={r} (use 1..99)"))),
+            };
+            q.finish(&["sync", "compact_ratio"])?;
+            (
+                BackendConfig::File {
+                    path,
+                    sync,
+                    compact_ratio,
+                },
+                options,
+            )
+        }
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis-cluster" => {
+            let cluster = scheme.contains("cluster");
+            let tls = scheme.starts_with("rediss");
+            let body_q = rest.strip_prefix("//").ok_or_else(|| {
+                url_err(format!("{scheme}: expected {scheme}://host:port"))
+            })?;
+            let (body, q) = split_query(body_q);
+            let mut q = Query::parse("redis", q)?;
+            let options = q.common()?;
+            let connect_timeout = q
+                .take_duration("connect_timeout")?
+                .unwrap_or(Duration::from_secs(5));
+            let response_timeout = q
+                .take_duration("response_timeout")?
+                .unwrap_or(Duration::from_secs(10));
+            q.finish(&["connect_timeout", "response_timeout"])?;
+            let base = if tls { "rediss" } else { "redis" };
+            let nodes: Vec<String> = body
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("{base}://{n}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(url_err(format!("{scheme}: missing host:port")));
+            }
+            if !cluster && nodes.len() > 1 {
+                return Err(url_err(
+                    "redis: several hosts given; use redis+cluster://h1:p1,h2:p2 for a cluster",
+                ));
+            }
+            for n in &nodes {
+                check_host_port(&redact(n), n.split_once("://").map(|x| x.1).unwrap_or(n))?;
+            }
+            (
+                BackendConfig::Redis {
+                    nodes,
+                    cluster,
+                    connect_timeout,
+                    response_timeout,
+                },
+                options,
+            )
+        }
+        "memcached" | "memcache" => {
+            let body_q = rest
+                .strip_prefix("//")
+                .ok_or_else(|| url_err("memcached: expected memcached://host:port"))?;
+            let (body, q) = split_query(body_q);
+            let mut q = Query::parse("memcached", q)?;
+            let options = q.common()?;
+            let connect_timeout = q
+                .take_duration("connect_timeout")?
+                .unwrap_or(Duration::from_secs(2));
+            let response_timeout = q
+                .take_duration("response_timeout")?
+                .unwrap_or(Duration::from_secs(5));
+            q.finish(&["connect_timeout", "response_timeout"])?;
+            let servers: Vec<String> = body
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    if s.contains(':') {
+                        s.to_string()
+                    } else {
+                        format!("{s}:11211")
+                    }
+                })
+                .collect();
+            if servers.is_empty() {
+                return Err(url_err("memcached: missing host:port"));
+            }
+            for s in &servers {
+                check_host_port(s, s)?;
+            }
+            (
+                BackendConfig::Memcached {
+                    servers,
+                    connect_timeout,
+                    response_timeout,
+                },
+                options,
+            )
+        }
+        _ => return Err(unknown_backend(url)),
+    };
+    Ok(ParsedUrl {
+        backend,
+        options,
+        redacted,
+    })
+}
+
+fn check_host_port(shown: &str, hp: &str) -> Result<()> {
+    let hp = hp.rsplit_once('@').map(|x| x.1).unwrap_or(hp);
+    let hp = hp.split('/').next().unwrap_or(hp);
+    let ok = match hp.rsplit_once(':') {
+        Some((h, p)) => !h.is_empty() && p.parse::<u16>().is_ok(),
+        None => !hp.is_empty(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(url_err(format!("bad host:port in {shown:?}")))
+    }
+}
+
+fn unknown_backend(url: &str) -> Error {
+    let shown = redact(url);
+    Error::new(
+        ErrorKind::UnknownBackend,
+        format!(
+            "{shown:?} (known: memory://, file:PATH, sqlite:PATH, redis://host:port, \
+             redis+cluster://h1:p1,h2:p2, memcached://h1:p1; bare names: memory, file, sqlite, redis, memcached)"
+        ),
+    )
+}
+
+/// Resolves one of the seed's bare backend names (`memory`, `file`,
+/// `sqlite`, plus `redis` and `memcached` on their default local ports) to a
+/// URL; persistent stores go in `dir`. Anything containing `:` is returned
+/// as-is (it is already a URL).
+pub fn resolve_name(name: &str, dir: &std::path::Path) -> Result<String> {
+    let n = name.trim();
+    if n.contains(':') {
+        return Ok(n.to_string());
+    }
+    let path = |file: &str| {
+        let p = dir.join(file);
+        p.to_string_lossy().into_owned()
+    };
+    match n.to_ascii_lowercase().as_str() {
+        "memory" => Ok("memory://".into()),
+        "file" => Ok(format!("file:{}", path("cache_file.jsonl"))),
+        "sqlite" => Ok(format!("sqlite:{}", path("cache.sqlite3"))),
+        "redis" => Ok("redis://127.0.0.1:6379".into()),
+        "memcached" => Ok("memcached://127.0.0.1:11211".into()),
+        _ => Err(unknown_backend(n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        let p = |u: &str| match parse(u).unwrap().backend {
+            BackendConfig::Sqlite { path, .. } => path,
+            _ => panic!(),
+        };
+        assert_eq!(p("sqlite:data/c.db"), PathBuf::from("data/c.db"));
+        assert_eq!(p("sqlite:///abs/c.db"), PathBuf::from("/abs/c.db"));
+        assert_eq!(p("sqlite:/abs/c.db"), PathBuf::from("/abs/c.db"));
+        assert_eq!(p("sqlite://rel/c.db?ttl=5s"), PathBuf::from("rel/c.db"));
+        assert!(parse("sqlite:").is_err());
+        assert!(parse("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn memory_options() {
+        let u = parse("memory://?capacity=10&ttl=5m&namespace=a").unwrap();
+        assert_eq!(
+            u.backend,
+            BackendConfig::Memory {
+                capacity: 10,
+                max_bytes: None
+            }
+        );
+        assert_eq!(u.options.default_ttl, Some(Duration::from_secs(300)));
+        assert_eq!(u.options.namespace.as_deref(), Some("a"));
+        let e = parse("memory://?capcity=10").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidUrl);
+        assert!(e.to_string().contains("capcity"), "{e}");
+        assert!(parse("memory://?capacity=x").is_err());
+        assert!(parse("memory://?ttl=0").is_err());
+    }
+
+    #[test]
+    fn unknown_scheme_and_names() {
+        assert_eq!(parse("mongo://x").unwrap_err().kind(), ErrorKind::UnknownBackend);
+        assert_eq!(parse("memory").unwrap_err().kind(), ErrorKind::UnknownBackend);
+        let d = std::path::Path::new("out");
+        assert_eq!(resolve_name("memory", d).unwrap(), "memory://");
+        assert_eq!(resolve_name("sqlite", d).unwrap(), "sqlite:out/cache.sqlite3");
+        assert!(resolve_name("mongo", d).is_err());
+    }
+
+    #[test]
+    fn passwords_redacted() {
+        let u = "redis://user:s3cret@host:6379/0";
+        assert_eq!(redact(u), "redis://user:***@host:6379/0");
+        assert_eq!(redact("redis://s3cret@h:1"), "redis://***@h:1");
+        assert_eq!(redact("redis+cluster://:pw@a:1,:pw@b:2"), "redis+cluster://:***@a:1,:***@b:2");
+        let p = parse(u).unwrap();
+        assert!(!p.redacted.contains("s3cret"));
+        assert!(!format!("{p:?}").contains("s3cret"));
+        let e = parse("redis://user:s3cret@host:notaport").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = parse("bogus://user:s3cret@host").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn redis_and_memcached() {
+        match parse("redis+cluster://a:1,b:2?namespace=x").unwrap().backend {
+            BackendConfig::Redis { nodes, cluster, .. } => {
+                assert!(cluster);
+                assert_eq!(nodes, vec!["redis://a:1", "redis://b:2"]);
+            }
+            _ => panic!(),
+        }
+        assert!(parse("redis://a:1,b:2").is_err());
+        match parse("memcached://a,b:2").unwrap().backend {
+            BackendConfig::Memcached { servers, .. } => {
+                assert_eq!(servers, vec!["a:11211", "b:2"])
+            }
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("31d").unwrap(), Duration::from_secs(31 * 86400));
+        assert!(parse_duration("soon").is_err());
+    }
+}
