@@ -1,1 +1,234 @@
-pub fn x(){}
+//! A small synchronous facade for programs without an async runtime.
+//!
+//! reqwest's pattern: the facade owns one thread running a current-thread
+//! tokio runtime, and each call sends a job there and waits for the answer.
+//! It never calls `block_on` on the caller's thread, so it is safe to use
+//! from inside another runtime too (it only blocks that thread).
+//!
+//! ```
+//! let cache = unicache::blocking::Cache::open("memory://").unwrap();
+//! cache.set("k", b"v", None).unwrap();
+//! assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::cache::{Cache as AsyncCache, Stats};
+use crate::error::{Error, ErrorKind, Result};
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Owns the runtime thread; dropping it stops the thread.
+struct Runtime {
+    tx: Option<mpsc::UnboundedSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Runtime {
+    fn start() -> Result<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::from(e).with_context("op", "start runtime"))?;
+        let thread = std::thread::Builder::new()
+            .name("unicache-blocking".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    while let Some(job) = rx.recv().await {
+                        job.await;
+                    }
+                })
+            })
+            .map_err(|e| Error::from(e).with_context("op", "spawn runtime thread"))?;
+        Ok(Runtime {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::pin(async move {
+            let _ = done_tx.send(fut.await);
+        });
+        self.tx.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())?;
+        done_rx.recv().map_err(|_| gone())?
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A blocking handle to any cache.
+pub struct Cache {
+    inner: Arc<dyn AsyncCache>,
+    rt: Runtime,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::Cache")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+fn gone() -> Error {
+    Error::new(ErrorKind::Io, "the blocking runtime thread has stopped")
+}
+
+impl Cache {
+    /// Opens a cache from a URL (see [`crate::open`]).
+    pub fn open(url: &str) -> Result<Self> {
+        let rt = Runtime::start()?;
+        let url = url.to_string();
+        let inner = rt.run(async move { crate::open(&url).await })?;
+        Ok(Cache { inner, rt })
+    }
+
+    /// Wraps an already opened async cache.
+    pub fn from_async(inner: Arc<dyn AsyncCache>) -> Result<Self> {
+        Ok(Cache {
+            inner,
+            rt: Runtime::start()?,
+        })
+    }
+
+    /// The async cache behind this handle.
+    pub fn inner(&self) -> &Arc<dyn AsyncCache> {
+        &self.inner
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.rt.run(fut)
+    }
+
+    /// See [`AsyncCache::get`].
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let (c, k) = (self.inner.clone(), key.to_string());
+        self.run(async move { c.get(&k).await })
+    }
+
+    /// See [`AsyncCache::set`].
+    pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let (c, k, v) = (self.inner.clone(), key.to_string(), value.to_vec());
+        self.run(async move { c.set(&k, &v, ttl).await })
+    }
+
+    /// See [`AsyncCache::delete`].
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let (c, k) = (self.inner.clone(), key.to_string());
+        self.run(async move { c.delete(&k).await })
+    }
+
+    /// See [`AsyncCache::contains`].
+    pub fn contains(&self, key: &str) -> Result<bool> {
+        let (c, k) = (self.inner.clone(), key.to_string());
+        self.run(async move { c.contains(&k).await })
+    }
+
+    /// See [`AsyncCache::get_many`].
+    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let c = self.inner.clone();
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        self.run(async move {
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            c.get_many(&refs).await
+        })
+    }
+
+    /// See [`AsyncCache::set_many`].
+    pub fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let c = self.inner.clone();
+        let owned: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        self.run(async move {
+            let refs: Vec<(&str, &[u8])> = owned
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            c.set_many(&refs, ttl).await
+        })
+    }
+
+    /// See [`AsyncCache::clear`].
+    pub fn clear(&self) -> Result<()> {
+        let c = self.inner.clone();
+        self.run(async move { c.clear().await })
+    }
+
+    /// See [`AsyncCache::len`].
+    pub fn len(&self) -> Result<u64> {
+        let c = self.inner.clone();
+        self.run(async move { c.len().await })
+    }
+
+    /// See [`AsyncCache::is_empty`].
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// See [`AsyncCache::stats`].
+    pub fn stats(&self) -> Result<Stats> {
+        let c = self.inner.clone();
+        self.run(async move { c.stats().await })
+    }
+
+    /// See [`AsyncCache::flush`].
+    pub fn flush(&self) -> Result<()> {
+        let c = self.inner.clone();
+        self.run(async move { c.flush().await })
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        let c = self.inner.clone();
+        if let Err(e) = self.run(async move { c.close().await }) {
+            tracing::warn!("closing cache: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn works_inside_an_async_runtime() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let c = super::Cache::open("memory://").unwrap();
+            c.set_many(&[("a", b"1"), ("b", b"2")], None).unwrap();
+            assert_eq!(c.get_many(&["a", "x"]).unwrap()[0].as_deref(), Some(&b"1"[..]));
+            assert!(c.delete("a").unwrap());
+            assert_eq!(c.len().unwrap(), 1);
+        });
+    }
+
+    #[test]
+    fn open_error_is_returned() {
+        let e = super::Cache::open("nope://x").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::UnknownBackend);
+    }
+}

@@ -1,0 +1,71 @@
+//! Single-cache commands: get, set, delete, clear, stats.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{Outcome, open_cache, stdout_write};
+
+pub async fn get(url: &str, key: &str, raw: bool) -> anyhow::Result<Outcome> {
+    let cache = open_cache(url, Path::new(".")).await?;
+    match cache.get(key).await? {
+        Some(v) => {
+            stdout_write(&v)?;
+            if !raw {
+                stdout_write(b"\n")?;
+            }
+            Ok(Outcome::Success)
+        }
+        None => {
+            eprintln!("unicache: key {key:?} not found in {}", cache.endpoint());
+            Ok(Outcome::Partial)
+        }
+    }
+}
+
+pub async fn set(url: &str, key: &str, value: &str, ttl: Option<Duration>) -> anyhow::Result<Outcome> {
+    let cache = open_cache(url, Path::new(".")).await?;
+    let bytes = if value == "-" {
+        let mut b = Vec::new();
+        std::io::stdin().read_to_end(&mut b).context("reading the value from stdin")?;
+        b
+    } else {
+        value.as_bytes().to_vec()
+    };
+    cache.set(key, &bytes, ttl).await?;
+    cache.close().await?;
+    Ok(Outcome::Success)
+}
+
+pub async fn delete(url: &str, keys: &[String]) -> anyhow::Result<Outcome> {
+    let cache = open_cache(url, Path::new(".")).await?;
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let n = cache.delete_many(&refs).await?;
+    cache.close().await?;
+    stdout_write(format!("{n}\n").as_bytes())?;
+    Ok(if n > 0 { Outcome::Success } else { Outcome::Partial })
+}
+
+pub async fn clear(url: &str, all: bool) -> anyhow::Result<Outcome> {
+    let cache = open_cache(url, Path::new(".")).await?;
+    if all {
+        anyhow::bail!(
+            "--all is only meaningful for shared servers (redis, memcached); {} is cleared by a plain clear",
+            cache.endpoint()
+        );
+    }
+    cache.clear().await?;
+    cache.close().await?;
+    Ok(Outcome::Success)
+}
+
+pub async fn stats(url: &str) -> anyhow::Result<Outcome> {
+    let cache = open_cache(url, Path::new(".")).await?;
+    let s = cache.stats().await?;
+    let mut text = serde_json::to_string_pretty(&s)?;
+    text.push('\n');
+    stdout_write(text.as_bytes())?;
+    Ok(Outcome::Success)
+}

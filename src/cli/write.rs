@@ -1,0 +1,215 @@
+//! `unicache write`: the seed's job, streamed and fanned out.
+//!
+//! Resolves the targets (`--cache` or the seed config's `backends`), checks
+//! that the summary can be written before touching any cache, runs the
+//! writer with an optional progress bar, then writes and prints the summary.
+
+use std::fs::File;
+use std::io::{BufReader, IsTerminal, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use unicache::records::{InputFormat, KeyPolicy, MissingKey, detect, scan_backends};
+use unicache::writer::{Progress, Target, WriteOptions, write_records};
+
+use super::{Outcome, open_cache, parse_ttl, stdout_write};
+
+#[derive(Args, Debug)]
+pub struct WriteArgs {
+    /// Input: the seed's {"records": [...], "backends": [...]}, a JSON array, or JSON Lines; `-` for stdin.
+    #[arg(long, short, default_value = "data/sample_input.json")]
+    input: String,
+    /// Where the JSON summary is written (it is also printed).
+    #[arg(long, short, default_value = "data/output_summary.json")]
+    output: PathBuf,
+    /// Target cache URL or bare name; repeatable; overrides the config's "backends".
+    #[arg(long = "cache", short = 'c', value_name = "URL")]
+    caches: Vec<String>,
+    /// Field holding each record's key (string, or integer used as decimal text).
+    #[arg(long, default_value = "key")]
+    key_field: String,
+    /// Records without a usable key: skip (count and report), hash (key by content hash), fail (stop).
+    #[arg(long, default_value = "skip")]
+    missing_key: MissingKey,
+    /// TTL for every record (30, 500ms, 5m, 2h, 31d).
+    #[arg(long, value_parser = parse_ttl)]
+    ttl: Option<Duration>,
+    /// Records per batch (one transaction or round trip each).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
+    /// Write skipped and failed records here as JSON Lines (position, target, reason, record).
+    #[arg(long, value_name = "PATH")]
+    rejects: Option<PathBuf>,
+    /// Input format; auto detects it from the first bytes.
+    #[arg(long, default_value = "auto")]
+    format: InputFormat,
+    /// Retries of a batch after a transient failure (connection, timeout).
+    #[arg(long, default_value_t = 8)]
+    retries: u32,
+}
+
+fn open_input(input: &str) -> anyhow::Result<Box<dyn Read + Send>> {
+    if input == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let p = Path::new(input);
+    match File::open(p) {
+        Ok(f) => {
+            if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                bail!("input {input} is a directory, not a file");
+            }
+            Ok(Box::new(f))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("input file {input} not found")
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open input {input}")),
+    }
+}
+
+/// Finds the seed config's `backends`, returning an input that still
+/// yields every byte (stdin is spooled to a temp file when needed).
+fn config_backends(
+    args: &WriteArgs,
+    input: Box<dyn Read + Send>,
+) -> anyhow::Result<(Box<dyn Read + Send>, Option<Vec<String>>)> {
+    let mut r = BufReader::with_capacity(64 * 1024, input);
+    let format = match args.format {
+        InputFormat::Auto => detect(&mut r, &args.input).map_err(|e| anyhow::anyhow!(e.message))?,
+        f => f,
+    };
+    if format != InputFormat::Seed {
+        return Ok((Box::new(r), None));
+    }
+    if args.input == "-" {
+        let mut tmp = tempfile::tempfile().context("spooling stdin to a temp file")?;
+        std::io::copy(&mut r, &mut tmp).context("spooling stdin to a temp file")?;
+        tmp.rewind()?;
+        let backends = scan_backends(&tmp, &args.input).map_err(|e| anyhow::anyhow!(e.message))?;
+        tmp.rewind()?;
+        return Ok((Box::new(tmp), backends));
+    }
+    drop(r);
+    let backends =
+        scan_backends(open_input(&args.input)?, &args.input).map_err(|e| anyhow::anyhow!(e.message))?;
+    Ok((open_input(&args.input)?, backends))
+}
+
+pub async fn run(args: WriteArgs, quiet: bool) -> anyhow::Result<Outcome> {
+    let input = open_input(&args.input)?;
+
+    // Fail on an unwritable summary before any cache is touched.
+    let out_dir = match args.output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create output directory {}", out_dir.display()))?;
+    let mut out_file = File::create(&args.output)
+        .with_context(|| format!("cannot write summary to {}", args.output.display()))?;
+
+    let (input, names) = if args.caches.is_empty() {
+        let (input, backends) = config_backends(&args, input)?;
+        let names = match backends {
+            Some(b) if !b.is_empty() => b,
+            Some(_) => bail!("{}: \"backends\" is empty; name at least one or pass --cache", args.input),
+            None => {
+                tracing::warn!("no backends in the input and no --cache: writing to memory:// (lost at exit)");
+                vec!["memory".to_string()]
+            }
+        };
+        (input, names)
+    } else {
+        (input, args.caches.clone())
+    };
+
+    // Open every target first: an unreachable one is fatal before anything is written.
+    let mut targets = Vec::new();
+    let opened = futures::future::join_all(names.iter().map(|n| open_cache(n, &out_dir))).await;
+    for (name, cache) in names.iter().zip(opened) {
+        let cache = cache.with_context(|| format!("target {}", unicache::url::redact(name)))?;
+        targets.push(Target {
+            name: unicache::url::redact(name),
+            cache,
+        });
+    }
+
+    let mut options = WriteOptions::default();
+    options.batch_size = args.batch_size as usize;
+    options.ttl = args.ttl;
+    options.retries = args.retries;
+    options.format = args.format;
+    options.keys = KeyPolicy {
+        field: args.key_field.clone(),
+        missing: args.missing_key,
+    };
+    options.rejects = args.rejects.clone();
+
+    let progress = Arc::new(Progress::default());
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        pb
+    });
+    let ticker = bar.clone().map(|pb| {
+        let p = progress.clone();
+        let n = targets.len().max(1) as u64;
+        tokio::spawn(async move {
+            loop {
+                let read = p.read.load(std::sync::atomic::Ordering::Relaxed);
+                let stored = p.stored.load(std::sync::atomic::Ordering::Relaxed) / n;
+                pb.set_message(format!("{read} records read, {stored} stored per target"));
+                pb.tick();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+
+    let report = write_records(input, &args.input, &targets, &options, progress).await?;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    for t in &targets {
+        if let Err(e) = t.cache.close().await {
+            tracing::warn!("closing {}: {e}", t.name);
+        }
+    }
+
+    let mut text = serde_json::to_string_pretty(&report)?;
+    text.push('\n');
+    out_file
+        .write_all(text.as_bytes())
+        .and_then(|_| out_file.sync_all())
+        .with_context(|| format!("cannot write summary to {}", args.output.display()))?;
+    stdout_write(text.as_bytes())?;
+
+    if let Some(e) = &report.error {
+        bail!("{e} (the summary accounts for what was written before)");
+    }
+    if !quiet && report.records_skipped > 0 {
+        let first = report.rejects.first();
+        tracing::warn!(
+            "{} records skipped{}",
+            report.records_skipped,
+            first
+                .map(|r| format!(", first at {}: {}", r.position, r.reason))
+                .unwrap_or_default()
+        );
+    }
+    Ok(if report.is_complete() {
+        Outcome::Success
+    } else {
+        Outcome::Partial
+    })
+}
+
