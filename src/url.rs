@@ -95,6 +95,38 @@ pub enum BackendConfig {
     },
 }
 
+impl std::fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendConfig::Memory { capacity, max_bytes } => f
+                .debug_struct("Memory")
+                .field("capacity", capacity)
+                .field("max_bytes", max_bytes)
+                .finish(),
+            BackendConfig::Sqlite { path, busy_timeout } => f
+                .debug_struct("Sqlite")
+                .field("path", path)
+                .field("busy_timeout", busy_timeout)
+                .finish(),
+            BackendConfig::File { path, sync, .. } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("sync", sync)
+                .finish_non_exhaustive(),
+            // Node URLs may carry passwords: show them redacted.
+            BackendConfig::Redis { nodes, cluster, .. } => f
+                .debug_struct("Redis")
+                .field("nodes", &nodes.iter().map(|n| redact(n)).collect::<Vec<_>>())
+                .field("cluster", cluster)
+                .finish_non_exhaustive(),
+            BackendConfig::Memcached { servers, .. } => f
+                .debug_struct("Memcached")
+                .field("servers", servers)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// Parses a duration: bare seconds (`30`) or humantime (`500ms`, `5m`, `1h30m`, `31d`).
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();

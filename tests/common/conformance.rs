@@ -1,0 +1,387 @@
+//! One behaviour suite for every backend.
+//!
+//! `conformance_suite!(name, factory)` expands to one test per case below;
+//! `factory(namespace)` must return a fresh, empty cache isolated by that
+//! namespace (and `factory` called twice with the same namespace must open
+//! the same data). Cases gate on `Capabilities` where backends differ.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use unicache::{Cache, CacheExt, ErrorKind};
+
+pub type Shared = Arc<dyn Cache>;
+
+pub async fn set_get_delete(c: Shared) {
+    assert_eq!(c.get("a").await.unwrap(), None);
+    c.set("a", b"1", None).await.unwrap();
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    c.set("a", b"2", None).await.unwrap();
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some(&b"2"[..]));
+    assert!(c.contains("a").await.unwrap());
+    assert!(c.delete("a").await.unwrap());
+    assert!(!c.delete("a").await.unwrap());
+    assert!(!c.contains("a").await.unwrap());
+    assert_eq!(c.get("a").await.unwrap(), None);
+}
+
+pub async fn binary_empty_and_unicode(c: Shared) {
+    let binary: Vec<u8> = (0..=255u8).collect();
+    let long_key = "k".repeat(300);
+    let cases: Vec<(&str, &[u8])> = vec![
+        ("bin", &binary),
+        ("empty", b""),
+        ("ключ 🔑 with spaces\tand\ttabs", b"unicode"),
+        ("line\nbreak\r\n", b"newlines"),
+        (&long_key, b"long key"),
+        ("", b"empty key"),
+    ];
+    for (k, v) in &cases {
+        c.set(k, v, None).await.unwrap();
+    }
+    for (k, v) in &cases {
+        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(*v), "key {k:?}");
+    }
+    assert_eq!(c.len().await.unwrap(), cases.len() as u64);
+}
+
+pub async fn large_value(c: Shared) {
+    let v: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    match c.set("big", &v, None).await {
+        Ok(()) => assert_eq!(c.get("big").await.unwrap().as_deref(), Some(&v[..])),
+        Err(e) => {
+            // Only a backend that declares a smaller limit may refuse it.
+            let limit = c.capabilities().max_value_bytes.expect("refused without a declared limit");
+            assert!(limit < v.len() as u64, "{e}");
+            assert_eq!(e.kind(), ErrorKind::ValueTooLarge, "{e}");
+        }
+    }
+}
+
+pub async fn batches(c: Shared) {
+    let keys: Vec<String> = (0..250).map(|i| format!("batch:{i}")).collect();
+    let vals: Vec<Vec<u8>> = (0..250).map(|i| format!("v{i}").into_bytes()).collect();
+    let entries: Vec<(&str, &[u8])> = keys
+        .iter()
+        .zip(&vals)
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    c.set_many(&entries, None).await.unwrap();
+    let mut ask: Vec<&str> = keys.iter().map(String::as_str).collect();
+    ask.push("batch:missing");
+    let got = c.get_many(&ask).await.unwrap();
+    assert_eq!(got.len(), 251);
+    for (i, g) in got.iter().take(250).enumerate() {
+        assert_eq!(g.as_deref(), Some(vals[i].as_slice()));
+    }
+    assert_eq!(got[250], None);
+    assert_eq!(c.get_many(&[]).await.unwrap().len(), 0);
+    c.set_many(&[], None).await.unwrap();
+    let del: Vec<&str> = keys[..100].iter().map(String::as_str).collect();
+    assert_eq!(c.delete_many(&del).await.unwrap(), 100);
+    assert_eq!(c.delete_many(&del).await.unwrap(), 0);
+    assert_eq!(c.len().await.unwrap(), 150);
+}
+
+pub async fn ttl_expiry(c: Shared) {
+    c.set("short", b"x", Some(Duration::from_secs(1))).await.unwrap();
+    c.set("long", b"y", Some(Duration::from_secs(3600))).await.unwrap();
+    c.set_many(&[("bshort", b"x")], Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    c.set("forever", b"z", None).await.unwrap();
+    assert_eq!(c.get("short").await.unwrap().as_deref(), Some(&b"x"[..]));
+    if c.capabilities().read_ttl {
+        let t = c.ttl("long").await.unwrap().unwrap().unwrap();
+        assert!(t > Duration::from_secs(3590) && t <= Duration::from_secs(3600), "{t:?}");
+        assert_eq!(c.ttl("forever").await.unwrap(), Some(None));
+        assert_eq!(c.ttl("nothing").await.unwrap(), None);
+    }
+    // Second-granularity backends (memcached) may keep a 1 s entry up to 2 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(c.get("short").await.unwrap(), None);
+    assert_eq!(c.get("bshort").await.unwrap(), None);
+    assert!(!c.contains("short").await.unwrap());
+    assert!(!c.delete("short").await.unwrap(), "an expired entry must not count as deleted");
+    assert_eq!(
+        c.get_many(&["short", "long", "forever"]).await.unwrap(),
+        vec![None, Some(b"y"[..].into()), Some(b"z"[..].into())]
+    );
+    assert_eq!(c.len().await.unwrap(), 2);
+    assert_eq!(
+        c.set("zero", b"x", Some(Duration::ZERO)).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+pub async fn clear_and_len(c: Shared) {
+    assert!(c.is_empty().await.unwrap());
+    c.set_many(&[("a", b"1"), ("b", b"2"), ("c", b"3")], None)
+        .await
+        .unwrap();
+    assert_eq!(c.len().await.unwrap(), 3);
+    c.clear().await.unwrap();
+    assert_eq!(c.len().await.unwrap(), 0);
+    assert_eq!(c.get("a").await.unwrap(), None);
+    // Usable after clear.
+    c.set("a", b"again", None).await.unwrap();
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+pub async fn stats_count(c: Shared) {
+    c.set("s", b"1", None).await.unwrap();
+    c.set_many(&[("t", b"2"), ("u", b"3")], None).await.unwrap();
+    c.get("s").await.unwrap();
+    c.get("nope").await.unwrap();
+    c.get_many(&["t", "nope2", "u"]).await.unwrap();
+    c.delete("s").await.unwrap();
+    c.delete("s").await.unwrap();
+    let s = c.stats().await.unwrap();
+    assert_eq!(s.backend, c.backend());
+    assert_eq!((s.hits, s.misses, s.sets, s.deletes, s.errors), (3, 2, 3, 1, 0), "{s:?}");
+    if let Some(n) = s.entries {
+        assert_eq!(n, 2);
+    }
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["hits"], 3);
+}
+
+pub async fn typed_json(c: Shared) {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct User {
+        name: String,
+        age: u32,
+    }
+    let u = User {
+        name: "Ada".into(),
+        age: 36,
+    };
+    c.set_json("user:1", &u, None).await.unwrap();
+    assert_eq!(c.get_json::<User>("user:1").await.unwrap(), Some(u));
+    c.set("bad", b"not json", None).await.unwrap();
+    let e = c.get_json::<User>("bad").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Serialization);
+    assert_eq!(e.context("key"), Some("bad"));
+}
+
+pub async fn list_keys(c: Shared) {
+    use futures::StreamExt;
+    let keys: Vec<String> = (0..2500).map(|i| format!("list:{i}")).collect();
+    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    c.set_many(&entries, None).await.unwrap();
+    match c.keys().await {
+        Ok(mut s) => {
+            let mut got = Vec::new();
+            while let Some(k) = s.next().await {
+                got.push(k.unwrap());
+            }
+            got.sort();
+            let mut want = keys.clone();
+            want.sort();
+            assert_eq!(got, want);
+        }
+        Err(e) => {
+            assert!(!c.capabilities().list_keys);
+            assert!(e.is_unsupported(), "{e}");
+        }
+    }
+}
+
+/// A random operation for the model test.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Set(u8, Vec<u8>),
+    Get(u8),
+    Delete(u8),
+    Contains(u8),
+    SetMany(Vec<(u8, Vec<u8>)>),
+    GetMany(Vec<u8>),
+    DeleteMany(Vec<u8>),
+    Len,
+}
+
+pub fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let key = 0u8..16;
+    let val = proptest::collection::vec(any::<u8>(), 0..40);
+    prop_oneof![
+        (key.clone(), val.clone()).prop_map(|(k, v)| Op::Set(k, v)),
+        key.clone().prop_map(Op::Get),
+        key.clone().prop_map(Op::Delete),
+        key.clone().prop_map(Op::Contains),
+        proptest::collection::vec((key.clone(), val), 0..8).prop_map(Op::SetMany),
+        proptest::collection::vec(key.clone(), 0..8).prop_map(Op::GetMany),
+        proptest::collection::vec(key, 0..8).prop_map(Op::DeleteMany),
+        Just(Op::Len),
+    ]
+}
+
+fn key_name(k: u8) -> String {
+    // Mix plain, spaced and non-ASCII keys so key mapping is exercised too.
+    match k % 4 {
+        0 => format!("k{k}"),
+        1 => format!("key with space {k}"),
+        2 => format!("clé-{k}-ü"),
+        _ => format!("{}{k}", "x".repeat(260)),
+    }
+}
+
+/// Applies `ops` to the cache and to a HashMap, comparing every answer.
+pub async fn run_model(c: &Shared, ops: &[Op]) -> Result<(), String> {
+    let mut model: HashMap<String, Vec<u8>> = HashMap::new();
+    c.clear().await.map_err(|e| e.to_string())?;
+    for (i, op) in ops.iter().enumerate() {
+        let ctx = |what: &str| format!("op {i} {op:?}: {what}");
+        match op {
+            Op::Set(k, v) => {
+                c.set(&key_name(*k), v, None).await.map_err(|e| ctx(&e.to_string()))?;
+                model.insert(key_name(*k), v.clone());
+            }
+            Op::Get(k) => {
+                let got = c.get(&key_name(*k)).await.map_err(|e| ctx(&e.to_string()))?;
+                if got.as_deref() != model.get(&key_name(*k)).map(|v| v.as_slice()) {
+                    return Err(ctx("get differs"));
+                }
+            }
+            Op::Delete(k) => {
+                let got = c.delete(&key_name(*k)).await.map_err(|e| ctx(&e.to_string()))?;
+                if got != model.remove(&key_name(*k)).is_some() {
+                    return Err(ctx("delete result differs"));
+                }
+            }
+            Op::Contains(k) => {
+                let got = c.contains(&key_name(*k)).await.map_err(|e| ctx(&e.to_string()))?;
+                if got != model.contains_key(&key_name(*k)) {
+                    return Err(ctx("contains differs"));
+                }
+            }
+            Op::SetMany(kvs) => {
+                let names: Vec<String> = kvs.iter().map(|(k, _)| key_name(*k)).collect();
+                let entries: Vec<(&str, &[u8])> = names
+                    .iter()
+                    .zip(kvs)
+                    .map(|(n, (_, v))| (n.as_str(), v.as_slice()))
+                    .collect();
+                c.set_many(&entries, None).await.map_err(|e| ctx(&e.to_string()))?;
+                // Later entries for the same key win, as in a loop of sets.
+                for (n, (_, v)) in names.iter().zip(kvs) {
+                    model.insert(n.clone(), v.clone());
+                }
+            }
+            Op::GetMany(ks) => {
+                let names: Vec<String> = ks.iter().map(|k| key_name(*k)).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let got = c.get_many(&refs).await.map_err(|e| ctx(&e.to_string()))?;
+                for (n, g) in names.iter().zip(got) {
+                    if g.as_deref() != model.get(n).map(|v| v.as_slice()) {
+                        return Err(ctx(&format!("get_many differs at {n:?}")));
+                    }
+                }
+            }
+            Op::DeleteMany(ks) => {
+                let mut names: Vec<String> = ks.iter().map(|k| key_name(*k)).collect();
+                names.sort();
+                names.dedup();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let got = c.delete_many(&refs).await.map_err(|e| ctx(&e.to_string()))?;
+                let want = names.iter().filter(|n| model.remove(*n).is_some()).count() as u64;
+                if got != want {
+                    return Err(ctx(&format!("delete_many {got} != {want}")));
+                }
+            }
+            Op::Len => {
+                let got = c.len().await.map_err(|e| ctx(&e.to_string()))?;
+                if got != model.len() as u64 {
+                    return Err(ctx(&format!("len {got} != {}", model.len())));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Expands to the whole suite for one backend. `$factory` is an async fn
+/// taking a namespace and returning `Arc<dyn Cache>`; `$cases` is how many
+/// random sequences the model test runs.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($name:ident, $factory:path, $cases:expr) => {
+        mod $name {
+            use super::*;
+            use $crate::common::conformance as suite;
+
+            async fn fresh() -> suite::Shared {
+                $factory(&$crate::common::unique_ns("t")).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn set_get_delete() {
+                suite::set_get_delete(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn binary_empty_and_unicode() {
+                suite::binary_empty_and_unicode(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_value() {
+                suite::large_value(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn batches() {
+                suite::batches(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ttl_expiry() {
+                suite::ttl_expiry(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clear_and_len() {
+                suite::clear_and_len(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn stats_count() {
+                suite::stats_count(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn typed_json() {
+                suite::typed_json(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn list_keys() {
+                suite::list_keys(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clear_keeps_other_namespaces() {
+                let ns = $crate::common::unique_ns("iso");
+                let a = $factory(&ns).await;
+                let b = $factory(&format!("{ns}-other")).await;
+                a.set("k", b"a", None).await.unwrap();
+                b.set("k", b"b", None).await.unwrap();
+                a.clear().await.unwrap();
+                assert_eq!(a.get("k").await.unwrap(), None);
+                assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
+                assert_eq!(b.len().await.unwrap(), 1);
+            }
+            #[test]
+            fn model() {
+                use proptest::prelude::*;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let cache = rt.block_on(fresh());
+                let cfg = ProptestConfig {
+                    cases: $cases,
+                    failure_persistence: None,
+                    ..ProptestConfig::default()
+                };
+                proptest!(cfg, |(ops in proptest::collection::vec(suite::op_strategy(), 1..60))| {
+                    let r = rt.block_on(suite::run_model(&cache, &ops));
+                    prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+                });
+            }
+        }
+    };
+}
