@@ -1,1 +1,92 @@
-fn main(){}
+//! SQLite `set_many` of 1M records (keys `key:N`, 100-byte values) against a
+//! raw rusqlite prepared INSERT OR REPLACE loop in one transaction on the same
+//! schema, each into a fresh file, same run. Bar (issue #2): at least 0.8x.
+//! Also single-key get on the filled store (compared by the file backend).
+//!
+//! cargo bench --bench sqlite   (UNICACHE_BENCH_N=100000 for a quicker run)
+
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use futures::FutureExt;
+use unicache::Cache;
+use unicache::backends::sqlite::SqliteCache;
+
+fn n() -> usize {
+    std::env::var("UNICACHE_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn data(n: usize) -> (Vec<String>, Vec<u8>) {
+    ((0..n).map(|i| format!("key:{i}")).collect(), vec![b'x'; 100])
+}
+
+fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS cache (namespace TEXT NOT NULL DEFAULT '', key TEXT NOT NULL, \
+         value BLOB NOT NULL, expires_at INTEGER, PRIMARY KEY (namespace, key)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut st = tx
+            .prepare("INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)")
+            .unwrap();
+        for k in keys {
+            st.execute(rusqlite::params!["", k, value, None::<i64>]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn bench(c: &mut Criterion) {
+    let n = n();
+    let (keys, value) = data(n);
+    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+    let mut g = c.benchmark_group(format!("sqlite_set_many_{n}"));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.bench_function("raw_rusqlite", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| raw_insert(&dir.path().join("raw.sqlite3"), &keys, &value),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("unicache_set_many", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let t = Instant::now();
+                let cache = SqliteCache::open(&dir.path().join("u.sqlite3"), Duration::from_secs(5), Default::default()).unwrap();
+                cache.set_many(&entries, None).now_or_never().unwrap().unwrap();
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+
+    // Gets on a filled store.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = SqliteCache::open(&dir.path().join("g.sqlite3"), Duration::from_secs(5), Default::default()).unwrap();
+    cache.set_many(&entries, None).now_or_never().unwrap().unwrap();
+    let mut g = c.benchmark_group(format!("sqlite_get_{n}"));
+    let mut i = 0usize;
+    g.bench_function("unicache_get", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            cache.get(&keys[i]).now_or_never().unwrap().unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

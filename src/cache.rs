@@ -19,6 +19,50 @@ use crate::error::{Error, ErrorKind, Result};
 /// A boxed stream of keys, as returned by [`Cache::keys`].
 pub type KeyStream = futures::stream::BoxStream<'static, Result<String>>;
 
+/// The future of a single-key operation.
+///
+/// In-process backends (memory, SQLite) finish the work when the method is
+/// called and return [`CacheFuture::ready`], so a hit costs no allocation;
+/// network backends return [`CacheFuture::boxed`]. Either way callers just
+/// `.await` it.
+#[must_use = "futures do nothing unless awaited"]
+pub enum CacheFuture<'a, T> {
+    /// Already computed.
+    Ready(Option<Result<T>>),
+    /// Still to run.
+    Pending(futures::future::BoxFuture<'a, Result<T>>),
+}
+
+impl<'a, T> CacheFuture<'a, T> {
+    /// A finished operation.
+    pub fn ready(r: Result<T>) -> Self {
+        CacheFuture::Ready(Some(r))
+    }
+
+    /// An operation still to run.
+    pub fn boxed(f: impl std::future::Future<Output = Result<T>> + Send + 'a) -> Self {
+        CacheFuture::Pending(Box::pin(f))
+    }
+}
+
+impl<T: Unpin> std::future::Future for CacheFuture<'_, T> {
+    type Output = Result<T>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        match self.get_mut() {
+            CacheFuture::Ready(v) => std::task::Poll::Ready(v.take().unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "cache future polled after completion",
+                ))
+            })),
+            CacheFuture::Pending(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
 /// One cache, any backend.
 ///
 /// `ttl: None` means "use the cache's default TTL" (which may be "never").
@@ -36,16 +80,21 @@ pub trait Cache: Send + Sync + fmt::Debug {
     fn capabilities(&self) -> Capabilities;
 
     /// The value under `key`, if present and not expired.
-    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>>;
 
     /// Stores `value` under `key`, replacing any previous value.
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> CacheFuture<'a, ()>;
 
     /// Removes `key`; `true` if it was there (and not expired).
-    async fn delete(&self, key: &str) -> Result<bool>;
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool>;
 
     /// Whether `key` is present and not expired. Does not count as a hit or miss.
-    async fn contains(&self, key: &str) -> Result<bool>;
+    fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool>;
 
     /// Values for `keys`, in the same order; one round trip or transaction.
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>>;

@@ -72,7 +72,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A unicache error: kind, message, backend, context and source.
 ///
 /// Built OpenDAL-style: `Error::new(kind, msg).with_backend("sqlite").with_context("path", p)`.
+/// One pointer wide, so `Result<T>` stays small on the hot paths.
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
     kind: ErrorKind,
     message: String,
     backend: Option<&'static str>,
@@ -85,12 +90,14 @@ impl Error {
     /// A new error of `kind` with a human message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
-            kind,
-            message: message.into(),
-            backend: None,
-            context: Vec::new(),
-            source: None,
-            failures: Vec::new(),
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                backend: None,
+                context: Vec::new(),
+                source: None,
+                failures: Vec::new(),
+            }),
         }
     }
 
@@ -99,48 +106,48 @@ impl Error {
         let n = failures.len();
         let mut e = Error::new(ErrorKind::PartialBatch, format!("{n} entries failed"));
         if let Some((_, first)) = failures.first() {
-            e.backend = first.backend;
+            e.inner.backend = first.inner.backend;
         }
-        e.failures = failures;
+        e.inner.failures = failures;
         e
     }
 
     /// Names the backend the error came from.
     pub fn with_backend(mut self, backend: &'static str) -> Self {
-        self.backend = Some(backend);
+        self.inner.backend = Some(backend);
         self
     }
 
     /// Adds one piece of context (`key`, `path`, `endpoint`...). Never pass secrets.
     pub fn with_context(mut self, name: &'static str, value: impl fmt::Display) -> Self {
-        self.context.push((name, value.to_string()));
+        self.inner.context.push((name, value.to_string()));
         self
     }
 
     /// Sets the underlying cause.
     pub fn set_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.inner.source = Some(source.into());
         self
     }
 
     /// The error's kind.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The backend name, if known.
     pub fn backend(&self) -> Option<&'static str> {
-        self.backend
+        self.inner.backend
     }
 
     /// The message without context or source.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// A context value by name.
     pub fn context(&self, name: &str) -> Option<&str> {
-        self.context
+        self.inner.context
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
@@ -148,27 +155,27 @@ impl Error {
 
     /// For [`ErrorKind::PartialBatch`]: which entries failed and why.
     pub fn failures(&self) -> &[(usize, Error)] {
-        &self.failures
+        &self.inner.failures
     }
 
     /// The operation timed out.
     pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout
+        self.inner.kind == ErrorKind::Timeout
     }
 
     /// The server was unreachable or the connection dropped.
     pub fn is_connection(&self) -> bool {
-        self.kind == ErrorKind::Connection
+        self.inner.kind == ErrorKind::Connection
     }
 
     /// The backend cannot do this.
     pub fn is_unsupported(&self) -> bool {
-        self.kind == ErrorKind::Unsupported
+        self.inner.kind == ErrorKind::Unsupported
     }
 
     /// Retrying the same idempotent operation later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self.kind, ErrorKind::Connection | ErrorKind::Timeout)
+        matches!(self.inner.kind, ErrorKind::Connection | ErrorKind::Timeout)
     }
 }
 
@@ -180,16 +187,16 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(b) = self.backend {
+        if let Some(b) = self.inner.backend {
             write!(f, "{b}: ")?;
         }
-        write!(f, "{}", self.kind)?;
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
+        write!(f, "{}", self.inner.kind)?;
+        if !self.inner.message.is_empty() {
+            write!(f, ": {}", self.inner.message)?;
         }
-        if !self.context.is_empty() {
+        if !self.inner.context.is_empty() {
             f.write_str(" (")?;
-            for (i, (k, v)) in self.context.iter().enumerate() {
+            for (i, (k, v)) in self.inner.context.iter().enumerate() {
                 if i > 0 {
                     f.write_str(", ")?;
                 }
@@ -197,12 +204,12 @@ impl fmt::Display for Error {
             }
             f.write_str(")")?;
         }
-        if let Some(s) = &self.source {
+        if let Some(s) = &self.inner.source {
             // Keep it on one line: sources sometimes carry newlines.
             let text = s.to_string().replace(['\n', '\r'], " ");
             write!(f, ": {text}")?;
         }
-        if let Some((i, first)) = self.failures.first() {
+        if let Some((i, first)) = self.inner.failures.first() {
             write!(f, "; first failure at entry {i}: {first}")?;
         }
         Ok(())
@@ -211,7 +218,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.inner.source
             .as_ref()
             .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
     }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use quick_cache::sync::Cache as QuickCache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
-use crate::cache::{Cache, CacheOptions, Capabilities, Counters, KeyStream, Stats};
+use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats};
 use crate::error::{Error, ErrorKind, Result};
 
 const BACKEND: &str = "memory";
@@ -145,9 +145,23 @@ impl MemoryCache {
         })
     }
 
-    fn lookup(&self, key: &str, now: Instant) -> Option<Entry> {
+    /// Synchronous get (the trait's `get` is this plus a ready future).
+    pub fn get_now(&self, key: &str) -> Option<Bytes> {
+        let v = self.lookup(key).map(|e| e.value);
+        if v.is_some() {
+            self.counters.hit(1);
+        } else {
+            self.counters.miss(1);
+        }
+        v
+    }
+
+    fn lookup(&self, key: &str) -> Option<Entry> {
         let e = self.map.get(key)?;
-        if e.live(now) {
+        // Only entries with an expiry pay for reading the clock.
+        let Some(t) = e.expires else { return Some(e) };
+        let now = Instant::now();
+        if t > now {
             Some(e)
         } else {
             // Remove only if it is still the expired entry we saw.
@@ -177,41 +191,39 @@ impl Cache for MemoryCache {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let v = self.lookup(key, Instant::now()).map(|e| e.value);
-        if v.is_some() {
-            self.counters.hit(1);
-        } else {
-            self.counters.miss(1);
-        }
-        Ok(v)
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
+        CacheFuture::ready(Ok(self.get_now(key)))
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let e = self.counters.track(self.entry(key, value, ttl))?;
-        self.map.insert(key.to_string(), e);
-        self.counters.set(1);
-        Ok(())
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> CacheFuture<'a, ()> {
+        CacheFuture::ready(self.counters.track(self.entry(key, value, ttl)).map(|e| {
+            self.map.insert(key.to_string(), e);
+            self.counters.set(1);
+        }))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         let now = Instant::now();
         let existed = matches!(self.map.remove(key), Some((_, e)) if e.live(now));
         if existed {
             self.counters.delete(1);
         }
-        Ok(existed)
+        CacheFuture::ready(Ok(existed))
     }
 
-    async fn contains(&self, key: &str) -> Result<bool> {
-        Ok(self.map.peek(key).is_some_and(|e| e.live(Instant::now())))
+    fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::ready(Ok(self.map.peek(key).is_some_and(|e| e.live(Instant::now()))))
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let now = Instant::now();
         let out: Vec<Option<Bytes>> = keys
             .iter()
-            .map(|k| self.lookup(k, now).map(|e| e.value))
+            .map(|k| self.lookup(k).map(|e| e.value))
             .collect();
         self.counters.read(&out);
         Ok(out)

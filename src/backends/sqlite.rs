@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::cache::{Cache, CacheOptions, Capabilities, Counters, KeyStream, Stats, now_millis};
+use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats, now_millis};
 use crate::error::{Error, ErrorKind, Result};
 
 const BACKEND: &str = "sqlite";
@@ -177,6 +177,48 @@ impl SqliteCache {
         Ok(())
     }
 
+    fn set_now(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let exp = self.counters.track(self.expiry(ttl))?;
+        self.with_conn(|c| {
+            c.prepare_cached(INSERT)
+                .and_then(|mut s| s.execute(params![self.namespace, key, value, exp]))
+                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
+            self.note_writes(c, 1)
+        })?;
+        self.counters.set(1);
+        Ok(())
+    }
+
+    /// Deletes in one transaction; counts only live (unexpired) rows, but
+    /// removes expired ones too.
+    fn delete_many_now(&self, keys: &[&str]) -> Result<u64> {
+        let n = self.with_conn(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_err(&self.path, e))?;
+            let now = now_millis() as i64;
+            let mut n = 0u64;
+            {
+                let mut live = tx.prepare_cached(DELETE).map_err(|e| sql_err(&self.path, e))?;
+                let mut any = tx
+                    .prepare_cached(DELETE_ANY)
+                    .map_err(|e| sql_err(&self.path, e))?;
+                for k in keys {
+                    n += live
+                        .execute(params![self.namespace, k, now])
+                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?
+                        as u64;
+                    any.execute(params![self.namespace, k])
+                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?;
+                }
+            }
+            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+            Ok(n)
+        })?;
+        self.counters.delete(n);
+        Ok(n)
+    }
+
     fn expiry(&self, ttl: Option<Duration>) -> Result<Option<i64>> {
         let ttl = self.options.effective_ttl(ttl)?;
         Ok(ttl.map(|d| (now_millis() as i64).saturating_add(ms(d))))
@@ -245,53 +287,36 @@ impl Cache for SqliteCache {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let v = self.with_conn(|c| self.read(c, key, now_millis() as i64))?;
-        self.counters.read(std::slice::from_ref(&v));
-        Ok(v)
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
+        let r = self.with_conn(|c| self.read(c, key, now_millis() as i64));
+        if let Ok(v) = &r {
+            self.counters.read(std::slice::from_ref(v));
+        }
+        CacheFuture::ready(r)
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let exp = self.counters.track(self.expiry(ttl))?;
-        self.with_conn(|c| {
-            c.prepare_cached(INSERT)
-                .and_then(|mut s| s.execute(params![self.namespace, key, value, exp]))
-                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
-            self.note_writes(c, 1)
-        })?;
-        self.counters.set(1);
-        Ok(())
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> CacheFuture<'a, ()> {
+        CacheFuture::ready(self.set_now(key, value, ttl))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
-        let n = self.with_conn(|c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sql_err(&self.path, e))?;
-            let live = tx
-                .prepare_cached(DELETE)
-                .and_then(|mut s| s.execute(params![self.namespace, key, now_millis() as i64]))
-                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
-            // An expired row is removed too, but does not count as "existed".
-            tx.prepare_cached(DELETE_ANY)
-                .and_then(|mut s| s.execute(params![self.namespace, key]))
-                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
-            tx.commit().map_err(|e| sql_err(&self.path, e))?;
-            Ok(live as u64)
-        })?;
-        self.counters.delete(n);
-        Ok(n > 0)
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::ready(self.delete_many_now(&[key]).map(|n| n > 0))
     }
 
-    async fn contains(&self, key: &str) -> Result<bool> {
-        self.with_conn(|c| {
+    fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::ready(self.with_conn(|c| {
             c.prepare_cached(
                 "SELECT 1 FROM cache WHERE namespace = ?1 AND key = ?2 \
                  AND (expires_at IS NULL OR expires_at > ?3)",
             )
             .and_then(|mut s| s.exists(params![self.namespace, key, now_millis() as i64]))
             .map_err(|e| sql_err(&self.path, e).with_context("key", key))
-        })
+        }))
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
@@ -332,31 +357,7 @@ impl Cache for SqliteCache {
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        let n = self.with_conn(|c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sql_err(&self.path, e))?;
-            let now = now_millis() as i64;
-            let mut n = 0u64;
-            {
-                let mut live = tx.prepare_cached(DELETE).map_err(|e| sql_err(&self.path, e))?;
-                let mut any = tx
-                    .prepare_cached(DELETE_ANY)
-                    .map_err(|e| sql_err(&self.path, e))?;
-                for k in keys {
-                    n += live
-                        .execute(params![self.namespace, k, now])
-                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?
-                        as u64;
-                    any.execute(params![self.namespace, k])
-                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?;
-                }
-            }
-            tx.commit().map_err(|e| sql_err(&self.path, e))?;
-            Ok(n)
-        })?;
-        self.counters.delete(n);
-        Ok(n)
+        self.delete_many_now(keys)
     }
 
     async fn clear(&self) -> Result<()> {

@@ -175,8 +175,19 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn fatal(e: &anyhow::Error) -> ExitCode {
-    // One line: the context chain joined, newlines flattened.
-    let msg = format!("{e:#}").replace(['\n', '\r'], " ");
+    // One line: the context chain joined, skipping causes that the message
+    // already shows (library errors print their source themselves).
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace(['\n', '\r'], " ");
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
     let _ = writeln!(std::io::stderr(), "unicache: error: {msg}");
     ExitCode::from(FATAL)
 }
