@@ -61,7 +61,12 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("get_latency/unicache_dyn", |b| {
         b.iter(|| {
-            let v = cache.get(&keys[i]).now_or_never().unwrap().unwrap().unwrap();
+            let v = cache
+                .get(&keys[i])
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+                .unwrap();
             i = (i + 7919 + v.len()) % N;
         })
     });

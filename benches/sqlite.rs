@@ -20,12 +20,16 @@ fn n() -> usize {
 }
 
 fn data(n: usize) -> (Vec<String>, Vec<u8>) {
-    ((0..n).map(|i| format!("key:{i}")).collect(), vec![b'x'; 100])
+    (
+        (0..n).map(|i| format!("key:{i}")).collect(),
+        vec![b'x'; 100],
+    )
 }
 
 fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
     let mut conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .unwrap();
     conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS cache (namespace TEXT NOT NULL DEFAULT '', key TEXT NOT NULL, \
@@ -38,7 +42,8 @@ fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
             .prepare("INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)")
             .unwrap();
         for k in keys {
-            st.execute(rusqlite::params!["", k, value, None::<i64>]).unwrap();
+            st.execute(rusqlite::params!["", k, value, None::<i64>])
+                .unwrap();
         }
     }
     tx.commit().unwrap();
@@ -47,7 +52,10 @@ fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
 fn bench(c: &mut Criterion) {
     let n = n();
     let (keys, value) = data(n);
-    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+    let entries: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|k| (k.as_str(), value.as_slice()))
+        .collect();
     let mut g = c.benchmark_group(format!("sqlite_set_many_{n}"));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
@@ -64,8 +72,17 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
-                let cache = SqliteCache::open(&dir.path().join("u.sqlite3"), Duration::from_secs(5), Default::default()).unwrap();
-                cache.set_many(&entries, None).now_or_never().unwrap().unwrap();
+                let cache = SqliteCache::open(
+                    &dir.path().join("u.sqlite3"),
+                    Duration::from_secs(5),
+                    Default::default(),
+                )
+                .unwrap();
+                cache
+                    .set_many(&entries, None)
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap();
                 total += t.elapsed();
             }
             total
@@ -75,8 +92,17 @@ fn bench(c: &mut Criterion) {
 
     // Gets on a filled store.
     let dir = tempfile::tempdir().unwrap();
-    let cache = SqliteCache::open(&dir.path().join("g.sqlite3"), Duration::from_secs(5), Default::default()).unwrap();
-    cache.set_many(&entries, None).now_or_never().unwrap().unwrap();
+    let cache = SqliteCache::open(
+        &dir.path().join("g.sqlite3"),
+        Duration::from_secs(5),
+        Default::default(),
+    )
+    .unwrap();
+    cache
+        .set_many(&entries, None)
+        .now_or_never()
+        .unwrap()
+        .unwrap();
     let mut g = c.benchmark_group(format!("sqlite_get_{n}"));
     let mut i = 0usize;
     g.bench_function("unicache_get", |b| {

@@ -62,7 +62,11 @@ impl Runtime {
         let job: Job = Box::pin(async move {
             let _ = done_tx.send(fut.await);
         });
-        self.tx.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())?;
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
         done_rx.recv().map_err(|_| gone())?
     }
 }
@@ -220,7 +224,10 @@ mod tests {
         rt.block_on(async {
             let c = super::Cache::open("memory://").unwrap();
             c.set_many(&[("a", b"1"), ("b", b"2")], None).unwrap();
-            assert_eq!(c.get_many(&["a", "x"]).unwrap()[0].as_deref(), Some(&b"1"[..]));
+            assert_eq!(
+                c.get_many(&["a", "x"]).unwrap()[0].as_deref(),
+                Some(&b"1"[..])
+            );
             assert!(c.delete("a").unwrap());
             assert_eq!(c.len().unwrap(), 1);
         });

@@ -336,8 +336,8 @@ pub trait CacheExt: Cache {
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<()> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| Error::from(e).with_context("key", key))?;
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| Error::from(e).with_context("key", key))?;
         self.set(key, &bytes, ttl).await
     }
 }

@@ -147,7 +147,8 @@ impl Error {
 
     /// A context value by name.
     pub fn context(&self, name: &str) -> Option<&str> {
-        self.inner.context
+        self.inner
+            .context
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
@@ -218,7 +219,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner.source
+        self.inner
+            .source
             .as_ref()
             .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
     }

@@ -31,7 +31,9 @@ pub mod writer;
 
 use std::sync::Arc;
 
-pub use cache::{Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats};
+pub use cache::{
+    Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats,
+};
 pub use error::{Error, ErrorKind, Result};
 
 /// Opens a cache from a URL such as `memory://`, `sqlite:data/cache.sqlite3`,

@@ -596,7 +596,9 @@ mod tests {
         let (items, meta) = read("[\n {\"key\": \"x\"},\n 5\n]", &KeyPolicy::default()).unwrap();
         assert_eq!(meta.format, Some(InputFormat::Array));
         assert_eq!(keys(&items), vec!["x"]);
-        assert!(matches!(&items[1], Item::Rejected(r) if r.reason.contains("a number") && r.position.record == 2));
+        assert!(
+            matches!(&items[1], Item::Rejected(r) if r.reason.contains("a number") && r.position.record == 2)
+        );
 
         let (items, meta) = read(
             "{\"key\":\"a\"}\n\n{\"id\":1}\n{bad\n{\"key\": \"b\"}\n",

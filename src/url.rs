@@ -98,7 +98,10 @@ pub enum BackendConfig {
 impl std::fmt::Debug for BackendConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BackendConfig::Memory { capacity, max_bytes } => f
+            BackendConfig::Memory {
+                capacity,
+                max_bytes,
+            } => f
                 .debug_struct("Memory")
                 .field("capacity", capacity)
                 .field("max_bytes", max_bytes)
@@ -116,7 +119,10 @@ impl std::fmt::Debug for BackendConfig {
             // Node URLs may carry passwords: show them redacted.
             BackendConfig::Redis { nodes, cluster, .. } => f
                 .debug_struct("Redis")
-                .field("nodes", &nodes.iter().map(|n| redact(n)).collect::<Vec<_>>())
+                .field(
+                    "nodes",
+                    &nodes.iter().map(|n| redact(n)).collect::<Vec<_>>(),
+                )
                 .field("cluster", cluster)
                 .finish_non_exhaustive(),
             BackendConfig::Memcached { servers, .. } => f
@@ -193,7 +199,10 @@ impl Query {
         }
         if let Some(ttl) = self.take_duration("ttl")? {
             if ttl.is_zero() {
-                return Err(url_err(format!("{}: ttl must be greater than zero", self.scheme)));
+                return Err(url_err(format!(
+                    "{}: ttl must be greater than zero",
+                    self.scheme
+                )));
             }
             o.default_ttl = Some(ttl);
         }
@@ -325,7 +334,13 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
             }
             let max_bytes = q.take_u64("max_bytes")?;
             q.finish(&["capacity", "max_bytes"])?;
-            (BackendConfig::Memory { capacity, max_bytes }, options)
+            (
+                BackendConfig::Memory {
+                    capacity,
+                    max_bytes,
+                },
+                options,
+            )
         }
         "sqlite" | "sqlite3" => {
             let (body, q) = split_query(rest);
@@ -371,9 +386,9 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis-cluster" => {
             let cluster = scheme.contains("cluster");
             let tls = scheme.starts_with("rediss");
-            let body_q = rest.strip_prefix("//").ok_or_else(|| {
-                url_err(format!("{scheme}: expected {scheme}://host:port"))
-            })?;
+            let body_q = rest
+                .strip_prefix("//")
+                .ok_or_else(|| url_err(format!("{scheme}: expected {scheme}://host:port")))?;
             let (body, q) = split_query(body_q);
             let mut q = Query::parse("redis", q)?;
             let options = q.common()?;
@@ -547,11 +562,20 @@ mod tests {
 
     #[test]
     fn unknown_scheme_and_names() {
-        assert_eq!(parse("mongo://x").unwrap_err().kind(), ErrorKind::UnknownBackend);
-        assert_eq!(parse("memory").unwrap_err().kind(), ErrorKind::UnknownBackend);
+        assert_eq!(
+            parse("mongo://x").unwrap_err().kind(),
+            ErrorKind::UnknownBackend
+        );
+        assert_eq!(
+            parse("memory").unwrap_err().kind(),
+            ErrorKind::UnknownBackend
+        );
         let d = std::path::Path::new("out");
         assert_eq!(resolve_name("memory", d).unwrap(), "memory://");
-        assert_eq!(resolve_name("sqlite", d).unwrap(), "sqlite:out/cache.sqlite3");
+        assert_eq!(
+            resolve_name("sqlite", d).unwrap(),
+            "sqlite:out/cache.sqlite3"
+        );
         assert!(resolve_name("mongo", d).is_err());
     }
 
@@ -560,7 +584,10 @@ mod tests {
         let u = "redis://user:s3cret@host:6379/0";
         assert_eq!(redact(u), "redis://user:***@host:6379/0");
         assert_eq!(redact("redis://s3cret@h:1"), "redis://***@h:1");
-        assert_eq!(redact("redis+cluster://:pw@a:1,:pw@b:2"), "redis+cluster://:***@a:1,:***@b:2");
+        assert_eq!(
+            redact("redis+cluster://:pw@a:1,:pw@b:2"),
+            "redis+cluster://:***@a:1,:***@b:2"
+        );
         let p = parse(u).unwrap();
         assert!(!p.redacted.contains("s3cret"));
         assert!(!format!("{p:?}").contains("s3cret"));
@@ -572,7 +599,10 @@ mod tests {
 
     #[test]
     fn redis_and_memcached() {
-        match parse("redis+cluster://a:1,b:2?namespace=x").unwrap().backend {
+        match parse("redis+cluster://a:1,b:2?namespace=x")
+            .unwrap()
+            .backend
+        {
             BackendConfig::Redis { nodes, cluster, .. } => {
                 assert!(cluster);
                 assert_eq!(nodes, vec!["redis://a:1", "redis://b:2"]);
@@ -591,7 +621,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("31d").unwrap(), Duration::from_secs(31 * 86400));
+        assert_eq!(
+            parse_duration("31d").unwrap(),
+            Duration::from_secs(31 * 86400)
+        );
         assert!(parse_duration("soon").is_err());
     }
 }

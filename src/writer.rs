@@ -186,9 +186,10 @@ pub async fn write_records(
     let started = Instant::now();
     let rejects_file = match &options.rejects {
         None => None,
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |e| Error::from(e).with_context("rejects", p.display()),
-        )?)),
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .map_err(|e| Error::from(e).with_context("rejects", p.display()))?,
+        )),
     };
     let rejects = Arc::new(Mutex::new(Rejects {
         file: rejects_file,
@@ -238,7 +239,8 @@ pub async fn write_records(
                     Item::Record(r) => {
                         batch.push(r);
                         if batch.len() >= batch_size {
-                            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                            let full =
+                                std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
                             return send(full);
                         }
                     }
@@ -355,7 +357,12 @@ async fn run_lane(
                 .iter()
                 .map(|&i| (batch[i].key.as_str(), batch[i].value.as_slice()))
                 .collect();
-            let r = match tokio::time::timeout(options.op_timeout, cache.set_many(&entries, options.ttl)).await {
+            let r = match tokio::time::timeout(
+                options.op_timeout,
+                cache.set_many(&entries, options.ttl),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(Error::new(
                     crate::ErrorKind::Timeout,
@@ -379,7 +386,9 @@ async fn run_lane(
                     }
                     (retry, failed)
                 }
-                Err(e) if e.is_transient() && attempt < options.retries => (pending.clone(), Vec::new()),
+                Err(e) if e.is_transient() && attempt < options.retries => {
+                    (pending.clone(), Vec::new())
+                }
                 Err(e) => {
                     note_error(&mut report, &e);
                     let failed = pending

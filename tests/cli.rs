@@ -13,8 +13,12 @@ fn unicache() -> Command {
 }
 
 fn summary(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn stderr(out: &Output) -> String {
@@ -41,7 +45,11 @@ fn write_cmd(dir: &Path, input: &str, extra: &[&str]) -> Output {
 #[test]
 fn seed_sample_writes_memory_and_sqlite_next_to_output() {
     let dir = tempfile::tempdir().unwrap();
-    let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample_input.json")).unwrap();
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/sample_input.json"
+    ))
+    .unwrap();
     let input = write_file(dir.path(), "in.json", &sample);
     let out = write_cmd(dir.path(), &input, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -64,10 +72,18 @@ fn seed_sample_writes_memory_and_sqlite_next_to_output() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let got = unicache()
-        .args(["get", "--cache", &format!("sqlite:{}", db.display()), "user:1"])
+        .args([
+            "get",
+            "--cache",
+            &format!("sqlite:{}", db.display()),
+            "user:1",
+        ])
         .output()
         .unwrap();
     assert_eq!(got.status.code(), Some(0));
@@ -80,7 +96,10 @@ fn seed_sample_writes_memory_and_sqlite_next_to_output() {
     let v: Vec<u8> = conn
         .query_row("select value from cache where key='42'", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, br#"{"key":42,"note":"integer keys become their decimal text"}"#);
+    assert_eq!(
+        v,
+        br#"{"key":42,"note":"integer keys become their decimal text"}"#
+    );
 }
 
 #[test]
@@ -96,7 +115,12 @@ fn jsonl_with_bad_lines_is_partial_and_accounted() {
     let out = write_cmd(
         dir.path(),
         &input,
-        &["--cache", &format!("sqlite:{}", db.display()), "--rejects", rejects.to_str().unwrap()],
+        &[
+            "--cache",
+            &format!("sqlite:{}", db.display()),
+            "--rejects",
+            rejects.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let s = summary(&out);
@@ -110,8 +134,18 @@ fn jsonl_with_bad_lines_is_partial_and_accounted() {
         .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["position"]["line"], 2);
-    assert!(lines[1]["reason"].as_str().unwrap().contains("malformed JSON"));
-    assert!(lines[2]["reason"].as_str().unwrap().contains("not an object"));
+    assert!(
+        lines[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
+    assert!(
+        lines[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not an object")
+    );
     // Nothing was stored under "".
     let conn = rusqlite::Connection::open(&db).unwrap();
     let n: i64 = conn
@@ -155,16 +189,28 @@ fn stdin_jsonl_and_seed_with_backends_last() {
 fn missing_key_policies() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_file(dir.path(), "in.json", r#"[{"key":"a"},{"name":"no key"}]"#);
-    let out = write_cmd(dir.path(), &input, &["--cache", "memory://", "--missing-key", "hash"]);
+    let out = write_cmd(
+        dir.path(),
+        &input,
+        &["--cache", "memory://", "--missing-key", "hash"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(summary(&out)["records_written"], 2);
 
-    let out = write_cmd(dir.path(), &input, &["--cache", "memory://", "--missing-key", "fail"]);
+    let out = write_cmd(
+        dir.path(),
+        &input,
+        &["--cache", "memory://", "--missing-key", "fail"],
+    );
     assert_eq!(out.status.code(), Some(2));
     let e = stderr(&out);
     assert!(e.contains("record 2") && e.contains("\"key\""), "{e}");
 
-    let out = write_cmd(dir.path(), &input, &["--cache", "memory://", "--key-field", "name"]);
+    let out = write_cmd(
+        dir.path(),
+        &input,
+        &["--cache", "memory://", "--key-field", "name"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(summary(&out)["records_skipped"], 1);
 }
@@ -187,9 +233,16 @@ fn bad_inputs_get_clear_one_line_errors() {
     let d = dir.path();
 
     let missing = d.join("nope.json");
-    assert_fatal(&write_cmd(d, missing.to_str().unwrap(), &[]), &["nope.json", "not found"]);
+    assert_fatal(
+        &write_cmd(d, missing.to_str().unwrap(), &[]),
+        &["nope.json", "not found"],
+    );
 
-    let bad = write_file(d, "bad.json", "{\"records\": [\n  {\"key\": \"a\"},\n  {\"key\": }\n]}");
+    let bad = write_file(
+        d,
+        "bad.json",
+        "{\"records\": [\n  {\"key\": \"a\"},\n  {\"key\": }\n]}",
+    );
     let out = write_cmd(d, &bad, &["--cache", "memory://"]);
     assert_fatal(&out, &["bad.json", "line 3 column"]);
     // What was read before the error is still accounted for in the summary.
@@ -199,13 +252,31 @@ fn bad_inputs_get_clear_one_line_errors() {
     assert_fatal(&write_cmd(d, &empty, &[]), &["empty.json", "empty"]);
 
     let ok = write_file(d, "ok.json", r#"[{"key":"a"}]"#);
-    assert_fatal(&write_cmd(d, &ok, &["--cache", "mongodb://x"]), &["unknown backend", "mongodb"]);
-    let unknown_name = write_file(d, "cfg.json", r#"{"records":[{"key":"a"}],"backends":["postgres"]}"#);
-    assert_fatal(&write_cmd(d, &unknown_name, &[]), &["unknown backend", "postgres"]);
+    assert_fatal(
+        &write_cmd(d, &ok, &["--cache", "mongodb://x"]),
+        &["unknown backend", "mongodb"],
+    );
+    let unknown_name = write_file(
+        d,
+        "cfg.json",
+        r#"{"records":[{"key":"a"}],"backends":["postgres"]}"#,
+    );
+    assert_fatal(
+        &write_cmd(d, &unknown_name, &[]),
+        &["unknown backend", "postgres"],
+    );
 
     // Unwritable output (its parent is a regular file).
     let out = unicache()
-        .args(["write", "-q", "--input", &ok, "--cache", "memory://", "--output"])
+        .args([
+            "write",
+            "-q",
+            "--input",
+            &ok,
+            "--cache",
+            "memory://",
+            "--output",
+        ])
         .arg(d.join("ok.json").join("summary.json"))
         .output()
         .unwrap();
@@ -216,7 +287,11 @@ fn bad_inputs_get_clear_one_line_errors() {
     assert_fatal(&out, &["sqlite", "x.db"]);
 
     // A corrupt (non-SQLite) database file.
-    let corrupt = write_file(d, "corrupt.sqlite3", &"this is not a database\n".repeat(500));
+    let corrupt = write_file(
+        d,
+        "corrupt.sqlite3",
+        &"this is not a database\n".repeat(500),
+    );
     let out = write_cmd(d, &ok, &["--cache", &format!("sqlite:{corrupt}")]);
     assert_fatal(&out, &["corrupt.sqlite3", "not a SQLite database"]);
 
@@ -226,11 +301,18 @@ fn bad_inputs_get_clear_one_line_errors() {
         .unwrap()
         .execute_batch("CREATE TABLE cache (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         .unwrap();
-    let out = write_cmd(d, &ok, &["--cache", &format!("sqlite:{}", seed_db.display())]);
+    let out = write_cmd(
+        d,
+        &ok,
+        &["--cache", &format!("sqlite:{}", seed_db.display())],
+    );
     assert_fatal(&out, &["seed.sqlite3", "layout"]);
 
     // Usage errors exit 2 as well.
-    let out = unicache().args(["write", "--batch-size", "0"]).output().unwrap();
+    let out = unicache()
+        .args(["write", "--batch-size", "0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -240,7 +322,12 @@ fn single_cache_commands() {
     let url = format!("sqlite:{}", dir.path().join("ops.sqlite3").display());
     let run = |args: &[&str]| unicache().args(args).output().unwrap();
 
-    assert_eq!(run(&["set", "--cache", &url, "greeting", "hello"]).status.code(), Some(0));
+    assert_eq!(
+        run(&["set", "--cache", &url, "greeting", "hello"])
+            .status
+            .code(),
+        Some(0)
+    );
     let out = run(&["get", "--cache", &url, "greeting"]);
     assert_eq!(out.stdout, b"hello\n");
     let out = run(&["get", "--cache", &url, "absent"]);
@@ -250,7 +337,10 @@ fn single_cache_commands() {
     let out = run(&["set", "--cache", &url, "--ttl", "1", "short", "x"]);
     assert_eq!(out.status.code(), Some(0));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_eq!(run(&["get", "--cache", &url, "short"]).status.code(), Some(1));
+    assert_eq!(
+        run(&["get", "--cache", &url, "short"]).status.code(),
+        Some(1)
+    );
 
     let out = run(&["stats", "--cache", &url]);
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -258,8 +348,14 @@ fn single_cache_commands() {
     assert_eq!(s["entries"], 1);
 
     let out = run(&["delete", "--cache", &url, "greeting", "absent"]);
-    assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(0), &b"1\n"[..]));
-    assert_eq!(run(&["delete", "--cache", &url, "greeting"]).status.code(), Some(1));
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"1\n"[..])
+    );
+    assert_eq!(
+        run(&["delete", "--cache", &url, "greeting"]).status.code(),
+        Some(1)
+    );
 
     run(&["set", "--cache", &url, "a", "1"]);
     assert_eq!(run(&["clear", "--cache", &url]).status.code(), Some(0));

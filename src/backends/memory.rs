@@ -217,7 +217,10 @@ impl Cache for MemoryCache {
     }
 
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
-        CacheFuture::ready(Ok(self.map.peek(key).is_some_and(|e| e.live(Instant::now()))))
+        CacheFuture::ready(Ok(self
+            .map
+            .peek(key)
+            .is_some_and(|e| e.live(Instant::now()))))
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
@@ -316,7 +319,10 @@ mod tests {
     fn evicts_at_capacity_and_counts() {
         let c = MemoryCache::new(100, None, CacheOptions::new());
         for i in 0..1000 {
-            c.set(&format!("k{i}"), b"v", None).now_or_never().unwrap().unwrap();
+            c.set(&format!("k{i}"), b"v", None)
+                .now_or_never()
+                .unwrap()
+                .unwrap();
         }
         let s = c.stats().now_or_never().unwrap().unwrap();
         assert!(s.entries.unwrap() <= 100, "{s:?}");
@@ -328,13 +334,20 @@ mod tests {
         let c = MemoryCache::new(1000, Some(100_000), CacheOptions::new());
         let v = vec![0u8; 1000];
         for i in 0..1000 {
-            c.set(&format!("k{i}"), &v, None).now_or_never().unwrap().unwrap();
+            c.set(&format!("k{i}"), &v, None)
+                .now_or_never()
+                .unwrap()
+                .unwrap();
         }
         let n = c.len().now_or_never().unwrap().unwrap();
         assert!(n * 1000 <= 100_000, "{n} entries of 1000 bytes");
         assert!(n > 10);
         let big = vec![0u8; 200_000];
-        let e = c.set("big", &big, None).now_or_never().unwrap().unwrap_err();
+        let e = c
+            .set("big", &big, None)
+            .now_or_never()
+            .unwrap()
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ValueTooLarge);
     }
 }

@@ -16,9 +16,7 @@ use crate::url::{BackendConfig, ParsedUrl};
 fn disabled(backend: &str, feature: &str) -> Error {
     Error::new(
         ErrorKind::FeatureDisabled,
-        format!(
-            "the {backend} backend was compiled out; rebuild with `--features {feature}`"
-        ),
+        format!("the {backend} backend was compiled out; rebuild with `--features {feature}`"),
     )
 }
 
@@ -36,7 +34,9 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
         BackendConfig::Memory {
             capacity,
             max_bytes,
-        } => Ok(Arc::new(memory::MemoryCache::new(capacity, max_bytes, options))),
+        } => Ok(Arc::new(memory::MemoryCache::new(
+            capacity, max_bytes, options,
+        ))),
         #[cfg(not(feature = "memory"))]
         BackendConfig::Memory { .. } => Err(disabled("memory", "memory")),
 

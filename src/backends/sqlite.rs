@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats, now_millis};
+use crate::cache::{
+    Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats, now_millis,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 const BACKEND: &str = "sqlite";
@@ -32,13 +34,14 @@ CREATE TABLE IF NOT EXISTS cache (
     expires_at INTEGER,
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID;
+-- Partial: rows without a TTL cost nothing here; purging expired rows is a range scan.
+CREATE INDEX IF NOT EXISTS cache_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL;
 ";
 
 const INSERT: &str =
     "INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)";
 const SELECT: &str = "SELECT value, expires_at FROM cache WHERE namespace = ?1 AND key = ?2";
-const DELETE: &str =
-    "DELETE FROM cache WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)";
+const DELETE: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)";
 const DELETE_ANY: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2";
 
 /// A cache stored in one SQLite database file.
@@ -68,7 +71,9 @@ fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
             ErrorKind::Corrupt,
             "file is not a SQLite database (or is encrypted/corrupt)",
         ),
-        Some(ErrorCode::DatabaseCorrupt) => (ErrorKind::Corrupt, "database disk image is malformed"),
+        Some(ErrorCode::DatabaseCorrupt) => {
+            (ErrorKind::Corrupt, "database disk image is malformed")
+        }
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => (
             ErrorKind::Timeout,
             "database stayed locked by another process past busy_timeout",
@@ -124,7 +129,8 @@ impl SqliteCache {
         let _mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(e)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(e)?;
         conn.execute_batch(SCHEMA).map_err(e)?;
         check_layout(&conn, path)?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -199,7 +205,9 @@ impl SqliteCache {
             let now = now_millis() as i64;
             let mut n = 0u64;
             {
-                let mut live = tx.prepare_cached(DELETE).map_err(|e| sql_err(&self.path, e))?;
+                let mut live = tx
+                    .prepare_cached(DELETE)
+                    .map_err(|e| sql_err(&self.path, e))?;
                 let mut any = tx
                     .prepare_cached(DELETE_ANY)
                     .map_err(|e| sql_err(&self.path, e))?;
@@ -362,8 +370,11 @@ impl Cache for SqliteCache {
 
     async fn clear(&self) -> Result<()> {
         self.with_conn(|c| {
-            c.execute("DELETE FROM cache WHERE namespace = ?1", params![self.namespace])
-                .map_err(|e| sql_err(&self.path, e))?;
+            c.execute(
+                "DELETE FROM cache WHERE namespace = ?1",
+                params![self.namespace],
+            )
+            .map_err(|e| sql_err(&self.path, e))?;
             Ok(())
         })
     }
@@ -388,7 +399,10 @@ impl Cache for SqliteCache {
         let now = now_millis() as i64;
         let row: Option<Option<i64>> = self.with_conn(|c| {
             c.prepare_cached("SELECT expires_at FROM cache WHERE namespace = ?1 AND key = ?2")
-                .and_then(|mut s| s.query_row(params![self.namespace, key], |r| r.get(0)).optional())
+                .and_then(|mut s| {
+                    s.query_row(params![self.namespace, key], |r| r.get(0))
+                        .optional()
+                })
                 .map_err(|e| sql_err(&self.path, e).with_context("key", key))
         })?;
         Ok(match row {
@@ -407,7 +421,12 @@ impl Cache for SqliteCache {
         let _ = conn.busy_timeout(Duration::from_secs(10));
         let path = self.path.clone();
         let ns = self.namespace.clone();
-        let state = (conn, None::<String>, Vec::<String>::new().into_iter(), false);
+        let state = (
+            conn,
+            None::<String>,
+            Vec::<String>::new().into_iter(),
+            false,
+        );
         let s = futures::stream::unfold(state, move |(conn, after, mut buf, done)| {
             let path = path.clone();
             let ns = ns.clone();

@@ -4,6 +4,7 @@
 //! nothing, `delete` removed nothing); 2 fatal (usage, unreadable input,
 //! unreachable target, unwritable output). Errors are one line on stderr.
 
+mod bench;
 mod ops;
 mod write;
 
@@ -92,6 +93,9 @@ enum Command {
         #[command(flatten)]
         cache: CacheArg,
     },
+    /// Benchmark helpers: data generators and raw-driver baselines.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 /// The `--cache URL` of single-cache commands.
@@ -155,6 +159,7 @@ pub fn main() -> ExitCode {
             Command::Delete { cache, keys } => ops::delete(&cache.cache, &keys).await,
             Command::Clear { cache, all } => ops::clear(&cache.cache, all).await,
             Command::Stats { cache } => ops::stats(&cache.cache).await,
+            Command::Bench(cmd) => bench::run(cmd),
         }
     });
     // Do not wait for stuck connections at exit.
@@ -207,4 +212,3 @@ pub fn stdout_write(bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(bytes)?;
     out.flush()
 }
-

@@ -25,11 +25,18 @@ pub async fn get(url: &str, key: &str, raw: bool) -> anyhow::Result<Outcome> {
     }
 }
 
-pub async fn set(url: &str, key: &str, value: &str, ttl: Option<Duration>) -> anyhow::Result<Outcome> {
+pub async fn set(
+    url: &str,
+    key: &str,
+    value: &str,
+    ttl: Option<Duration>,
+) -> anyhow::Result<Outcome> {
     let cache = open_cache(url, Path::new(".")).await?;
     let bytes = if value == "-" {
         let mut b = Vec::new();
-        std::io::stdin().read_to_end(&mut b).context("reading the value from stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .context("reading the value from stdin")?;
         b
     } else {
         value.as_bytes().to_vec()
@@ -45,7 +52,11 @@ pub async fn delete(url: &str, keys: &[String]) -> anyhow::Result<Outcome> {
     let n = cache.delete_many(&refs).await?;
     cache.close().await?;
     stdout_write(format!("{n}\n").as_bytes())?;
-    Ok(if n > 0 { Outcome::Success } else { Outcome::Partial })
+    Ok(if n > 0 {
+        Outcome::Success
+    } else {
+        Outcome::Partial
+    })
 }
 
 pub async fn clear(url: &str, all: bool) -> anyhow::Result<Outcome> {

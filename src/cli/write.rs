@@ -94,8 +94,8 @@ fn config_backends(
         return Ok((Box::new(tmp), backends));
     }
     drop(r);
-    let backends =
-        scan_backends(open_input(&args.input)?, &args.input).map_err(|e| anyhow::anyhow!(e.message))?;
+    let backends = scan_backends(open_input(&args.input)?, &args.input)
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     Ok((open_input(&args.input)?, backends))
 }
 
@@ -116,9 +116,14 @@ pub async fn run(args: WriteArgs, quiet: bool) -> anyhow::Result<Outcome> {
         let (input, backends) = config_backends(&args, input)?;
         let names = match backends {
             Some(b) if !b.is_empty() => b,
-            Some(_) => bail!("{}: \"backends\" is empty; name at least one or pass --cache", args.input),
+            Some(_) => bail!(
+                "{}: \"backends\" is empty; name at least one or pass --cache",
+                args.input
+            ),
             None => {
-                tracing::warn!("no backends in the input and no --cache: writing to memory:// (lost at exit)");
+                tracing::warn!(
+                    "no backends in the input and no --cache: writing to memory:// (lost at exit)"
+                );
                 vec!["memory".to_string()]
             }
         };
@@ -212,4 +217,3 @@ pub async fn run(args: WriteArgs, quiet: bool) -> anyhow::Result<Outcome> {
         Outcome::Partial
     })
 }
-

@@ -52,7 +52,10 @@ pub async fn large_value(c: Shared) {
         Ok(()) => assert_eq!(c.get("big").await.unwrap().as_deref(), Some(&v[..])),
         Err(e) => {
             // Only a backend that declares a smaller limit may refuse it.
-            let limit = c.capabilities().max_value_bytes.expect("refused without a declared limit");
+            let limit = c
+                .capabilities()
+                .max_value_bytes
+                .expect("refused without a declared limit");
             assert!(limit < v.len() as u64, "{e}");
             assert_eq!(e.kind(), ErrorKind::ValueTooLarge, "{e}");
         }
@@ -85,8 +88,12 @@ pub async fn batches(c: Shared) {
 }
 
 pub async fn ttl_expiry(c: Shared) {
-    c.set("short", b"x", Some(Duration::from_secs(1))).await.unwrap();
-    c.set("long", b"y", Some(Duration::from_secs(3600))).await.unwrap();
+    c.set("short", b"x", Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    c.set("long", b"y", Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
     c.set_many(&[("bshort", b"x")], Some(Duration::from_secs(1)))
         .await
         .unwrap();
@@ -94,7 +101,10 @@ pub async fn ttl_expiry(c: Shared) {
     assert_eq!(c.get("short").await.unwrap().as_deref(), Some(&b"x"[..]));
     if c.capabilities().read_ttl {
         let t = c.ttl("long").await.unwrap().unwrap().unwrap();
-        assert!(t > Duration::from_secs(3590) && t <= Duration::from_secs(3600), "{t:?}");
+        assert!(
+            t > Duration::from_secs(3590) && t <= Duration::from_secs(3600),
+            "{t:?}"
+        );
         assert_eq!(c.ttl("forever").await.unwrap(), Some(None));
         assert_eq!(c.ttl("nothing").await.unwrap(), None);
     }
@@ -103,14 +113,20 @@ pub async fn ttl_expiry(c: Shared) {
     assert_eq!(c.get("short").await.unwrap(), None);
     assert_eq!(c.get("bshort").await.unwrap(), None);
     assert!(!c.contains("short").await.unwrap());
-    assert!(!c.delete("short").await.unwrap(), "an expired entry must not count as deleted");
+    assert!(
+        !c.delete("short").await.unwrap(),
+        "an expired entry must not count as deleted"
+    );
     assert_eq!(
         c.get_many(&["short", "long", "forever"]).await.unwrap(),
         vec![None, Some(b"y"[..].into()), Some(b"z"[..].into())]
     );
     assert_eq!(c.len().await.unwrap(), 2);
     assert_eq!(
-        c.set("zero", b"x", Some(Duration::ZERO)).await.unwrap_err().kind(),
+        c.set("zero", b"x", Some(Duration::ZERO))
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidInput
     );
 }
@@ -139,7 +155,11 @@ pub async fn stats_count(c: Shared) {
     c.delete("s").await.unwrap();
     let s = c.stats().await.unwrap();
     assert_eq!(s.backend, c.backend());
-    assert_eq!((s.hits, s.misses, s.sets, s.deletes, s.errors), (3, 2, 3, 1, 0), "{s:?}");
+    assert_eq!(
+        (s.hits, s.misses, s.sets, s.deletes, s.errors),
+        (3, 2, 3, 1, 0),
+        "{s:?}"
+    );
     if let Some(n) = s.entries {
         assert_eq!(n, 2);
     }
@@ -235,23 +255,34 @@ pub async fn run_model(c: &Shared, ops: &[Op]) -> Result<(), String> {
         let ctx = |what: &str| format!("op {i} {op:?}: {what}");
         match op {
             Op::Set(k, v) => {
-                c.set(&key_name(*k), v, None).await.map_err(|e| ctx(&e.to_string()))?;
+                c.set(&key_name(*k), v, None)
+                    .await
+                    .map_err(|e| ctx(&e.to_string()))?;
                 model.insert(key_name(*k), v.clone());
             }
             Op::Get(k) => {
-                let got = c.get(&key_name(*k)).await.map_err(|e| ctx(&e.to_string()))?;
+                let got = c
+                    .get(&key_name(*k))
+                    .await
+                    .map_err(|e| ctx(&e.to_string()))?;
                 if got.as_deref() != model.get(&key_name(*k)).map(|v| v.as_slice()) {
                     return Err(ctx("get differs"));
                 }
             }
             Op::Delete(k) => {
-                let got = c.delete(&key_name(*k)).await.map_err(|e| ctx(&e.to_string()))?;
+                let got = c
+                    .delete(&key_name(*k))
+                    .await
+                    .map_err(|e| ctx(&e.to_string()))?;
                 if got != model.remove(&key_name(*k)).is_some() {
                     return Err(ctx("delete result differs"));
                 }
             }
             Op::Contains(k) => {
-                let got = c.contains(&key_name(*k)).await.map_err(|e| ctx(&e.to_string()))?;
+                let got = c
+                    .contains(&key_name(*k))
+                    .await
+                    .map_err(|e| ctx(&e.to_string()))?;
                 if got != model.contains_key(&key_name(*k)) {
                     return Err(ctx("contains differs"));
                 }
@@ -263,7 +294,9 @@ pub async fn run_model(c: &Shared, ops: &[Op]) -> Result<(), String> {
                     .zip(kvs)
                     .map(|(n, (_, v))| (n.as_str(), v.as_slice()))
                     .collect();
-                c.set_many(&entries, None).await.map_err(|e| ctx(&e.to_string()))?;
+                c.set_many(&entries, None)
+                    .await
+                    .map_err(|e| ctx(&e.to_string()))?;
                 // Later entries for the same key win, as in a loop of sets.
                 for (n, (_, v)) in names.iter().zip(kvs) {
                     model.insert(n.clone(), v.clone());
@@ -284,7 +317,10 @@ pub async fn run_model(c: &Shared, ops: &[Op]) -> Result<(), String> {
                 names.sort();
                 names.dedup();
                 let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                let got = c.delete_many(&refs).await.map_err(|e| ctx(&e.to_string()))?;
+                let got = c
+                    .delete_many(&refs)
+                    .await
+                    .map_err(|e| ctx(&e.to_string()))?;
                 let want = names.iter().filter(|n| model.remove(*n).is_some()).count() as u64;
                 if got != want {
                     return Err(ctx(&format!("delete_many {got} != {want}")));

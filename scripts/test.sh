@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. The Redis and memcached tests need the real
+# servers' binaries (redis-server, redis-cli, memcached); the tests start them
+# on free loopback ports themselves and stop them afterwards. Missing
+# binaries are installed with apt-get when running as root, or the script
+# stops and says how to install them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v memcached >/dev/null || need+=(memcached)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: installing ${need[*]} with apt-get" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "test.sh: missing ${need[*]}; install them first, e.g." >&2
+        echo "    sudo apt-get install -y redis-server memcached" >&2
+        echo "  (or brew install redis memcached), then run ./scripts/test.sh again" >&2
+        exit 1
+    fi
+fi
+
+# The packages start system services; the tests use their own servers.
+cargo test --all-features --no-fail-fast "$@"
