@@ -192,10 +192,10 @@ impl Query {
 
     fn common(&mut self) -> Result<CacheOptions> {
         let mut o = CacheOptions::new();
-        if let Some(ns) = self.take("namespace").or_else(|| self.take("ns")) {
-            if !ns.is_empty() {
-                o.namespace = Some(ns);
-            }
+        if let Some(ns) = self.take("namespace").or_else(|| self.take("ns"))
+            && !ns.is_empty()
+        {
+            o.namespace = Some(ns);
         }
         if let Some(ttl) = self.take_duration("ttl")? {
             if ttl.is_zero() {

@@ -1,4 +1,4 @@
-//! One module per backend, each behind its cargo feature, and [`open`], the
+//! One module per backend, each behind its cargo feature, and [`open_parsed`], the
 //! factory that turns a parsed URL into an `Arc<dyn Cache>`.
 
 #[cfg(feature = "memory")]

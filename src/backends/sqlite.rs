@@ -34,9 +34,12 @@ CREATE TABLE IF NOT EXISTS cache (
     expires_at INTEGER,
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID;
--- Partial: rows without a TTL cost nothing here; purging expired rows is a range scan.
-CREATE INDEX IF NOT EXISTS cache_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL;
 ";
+
+/// Created after the layout check. Partial: rows without a TTL cost nothing
+/// here, and purging expired rows is a range scan, not a table scan.
+const EXPIRY_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS cache_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL";
 
 const INSERT: &str =
     "INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)";
@@ -133,6 +136,7 @@ impl SqliteCache {
             .map_err(e)?;
         conn.execute_batch(SCHEMA).map_err(e)?;
         check_layout(&conn, path)?;
+        conn.execute_batch(EXPIRY_INDEX).map_err(e)?;
         conn.set_prepared_statement_cache_capacity(32);
         let cache = SqliteCache {
             conn: Mutex::new(conn),
@@ -431,32 +435,30 @@ impl Cache for SqliteCache {
             let path = path.clone();
             let ns = ns.clone();
             async move {
-                loop {
-                    if let Some(k) = buf.next() {
-                        return Some((Ok(k.clone()), (conn, Some(k), buf, done)));
-                    }
-                    if done {
-                        return None;
-                    }
-                    let page = (|| -> rusqlite::Result<Vec<String>> {
-                        let mut st = conn.prepare_cached(
-                            "SELECT key FROM cache WHERE namespace = ?1 AND (?2 IS NULL OR key > ?2) \
-                             AND (expires_at IS NULL OR expires_at > ?3) ORDER BY key LIMIT ?4",
-                        )?;
-                        let rows = st.query_map(
-                            params![ns, after.as_deref(), now_millis() as i64, KEY_PAGE as i64],
-                            |r| r.get::<_, String>(0),
-                        )?;
-                        rows.collect()
-                    })();
-                    match page {
-                        Err(e) => return Some((Err(sql_err(&path, e)), (conn, after, buf, true))),
-                        Ok(p) => {
-                            let last_page = p.len() < KEY_PAGE;
-                            buf = p.into_iter();
-                            let k = buf.next()?;
-                            return Some((Ok(k.clone()), (conn, Some(k), buf, last_page)));
-                        }
+                if let Some(k) = buf.next() {
+                    return Some((Ok(k.clone()), (conn, Some(k), buf, done)));
+                }
+                if done {
+                    return None;
+                }
+                let page = (|| -> rusqlite::Result<Vec<String>> {
+                    let mut st = conn.prepare_cached(
+                        "SELECT key FROM cache WHERE namespace = ?1 AND (?2 IS NULL OR key > ?2) \
+                         AND (expires_at IS NULL OR expires_at > ?3) ORDER BY key LIMIT ?4",
+                    )?;
+                    let rows = st.query_map(
+                        params![ns, after.as_deref(), now_millis() as i64, KEY_PAGE as i64],
+                        |r| r.get::<_, String>(0),
+                    )?;
+                    rows.collect()
+                })();
+                match page {
+                    Err(e) => Some((Err(sql_err(&path, e)), (conn, after, buf, true))),
+                    Ok(p) => {
+                        let last_page = p.len() < KEY_PAGE;
+                        buf = p.into_iter();
+                        let k = buf.next()?;
+                        Some((Ok(k.clone()), (conn, Some(k), buf, last_page)))
                     }
                 }
             }

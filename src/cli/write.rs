@@ -52,7 +52,10 @@ pub struct WriteArgs {
     retries: u32,
 }
 
-fn open_input(input: &str) -> anyhow::Result<Box<dyn Read + Send>> {
+/// An input stream the reader thread can own.
+type Input = Box<dyn Read + Send>;
+
+fn open_input(input: &str) -> anyhow::Result<Input> {
     if input == "-" {
         return Ok(Box::new(std::io::stdin()));
     }
@@ -73,10 +76,7 @@ fn open_input(input: &str) -> anyhow::Result<Box<dyn Read + Send>> {
 
 /// Finds the seed config's `backends`, returning an input that still
 /// yields every byte (stdin is spooled to a temp file when needed).
-fn config_backends(
-    args: &WriteArgs,
-    input: Box<dyn Read + Send>,
-) -> anyhow::Result<(Box<dyn Read + Send>, Option<Vec<String>>)> {
+fn config_backends(args: &WriteArgs, input: Input) -> anyhow::Result<(Input, Option<Vec<String>>)> {
     let mut r = BufReader::with_capacity(64 * 1024, input);
     let format = match args.format {
         InputFormat::Auto => detect(&mut r, &args.input).map_err(|e| anyhow::anyhow!(e.message))?,
