@@ -365,3 +365,50 @@ fn single_cache_commands() {
     let out = run(&["set", "--cache", &url, "--ttl", "0", "k", "v"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn several_processes_share_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("shared.sqlite3").display());
+    let mut children = Vec::new();
+    for p in 0..4 {
+        let lines: String = (0..5000)
+            .map(|i| format!("{{\"key\":\"k{}\",\"writer\":{p}}}\n", i % 2500 + p * 1000))
+            .collect();
+        let input = write_file(dir.path(), &format!("in{p}.jsonl"), &lines);
+        children.push(
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+                .args([
+                    "write",
+                    "-q",
+                    "--batch-size",
+                    "100",
+                    "--input",
+                    &input,
+                    "--cache",
+                    &db,
+                    "--output",
+                ])
+                .arg(dir.path().join(format!("s{p}.json")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Keys k0..k5499 were written (overlapping ranges); each by one of its writers.
+    let conn = rusqlite::Connection::open(dir.path().join("shared.sqlite3")).unwrap();
+    let n: i64 = conn
+        .query_row("select count(*) from cache", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 5500);
+}

@@ -72,3 +72,15 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
         .with_backend("memcached")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Only meaningful in a build without the sqlite feature (CI runs one).
+    #[cfg(not(feature = "sqlite"))]
+    #[tokio::test]
+    async fn compiled_out_backend_names_its_feature() {
+        let e = crate::open("sqlite:x.db").await.unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::FeatureDisabled);
+        assert!(e.to_string().contains("--features sqlite"), "{e}");
+    }
+}
