@@ -109,6 +109,13 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// Removes every entry in this cache's namespace, and nothing else.
     async fn clear(&self) -> Result<()>;
 
+    /// Removes everything in the underlying store: every namespace, and on a
+    /// shared server other applications' data too (Redis FLUSHDB, memcached
+    /// flush_all). Never implied by [`Cache::clear`]; ask for it by name.
+    async fn clear_all(&self) -> Result<()> {
+        self.clear().await
+    }
+
     /// Number of live entries in this cache's namespace.
     async fn len(&self) -> Result<u64>;
 

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -59,11 +61,25 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
         )
         .with_backend("file")),
 
-        BackendConfig::Redis { .. } => Err(Error::new(
-            ErrorKind::Unsupported,
-            "the redis backend is not built yet",
-        )
-        .with_backend("redis")),
+        #[cfg(feature = "redis")]
+        BackendConfig::Redis {
+            nodes,
+            cluster,
+            connect_timeout,
+            response_timeout,
+        } => Ok(Arc::new(
+            self::redis::RedisCache::connect(
+                nodes,
+                cluster,
+                url.redacted.clone(),
+                connect_timeout,
+                response_timeout,
+                options,
+            )
+            .await?,
+        )),
+        #[cfg(not(feature = "redis"))]
+        BackendConfig::Redis { .. } => Err(disabled("redis", "redis")),
 
         BackendConfig::Memcached { .. } => Err(Error::new(
             ErrorKind::Unsupported,

@@ -383,6 +383,14 @@ impl Cache for SqliteCache {
         })
     }
 
+    async fn clear_all(&self) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute("DELETE FROM cache", [])
+                .map_err(|e| sql_err(&self.path, e))?;
+            Ok(())
+        })
+    }
+
     async fn len(&self) -> Result<u64> {
         self.with_conn(|c| {
             c.prepare_cached(

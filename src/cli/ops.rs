@@ -62,12 +62,10 @@ pub async fn delete(url: &str, keys: &[String]) -> anyhow::Result<Outcome> {
 pub async fn clear(url: &str, all: bool) -> anyhow::Result<Outcome> {
     let cache = open_cache(url, Path::new(".")).await?;
     if all {
-        anyhow::bail!(
-            "--all is only meaningful for shared servers (redis, memcached); {} is cleared by a plain clear",
-            cache.endpoint()
-        );
+        cache.clear_all().await?;
+    } else {
+        cache.clear().await?;
     }
-    cache.clear().await?;
     cache.close().await?;
     Ok(Outcome::Success)
 }

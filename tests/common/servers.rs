@@ -1,2 +1,231 @@
-//! Real servers for tests, started on free loopback ports (filled in by the
-//! Redis and memcached backends' tests).
+//! Real servers for tests, started on free loopback ports in temp dirs.
+//!
+//! redis-rs's pattern (`redis-test/src/server.rs`): each server is a child
+//! process killed on `Drop`. Shared servers live in statics, which are never
+//! dropped, so every child also gets `PR_SET_PDEATHSIG`: it dies with the
+//! test process. Children are spawned from one long-lived thread because the
+//! death signal follows the spawning *thread*. A missing binary fails the test
+//! with how to install it; nothing is skipped silently.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+type SpawnReq = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+fn spawn(mut cmd: Command) -> Child {
+    static TX: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnReq>();
+        std::thread::spawn(move || {
+            while let Ok((mut cmd, reply)) = rx.recv() {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    #[cfg(target_os = "linux")]
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let (rtx, rrx) = mpsc::channel();
+    tx.lock().unwrap().send((cmd, rtx)).unwrap();
+    rrx.recv().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {program}: {e}. Install the servers: \
+             `sudo apt-get install -y redis-server memcached` (./scripts/test.sh does it as root)"
+        )
+    })
+}
+
+/// A loopback port free now (and, with `bus`, port+10000 too: Redis Cluster's bus).
+pub fn free_port(bus: bool) -> u16 {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if !bus {
+            return p;
+        }
+        if p < 55000 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair found");
+}
+
+/// Sends `req` to a text-protocol server and returns what it answered first.
+pub fn ask(port: u16, req: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not come up within 20 s");
+}
+
+/// One server process; killed on drop.
+pub struct Process {
+    child: Option<Child>,
+    cmd: fn(u16, &std::path::Path) -> Command,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Process {
+    fn start(port: u16, cmd: fn(u16, &std::path::Path) -> Command, ready: fn(u16) -> bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let child = spawn(cmd(port, dir.path()));
+        let p = Process {
+            child: Some(child),
+            cmd,
+            port,
+            dir,
+        };
+        wait_for(&format!("server on port {port}"), || ready(port));
+        p
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: no persistence).
+    pub fn restart(&mut self, ready: fn(u16) -> bool) {
+        self.kill();
+        self.child = Some(spawn((self.cmd)(self.port, self.dir.path())));
+        wait_for("restarted server", || ready(self.port));
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_cmd(port: u16, dir: &std::path::Path) -> Command {
+    let mut c = Command::new("redis-server");
+    c.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--protected-mode", "no", "--loglevel", "warning", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+fn redis_cluster_cmd(port: u16, dir: &std::path::Path) -> Command {
+    let mut c = redis_cmd(port, dir);
+    c.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")]);
+    c
+}
+
+/// PING answered with PONG.
+pub fn redis_ready(port: u16) -> bool {
+    ask(port, "PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+}
+
+/// A single redis-server.
+pub fn redis_server() -> Process {
+    Process::start(free_port(false), redis_cmd, redis_ready)
+}
+
+/// The redis-server shared by the tests of one test binary.
+pub fn shared_redis() -> &'static Process {
+    static S: OnceLock<Process> = OnceLock::new();
+    S.get_or_init(redis_server)
+}
+
+/// A 3-master Redis Cluster, created with `redis-cli --cluster create`.
+pub struct Cluster {
+    pub nodes: Vec<Process>,
+}
+
+impl Cluster {
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+/// Starts three cluster-enabled servers and joins them.
+pub fn redis_cluster() -> Cluster {
+    let nodes: Vec<Process> = (0..3)
+        .map(|_| Process::start(free_port(true), redis_cluster_cmd, redis_ready))
+        .collect();
+    let mut create = Command::new("redis-cli");
+    create.args(["--cluster", "create"]);
+    for n in &nodes {
+        create.arg(format!("127.0.0.1:{}", n.port));
+    }
+    let out = create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli not found: sudo apt-get install -y redis-tools");
+    assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+    for n in &nodes {
+        wait_for("cluster_state:ok", || {
+            ask(n.port, "CLUSTER INFO\r\n").is_some_and(|r| r.contains("cluster_state:ok"))
+        });
+    }
+    Cluster { nodes }
+}
+
+/// The cluster shared by the tests of one test binary.
+pub fn shared_cluster() -> &'static Cluster {
+    static C: OnceLock<Cluster> = OnceLock::new();
+    C.get_or_init(redis_cluster)
+}
+
+fn memcached_cmd(port: u16, _dir: &std::path::Path) -> Command {
+    let mut c = Command::new("memcached");
+    c.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "128", "-t", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // memcached refuses to run as root without -u.
+    if unsafe { libc::geteuid() } == 0 {
+        c.args(["-u", "root"]);
+    }
+    c
+}
+
+/// `version` answered.
+pub fn memcached_ready(port: u16) -> bool {
+    ask(port, "version\r\n").is_some_and(|r| r.starts_with("VERSION"))
+}
+
+/// One memcached process.
+pub fn memcached_server() -> Process {
+    Process::start(free_port(false), memcached_cmd, memcached_ready)
+}
+
+/// Two memcached processes shared by the tests of one binary.
+pub fn shared_memcached() -> &'static [Process; 2] {
+    static M: OnceLock<[Process; 2]> = OnceLock::new();
+    M.get_or_init(|| [memcached_server(), memcached_server()])
+}

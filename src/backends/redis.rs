@@ -1,0 +1,740 @@
+//! `redis://`, `rediss://` and `redis+cluster://`: Redis through redis-rs.
+//!
+//! Single server: a `ConnectionManager` (multiplexed, reconnects by itself).
+//! Cluster: redis-rs's async cluster connection (follows MOVED/ASK and slot
+//! changes); batches are grouped by hash slot because redis-rs refuses
+//! cross-slot pipelines, and the groups go out concurrently. Keys are
+//! `namespace:key` (exactly `key` without a namespace) and values raw bytes,
+//! so `redis-cli GET` reads what we wrote. `clear` only ever deletes keys
+//! under the namespace (SCAN MATCH + UNLINK on every master); flushing a
+//! database is `clear_all`, asked for by name.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RetryMethod, Value};
+
+use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats};
+use crate::error::{Error, ErrorKind, Result};
+
+const BACKEND: &str = "redis";
+/// Commands per pipeline chunk; chunks of one batch are sent concurrently.
+const CHUNK: usize = 10_000;
+/// Pipelines in flight at once for one batch.
+const IN_FLIGHT: usize = 8;
+/// Keys per SCAN step.
+const SCAN_COUNT: usize = 1_000;
+/// Redis's own bulk string limit (proto-max-bulk-len default).
+const MAX_VALUE: u64 = 512 * 1024 * 1024;
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn cmd<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    async fn pipe<T: FromRedisValue>(&self, p: &Pipeline) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => p.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => p.query_async(&mut c.clone()).await,
+        }
+    }
+}
+
+/// A Redis server or cluster.
+pub struct RedisCache {
+    conn: Conn,
+    /// Node URLs as given (may hold credentials; never printed).
+    nodes: Vec<String>,
+    endpoint: String,
+    prefix: String,
+    namespace: Option<String>,
+    options: CacheOptions,
+    counters: Counters,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("endpoint", &self.endpoint)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hash slot of a key (CRC16/XMODEM of the key or its `{hash tag}`, mod 16384).
+pub fn hash_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(tagged) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// Escapes glob characters so SCAN MATCH treats the namespace literally.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl RedisCache {
+    /// Connects to `nodes` (one URL, or several for a cluster).
+    pub async fn connect(
+        nodes: Vec<String>,
+        cluster: bool,
+        endpoint: String,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        options: CacheOptions,
+    ) -> Result<Self> {
+        let shown = endpoint.clone();
+        let fail = move |e: RedisError| {
+            redis_err(e)
+                .with_context("endpoint", &shown)
+                .with_context("op", "connect")
+        };
+        // The manager retries its first connection; bound the whole attempt.
+        let deadline = connect_timeout + Duration::from_millis(250);
+        let connect = async {
+            if cluster {
+                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(response_timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(&fail)?;
+                Ok::<_, Error>(Conn::Cluster(
+                    client.get_async_connection().await.map_err(&fail)?,
+                ))
+            } else {
+                let client = redis::Client::open(nodes[0].as_str()).map_err(&fail)?;
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(response_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client, cfg)
+                        .await
+                        .map_err(&fail)?,
+                ))
+            }
+        };
+        let conn = match tokio::time::timeout(deadline, connect).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {connect_timeout:?}"),
+                )
+                .with_backend(BACKEND)
+                .with_context("endpoint", &endpoint)
+                .with_context("op", "connect"));
+            }
+        };
+        let prefix = options
+            .namespace
+            .as_ref()
+            .map(|ns| format!("{ns}:"))
+            .unwrap_or_default();
+        Ok(RedisCache {
+            conn,
+            nodes,
+            endpoint,
+            prefix,
+            namespace: options.namespace.clone(),
+            options,
+            counters: Counters::default(),
+            connect_timeout,
+            response_timeout,
+        })
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    fn key(&self, k: &str) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + k.len());
+        s.push_str(&self.prefix);
+        s.push_str(k);
+        s
+    }
+
+    fn err(&self, e: RedisError) -> Error {
+        redis_err(e).with_context("endpoint", &self.endpoint)
+    }
+
+    fn set_cmd(p: &mut Pipeline, key: &str, value: &[u8], px: Option<u64>) {
+        let c = p.cmd("SET").arg(key).arg(value);
+        if let Some(ms) = px {
+            c.arg("PX").arg(ms);
+        }
+        c.ignore();
+    }
+
+    fn px(&self, ttl: Option<Duration>) -> Result<Option<u64>> {
+        Ok(self
+            .options
+            .effective_ttl(ttl)?
+            .map(|d| (d.as_millis() as u64).max(1)))
+    }
+
+    /// Indices of `keys` grouped so that each group may share one pipeline
+    /// (one group in single mode; one per hash slot in cluster mode).
+    fn groups(&self, keys: &[String]) -> Vec<Vec<usize>> {
+        if !self.is_cluster() {
+            return (0..keys.len())
+                .collect::<Vec<_>>()
+                .chunks(CHUNK)
+                .map(|c| c.to_vec())
+                .collect();
+        }
+        let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            by_slot.entry(hash_slot(k.as_bytes())).or_default().push(i);
+        }
+        by_slot
+            .into_values()
+            .flat_map(|v| v.chunks(CHUNK).map(|c| c.to_vec()).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Direct connections to every master (the one server in single mode).
+    async fn node_conns(&self) -> Result<Vec<MultiplexedConnection>> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout));
+        let urls = if self.is_cluster() {
+            self.master_urls().await?
+        } else {
+            vec![self.nodes[0].clone()]
+        };
+        let mut out = Vec::new();
+        for u in urls {
+            let shown = crate::url::redact(&u);
+            let c = redis::Client::open(u.as_str())
+                .map_err(|e| self.err(e))?
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+                .map_err(|e| redis_err(e).with_context("endpoint", shown))?;
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// URLs of the cluster's masters, with the configured credentials.
+    async fn master_urls(&self) -> Result<Vec<String>> {
+        let text: String = self
+            .conn
+            .cmd(&redis::cmd("CLUSTER").arg("NODES"))
+            .await
+            .map_err(|e| self.err(e))?;
+        let base = url::Url::parse(&self.nodes[0]).map_err(|e| {
+            Error::new(ErrorKind::InvalidUrl, "bad node URL")
+                .with_backend(BACKEND)
+                .set_source(e)
+        })?;
+        let mut urls = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 3 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let addr = f[1].split('@').next().unwrap_or("");
+            let Some((host, port)) = addr.rsplit_once(':') else {
+                continue;
+            };
+            let (Ok(port), false) = (port.parse::<u16>(), host.is_empty()) else {
+                continue;
+            };
+            let mut u = base.clone();
+            if u.set_host(Some(host)).is_err() || u.set_port(Some(port)).is_err() {
+                continue;
+            }
+            urls.push(u.to_string());
+        }
+        if urls.is_empty() {
+            return Err(Error::new(ErrorKind::Backend, "CLUSTER NODES listed no master")
+                .with_backend(BACKEND)
+                .with_context("endpoint", &self.endpoint));
+        }
+        Ok(urls)
+    }
+
+    fn pattern(&self) -> Option<String> {
+        self.namespace
+            .as_ref()
+            .map(|ns| format!("{}:*", glob_escape(ns)))
+    }
+
+    /// Runs SCAN over one node, calling `f` with each page of full keys.
+    async fn scan_node<F, Fut>(&self, node: &mut MultiplexedConnection, mut f: F) -> Result<()>
+    where
+        F: FnMut(Vec<Vec<u8>>, MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut cursor: u64 = 0;
+        loop {
+            let mut c = redis::cmd("SCAN");
+            c.arg(cursor);
+            if let Some(p) = self.pattern() {
+                c.arg("MATCH").arg(p);
+            }
+            c.arg("COUNT").arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                c.query_async(node).await.map_err(|e| self.err(e))?;
+            if !keys.is_empty() {
+                f(keys, node.clone()).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    async fn info(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for mut n in self.node_conns().await? {
+            let s: String = redis::cmd("INFO")
+                .query_async(&mut n)
+                .await
+                .map_err(|e| self.err(e))?;
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// Flushes the whole database (every master in a cluster), other
+    /// applications' keys included. Asked for by name: `clear` never does it.
+    pub async fn flush_database(&self) -> Result<()> {
+        for mut n in self.node_conns().await? {
+            let _: () = redis::cmd("FLUSHDB")
+                .query_async(&mut n)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Maps a redis-rs error: retryable ones become `Connection`/`Timeout`.
+fn redis_err(e: RedisError) -> Error {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        ErrorKind::Connection
+    } else {
+        match e.retry_method() {
+            RetryMethod::NoRetry => ErrorKind::Backend,
+            _ => ErrorKind::Connection,
+        }
+    };
+    // redis-rs error texts never contain the URL, so the source is safe to show.
+    Error::new(kind, "").with_backend(BACKEND).set_source(e)
+}
+
+fn bytes_of(v: Value) -> Option<Bytes> {
+    match v {
+        Value::BulkString(b) => Some(Bytes::from(b)),
+        Value::SimpleString(s) => Some(Bytes::from(s.into_bytes())),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            ttl: true,
+            read_ttl: true,
+            list_keys: true,
+            persistent: false,
+            shared: true,
+            evicts: true,
+            max_value_bytes: Some(MAX_VALUE),
+        }
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
+        CacheFuture::boxed(async move {
+            let r: Result<Option<Vec<u8>>> = self
+                .conn
+                .cmd(redis::cmd("GET").arg(self.key(key)))
+                .await
+                .map_err(|e| self.err(e).with_context("key", key));
+            let v = self.counters.track(r)?.map(Bytes::from);
+            self.counters.read(std::slice::from_ref(&v));
+            Ok(v)
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> CacheFuture<'a, ()> {
+        CacheFuture::boxed(async move {
+            let px = self.counters.track(self.px(ttl))?;
+            let mut c = redis::cmd("SET");
+            c.arg(self.key(key)).arg(value);
+            if let Some(ms) = px {
+                c.arg("PX").arg(ms);
+            }
+            let r: Result<()> = self
+                .conn
+                .cmd(&c)
+                .await
+                .map_err(|e| self.err(e).with_context("key", key));
+            self.counters.track(r)?;
+            self.counters.set(1);
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::boxed(async move {
+            let r: Result<u64> = self
+                .conn
+                .cmd(redis::cmd("DEL").arg(self.key(key)))
+                .await
+                .map_err(|e| self.err(e).with_context("key", key));
+            let n = self.counters.track(r)?;
+            self.counters.delete(n);
+            Ok(n > 0)
+        })
+    }
+
+    fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::boxed(async move {
+            let r: Result<u64> = self
+                .conn
+                .cmd(redis::cmd("EXISTS").arg(self.key(key)))
+                .await
+                .map_err(|e| self.err(e).with_context("key", key));
+            Ok(self.counters.track(r)? > 0)
+        })
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let groups = self.groups(&full);
+        let results = futures::stream::iter(groups.into_iter().map(|g| {
+            let full = &full;
+            async move {
+                let mut c = redis::cmd("MGET");
+                for &i in &g {
+                    c.arg(&full[i]);
+                }
+                let vals: Vec<Value> = self.conn.cmd(&c).await.map_err(|e| self.err(e))?;
+                Ok::<_, Error>((g, vals))
+            }
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await;
+        let results = self.counters.track(results)?;
+        let mut out = vec![None; keys.len()];
+        for (g, vals) in results {
+            for (i, v) in g.into_iter().zip(vals) {
+                out[i] = bytes_of(v);
+            }
+        }
+        self.counters.read(&out);
+        Ok(out)
+    }
+
+    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let px = self.counters.track(self.px(ttl))?;
+        let full: Vec<String> = entries.iter().map(|(k, _)| self.key(k)).collect();
+        let groups = self.groups(&full);
+        let r = futures::stream::iter(groups.into_iter().map(|g| {
+            let full = &full;
+            async move {
+                let mut p = redis::pipe();
+                for &i in &g {
+                    Self::set_cmd(&mut p, &full[i], entries[i].1, px);
+                }
+                self.conn.pipe::<()>(&p).await.map_err(|e| self.err(e))
+            }
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await;
+        self.counters.track(r)?;
+        self.counters.set(entries.len() as u64);
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        // UNLINK counts a key given twice once; so do we.
+        full.sort();
+        full.dedup();
+        let groups = self.groups(&full);
+        let r = futures::stream::iter(groups.into_iter().map(|g| {
+            let full = &full;
+            async move {
+                let mut c = redis::cmd("UNLINK");
+                for &i in &g {
+                    c.arg(&full[i]);
+                }
+                self.conn.cmd::<u64>(&c).await.map_err(|e| self.err(e))
+            }
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<u64>>()
+        .await;
+        let n: u64 = self.counters.track(r)?.into_iter().sum();
+        self.counters.delete(n);
+        Ok(n)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        if self.namespace.is_none() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "refusing to clear a Redis database without a namespace: that would delete \
+                 other applications' keys; set ?namespace=NAME, or flush the whole database \
+                 explicitly (CLI: `clear --all`, library: clear_all())",
+            )
+            .with_backend(BACKEND)
+            .with_context("endpoint", &self.endpoint));
+        }
+        for mut node in self.node_conns().await? {
+            self.scan_node(&mut node, |keys, mut n| async move {
+                // One UNLINK per key: in a cluster, keys of one node span slots.
+                let mut p = redis::pipe();
+                for k in &keys {
+                    p.cmd("UNLINK").arg(k).ignore();
+                }
+                p.query_async::<()>(&mut n).await.map_err(|e| self.err(e))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn clear_all(&self) -> Result<()> {
+        self.flush_database().await
+    }
+
+    async fn len(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for mut node in self.node_conns().await? {
+            if self.namespace.is_none() {
+                let n: u64 = redis::cmd("DBSIZE")
+                    .query_async(&mut node)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                total += n;
+            } else {
+                let mut count = 0u64;
+                self.scan_node(&mut node, |keys, _| {
+                    count += keys.len() as u64;
+                    async { Ok(()) }
+                })
+                .await?;
+                total += count;
+            }
+        }
+        Ok(total)
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        let r: Result<i64> = self
+            .conn
+            .cmd(redis::cmd("PTTL").arg(self.key(key)))
+            .await
+            .map_err(|e| self.err(e).with_context("key", key));
+        Ok(match self.counters.track(r)? {
+            -2 => None,
+            -1 => Some(None),
+            ms if ms >= 0 => Some(Some(Duration::from_millis(ms as u64))),
+            _ => None,
+        })
+    }
+
+    async fn keys(&self) -> Result<KeyStream> {
+        // Pages are fetched lazily, node after node; memory stays at one page.
+        let nodes = self.node_conns().await?;
+        let pattern = self.pattern();
+        let prefix_len = self.prefix.len();
+        let endpoint = self.endpoint.clone();
+        struct St {
+            nodes: Vec<MultiplexedConnection>,
+            node: usize,
+            cursor: u64,
+            started: bool,
+            buf: std::vec::IntoIter<Vec<u8>>,
+        }
+        let st = St {
+            nodes,
+            node: 0,
+            cursor: 0,
+            started: false,
+            buf: Vec::new().into_iter(),
+        };
+        let s = futures::stream::unfold(st, move |mut st| {
+            let pattern = pattern.clone();
+            let endpoint = endpoint.clone();
+            async move {
+                loop {
+                    if let Some(k) = st.buf.next() {
+                        let k = String::from_utf8_lossy(&k[prefix_len.min(k.len())..]).into_owned();
+                        return Some((Ok(k), st));
+                    }
+                    if st.started && st.cursor == 0 {
+                        st.node += 1;
+                        st.started = false;
+                    }
+                    let conn = st.nodes.get_mut(st.node)?;
+                    let mut c = redis::cmd("SCAN");
+                    c.arg(st.cursor);
+                    if let Some(p) = &pattern {
+                        c.arg("MATCH").arg(p);
+                    }
+                    c.arg("COUNT").arg(SCAN_COUNT);
+                    match c.query_async::<(u64, Vec<Vec<u8>>)>(conn).await {
+                        Ok((next, keys)) => {
+                            st.cursor = next;
+                            st.started = true;
+                            st.buf = keys.into_iter();
+                        }
+                        Err(e) => {
+                            st.node = usize::MAX;
+                            return Some((
+                                Err(redis_err(e).with_context("endpoint", &endpoint)),
+                                st,
+                            ));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(s))
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let mut s = self.counters.snapshot(BACKEND, self.endpoint());
+        s.entries = Some(self.len().await?);
+        let mut sums: HashMap<&str, u64> = HashMap::new();
+        let infos = self.info().await?;
+        let mut version = String::new();
+        for info in &infos {
+            for line in info.lines() {
+                let Some((k, v)) = line.trim_end().split_once(':') else {
+                    continue;
+                };
+                if k == "redis_version" {
+                    version = v.to_string();
+                }
+                for name in ["keyspace_hits", "keyspace_misses", "used_memory", "evicted_keys", "expired_keys"] {
+                    if k == name {
+                        *sums.entry(name).or_default() += v.parse::<u64>().unwrap_or(0);
+                    }
+                }
+                if k.starts_with("db")
+                    && let Some(keys) = v.split(',').find_map(|p| p.strip_prefix("keys="))
+                {
+                    *sums.entry("db_keys").or_default() += keys.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        s.server = Some(serde_json::json!({
+            "redis_version": version,
+            "nodes": infos.len(),
+            "namespace": self.namespace,
+            "keyspace_hits": sums.get("keyspace_hits"),
+            "keyspace_misses": sums.get("keyspace_misses"),
+            "used_memory": sums.get("used_memory"),
+            "evicted_keys": sums.get("evicted_keys"),
+            "expired_keys": sums.get("expired_keys"),
+            "db_keys": sums.get("db_keys").copied().unwrap_or(0),
+        }));
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"bar"), 5061);
+        assert_eq!(hash_slot(b"{user1000}.following"), hash_slot(b"user1000"));
+        assert_eq!(hash_slot(b"foo{}{bar}"), hash_slot(b"foo{}{bar}"));
+        assert_eq!(hash_slot(b"foo{{bar}}zap"), hash_slot(b"{bar"));
+    }
+
+    #[test]
+    fn glob_is_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}
