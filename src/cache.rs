@@ -177,6 +177,8 @@ pub struct Capabilities {
     pub evicts: bool,
     /// Largest value accepted, when the backend has a limit.
     pub max_value_bytes: Option<u64>,
+    /// How many batches a bulk writer should keep in flight (0 or 1: one at a time).
+    pub batch_concurrency: usize,
 }
 
 /// Options common to every backend, from the URL query or set in code.

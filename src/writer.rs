@@ -326,13 +326,95 @@ pub async fn write_records(
     })
 }
 
+/// What one batch came to on one target.
+struct BatchOutcome {
+    batch: Batch,
+    written: u64,
+    retries: u64,
+    failed: Vec<(usize, Error)>,
+}
+
+/// Writes one batch, retrying transient failures (whole batch or the failed
+/// entries of a partial one) with exponential backoff.
+async fn write_batch(cache: &dyn Cache, batch: Batch, options: &WriteOptions) -> BatchOutcome {
+    let mut out = BatchOutcome {
+        batch: batch.clone(),
+        written: 0,
+        retries: 0,
+        failed: Vec::new(),
+    };
+    let mut pending: Vec<usize> = (0..batch.len()).collect();
+    let mut attempt = 0u32;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let entries: Vec<(&str, &[u8])> = pending
+            .iter()
+            .map(|&i| (batch[i].key.as_str(), batch[i].value.as_slice()))
+            .collect();
+        let r =
+            match tokio::time::timeout(options.op_timeout, cache.set_many(&entries, options.ttl))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    crate::ErrorKind::Timeout,
+                    format!("set_many took over {:?}", options.op_timeout),
+                )
+                .with_backend(cache.backend())),
+            };
+        let can_retry = attempt < options.retries;
+        let failed_before = out.failed.len();
+        let mut retry = Vec::new();
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == crate::ErrorKind::PartialBatch => {
+                for (j, err) in e.failures() {
+                    let Some(&i) = pending.get(*j) else { continue };
+                    if err.is_transient() && can_retry {
+                        retry.push(i);
+                    } else {
+                        out.failed
+                            .push((i, Error::new(err.kind(), err.to_string())));
+                    }
+                }
+            }
+            Err(e) if e.is_transient() && can_retry => retry = pending.clone(),
+            Err(e) => {
+                let msg = e.to_string();
+                out.failed.extend(
+                    pending
+                        .iter()
+                        .map(|&i| (i, Error::new(e.kind(), msg.clone()))),
+                );
+            }
+        }
+        let failed_now = out.failed.len() - failed_before;
+        out.written += (pending.len() - retry.len() - failed_now) as u64;
+        if retry.is_empty() {
+            return out;
+        }
+        attempt += 1;
+        out.retries += 1;
+        tracing::warn!(
+            backend = cache.backend(),
+            attempt,
+            "retrying {} records",
+            retry.len()
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        pending = retry;
+    }
+}
+
 async fn run_lane(
     target: Target,
-    mut rx: mpsc::Receiver<Batch>,
+    rx: mpsc::Receiver<Batch>,
     options: WriteOptions,
     rejects: Arc<Mutex<Rejects>>,
     progress: Arc<Progress>,
 ) -> (TargetReport, Vec<u64>) {
+    use futures::StreamExt;
     let started = Instant::now();
     let cache = target.cache.clone();
     let mut report = TargetReport {
@@ -348,84 +430,37 @@ async fn run_lane(
             report.errors.push(s);
         }
     };
-    while let Some(batch) = rx.recv().await {
-        let mut pending: Vec<usize> = (0..batch.len()).collect();
-        let mut attempt = 0u32;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let entries: Vec<(&str, &[u8])> = pending
-                .iter()
-                .map(|&i| (batch[i].key.as_str(), batch[i].value.as_slice()))
-                .collect();
-            let r = match tokio::time::timeout(
-                options.op_timeout,
-                cache.set_many(&entries, options.ttl),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(Error::new(
-                    crate::ErrorKind::Timeout,
-                    format!("set_many took over {:?}", options.op_timeout),
-                )
-                .with_backend(cache.backend())),
-            };
-            let (retry, failed): (Vec<usize>, Vec<(usize, Error)>) = match r {
-                Ok(()) => (Vec::new(), Vec::new()),
-                Err(e) if e.kind() == crate::ErrorKind::PartialBatch => {
-                    let mut retry = Vec::new();
-                    let mut failed = Vec::new();
-                    for (j, err) in e.failures() {
-                        let Some(&i) = pending.get(*j) else { continue };
-                        if err.is_transient() && attempt < options.retries {
-                            retry.push(i);
-                        } else {
-                            note_error(&mut report, err);
-                            failed.push((i, Error::new(err.kind(), err.to_string())));
-                        }
-                    }
-                    (retry, failed)
-                }
-                Err(e) if e.is_transient() && attempt < options.retries => {
-                    (pending.clone(), Vec::new())
-                }
-                Err(e) => {
-                    note_error(&mut report, &e);
-                    let failed = pending
-                        .iter()
-                        .map(|&i| (i, Error::new(e.kind(), e.to_string())))
-                        .collect();
-                    (Vec::new(), failed)
-                }
-            };
-            let done = pending.len() - retry.len() - failed.len();
-            report.written += done as u64;
-            progress.stored.fetch_add(done as u64, Ordering::Relaxed);
-            if !failed.is_empty() {
-                report.failed += failed.len() as u64;
-                let mut rj = rejects.lock().unwrap_or_else(|p| p.into_inner());
-                for (i, err) in failed {
-                    let rec = &batch[i];
-                    failed_positions.push(rec.position.record);
-                    rj.push(
-                        Rejected {
-                            position: rec.position,
-                            reason: format!("{}: {err}", target.name),
-                            raw: String::from_utf8_lossy(&rec.value).into_owned(),
-                        },
-                        Some(&target.name),
-                    );
-                }
+    // Network backends keep several batches in flight; `buffered` still
+    // hands results back in batch order, and one connection keeps the
+    // server-side order too.
+    let concurrency = cache.capabilities().batch_concurrency.max(1);
+    let batches =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let mut outcomes = std::pin::pin!(
+        batches
+            .map(|b| write_batch(&*cache, b, &options))
+            .buffered(concurrency)
+    );
+    while let Some(o) = outcomes.next().await {
+        report.written += o.written;
+        report.retries += o.retries;
+        progress.stored.fetch_add(o.written, Ordering::Relaxed);
+        if !o.failed.is_empty() {
+            report.failed += o.failed.len() as u64;
+            let mut rj = rejects.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, err) in o.failed {
+                note_error(&mut report, &err);
+                let rec = &o.batch[i];
+                failed_positions.push(rec.position.record);
+                rj.push(
+                    Rejected {
+                        position: rec.position,
+                        reason: format!("{}: {err}", target.name),
+                        raw: String::from_utf8_lossy(&rec.value).into_owned(),
+                    },
+                    Some(&target.name),
+                );
             }
-            if retry.is_empty() {
-                break;
-            }
-            attempt += 1;
-            report.retries += 1;
-            tracing::warn!(target = %target.name, attempt, "retrying {} records", retry.len());
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            pending = retry;
         }
     }
     if let Err(e) = cache.flush().await {

@@ -21,7 +21,9 @@ async fn single(ns: &str) -> Arc<dyn Cache> {
 
 async fn cluster(ns: &str) -> Arc<dyn Cache> {
     let url = shared_cluster().url();
-    unicache::open(&format!("{url}?namespace={ns}")).await.unwrap()
+    unicache::open(&format!("{url}?namespace={ns}"))
+        .await
+        .unwrap()
 }
 
 conformance_suite!(redis_single, single, 16);
@@ -49,7 +51,11 @@ fn cli_write_then_redis_cli_reads_it_and_clear_spares_foreign_keys() {
     let port = shared_redis().port;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    std::fs::write(&input, "{\"key\":\"user:1\",\"name\":\"Ada\"}\n{\"key\":\"user:2\",\"name\":\"Grace\"}\n").unwrap();
+    std::fs::write(
+        &input,
+        "{\"key\":\"user:1\",\"name\":\"Ada\"}\n{\"key\":\"user:2\",\"name\":\"Grace\"}\n",
+    )
+    .unwrap();
     let url = format!("redis://127.0.0.1:{port}?namespace=clitest");
     let out = unicache()
         .args(["write", "-q", "--input"])
@@ -59,26 +65,44 @@ fn cli_write_then_redis_cli_reads_it_and_clear_spares_foreign_keys() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(redis_cli(port, &["GET", "clitest:user:1"]), r#"{"key":"user:1","name":"Ada"}"#);
+    assert_eq!(
+        redis_cli(port, &["GET", "clitest:user:1"]),
+        r#"{"key":"user:1","name":"Ada"}"#
+    );
 
     // Someone else's key, outside the namespace.
     redis_cli(port, &["SET", "foreign", "keep me"]);
-    let out = unicache().args(["clear", "--cache", &url]).output().unwrap();
+    let out = unicache()
+        .args(["clear", "--cache", &url])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(redis_cli(port, &["EXISTS", "clitest:user:1"]), "0");
     assert_eq!(redis_cli(port, &["GET", "foreign"]), "keep me");
 
     // Without a namespace a plain clear refuses and points at --all.
     let bare = format!("redis://127.0.0.1:{port}");
-    let out = unicache().args(["clear", "--cache", &bare]).output().unwrap();
+    let out = unicache()
+        .args(["clear", "--cache", &bare])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--all"), "{}", stderr(&out));
     assert_eq!(redis_cli(port, &["GET", "foreign"]), "keep me");
 
     // Stats include the server's own figures.
-    let out = unicache().args(["stats", "--cache", &url]).output().unwrap();
+    let out = unicache()
+        .args(["stats", "--cache", &url])
+        .output()
+        .unwrap();
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(s["server"]["redis_version"].as_str().unwrap().starts_with('7'), "{s}");
+    assert!(
+        s["server"]["redis_version"]
+            .as_str()
+            .unwrap()
+            .starts_with('7'),
+        "{s}"
+    );
     assert!(s["server"]["keyspace_hits"].is_u64());
 }
 
@@ -88,7 +112,10 @@ fn clear_all_flushes_a_database_by_name() {
     let url = format!("redis://127.0.0.1:{}/3", server.port);
     redis_cli(server.port, &["-n", "3", "SET", "x", "1"]);
     redis_cli(server.port, &["-n", "0", "SET", "other_db", "1"]);
-    let out = unicache().args(["clear", "--all", "--cache", &url]).output().unwrap();
+    let out = unicache()
+        .args(["clear", "--all", "--cache", &url])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(redis_cli(server.port, &["-n", "3", "DBSIZE"]), "0");
     assert_eq!(redis_cli(server.port, &["-n", "0", "GET", "other_db"]), "1");
@@ -99,7 +126,12 @@ fn unreachable_server_is_a_clear_error_within_the_timeout_without_password() {
     let port = servers::free_port(false);
     let t = Instant::now();
     let out = unicache()
-        .args(["get", "--cache", &format!("redis://user:s3cret@127.0.0.1:{port}?connect_timeout=1s"), "k"])
+        .args([
+            "get",
+            "--cache",
+            &format!("redis://user:s3cret@127.0.0.1:{port}?connect_timeout=1s"),
+            "k",
+        ])
         .output()
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
@@ -120,7 +152,14 @@ fn cluster_spreads_keys_over_every_master_and_batches_span_slots() {
         let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
         cache.set_many(&entries, None).await.unwrap();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        assert!(cache.get_many(&refs).await.unwrap().iter().all(|v| v.is_some()));
+        assert!(
+            cache
+                .get_many(&refs)
+                .await
+                .unwrap()
+                .iter()
+                .all(|v| v.is_some())
+        );
         assert_eq!(cache.len().await.unwrap(), 3000);
         for n in &c.nodes {
             let here: u64 = redis_cli(n.port, &["DBSIZE"]).parse().unwrap();
@@ -145,7 +184,11 @@ fn restart_during_bulk_write_loses_nothing() {
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
         .args(["write", "-q", "--batch-size", "500", "--input"])
         .arg(&input)
-        .args(["--cache", &format!("redis://127.0.0.1:{port}?namespace=fault&response_timeout=2s"), "--output"])
+        .args([
+            "--cache",
+            &format!("redis://127.0.0.1:{port}?namespace=fault&response_timeout=2s"),
+            "--output",
+        ])
         .arg(&summary)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -161,13 +204,25 @@ fn restart_during_bulk_write_loses_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     server.restart(servers::redis_ready);
     let out = child.wait_with_output().unwrap();
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     let written = s["targets"][0]["written"].as_u64().unwrap();
     let failed = s["targets"][0]["failed"].as_u64().unwrap();
     assert_eq!(written + failed, 200_000, "{s}");
-    assert!(s["targets"][0]["retries"].as_u64().unwrap() >= 1, "no retry seen: {s}");
+    assert!(
+        s["targets"][0]["retries"].as_u64().unwrap() >= 1,
+        "no retry seen: {s}"
+    );
     // The restarted server is empty: what it holds is exactly what was written after the restart.
     let held: u64 = redis_cli(port, &["DBSIZE"]).parse().unwrap();
-    assert!(held > 0 && held <= written, "held {held}, written {written}");
-    assert_eq!(out.status.code(), Some(if failed == 0 { 0 } else { 1 }), "{}", stderr(&out));
+    assert!(
+        held > 0 && held <= written,
+        "held {held}, written {written}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(if failed == 0 { 0 } else { 1 }),
+        "{}",
+        stderr(&out)
+    );
 }

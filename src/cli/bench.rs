@@ -25,6 +25,39 @@ pub enum BenchCmd {
         #[arg(long)]
         seed: bool,
     },
+    /// Print N Redis SET commands (keys key:I, VALUE_SIZE-byte values) in RESP, for `redis-cli --pipe`.
+    GenResp {
+        /// Number of records.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+    },
+    /// Library `set_many` of N entries (keys key:I, VALUE_SIZE-byte values) in one call; prints keys/s.
+    SetMany {
+        /// Cache URL.
+        #[arg(long)]
+        cache: String,
+        /// Number of entries.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+    },
+    /// Sequential single-key gets on one connection; prints p50/p99 latency.
+    GetLatency {
+        /// Cache URL.
+        #[arg(long)]
+        cache: String,
+        /// Number of gets.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Run on the CLI's 2-worker runtime instead of a current-thread one.
+        #[arg(long)]
+        multi_thread: bool,
+    },
     /// Raw rusqlite baseline: INSERT OR REPLACE of N records (keys key:I,
     /// the same compact JSON values `gen` makes) in one transaction, on
     /// unicache's schema, into a fresh file. Prints records/s as JSON.
@@ -45,8 +78,72 @@ fn record(i: u64, pad: &str) -> String {
     format!("{{\"key\":\"key:{i}\",\"v\":\"{pad}\"}}")
 }
 
-pub fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
     match cmd {
+        BenchCmd::GenResp {
+            records,
+            value_size,
+        } => {
+            let value = "x".repeat(value_size);
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            for i in 0..records {
+                let k = format!("key:{i}");
+                write!(
+                    w,
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{value}\r\n",
+                    k.len(),
+                    value.len()
+                )?;
+            }
+            w.flush()?;
+            Ok(Outcome::Success)
+        }
+        BenchCmd::SetMany {
+            cache,
+            records,
+            value_size,
+        } => {
+            let c = unicache::open(&cache).await?;
+            let keys: Vec<String> = (0..records).map(|i| format!("key:{i}")).collect();
+            let value = vec![b'x'; value_size];
+            let entries: Vec<(&str, &[u8])> = keys
+                .iter()
+                .map(|k| (k.as_str(), value.as_slice()))
+                .collect();
+            let t = Instant::now();
+            c.set_many(&entries, None).await?;
+            c.flush().await?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "backend": c.backend(),
+                    "records": records,
+                    "seconds": secs,
+                    "records_per_second": records as f64 / secs,
+                })
+            );
+            Ok(Outcome::Success)
+        }
+        BenchCmd::GetLatency {
+            cache,
+            requests,
+            multi_thread,
+        } => {
+            if !multi_thread {
+                // A current-thread runtime of its own, as a single-threaded
+                // client would have: no cross-thread wake-ups per reply.
+                return std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(get_latency(cache, requests))
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("latency thread panicked"))?;
+            }
+            get_latency(cache, requests).await
+        }
         BenchCmd::Gen {
             records,
             value_size,
@@ -111,4 +208,28 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
     }
+}
+
+async fn get_latency(cache: String, requests: u64) -> anyhow::Result<Outcome> {
+    let c = unicache::open(&cache).await?;
+    c.set("key:latency", &[b'x'; 100], None).await?;
+    let mut lat = Vec::with_capacity(requests as usize);
+    for _ in 0..requests {
+        let t = Instant::now();
+        c.get("key:latency").await?;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "backend": c.backend(),
+            "requests": requests,
+            "p50_us": pct(0.5),
+            "p99_us": pct(0.99),
+            "mean_us": lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0,
+        })
+    );
+    Ok(Outcome::Success)
 }

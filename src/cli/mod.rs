@@ -159,7 +159,7 @@ pub fn main() -> ExitCode {
             Command::Delete { cache, keys } => ops::delete(&cache.cache, &keys).await,
             Command::Clear { cache, all } => ops::clear(&cache.cache, all).await,
             Command::Stats { cache } => ops::stats(&cache.cache).await,
-            Command::Bench(cmd) => bench::run(cmd),
+            Command::Bench(cmd) => bench::run(cmd).await,
         }
     });
     // Do not wait for stuck connections at exit.

@@ -128,12 +128,28 @@ impl Drop for Process {
 
 fn redis_cmd(port: u16, dir: &std::path::Path) -> Command {
     let mut c = Command::new("redis-server");
-    c.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--protected-mode", "no", "--loglevel", "warning", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args([
+        "--protected-mode",
+        "no",
+        "--loglevel",
+        "warning",
+        "--daemonize",
+        "no",
+    ])
+    .arg("--dir")
+    .arg(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     c
 }
 
@@ -168,7 +184,11 @@ pub struct Cluster {
 impl Cluster {
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         format!("redis+cluster://{}", hosts.join(","))
     }
 }
@@ -187,7 +207,11 @@ pub fn redis_cluster() -> Cluster {
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
         .expect("redis-cli not found: sudo apt-get install -y redis-tools");
-    assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "cluster create failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     for n in &nodes {
         wait_for("cluster_state:ok", || {
             ask(n.port, "CLUSTER INFO\r\n").is_some_and(|r| r.contains("cluster_state:ok"))
@@ -204,9 +228,20 @@ pub fn shared_cluster() -> &'static Cluster {
 
 fn memcached_cmd(port: u16, _dir: &std::path::Path) -> Command {
     let mut c = Command::new("memcached");
-    c.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "128", "-t", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-m",
+        "128",
+        "-t",
+        "2",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     // memcached refuses to run as root without -u.
     if unsafe { libc::geteuid() } == 0 {
         c.args(["-u", "root"]);
