@@ -83,6 +83,8 @@ pub enum BackendConfig {
         connect_timeout: Duration,
         /// Per-command response timeout.
         response_timeout: Duration,
+        /// `rediss://`: PEM file of the CA to trust instead of the system store.
+        tls_ca: Option<PathBuf>,
     },
     /// `memcached://h1:p1,h2:p2`
     Memcached {
@@ -398,7 +400,11 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
             let response_timeout = q
                 .take_duration("response_timeout")?
                 .unwrap_or(Duration::from_secs(10));
-            q.finish(&["connect_timeout", "response_timeout"])?;
+            let tls_ca = q.take("tls_ca").map(PathBuf::from);
+            if tls_ca.is_some() && !tls {
+                return Err(url_err("redis: tls_ca needs rediss:// (TLS)"));
+            }
+            q.finish(&["connect_timeout", "response_timeout", "tls_ca"])?;
             let base = if tls { "rediss" } else { "redis" };
             let nodes: Vec<String> = body
                 .split(',')
@@ -422,6 +428,7 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
                     cluster,
                     connect_timeout,
                     response_timeout,
+                    tls_ca,
                 },
                 options,
             )

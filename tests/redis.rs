@@ -226,3 +226,33 @@ fn restart_during_bulk_write_loses_nothing() {
         stderr(&out)
     );
 }
+
+#[test]
+fn tls_with_a_private_ca() {
+    let (server, ca) = servers::redis_tls_server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!(
+            "rediss://127.0.0.1:{}?namespace=tls&tls_ca={}",
+            server.port,
+            ca.display()
+        );
+        let c = unicache::open(&url).await.unwrap();
+        c.set_many(&[("a", b"1"), ("b", b"2")], None).await.unwrap();
+        assert_eq!(c.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(c.len().await.unwrap(), 2);
+        c.clear().await.unwrap();
+        // Without the CA the server's certificate is not trusted.
+        let e = unicache::open(&format!(
+            "rediss://127.0.0.1:{}?connect_timeout=2s",
+            server.port
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("127.0.0.1:{}", server.port)),
+            "{e}"
+        );
+    });
+}

@@ -67,13 +67,17 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
             cluster,
             connect_timeout,
             response_timeout,
+            tls_ca,
         } => Ok(Arc::new(
             self::redis::RedisCache::connect(
-                nodes,
-                cluster,
-                url.redacted.clone(),
-                connect_timeout,
-                response_timeout,
+                self::redis::RedisConfig {
+                    nodes,
+                    cluster,
+                    endpoint: url.redacted.clone(),
+                    connect_timeout,
+                    response_timeout,
+                    tls_ca,
+                },
                 options,
             )
             .await?,

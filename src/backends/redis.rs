@@ -72,6 +72,10 @@ pub struct RedisCache {
     counters: Counters,
     connect_timeout: Duration,
     response_timeout: Duration,
+    #[cfg(feature = "tls")]
+    certs: Option<redis::TlsCertificates>,
+    #[cfg(not(feature = "tls"))]
+    certs: Option<()>,
     /// Cluster mode: which master owns each slot (from CLUSTER SLOTS).
     slot_map: std::sync::RwLock<Option<Arc<SlotMap>>>,
 }
@@ -139,16 +143,69 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
+/// How to reach a Redis server or cluster (from a parsed URL).
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Node URLs (may carry credentials; never printed).
+    pub nodes: Vec<String>,
+    /// Cluster mode.
+    pub cluster: bool,
+    /// The redacted URL shown in errors and stats.
+    pub endpoint: String,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-command response timeout.
+    pub response_timeout: Duration,
+    /// PEM CA to trust for `rediss://` instead of the system store.
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "tls")]
+fn tls_certs(ca: &Option<std::path::PathBuf>) -> Result<Option<redis::TlsCertificates>> {
+    let Some(path) = ca else { return Ok(None) };
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::from(e)
+            .with_backend(BACKEND)
+            .with_context("tls_ca", path.display())
+    })?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_certs(ca: &Option<std::path::PathBuf>) -> Result<Option<()>> {
+    if ca.is_some() {
+        return Err(Error::new(
+            ErrorKind::FeatureDisabled,
+            "TLS was compiled out; rebuild with `--features tls`",
+        )
+        .with_backend(BACKEND));
+    }
+    Ok(None)
+}
+
 impl RedisCache {
-    /// Connects to `nodes` (one URL, or several for a cluster).
-    pub async fn connect(
-        nodes: Vec<String>,
-        cluster: bool,
-        endpoint: String,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-        options: CacheOptions,
-    ) -> Result<Self> {
+    /// Connects to the node(s) of `cfg`.
+    pub async fn connect(cfg: RedisConfig, options: CacheOptions) -> Result<Self> {
+        let RedisConfig {
+            nodes,
+            cluster,
+            endpoint,
+            connect_timeout,
+            response_timeout,
+            tls_ca,
+        } = cfg;
+        #[cfg(not(feature = "tls"))]
+        if nodes.iter().any(|n| n.starts_with("rediss:")) {
+            return Err(Error::new(
+                ErrorKind::FeatureDisabled,
+                "rediss:// needs TLS, which was compiled out; rebuild with `--features tls`",
+            )
+            .with_backend(BACKEND));
+        }
+        let certs = tls_certs(&tls_ca)?;
         let shown = endpoint.clone();
         let fail = move |e: RedisError| {
             redis_err(e)
@@ -159,17 +216,21 @@ impl RedisCache {
         let deadline = connect_timeout + Duration::from_millis(250);
         let connect = async {
             if cluster {
-                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                #[allow(unused_mut)]
+                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(connect_timeout)
                     .response_timeout(response_timeout)
-                    .retries(2)
-                    .build()
-                    .map_err(&fail)?;
+                    .retries(2);
+                #[cfg(feature = "tls")]
+                if let Some(c) = certs.clone() {
+                    builder = builder.certs(c);
+                }
+                let client = builder.build().map_err(&fail)?;
                 Ok::<_, Error>(Conn::Cluster(
                     client.get_async_connection().await.map_err(&fail)?,
                 ))
             } else {
-                let client = redis::Client::open(nodes[0].as_str()).map_err(&fail)?;
+                let client = open_client(&nodes[0], &certs).map_err(&fail)?;
                 let cfg = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(response_timeout))
@@ -209,6 +270,7 @@ impl RedisCache {
             counters: Counters::default(),
             connect_timeout,
             response_timeout,
+            certs,
             slot_map: std::sync::RwLock::new(None),
         })
     }
@@ -423,7 +485,7 @@ impl RedisCache {
         let mut out = Vec::new();
         for u in urls {
             let shown = crate::url::redact(&u);
-            let c = redis::Client::open(u.as_str())
+            let c = open_client(&u, &self.certs)
                 .map_err(|e| self.err(e))?
                 .get_multiplexed_async_connection_with_config(&cfg)
                 .await
@@ -529,6 +591,22 @@ impl RedisCache {
         }
         Ok(())
     }
+}
+
+#[cfg(feature = "tls")]
+fn open_client(
+    url: &str,
+    certs: &Option<redis::TlsCertificates>,
+) -> redis::RedisResult<redis::Client> {
+    match certs {
+        Some(c) => redis::Client::build_with_tls(url, c.clone()),
+        None => redis::Client::open(url),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn open_client(url: &str, _certs: &Option<()>) -> redis::RedisResult<redis::Client> {
+    redis::Client::open(url)
 }
 
 /// Maps a redis-rs error: retryable ones become `Connection`/`Timeout`.

@@ -264,3 +264,97 @@ pub fn shared_memcached() -> &'static [Process; 2] {
     static M: OnceLock<[Process; 2]> = OnceLock::new();
     M.get_or_init(|| [memcached_server(), memcached_server()])
 }
+
+/// A redis-server speaking only TLS, with a throwaway CA made by `openssl`.
+/// Returns the server and the CA's PEM path.
+pub fn redis_tls_server() -> (Process, std::path::PathBuf) {
+    fn tls_cmd(port: u16, dir: &std::path::Path) -> Command {
+        let mut c = redis_cmd(0, dir);
+        c.args(["--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(dir.join("server.crt"))
+            .arg("--tls-key-file")
+            .arg(dir.join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(dir.join("ca.crt"))
+            .args(["--tls-auth-clients", "no"]);
+        c
+    }
+    fn tls_ready(port: u16) -> bool {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl not found: sudo apt-get install -y openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=unicache test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    let port = free_port(false);
+    let child = spawn(tls_cmd(port, d));
+    let p = Process {
+        child: Some(child),
+        cmd: tls_cmd,
+        port,
+        dir,
+    };
+    wait_for("redis TLS server", || tls_ready(port));
+    let ca = p.dir.path().join("ca.crt");
+    (p, ca)
+}
