@@ -169,6 +169,8 @@ pub struct Capabilities {
     pub read_ttl: bool,
     /// Keys can be listed ([`Cache::keys`]).
     pub list_keys: bool,
+    /// [`Cache::len`] can count the namespace's entries exactly.
+    pub count: bool,
     /// Data survives the process.
     pub persistent: bool,
     /// Several processes can share the cache.

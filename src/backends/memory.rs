@@ -186,6 +186,7 @@ impl Cache for MemoryCache {
             ttl: true,
             read_ttl: true,
             list_keys: true,
+            count: true,
             evicts: true,
             ..Capabilities::default()
         }

@@ -1,6 +1,8 @@
 //! One module per backend, each behind its cargo feature, and [`open_parsed`], the
 //! factory that turns a parsed URL into an `Arc<dyn Cache>`.
 
+#[cfg(feature = "memcached")]
+pub mod memcached;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -85,11 +87,23 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
         #[cfg(not(feature = "redis"))]
         BackendConfig::Redis { .. } => Err(disabled("redis", "redis")),
 
-        BackendConfig::Memcached { .. } => Err(Error::new(
-            ErrorKind::Unsupported,
-            "the memcached backend is not built yet",
-        )
-        .with_backend("memcached")),
+        #[cfg(feature = "memcached")]
+        BackendConfig::Memcached {
+            servers,
+            connect_timeout,
+            response_timeout,
+        } => Ok(Arc::new(
+            memcached::MemcachedCache::connect(
+                servers,
+                url.redacted.clone(),
+                connect_timeout,
+                response_timeout,
+                options,
+            )
+            .await?,
+        )),
+        #[cfg(not(feature = "memcached"))]
+        BackendConfig::Memcached { .. } => Err(disabled("memcached", "memcached")),
     }
 }
 

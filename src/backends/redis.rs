@@ -648,6 +648,7 @@ impl Cache for RedisCache {
             ttl: true,
             read_ttl: true,
             list_keys: true,
+            count: true,
             persistent: false,
             shared: true,
             evicts: true,

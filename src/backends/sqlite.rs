@@ -292,6 +292,7 @@ impl Cache for SqliteCache {
             ttl: true,
             read_ttl: true,
             list_keys: true,
+            count: true,
             persistent: true,
             shared: true,
             max_value_bytes: Some(1_000_000_000),

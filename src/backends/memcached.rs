@@ -1,0 +1,1011 @@
+//! `memcached://h1:p1,h2:p2`: memcached through a small client of our own on
+//! the meta protocol (`mg`/`ms`/`md`/`mn`), over several servers with
+//! consistent hashing.
+//!
+//! Why our own: the meta protocol is a few line formats, and owning the
+//! client lets batches be one pipelined write per server (quiet mode with
+//! opaque tokens, so failures are still known per key) without an extra
+//! dependency marked experimental. Every key is mapped to a legal memcached
+//! key (see [`MemcachedCache::server_key`]); a namespace is a version token
+//! folded into every key, so `clear` invalidates only this namespace and
+//! never flushes a server. A server that stays unreachable is marked down:
+//! its reads are misses (counted as errors), its writes fail per key, and it
+//! is probed again at most once a second.
+
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Mutex;
+
+use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, Stats};
+use crate::error::{Error, ErrorKind, Result};
+
+const BACKEND: &str = "memcached";
+/// Longest key memcached accepts.
+pub const MAX_KEY: usize = 250;
+/// TTLs above this many seconds are sent as absolute Unix times (memcached's rule).
+pub const RELATIVE_TTL_LIMIT: u64 = 30 * 24 * 3600;
+/// Points per server on the hash ring.
+const VNODES: usize = 160;
+/// Connections kept per server.
+const POOL: usize = 4;
+/// Commands per pipelined write.
+const CHUNK: usize = 1_000;
+/// After this long unreachable, a server's errors stop being "transient".
+const DEAD_AFTER: Duration = Duration::from_secs(2);
+/// A down server is tried again at most this often.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Bytes memcached needs per item besides key and value (header, CAS, suffix).
+const ITEM_OVERHEAD: usize = 64;
+/// How long another process's `clear` may take to be seen by this one.
+const NS_REFRESH: Duration = Duration::from_secs(1);
+
+struct Conn {
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+}
+
+#[derive(Default)]
+struct Health {
+    down_since: Option<Instant>,
+    last_attempt: Option<Instant>,
+}
+
+struct Server {
+    addr: String,
+    pool: Vec<Mutex<Option<Conn>>>,
+    next: AtomicUsize,
+    health: StdMutex<Health>,
+}
+
+/// One reply line's parts: code, optional value, opaque token.
+struct Reply {
+    code: String,
+    opaque: Option<usize>,
+    value: Option<Vec<u8>>,
+    line: String,
+}
+
+/// memcached over one or more servers.
+pub struct MemcachedCache {
+    servers: Vec<Server>,
+    ring: Vec<(u64, usize)>,
+    endpoint: String,
+    namespace: Option<String>,
+    /// Current namespace version and when it was read.
+    ns_version: StdMutex<Option<(String, Instant)>>,
+    options: CacheOptions,
+    counters: Counters,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    item_size_max: usize,
+}
+
+impl std::fmt::Debug for MemcachedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemcachedCache")
+            .field("endpoint", &self.endpoint)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key memcached accepts as-is: 1..=250 bytes, no whitespace or control bytes.
+pub fn is_legal_key(k: &[u8]) -> bool {
+    !k.is_empty() && k.len() <= MAX_KEY && k.iter().all(|&b| b > 0x20 && b != 0x7f)
+}
+
+/// Builds a consistent-hash ring: `VNODES` points per server address.
+fn build_ring(addrs: &[String]) -> Vec<(u64, usize)> {
+    let mut ring: Vec<(u64, usize)> = addrs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            (0..VNODES).map(move |v| (xxhash_rust::xxh3::xxh3_64(format!("{a}#{v}").as_bytes()), i))
+        })
+        .collect();
+    ring.sort_unstable();
+    ring
+}
+
+/// The server index owning `key` on `ring`.
+fn ring_lookup(ring: &[(u64, usize)], key: &[u8]) -> usize {
+    let h = xxhash_rust::xxh3::xxh3_64(key);
+    let i = ring.partition_point(|(p, _)| *p < h);
+    ring[if i == ring.len() { 0 } else { i }].1
+}
+
+/// The exptime memcached expects for a TTL: seconds, or an absolute Unix
+/// time past 30 days. Sub-second TTLs round up to 1 s.
+pub fn exptime(ttl: Duration, now_unix: u64) -> u64 {
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    if secs > RELATIVE_TTL_LIMIT {
+        now_unix + secs
+    } else {
+        secs
+    }
+}
+
+fn io_err(addr: &str, e: impl Into<Error>) -> Error {
+    e.into().with_backend(BACKEND).with_context("server", addr)
+}
+
+fn proto_err(addr: &str, msg: String) -> Error {
+    Error::new(ErrorKind::Backend, msg)
+        .with_backend(BACKEND)
+        .with_context("server", addr)
+}
+
+impl Conn {
+    async fn connect(addr: &str, timeout: Duration) -> Result<Conn> {
+        let s = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(io_err(addr, e)),
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("connect took over {timeout:?}"),
+                )
+                .with_backend(BACKEND)
+                .with_context("server", addr));
+            }
+        };
+        let _ = s.set_nodelay(true);
+        let (r, w) = s.into_split();
+        Ok(Conn {
+            r: BufReader::with_capacity(64 * 1024, r),
+            w,
+        })
+    }
+
+    /// Writes `req` while reading replies until one whose code is `last`
+    /// (or `count` replies when `last` is None).
+    async fn exchange(
+        &mut self,
+        req: &[u8],
+        last: Option<&str>,
+        count: usize,
+    ) -> std::io::Result<Vec<Reply>> {
+        let Conn { r, w } = self;
+        let write = async {
+            w.write_all(req).await?;
+            w.flush().await
+        };
+        let read = async {
+            let mut out = Vec::new();
+            let mut line = Vec::with_capacity(128);
+            loop {
+                if last.is_none() && out.len() == count {
+                    return Ok(out);
+                }
+                line.clear();
+                if r.read_until(b'\n', &mut line).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "server closed the connection",
+                    ));
+                }
+                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                let mut parts = text.split(' ');
+                let code = parts.next().unwrap_or("").to_string();
+                let mut opaque = None;
+                let mut size = None;
+                if code == "VA" {
+                    size = parts.next().and_then(|s| s.parse::<usize>().ok());
+                }
+                for p in parts {
+                    if let Some(o) = p.strip_prefix('O') {
+                        opaque = o.parse().ok();
+                    }
+                }
+                let value = match size {
+                    Some(n) => {
+                        let mut buf = vec![0u8; n + 2];
+                        r.read_exact(&mut buf).await?;
+                        buf.truncate(n);
+                        Some(buf)
+                    }
+                    None if code == "VA" => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("bad reply {text:?}"),
+                        ));
+                    }
+                    None => None,
+                };
+                let done = last == Some(code.as_str());
+                out.push(Reply {
+                    code,
+                    opaque,
+                    value,
+                    line: text,
+                });
+                if done {
+                    return Ok(out);
+                }
+            }
+        };
+        let (_, replies) = tokio::try_join!(write, read)?;
+        Ok(replies)
+    }
+}
+
+impl Server {
+    fn new(addr: String) -> Self {
+        Server {
+            addr,
+            pool: (0..POOL).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            health: StdMutex::new(Health::default()),
+        }
+    }
+
+    /// The error to report while the server is unreachable: transient at
+    /// first (the writer retries), permanent once it has been down a while.
+    fn down_error(&self, cause: Error) -> Error {
+        let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        match h.down_since {
+            Some(t) if t.elapsed() >= DEAD_AFTER => Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "server marked down ({} s unreachable)",
+                    t.elapsed().as_secs()
+                ),
+            )
+            .with_backend(BACKEND)
+            .with_context("server", &self.addr)
+            .set_source(cause),
+            _ => cause,
+        }
+    }
+
+    fn mark_down(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.down_since.get_or_insert_with(Instant::now);
+        h.last_attempt = Some(Instant::now());
+    }
+
+    fn mark_up(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.down_since = None;
+    }
+
+    /// Runs one exchange on a pooled connection, (re)connecting as needed.
+    async fn exchange(
+        &self,
+        req: &[u8],
+        last: Option<&str>,
+        count: usize,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Vec<Reply>> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let mut guard = self.pool[slot].lock().await;
+        if guard.is_none() {
+            {
+                let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                if let (Some(_), Some(last)) = (h.down_since, h.last_attempt)
+                    && last.elapsed() < PROBE_EVERY
+                {
+                    drop(h);
+                    return Err(self.down_error(
+                        Error::new(ErrorKind::Connection, "server unreachable")
+                            .with_backend(BACKEND)
+                            .with_context("server", &self.addr),
+                    ));
+                }
+            }
+            match Conn::connect(&self.addr, connect_timeout).await {
+                Ok(c) => {
+                    self.mark_up();
+                    *guard = Some(c);
+                }
+                Err(e) => {
+                    self.mark_down();
+                    return Err(self.down_error(e));
+                }
+            }
+        }
+        let conn = guard.as_mut().expect("connected above");
+        match tokio::time::timeout(response_timeout, conn.exchange(req, last, count)).await {
+            Ok(Ok(replies)) => Ok(replies),
+            Ok(Err(e)) => {
+                *guard = None;
+                self.mark_down();
+                Err(self.down_error(io_err(&self.addr, e)))
+            }
+            Err(_) => {
+                *guard = None;
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("no reply within {response_timeout:?}"),
+                )
+                .with_backend(BACKEND)
+                .with_context("server", &self.addr))
+            }
+        }
+    }
+}
+
+/// A namespace version never issued before: time in nanoseconds, process id
+/// and a per-process counter (two clears in one millisecond must differ).
+fn fresh_token() -> String {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{nanos:x}.{:x}.{:x}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn now_unix() -> u64 {
+    crate::cache::now_millis() / 1000
+}
+
+impl MemcachedCache {
+    /// Connects to every server once (to learn its item size limit); an
+    /// unreachable server at open is an error naming it.
+    pub async fn connect(
+        servers: Vec<String>,
+        endpoint: String,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        options: CacheOptions,
+    ) -> Result<Self> {
+        if let Some(ns) = &options.namespace
+            && (ns.len() > 64 || !is_legal_key(ns.as_bytes()) || ns.contains(':'))
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidUrl,
+                format!(
+                    "memcached: namespace {ns:?} must be 1-64 bytes without spaces, control characters or ':'"
+                ),
+            ));
+        }
+        let ring = build_ring(&servers);
+        let servers: Vec<Server> = servers.into_iter().map(Server::new).collect();
+        let mut item_size_max = usize::MAX;
+        for s in &servers {
+            let replies = s
+                .exchange(
+                    b"stats settings\r\n",
+                    Some("END"),
+                    0,
+                    connect_timeout,
+                    response_timeout,
+                )
+                .await
+                .map_err(|e| e.with_context("op", "connect"))?;
+            for r in &replies {
+                if let Some(v) = r.line.strip_prefix("STAT item_size_max ") {
+                    item_size_max = item_size_max.min(v.trim().parse().unwrap_or(1024 * 1024));
+                }
+            }
+        }
+        if item_size_max == usize::MAX {
+            item_size_max = 1024 * 1024;
+        }
+        Ok(MemcachedCache {
+            servers,
+            ring,
+            endpoint,
+            namespace: options.namespace.clone(),
+            ns_version: StdMutex::new(None),
+            options,
+            counters: Counters::default(),
+            connect_timeout,
+            response_timeout,
+            item_size_max,
+        })
+    }
+
+    fn server_of(&self, key: &[u8]) -> usize {
+        ring_lookup(&self.ring, key)
+    }
+
+    /// The largest value this cache accepts (the smallest server's item
+    /// size limit, less key and item overhead).
+    pub fn max_value(&self, key_len: usize) -> usize {
+        self.item_size_max.saturating_sub(key_len + ITEM_OVERHEAD)
+    }
+
+    fn ns_key(&self) -> Option<String> {
+        self.namespace
+            .as_ref()
+            .map(|ns| format!("{ns}:__unicache_ns"))
+    }
+
+    /// The namespace's current version token, read from memcached (cached
+    /// for [`NS_REFRESH`]); created when missing.
+    async fn version(&self) -> Result<String> {
+        let Some(vk) = self.ns_key() else {
+            return Ok(String::new());
+        };
+        if let Some((v, at)) = self
+            .ns_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            && at.elapsed() < NS_REFRESH
+        {
+            return Ok(v);
+        }
+        let s = &self.servers[self.server_of(vk.as_bytes())];
+        let req = format!("mg {vk} v\r\n");
+        let replies = s
+            .exchange(
+                req.as_bytes(),
+                None,
+                1,
+                self.connect_timeout,
+                self.response_timeout,
+            )
+            .await?;
+        let v = match replies.first() {
+            Some(Reply { value: Some(v), .. }) => String::from_utf8_lossy(v).into_owned(),
+            _ => {
+                // Missing (first use, evicted, restarted): a fresh token, so
+                // entries of an older version can never come back.
+                let fresh = fresh_token();
+                // Add mode (`ME`) loses to a process that created it first; re-read either way.
+                let req = format!("ms {vk} {} ME\r\n{fresh}\r\nmg {vk} v\r\n", fresh.len());
+                let replies = s
+                    .exchange(
+                        req.as_bytes(),
+                        None,
+                        2,
+                        self.connect_timeout,
+                        self.response_timeout,
+                    )
+                    .await?;
+                match replies.get(1) {
+                    Some(Reply { value: Some(v), .. }) => String::from_utf8_lossy(v).into_owned(),
+                    _ => fresh,
+                }
+            }
+        };
+        *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((v.clone(), Instant::now()));
+        Ok(v)
+    }
+
+    /// The key sent to memcached for `key`: `ns:version:key` (or `key`
+    /// without a namespace) when that is a legal memcached key and does not
+    /// start with `#h`; otherwise `ns:version:#h` + the 32 hex digits of the
+    /// key's xxh3-128 hash.
+    pub fn server_key(&self, version: &str, key: &str) -> String {
+        let prefix = match &self.namespace {
+            Some(ns) => format!("{ns}:{version}:"),
+            None => String::new(),
+        };
+        let plain = format!("{prefix}{key}");
+        if is_legal_key(plain.as_bytes()) && !key.starts_with("#h") {
+            plain
+        } else {
+            format!(
+                "{prefix}#h{:032x}",
+                xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+            )
+        }
+    }
+
+    fn exptime(&self, ttl: Option<Duration>) -> Result<Option<u64>> {
+        Ok(self
+            .options
+            .effective_ttl(ttl)?
+            .map(|d| exptime(d, now_unix())))
+    }
+
+    /// Groups indices by owning server.
+    fn by_server(&self, keys: &[String]) -> Vec<Vec<usize>> {
+        let mut groups = vec![Vec::new(); self.servers.len()];
+        for (i, k) in keys.iter().enumerate() {
+            groups[self.server_of(k.as_bytes())].push(i);
+        }
+        groups
+    }
+
+    /// Runs `req_for(chunk)` on each server's share of `keys` concurrently;
+    /// the closure builds the request for a chunk of indices; `handle`
+    /// consumes the replies. Errors are per server: returned with indices.
+    async fn fan_out<B, H>(&self, keys: &[String], build: B, handle: H) -> Vec<(Vec<usize>, Error)>
+    where
+        B: Fn(&[usize]) -> (Vec<u8>, Option<&'static str>, usize) + Sync,
+        H: Fn(&[usize], Vec<Reply>) -> Result<()> + Sync,
+    {
+        let groups = self.by_server(keys);
+        let build = &build;
+        let handle = &handle;
+        let jobs = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(s, g)| async move {
+                let server = &self.servers[s];
+                let mut failed = Vec::new();
+                for chunk in g.chunks(CHUNK) {
+                    let (req, last, count) = build(chunk);
+                    let r = server
+                        .exchange(
+                            &req,
+                            last,
+                            count,
+                            self.connect_timeout,
+                            self.response_timeout,
+                        )
+                        .await
+                        .and_then(|replies| handle(chunk, replies));
+                    if let Err(e) = r {
+                        failed.push((chunk.to_vec(), e));
+                    }
+                }
+                failed
+            });
+        futures::future::join_all(jobs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn get_all(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let version = self.version().await;
+        let version = match version {
+            Ok(v) => v,
+            Err(e) => {
+                // The namespace's server is down: everything is a miss.
+                self.counters.error();
+                tracing::debug!("{e}");
+                self.counters.miss(keys.len() as u64);
+                return Ok(vec![None; keys.len()]);
+            }
+        };
+        let full: Vec<String> = keys.iter().map(|k| self.server_key(&version, k)).collect();
+        let out: StdMutex<Vec<Option<Bytes>>> = StdMutex::new(vec![None; keys.len()]);
+        let failed = self
+            .fan_out(
+                &full,
+                |chunk| {
+                    let mut req = Vec::with_capacity(chunk.len() * 40);
+                    for (j, &i) in chunk.iter().enumerate() {
+                        req.extend_from_slice(format!("mg {} v q O{j}\r\n", full[i]).as_bytes());
+                    }
+                    req.extend_from_slice(b"mn\r\n");
+                    (req, Some("MN"), 0)
+                },
+                |chunk, replies| {
+                    let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                    for r in replies {
+                        match (r.code.as_str(), r.opaque, r.value) {
+                            ("VA", Some(j), Some(v)) if j < chunk.len() => {
+                                out[chunk[j]] = Some(Bytes::from(v));
+                            }
+                            ("MN", _, _) | ("EN", _, _) => {}
+                            _ => {
+                                return Err(proto_err("", format!("unexpected reply {:?}", r.line)));
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await;
+        // Documented: an unreachable server's keys read as misses, counted as errors.
+        for (_, e) in &failed {
+            self.counters.error();
+            tracing::debug!("{e}");
+        }
+        let out = out.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.counters.read(&out);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Cache for MemcachedCache {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            ttl: true,
+            read_ttl: false,
+            list_keys: false,
+            count: false,
+            persistent: false,
+            shared: true,
+            evicts: true,
+            max_value_bytes: Some(self.max_value(MAX_KEY) as u64),
+            batch_concurrency: 4,
+        }
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
+        CacheFuture::boxed(async move { Ok(self.get_all(&[key]).await?.pop().flatten()) })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> CacheFuture<'a, ()> {
+        CacheFuture::boxed(async move {
+            match self.set_many(&[(key, value)], ttl).await {
+                Err(e) if e.kind() == ErrorKind::PartialBatch => match e.failures().first() {
+                    Some((_, first)) => Err(Error::new(first.kind(), first.to_string())),
+                    None => Err(e),
+                },
+                r => r,
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::boxed(async move { Ok(self.delete_many(&[key]).await? > 0) })
+    }
+
+    fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::boxed(async move {
+            let version = self.version().await?;
+            let k = self.server_key(&version, key);
+            let s = &self.servers[self.server_of(k.as_bytes())];
+            let req = format!("mg {k}\r\n");
+            let r = s
+                .exchange(
+                    req.as_bytes(),
+                    None,
+                    1,
+                    self.connect_timeout,
+                    self.response_timeout,
+                )
+                .await;
+            let replies = self.counters.track(r)?;
+            Ok(replies.first().is_some_and(|r| r.code == "HD"))
+        })
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.get_all(keys).await
+    }
+
+    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let exp = self.counters.track(self.exptime(ttl))?;
+        let version = self.counters.track(self.version().await)?;
+        let full: Vec<String> = entries
+            .iter()
+            .map(|(k, _)| self.server_key(&version, k))
+            .collect();
+        // Values over the limit fail here, per key, without a round trip.
+        let mut failures: Vec<(usize, Error)> = Vec::new();
+        let mut send: Vec<usize> = Vec::with_capacity(entries.len());
+        for (i, (k, v)) in entries.iter().enumerate() {
+            let limit = self.max_value(full[i].len());
+            if v.len() > limit {
+                failures.push((
+                    i,
+                    Error::new(
+                        ErrorKind::ValueTooLarge,
+                        format!(
+                            "{} bytes over the servers' item size limit ({} bytes for this key; memcached -I raises it)",
+                            v.len(),
+                            limit
+                        ),
+                    )
+                    .with_backend(BACKEND)
+                    .with_context("key", k),
+                ));
+            } else {
+                send.push(i);
+            }
+        }
+        let send_keys: Vec<String> = send.iter().map(|&i| full[i].clone()).collect();
+        let ttl_flag = exp.map(|e| format!(" T{e}")).unwrap_or_default();
+        let refused: StdMutex<Vec<(usize, Error)>> = StdMutex::new(Vec::new());
+        let net_failed = self
+            .fan_out(
+                &send_keys,
+                |chunk| {
+                    let bytes: usize = chunk.iter().map(|&j| entries[send[j]].1.len() + 64).sum();
+                    let mut req = Vec::with_capacity(bytes + 8);
+                    for (o, &j) in chunk.iter().enumerate() {
+                        let v = entries[send[j]].1;
+                        req.extend_from_slice(
+                            format!("ms {} {}{ttl_flag} q O{o}\r\n", send_keys[j], v.len())
+                                .as_bytes(),
+                        );
+                        req.extend_from_slice(v);
+                        req.extend_from_slice(b"\r\n");
+                    }
+                    req.extend_from_slice(b"mn\r\n");
+                    (req, Some("MN"), 0)
+                },
+                |chunk, replies| {
+                    // Quiet mode: only failures answer, tagged with their opaque.
+                    let mut bad = refused.lock().unwrap_or_else(|p| p.into_inner());
+                    for r in replies {
+                        match (r.code.as_str(), r.opaque) {
+                            ("MN", _) => {}
+                            (_, Some(o)) if o < chunk.len() => bad.push((
+                                send[chunk[o]],
+                                proto_err("", format!("server refused the write: {}", r.line)),
+                            )),
+                            // An error line without a token cannot be pinned on a key.
+                            _ => {
+                                return Err(proto_err("", format!("unexpected reply {:?}", r.line)));
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await;
+        failures.extend(refused.into_inner().unwrap_or_else(|p| p.into_inner()));
+        for (idx, e) in net_failed {
+            for j in idx {
+                failures.push((send[j], Error::new(e.kind(), e.to_string())));
+            }
+        }
+        self.counters.set((entries.len() - failures.len()) as u64);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            self.counters.error();
+            failures.sort_by_key(|(i, _)| *i);
+            Err(Error::partial(failures))
+        }
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let version = self.counters.track(self.version().await)?;
+        let mut full: Vec<String> = keys.iter().map(|k| self.server_key(&version, k)).collect();
+        full.sort();
+        full.dedup();
+        let deleted = AtomicUsize::new(0);
+        let failed = self
+            .fan_out(
+                &full,
+                |chunk| {
+                    let mut req = Vec::with_capacity(chunk.len() * 40);
+                    for &i in chunk {
+                        req.extend_from_slice(format!("md {}\r\n", full[i]).as_bytes());
+                    }
+                    (req, None, chunk.len())
+                },
+                |_, replies| {
+                    for r in replies {
+                        match r.code.as_str() {
+                            "HD" => {
+                                deleted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            "NF" => {}
+                            _ => {
+                                return Err(proto_err("", format!("unexpected reply {:?}", r.line)));
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await;
+        if let Some((_, e)) = failed.into_iter().next() {
+            self.counters.error();
+            return Err(e);
+        }
+        let n = deleted.into_inner() as u64;
+        self.counters.delete(n);
+        Ok(n)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let Some(vk) = self.ns_key() else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "refusing to clear memcached without a namespace: that would flush every \
+                 application's data; set ?namespace=NAME, or flush the servers explicitly \
+                 (CLI: `clear --all`, library: clear_all())",
+            )
+            .with_backend(BACKEND)
+            .with_context("endpoint", &self.endpoint));
+        };
+        // A new version token: every key of the old one becomes unreachable
+        // (and ages out of memcached's LRU); nothing else is touched.
+        let fresh = fresh_token();
+        let s = &self.servers[self.server_of(vk.as_bytes())];
+        let req = format!("ms {vk} {}\r\n{fresh}\r\n", fresh.len());
+        let replies = self.counters.track(
+            s.exchange(
+                req.as_bytes(),
+                None,
+                1,
+                self.connect_timeout,
+                self.response_timeout,
+            )
+            .await,
+        )?;
+        match replies.first() {
+            Some(r) if r.code == "HD" => {
+                *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((fresh, Instant::now()));
+                Ok(())
+            }
+            other => Err(proto_err(
+                &s.addr,
+                format!(
+                    "clear: unexpected reply {:?}",
+                    other.map(|r| r.line.as_str())
+                ),
+            )),
+        }
+    }
+
+    async fn clear_all(&self) -> Result<()> {
+        for s in &self.servers {
+            let replies = s
+                .exchange(
+                    b"flush_all\r\n",
+                    None,
+                    1,
+                    self.connect_timeout,
+                    self.response_timeout,
+                )
+                .await?;
+            if replies.first().is_none_or(|r| r.code != "OK") {
+                return Err(proto_err(&s.addr, "flush_all was refused".into()));
+            }
+        }
+        *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    async fn len(&self) -> Result<u64> {
+        // memcached cannot list or count one namespace's keys reliably (the
+        // LRU crawler's metadump is not a snapshot); say so rather than guess.
+        // `stats` reports the servers' curr_items.
+        Err(self.unsupported("len (memcached cannot count a namespace's entries)"))
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let mut s = self.counters.snapshot(BACKEND, self.endpoint());
+        let mut per = Vec::new();
+        let mut sums = std::collections::BTreeMap::<&str, u64>::new();
+        for srv in &self.servers {
+            let r = srv
+                .exchange(
+                    b"stats\r\n",
+                    Some("END"),
+                    0,
+                    self.connect_timeout,
+                    self.response_timeout,
+                )
+                .await;
+            let mut m = serde_json::Map::new();
+            m.insert("server".into(), srv.addr.clone().into());
+            match r {
+                Ok(replies) => {
+                    for r in replies {
+                        let Some(rest) = r.line.strip_prefix("STAT ") else {
+                            continue;
+                        };
+                        let Some((k, v)) = rest.split_once(' ') else {
+                            continue;
+                        };
+                        for name in [
+                            "get_hits",
+                            "get_misses",
+                            "curr_items",
+                            "evictions",
+                            "bytes",
+                            "version",
+                        ] {
+                            if k == name {
+                                match v.parse::<u64>() {
+                                    Ok(n) => {
+                                        *sums.entry(name).or_default() += n;
+                                        m.insert(k.into(), n.into());
+                                    }
+                                    Err(_) => {
+                                        m.insert(k.into(), v.into());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    m.insert("error".into(), e.to_string().into());
+                }
+            }
+            per.push(serde_json::Value::Object(m));
+        }
+        s.server = Some(serde_json::json!({
+            "namespace": self.namespace,
+            "item_size_max": self.item_size_max,
+            "get_hits": sums.get("get_hits"),
+            "get_misses": sums.get("get_misses"),
+            "curr_items": sums.get("curr_items"),
+            "evictions": sums.get("evictions"),
+            "servers": per,
+        }));
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legal_keys() {
+        assert!(is_legal_key(b"user:1"));
+        assert!(!is_legal_key(b""));
+        assert!(!is_legal_key(b"a b"));
+        assert!(!is_legal_key(b"a\nb"));
+        assert!(!is_legal_key(&[b'k'; 251]));
+        assert!(is_legal_key(&[b'k'; 250]));
+        assert!(is_legal_key("clé".as_bytes()));
+    }
+
+    #[test]
+    fn ttl_over_30_days_is_absolute() {
+        let now = 1_800_000_000;
+        assert_eq!(exptime(Duration::from_secs(60), now), 60);
+        assert_eq!(exptime(Duration::from_millis(1), now), 1);
+        assert_eq!(
+            exptime(Duration::from_secs(RELATIVE_TTL_LIMIT), now),
+            RELATIVE_TTL_LIMIT
+        );
+        assert_eq!(
+            exptime(Duration::from_secs(31 * 86400), now),
+            now + 31 * 86400
+        );
+    }
+
+    #[test]
+    fn adding_a_server_moves_about_a_third_of_keys() {
+        let two: Vec<String> = vec!["10.0.0.1:11211".into(), "10.0.0.2:11211".into()];
+        let mut three = two.clone();
+        three.push("10.0.0.3:11211".into());
+        let (r2, r3) = (build_ring(&two), build_ring(&three));
+        let n = 100_000;
+        let moved = (0..n)
+            .filter(|i| {
+                let k = format!("key:{i}");
+                ring_lookup(&r2, k.as_bytes()) != ring_lookup(&r3, k.as_bytes())
+            })
+            .count();
+        let frac = moved as f64 / n as f64;
+        // Ideal 1/3: only keys that now belong to the new server move.
+        assert!((0.25..0.42).contains(&frac), "moved {frac}");
+        // And removing it again moves back exactly those keys.
+        let back = (0..n)
+            .filter(|i| {
+                let k = format!("key:{i}");
+                ring_lookup(&r3, k.as_bytes()) == 2
+            })
+            .count();
+        assert_eq!(back, moved);
+    }
+}
