@@ -12,6 +12,7 @@
 //! its reads are misses (counted as errors), its writes fail per key, and it
 //! is probed again at most once a second.
 
+use std::io::Write as _;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -66,7 +67,7 @@ struct Server {
 
 /// One reply line's parts: code, optional value, opaque token.
 struct Reply {
-    code: String,
+    code: std::borrow::Cow<'static, str>,
     opaque: Option<usize>,
     value: Option<Vec<u8>>,
     line: String,
@@ -192,19 +193,43 @@ impl Conn {
                         "server closed the connection",
                     ));
                 }
-                let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                let mut parts = text.split(' ');
-                let code = parts.next().unwrap_or("").to_string();
+                // Parsed from bytes: the hot replies (VA/HD/EN/NF/MN) allocate
+                // nothing but their value.
+                let trimmed = line.trim_ascii_end();
+                let mut parts = trimmed.split(|&b| b == b' ');
+                let code_b = parts.next().unwrap_or(b"");
+                let is_va = code_b == b"VA";
                 let mut opaque = None;
                 let mut size = None;
-                if code == "VA" {
-                    size = parts.next().and_then(|s| s.parse::<usize>().ok());
+                if is_va {
+                    size = parts
+                        .next()
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                        .and_then(|s| s.parse::<usize>().ok());
                 }
                 for p in parts {
-                    if let Some(o) = p.strip_prefix('O') {
-                        opaque = o.parse().ok();
+                    if let Some(o) = p.strip_prefix(b"O") {
+                        opaque = std::str::from_utf8(o).ok().and_then(|o| o.parse().ok());
                     }
                 }
+                let hot_code: Option<&'static str> = match code_b {
+                    b"VA" => Some("VA"),
+                    b"HD" => Some("HD"),
+                    b"EN" => Some("EN"),
+                    b"NF" => Some("NF"),
+                    b"MN" => Some("MN"),
+                    _ => None,
+                };
+                let hot = hot_code.is_some();
+                let code: std::borrow::Cow<'static, str> = match hot_code {
+                    Some(c) => c.into(),
+                    None => String::from_utf8_lossy(code_b).into_owned().into(),
+                };
+                let text = if hot {
+                    String::new()
+                } else {
+                    String::from_utf8_lossy(trimmed).into_owned()
+                };
                 let value = match size {
                     Some(n) => {
                         let mut buf = vec![0u8; n + 2];
@@ -212,15 +237,15 @@ impl Conn {
                         buf.truncate(n);
                         Some(buf)
                     }
-                    None if code == "VA" => {
+                    None if is_va => {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
-                            format!("bad reply {text:?}"),
+                            format!("bad reply {:?}", String::from_utf8_lossy(trimmed)),
                         ));
                     }
                     None => None,
                 };
-                let done = last == Some(code.as_str());
+                let done = last == Some(code.as_ref());
                 out.push(Reply {
                     code,
                     opaque,
@@ -411,7 +436,16 @@ impl MemcachedCache {
     }
 
     fn server_of(&self, key: &[u8]) -> usize {
+        if self.servers.len() == 1 {
+            return 0;
+        }
         ring_lookup(&self.ring, key)
+    }
+
+    /// `host:port` of the server that owns a server-side key (see
+    /// [`MemcachedCache::server_key`]).
+    pub fn server_addr(&self, server_key: &str) -> &str {
+        &self.servers[self.server_of(server_key.as_bytes())].addr
     }
 
     /// The largest value this cache accepts (the smallest server's item
@@ -579,7 +613,7 @@ impl MemcachedCache {
                 |chunk| {
                     let mut req = Vec::with_capacity(chunk.len() * 40);
                     for (j, &i) in chunk.iter().enumerate() {
-                        req.extend_from_slice(format!("mg {} v q O{j}\r\n", full[i]).as_bytes());
+                        let _ = write!(req, "mg {} v q O{j}\r\n", full[i]);
                     }
                     req.extend_from_slice(b"mn\r\n");
                     (req, Some("MN"), 0)
@@ -587,13 +621,16 @@ impl MemcachedCache {
                 |chunk, replies| {
                     let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                     for r in replies {
-                        match (r.code.as_str(), r.opaque, r.value) {
+                        match (r.code.as_ref(), r.opaque, r.value) {
                             ("VA", Some(j), Some(v)) if j < chunk.len() => {
                                 out[chunk[j]] = Some(Bytes::from(v));
                             }
                             ("MN", _, _) | ("EN", _, _) => {}
                             _ => {
-                                return Err(proto_err("", format!("unexpected reply {:?}", r.line)));
+                                return Err(proto_err(
+                                    "",
+                                    format!("unexpected reply {:?}", r.line),
+                                ));
                             }
                         }
                     }
@@ -691,7 +728,7 @@ impl Cache for MemcachedCache {
         }
         let exp = self.counters.track(self.exptime(ttl))?;
         let version = self.counters.track(self.version().await)?;
-        let full: Vec<String> = entries
+        let mut full: Vec<String> = entries
             .iter()
             .map(|(k, _)| self.server_key(&version, k))
             .collect();
@@ -718,7 +755,7 @@ impl Cache for MemcachedCache {
                 send.push(i);
             }
         }
-        let send_keys: Vec<String> = send.iter().map(|&i| full[i].clone()).collect();
+        let send_keys: Vec<String> = send.iter().map(|&i| std::mem::take(&mut full[i])).collect();
         let ttl_flag = exp.map(|e| format!(" T{e}")).unwrap_or_default();
         let refused: StdMutex<Vec<(usize, Error)>> = StdMutex::new(Vec::new());
         let net_failed = self
@@ -743,7 +780,7 @@ impl Cache for MemcachedCache {
                     // Quiet mode: only failures answer, tagged with their opaque.
                     let mut bad = refused.lock().unwrap_or_else(|p| p.into_inner());
                     for r in replies {
-                        match (r.code.as_str(), r.opaque) {
+                        match (r.code.as_ref(), r.opaque) {
                             ("MN", _) => {}
                             (_, Some(o)) if o < chunk.len() => bad.push((
                                 send[chunk[o]],
@@ -751,7 +788,10 @@ impl Cache for MemcachedCache {
                             )),
                             // An error line without a token cannot be pinned on a key.
                             _ => {
-                                return Err(proto_err("", format!("unexpected reply {:?}", r.line)));
+                                return Err(proto_err(
+                                    "",
+                                    format!("unexpected reply {:?}", r.line),
+                                ));
                             }
                         }
                     }
@@ -790,19 +830,22 @@ impl Cache for MemcachedCache {
                 |chunk| {
                     let mut req = Vec::with_capacity(chunk.len() * 40);
                     for &i in chunk {
-                        req.extend_from_slice(format!("md {}\r\n", full[i]).as_bytes());
+                        let _ = write!(req, "md {}\r\n", full[i]);
                     }
                     (req, None, chunk.len())
                 },
                 |_, replies| {
                     for r in replies {
-                        match r.code.as_str() {
+                        match r.code.as_ref() {
                             "HD" => {
                                 deleted.fetch_add(1, Ordering::Relaxed);
                             }
                             "NF" => {}
                             _ => {
-                                return Err(proto_err("", format!("unexpected reply {:?}", r.line)));
+                                return Err(proto_err(
+                                    "",
+                                    format!("unexpected reply {:?}", r.line),
+                                ));
                             }
                         }
                     }

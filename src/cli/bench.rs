@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -58,6 +58,33 @@ pub enum BenchCmd {
         #[arg(long)]
         multi_thread: bool,
     },
+    /// Raw memcached baseline: one connection, `ms key:I SIZE q` + value in
+    /// pipelined batches of 1,000, each closed by `mn` and read back to `MN`.
+    MemcachedRaw {
+        /// host:port
+        #[arg(long)]
+        server: String,
+        /// Number of records.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+    },
+    /// get_many of KEYS keys across the servers of a memcached:// URL
+    /// (no namespace), against the same keys fetched raw with one `mg`
+    /// pipeline per server; prints both latencies (p50 over ROUNDS).
+    MemcachedGetMany {
+        /// memcached://h1:p1,h2:p2
+        #[arg(long)]
+        cache: String,
+        /// Keys per get_many.
+        #[arg(long, default_value_t = 1000)]
+        keys: usize,
+        /// Repetitions.
+        #[arg(long, default_value_t = 300)]
+        rounds: usize,
+    },
     /// Raw rusqlite baseline: INSERT OR REPLACE of N records (keys key:I,
     /// the same compact JSON values `gen` makes) in one transaction, on
     /// unicache's schema, into a fresh file. Prints records/s as JSON.
@@ -98,6 +125,55 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
             w.flush()?;
             Ok(Outcome::Success)
         }
+        BenchCmd::MemcachedRaw {
+            server,
+            records,
+            value_size,
+        } => {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let value = vec![b'x'; value_size];
+            let stream = tokio::net::TcpStream::connect(&server).await?;
+            stream.set_nodelay(true)?;
+            let (r, mut w) = stream.into_split();
+            let mut r = tokio::io::BufReader::new(r);
+            let t = Instant::now();
+            let mut req = Vec::with_capacity(1000 * (value_size + 40));
+            let mut line = String::new();
+            let mut i = 0u64;
+            while i < records {
+                req.clear();
+                let end = (i + 1000).min(records);
+                for k in i..end {
+                    req.extend_from_slice(format!("ms key:{k} {value_size} q\r\n").as_bytes());
+                    req.extend_from_slice(&value);
+                    req.extend_from_slice(b"\r\n");
+                }
+                req.extend_from_slice(b"mn\r\n");
+                w.write_all(&req).await?;
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await? == 0 {
+                        anyhow::bail!("{server} closed the connection");
+                    }
+                    if line.starts_with("MN") {
+                        break;
+                    }
+                    anyhow::bail!("{server}: unexpected {line:?}");
+                }
+                i = end;
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({"records": records, "seconds": secs, "records_per_second": records as f64 / secs})
+            );
+            Ok(Outcome::Success)
+        }
+        BenchCmd::MemcachedGetMany {
+            cache,
+            keys,
+            rounds,
+        } => memcached_get_many(&cache, keys, rounds).await,
         BenchCmd::SetMany {
             cache,
             records,
@@ -229,6 +305,97 @@ async fn get_latency(cache: String, requests: u64) -> anyhow::Result<Outcome> {
             "p50_us": pct(0.5),
             "p99_us": pct(0.99),
             "mean_us": lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0,
+        })
+    );
+    Ok(Outcome::Success)
+}
+
+async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyhow::Result<Outcome> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let parsed = unicache::url::parse(url)?;
+    let unicache::url::BackendConfig::Memcached { servers, .. } = parsed.backend.clone() else {
+        anyhow::bail!("--cache must be a memcached:// URL");
+    };
+    let c = unicache::backends::memcached::MemcachedCache::connect(
+        servers.clone(),
+        parsed.redacted.clone(),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        Default::default(),
+    )
+    .await?;
+    let keys: Vec<String> = (0..nkeys).map(|i| format!("gm:{i}")).collect();
+    let value = vec![b'x'; 100];
+    let entries: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|k| (k.as_str(), value.as_slice()))
+        .collect();
+    unicache::Cache::set_many(&c, &entries, None).await?;
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+
+    // Raw: one connection per server, one `mg ... v q` pipeline + `mn` each, concurrently.
+    let mut conns = Vec::new();
+    let mut owned: Vec<Vec<u8>> = Vec::new();
+    for s in &servers {
+        let st = tokio::net::TcpStream::connect(s).await?;
+        st.set_nodelay(true)?;
+        let (r, w) = st.into_split();
+        conns.push((tokio::io::BufReader::new(r), w));
+        let mut req = Vec::new();
+        for k in &keys {
+            if c.server_addr(k) == s {
+                req.extend_from_slice(format!("mg {k} v q\r\n").as_bytes());
+            }
+        }
+        req.extend_from_slice(b"mn\r\n");
+        owned.push(req);
+    }
+    let mut raw = Vec::with_capacity(rounds);
+    let mut ours = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let jobs = conns
+            .iter_mut()
+            .zip(&owned)
+            .map(|((r, w), req)| async move {
+                w.write_all(req).await?;
+                let mut line = String::new();
+                let mut hits = 0usize;
+                loop {
+                    line.clear();
+                    r.read_line(&mut line).await?;
+                    if line.starts_with("MN") {
+                        return Ok::<usize, std::io::Error>(hits);
+                    }
+                    let n: usize = line
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|x| x.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut buf = vec![0u8; n + 2];
+                    r.read_exact(&mut buf).await?;
+                    hits += 1;
+                }
+            });
+        let hits: usize = futures::future::try_join_all(jobs).await?.into_iter().sum();
+        raw.push(t.elapsed().as_nanos() as u64);
+        anyhow::ensure!(hits == nkeys, "raw pipeline found {hits} of {nkeys}");
+        let t = Instant::now();
+        let got = unicache::Cache::get_many(&c, &refs).await?;
+        ours.push(t.elapsed().as_nanos() as u64);
+        anyhow::ensure!(got.iter().all(|v| v.is_some()), "get_many missed keys");
+    }
+    raw.sort_unstable();
+    ours.sort_unstable();
+    let p50 = |v: &[u64]| v[v.len() / 2] as f64 / 1000.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "keys": nkeys,
+            "servers": servers.len(),
+            "raw_mg_pipeline_p50_us": p50(&raw),
+            "unicache_get_many_p50_us": p50(&ours),
+            "ratio": p50(&ours) / p50(&raw),
         })
     );
     Ok(Outcome::Success)
