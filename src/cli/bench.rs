@@ -150,14 +150,12 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
                 }
                 req.extend_from_slice(b"mn\r\n");
                 w.write_all(&req).await?;
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).await? == 0 {
-                        anyhow::bail!("{server} closed the connection");
-                    }
-                    if line.starts_with("MN") {
-                        break;
-                    }
+                // Quiet mode: the only reply of a clean batch is `MN`.
+                line.clear();
+                if r.read_line(&mut line).await? == 0 {
+                    anyhow::bail!("{server} closed the connection");
+                }
+                if !line.starts_with("MN") {
                     anyhow::bail!("{server}: unexpected {line:?}");
                 }
                 i = end;
