@@ -35,7 +35,7 @@ pub const RELATIVE_TTL_LIMIT: u64 = 30 * 24 * 3600;
 /// Points per server on the hash ring.
 const VNODES: usize = 160;
 /// Connections kept per server.
-const POOL: usize = 4;
+const POOL: usize = 2;
 /// Commands per pipelined write.
 const CHUNK: usize = 1_000;
 /// After this long unreachable, a server's errors stop being "transient".
