@@ -190,3 +190,35 @@ fn one_of_two_servers_killed_during_a_write_every_record_accounted() {
     assert_eq!(s["records_written"].as_u64().unwrap(), written);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn down_server_reads_are_misses_with_errors_and_a_restart_is_picked_up() {
+    let mut m = servers::memcached_server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!(
+            "memcached://127.0.0.1:{}?namespace=flap&connect_timeout=500ms",
+            m.port
+        ))
+        .await
+        .unwrap();
+        c.set("k", b"v", None).await.unwrap();
+        m.kill();
+        // Documented: a miss, counted as an error, not an Err.
+        assert_eq!(c.get("k").await.unwrap(), None);
+        let s = c.stats().await.unwrap();
+        assert!(s.errors >= 1 && s.misses >= 1, "{s:?}");
+        assert!(c.set("k", b"v", None).await.is_err());
+        m.restart(servers::memcached_ready);
+        // Probed again within a second; then used as normal.
+        let t = std::time::Instant::now();
+        loop {
+            if c.set("k", b"back", None).await.is_ok() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "never reconnected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"back"[..]));
+    });
+}
