@@ -139,6 +139,11 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// Counters of this instance, plus the backend's own figures where it has them.
     async fn stats(&self) -> Result<Stats>;
 
+    /// Rewrites the store without dead space (file log; SQLite VACUUM).
+    async fn compact(&self) -> Result<()> {
+        Err(self.unsupported("compact"))
+    }
+
     /// Makes every acknowledged write durable as far as the backend allows.
     async fn flush(&self) -> Result<()> {
         Ok(())

@@ -25,5 +25,14 @@ async fn sqlite(ns: &str) -> Arc<dyn Cache> {
         .unwrap()
 }
 
+async fn file(ns: &str) -> Arc<dyn Cache> {
+    // One shared log: namespaces keep the tests apart.
+    let path = tmp().path().join("conformance.log");
+    unicache::open(&format!("file:{}?namespace={ns}", path.display()))
+        .await
+        .unwrap()
+}
+
 conformance_suite!(memory_backend, memory, 64);
+conformance_suite!(file_backend, file, 32);
 conformance_suite!(sqlite_backend, sqlite, 32);

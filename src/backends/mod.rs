@@ -1,6 +1,8 @@
 //! One module per backend, each behind its cargo feature, and [`open_parsed`], the
 //! factory that turns a parsed URL into an `Arc<dyn Cache>`.
 
+#[cfg(feature = "file")]
+pub mod file;
 #[cfg(feature = "memcached")]
 pub mod memcached;
 #[cfg(feature = "memory")]
@@ -57,11 +59,21 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
         #[cfg(not(feature = "sqlite"))]
         BackendConfig::Sqlite { .. } => Err(disabled("sqlite", "sqlite")),
 
-        BackendConfig::File { .. } => Err(Error::new(
-            ErrorKind::Unsupported,
-            "the file backend is not built yet; use sqlite:PATH for a persistent local cache",
-        )
-        .with_backend("file")),
+        #[cfg(feature = "file")]
+        BackendConfig::File {
+            path,
+            sync,
+            compact_ratio,
+        } => {
+            let c = tokio::task::spawn_blocking(move || {
+                file::FileCache::open(&path, sync, compact_ratio, options)
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, "open task failed").set_source(e))??;
+            Ok(Arc::new(c))
+        }
+        #[cfg(not(feature = "file"))]
+        BackendConfig::File { .. } => Err(disabled("file", "file")),
 
         #[cfg(feature = "redis")]
         BackendConfig::Redis {
