@@ -496,6 +496,14 @@ impl Cache for SqliteCache {
         Ok(s)
     }
 
+    async fn compact(&self) -> Result<()> {
+        self.with_conn(|c| {
+            self.purge(c)?;
+            c.execute_batch("VACUUM")
+                .map_err(|e| sql_err(&self.path, e))
+        })
+    }
+
     async fn flush(&self) -> Result<()> {
         self.with_conn(|c| {
             self.purge(c)?;

@@ -85,6 +85,20 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 300)]
         rounds: usize,
     },
+    /// Crash-test writer: set_many batches of 100 entries `RUN:I` ->
+    /// `value-RUN-I-...` and print `ack N` after each returns (N acknowledged
+    /// so far). Used by the SIGKILL test; runs until killed or BATCHES done.
+    CrashWriter {
+        /// Cache URL.
+        #[arg(long)]
+        cache: String,
+        /// Key prefix of this run.
+        #[arg(long)]
+        run: String,
+        /// Batches to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        batches: u64,
+    },
     /// Raw rusqlite baseline: INSERT OR REPLACE of N records (keys key:I,
     /// the same compact JSON values `gen` makes) in one transaction, on
     /// unicache's schema, into a fresh file. Prints records/s as JSON.
@@ -172,6 +186,29 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
             keys,
             rounds,
         } => memcached_get_many(&cache, keys, rounds).await,
+        BenchCmd::CrashWriter {
+            cache,
+            run,
+            batches,
+        } => {
+            let c = unicache::open(&cache).await?;
+            let mut out = std::io::stdout().lock();
+            for b in 0..batches {
+                let keys: Vec<String> = (b * 100..b * 100 + 100)
+                    .map(|i| format!("{run}:{i}"))
+                    .collect();
+                let vals: Vec<String> = keys.iter().map(|k| crash_value(k)).collect();
+                let entries: Vec<(&str, &[u8])> = keys
+                    .iter()
+                    .zip(&vals)
+                    .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                    .collect();
+                c.set_many(&entries, None).await?;
+                writeln!(out, "ack {}", (b + 1) * 100)?;
+                out.flush()?;
+            }
+            Ok(Outcome::Success)
+        }
         BenchCmd::SetMany {
             cache,
             records,
@@ -397,4 +434,9 @@ async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyhow::R
         })
     );
     Ok(Outcome::Success)
+}
+
+/// The value the crash writer stores under `key` (the test recomputes it).
+pub fn crash_value(key: &str) -> String {
+    format!("value-{key}-{}", "z".repeat(key.len() % 50))
 }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod ops;
+mod transfer;
 mod write;
 
 use std::io::Write as _;
@@ -93,6 +94,32 @@ enum Command {
         #[command(flatten)]
         cache: CacheArg,
     },
+    /// Stream every live entry out, as the seed's cache file (json) or JSON Lines.
+    Export {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Where to write (`-`: stdout).
+        #[arg(long, short, default_value = "-")]
+        output: String,
+        /// json: {"key": "value", ...}; jsonl: {"key":..,"value":..[,"ttl_ms":..]} per line.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: transfer::Format,
+    },
+    /// Read entries written by `export` (or a seed cache file) into a cache.
+    Import {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// File to read (`-`: stdin).
+        input: String,
+        /// Input layout; auto tells JSON Lines from the seed's object.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: transfer::Format,
+    },
+    /// Rewrite a store without dead space (file: logs).
+    Compact {
+        #[command(flatten)]
+        cache: CacheArg,
+    },
     /// Benchmark helpers: data generators and raw-driver baselines.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -160,6 +187,17 @@ pub fn main() -> ExitCode {
             Command::Clear { cache, all } => ops::clear(&cache.cache, all).await,
             Command::Stats { cache } => ops::stats(&cache.cache).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Export {
+                cache,
+                output,
+                format,
+            } => transfer::export(&cache.cache, &output, format).await,
+            Command::Import {
+                cache,
+                input,
+                format,
+            } => transfer::import(&cache.cache, &input, format).await,
+            Command::Compact { cache } => ops::compact(&cache.cache).await,
         }
     });
     // Do not wait for stuck connections at exit.

@@ -78,3 +78,13 @@ pub async fn stats(url: &str) -> anyhow::Result<Outcome> {
     stdout_write(text.as_bytes())?;
     Ok(Outcome::Success)
 }
+
+pub async fn compact(url: &str) -> anyhow::Result<Outcome> {
+    let cache = open_cache(url, Path::new(".")).await?;
+    cache.compact().await?;
+    let s = cache.stats().await?;
+    let mut text = serde_json::to_string_pretty(&s)?;
+    text.push('\n');
+    stdout_write(text.as_bytes())?;
+    Ok(Outcome::Success)
+}
