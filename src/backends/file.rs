@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -60,6 +60,22 @@ struct Line<'a> {
     x: Option<u64>,
 }
 
+/// A line as the index rebuild needs it: the value is skipped, not copied.
+#[derive(Deserialize)]
+struct ScanLine<'a> {
+    op: &'a str,
+    #[serde(default, borrow)]
+    n: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    k: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    v: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    b: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    x: Option<u64>,
+}
+
 /// What a line does.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Op {
@@ -96,7 +112,11 @@ pub enum LineError {
 
 fn index_key(ns: &str, key: &str) -> String {
     let mut s = String::with_capacity(ns.len() + key.len() + 4);
-    s.push_str(&ns.len().to_string());
+    if ns.is_empty() {
+        s.push('0');
+    } else {
+        s.push_str(&ns.len().to_string());
+    }
     s.push(':');
     s.push_str(ns);
     s.push_str(key);
@@ -162,6 +182,13 @@ pub fn encode_line(
 /// Checks a line's checksum (without its newline) and returns its payload
 /// parsed.
 fn check_line(line: &[u8]) -> std::result::Result<Line<'_>, LineError> {
+    check_crc(line)?;
+    // The whole line is valid JSON too (the "c" field is ignored by `Line`).
+    serde_json::from_slice(line).map_err(|_| LineError::Content)
+}
+
+/// Verifies the line's CRC-32 (over `{` + everything after `"c":N,`).
+fn check_crc(line: &[u8]) -> std::result::Result<(), LineError> {
     let rest = line.strip_prefix(b"{\"c\":").ok_or(LineError::Malformed)?;
     let comma = rest
         .iter()
@@ -178,8 +205,7 @@ fn check_line(line: &[u8]) -> std::result::Result<Line<'_>, LineError> {
     if h.finalize() != crc {
         return Err(LineError::Checksum);
     }
-    // The whole line is valid JSON too (the "c" field is ignored by `Line`).
-    serde_json::from_slice(line).map_err(|_| LineError::Content)
+    Ok(())
 }
 
 /// Decodes one line (without its newline): the fuzzable entry point.
@@ -208,6 +234,11 @@ pub fn decode_line(line: &[u8]) -> std::result::Result<Op, LineError> {
     }
 }
 
+/// The index: key -> location. xxh3 instead of SipHash: rebuilding a
+/// 1M-key index at open is dominated by hashing otherwise, and the keys come
+/// from our own file.
+type Index = HashMap<String, Loc, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 struct State {
     file: File,
     ino: (u64, u64),
@@ -215,7 +246,7 @@ struct State {
     end: u64,
     /// File length last looked at (bytes past `end` are a torn tail).
     seen_len: u64,
-    index: HashMap<String, Loc>,
+    index: Index,
     live_bytes: u64,
     with_ttl: u64,
     corrupt: u64,
@@ -348,7 +379,11 @@ impl FileCache {
             file,
             end: HEADER.len() as u64,
             seen_len: HEADER.len() as u64,
-            index: HashMap::new(),
+            // Sized from the file (about 150 bytes a line) to avoid rehashing.
+            index: Index::with_capacity_and_hasher(
+                (meta.len() / 150) as usize,
+                xxhash_rust::xxh3::Xxh3DefaultBuilder,
+            ),
             live_bytes: HEADER.len() as u64,
             with_ttl: 0,
             corrupt: 0,
@@ -549,7 +584,7 @@ impl FileCache {
                 .filter(|(_, l)| l.expires.is_none_or(|x| x > now))
                 .collect();
             live.sort_by_key(|(_, l)| l.offset);
-            let mut index = HashMap::with_capacity(live.len());
+            let mut index = Index::with_capacity_and_hasher(live.len(), xxhash_rust::xxh3::Xxh3DefaultBuilder);
             let mut pos = HEADER.len() as u64;
             let mut with_ttl = 0;
             let mut reader = BufReader::with_capacity(1 << 20, &st.file);
@@ -655,6 +690,91 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Bytes read at a time while rebuilding the index.
+const SCAN_CHUNK: usize = 4 << 20;
+
+/// The fields the index needs, read straight from a line we wrote
+/// (`{"c":N,"op":"set"[,"n":"…"],"k":"…","v"|"b":"…"[,"x":N]}`). Anything
+/// unusual (escapes in the key, other layouts) returns None and goes through
+/// serde instead. Only called on lines whose checksum matched.
+fn fast_fields(line: &[u8]) -> Option<(bool, &str, &str, Option<u64>)> {
+    fn plain_str(s: &[u8]) -> Option<(&str, &[u8])> {
+        let end = s.iter().position(|&b| b == b'"' || b == b'\\')?;
+        if s[end] != b'"' {
+            return None;
+        }
+        Some((std::str::from_utf8(&s[..end]).ok()?, &s[end + 1..]))
+    }
+    let rest = line.strip_prefix(b"{\"c\":")?;
+    let rest = &rest[rest.iter().position(|&b| b == b',')? + 1..];
+    let (is_set, rest) = if let Some(r) = rest.strip_prefix(b"\"op\":\"set\"") {
+        (true, r)
+    } else {
+        (false, rest.strip_prefix(b"\"op\":\"del\"")?)
+    };
+    let (ns, rest) = match rest.strip_prefix(b",\"n\":\"") {
+        Some(r) => plain_str(r)?,
+        None => ("", rest),
+    };
+    let (key, rest) = plain_str(rest.strip_prefix(b",\"k\":\"")?)?;
+    if !is_set {
+        return (rest == b"}").then_some((false, ns, key, None));
+    }
+    if !(rest.starts_with(b",\"v\":\"") || rest.starts_with(b",\"b\":\"")) {
+        return None;
+    }
+    // A string value ends the line with `"}`; an expiry with `,"x":N}`.
+    let body = rest.strip_suffix(b"}")?;
+    if body.ends_with(b"\"") {
+        return Some((true, ns, key, None));
+    }
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (head, num) = body.split_at(body.len() - digits);
+    if !head.ends_with(b"\",\"x\":") {
+        return None;
+    }
+    let x = std::str::from_utf8(num).ok()?.parse().ok()?;
+    Some((true, ns, key, Some(x)))
+}
+
+/// Applies one complete line (without its newline) at `pos` to the index.
+fn apply_line(st: &mut State, body: &[u8], pos: u64, n: u32, path: &Path) {
+    if let Err(e) = check_crc(body) {
+        st.corrupt += 1;
+        tracing::warn!(path = %path.display(), offset = pos, "skipping a damaged line ({e:?})");
+        return;
+    }
+    let parsed = match fast_fields(body) {
+        Some((is_set, ns, key, x)) => Some((is_set, index_key(ns, key), x)),
+        None => match serde_json::from_slice::<ScanLine>(body) {
+            Ok(l) if l.op == "set" && l.v.is_some() != l.b.is_some() => {
+                Some((true, index_key(l.n.as_deref().unwrap_or(""), &l.k), l.x))
+            }
+            Ok(l) if l.op == "del" => Some((false, index_key(l.n.as_deref().unwrap_or(""), &l.k), None)),
+            _ => None,
+        },
+    };
+    let Some((is_set, ik, x)) = parsed else {
+        st.corrupt += 1;
+        return;
+    };
+    let old = if is_set {
+        st.live_bytes += n as u64;
+        if x.is_some() {
+            st.with_ttl += 1;
+        }
+        st.index.insert(ik, Loc { offset: pos, len: n, expires: x })
+    } else {
+        st.index.remove(&ik)
+    };
+    if let Some(o) = old {
+        st.live_bytes -= o.len as u64;
+        if o.expires.is_some() {
+            st.with_ttl -= 1;
+        }
+    }
+}
+
 /// Applies complete lines from `st.end` to the end of the file.
 fn scan(st: &mut State, path: &Path) -> Result<()> {
     let len = st.file.metadata().map_err(|e| ferr(path, "stat", e))?.len();
@@ -665,57 +785,31 @@ fn scan(st: &mut State, path: &Path) -> Result<()> {
         std::mem::swap(st, &mut fresh);
         return Ok(());
     }
-    let mut f = &st.file;
-    f.seek(SeekFrom::Start(st.end))
-        .map_err(|e| ferr(path, "seek", e))?;
-    let mut r = BufReader::with_capacity(1 << 20, f.take(len - st.end));
-    let mut line = Vec::with_capacity(256);
-    let mut pos = st.end;
+    // Large reads, lines handled in place: no copy per line.
+    let mut buf: Vec<u8> = Vec::with_capacity(SCAN_CHUNK + 4096);
+    let mut pos = st.end; // file offset of buf[0]
+    let mut read_at = st.end;
     loop {
-        line.clear();
-        let n = r
-            .read_until(b'\n', &mut line)
+        let want = SCAN_CHUNK.min((len - read_at) as usize);
+        if want == 0 {
+            break;
+        }
+        let old = buf.len();
+        buf.resize(old + want, 0);
+        st.file
+            .read_exact_at(&mut buf[old..], read_at)
             .map_err(|e| ferr(path, "read", e))?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            break; // end, or a torn (incomplete) last line
+        read_at += want as u64;
+        let mut start = 0usize;
+        while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+            let body = &buf[start..start + nl];
+            apply_line(st, body, pos, nl as u32 + 1, path);
+            pos += nl as u64 + 1;
+            start += nl + 1;
         }
-        let body = &line[..n - 1];
-        match check_line(body) {
-            Ok(l) => {
-                let ik = index_key(l.n.as_deref().unwrap_or(""), &l.k);
-                let old = match l.op {
-                    "set" if l.v.is_some() != l.b.is_some() => {
-                        let loc = Loc {
-                            offset: pos,
-                            len: n as u32,
-                            expires: l.x,
-                        };
-                        st.live_bytes += n as u64;
-                        if l.x.is_some() {
-                            st.with_ttl += 1;
-                        }
-                        st.index.insert(ik, loc)
-                    }
-                    "del" => st.index.remove(&ik),
-                    _ => {
-                        st.corrupt += 1;
-                        None
-                    }
-                };
-                if let Some(o) = old {
-                    st.live_bytes -= o.len as u64;
-                    if o.expires.is_some() {
-                        st.with_ttl -= 1;
-                    }
-                }
-            }
-            Err(_) => {
-                st.corrupt += 1;
-                tracing::warn!(path = %path.display(), offset = pos, "skipping a damaged line");
-            }
-        }
-        pos += n as u64;
+        buf.drain(..start);
     }
+    // Whatever is left in `buf` is an incomplete (torn) last line.
     st.end = pos;
     st.seen_len = len;
     Ok(())
@@ -1007,6 +1101,35 @@ mod tests {
         bad[i] ^= 1;
         assert_eq!(decode_line(&bad), Err(LineError::Checksum));
         assert_eq!(decode_line(b"garbage"), Err(LineError::Malformed));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        let cases: Vec<(&str, &str, Option<&[u8]>, Option<u64>)> = vec![
+            ("", "k", Some(b"v"), None),
+            ("ns", "user:1", Some(b"{\"a\":\"b\"}"), Some(1_700_000_000_000)),
+            ("", "quote\"key", Some(b"x"), None),
+            ("", "k", Some(&[0xff, 1]), Some(5)),
+            ("n", "gone", None, None),
+            ("", "ends with x", Some(b",\"x\":5"), None),
+        ];
+        for (ns, key, value, x) in cases {
+            let mut out = Vec::new();
+            let mut scratch = Vec::new();
+            let op = if value.is_some() { "set" } else { "del" };
+            encode_line(&mut out, &mut scratch, op, ns, key, value, x);
+            let line = &out[..out.len() - 1];
+            let slow: ScanLine = serde_json::from_slice(line).unwrap();
+            match fast_fields(line) {
+                Some((is_set, n, k, fx)) => {
+                    assert_eq!(is_set, slow.op == "set");
+                    assert_eq!(n, slow.n.as_deref().unwrap_or(""));
+                    assert_eq!(k, slow.k);
+                    assert_eq!(fx, slow.x);
+                }
+                None => assert!(key.contains('"'), "fast path refused {key:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,103 @@
+//! The file log store against the SQLite backend on the same data, same run
+//! (issue #3): set_many of 1M records (keys `key:N`, 100-byte values, default
+//! durability: one fsync per batch), get on a 1M-entry store, and opening a
+//! 1M-entry store (index rebuild) next to the time it took to write it.
+//!
+//! cargo bench --bench file   (UNICACHE_BENCH_N=100000 for a quicker run)
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::FutureExt;
+use unicache::Cache;
+use unicache::backends::file::FileCache;
+use unicache::backends::sqlite::SqliteCache;
+use unicache::url::SyncPolicy;
+
+fn n() -> usize {
+    std::env::var("UNICACHE_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn bench(c: &mut Criterion) {
+    let n = n();
+    let keys: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
+    let value = vec![b'x'; 100];
+    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+
+    let mut g = c.benchmark_group(format!("set_many_{n}"));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.bench_function("file", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let t = Instant::now();
+                let f = FileCache::open(&dir.path().join("f.log"), SyncPolicy::Batch, 50, Default::default()).unwrap();
+                f.set_many(&entries, None).now_or_never().unwrap().unwrap();
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.bench_function("sqlite", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let t = Instant::now();
+                let s = SqliteCache::open(&dir.path().join("s.sqlite3"), Duration::from_secs(5), Default::default()).unwrap();
+                s.set_many(&entries, None).now_or_never().unwrap().unwrap();
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+
+    let dir = tempfile::tempdir().unwrap();
+    let fpath = dir.path().join("g.log");
+    let t = Instant::now();
+    let f = FileCache::open(&fpath, SyncPolicy::Batch, 50, Default::default()).unwrap();
+    f.set_many(&entries, None).now_or_never().unwrap().unwrap();
+    let write_time = t.elapsed();
+    let bytes = std::fs::metadata(&fpath).unwrap().len();
+    eprintln!(
+        "file: wrote {n} records, {:.1} MB in {:.3} s ({:.0} MB/s)",
+        bytes as f64 / 1e6,
+        write_time.as_secs_f64(),
+        bytes as f64 / 1e6 / write_time.as_secs_f64()
+    );
+    let s = SqliteCache::open(&dir.path().join("g.sqlite3"), Duration::from_secs(5), Default::default()).unwrap();
+    s.set_many(&entries, None).now_or_never().unwrap().unwrap();
+
+    let mut g = c.benchmark_group(format!("get_{n}"));
+    let mut i = 0usize;
+    g.bench_function("file", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            f.get(&keys[i]).now_or_never().unwrap().unwrap()
+        })
+    });
+    g.bench_function("sqlite", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            s.get(&keys[i]).now_or_never().unwrap().unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("open_{n}"));
+    g.sample_size(10);
+    g.bench_function("file_index_rebuild", |b| {
+        b.iter(|| FileCache::open(&fpath, SyncPolicy::Batch, 50, Default::default()).unwrap())
+    });
+    g.finish();
+    eprintln!("file: writing the store took {:.3} s (open must be below)", write_time.as_secs_f64());
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
