@@ -11,6 +11,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v memcached >/dev/null || need+=(memcached)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "test.sh: installing ${need[*]} with apt-get" >&2
@@ -19,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
         apt-get install -y -qq "${need[@]}" >/dev/null
     else
         echo "test.sh: missing ${need[*]}; install them first, e.g." >&2
-        echo "    sudo apt-get install -y redis-server memcached" >&2
+        echo "    sudo apt-get install -y redis-server redis-tools memcached openssl" >&2
         echo "  (or brew install redis memcached), then run ./scripts/test.sh again" >&2
         exit 1
     fi

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The file log store beside its references, one run:
+#   dd of the same byte count with fdatasync on the same disk (MB/s ceiling);
+#   `unicache write` of 10k and 100k records to the `file` target vs the
+#   seed's Python solution with its `file` backend (10k only: it rewrites the
+#   whole JSON file per record, about an hour at 100k).
+# The library-level figures (set_many / get / open vs SQLite) are
+# `cargo bench --bench file`.
+#
+#   ./scripts/bench_file.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+U=$PWD/target/release/unicache
+T=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}")
+trap 'rm -rf "$T"' EXIT
+
+# 1M records as the criterion bench writes them: ~152 MB of log.
+dd if=/dev/zero of="$T/dd.bin" bs=1M count=152 conv=fdatasync 2>&1 | tail -1 | sed 's/^/dd (fdatasync): /'
+rm -f "$T/dd.bin"
+
+for n in 10000 100000; do
+    $U bench gen --records "$n" --seed | sed 's/"backends": \["sqlite"\]/"backends": ["file"]/' > "$T/in$n.json"
+    rm -rf "$T/u$n"
+    $U write -q --input "$T/in$n.json" --output "$T/u$n/summary.json" > /dev/null
+    python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(f'unicache write, file target, {s[\"records_read\"]} records: {s[\"records_per_second\"]:,.0f} rec/s ({s[\"duration_seconds\"]:.3f} s)')" "$T/u$n/summary.json"
+done
+
+SEED=${SEED:-../shared/seed/000_e7e2184d6c7d60ae.txt}
+if [ -f "$SEED" ]; then
+    python3 - "$SEED" "$T/seed.py" <<'PY'
+import re, sys
+code = re.search(r"```python\n(.*?)```", open(sys.argv[1]).read(), re.S).group(1)
+open(sys.argv[2], "w").write(code)
+PY
+    mkdir -p "$T/s10000"
+    s0=$(date +%s.%N)
+    python3 "$T/seed.py" --input "$T/in10000.json" --output "$T/s10000/summary.json" > /dev/null 2>&1
+    s1=$(date +%s.%N)
+    python3 -c "import sys,json; s0,s1=map(float,sys.argv[1:3]); u=json.load(open(sys.argv[3])); print(f'seed file backend, 10000 records: {10000/(s1-s0):,.0f} rec/s ({s1-s0:.1f} s); unicache is {(s1-s0)/u[\"duration_seconds\"]:,.0f}x faster at 10k')" "$s0" "$s1" "$T/u10000/summary.json"
+fi
