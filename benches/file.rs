@@ -25,7 +25,10 @@ fn bench(c: &mut Criterion) {
     let n = n();
     let keys: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
     let value = vec![b'x'; 100];
-    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+    let entries: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|k| (k.as_str(), value.as_slice()))
+        .collect();
 
     let mut g = c.benchmark_group(format!("set_many_{n}"));
     g.sample_size(10);
@@ -36,7 +39,13 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
-                let f = FileCache::open(&dir.path().join("f.log"), SyncPolicy::Batch, 50, Default::default()).unwrap();
+                let f = FileCache::open(
+                    &dir.path().join("f.log"),
+                    SyncPolicy::Batch,
+                    50,
+                    Default::default(),
+                )
+                .unwrap();
                 f.set_many(&entries, None).now_or_never().unwrap().unwrap();
                 total += t.elapsed();
             }
@@ -49,7 +58,12 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
-                let s = SqliteCache::open(&dir.path().join("s.sqlite3"), Duration::from_secs(5), Default::default()).unwrap();
+                let s = SqliteCache::open(
+                    &dir.path().join("s.sqlite3"),
+                    Duration::from_secs(5),
+                    Default::default(),
+                )
+                .unwrap();
                 s.set_many(&entries, None).now_or_never().unwrap().unwrap();
                 total += t.elapsed();
             }
@@ -71,7 +85,12 @@ fn bench(c: &mut Criterion) {
         write_time.as_secs_f64(),
         bytes as f64 / 1e6 / write_time.as_secs_f64()
     );
-    let s = SqliteCache::open(&dir.path().join("g.sqlite3"), Duration::from_secs(5), Default::default()).unwrap();
+    let s = SqliteCache::open(
+        &dir.path().join("g.sqlite3"),
+        Duration::from_secs(5),
+        Default::default(),
+    )
+    .unwrap();
     s.set_many(&entries, None).now_or_never().unwrap().unwrap();
 
     let mut g = c.benchmark_group(format!("get_{n}"));
@@ -96,7 +115,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| FileCache::open(&fpath, SyncPolicy::Batch, 50, Default::default()).unwrap())
     });
     g.finish();
-    eprintln!("file: writing the store took {:.3} s (open must be below)", write_time.as_secs_f64());
+    eprintln!(
+        "file: writing the store took {:.3} s (open must be below)",
+        write_time.as_secs_f64()
+    );
 }
 
 criterion_group!(benches, bench);

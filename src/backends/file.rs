@@ -584,7 +584,8 @@ impl FileCache {
                 .filter(|(_, l)| l.expires.is_none_or(|x| x > now))
                 .collect();
             live.sort_by_key(|(_, l)| l.offset);
-            let mut index = Index::with_capacity_and_hasher(live.len(), xxhash_rust::xxh3::Xxh3DefaultBuilder);
+            let mut index =
+                Index::with_capacity_and_hasher(live.len(), xxhash_rust::xxh3::Xxh3DefaultBuilder);
             let mut pos = HEADER.len() as u64;
             let mut with_ttl = 0;
             let mut reader = BufReader::with_capacity(1 << 20, &st.file);
@@ -750,7 +751,9 @@ fn apply_line(st: &mut State, body: &[u8], pos: u64, n: u32, path: &Path) {
             Ok(l) if l.op == "set" && l.v.is_some() != l.b.is_some() => {
                 Some((true, index_key(l.n.as_deref().unwrap_or(""), &l.k), l.x))
             }
-            Ok(l) if l.op == "del" => Some((false, index_key(l.n.as_deref().unwrap_or(""), &l.k), None)),
+            Ok(l) if l.op == "del" => {
+                Some((false, index_key(l.n.as_deref().unwrap_or(""), &l.k), None))
+            }
             _ => None,
         },
     };
@@ -763,7 +766,14 @@ fn apply_line(st: &mut State, body: &[u8], pos: u64, n: u32, path: &Path) {
         if x.is_some() {
             st.with_ttl += 1;
         }
-        st.index.insert(ik, Loc { offset: pos, len: n, expires: x })
+        st.index.insert(
+            ik,
+            Loc {
+                offset: pos,
+                len: n,
+                expires: x,
+            },
+        )
     } else {
         st.index.remove(&ik)
     };
@@ -1105,9 +1115,15 @@ mod tests {
 
     #[test]
     fn fast_path_agrees_with_serde() {
-        let cases: Vec<(&str, &str, Option<&[u8]>, Option<u64>)> = vec![
+        type Case<'a> = (&'a str, &'a str, Option<&'a [u8]>, Option<u64>);
+        let cases: Vec<Case> = vec![
             ("", "k", Some(b"v"), None),
-            ("ns", "user:1", Some(b"{\"a\":\"b\"}"), Some(1_700_000_000_000)),
+            (
+                "ns",
+                "user:1",
+                Some(b"{\"a\":\"b\"}"),
+                Some(1_700_000_000_000),
+            ),
             ("", "quote\"key", Some(b"x"), None),
             ("", "k", Some(&[0xff, 1]), Some(5)),
             ("n", "gone", None, None),
