@@ -256,3 +256,45 @@ fn tls_with_a_private_ca() {
         );
     });
 }
+
+#[test]
+fn passwords_never_reach_summaries_stats_or_errors() {
+    let server = servers::redis_auth_server();
+    let pw = servers::REDIS_PASSWORD;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"key\":\"a\"}\n").unwrap();
+    let url = format!(
+        "redis://default:{pw}@127.0.0.1:{}?namespace=auth",
+        server.port
+    );
+    let out = unicache()
+        .args(["write", "--input"])
+        .arg(&input)
+        .args(["--cache", &url, "--output"])
+        .arg(dir.path().join("s.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out),
+        std::fs::read_to_string(dir.path().join("s.json")).unwrap()
+    );
+    assert!(!all.contains(pw), "{all}");
+    assert!(all.contains("default:***@"), "{all}");
+    let out = unicache()
+        .args(["stats", "--cache", &url])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(pw));
+    // A wrong password: a clear error, still without either password.
+    let bad = format!("redis://default:wrong-{pw}@127.0.0.1:{}", server.port);
+    let out = unicache()
+        .args(["get", "--cache", &bad, "a"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!stderr(&out).contains(pw), "{}", stderr(&out));
+}

@@ -421,12 +421,7 @@ impl FileCache {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut st)
         };
-        let r = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(run)
-            }
-            _ => run(),
-        };
+        let r = super::run_blocking(run);
         self.counters.track(r)
     }
 

@@ -18,6 +18,19 @@ use crate::cache::{Cache, CacheOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::url::{BackendConfig, ParsedUrl};
 
+/// Runs synchronous local I/O (SQLite, the file log) from async code: on a
+/// multi-threaded tokio runtime the worker is handed off first
+/// (`block_in_place`) so other tasks go on; anywhere else it runs inline.
+#[allow(dead_code)]
+pub(crate) fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 #[allow(dead_code)]
 fn disabled(backend: &str, feature: &str) -> Error {
     Error::new(

@@ -162,12 +162,7 @@ impl SqliteCache {
             let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut c)
         };
-        let r = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(run)
-            }
-            _ => run(),
-        };
+        let r = super::run_blocking(run);
         self.counters.track(r)
     }
 

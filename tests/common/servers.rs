@@ -358,3 +358,20 @@ pub fn redis_tls_server() -> (Process, std::path::PathBuf) {
     let ca = p.dir.path().join("ca.crt");
     (p, ca)
 }
+
+/// Password of [`redis_auth_server`].
+pub const REDIS_PASSWORD: &str = "s3cret-pass";
+
+/// A redis-server that requires [`REDIS_PASSWORD`].
+pub fn redis_auth_server() -> Process {
+    fn cmd(port: u16, dir: &std::path::Path) -> Command {
+        let mut c = redis_cmd(port, dir);
+        c.args(["--requirepass", REDIS_PASSWORD]);
+        c
+    }
+    fn ready(port: u16) -> bool {
+        ask(port, &format!("AUTH {REDIS_PASSWORD}\r\nPING\r\n"))
+            .is_some_and(|r| r.starts_with("+OK"))
+    }
+    Process::start(free_port(false), cmd, ready)
+}
