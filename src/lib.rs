@@ -1,8 +1,9 @@
 //! # unicache
 //!
 //! One cache interface over many backends: an in-process memory cache, SQLite
-//! files, Redis (single server and cluster) and memcached, all behind the
-//! object-safe [`Cache`] trait and chosen at run time from a URL.
+//! files, an append-only JSON-lines file log, Redis (single server and
+//! cluster) and memcached, all behind the object-safe [`Cache`] trait and
+//! chosen at run time from a URL.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -37,6 +38,7 @@ pub use cache::{
 pub use error::{Error, ErrorKind, Result};
 
 /// Opens a cache from a URL such as `memory://`, `sqlite:data/cache.sqlite3`,
+/// `file:data/cache.jsonl`,
 /// `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`.
 pub async fn open(url: &str) -> Result<Arc<dyn Cache>> {
     open_with(url, CacheOptions::default()).await
