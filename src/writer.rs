@@ -331,7 +331,8 @@ struct BatchOutcome {
     batch: Batch,
     written: u64,
     retries: u64,
-    failed: Vec<(usize, Error)>,
+    /// Entry index and the error's one-line text.
+    failed: Vec<(usize, String)>,
 }
 
 /// Writes one batch, retrying transient failures (whole batch or the failed
@@ -373,19 +374,14 @@ async fn write_batch(cache: &dyn Cache, batch: Batch, options: &WriteOptions) ->
                     if err.is_transient() && can_retry {
                         retry.push(i);
                     } else {
-                        out.failed
-                            .push((i, Error::new(err.kind(), err.to_string())));
+                        out.failed.push((i, err.to_string()));
                     }
                 }
             }
             Err(e) if e.is_transient() && can_retry => retry = pending.clone(),
             Err(e) => {
                 let msg = e.to_string();
-                out.failed.extend(
-                    pending
-                        .iter()
-                        .map(|&i| (i, Error::new(e.kind(), msg.clone()))),
-                );
+                out.failed.extend(pending.iter().map(|&i| (i, msg.clone())));
             }
         }
         let failed_now = out.failed.len() - failed_before;
@@ -424,10 +420,9 @@ async fn run_lane(
         ..TargetReport::default()
     };
     let mut failed_positions = Vec::new();
-    let note_error = |report: &mut TargetReport, e: &Error| {
-        let s = e.to_string();
-        if report.errors.len() < 5 && !report.errors.contains(&s) {
-            report.errors.push(s);
+    let note_error = |report: &mut TargetReport, s: &str| {
+        if report.errors.len() < 5 && !report.errors.iter().any(|e| e == s) {
+            report.errors.push(s.to_string());
         }
     };
     // Network backends keep several batches in flight; `buffered` still
@@ -464,7 +459,7 @@ async fn run_lane(
         }
     }
     if let Err(e) = cache.flush().await {
-        note_error(&mut report, &e);
+        note_error(&mut report, &e.to_string());
     }
     report.duration_seconds = started.elapsed().as_secs_f64();
     (report, failed_positions)

@@ -412,3 +412,74 @@ fn several_processes_share_one_sqlite_file() {
         .unwrap();
     assert_eq!(n, 5500);
 }
+
+/// Runs `unicache` with a file-size limit (RLIMIT_FSIZE) standing in for a
+/// full disk: writes past it fail (EFBIG) the way a full disk fails them.
+fn unicache_with_fsize_limit(bytes: u64, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"));
+    cmd.args(args);
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_full_disk_is_reported_and_every_record_accounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..20_000)
+        .map(|i| format!("{{\"key\":\"k{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
+        .collect();
+    let input = write_file(dir.path(), "in.jsonl", &lines);
+    for target in ["file", "sqlite"] {
+        let url = format!(
+            "{target}:{}",
+            dir.path().join(format!("full.{target}")).display()
+        );
+        let summary = dir.path().join(format!("s-{target}.json"));
+        let out = unicache_with_fsize_limit(
+            512 * 1024,
+            &[
+                "write",
+                "-q",
+                "--input",
+                &input,
+                "--cache",
+                &url,
+                "--output",
+                summary.to_str().unwrap(),
+            ],
+        );
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            matches!(out.status.code(), Some(1) | Some(2)),
+            "{target}: {:?} {err}",
+            out.status
+        );
+        let s: Value = serde_json::from_str(
+            &std::fs::read_to_string(&summary)
+                .unwrap_or_else(|_| panic!("{target}: no summary; stderr: {err}")),
+        )
+        .unwrap();
+        let t = &s["targets"][0];
+        assert_eq!(
+            t["written"].as_u64().unwrap() + t["failed"].as_u64().unwrap(),
+            20_000,
+            "{target}: {s}"
+        );
+        assert!(t["failed"].as_u64().unwrap() > 0, "{target}: {s}");
+        let e = t["errors"][0].as_str().unwrap();
+        assert!(e.contains(&format!("full.{target}")), "{target}: {e}");
+        assert!(!e.contains('\n'));
+    }
+}

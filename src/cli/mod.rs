@@ -162,6 +162,7 @@ pub fn main() -> ExitCode {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()

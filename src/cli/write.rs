@@ -211,6 +211,19 @@ pub async fn run(args: WriteArgs, quiet: bool) -> anyhow::Result<Outcome> {
                 .unwrap_or_default()
         );
     }
+    if !quiet {
+        for t in report.targets.iter().filter(|t| t.failed > 0) {
+            tracing::warn!(
+                "{} records failed on {}{}",
+                t.failed,
+                t.name,
+                t.errors
+                    .first()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     Ok(if report.is_complete() {
         Outcome::Success
     } else {
