@@ -417,3 +417,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn log_deleted_under_a_running_cache_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gone.log");
+    rt().block_on(async {
+        let c = unicache::open(&format!("file:{}", path.display()))
+            .await
+            .unwrap();
+        c.set("a", b"1", None).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // Must neither hang (the write lock is held while reloading) nor fail.
+        let r = tokio::time::timeout(Duration::from_secs(10), c.set("b", b"2", None)).await;
+        r.expect("set hung after the log was deleted").unwrap();
+        assert_eq!(c.get("a").await.unwrap(), None);
+        assert_eq!(c.get("b").await.unwrap().as_deref(), Some(&b"2"[..]));
+    });
+}

@@ -329,7 +329,7 @@ impl FileCache {
             ns: options.namespace.clone().unwrap_or_default(),
             options,
             counters: Counters::default(),
-            state: Mutex::new(Self::load(path)?),
+            state: Mutex::new(Self::load(path, false)?),
         };
         Ok(cache)
     }
@@ -341,8 +341,9 @@ impl FileCache {
         Ok(WriteLock(f))
     }
 
-    /// Opens the file and builds the index from scratch.
-    fn load(path: &Path) -> Result<State> {
+    /// Opens the file and builds the index from scratch. `locked`: the
+    /// caller already holds the write lock (taking it again would block).
+    fn load(path: &Path, locked: bool) -> Result<State> {
         let mut file = open_private(path, true).map_err(|e| ferr(path, "open", e))?;
         let meta = file.metadata().map_err(|e| ferr(path, "stat", e))?;
         if meta.is_dir() {
@@ -355,16 +356,21 @@ impl FileCache {
         if n == 0 {
             // New (or emptied) file: write the header. Concurrent creators
             // race benignly only under the lock, so take it.
-            let lock = open_private(&PathBuf::from(format!("{}.lock", path.display())), false)
-                .map_err(|e| ferr(path, "open lock", e))?;
-            lock.lock().map_err(|e| ferr(path, "lock", e))?;
+            let lock = if locked {
+                None
+            } else {
+                let l = open_private(&PathBuf::from(format!("{}.lock", path.display())), false)
+                    .map_err(|e| ferr(path, "open lock", e))?;
+                l.lock().map_err(|e| ferr(path, "lock", e))?;
+                Some(WriteLock(l))
+            };
             if file.metadata().map_err(|e| ferr(path, "stat", e))?.len() == 0 {
                 file.write_all(HEADER)
                     .map_err(|e| ferr(path, "write header", e))?;
                 file.sync_all().map_err(|e| ferr(path, "sync", e))?;
             }
-            let _ = lock.unlock();
-            return Self::load(path);
+            drop(lock);
+            return Self::load(path, locked);
         }
         if head[..n] != HEADER[..n] || n < HEADER.len() {
             return Err(Error::new(
@@ -388,30 +394,30 @@ impl FileCache {
             with_ttl: 0,
             corrupt: 0,
         };
-        scan(&mut st, path)?;
+        scan(&mut st, path, locked)?;
         Ok(st)
     }
 
     /// Catches up with other processes: reloads after a compaction (new
     /// inode), applies lines appended since we last looked.
-    fn refresh(&self, st: &mut State) -> Result<()> {
+    fn refresh(&self, st: &mut State, locked: bool) -> Result<()> {
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Deleted under us: start a new log.
-                *st = Self::load(&self.path)?;
+                *st = Self::load(&self.path, locked)?;
                 return Ok(());
             }
             Err(e) => return Err(ferr(&self.path, "stat", e)),
         };
         if (meta.dev(), meta.ino()) != st.ino {
             let corrupt = st.corrupt;
-            *st = Self::load(&self.path)?;
+            *st = Self::load(&self.path, locked)?;
             st.corrupt = st.corrupt.max(corrupt);
             return Ok(());
         }
         if meta.len() != st.seen_len {
-            scan(st, &self.path)?;
+            scan(st, &self.path, locked)?;
         }
         Ok(())
     }
@@ -461,7 +467,7 @@ impl FileCache {
         expires: Option<u64>,
     ) -> Result<()> {
         let _lock = self.lock()?;
-        self.refresh(st)?;
+        self.refresh(st, true)?;
         if st.seen_len > st.end {
             tracing::warn!(
                 path = %self.path.display(),
@@ -658,7 +664,7 @@ impl FileCache {
     pub fn compact_now(&self) -> Result<()> {
         self.with_state(|st| {
             let _lock = self.lock()?;
-            self.refresh(st)?;
+            self.refresh(st, true)?;
             self.compact_locked(st)
         })
     }
@@ -781,12 +787,12 @@ fn apply_line(st: &mut State, body: &[u8], pos: u64, n: u32, path: &Path) {
 }
 
 /// Applies complete lines from `st.end` to the end of the file.
-fn scan(st: &mut State, path: &Path) -> Result<()> {
+fn scan(st: &mut State, path: &Path, locked: bool) -> Result<()> {
     let len = st.file.metadata().map_err(|e| ferr(path, "stat", e))?.len();
     if len < st.end {
         // Shrunk without a new inode (another process cut a torn tail, or
         // the file was truncated): rebuild.
-        let mut fresh = FileCache::load_rebuild(path, st)?;
+        let mut fresh = FileCache::load_rebuild(path, st, locked)?;
         std::mem::swap(st, &mut fresh);
         return Ok(());
     }
@@ -825,7 +831,7 @@ impl FileCache {
     fn delete_now(&self, keys: &[&str]) -> Result<u64> {
         let n = self.with_state(|st| {
             let _lock = self.lock()?;
-            self.refresh(st)?;
+            self.refresh(st, true)?;
             let now = now_millis();
             let mut uniq: Vec<&str> = keys.to_vec();
             uniq.sort_unstable();
@@ -853,8 +859,8 @@ impl FileCache {
         Ok(n)
     }
 
-    fn load_rebuild(path: &Path, old: &State) -> Result<State> {
-        let mut st = Self::load(path)?;
+    fn load_rebuild(path: &Path, old: &State, locked: bool) -> Result<State> {
+        let mut st = Self::load(path, locked)?;
         st.corrupt = st.corrupt.max(old.corrupt);
         Ok(st)
     }
@@ -886,7 +892,7 @@ impl Cache for FileCache {
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
         let r = self.with_state(|st| {
-            self.refresh(st)?;
+            self.refresh(st, false)?;
             self.lookup(st, key, now_millis())
         });
         let r = r.map(|v| v.map(Bytes::from));
@@ -915,7 +921,7 @@ impl Cache for FileCache {
 
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         CacheFuture::ready(self.with_state(|st| {
-            self.refresh(st)?;
+            self.refresh(st, false)?;
             let now = now_millis();
             Ok(st
                 .index
@@ -926,7 +932,7 @@ impl Cache for FileCache {
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         let out = self.with_state(|st| {
-            self.refresh(st)?;
+            self.refresh(st, false)?;
             let now = now_millis();
             keys.iter()
                 .map(|k| self.lookup(st, k, now).map(|v| v.map(Bytes::from)))
@@ -951,7 +957,7 @@ impl Cache for FileCache {
     async fn clear(&self) -> Result<()> {
         self.with_state(|st| {
             let _lock = self.lock()?;
-            self.refresh(st)?;
+            self.refresh(st, true)?;
             let ns = self.ns.clone();
             st.index
                 .retain(|ik, _| split_index_key(ik).is_none_or(|(n, _)| n != ns));
@@ -966,7 +972,7 @@ impl Cache for FileCache {
     async fn clear_all(&self) -> Result<()> {
         self.with_state(|st| {
             let _lock = self.lock()?;
-            self.refresh(st)?;
+            self.refresh(st, true)?;
             st.index.clear();
             st.live_bytes = HEADER.len() as u64;
             st.with_ttl = 0;
@@ -976,14 +982,14 @@ impl Cache for FileCache {
 
     async fn len(&self) -> Result<u64> {
         self.with_state(|st| {
-            self.refresh(st)?;
+            self.refresh(st, false)?;
             Ok(self.keys_of_ns(st, now_millis()).len() as u64)
         })
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
         self.with_state(|st| {
-            self.refresh(st)?;
+            self.refresh(st, false)?;
             let now = now_millis();
             Ok(match st.index.get(&index_key(&self.ns, key)) {
                 Some(l) => match l.expires {
@@ -998,7 +1004,7 @@ impl Cache for FileCache {
 
     async fn keys(&self) -> Result<KeyStream> {
         let mut keys = self.with_state(|st| {
-            self.refresh(st)?;
+            self.refresh(st, false)?;
             Ok(self.keys_of_ns(st, now_millis()))
         })?;
         keys.sort_unstable();
@@ -1008,7 +1014,7 @@ impl Cache for FileCache {
     async fn stats(&self) -> Result<Stats> {
         let mut s = self.counters.snapshot(BACKEND, self.endpoint());
         let (entries, server) = self.with_state(|st| {
-            self.refresh(st)?;
+            self.refresh(st, false)?;
             let n = self.keys_of_ns(st, now_millis()).len() as u64;
             Ok((
                 n,

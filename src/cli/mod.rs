@@ -32,7 +32,7 @@ const FATAL: u8 = 2;
     name = "unicache",
     version,
     about = "One cache interface over many backends: bulk-write records into several caches and inspect them",
-    after_help = "Cache URLs: memory://?capacity=N, sqlite:PATH, redis://host:port/db, \
+    after_help = "Cache URLs: memory://?capacity=N, sqlite:PATH, file:PATH, redis://host:port/db, \
 redis+cluster://h1:p1,h2:p2, memcached://h1:p1,h2:p2\n\
 Exit codes: 0 success, 1 partial (records skipped/failed, key not found), 2 fatal"
 )]
