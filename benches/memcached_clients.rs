@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_memcached::AsciiProtocol;
-use unicache::Cache;
 
 fn main() {
     let n: usize = std::env::var("UNICACHE_BENCH_N")
