@@ -12,7 +12,6 @@
 //! its reads are misses (counted as errors), its writes fail per key, and it
 //! is probed again at most once a second.
 
-use std::io::Write as _;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -374,6 +373,21 @@ fn fresh_token() -> String {
     )
 }
 
+/// Appends `n` in decimal (request building is per key: no formatter).
+fn push_num(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 fn now_unix() -> u64 {
     crate::cache::now_millis() / 1000
 }
@@ -613,7 +627,11 @@ impl MemcachedCache {
                 |chunk| {
                     let mut req = Vec::with_capacity(chunk.len() * 40);
                     for (j, &i) in chunk.iter().enumerate() {
-                        let _ = write!(req, "mg {} v q O{j}\r\n", full[i]);
+                        req.extend_from_slice(b"mg ");
+                        req.extend_from_slice(full[i].as_bytes());
+                        req.extend_from_slice(b" v q O");
+                        push_num(&mut req, j as u64);
+                        req.extend_from_slice(b"\r\n");
                     }
                     req.extend_from_slice(b"mn\r\n");
                     (req, Some("MN"), 0)
@@ -766,10 +784,14 @@ impl Cache for MemcachedCache {
                     let mut req = Vec::with_capacity(bytes + 8);
                     for (o, &j) in chunk.iter().enumerate() {
                         let v = entries[send[j]].1;
-                        req.extend_from_slice(
-                            format!("ms {} {}{ttl_flag} q O{o}\r\n", send_keys[j], v.len())
-                                .as_bytes(),
-                        );
+                        req.extend_from_slice(b"ms ");
+                        req.extend_from_slice(send_keys[j].as_bytes());
+                        req.push(b' ');
+                        push_num(&mut req, v.len() as u64);
+                        req.extend_from_slice(ttl_flag.as_bytes());
+                        req.extend_from_slice(b" q O");
+                        push_num(&mut req, o as u64);
+                        req.extend_from_slice(b"\r\n");
                         req.extend_from_slice(v);
                         req.extend_from_slice(b"\r\n");
                     }
@@ -830,7 +852,9 @@ impl Cache for MemcachedCache {
                 |chunk| {
                     let mut req = Vec::with_capacity(chunk.len() * 40);
                     for &i in chunk {
-                        let _ = write!(req, "md {}\r\n", full[i]);
+                        req.extend_from_slice(b"md ");
+                        req.extend_from_slice(full[i].as_bytes());
+                        req.extend_from_slice(b"\r\n");
                     }
                     (req, None, chunk.len())
                 },
