@@ -14,15 +14,17 @@ U=$PWD/target/release/unicache
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Sets STARTED to the port (no subshell: PIDS must reach the EXIT trap).
 start() {
     local p; p=$(port)
     local user=(); [ "$(id -u)" = 0 ] && user=(-u root)
     memcached -l 127.0.0.1 -p "$p" -U 0 -m 1024 -t 2 "${user[@]}" >/dev/null 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null && break; sleep 0.05; done
-    echo "$p"
+    STARTED=$p
 }
-A=$(start); B=$(start)
+start; A=$STARTED
+start; B=$STARTED
 echo "memcached on 127.0.0.1:$A and 127.0.0.1:$B"
 flush() { for p in "$@"; do printf 'flush_all\r\nquit\r\n' > /dev/tcp/127.0.0.1/"$p"; done; }
 for r in $(seq "$RUNS"); do

@@ -1,6 +1,7 @@
 //! `memcached://h1:p1,h2:p2`: memcached through a small client of our own on
-//! the meta protocol (`mg`/`ms`/`md`/`mn`), over several servers with
-//! consistent hashing.
+//! the meta protocol (`ms`/`md`/`mg`/`mn`; `get_many` uses the ASCII many-key
+//! `get`, which the server answers about twice as fast per key), over several
+//! servers with consistent hashing.
 //!
 //! Why our own: the meta protocol is a few line formats, and owning the
 //! client lets batches be one pipelined write per server (quiet mode with
@@ -12,13 +13,14 @@
 //! its reads are misses (counted as errors), its writes fail per key, and it
 //! is probed again at most once a second.
 
+use std::collections::HashMap;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Mutex;
@@ -37,6 +39,8 @@ const VNODES: usize = 160;
 const POOL: usize = 2;
 /// Commands per pipelined write.
 const CHUNK: usize = 1_000;
+/// Keys per ASCII `get` line.
+const GET_KEYS: usize = 100;
 /// After this long unreachable, a server's errors stop being "transient".
 const DEAD_AFTER: Duration = Duration::from_secs(2);
 /// A down server is tried again at most this often.
@@ -47,8 +51,10 @@ const ITEM_OVERHEAD: usize = 64;
 const NS_REFRESH: Duration = Duration::from_secs(1);
 
 struct Conn {
-    r: BufReader<OwnedReadHalf>,
+    r: OwnedReadHalf,
     w: OwnedWriteHalf,
+    /// Bytes read but not yet parsed.
+    buf: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -160,105 +166,159 @@ impl Conn {
         let _ = s.set_nodelay(true);
         let (r, w) = s.into_split();
         Ok(Conn {
-            r: BufReader::with_capacity(64 * 1024, r),
+            r,
             w,
+            buf: Vec::with_capacity(64 * 1024),
         })
     }
 
-    /// Writes `req` while reading replies until one whose code is `last`
-    /// (or `count` replies when `last` is None).
+    /// Writes `req` while reading replies until `count` (at least one) of
+    /// them have the code `last`, or until `count` replies when `last` is None. Replies are parsed
+    /// synchronously out of large socket reads: one await per read, not per
+    /// reply.
     async fn exchange(
         &mut self,
         req: &[u8],
         last: Option<&str>,
         count: usize,
     ) -> std::io::Result<Vec<Reply>> {
-        let Conn { r, w } = self;
+        let Conn { r, w, buf } = self;
         let write = async {
             w.write_all(req).await?;
             w.flush().await
         };
         let read = async {
             let mut out = Vec::new();
-            let mut line = Vec::with_capacity(128);
+            let mut pos = 0usize;
+            let mut lasts = 0usize;
             loop {
+                while let Some((reply, used)) = parse_reply(&buf[pos..])? {
+                    pos += used;
+                    if last == Some(reply.code.as_ref()) {
+                        lasts += 1;
+                    }
+                    let done = last.is_some() && lasts >= count.max(1);
+                    out.push(reply);
+                    if done || (last.is_none() && out.len() == count) {
+                        buf.drain(..pos);
+                        return Ok(out);
+                    }
+                }
                 if last.is_none() && out.len() == count {
+                    buf.drain(..pos);
                     return Ok(out);
                 }
-                line.clear();
-                if r.read_until(b'\n', &mut line).await? == 0 {
+                buf.drain(..pos);
+                pos = 0;
+                if buf.capacity() - buf.len() < 16 * 1024 {
+                    buf.reserve(64 * 1024);
+                }
+                if r.read_buf(buf).await? == 0 {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "server closed the connection",
                     ));
-                }
-                // Parsed from bytes: the hot replies (VA/HD/EN/NF/MN) allocate
-                // nothing but their value.
-                let trimmed = line.trim_ascii_end();
-                let mut parts = trimmed.split(|&b| b == b' ');
-                let code_b = parts.next().unwrap_or(b"");
-                let is_va = code_b == b"VA";
-                let mut opaque = None;
-                let mut size = None;
-                if is_va {
-                    size = parts
-                        .next()
-                        .and_then(|s| std::str::from_utf8(s).ok())
-                        .and_then(|s| s.parse::<usize>().ok());
-                }
-                for p in parts {
-                    if let Some(o) = p.strip_prefix(b"O") {
-                        opaque = std::str::from_utf8(o).ok().and_then(|o| o.parse().ok());
-                    }
-                }
-                let hot_code: Option<&'static str> = match code_b {
-                    b"VA" => Some("VA"),
-                    b"HD" => Some("HD"),
-                    b"EN" => Some("EN"),
-                    b"NF" => Some("NF"),
-                    b"MN" => Some("MN"),
-                    _ => None,
-                };
-                let hot = hot_code.is_some();
-                let code: std::borrow::Cow<'static, str> = match hot_code {
-                    Some(c) => c.into(),
-                    None => String::from_utf8_lossy(code_b).into_owned().into(),
-                };
-                let text = if hot {
-                    String::new()
-                } else {
-                    String::from_utf8_lossy(trimmed).into_owned()
-                };
-                let value = match size {
-                    Some(n) => {
-                        let mut buf = vec![0u8; n + 2];
-                        r.read_exact(&mut buf).await?;
-                        buf.truncate(n);
-                        Some(buf)
-                    }
-                    None if is_va => {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("bad reply {:?}", String::from_utf8_lossy(trimmed)),
-                        ));
-                    }
-                    None => None,
-                };
-                let done = last == Some(code.as_ref());
-                out.push(Reply {
-                    code,
-                    opaque,
-                    value,
-                    line: text,
-                });
-                if done {
-                    return Ok(out);
                 }
             }
         };
         let (_, replies) = tokio::try_join!(write, read)?;
         Ok(replies)
     }
+}
+
+/// Parses one reply from the front of `b`: `None` until it is complete.
+fn parse_reply(b: &[u8]) -> std::io::Result<Option<(Reply, usize)>> {
+    let Some(nl) = b.iter().position(|&c| c == b'\n') else {
+        return Ok(None);
+    };
+    let line = &b[..nl];
+    let trimmed = line.trim_ascii_end();
+    let mut parts = trimmed.split(|&c| c == b' ');
+    let code_b = parts.next().unwrap_or(b"");
+    if code_b == b"VALUE" {
+        // ASCII multi-get: `VALUE <key> <flags> <bytes>`; the key goes in `line`.
+        let key = parts.next().unwrap_or(b"");
+        let n = parts
+            .nth(1)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<usize>().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad reply {:?}", String::from_utf8_lossy(trimmed)),
+                )
+            })?;
+        let start = nl + 1;
+        if b.len() < start + n + 2 {
+            return Ok(None);
+        }
+        return Ok(Some((
+            Reply {
+                code: std::borrow::Cow::Borrowed("VALUE"),
+                opaque: None,
+                value: Some(b[start..start + n].to_vec()),
+                line: String::from_utf8_lossy(key).into_owned(),
+            },
+            start + n + 2,
+        )));
+    }
+    let is_va = code_b == b"VA";
+    let mut opaque = None;
+    let mut size = None;
+    if is_va {
+        size = parts
+            .next()
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<usize>().ok());
+        if size.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad reply {:?}", String::from_utf8_lossy(trimmed)),
+            ));
+        }
+    }
+    for p in parts {
+        if let Some(o) = p.strip_prefix(b"O") {
+            opaque = std::str::from_utf8(o).ok().and_then(|o| o.parse().ok());
+        }
+    }
+    let mut used = nl + 1;
+    let value = match size {
+        Some(n) => {
+            if b.len() < used + n + 2 {
+                return Ok(None);
+            }
+            let v = b[used..used + n].to_vec();
+            used += n + 2;
+            Some(v)
+        }
+        None => None,
+    };
+    // The hot replies (VA/HD/EN/NF/MN) allocate nothing but their value.
+    let hot_code: Option<&'static str> = match code_b {
+        b"VA" => Some("VA"),
+        b"HD" => Some("HD"),
+        b"EN" => Some("EN"),
+        b"NF" => Some("NF"),
+        b"MN" => Some("MN"),
+        _ => None,
+    };
+    let (code, text) = match hot_code {
+        Some(c) => (std::borrow::Cow::Borrowed(c), String::new()),
+        None => (
+            std::borrow::Cow::Owned(String::from_utf8_lossy(code_b).into_owned()),
+            String::from_utf8_lossy(trimmed).into_owned(),
+        ),
+    };
+    Ok(Some((
+        Reply {
+            code,
+            opaque,
+            value,
+            line: text,
+        },
+        used,
+    )))
 }
 
 impl Server {
@@ -625,25 +685,43 @@ impl MemcachedCache {
             .fan_out(
                 &full,
                 |chunk| {
+                    // ASCII `get k1 k2 ...`, up to GET_KEYS keys a line: the
+                    // server answers a many-key get far faster than as many
+                    // `mg` commands (measured: about 2x per key). Replies name
+                    // their key; misses are simply absent.
                     let mut req = Vec::with_capacity(chunk.len() * 40);
-                    for (j, &i) in chunk.iter().enumerate() {
-                        req.extend_from_slice(b"mg ");
-                        req.extend_from_slice(full[i].as_bytes());
-                        req.extend_from_slice(b" v q O");
-                        push_num(&mut req, j as u64);
+                    let lines = chunk.len().div_ceil(GET_KEYS);
+                    for part in chunk.chunks(GET_KEYS) {
+                        req.extend_from_slice(b"get");
+                        for &i in part {
+                            req.push(b' ');
+                            req.extend_from_slice(full[i].as_bytes());
+                        }
                         req.extend_from_slice(b"\r\n");
                     }
-                    req.extend_from_slice(b"mn\r\n");
-                    (req, Some("MN"), 0)
+                    (req, Some("END"), lines)
                 },
                 |chunk, replies| {
+                    let mut wanted: HashMap<&str, Vec<usize>> = HashMap::with_capacity(chunk.len());
+                    for &i in chunk {
+                        wanted.entry(full[i].as_str()).or_default().push(i);
+                    }
                     let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                     for r in replies {
-                        match (r.code.as_ref(), r.opaque, r.value) {
-                            ("VA", Some(j), Some(v)) if j < chunk.len() => {
-                                out[chunk[j]] = Some(Bytes::from(v));
+                        match (r.code.as_ref(), r.value) {
+                            ("VALUE", Some(v)) => {
+                                let Some(idx) = wanted.get(r.line.as_str()) else {
+                                    return Err(proto_err(
+                                        "",
+                                        format!("reply for a key not asked: {:?}", r.line),
+                                    ));
+                                };
+                                let v = Bytes::from(v);
+                                for &i in idx {
+                                    out[i] = Some(v.clone());
+                                }
                             }
-                            ("MN", _, _) | ("EN", _, _) => {}
+                            ("END", _) => {}
                             _ => {
                                 return Err(proto_err(
                                     "",
