@@ -70,6 +70,12 @@ fn bench(c: &mut Criterion) {
             i = (i + 7919 + v.len()) % N;
         })
     });
+    g.bench_function("get/unicache_static_dispatch", |b| {
+        b.iter(|| {
+            i = (i + 7919) % N;
+            black_box(Cache::get(&*concrete, &keys[i]).now_or_never().unwrap().unwrap())
+        })
+    });
     g.bench_function("get/unicache_concrete_sync", |b| {
         b.iter(|| {
             i = (i + 7919) % N;
