@@ -73,7 +73,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("get/unicache_static_dispatch", |b| {
         b.iter(|| {
             i = (i + 7919) % N;
-            black_box(Cache::get(&*concrete, &keys[i]).now_or_never().unwrap().unwrap())
+            black_box(
+                Cache::get(&*concrete, &keys[i])
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap(),
+            )
         })
     });
     g.bench_function("get/unicache_concrete_sync", |b| {

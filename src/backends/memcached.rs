@@ -1102,6 +1102,38 @@ impl Cache for MemcachedCache {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// The reply parser takes any bytes without panicking.
+        #[test]
+        fn reply_parser_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let mut pos = 0;
+            while let Ok(Some((_, used))) = parse_reply(&bytes[pos..]) {
+                proptest::prop_assert!(used > 0);
+                pos += used;
+            }
+        }
+    }
+
+    #[test]
+    fn parses_meta_and_ascii_replies() {
+        let b = b"VA 3 O7\r\nabc\r\nVALUE k 0 2\r\nhi\r\nEND\r\nVA 5\r\nab";
+        let (r, used) = parse_reply(b).unwrap().unwrap();
+        assert_eq!(
+            (r.code.as_ref(), r.opaque, r.value.as_deref()),
+            ("VA", Some(7), Some(&b"abc"[..]))
+        );
+        let (r2, used2) = parse_reply(&b[used..]).unwrap().unwrap();
+        assert_eq!(
+            (r2.code.as_ref(), r2.line.as_str(), r2.value.as_deref()),
+            ("VALUE", "k", Some(&b"hi"[..]))
+        );
+        let (r3, used3) = parse_reply(&b[used + used2..]).unwrap().unwrap();
+        assert_eq!(r3.code.as_ref(), "END");
+        // Incomplete value: wait for more bytes.
+        assert!(parse_reply(&b[used + used2 + used3..]).unwrap().is_none());
+        assert!(parse_reply(b"VA x\r\n").is_err());
+    }
+
     #[test]
     fn legal_keys() {
         assert!(is_legal_key(b"user:1"));
