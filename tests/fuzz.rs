@@ -68,15 +68,15 @@ proptest! {
         let url = format!("{scheme}{s}");
         if let Ok(p) = unicache::url::parse(&url) {
             // Whatever parses shows no password in its redacted form.
-            if let Some((_, rest)) = url.split_once("://") {
-                if let Some((cred, _)) = rest.split_once('@') {
-                    if let Some((_, pw)) = cred.split_once(':') {
-                        if pw.len() > 3 {
-                            let shown = format!(":{}@", pw);
-                            prop_assert!(!p.redacted.contains(&shown), "{}", p.redacted);
-                        }
-                    }
-                }
+            let pw = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .and_then(|(cred, _)| cred.split_once(':'))
+                .map(|(_, pw)| pw)
+                .filter(|pw| pw.len() > 3);
+            if let Some(pw) = pw {
+                let shown = format!(":{}@", pw);
+                prop_assert!(!p.redacted.contains(&shown), "{}", p.redacted);
             }
         }
         let _ = unicache::url::redact(&url);
