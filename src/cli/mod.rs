@@ -192,7 +192,7 @@ pub fn main() -> ExitCode {
                 cache,
                 output,
                 format,
-            } => transfer::export(&cache.cache, &output, format).await,
+            } => transfer::export(&cache.cache, &output, format, quiet).await,
             Command::Import {
                 cache,
                 input,

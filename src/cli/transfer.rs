@@ -28,7 +28,12 @@ pub enum Format {
 
 const BATCH: usize = 1000;
 
-pub async fn export(url: &str, output: &str, format: Format) -> anyhow::Result<Outcome> {
+pub async fn export(
+    url: &str,
+    output: &str,
+    format: Format,
+    quiet: bool,
+) -> anyhow::Result<Outcome> {
     let cache = open_cache(url, Path::new(".")).await?;
     let format = if format == Format::Auto {
         Format::Jsonl
@@ -110,15 +115,17 @@ pub async fn export(url: &str, output: &str, format: Format) -> anyhow::Result<O
         w.write_all(b"\n}\n")?;
     }
     w.flush()?;
-    eprintln!(
-        "unicache: exported {n} entries from {}{}",
-        cache.endpoint(),
-        if skipped > 0 {
-            format!(", skipped {skipped}")
-        } else {
-            String::new()
-        }
-    );
+    if !quiet {
+        eprintln!(
+            "unicache: exported {n} entries from {}{}",
+            cache.endpoint(),
+            if skipped > 0 {
+                format!(", skipped {skipped}")
+            } else {
+                String::new()
+            }
+        );
+    }
     Ok(if skipped > 0 {
         Outcome::Partial
     } else {
