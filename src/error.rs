@@ -68,21 +68,26 @@ impl fmt::Display for ErrorKind {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// Sources are shared so an error can be cloned (one failure reported for
+/// every entry of a batch keeps its kind, context and cause).
+type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A unicache error: kind, message, backend, context and source.
 ///
 /// Built OpenDAL-style: `Error::new(kind, msg).with_backend("sqlite").with_context("path", p)`.
 /// One pointer wide, so `Result<T>` stays small on the hot paths.
+#[derive(Clone)]
 pub struct Error {
     inner: Box<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     kind: ErrorKind,
     message: String,
     backend: Option<&'static str>,
     context: Vec<(&'static str, String)>,
-    source: Option<BoxError>,
+    source: Option<SharedError>,
     failures: Vec<(usize, Error)>,
 }
 
@@ -126,7 +131,7 @@ impl Error {
 
     /// Sets the underlying cause.
     pub fn set_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.inner.source = Some(source.into());
+        self.inner.source = Some(SharedError::from(source.into()));
         self
     }
 
@@ -222,7 +227,7 @@ impl std::error::Error for Error {
         self.inner
             .source
             .as_ref()
-            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+            .map(|s| &**s as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -143,6 +143,17 @@ fn io_err(addr: &str, e: impl Into<Error>) -> Error {
     e.into().with_backend(BACKEND).with_context("server", addr)
 }
 
+/// A reply the protocol does not allow at this point.
+fn unexpected(addr: &str, r: &Reply) -> Error {
+    // Hot replies (VA/HD/...) keep only their code.
+    let shown = if r.line.is_empty() {
+        r.code.as_ref()
+    } else {
+        r.line.as_str()
+    };
+    proto_err(addr, format!("unexpected reply {shown:?}"))
+}
+
 fn proto_err(addr: &str, msg: String) -> Error {
     Error::new(ErrorKind::Backend, msg)
         .with_backend(BACKEND)
@@ -624,13 +635,14 @@ impl MemcachedCache {
         groups
     }
 
-    /// Runs `req_for(chunk)` on each server's share of `keys` concurrently;
-    /// the closure builds the request for a chunk of indices; `handle`
-    /// consumes the replies. Errors are per server: returned with indices.
+    /// Sends each server's share of `keys` (servers concurrently, a server's
+    /// chunks one after another): `build` makes the request for a chunk of
+    /// indices, `handle` consumes its replies (given the server's address).
+    /// Failures come back with the indices of their chunk.
     async fn fan_out<B, H>(&self, keys: &[String], build: B, handle: H) -> Vec<(Vec<usize>, Error)>
     where
         B: Fn(&[usize]) -> (Vec<u8>, Option<&'static str>, usize) + Sync,
-        H: Fn(&[usize], Vec<Reply>) -> Result<()> + Sync,
+        H: Fn(&str, &[usize], Vec<Reply>) -> Result<()> + Sync,
     {
         let groups = self.by_server(keys);
         let build = &build;
@@ -653,7 +665,7 @@ impl MemcachedCache {
                             self.response_timeout,
                         )
                         .await
-                        .and_then(|replies| handle(chunk, replies));
+                        .and_then(|replies| handle(&server.addr, chunk, replies));
                     if let Err(e) = r {
                         failed.push((chunk.to_vec(), e));
                     }
@@ -701,18 +713,18 @@ impl MemcachedCache {
                     }
                     (req, Some("END"), lines)
                 },
-                |chunk, replies| {
+                |addr, chunk, replies| {
                     let mut wanted: HashMap<&str, Vec<usize>> = HashMap::with_capacity(chunk.len());
                     for &i in chunk {
                         wanted.entry(full[i].as_str()).or_default().push(i);
                     }
                     let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-                    for r in replies {
-                        match (r.code.as_ref(), r.value) {
+                    for mut r in replies {
+                        match (r.code.as_ref(), r.value.take()) {
                             ("VALUE", Some(v)) => {
                                 let Some(idx) = wanted.get(r.line.as_str()) else {
                                     return Err(proto_err(
-                                        "",
+                                        addr,
                                         format!("reply for a key not asked: {:?}", r.line),
                                     ));
                                 };
@@ -723,10 +735,7 @@ impl MemcachedCache {
                             }
                             ("END", _) => {}
                             _ => {
-                                return Err(proto_err(
-                                    "",
-                                    format!("unexpected reply {:?}", r.line),
-                                ));
+                                return Err(unexpected(addr, &r));
                             }
                         }
                     }
@@ -782,7 +791,7 @@ impl Cache for MemcachedCache {
         CacheFuture::boxed(async move {
             match self.set_many(&[(key, value)], ttl).await {
                 Err(e) if e.kind() == ErrorKind::PartialBatch => match e.failures().first() {
-                    Some((_, first)) => Err(Error::new(first.kind(), first.to_string())),
+                    Some((_, first)) => Err(first.clone()),
                     None => Err(e),
                 },
                 r => r,
@@ -876,7 +885,7 @@ impl Cache for MemcachedCache {
                     req.extend_from_slice(b"mn\r\n");
                     (req, Some("MN"), 0)
                 },
-                |chunk, replies| {
+                |addr, chunk, replies| {
                     // Quiet mode: only failures answer, tagged with their opaque.
                     let mut bad = refused.lock().unwrap_or_else(|p| p.into_inner());
                     for r in replies {
@@ -884,14 +893,11 @@ impl Cache for MemcachedCache {
                             ("MN", _) => {}
                             (_, Some(o)) if o < chunk.len() => bad.push((
                                 send[chunk[o]],
-                                proto_err("", format!("server refused the write: {}", r.line)),
+                                proto_err(addr, format!("server refused the write: {}", r.line)),
                             )),
                             // An error line without a token cannot be pinned on a key.
                             _ => {
-                                return Err(proto_err(
-                                    "",
-                                    format!("unexpected reply {:?}", r.line),
-                                ));
+                                return Err(unexpected(addr, &r));
                             }
                         }
                     }
@@ -902,7 +908,7 @@ impl Cache for MemcachedCache {
         failures.extend(refused.into_inner().unwrap_or_else(|p| p.into_inner()));
         for (idx, e) in net_failed {
             for j in idx {
-                failures.push((send[j], Error::new(e.kind(), e.to_string())));
+                failures.push((send[j], e.clone()));
             }
         }
         self.counters.set((entries.len() - failures.len()) as u64);
@@ -936,7 +942,7 @@ impl Cache for MemcachedCache {
                     }
                     (req, None, chunk.len())
                 },
-                |_, replies| {
+                |addr, _, replies| {
                     for r in replies {
                         match r.code.as_ref() {
                             "HD" => {
@@ -944,10 +950,7 @@ impl Cache for MemcachedCache {
                             }
                             "NF" => {}
                             _ => {
-                                return Err(proto_err(
-                                    "",
-                                    format!("unexpected reply {:?}", r.line),
-                                ));
+                                return Err(unexpected(addr, &r));
                             }
                         }
                     }
