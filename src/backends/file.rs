@@ -468,6 +468,17 @@ impl FileCache {
     ) -> Result<()> {
         let _lock = self.lock()?;
         self.refresh(st, true)?;
+        self.append_locked(st, entries, expires)
+    }
+
+    /// [`FileCache::append`] for a caller that holds the write lock and has
+    /// caught up with the file.
+    fn append_locked(
+        &self,
+        st: &mut State,
+        entries: &[(&str, Option<&[u8]>)],
+        expires: Option<u64>,
+    ) -> Result<()> {
         if st.seen_len > st.end {
             tracing::warn!(
                 path = %self.path.display(),
@@ -836,22 +847,19 @@ impl FileCache {
             let mut uniq: Vec<&str> = keys.to_vec();
             uniq.sort_unstable();
             uniq.dedup();
-            let present: Vec<(&str, Option<&[u8]>)> = uniq
-                .iter()
-                .filter(|k| st.index.contains_key(&index_key(&self.ns, k)))
-                .map(|k| (*k, None))
-                .collect();
-            let live = uniq
-                .iter()
-                .filter(|k| {
-                    st.index
-                        .get(&index_key(&self.ns, k))
-                        .is_some_and(|l| l.expires.is_none_or(|x| x > now))
-                })
-                .count() as u64;
-            drop(_lock);
+            // Tombstones for every key present (expired ones too, so they go);
+            // only unexpired ones count as deleted.
+            let mut present: Vec<(&str, Option<&[u8]>)> = Vec::new();
+            let mut live = 0u64;
+            for k in uniq {
+                if let Some(l) = st.index.get(&index_key(&self.ns, k)) {
+                    live += u64::from(l.expires.is_none_or(|x| x > now));
+                    present.push((k, None));
+                }
+            }
+            // Under the same lock: nothing can change between looking and writing.
             if !present.is_empty() {
-                self.append(st, &present, None)?;
+                self.append_locked(st, &present, None)?;
             }
             Ok(live)
         })?;
