@@ -425,12 +425,14 @@ impl RedisCache {
         redis_err(e).with_context("endpoint", &self.endpoint)
     }
 
-    fn set_cmd(p: &mut Pipeline, key: &str, value: &[u8], px: Option<u64>) {
-        let c = p.cmd("SET").arg(key).arg(value);
+    /// `SET key value`, with `PX ms` when there is a TTL.
+    fn set_command(key: &str, value: &[u8], px: Option<u64>) -> Cmd {
+        let mut c = redis::cmd("SET");
+        c.arg(key).arg(value);
         if let Some(ms) = px {
             c.arg("PX").arg(ms);
         }
-        c.ignore();
+        c
     }
 
     fn px(&self, ttl: Option<Duration>) -> Result<Option<u64>> {
@@ -678,11 +680,7 @@ impl Cache for RedisCache {
     ) -> CacheFuture<'a, ()> {
         CacheFuture::boxed(async move {
             let px = self.counters.track(self.px(ttl))?;
-            let mut c = redis::cmd("SET");
-            c.arg(self.key(key)).arg(value);
-            if let Some(ms) = px {
-                c.arg("PX").arg(ms);
-            }
+            let c = Self::set_command(&self.key(key), value, px);
             let r: Result<()> = self
                 .conn
                 .cmd(&c)
@@ -776,10 +774,7 @@ impl Cache for RedisCache {
             let (_, rest) = self.counters.track(
                 self.per_node(&full, |p, idx| {
                     for &i in idx {
-                        let c = p.cmd("SET").arg(&full[i]).arg(entries[i].1);
-                        if let Some(ms) = px {
-                            c.arg("PX").arg(ms);
-                        }
+                        p.add_command(Self::set_command(&full[i], entries[i].1, px));
                     }
                 })
                 .await,
@@ -806,7 +801,8 @@ impl Cache for RedisCache {
                     }
                     Some(_) => {
                         for &i in &g {
-                            Self::set_cmd(&mut p, &full[i], entries[i].1, px);
+                            p.add_command(Self::set_command(&full[i], entries[i].1, px))
+                                .ignore();
                         }
                     }
                 }
