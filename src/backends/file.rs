@@ -248,8 +248,24 @@ struct State {
     seen_len: u64,
     index: Index,
     live_bytes: u64,
-    with_ttl: u64,
     corrupt: u64,
+}
+
+impl State {
+    /// Records a line in the index: `Some(loc)` a set, `None` a delete,
+    /// keeping the live-bytes count in step.
+    fn apply(&mut self, ik: String, loc: Option<Loc>) {
+        let old = match loc {
+            Some(loc) => {
+                self.live_bytes += loc.len as u64;
+                self.index.insert(ik, loc)
+            }
+            None => self.index.remove(&ik),
+        };
+        if let Some(o) = old {
+            self.live_bytes -= o.len as u64;
+        }
+    }
 }
 
 /// The file backend.
@@ -391,7 +407,6 @@ impl FileCache {
                 xxhash_rust::xxh3::Xxh3DefaultBuilder,
             ),
             live_bytes: HEADER.len() as u64,
-            with_ttl: 0,
             corrupt: 0,
         };
         scan(&mut st, path, locked)?;
@@ -513,21 +528,7 @@ impl FileCache {
             st.end += buf.len() as u64;
             st.seen_len = st.end;
             for (ik, loc, is_set) in pending.drain(..) {
-                let old = if is_set {
-                    if loc.expires.is_some() {
-                        st.with_ttl += 1;
-                    }
-                    st.live_bytes += loc.len as u64;
-                    st.index.insert(ik, loc)
-                } else {
-                    st.index.remove(&ik)
-                };
-                if let Some(o) = old {
-                    st.live_bytes -= o.len as u64;
-                    if o.expires.is_some() {
-                        st.with_ttl -= 1;
-                    }
-                }
+                st.apply(ik, is_set.then_some(loc));
             }
             buf.clear();
             Ok(())
@@ -599,7 +600,6 @@ impl FileCache {
             let mut index =
                 Index::with_capacity_and_hasher(live.len(), xxhash_rust::xxh3::Xxh3DefaultBuilder);
             let mut pos = HEADER.len() as u64;
-            let mut with_ttl = 0;
             let mut reader = BufReader::with_capacity(1 << 20, &st.file);
             let mut at = 0u64;
             reader
@@ -618,9 +618,6 @@ impl FileCache {
                     .map_err(|e| ferr(&self.path, "read", e))?;
                 at = loc.offset + loc.len as u64;
                 out.write_all(&line).map_err(|e| ferr(&tmp, "write", e))?;
-                if loc.expires.is_some() {
-                    with_ttl += 1;
-                }
                 index.insert(
                     ik.clone(),
                     Loc {
@@ -655,7 +652,6 @@ impl FileCache {
                 seen_len: pos,
                 index,
                 live_bytes: pos,
-                with_ttl,
                 corrupt: 0,
             })
         })();
@@ -773,28 +769,12 @@ fn apply_line(st: &mut State, body: &[u8], pos: u64, n: u32, path: &Path) {
         st.corrupt += 1;
         return;
     };
-    let old = if is_set {
-        st.live_bytes += n as u64;
-        if x.is_some() {
-            st.with_ttl += 1;
-        }
-        st.index.insert(
-            ik,
-            Loc {
-                offset: pos,
-                len: n,
-                expires: x,
-            },
-        )
-    } else {
-        st.index.remove(&ik)
+    let loc = Loc {
+        offset: pos,
+        len: n,
+        expires: x,
     };
-    if let Some(o) = old {
-        st.live_bytes -= o.len as u64;
-        if o.expires.is_some() {
-            st.with_ttl -= 1;
-        }
-    }
+    st.apply(ik, is_set.then_some(loc));
 }
 
 /// Applies complete lines from `st.end` to the end of the file.
@@ -971,7 +951,6 @@ impl Cache for FileCache {
                 .retain(|ik, _| split_index_key(ik).is_none_or(|(n, _)| n != ns));
             st.live_bytes =
                 HEADER.len() as u64 + st.index.values().map(|l| l.len as u64).sum::<u64>();
-            st.with_ttl = st.index.values().filter(|l| l.expires.is_some()).count() as u64;
             // Rewriting without the namespace's entries leaves a valid store.
             self.compact_locked(st)
         })
@@ -983,7 +962,6 @@ impl Cache for FileCache {
             self.refresh(st, true)?;
             st.index.clear();
             st.live_bytes = HEADER.len() as u64;
-            st.with_ttl = 0;
             self.compact_locked(st)
         })
     }
