@@ -520,6 +520,25 @@ impl MemcachedCache {
         })
     }
 
+    /// One exchange with `server` under this cache's timeouts.
+    async fn call(
+        &self,
+        server: &Server,
+        req: &[u8],
+        last: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<Reply>> {
+        server
+            .exchange(
+                req,
+                last,
+                count,
+                self.connect_timeout,
+                self.response_timeout,
+            )
+            .await
+    }
+
     fn server_of(&self, key: &[u8]) -> usize {
         if self.servers.len() == 1 {
             return 0;
@@ -562,15 +581,7 @@ impl MemcachedCache {
         }
         let s = &self.servers[self.server_of(vk.as_bytes())];
         let req = format!("mg {vk} v\r\n");
-        let replies = s
-            .exchange(
-                req.as_bytes(),
-                None,
-                1,
-                self.connect_timeout,
-                self.response_timeout,
-            )
-            .await?;
+        let replies = self.call(s, req.as_bytes(), None, 1).await?;
         let v = match replies.first() {
             Some(Reply { value: Some(v), .. }) => String::from_utf8_lossy(v).into_owned(),
             _ => {
@@ -579,15 +590,7 @@ impl MemcachedCache {
                 let fresh = fresh_token();
                 // Add mode (`ME`) loses to a process that created it first; re-read either way.
                 let req = format!("ms {vk} {} ME\r\n{fresh}\r\nmg {vk} v\r\n", fresh.len());
-                let replies = s
-                    .exchange(
-                        req.as_bytes(),
-                        None,
-                        2,
-                        self.connect_timeout,
-                        self.response_timeout,
-                    )
-                    .await?;
+                let replies = self.call(s, req.as_bytes(), None, 2).await?;
                 match replies.get(1) {
                     Some(Reply { value: Some(v), .. }) => String::from_utf8_lossy(v).into_owned(),
                     _ => fresh,
@@ -656,14 +659,8 @@ impl MemcachedCache {
                 let mut failed = Vec::new();
                 for chunk in g.chunks(CHUNK) {
                     let (req, last, count) = build(chunk);
-                    let r = server
-                        .exchange(
-                            &req,
-                            last,
-                            count,
-                            self.connect_timeout,
-                            self.response_timeout,
-                        )
+                    let r = self
+                        .call(server, &req, last, count)
                         .await
                         .and_then(|replies| handle(&server.addr, chunk, replies));
                     if let Err(e) = r {
@@ -809,15 +806,7 @@ impl Cache for MemcachedCache {
             let k = self.server_key(&version, key);
             let s = &self.servers[self.server_of(k.as_bytes())];
             let req = format!("mg {k}\r\n");
-            let r = s
-                .exchange(
-                    req.as_bytes(),
-                    None,
-                    1,
-                    self.connect_timeout,
-                    self.response_timeout,
-                )
-                .await;
+            let r = self.call(s, req.as_bytes(), None, 1).await;
             let replies = self.counters.track(r)?;
             Ok(replies.first().is_some_and(|r| r.code == "HD"))
         })
@@ -983,16 +972,9 @@ impl Cache for MemcachedCache {
         let fresh = fresh_token();
         let s = &self.servers[self.server_of(vk.as_bytes())];
         let req = format!("ms {vk} {}\r\n{fresh}\r\n", fresh.len());
-        let replies = self.counters.track(
-            s.exchange(
-                req.as_bytes(),
-                None,
-                1,
-                self.connect_timeout,
-                self.response_timeout,
-            )
-            .await,
-        )?;
+        let replies = self
+            .counters
+            .track(self.call(s, req.as_bytes(), None, 1).await)?;
         match replies.first() {
             Some(r) if r.code == "HD" => {
                 *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -1011,15 +993,7 @@ impl Cache for MemcachedCache {
 
     async fn clear_all(&self) -> Result<()> {
         for s in &self.servers {
-            let replies = s
-                .exchange(
-                    b"flush_all\r\n",
-                    None,
-                    1,
-                    self.connect_timeout,
-                    self.response_timeout,
-                )
-                .await?;
+            let replies = self.call(s, b"flush_all\r\n", None, 1).await?;
             if replies.first().is_none_or(|r| r.code != "OK") {
                 return Err(proto_err(&s.addr, "flush_all was refused".into()));
             }
@@ -1040,15 +1014,7 @@ impl Cache for MemcachedCache {
         let mut per = Vec::new();
         let mut sums = std::collections::BTreeMap::<&str, u64>::new();
         for srv in &self.servers {
-            let r = srv
-                .exchange(
-                    b"stats\r\n",
-                    Some("END"),
-                    0,
-                    self.connect_timeout,
-                    self.response_timeout,
-                )
-                .await;
+            let r = self.call(srv, b"stats\r\n", Some("END"), 0).await;
             let mut m = serde_json::Map::new();
             m.insert("server".into(), srv.addr.clone().into());
             match r {
