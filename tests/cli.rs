@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Output;
 
+mod common;
+
 use assert_cmd::Command;
 use serde_json::Value;
 
@@ -370,41 +372,14 @@ fn single_cache_commands() {
 fn several_processes_share_one_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:{}", dir.path().join("shared.sqlite3").display());
-    let mut children = Vec::new();
-    for p in 0..4 {
-        let lines: String = (0..5000)
-            .map(|i| format!("{{\"key\":\"k{}\",\"writer\":{p}}}\n", i % 2500 + p * 1000))
-            .collect();
-        let input = write_file(dir.path(), &format!("in{p}.jsonl"), &lines);
-        children.push(
-            std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-                .args([
-                    "write",
-                    "-q",
-                    "--batch-size",
-                    "100",
-                    "--input",
-                    &input,
-                    "--cache",
-                    &db,
-                    "--output",
-                ])
-                .arg(dir.path().join(format!("s{p}.json")))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let inputs: Vec<String> = (0..4)
+        .map(|p| {
+            (0..5000)
+                .map(|i| format!("{{\"key\":\"k{}\",\"writer\":{p}}}\n", i % 2500 + p * 1000))
+                .collect()
+        })
+        .collect();
+    common::write_at_once(dir.path(), &db, &inputs, 100);
     // Keys k0..k5499 were written (overlapping ranges); each by one of its writers.
     let conn = rusqlite::Connection::open(dir.path().join("shared.sqlite3")).unwrap();
     let n: i64 = conn

@@ -42,12 +42,7 @@ fn seed_file_name_writes_a_readable_private_log() {
         .arg(dir.path().join("out/summary.json"))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 0);
     let log = dir.path().join("out/cache_file.jsonl");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -140,39 +135,19 @@ fn sigkilled_writer_loses_nothing_acknowledged() {
 fn four_processes_write_overlapping_keys() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file:{}", dir.path().join("shared.log").display());
-    let mut children = Vec::new();
-    for p in 0..4 {
-        let lines: String = (0..5000)
-            .map(|i| {
-                format!(
-                    "{{\"key\":\"k{}\",\"writer\":{p}}}\n",
-                    (i * 7 + p * 1000) % 5500
-                )
-            })
-            .collect();
-        let input = dir.path().join(format!("in{p}.jsonl"));
-        std::fs::write(&input, lines).unwrap();
-        children.push(
-            Std::new(bin())
-                .args(["write", "-q", "--batch-size", "50", "--input"])
-                .arg(&input)
-                .args(["--cache", &url, "--output"])
-                .arg(dir.path().join(format!("s{p}.json")))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let inputs: Vec<String> = (0..4)
+        .map(|p| {
+            (0..5000)
+                .map(|i| {
+                    format!(
+                        "{{\"key\":\"k{}\",\"writer\":{p}}}\n",
+                        (i * 7 + p * 1000) % 5500
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    common::write_at_once(dir.path(), &url, &inputs, 50);
     rt().block_on(async {
         let c = unicache::open(&url).await.unwrap();
         let mut expected: std::collections::HashMap<String, Vec<String>> = Default::default();
@@ -322,12 +297,7 @@ fn export_import_round_trip_and_seed_cache_file() {
         .write_stdin(exported.stdout)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 0);
     rt().block_on(async {
         let c = unicache::open(&file).await.unwrap();
         assert_eq!(c.get("text").await.unwrap().as_deref(), Some(&b"hello"[..]));
@@ -351,12 +321,7 @@ fn export_import_round_trip_and_seed_cache_file() {
         .arg(&seed)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 0);
     let json = unicache()
         .args(["export", "--cache", &file, "--format", "json"])
         .output()

@@ -52,12 +52,7 @@ fn cli_write_then_plain_get_reads_the_json() {
         .arg(dir.path().join("s.json"))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 0);
     // Without a namespace the key is stored as-is: `printf 'get user:1\r\n' | nc HOST PORT`.
     let reply = ask(m.port, "get user:1\r\n").unwrap();
     assert!(
