@@ -31,16 +31,11 @@ fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
         .unwrap();
     conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS cache (namespace TEXT NOT NULL DEFAULT '', key TEXT NOT NULL, \
-         value BLOB NOT NULL, expires_at INTEGER, PRIMARY KEY (namespace, key)) WITHOUT ROWID;",
-    )
-    .unwrap();
+    conn.execute_batch(unicache::backends::sqlite::SCHEMA)
+        .unwrap();
     let tx = conn.transaction().unwrap();
     {
-        let mut st = tx
-            .prepare("INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)")
-            .unwrap();
+        let mut st = tx.prepare(unicache::backends::sqlite::INSERT).unwrap();
         for k in keys {
             st.execute(rusqlite::params!["", k, value, None::<i64>])
                 .unwrap();

@@ -26,7 +26,9 @@ const PURGE_EVERY: u64 = 10_000;
 /// Keys fetched per page when listing.
 const KEY_PAGE: usize = 1_000;
 
-const SCHEMA: &str = "
+/// The `cache` table (README, "SQLite layout"); public so benchmarks'
+/// raw-rusqlite baselines write to exactly this table.
+pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cache (
     namespace  TEXT    NOT NULL DEFAULT '',
     key        TEXT    NOT NULL,
@@ -41,7 +43,8 @@ CREATE TABLE IF NOT EXISTS cache (
 const EXPIRY_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS cache_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL";
 
-const INSERT: &str =
+/// The statement every write uses (namespace, key, value, expires_at).
+pub const INSERT: &str =
     "INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)";
 const SELECT: &str = "SELECT value, expires_at FROM cache WHERE namespace = ?1 AND key = ?2";
 const DELETE: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)";

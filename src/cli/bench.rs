@@ -292,15 +292,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
                 .with_context(|| format!("opening {}", db.display()))?;
             conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.execute_batch(
-                "CREATE TABLE cache (namespace TEXT NOT NULL DEFAULT '', key TEXT NOT NULL, \
-                 value BLOB NOT NULL, expires_at INTEGER, PRIMARY KEY (namespace, key)) WITHOUT ROWID;",
-            )?;
+            conn.execute_batch(unicache::backends::sqlite::SCHEMA)?;
             let tx = conn.transaction()?;
             {
-                let mut st = tx.prepare(
-                    "INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                )?;
+                let mut st = tx.prepare(unicache::backends::sqlite::INSERT)?;
                 for (k, v) in &rows {
                     st.execute(rusqlite::params!["", k, v.as_bytes(), None::<i64>])?;
                 }
