@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -97,6 +97,56 @@ fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
         .set_source(e)
 }
 
+/// Puts the database in WAL mode (a persistent property of the file).
+///
+/// Converting a rollback-journal database needs exclusive access, and SQLite
+/// does not run the busy handler for `PRAGMA journal_mode=WAL`: several
+/// processes opening one fresh file at once get "database is locked" at once
+/// (or the old mode back). So the mode is read first (nothing to do once any
+/// process converted the file) and the switch is retried with backoff within
+/// the busy timeout. Reading the mode also reads the header, so a file that is
+/// not a database fails here.
+fn enable_wal(conn: &Connection, path: &Path, budget: Duration) -> Result<()> {
+    let is_wal = |m: &str| m.eq_ignore_ascii_case("wal");
+    let busy = |e: &rusqlite::Error| {
+        matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ffi::ErrorCode::DatabaseBusy | rusqlite::ffi::ErrorCode::DatabaseLocked)
+        )
+    };
+    let deadline = Instant::now() + budget;
+    let mut delay = Duration::from_millis(1);
+    loop {
+        let attempt = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .and_then(|mode| {
+                if is_wal(&mode) {
+                    Ok(mode)
+                } else {
+                    conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                }
+            });
+        let mode = match attempt {
+            Ok(mode) if is_wal(&mode) => return Ok(()),
+            Ok(mode) => mode,
+            Err(err) if busy(&err) && Instant::now() < deadline => String::new(),
+            Err(err) => {
+                return Err(sql_err(path, err).with_context("op", "journal_mode=WAL"));
+            }
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("could not switch the database to WAL journal mode (it stays {mode:?})"),
+            )
+            .with_backend(BACKEND)
+            .with_context("path", path.display()));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
 fn ms(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
@@ -129,17 +179,14 @@ impl SqliteCache {
                 | OpenFlags::SQLITE_OPEN_URI,
         )
         .map_err(|e| sql_err(path, e))?;
-        let e = |err| sql_err(path, err);
-        conn.busy_timeout(busy_timeout).map_err(e)?;
-        // The first statement that reads the header: a non-database fails here.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(e)?;
+        let e = |op: &'static str| move |err| sql_err(path, err).with_context("op", op);
+        conn.busy_timeout(busy_timeout).map_err(e("busy_timeout"))?;
+        enable_wal(&conn, path, busy_timeout)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(e)?;
-        conn.execute_batch(SCHEMA).map_err(e)?;
+            .map_err(e("synchronous"))?;
+        conn.execute_batch(SCHEMA).map_err(e("schema"))?;
         check_layout(&conn, path)?;
-        conn.execute_batch(EXPIRY_INDEX).map_err(e)?;
+        conn.execute_batch(EXPIRY_INDEX).map_err(e("index"))?;
         conn.set_prepared_statement_cache_capacity(32);
         let cache = SqliteCache {
             conn: Mutex::new(conn),
@@ -509,5 +556,45 @@ impl Cache for SqliteCache {
             c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 .map_err(|e| sql_err(&self.path, e))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many connections opening one fresh file at the same moment all get in:
+    /// the WAL conversion is retried rather than failing with "locked".
+    #[test]
+    fn a_fresh_file_opened_by_many_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..8 {
+            let path = dir.path().join(format!("fresh{round}.sqlite3"));
+            let gate = std::sync::Barrier::new(12);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..12)
+                    .map(|i| {
+                        let (path, gate) = (&path, &gate);
+                        s.spawn(move || {
+                            gate.wait();
+                            let c = SqliteCache::open(
+                                path,
+                                Duration::from_secs(10),
+                                CacheOptions::default(),
+                            )?;
+                            futures::executor::block_on(c.set(&format!("k{i}"), b"v", None))
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap().unwrap();
+                }
+            });
+            let conn = Connection::open(&path).unwrap();
+            let n: i64 = conn
+                .query_row("select count(*) from cache", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 12);
+        }
     }
 }
