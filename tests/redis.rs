@@ -228,6 +228,43 @@ fn restart_during_bulk_write_loses_nothing() {
 }
 
 #[test]
+fn reads_during_an_outage_are_errors_and_the_connection_comes_back() {
+    let mut server = servers::redis_server();
+    let port = server.port;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!(
+            "redis://127.0.0.1:{port}?namespace=outage&connect_timeout=1s&response_timeout=1s"
+        ))
+        .await
+        .unwrap();
+        c.set("k", b"v", None).await.unwrap();
+        assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+
+        server.kill();
+        // Neither a hit nor a miss: an error, naming the server.
+        let e = c.get("k").await.unwrap_err();
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(c.get_many(&["k", "other"]).await.is_err());
+        assert!(c.contains("k").await.is_err());
+
+        server.restart(servers::redis_ready);
+        // The connection comes back by itself (the server restarted empty).
+        let t = Instant::now();
+        while let Err(e) = c.set("k2", b"w", None).await {
+            assert!(t.elapsed() < Duration::from_secs(15), "no reconnect: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(c.get("k2").await.unwrap().as_deref(), Some(&b"w"[..]));
+        assert_eq!(c.get("k").await.unwrap(), None);
+
+        let s = c.stats().await.unwrap();
+        assert_eq!((s.hits, s.misses), (2, 1), "{s:?}");
+        assert!(s.errors >= 3, "{s:?}");
+    });
+}
+
+#[test]
 fn tls_with_a_private_ca() {
     let (server, ca) = servers::redis_tls_server();
     let rt = tokio::runtime::Runtime::new().unwrap();
