@@ -275,6 +275,44 @@ fn compaction_is_noticed_by_another_instance_and_threshold_triggers() {
 }
 
 #[test]
+fn a_get_sees_what_another_process_finished_writing_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file:{}", dir.path().join("x.log").display());
+    rt().block_on(async {
+        // Opened (index built) before the other process writes anything.
+        let mine = unicache::open(&url).await.unwrap();
+        mine.set("shared", b"mine", None).await.unwrap();
+        for round in 0..3 {
+            let v = format!("theirs-{round}");
+            unicache()
+                .args(["set", "-q", "--cache", &url, "shared", &v])
+                .assert()
+                .success();
+            unicache()
+                .args(["set", "-q", "--cache", &url, &format!("new{round}"), "n"])
+                .assert()
+                .success();
+            assert_eq!(
+                mine.get("shared").await.unwrap().as_deref(),
+                Some(v.as_bytes())
+            );
+            assert!(mine.contains(&format!("new{round}")).await.unwrap());
+        }
+        unicache()
+            .args(["delete", "-q", "--cache", &url, "shared"])
+            .assert()
+            .success();
+        assert_eq!(mine.get("shared").await.unwrap(), None);
+        unicache()
+            .args(["compact", "-q", "--cache", &url])
+            .assert()
+            .success();
+        assert_eq!(mine.get("new2").await.unwrap().as_deref(), Some(&b"n"[..]));
+        assert_eq!(mine.len().await.unwrap(), 3);
+    });
+}
+
+#[test]
 fn export_import_round_trip_and_seed_cache_file() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite:{}", dir.path().join("src.sqlite3").display());
