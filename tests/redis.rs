@@ -229,6 +229,7 @@ fn restart_during_bulk_write_loses_nothing() {
 
 #[test]
 fn reads_during_an_outage_are_errors_and_the_connection_comes_back() {
+    use futures::StreamExt;
     let mut server = servers::redis_server();
     let port = server.port;
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -240,6 +241,9 @@ fn reads_during_an_outage_are_errors_and_the_connection_comes_back() {
         .unwrap();
         c.set("k", b"v", None).await.unwrap();
         assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        // Node-wide commands keep their connections between calls...
+        assert_eq!(c.len().await.unwrap(), 1);
+        c.stats().await.unwrap();
 
         server.kill();
         // Neither a hit nor a miss: an error, naming the server.
@@ -258,9 +262,19 @@ fn reads_during_an_outage_are_errors_and_the_connection_comes_back() {
         assert_eq!(c.get("k2").await.unwrap().as_deref(), Some(&b"w"[..]));
         assert_eq!(c.get("k").await.unwrap(), None);
 
+        // ...and replace them, first time, once the server is back.
+        assert_eq!(c.len().await.unwrap(), 1);
+        assert_eq!(c.keys().await.unwrap().collect::<Vec<_>>().await.len(), 1);
         let s = c.stats().await.unwrap();
         assert_eq!((s.hits, s.misses), (2, 1), "{s:?}");
         assert!(s.errors >= 3, "{s:?}");
+
+        // A restart between two node-wide calls, with nothing in between to
+        // notice it: the kept connection is dead, the call still succeeds.
+        server.restart(servers::redis_ready);
+        assert_eq!(c.len().await.unwrap(), 0);
+        server.restart(servers::redis_ready);
+        assert!(c.keys().await.unwrap().collect::<Vec<_>>().await.is_empty());
     });
 }
 

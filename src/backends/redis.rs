@@ -78,6 +78,19 @@ pub struct RedisCache {
     certs: Option<()>,
     /// Cluster mode: which master owns each slot (from CLUSTER SLOTS).
     slot_map: std::sync::RwLock<Option<Arc<SlotMap>>>,
+    /// Direct connections to each master (by URL) for the commands that go
+    /// to every node (SCAN, DBSIZE, INFO, FLUSHDB), kept between calls and
+    /// dropped after any connection error.
+    node_cache: NodeCache,
+}
+
+type NodeCache = Arc<std::sync::Mutex<HashMap<String, MultiplexedConnection>>>;
+
+/// Forgets the cached node connections when `e` says a connection failed.
+fn forget_on_failure(cache: &NodeCache, e: &RedisError) {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
+        cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
 
 /// Slot -> index of its master, so a batch goes out as one pipeline per
@@ -272,6 +285,7 @@ impl RedisCache {
             response_timeout,
             certs,
             slot_map: std::sync::RwLock::new(None),
+            node_cache: NodeCache::default(),
         })
     }
 
@@ -422,6 +436,7 @@ impl RedisCache {
     }
 
     fn err(&self, e: RedisError) -> Error {
+        forget_on_failure(&self.node_cache, &e);
         redis_err(e).with_context("endpoint", &self.endpoint)
     }
 
@@ -474,27 +489,64 @@ impl RedisCache {
         by_slot.into_values().collect()
     }
 
-    /// Direct connections to every master (the one server in single mode).
+    /// Direct connections to every master (the one server in single mode),
+    /// opened on first use and reused until a connection error.
     async fn node_conns(&self) -> Result<Vec<MultiplexedConnection>> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout));
         let urls = if self.is_cluster() {
             self.master_urls().await?
         } else {
             vec![self.nodes[0].clone()]
         };
-        let mut out = Vec::new();
-        for u in urls {
-            let shown = crate::url::redact(&u);
-            let c = open_client(&u, &self.certs)
+        let cached = |u: &String| {
+            let cache = self.node_cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(u).cloned()
+        };
+        let mut out = Vec::with_capacity(urls.len());
+        for u in &urls {
+            if let Some(c) = cached(u) {
+                out.push(c);
+                continue;
+            }
+            let cfg = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_response_timeout(Some(self.response_timeout));
+            let c = open_client(u, &self.certs)
                 .map_err(|e| self.err(e))?
                 .get_multiplexed_async_connection_with_config(&cfg)
                 .await
-                .map_err(|e| redis_err(e).with_context("endpoint", shown))?;
+                .map_err(|e| redis_err(e).with_context("endpoint", crate::url::redact(u)))?;
+            self.node_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(u.clone(), c.clone());
             out.push(c);
         }
+        // Masters that left the cluster are not kept.
+        self.node_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|u, _| urls.contains(u));
         Ok(out)
+    }
+
+    /// Runs `f` over the connections to every master. When a kept connection
+    /// turned out dead (the server restarted since), `f` runs once more on
+    /// fresh ones: `f` must be safe to repeat (reads, SCAN+UNLINK, FLUSHDB).
+    async fn on_nodes<T, Fut>(&self, f: impl Fn(Vec<MultiplexedConnection>) -> Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let reused = !self
+            .node_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        match f(self.node_conns().await?).await {
+            Err(e) if reused && (e.is_connection() || e.is_timeout()) => {
+                f(self.node_conns().await?).await
+            }
+            r => r,
+        }
     }
 
     /// URLs of the cluster's masters, with the configured credentials.
@@ -571,27 +623,33 @@ impl RedisCache {
     }
 
     async fn info(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for mut n in self.node_conns().await? {
-            let s: String = redis::cmd("INFO")
-                .query_async(&mut n)
-                .await
-                .map_err(|e| self.err(e))?;
-            out.push(s);
-        }
-        Ok(out)
+        self.on_nodes(|nodes| async move {
+            let mut out = Vec::new();
+            for mut n in nodes {
+                let s: String = redis::cmd("INFO")
+                    .query_async(&mut n)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                out.push(s);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Flushes the whole database (every master in a cluster), other
     /// applications' keys included. Asked for by name: `clear` never does it.
     pub async fn flush_database(&self) -> Result<()> {
-        for mut n in self.node_conns().await? {
-            let _: () = redis::cmd("FLUSHDB")
-                .query_async(&mut n)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        Ok(())
+        self.on_nodes(|nodes| async move {
+            for mut n in nodes {
+                let _: () = redis::cmd("FLUSHDB")
+                    .query_async(&mut n)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -855,18 +913,21 @@ impl Cache for RedisCache {
             .with_backend(BACKEND)
             .with_context("endpoint", &self.endpoint));
         }
-        for mut node in self.node_conns().await? {
-            self.scan_node(&mut node, |keys, mut n| async move {
-                // One UNLINK per key: in a cluster, keys of one node span slots.
-                let mut p = redis::pipe();
-                for k in &keys {
-                    p.cmd("UNLINK").arg(k).ignore();
-                }
-                p.query_async::<()>(&mut n).await.map_err(|e| self.err(e))
-            })
-            .await?;
-        }
-        Ok(())
+        self.on_nodes(|nodes| async move {
+            for mut node in nodes {
+                self.scan_node(&mut node, |keys, mut n| async move {
+                    // One UNLINK per key: in a cluster, keys of one node span slots.
+                    let mut p = redis::pipe();
+                    for k in &keys {
+                        p.cmd("UNLINK").arg(k).ignore();
+                    }
+                    p.query_async::<()>(&mut n).await.map_err(|e| self.err(e))
+                })
+                .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn clear_all(&self) -> Result<()> {
@@ -874,25 +935,28 @@ impl Cache for RedisCache {
     }
 
     async fn len(&self) -> Result<u64> {
-        let mut total = 0u64;
-        for mut node in self.node_conns().await? {
-            if self.namespace.is_none() {
-                let n: u64 = redis::cmd("DBSIZE")
-                    .query_async(&mut node)
-                    .await
-                    .map_err(|e| self.err(e))?;
-                total += n;
-            } else {
-                let mut count = 0u64;
-                self.scan_node(&mut node, |keys, _| {
-                    count += keys.len() as u64;
-                    async { Ok(()) }
-                })
-                .await?;
-                total += count;
+        self.on_nodes(|nodes| async move {
+            let mut total = 0u64;
+            for mut node in nodes {
+                if self.namespace.is_none() {
+                    let n: u64 = redis::cmd("DBSIZE")
+                        .query_async(&mut node)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                    total += n;
+                } else {
+                    let mut count = 0u64;
+                    self.scan_node(&mut node, |keys, _| {
+                        count += keys.len() as u64;
+                        async { Ok(()) }
+                    })
+                    .await?;
+                    total += count;
+                }
             }
-        }
-        Ok(total)
+            Ok(total)
+        })
+        .await
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
@@ -911,10 +975,23 @@ impl Cache for RedisCache {
 
     async fn keys(&self) -> Result<KeyStream> {
         // Pages are fetched lazily, node after node; memory stays at one page.
-        let nodes = self.node_conns().await?;
+        // A PING through each connection first, so that a kept connection
+        // the server dropped since is replaced before the lazy stream starts.
+        let nodes = self
+            .on_nodes(|mut nodes| async move {
+                for n in &mut nodes {
+                    let _: String = redis::cmd("PING")
+                        .query_async(n)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                }
+                Ok(nodes)
+            })
+            .await?;
         let pattern = self.pattern();
         let prefix_len = self.prefix.len();
         let endpoint = self.endpoint.clone();
+        let node_cache = self.node_cache.clone();
         struct St {
             nodes: Vec<MultiplexedConnection>,
             node: usize,
@@ -932,6 +1009,7 @@ impl Cache for RedisCache {
         let s = futures::stream::unfold(st, move |mut st| {
             let pattern = pattern.clone();
             let endpoint = endpoint.clone();
+            let node_cache = node_cache.clone();
             async move {
                 loop {
                     if let Some(k) = st.buf.next() {
@@ -957,6 +1035,7 @@ impl Cache for RedisCache {
                         }
                         Err(e) => {
                             st.node = usize::MAX;
+                            forget_on_failure(&node_cache, &e);
                             return Some((
                                 Err(redis_err(e).with_context("endpoint", &endpoint)),
                                 st,
