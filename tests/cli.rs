@@ -388,6 +388,93 @@ fn several_processes_share_one_sqlite_file() {
     assert_eq!(n, 5500);
 }
 
+/// A 1 MiB tmpfs mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (and a line on stderr) where mounting is not permitted.
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipping the real full-disk case: cannot mount a tmpfs here ({}); \
+                 the RLIMIT_FSIZE case still runs",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_really_full_filesystem_is_reported_and_every_record_accounted() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..20_000)
+        .map(|i| format!("{{\"key\":\"k{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
+        .collect();
+    let input = write_file(dir.path(), "in.jsonl", &lines);
+    for target in ["file", "sqlite"] {
+        let url = format!(
+            "{target}:{}",
+            disk.dir.path().join(format!("full.{target}")).display()
+        );
+        let summary = dir.path().join(format!("s-{target}.json"));
+        let out = unicache()
+            .args([
+                "write", "-q", "--input", &input, "--cache", &url, "--output",
+            ])
+            .arg(&summary)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(out.status.code(), Some(1), "{target}: {err}");
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let t = &s["targets"][0];
+        let (written, failed) = (
+            t["written"].as_u64().unwrap(),
+            t["failed"].as_u64().unwrap(),
+        );
+        assert_eq!(written + failed, 20_000, "{target}: {s}");
+        assert!(written > 0 && failed > 0, "{target}: {s}");
+        let e = t["errors"][0].as_str().unwrap();
+        assert!(e.contains(&format!("full.{target}")), "{target}: {e}");
+        assert!(
+            e.contains("disk full") || e.contains("No space left"),
+            "{target}: {e}"
+        );
+        assert!(!e.contains('\n'));
+        // What was acknowledged is there: the store opens and holds them.
+        let got = unicache()
+            .args(["stats", "--cache", &url])
+            .output()
+            .unwrap();
+        let st: Value = serde_json::from_slice(&got.stdout)
+            .unwrap_or_else(|_| panic!("{target}: stats: {}", stderr(&got)));
+        assert_eq!(st["entries"].as_u64(), Some(written), "{target}: {st}");
+        std::fs::remove_file(disk.dir.path().join(format!("full.{target}"))).ok();
+    }
+}
+
 /// Runs `unicache` with a file-size limit (RLIMIT_FSIZE) standing in for a
 /// full disk: writes past it fail (EFBIG) the way a full disk fails them.
 fn unicache_with_fsize_limit(bytes: u64, args: &[&str]) -> Output {
