@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Mutex;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, Stats};
 use crate::error::{Error, ErrorKind, Result};
@@ -607,19 +608,29 @@ impl MemcachedCache {
     /// start with `#h`; otherwise `ns:version:#h` + the 32 hex digits of the
     /// key's xxh3-128 hash.
     pub fn server_key(&self, version: &str, key: &str) -> String {
-        let prefix = match &self.namespace {
-            Some(ns) => format!("{ns}:{version}:"),
-            None => String::new(),
-        };
-        let plain = format!("{prefix}{key}");
-        if is_legal_key(plain.as_bytes()) && !key.starts_with("#h") {
-            plain
-        } else {
-            format!(
-                "{prefix}#h{:032x}",
-                xxhash_rust::xxh3::xxh3_128(key.as_bytes())
-            )
+        // Built in one allocation: this runs once per key of every batch.
+        let ns_len = self
+            .namespace
+            .as_ref()
+            .map_or(0, |ns| ns.len() + version.len() + 2);
+        let mut out = String::with_capacity(ns_len + key.len().max(34));
+        if let Some(ns) = &self.namespace {
+            out.push_str(ns);
+            out.push(':');
+            out.push_str(version);
+            out.push(':');
         }
+        out.push_str(key);
+        if !is_legal_key(out.as_bytes()) || key.starts_with("#h") {
+            use std::fmt::Write;
+            out.truncate(ns_len);
+            let _ = write!(
+                out,
+                "#h{:032x}",
+                xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+            );
+        }
+        out
     }
 
     fn exptime(&self, ttl: Option<Duration>) -> Result<Option<u64>> {
@@ -711,28 +722,37 @@ impl MemcachedCache {
                     (req, Some("END"), lines)
                 },
                 |addr, chunk, replies| {
-                    let mut wanted: HashMap<&str, Vec<usize>> = HashMap::with_capacity(chunk.len());
+                    // Key -> its first position; a key asked twice gets its
+                    // value copied afterwards (no list per key).
+                    let mut first: HashMap<&str, usize, Xxh3DefaultBuilder> =
+                        HashMap::with_capacity_and_hasher(chunk.len(), Xxh3DefaultBuilder);
+                    let mut repeated = false;
                     for &i in chunk {
-                        wanted.entry(full[i].as_str()).or_default().push(i);
+                        repeated |= *first.entry(full[i].as_str()).or_insert(i) != i;
                     }
                     let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                     for mut r in replies {
                         match (r.code.as_ref(), r.value.take()) {
                             ("VALUE", Some(v)) => {
-                                let Some(idx) = wanted.get(r.line.as_str()) else {
+                                let Some(&i) = first.get(r.line.as_str()) else {
                                     return Err(proto_err(
                                         addr,
                                         format!("reply for a key not asked: {:?}", r.line),
                                     ));
                                 };
-                                let v = Bytes::from(v);
-                                for &i in idx {
-                                    out[i] = Some(v.clone());
-                                }
+                                out[i] = Some(Bytes::from(v));
                             }
                             ("END", _) => {}
                             _ => {
                                 return Err(unexpected(addr, &r));
+                            }
+                        }
+                    }
+                    if repeated {
+                        for &i in chunk {
+                            let f = first[full[i].as_str()];
+                            if f != i {
+                                out[i] = out[f].clone();
                             }
                         }
                     }

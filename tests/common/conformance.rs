@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use unicache::{Cache, CacheExt, ErrorKind};
 
 pub type Shared = Arc<dyn Cache>;
@@ -82,6 +83,14 @@ pub async fn batches(c: Shared) {
     }
     assert_eq!(got[250], None);
     assert_eq!(c.get_many(&[]).await.unwrap().len(), 0);
+    // A key asked twice is answered twice.
+    let v3 = Some(Bytes::from(vals[3].clone()));
+    assert_eq!(
+        c.get_many(&["batch:3", "batch:missing", "batch:3", "batch:missing"])
+            .await
+            .unwrap(),
+        vec![v3.clone(), None, v3, None]
+    );
     c.set_many(&[], None).await.unwrap();
     let del: Vec<&str> = keys[..100].iter().map(String::as_str).collect();
     assert_eq!(c.delete_many(&del).await.unwrap(), 100);
