@@ -7,6 +7,9 @@
 //! overlap; any extra instructions per call (the trait's dispatch) shrink
 //! that overlap, so this ratio is the harsher of the two.
 //!
+//! `blocking_*` is the sync facade (`unicache::blocking::Cache`) over the same
+//! cache: memory is `inline`, so it answers on the caller's thread.
+//!
 //! cargo bench --bench memory
 
 use std::sync::Arc;
@@ -101,6 +104,20 @@ fn bench(c: &mut Criterion) {
                 .now_or_never()
                 .unwrap()
                 .unwrap()
+        })
+    });
+    // The sync facade over the same cache (what a program without a runtime calls).
+    let sync = unicache::blocking::Cache::from_async(cache.clone()).unwrap();
+    g.bench_function("blocking_get/unicache", |b| {
+        b.iter(|| {
+            i = (i + 7919) % N;
+            black_box(sync.get(&keys[i]).unwrap())
+        })
+    });
+    g.bench_function("blocking_set/unicache", |b| {
+        b.iter(|| {
+            i = (i + 7919) % N;
+            sync.set(&keys[i], black_box(&value), None).unwrap()
         })
     });
     g.finish();

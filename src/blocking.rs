@@ -2,6 +2,9 @@
 //!
 //! reqwest's pattern: the facade owns one thread running a current-thread
 //! tokio runtime, and each call sends a job there and waits for the answer.
+//! Backends that work in process (memory, SQLite, file: see
+//! [`crate::Capabilities::inline`]) answer single-key calls on the caller's
+//! thread instead, without the round trip to that thread.
 //! It never calls `block_on` on the caller's thread, so it is safe to use
 //! from inside another runtime too (it only blocks that thread).
 //!
@@ -18,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::cache::{Cache as AsyncCache, Stats};
@@ -84,6 +88,9 @@ impl Drop for Runtime {
 pub struct Cache {
     inner: Arc<dyn AsyncCache>,
     rt: Runtime,
+    /// The backend finishes single-key operations inline
+    /// ([`crate::Capabilities::inline`]): they run on the caller's thread.
+    inline: bool,
 }
 
 impl std::fmt::Debug for Cache {
@@ -104,12 +111,17 @@ impl Cache {
         let rt = Runtime::start()?;
         let url = url.to_string();
         let inner = rt.run(async move { crate::open(&url).await })?;
-        Ok(Cache { inner, rt })
+        Ok(Cache {
+            inline: inner.capabilities().inline,
+            inner,
+            rt,
+        })
     }
 
     /// Wraps an already opened async cache.
     pub fn from_async(inner: Arc<dyn AsyncCache>) -> Result<Self> {
         Ok(Cache {
+            inline: inner.capabilities().inline,
             inner,
             rt: Runtime::start()?,
         })
@@ -129,24 +141,44 @@ impl Cache {
 
     /// See [`AsyncCache::get`].
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        if self.inline
+            && let Some(r) = self.inner.get(key).now_or_never()
+        {
+            return r;
+        }
         let (c, k) = (self.inner.clone(), key.to_string());
         self.run(async move { c.get(&k).await })
     }
 
     /// See [`AsyncCache::set`].
     pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        if self.inline
+            && let Some(r) = self.inner.set(key, value, ttl).now_or_never()
+        {
+            return r;
+        }
         let (c, k, v) = (self.inner.clone(), key.to_string(), value.to_vec());
         self.run(async move { c.set(&k, &v, ttl).await })
     }
 
     /// See [`AsyncCache::delete`].
     pub fn delete(&self, key: &str) -> Result<bool> {
+        if self.inline
+            && let Some(r) = self.inner.delete(key).now_or_never()
+        {
+            return r;
+        }
         let (c, k) = (self.inner.clone(), key.to_string());
         self.run(async move { c.delete(&k).await })
     }
 
     /// See [`AsyncCache::contains`].
     pub fn contains(&self, key: &str) -> Result<bool> {
+        if self.inline
+            && let Some(r) = self.inner.contains(key).now_or_never()
+        {
+            return r;
+        }
         let (c, k) = (self.inner.clone(), key.to_string());
         self.run(async move { c.contains(&k).await })
     }

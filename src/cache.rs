@@ -186,6 +186,11 @@ pub struct Capabilities {
     pub max_value_bytes: Option<u64>,
     /// How many batches a bulk writer should keep in flight (0 or 1: one at a time).
     pub batch_concurrency: usize,
+    /// Single-key operations (`get`, `set`, `delete`, `contains`) do their
+    /// work when called and return a finished future, which may be polled
+    /// without a runtime (in-process backends). The blocking facade then
+    /// answers on the caller's thread instead of its runtime thread.
+    pub inline: bool,
 }
 
 /// Options common to every backend, from the URL query or set in code.

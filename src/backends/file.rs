@@ -875,6 +875,7 @@ impl Cache for FileCache {
             evicts: false,
             max_value_bytes: Some(u32::MAX as u64 / 2),
             batch_concurrency: 1,
+            inline: true,
         }
     }
 

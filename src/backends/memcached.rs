@@ -792,6 +792,7 @@ impl Cache for MemcachedCache {
             evicts: true,
             max_value_bytes: Some(self.max_value(MAX_KEY) as u64),
             batch_concurrency: 4,
+            inline: false,
         }
     }
 

@@ -188,6 +188,7 @@ impl Cache for MemoryCache {
             list_keys: true,
             count: true,
             evicts: true,
+            inline: true,
             ..Capabilities::default()
         }
     }

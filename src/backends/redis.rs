@@ -714,6 +714,7 @@ impl Cache for RedisCache {
             evicts: true,
             max_value_bytes: Some(MAX_VALUE),
             batch_concurrency: 4,
+            inline: false,
         }
     }
 

@@ -341,6 +341,7 @@ impl Cache for SqliteCache {
             persistent: true,
             shared: true,
             max_value_bytes: Some(1_000_000_000),
+            inline: true,
             ..Capabilities::default()
         }
     }

@@ -172,6 +172,39 @@ pub async fn clear_and_len(c: Shared) {
     assert_eq!(c.get("a").await.unwrap().as_deref(), Some(&b"again"[..]));
 }
 
+/// The sync facade over this backend, used from a plain thread; and, for
+/// backends that declare `inline`, the contract the facade relies on: their
+/// single-key futures are finished when returned.
+pub async fn blocking_facade(c: Shared) {
+    use futures::FutureExt;
+    if c.capabilities().inline {
+        c.set("inl", b"1", None).now_or_never().unwrap().unwrap();
+        assert_eq!(
+            c.get("inl").now_or_never().unwrap().unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert!(c.contains("inl").now_or_never().unwrap().unwrap());
+        assert!(c.delete("inl").now_or_never().unwrap().unwrap());
+    }
+    let b = unicache::blocking::Cache::from_async(c.clone()).unwrap();
+    tokio::task::spawn_blocking(move || {
+        b.set("sync", b"s", None).unwrap();
+        assert_eq!(b.get("sync").unwrap().as_deref(), Some(&b"s"[..]));
+        assert!(b.contains("sync").unwrap());
+        assert_eq!(
+            b.get_many(&["sync", "nope"]).unwrap(),
+            vec![Some(Bytes::from_static(b"s")), None]
+        );
+        assert!(b.delete("sync").unwrap());
+        assert!(!b.delete("sync").unwrap());
+        assert_eq!(b.get("sync").unwrap(), None);
+    })
+    .await
+    .unwrap();
+    let s = c.stats().await.unwrap();
+    assert!(s.hits >= 2 && s.misses >= 2, "{s:?}");
+}
+
 pub async fn stats_count(c: Shared) {
     c.set("s", b"1", None).await.unwrap();
     c.set_many(&[("t", b"2"), ("u", b"3")], None).await.unwrap();
@@ -407,6 +440,10 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn stats_count() {
                 suite::stats_count(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn blocking_facade() {
+                suite::blocking_facade(fresh().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn typed_json() {
