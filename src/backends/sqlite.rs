@@ -58,6 +58,8 @@ pub struct SqliteCache {
     options: CacheOptions,
     counters: Counters,
     writes_since_purge: AtomicU64,
+    /// How long a statement waits for another process's lock.
+    busy_timeout: Duration,
 }
 
 impl std::fmt::Debug for SqliteCache {
@@ -195,6 +197,7 @@ impl SqliteCache {
             options,
             counters: Counters::default(),
             writes_since_purge: AtomicU64::new(0),
+            busy_timeout,
         };
         cache.with_conn(|c| cache.purge(c))?;
         Ok(cache)
@@ -477,7 +480,7 @@ impl Cache for SqliteCache {
         // stream holds its own connection: it must not block this cache's.
         let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| sql_err(&self.path, e))?;
-        let _ = conn.busy_timeout(Duration::from_secs(10));
+        let _ = conn.busy_timeout(self.busy_timeout);
         let path = self.path.clone();
         let ns = self.namespace.clone();
         let state = (
