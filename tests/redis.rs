@@ -279,6 +279,63 @@ fn reads_during_an_outage_are_errors_and_the_connection_comes_back() {
 }
 
 #[test]
+fn single_gets_with_auth_and_a_database_number() {
+    // Single GETs take the backend's own plain connection; it must log in and
+    // select the database like the main one.
+    let server = servers::redis_auth_server();
+    let pw = servers::REDIS_PASSWORD;
+    let url = format!("redis://default:{pw}@127.0.0.1:{}/3", server.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&url).await.unwrap();
+        c.set("k", b"in-db-3", None).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"in-db-3"[..]));
+            assert_eq!(c.get("absent").await.unwrap(), None);
+        }
+        // Those GETs went over the plain connection (logged in, in db 3),
+        // while the main one's last command is still the SET.
+        let clients = redis_cli(server.port, &["-a", pw, "CLIENT", "LIST"]);
+        let last = |cmd: &str| {
+            clients
+                .lines()
+                .any(|l| l.contains(" db=3 ") && l.contains(&format!(" cmd={cmd} ")))
+        };
+        assert!(last("get") && last("set"), "{clients}");
+        let s = c.stats().await.unwrap();
+        assert_eq!((s.hits, s.misses, s.errors), (3, 3, 0), "{s:?}");
+    });
+    let in_db3 = redis_cli(server.port, &["-a", pw, "-n", "3", "GET", "k"]);
+    assert_eq!(in_db3, "in-db-3");
+    let in_db0 = redis_cli(server.port, &["-a", pw, "-n", "0", "GET", "k"]);
+    assert_eq!(in_db0, "");
+}
+
+#[test]
+fn a_get_cancelled_mid_reply_never_answers_the_next_get() {
+    let server = servers::redis_server();
+    let port = server.port;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("redis://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        c.set("first", b"1", None).await.unwrap();
+        c.set("second", b"2", None).await.unwrap();
+        assert_eq!(c.get("first").await.unwrap().as_deref(), Some(&b"1"[..]));
+        // The server holds every client's commands for 300 ms: the GET below
+        // is written, then abandoned before its reply comes.
+        redis_cli(port, &["CLIENT", "PAUSE", "300", "ALL"]);
+        let r = tokio::time::timeout(Duration::from_millis(50), c.get("first")).await;
+        assert!(r.is_err(), "the paused GET answered: {r:?}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for _ in 0..3 {
+            assert_eq!(c.get("second").await.unwrap().as_deref(), Some(&b"2"[..]));
+        }
+    });
+}
+
+#[test]
 fn tls_with_a_private_ca() {
     let (server, ca) = servers::redis_tls_server();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -82,6 +82,8 @@ pub struct RedisCache {
     /// to every node (SCAN, DBSIZE, INFO, FLUSHDB), kept between calls and
     /// dropped after any connection error.
     node_cache: NodeCache,
+    /// Single plain-TCP server: the connection single GETs try first.
+    direct: Option<direct::Direct>,
 }
 
 type NodeCache = Arc<std::sync::Mutex<HashMap<String, MultiplexedConnection>>>;
@@ -268,6 +270,11 @@ impl RedisCache {
                 .with_context("op", "connect"));
             }
         };
+        let direct = if cluster {
+            None
+        } else {
+            direct::Direct::new(&nodes[0], connect_timeout, response_timeout)
+        };
         let prefix = options
             .namespace
             .as_ref()
@@ -286,6 +293,7 @@ impl RedisCache {
             certs,
             slot_map: std::sync::RwLock::new(None),
             node_cache: NodeCache::default(),
+            direct,
         })
     }
 
@@ -720,9 +728,17 @@ impl Cache for RedisCache {
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
         CacheFuture::boxed(async move {
+            let full = self.key(key);
+            if let Some(d) = &self.direct
+                && let Some(v) = d.get(full.as_bytes()).await
+            {
+                let v = v.map(Bytes::from);
+                self.counters.read(std::slice::from_ref(&v));
+                return Ok(v);
+            }
             let r: Result<Option<Vec<u8>>> = self
                 .conn
-                .cmd(redis::cmd("GET").arg(self.key(key)))
+                .cmd(redis::cmd("GET").arg(full))
                 .await
                 .map_err(|e| self.err(e).with_context("key", key));
             let v = self.counters.track(r)?.map(Bytes::from);
@@ -1114,5 +1130,272 @@ mod tests {
     #[test]
     fn glob_is_escaped() {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}
+
+/// A plain connection of our own for single-key GETs on one non-TLS server.
+///
+/// With redis-rs's multiplexed connection a GET goes from the caller's task
+/// through a channel to the connection's driver task and its reply back
+/// through another; here the calling task writes the GET and reads the reply
+/// itself. It is used only when free (a concurrent GET takes the multiplexed
+/// connection instead) and only for what it understands: on anything else
+/// (error reply, timeout, I/O error) it steps aside, the call goes through
+/// the connection manager, which reports the error, and it reconnects at
+/// most once a second.
+mod direct {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Where and how to connect, from the URL.
+    pub(super) struct Direct {
+        host: String,
+        port: u16,
+        /// `AUTH [user] password` and `SELECT db` to send after connecting.
+        handshake: Vec<u8>,
+        handshake_replies: usize,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        state: tokio::sync::Mutex<State>,
+    }
+
+    #[derive(Default)]
+    struct State {
+        conn: Option<Conn>,
+        failed_at: Option<Instant>,
+    }
+
+    struct Conn {
+        stream: TcpStream,
+        buf: Vec<u8>,
+        /// Set while a request is out: still set at the next call means the
+        /// last caller was cancelled mid-exchange and a reply may be in
+        /// flight, so the connection is not trusted again.
+        busy: bool,
+    }
+
+    /// One RESP command as bytes.
+    fn command(args: &[&[u8]]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// A reply we act on.
+    #[derive(Debug, PartialEq)]
+    pub(super) enum Reply {
+        Ok,
+        Nil,
+        Bulk(Vec<u8>),
+        /// An error or any other type: not for us to interpret.
+        Other,
+    }
+
+    /// Parses one reply from the front of `b`: `None` until complete.
+    pub(super) fn parse(b: &[u8]) -> Option<(Reply, usize)> {
+        let nl = b.windows(2).position(|w| w == b"\r\n")?;
+        let line = &b[..nl];
+        let after = nl + 2;
+        match line.first()? {
+            b'+' => Some((
+                if line == b"+OK" {
+                    Reply::Ok
+                } else {
+                    Reply::Other
+                },
+                after,
+            )),
+            b'$' => {
+                let Some(n) = std::str::from_utf8(&line[1..])
+                    .ok()
+                    .and_then(|t| t.parse::<i64>().ok())
+                else {
+                    return Some((Reply::Other, b.len()));
+                };
+                if n < 0 {
+                    return Some((Reply::Nil, after));
+                }
+                let end = after + n as usize;
+                if b.len() < end + 2 {
+                    return None;
+                }
+                Some((Reply::Bulk(b[after..end].to_vec()), end + 2))
+            }
+            b'-' | b':' => Some((Reply::Other, after)),
+            // Aggregates are never the answer to GET/AUTH/SELECT.
+            _ => Some((Reply::Other, b.len())),
+        }
+    }
+
+    impl Conn {
+        async fn exchange(&mut self, req: &[u8], replies: usize) -> std::io::Result<Vec<Reply>> {
+            self.stream.write_all(req).await?;
+            let mut out = Vec::with_capacity(replies);
+            let mut pos = 0;
+            loop {
+                while out.len() < replies {
+                    match parse(&self.buf[pos..]) {
+                        Some((r, used)) => {
+                            pos += used;
+                            out.push(r);
+                        }
+                        None => break,
+                    }
+                }
+                if out.len() == replies {
+                    self.buf.drain(..pos);
+                    if !self.buf.is_empty() {
+                        // More than was asked for: the stream is out of step.
+                        return Err(std::io::Error::other("unexpected bytes after the reply"));
+                    }
+                    return Ok(out);
+                }
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+    }
+
+    impl Direct {
+        /// `None` when the URL is not a plain TCP one (TLS, Unix socket).
+        pub(super) fn new(
+            url: &str,
+            connect_timeout: Duration,
+            response_timeout: Duration,
+        ) -> Option<Direct> {
+            let info = redis::IntoConnectionInfo::into_connection_info(url).ok()?;
+            let redis::ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
+                return None;
+            };
+            let s = info.redis_settings();
+            let mut handshake = Vec::new();
+            let mut handshake_replies = 0;
+            if let Some(pass) = s.password() {
+                let mut args: Vec<&[u8]> = vec![b"AUTH"];
+                if let Some(user) = s.username() {
+                    args.push(user.as_bytes());
+                }
+                args.push(pass.as_bytes());
+                handshake.extend(command(&args));
+                handshake_replies += 1;
+            }
+            if s.db() != 0 {
+                handshake.extend(command(&[b"SELECT", s.db().to_string().as_bytes()]));
+                handshake_replies += 1;
+            }
+            Some(Direct {
+                host,
+                port,
+                handshake,
+                handshake_replies,
+                connect_timeout,
+                response_timeout,
+                state: tokio::sync::Mutex::new(State::default()),
+            })
+        }
+
+        async fn connect(&self) -> Option<Conn> {
+            let stream = tokio::time::timeout(
+                self.connect_timeout,
+                TcpStream::connect((self.host.as_str(), self.port)),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            let _ = stream.set_nodelay(true);
+            let mut c = Conn {
+                stream,
+                buf: Vec::with_capacity(4096),
+                busy: false,
+            };
+            if self.handshake_replies > 0 {
+                let replies = tokio::time::timeout(
+                    self.response_timeout,
+                    c.exchange(&self.handshake, self.handshake_replies),
+                )
+                .await
+                .ok()?
+                .ok()?;
+                if replies.iter().any(|r| *r != Reply::Ok) {
+                    return None;
+                }
+            }
+            Some(c)
+        }
+
+        /// GET `key`: `Some(value or None)`, or `None` when the caller must
+        /// use its other connection (busy, down, or a reply not understood).
+        pub(super) async fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+            let mut st = self.state.try_lock().ok()?;
+            if st.conn.as_ref().is_some_and(|c| c.busy) {
+                st.conn = None;
+            }
+            if st.conn.is_none() {
+                if st
+                    .failed_at
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+                {
+                    return None;
+                }
+                st.conn = self.connect().await;
+                if st.conn.is_none() {
+                    st.failed_at = Some(Instant::now());
+                    return None;
+                }
+            }
+            let conn = st.conn.as_mut()?;
+            let req = command(&[b"GET", key]);
+            conn.busy = true;
+            let r = tokio::time::timeout(self.response_timeout, conn.exchange(&req, 1)).await;
+            conn.busy = false;
+            match r {
+                Ok(Ok(mut r)) => match r.pop() {
+                    Some(Reply::Bulk(v)) => Some(Some(v)),
+                    Some(Reply::Nil) => Some(None),
+                    // An error reply (or anything else): the other connection
+                    // will report it; this one is not trusted further.
+                    _ => {
+                        st.conn = None;
+                        None
+                    }
+                },
+                _ => {
+                    st.conn = None;
+                    st.failed_at = Some(Instant::now());
+                    None
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn replies() {
+            assert_eq!(
+                parse(b"$3\r\nabc\r\n"),
+                Some((Reply::Bulk(b"abc".to_vec()), 9))
+            );
+            assert_eq!(parse(b"$-1\r\n"), Some((Reply::Nil, 5)));
+            assert_eq!(parse(b"+OK\r\n"), Some((Reply::Ok, 5)));
+            assert_eq!(parse(b"-ERR wrong type\r\n"), Some((Reply::Other, 17)));
+            assert_eq!(parse(b"$3\r\nab"), None);
+            assert_eq!(parse(b"$3"), None);
+            assert_eq!(parse(b"$x\r\n"), Some((Reply::Other, 4)));
+            assert_eq!(parse(b"$0\r\n\r\n"), Some((Reply::Bulk(Vec::new()), 6)));
+            assert_eq!(
+                command(&[b"GET", b"k y"]),
+                b"*2\r\n$3\r\nGET\r\n$3\r\nk y\r\n".to_vec()
+            );
+        }
     }
 }
