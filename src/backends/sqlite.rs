@@ -110,12 +110,6 @@ fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
 /// not a database fails here.
 fn enable_wal(conn: &Connection, path: &Path, budget: Duration) -> Result<()> {
     let is_wal = |m: &str| m.eq_ignore_ascii_case("wal");
-    let busy = |e: &rusqlite::Error| {
-        matches!(
-            e.sqlite_error_code(),
-            Some(rusqlite::ffi::ErrorCode::DatabaseBusy | rusqlite::ffi::ErrorCode::DatabaseLocked)
-        )
-    };
     let deadline = Instant::now() + budget;
     let mut delay = Duration::from_millis(1);
     loop {
@@ -128,13 +122,12 @@ fn enable_wal(conn: &Connection, path: &Path, budget: Duration) -> Result<()> {
                     conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
                 }
             });
-        let mode = match attempt {
+        let mode = match attempt.map_err(|err| sql_err(path, err)) {
             Ok(mode) if is_wal(&mode) => return Ok(()),
             Ok(mode) => mode,
-            Err(err) if busy(&err) && Instant::now() < deadline => String::new(),
-            Err(err) => {
-                return Err(sql_err(path, err).with_context("op", "journal_mode=WAL"));
-            }
+            // sql_err makes "busy" and "locked" a timeout: retry while time is left.
+            Err(e) if e.is_timeout() && Instant::now() < deadline => String::new(),
+            Err(e) => return Err(e.with_context("op", "journal_mode=WAL")),
         };
         if Instant::now() >= deadline {
             return Err(Error::new(
