@@ -139,11 +139,22 @@ impl Cache {
         self.rt.run(fut)
     }
 
+    /// Runs a single-key operation here when the backend finishes it inline;
+    /// `None` sends the caller to the runtime thread.
+    fn on_this_thread<'a, T: Unpin>(
+        &self,
+        op: impl FnOnce() -> crate::CacheFuture<'a, T>,
+    ) -> Option<Result<T>> {
+        if self.inline {
+            op().now_or_never()
+        } else {
+            None
+        }
+    }
+
     /// See [`AsyncCache::get`].
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        if self.inline
-            && let Some(r) = self.inner.get(key).now_or_never()
-        {
+        if let Some(r) = self.on_this_thread(|| self.inner.get(key)) {
             return r;
         }
         let (c, k) = (self.inner.clone(), key.to_string());
@@ -152,9 +163,7 @@ impl Cache {
 
     /// See [`AsyncCache::set`].
     pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        if self.inline
-            && let Some(r) = self.inner.set(key, value, ttl).now_or_never()
-        {
+        if let Some(r) = self.on_this_thread(|| self.inner.set(key, value, ttl)) {
             return r;
         }
         let (c, k, v) = (self.inner.clone(), key.to_string(), value.to_vec());
@@ -163,9 +172,7 @@ impl Cache {
 
     /// See [`AsyncCache::delete`].
     pub fn delete(&self, key: &str) -> Result<bool> {
-        if self.inline
-            && let Some(r) = self.inner.delete(key).now_or_never()
-        {
+        if let Some(r) = self.on_this_thread(|| self.inner.delete(key)) {
             return r;
         }
         let (c, k) = (self.inner.clone(), key.to_string());
@@ -174,9 +181,7 @@ impl Cache {
 
     /// See [`AsyncCache::contains`].
     pub fn contains(&self, key: &str) -> Result<bool> {
-        if self.inline
-            && let Some(r) = self.inner.contains(key).now_or_never()
-        {
+        if let Some(r) = self.on_this_thread(|| self.inner.contains(key)) {
             return r;
         }
         let (c, k) = (self.inner.clone(), key.to_string());
