@@ -19,6 +19,33 @@ use crate::error::{Error, ErrorKind, Result};
 /// A boxed stream of keys, as returned by [`Cache::keys`].
 pub type KeyStream = futures::stream::BoxStream<'static, Result<String>>;
 
+/// A boxed stream of live entries, as returned by [`Cache::entries`].
+pub type EntryStream<'a> = futures::stream::BoxStream<'a, Result<Entry>>;
+
+/// One live entry: its key, value and remaining time to live (`None`: never
+/// expires), as [`Cache::entries`] streams it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The key, without the namespace.
+    pub key: String,
+    /// The stored bytes.
+    pub value: Bytes,
+    /// Remaining time to live; `None` when the entry never expires or the
+    /// backend cannot tell ([`Capabilities::read_ttl`]).
+    pub ttl: Option<Duration>,
+}
+
+impl Entry {
+    /// An entry.
+    pub fn new(key: String, value: Bytes, ttl: Option<Duration>) -> Self {
+        Entry { key, value, ttl }
+    }
+}
+
+/// How many keys [`Cache::entries`]' default implementation reads per batch.
+const ENTRY_BATCH: usize = 1000;
+
 /// The future of a single-key operation.
 ///
 /// In-process backends (memory, SQLite) finish the work when the method is
@@ -136,6 +163,43 @@ pub trait Cache: Send + Sync + fmt::Debug {
         Err(self.unsupported("keys"))
     }
 
+    /// Streams every live entry of this cache's namespace with its remaining
+    /// TTL, for export. The default lists [`Cache::keys`] and reads them in
+    /// batches of 1,000 with [`Cache::get_many`] (plus [`Cache::ttl`] per key
+    /// where the backend can read TTLs); backends that can do better (one
+    /// streamed query) override it. Entries that expire or are deleted while
+    /// the stream runs are left out.
+    async fn entries(&self) -> Result<EntryStream<'_>> {
+        use futures::StreamExt;
+        let keys = self.keys().await?;
+        let read_ttl = self.capabilities().read_ttl;
+        let batches = keys.chunks(ENTRY_BATCH).then(move |chunk| async move {
+            let keys: Vec<String> = chunk.into_iter().collect::<Result<_>>()?;
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let values = self.get_many(&refs).await?;
+            let mut out = Vec::with_capacity(keys.len());
+            for (key, value) in keys.into_iter().zip(values) {
+                let Some(value) = value else { continue };
+                let ttl = if read_ttl {
+                    match self.ttl(&key).await? {
+                        None => continue, // expired since it was read
+                        Some(t) => t,
+                    }
+                } else {
+                    None
+                };
+                out.push(Ok(Entry { key, value, ttl }));
+            }
+            Ok::<_, Error>(out)
+        });
+        Ok(batches
+            .flat_map(|r| match r {
+                Ok(v) => futures::stream::iter(v),
+                Err(e) => futures::stream::iter(vec![Err(e)]),
+            })
+            .boxed())
+    }
+
     /// Counters of this instance, plus the backend's own figures where it has them.
     async fn stats(&self) -> Result<Stats>;
 
@@ -201,6 +265,11 @@ pub struct CacheOptions {
     pub namespace: Option<String>,
     /// TTL applied when `set` is called with `ttl: None`.
     pub default_ttl: Option<Duration>,
+    /// Open only a store that already exists: a local backend (SQLite, file
+    /// log) whose file is missing fails with [`ErrorKind::NotFound`] instead
+    /// of creating it. Read-only commands set this so a mistyped path creates
+    /// nothing.
+    pub must_exist: bool,
 }
 
 impl CacheOptions {
@@ -218,6 +287,12 @@ impl CacheOptions {
     /// Sets the default TTL.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Opens only an existing store (see [`CacheOptions::must_exist`]).
+    pub fn must_exist(mut self, yes: bool) -> Self {
+        self.must_exist = yes;
         self
     }
 

@@ -27,6 +27,9 @@ pub enum ErrorKind {
     ValueTooLarge,
     /// A local I/O error (file, directory, disk full).
     Io,
+    /// The store does not exist and was not to be created
+    /// ([`crate::CacheOptions::must_exist`]).
+    NotFound,
     /// Stored data is damaged or is not a unicache store.
     Corrupt,
     /// The server could not be reached or the connection dropped.
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid input",
             ErrorKind::ValueTooLarge => "value too large",
             ErrorKind::Io => "I/O error",
+            ErrorKind::NotFound => "not found",
             ErrorKind::Corrupt => "corrupt data",
             ErrorKind::Connection => "connection error",
             ErrorKind::Timeout => "timed out",

@@ -33,7 +33,8 @@ pub mod writer;
 use std::sync::Arc;
 
 pub use cache::{
-    Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats,
+    Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, Entry, EntryStream,
+    KeyStream, Stats,
 };
 pub use error::{Error, ErrorKind, Result};
 
