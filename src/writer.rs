@@ -259,19 +259,7 @@ pub async fn write_records(
         error: None,
     }));
 
-    let mut senders = Vec::new();
-    let mut lanes = Vec::new();
-    for t in targets {
-        let (tx, rx) = mpsc::channel::<Batch>(options.queue_depth.max(1));
-        senders.push(tx);
-        lanes.push(tokio::spawn(run_lane(
-            t.clone(),
-            rx,
-            options.clone(),
-            rejects.clone(),
-            progress.clone(),
-        )));
-    }
+    let (senders, lanes) = spawn_lanes(targets, options, &rejects, &progress);
     let reader = spawn_reader(input, source, options, senders, &rejects, &progress)?;
 
     let mut target_reports = Vec::new();
@@ -326,6 +314,31 @@ pub async fn write_records(
         },
         error,
     })
+}
+
+type Lane = tokio::task::JoinHandle<(TargetReport, Vec<u64>)>;
+
+/// One lane per target, each fed by a bounded queue.
+fn spawn_lanes(
+    targets: &[Target],
+    options: &WriteOptions,
+    rejects: &Arc<Mutex<Rejects>>,
+    progress: &Arc<Progress>,
+) -> (Vec<mpsc::Sender<Batch>>, Vec<Lane>) {
+    let mut senders = Vec::new();
+    let mut lanes = Vec::new();
+    for t in targets {
+        let (tx, rx) = mpsc::channel::<Batch>(options.queue_depth.max(1));
+        senders.push(tx);
+        lanes.push(tokio::spawn(run_lane(
+            t.clone(),
+            rx,
+            options.clone(),
+            rejects.clone(),
+            progress.clone(),
+        )));
+    }
+    (senders, lanes)
 }
 
 fn format_name(f: Option<InputFormat>) -> &'static str {

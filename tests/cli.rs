@@ -1076,81 +1076,26 @@ fn duration_and_number_flags_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_file(d, "in.jsonl", "{\"key\":\"a\"}\n");
-    let values = [
-        "0",
-        "1",
-        "18446744073709551615",
-        "18446744073709551616",
-        "99999999999999999999999999",
-        "-1",
-        "1.5",
-        "",
-        " ",
-        "abc",
-        "5m",
-        "584942417355y",
-        "9999999999999999999d",
-        "1ns",
-        "100y",
-        "36500d",
-        "1e9",
-    ];
-    for v in values {
-        let runs: Vec<Vec<&str>> = vec![
-            vec![
-                "write",
-                "-q",
-                "-i",
-                "in.jsonl",
-                "-c",
-                "memory://",
-                "-c",
-                "sqlite:c.db",
-                "-o",
-                "s.json",
-                "--ttl",
-                v,
-            ],
-            vec![
-                "write",
-                "-q",
-                "-i",
-                "in.jsonl",
-                "-c",
-                "memory://",
-                "-o",
-                "s.json",
-                "--batch-size",
-                v,
-            ],
-            vec![
-                "write",
-                "-q",
-                "-i",
-                "in.jsonl",
-                "-c",
-                "memory://",
-                "-o",
-                "s.json",
-                "--retries",
-                v,
-            ],
-            vec![
-                "write",
-                "-q",
-                "-i",
-                "in.jsonl",
-                "-c",
-                "memory://",
-                "-o",
-                "s.json",
-                "--give-up-after",
-                v,
-            ],
-            vec!["set", "-c", "memory://", "k", "v", "--ttl", v],
-            vec!["set", "-c", "sqlite:c.db", "k", "v", "--ttl", v],
-            vec!["set", "-c", "file:c.log", "k", "v", "--ttl", v],
+    let values = "0|1|18446744073709551615|18446744073709551616|99999999999999999999999999|-1|1.5\
+                  || |abc|5m|584942417355y|9999999999999999999d|1ns|100y|36500d|1e9";
+    for v in values.split('|') {
+        let write = [
+            "write",
+            "-q",
+            "-i",
+            "in.jsonl",
+            "-c",
+            "memory://",
+            "-o",
+            "s.json",
         ];
+        let mut runs: Vec<Vec<&str>> = ["--ttl", "--batch-size", "--retries", "--give-up-after"]
+            .iter()
+            .map(|flag| [&write[..], &["-c", "sqlite:c.db", flag, v]].concat())
+            .collect();
+        for url in ["memory://", "sqlite:c.db", "file:c.log"] {
+            runs.push(vec!["set", "-c", url, "k", "v", "--ttl", v]);
+        }
         for args in runs {
             let out = unicache().current_dir(d).args(&args).output().unwrap();
             let e = stderr(&out);
