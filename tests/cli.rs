@@ -909,6 +909,13 @@ fn a_first_entry_over_a_mebibyte_round_trips_through_export_and_import() {
             assert!(got.stdout == v.as_bytes(), "{format}: {k} differs");
         }
     }
+    // The seed's cache file on one line, its first value over a mebibyte.
+    let seed = format!("{{\"big\": \"{big}\", \"small\": \"x\"}}");
+    let out = run(&["import", "-c", "file:seed.log", "-"], seed.into_bytes());
+    common::assert_exit(&out, 0);
+    assert_eq!(summary(&out)["imported"], 2);
+    let got = run(&["get", "--raw", "-c", "file:seed.log", "big"], Vec::new());
+    assert!(got.stdout == big.as_bytes());
     // A BOM and leading blank lines are fine too.
     let out = run(
         &["import", "-c", "memory://", "-"],

@@ -330,13 +330,15 @@ fn detect(r: &mut impl BufRead) -> (Format, Vec<u8>) {
             Ok(n)
         }
     }
-    struct FirstObject;
-    impl<'de> Visitor<'de> for FirstObject {
-        type Value = bool;
+    /// Sets the verdict as soon as it is known: a key no export line has
+    /// means the seed's object, whatever follows.
+    struct FirstObject<'a>(&'a std::cell::Cell<Option<bool>>);
+    impl<'de> Visitor<'de> for FirstObject<'_> {
+        type Value = ();
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<bool, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
             let (mut key, mut value) = (false, false);
             while let Some(k) = m.next_key::<String>()? {
                 match k.as_str() {
@@ -348,28 +350,32 @@ fn detect(r: &mut impl BufRead) -> (Format, Vec<u8>) {
                     "ttl_ms" => {
                         m.next_value::<de::IgnoredAny>()?;
                     }
-                    // Not an export line: stop reading here.
-                    _ => return Ok(false),
+                    _ => {
+                        self.0.set(Some(false));
+                        return Err(de::Error::custom("not an export line"));
+                    }
                 }
             }
-            Ok(key && value)
+            self.0.set(Some(key && value));
+            Ok(())
         }
     }
+    let verdict = std::cell::Cell::new(None);
     let mut tee = Tee {
         inner: r,
         seen: Vec::new(),
     };
     let mut de = serde_json::Deserializer::from_reader(&mut tee);
-    let line = de::Deserializer::deserialize_map(&mut de, FirstObject);
+    let _ = de::Deserializer::deserialize_map(&mut de, FirstObject(&verdict));
     drop(de);
     let text_start = tee.seen.iter().position(|b| !b.is_ascii_whitespace());
     let one_line = text_start.is_none_or(|s| !tee.seen[s..].trim_ascii_end().contains(&b'\n'));
-    let format = match line {
-        Ok(true) if one_line => Format::Jsonl,
-        Ok(_) => Format::Json,
+    let format = match verdict.get() {
+        Some(true) if one_line => Format::Jsonl,
+        Some(_) => Format::Json,
         // Malformed or not an object: the reader that fits reports where.
-        Err(_) if one_line => Format::Jsonl,
-        Err(_) => Format::Json,
+        None if one_line => Format::Jsonl,
+        None => Format::Json,
     };
     (format, tee.seen)
 }
