@@ -860,6 +860,9 @@ fn a_closed_stdout_is_not_an_error() {
             stderr(&out)
         );
     }
+    // The exit code stays what the work came to: delete of nothing is 1.
+    let out = with_closed_stdout(d, &["delete", "-c", "sqlite:c.db", "absent"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     // write's summary was still saved, and the records stored.
     assert_eq!(
         serde_json::from_str::<Value>(&std::fs::read_to_string(d.join("s.json")).unwrap()).unwrap()

@@ -362,9 +362,12 @@ pub fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "unicache: {line}");
 }
 
-/// Writes bytes to stdout, flushing.
+/// Writes bytes to stdout, flushing. A closed stdout is not an error: the
+/// command's outcome (exit code) stays what its work came to.
 pub fn stdout_write(bytes: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes)?;
-    out.flush()
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
