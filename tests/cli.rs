@@ -926,6 +926,38 @@ fn a_first_entry_over_a_mebibyte_round_trips_through_export_and_import() {
     );
     common::assert_exit(&out, 0);
     assert_eq!(summary(&out)["imported"], 1);
+    // A missing input is an error that creates no cache.
+    let out = run(
+        &["import", "-c", "sqlite:new.db", "missing.jsonl"],
+        Vec::new(),
+    );
+    assert_fatal(&out, &["missing.jsonl", "not found"]);
+    assert!(!d.join("new.db").exists());
+    // export keeps its format: sorted fields, ttl_ms before the value.
+    let out = run(
+        &["set", "-c", "sqlite:fmt.db", "--ttl", "1h", "t", "soon"],
+        Vec::new(),
+    );
+    common::assert_exit(&out, 0);
+    let out = run(&["set", "-c", "sqlite:fmt.db", "b", "-"], vec![0, 255]);
+    common::assert_exit(&out, 0);
+    let out = run(&["export", "-q", "-c", "sqlite:fmt.db"], Vec::new());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], r#"{"key":"b","value_b64":"AP8="}"#);
+    assert!(
+        lines[1].starts_with(r#"{"key":"t","ttl_ms":"#)
+            && lines[1].ends_with(r#","value":"soon"}"#),
+        "{text}"
+    );
+    let out = run(
+        &["export", "-q", "-c", "sqlite:fmt.db", "--format", "json"],
+        Vec::new(),
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\n\"t\": \"soon\"\n}\n"
+    );
     // A directory is an error naming it.
     let out = unicache()
         .args(["import", "-c", "memory://"])
@@ -1068,6 +1100,8 @@ fn usage_errors_and_warnings_are_one_unicache_line() {
     }
     let out = unicache().args(["get"]).output().unwrap();
     assert!(stderr(&out).contains("--cache"), "{}", stderr(&out));
+    let out = unicache().output().unwrap();
+    assert_fatal(&out, &["a command is required", "write"]);
     // A warning: no backends anywhere.
     let dir = tempfile::tempdir().unwrap();
     let input = write_file(dir.path(), "in.jsonl", "{\"key\":\"a\"}\n");

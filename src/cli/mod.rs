@@ -257,6 +257,18 @@ impl CacheArg {
 /// A usage error as one line, `unicache: error: ...` (clap's own text runs
 /// over several lines: the message, the arguments it is about, usage).
 fn usage_error(e: &clap::Error) -> ExitCode {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let names: Vec<String> = <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let _ = writeln!(
+            std::io::stderr(),
+            "unicache: error: a command is required: {} (see unicache --help)",
+            names.join(", ")
+        );
+        return ExitCode::from(FATAL);
+    }
     let text = e.render().to_string();
     let msg: Vec<&str> = text
         .lines()
