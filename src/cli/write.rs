@@ -128,6 +128,10 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
         .with_context(|| format!("cannot create output directory {}", out_dir.display()))?;
     let summary_file =
         OutputFile::create(&args.output).map_err(|e| anyhow!("cannot write summary to {e}"))?;
+    if let Some(r) = &args.rejects {
+        // A probe: the writer creates the real one once targets are open.
+        drop(OutputFile::create(r).map_err(|e| anyhow!("cannot write rejects to {e}"))?);
+    }
 
     // Open every target first: an unreachable one is fatal before anything is written.
     let mut targets = Vec::new();
