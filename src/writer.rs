@@ -285,7 +285,17 @@ pub async fn write_records(
 
     let read = progress.read.load(Ordering::Relaxed);
     let mut rj = rejects.lock().unwrap_or_else(|p| p.into_inner());
-    let error = outcome.result.err().map(|e| e.message).or(rj.finish());
+    let rejects_error = rj.finish();
+    let rejects_note = rj.note(
+        options
+            .rejects
+            .as_deref()
+            .filter(|_| rejects_error.is_none()),
+    );
+    let error = match (outcome.result.err().map(|e| e.message), rejects_error) {
+        (Some(input), Some(rejects)) => Some(format!("{input}; {rejects}")),
+        (input, rejects) => input.or(rejects),
+    };
     let accepted = read - outcome.skipped;
     let elapsed = started.elapsed().as_secs_f64();
     Ok(WriteReport {
@@ -301,7 +311,7 @@ pub async fn write_records(
         targets: target_reports,
         rejects: std::mem::take(&mut rj.sample),
         rejects_omitted: rj.omitted,
-        rejects_note: rj.note(options.rejects.as_deref()),
+        rejects_note,
         input: InputSummary {
             source: source.to_string(),
             format: format_name(outcome.format).to_string(),
