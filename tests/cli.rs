@@ -720,6 +720,50 @@ fn summaries_to_dev_null_and_to_a_full_disk_are_still_printed() {
     common::assert_exit(&out, 0);
     assert_eq!(summary(&out)["records_written"], 2);
 
+    // /dev/stdout in a pipe is written directly (and printed as usual).
+    let out = unicache()
+        .args([
+            "write",
+            "-q",
+            "-i",
+            &input,
+            "-c",
+            "memory://",
+            "-o",
+            "/dev/stdout",
+        ])
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("\"records_written\": 2")
+            .count(),
+        2
+    );
+    // A symlink is followed: the file it names is replaced, the link stays.
+    let real = dir.path().join("real.json");
+    std::fs::write(&real, "old").unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("link.json")).unwrap();
+    let out = unicache()
+        .args(["write", "-q", "-i", &input, "-c", "memory://", "-o"])
+        .arg(dir.path().join("link.json"))
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("link.json"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&real)
+            .unwrap()
+            .contains("\"records_written\": 2")
+    );
+    std::fs::remove_file(dir.path().join("link.json")).unwrap();
+    std::fs::remove_file(&real).unwrap();
+
     // The summary cannot be saved (a 100-byte file-size limit): printed
     // anyway, exit 2, one line naming the file; the old summary is intact.
     let s = dir.path().join("s.json");
