@@ -1197,30 +1197,25 @@ fn duration_and_number_flags_never_panic() {
     }
 }
 
-/// Writes 3,000 records to `url` through stdin, freezing the server
-/// (SIGSTOP) after the first 500 were stored: the run must end within a
-/// bound, exit 1, account for every record, and list the failed ones in the
-/// rejects file with the reason.
-fn write_to_a_frozen_server(server: &common::servers::Process, url: &str) {
+/// Writes 3,000 records to `url` through stdin with `--give-up-after
+/// GIVE_UP`, freezing the server (SIGSTOP) after the first 500 were stored
+/// and thawing it after `thaw` (`None`: at the end). Returns the output,
+/// how long the run took after the freeze, and the rejects file's lines.
+fn write_through_a_freeze(
+    server: &common::servers::Process,
+    url: &str,
+    give_up: &str,
+    thaw: Option<std::time::Duration>,
+) -> (Output, std::time::Duration, Vec<Value>) {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("r.jsonl");
-    let summary_path = dir.path().join("s.json");
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-        .args([
-            "write",
-            "-q",
-            "-i",
-            "-",
-            "--batch-size",
-            "100",
-            "--give-up-after",
-            "3s",
-        ])
-        .args(["-c", url, "--rejects"])
+        .args(["write", "-q", "-i", "-", "--batch-size", "100"])
+        .args(["--give-up-after", give_up, "-c", url, "--rejects"])
         .arg(&rejects)
         .arg("-o")
-        .arg(&summary_path)
+        .arg(dir.path().join("s.json"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1237,6 +1232,10 @@ fn write_to_a_frozen_server(server: &common::servers::Process, url: &str) {
     let rest: String = (500..3000).map(record).collect();
     stdin.write_all(rest.as_bytes()).unwrap();
     drop(stdin);
+    if let Some(t) = thaw {
+        std::thread::sleep(t);
+        server.signal(libc::SIGCONT);
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     let pid = child.id();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
@@ -1245,9 +1244,21 @@ fn write_to_a_frozen_server(server: &common::servers::Process, url: &str) {
     server.signal(libc::SIGCONT);
     let Ok(out) = out else {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        panic!("write to a frozen server still running after 60 s");
+        panic!("write through a frozen server still running after 60 s");
     };
-    let out = out.unwrap();
+    let lines = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.unwrap(), took, lines)
+}
+
+/// A server frozen for good: the run ends within a bound, exits 1,
+/// accounts for every record, and lists the failed ones in the rejects file
+/// with the reason.
+fn write_to_a_frozen_server(server: &common::servers::Process, url: &str) {
+    let (out, took, lines) = write_through_a_freeze(server, url, "3s", None);
     common::assert_exit(&out, 1);
     assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
     let s = summary(&out);
@@ -1261,11 +1272,6 @@ fn write_to_a_frozen_server(server: &common::servers::Process, url: &str) {
         n("records_written") >= 500 && n("records_failed") > 0,
         "{s}"
     );
-    let lines: Vec<Value> = std::fs::read_to_string(&rejects)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(lines.len() as u64, n("records_failed"));
     assert!(
         lines
@@ -1294,4 +1300,22 @@ fn a_frozen_memcached_is_given_up_on_after_give_up_after() {
         server.port
     );
     write_to_a_frozen_server(&server, &url);
+}
+
+#[test]
+fn a_redis_frozen_for_two_seconds_loses_nothing() {
+    let server = common::servers::redis_server();
+    let url = format!(
+        "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
+        server.port
+    );
+    let thaw = Some(std::time::Duration::from_secs(2));
+    let (out, _, lines) = write_through_a_freeze(&server, &url, "30s", thaw);
+    common::assert_exit(&out, 0);
+    assert_eq!(summary(&out)["records_written"], 3000);
+    assert!(lines.is_empty());
+    assert_eq!(
+        common::servers::ask(server.port, "DBSIZE\r\n").as_deref(),
+        Some(":3000\r\n")
+    );
 }
