@@ -542,27 +542,33 @@ async fn write_batch(
         let can_retry = attempts < options.retries;
         let failed_before = out.failed.len();
         let mut retry = Vec::new();
-        let mut last = String::new();
+        // The last transient error, retried or not: it counts toward give-up.
+        let mut transient = None;
         match r {
             Ok(()) => {}
             Err(e) if e.kind() == crate::ErrorKind::PartialBatch => {
                 for (j, err) in e.failures() {
                     let Some(&i) = pending.get(*j) else { continue };
+                    if err.is_transient() {
+                        transient = Some(err.to_string());
+                    }
                     if err.is_transient() && can_retry {
                         retry.push(i);
-                        last = err.to_string();
                     } else {
                         out.failed.push((i, err.to_string()));
                     }
                 }
             }
-            Err(e) if e.is_transient() && can_retry => {
-                retry = pending.clone();
-                last = e.to_string();
-            }
             Err(e) => {
                 let msg = e.to_string();
-                out.failed.extend(pending.iter().map(|&i| (i, msg.clone())));
+                if e.is_transient() {
+                    transient = Some(msg.clone());
+                }
+                if e.is_transient() && can_retry {
+                    retry = pending.clone();
+                } else {
+                    out.failed.extend(pending.iter().map(|&i| (i, msg.clone())));
+                }
             }
         }
         let failed_now = out.failed.len() - failed_before;
@@ -571,10 +577,12 @@ async fn write_batch(
         if stored > 0 {
             health.succeeded();
         }
+        let down = stored == 0
+            && transient.is_some_and(|t| health.failed(start, &t, options.give_up_after));
         if retry.is_empty() {
             return out;
         }
-        if stored == 0 && health.failed(start, &last, options.give_up_after) {
+        if down {
             pending = retry;
             continue; // fails them with the reason at the top
         }

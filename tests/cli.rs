@@ -1197,22 +1197,22 @@ fn duration_and_number_flags_never_panic() {
     }
 }
 
-/// Writes 3,000 records to `url` through stdin with `--give-up-after
-/// GIVE_UP`, freezing the server (SIGSTOP) after the first 500 were stored
+/// Writes 3,000 records to `url` through stdin with `flags`, freezing the server (SIGSTOP) after the first 500 were stored
 /// and thawing it after `thaw` (`None`: at the end). Returns the output,
 /// how long the run took after the freeze, and the rejects file's lines.
 fn write_through_a_freeze(
     server: &common::servers::Process,
     url: &str,
-    give_up: &str,
+    flags: &[&str],
     thaw: Option<std::time::Duration>,
 ) -> (Output, std::time::Duration, Vec<Value>) {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("r.jsonl");
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-        .args(["write", "-q", "-i", "-", "--batch-size", "100"])
-        .args(["--give-up-after", give_up, "-c", url, "--rejects"])
+        .args(["write", "-q", "-i", "-", "-c", url])
+        .args(flags)
+        .arg("--rejects")
         .arg(&rejects)
         .arg("-o")
         .arg(dir.path().join("s.json"))
@@ -1257,10 +1257,15 @@ fn write_through_a_freeze(
 /// A server frozen for good: the run ends within a bound, exits 1,
 /// accounts for every record, and lists the failed ones in the rejects file
 /// with the reason.
-fn write_to_a_frozen_server(server: &common::servers::Process, url: &str) {
-    let (out, took, lines) = write_through_a_freeze(server, url, "3s", None);
+fn write_to_a_frozen_server(
+    server: &common::servers::Process,
+    url: &str,
+    flags: &[&str],
+    bound: std::time::Duration,
+) {
+    let (out, took, lines) = write_through_a_freeze(server, url, flags, None);
     common::assert_exit(&out, 1);
-    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    assert!(took < bound, "took {took:?}");
     let s = summary(&out);
     let n = |k: &str| s[k].as_u64().unwrap();
     assert_eq!(n("records_read"), 3000, "{s}");
@@ -1289,7 +1294,19 @@ fn a_frozen_redis_is_given_up_on_after_give_up_after() {
         "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
         server.port
     );
-    write_to_a_frozen_server(&server, &url);
+    let flags = ["--batch-size", "100", "--give-up-after", "3s"];
+    write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(30));
+    // Without retries each batch fails on its own timeout: give-up still
+    // counts those failures (300 batches x 500 ms would be 150 s / in flight).
+    let flags = [
+        "--batch-size",
+        "10",
+        "--retries",
+        "0",
+        "--give-up-after",
+        "2s",
+    ];
+    write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(10));
 }
 
 #[test]
@@ -1299,7 +1316,8 @@ fn a_frozen_memcached_is_given_up_on_after_give_up_after() {
         "memcached://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
         server.port
     );
-    write_to_a_frozen_server(&server, &url);
+    let flags = ["--batch-size", "100", "--give-up-after", "3s"];
+    write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(30));
 }
 
 #[test]
@@ -1310,7 +1328,8 @@ fn a_redis_frozen_for_two_seconds_loses_nothing() {
         server.port
     );
     let thaw = Some(std::time::Duration::from_secs(2));
-    let (out, _, lines) = write_through_a_freeze(&server, &url, "30s", thaw);
+    let flags = ["--batch-size", "100"];
+    let (out, _, lines) = write_through_a_freeze(&server, &url, &flags, thaw);
     common::assert_exit(&out, 0);
     assert_eq!(summary(&out)["records_written"], 3000);
     assert!(lines.is_empty());
