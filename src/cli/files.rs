@@ -19,9 +19,8 @@ enum FileId {
 }
 
 fn identity(p: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(p) {
-        Ok(m) => Some(FileId::Inode(m.dev(), m.ino())),
+        Ok(m) => Some(existing(&m, p)),
         Err(_) => {
             let parent = match p.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -31,6 +30,17 @@ fn identity(p: &Path) -> Option<FileId> {
             Some(FileId::Path(dir.join(p.file_name()?)))
         }
     }
+}
+
+#[cfg(unix)]
+fn existing(m: &std::fs::Metadata, _: &Path) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    FileId::Inode(m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn existing(_: &std::fs::Metadata, p: &Path) -> FileId {
+    FileId::Path(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
 }
 
 /// The files a store of this backend lives in (the main file and the
