@@ -517,3 +517,829 @@ fn a_really_full_filesystem_is_reported_and_every_record_accounted() {
         assert!(e.contains("disk full"), "{e}");
     }
 }
+
+/// Runs `unicache ARGS` in `dir` with its stdout pipe closed before it
+/// writes: a closed stdout is not an error.
+fn with_closed_stdout(dir: &Path, args: &[&str]) -> Output {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn outputs_naming_the_input_or_a_store_are_refused_before_anything_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = write_file(d, "in.jsonl", "{\"key\":\"a\",\"v\":1}\n");
+    let db = d.join("c.db");
+    let log = d.join("c.log");
+    let sqlite = format!("sqlite:{}", db.display());
+    let file = format!("file:{}", log.display());
+    let seeded = unicache()
+        .args([
+            "write", "-q", "-i", &input, "-c", &sqlite, "-c", &file, "-o",
+        ])
+        .arg(d.join("s.json"))
+        .output()
+        .unwrap();
+    common::assert_exit(&seeded, 0);
+    std::os::unix::fs::symlink(&db, d.join("link.db")).unwrap();
+    let before: Vec<(String, Vec<u8>)> = ["in.jsonl", "c.db", "c.log", "s.json"]
+        .iter()
+        .map(|n| (n.to_string(), std::fs::read(d.join(n)).unwrap()))
+        .collect();
+    let cases: &[(&str, &str, &str)] = &[
+        ("-o", "c.db", "a file of target"),
+        ("-o", "./c.db", "a file of target"),
+        ("-o", "link.db", "a file of target"),
+        ("-o", "sub/../c.db", "a file of target"),
+        ("-o", "c.db-wal", "a file of target"),
+        ("-o", "c.db-shm", "a file of target"),
+        ("-o", "c.log.lock", "a file of target"),
+        ("-o", "in.jsonl", "the input"),
+        ("--rejects", "in.jsonl", "the input"),
+        ("--rejects", "c.log", "a file of target"),
+        ("--rejects", "s.json", "the --output file"),
+    ];
+    std::fs::create_dir(d.join("sub")).unwrap();
+    for (flag, path, why) in cases {
+        let mut args = vec!["write", "-q", "-i", "in.jsonl", "-c", "sqlite:c.db", "-c"];
+        args.push("file:c.log");
+        if *flag == "--rejects" {
+            args.extend(["-o", "s.json"]);
+        }
+        args.extend([*flag, *path]);
+        let out = unicache().current_dir(d).args(&args).output().unwrap();
+        assert_fatal(&out, &[flag, path, why, "refusing"]);
+    }
+    for (name, bytes) in before {
+        assert_eq!(
+            std::fs::read(d.join(&name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
+    }
+    // Nothing was created either (no temp file, no summary beside them).
+    assert!(
+        files_in(d).iter().all(|f| !f.ends_with(".tmp")),
+        "{:?}",
+        files_in(d)
+    );
+
+    // export -o into the cache's own file is refused the same way.
+    let out = unicache()
+        .current_dir(d)
+        .args(["export", "-c", "sqlite:c.db", "-o", "./c.db"])
+        .output()
+        .unwrap();
+    assert_fatal(&out, &["c.db", "refusing"]);
+    assert!(
+        unicache()
+            .current_dir(d)
+            .args(["get", "-c", "sqlite:c.db", "a"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn a_run_that_stops_before_writing_leaves_the_previous_summary_and_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("s.json"), "previous summary").unwrap();
+    std::fs::write(d.join("r.jsonl"), "previous rejects").unwrap();
+    let ok = write_file(d, "ok.jsonl", "{\"key\":\"a\"}\n");
+    let bad_config = write_file(d, "cfg.json", "{\"backends\": [\"memory\", ");
+    let unknown = write_file(d, "unk.json", r#"{"backends":["postgres"],"records":[]}"#);
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["-i", &ok, "-c", "mongodb://x"],
+        vec!["-i", &bad_config],
+        vec!["-i", &unknown],
+        vec!["-i", &ok, "-c", "memory://", "--ttl", "0"],
+    ];
+    for extra in runs {
+        let out = unicache()
+            .current_dir(d)
+            .args(["write", "-q", "-o", "s.json", "--rejects", "r.jsonl"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert_eq!(
+            std::fs::read_to_string(d.join("s.json")).unwrap(),
+            "previous summary"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("r.jsonl")).unwrap(),
+            "previous rejects"
+        );
+    }
+    assert_eq!(
+        files_in(d),
+        ["cfg.json", "ok.jsonl", "r.jsonl", "s.json", "unk.json"]
+    );
+}
+
+/// Runs `sh -c 'umask 000; exec unicache ARGS'` in `dir`.
+fn under_umask_000(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(assert_cmd::cargo::cargo_bin("unicache"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn exports_rejects_and_summaries_are_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_file(d, "in.jsonl", "{\"key\":\"a\"}\n{\"nokey\":1}\n");
+    let out = under_umask_000(
+        d,
+        &[
+            "write",
+            "-q",
+            "-i",
+            "in.jsonl",
+            "-c",
+            "sqlite:c.db",
+            "-o",
+            "s.json",
+            "--rejects",
+            "r.jsonl",
+        ],
+    );
+    common::assert_exit(&out, 1);
+    let out = under_umask_000(d, &["export", "-q", "-c", "sqlite:c.db", "-o", "e.jsonl"]);
+    common::assert_exit(&out, 0);
+    for f in ["s.json", "r.jsonl", "e.jsonl", "c.db"] {
+        let mode = std::fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    assert!(
+        std::fs::read_to_string(d.join("e.jsonl"))
+            .unwrap()
+            .contains("\"key\":\"a\"")
+    );
+}
+
+#[test]
+fn summaries_to_dev_null_and_to_a_full_disk_are_still_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_file(dir.path(), "in.jsonl", "{\"key\":\"a\"}\n{\"key\":\"b\"}\n");
+    let out = unicache()
+        .args([
+            "write",
+            "-q",
+            "-i",
+            &input,
+            "-c",
+            "memory://",
+            "-o",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert_eq!(summary(&out)["records_written"], 2);
+
+    // /dev/stdout in a pipe is written directly (and printed as usual).
+    let out = unicache()
+        .args([
+            "write",
+            "-q",
+            "-i",
+            &input,
+            "-c",
+            "memory://",
+            "-o",
+            "/dev/stdout",
+        ])
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("\"records_written\": 2")
+            .count(),
+        2
+    );
+    // A symlink is followed: the file it names is replaced, the link stays.
+    let real = dir.path().join("real.json");
+    std::fs::write(&real, "old").unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("link.json")).unwrap();
+    let out = unicache()
+        .args(["write", "-q", "-i", &input, "-c", "memory://", "-o"])
+        .arg(dir.path().join("link.json"))
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("link.json"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&real)
+            .unwrap()
+            .contains("\"records_written\": 2")
+    );
+    std::fs::remove_file(dir.path().join("link.json")).unwrap();
+    std::fs::remove_file(&real).unwrap();
+
+    // The summary cannot be saved (a 100-byte file-size limit): printed
+    // anyway, exit 2, one line naming the file; the old summary is intact.
+    let s = dir.path().join("s.json");
+    std::fs::write(&s, "old").unwrap();
+    let out = unicache_with_fsize_limit(
+        100,
+        &[
+            "write",
+            "-q",
+            "-i",
+            &input,
+            "-c",
+            "memory://",
+            "-o",
+            s.to_str().unwrap(),
+        ],
+    );
+    assert_fatal(&out, &["cannot write summary", "s.json"]);
+    assert_eq!(summary(&out)["records_written"], 2);
+    assert_eq!(std::fs::read_to_string(&s).unwrap(), "old");
+    assert_eq!(files_in(dir.path()), ["in.jsonl", "s.json"]);
+}
+
+#[test]
+fn full_disk_errors_for_export_and_rejects_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines: String = (0..2000)
+        .map(|i| {
+            format!(
+                "{{\"key\":\"k{i}\",\"pad\":\"{}\"}}\n{{\"nokey\":{i}}}\n",
+                "x".repeat(100)
+            )
+        })
+        .collect();
+    write_file(d, "in.jsonl", &lines);
+    let out = unicache()
+        .current_dir(d)
+        .args([
+            "write",
+            "-q",
+            "-i",
+            "in.jsonl",
+            "-c",
+            "sqlite:c.db",
+            "-o",
+            "s0.json",
+        ])
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 1);
+    std::fs::write(d.join("e.jsonl"), "previous export").unwrap();
+    let out = unicache_with_fsize_limit(
+        64 * 1024,
+        &[
+            "export",
+            "-c",
+            &format!("sqlite:{}", d.join("c.db").display()),
+            "-o",
+            d.join("e.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert_fatal(&out, &["cannot write export", "e.jsonl"]);
+    assert_eq!(
+        std::fs::read_to_string(d.join("e.jsonl")).unwrap(),
+        "previous export"
+    );
+
+    let out = unicache_with_fsize_limit(
+        64 * 1024,
+        &[
+            "write",
+            "-q",
+            "-i",
+            d.join("in.jsonl").to_str().unwrap(),
+            "-c",
+            "memory://",
+            "-o",
+            d.join("s.json").to_str().unwrap(),
+            "--rejects",
+            d.join("r.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert_fatal(&out, &["cannot write rejects", "r.jsonl"]);
+    assert_eq!(summary(&out)["records_skipped"], 2000);
+    assert!(
+        files_in(d).iter().all(|f| !f.ends_with(".tmp")),
+        "{:?}",
+        files_in(d)
+    );
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines: String = (0..5000)
+        .map(|i| format!("{{\"key\":\"k{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
+        .collect();
+    write_file(d, "in.jsonl", &lines);
+    let set = unicache()
+        .current_dir(d)
+        .args(["set", "-c", "sqlite:c.db", "big", "-"])
+        .write_stdin("v".repeat(1 << 20))
+        .output()
+        .unwrap();
+    common::assert_exit(&set, 0);
+    let runs: Vec<Vec<&str>> = vec![
+        vec![
+            "write",
+            "-q",
+            "-i",
+            "in.jsonl",
+            "-c",
+            "sqlite:c.db",
+            "-o",
+            "s.json",
+        ],
+        vec!["export", "-q", "-c", "sqlite:c.db"],
+        vec!["export", "-q", "-c", "sqlite:c.db", "--format", "json"],
+        vec!["get", "-c", "sqlite:c.db", "big"],
+        vec!["stats", "-c", "sqlite:c.db"],
+        vec!["delete", "-c", "sqlite:c.db", "k1"],
+    ];
+    for args in runs {
+        let out = with_closed_stdout(d, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{:?}: {}",
+            &args[..3],
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).is_empty(),
+            "{:?}: {}",
+            &args[..3],
+            stderr(&out)
+        );
+    }
+    // The exit code stays what the work came to: delete of nothing is 1.
+    let out = with_closed_stdout(d, &["delete", "-c", "sqlite:c.db", "absent"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // write's summary was still saved, and the records stored.
+    assert_eq!(
+        serde_json::from_str::<Value>(&std::fs::read_to_string(d.join("s.json")).unwrap()).unwrap()
+            ["records_written"],
+        5000
+    );
+}
+
+#[test]
+fn a_first_entry_over_a_mebibyte_round_trips_through_export_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let big: String = "0123456789abcdef".repeat(2 << 16); // 2 MiB
+    let src = "sqlite:src.db";
+    let run = |args: &[&str], stdin: Vec<u8>| {
+        unicache()
+            .current_dir(d)
+            .args(args)
+            .write_stdin(stdin)
+            .output()
+            .unwrap()
+    };
+    // "key" and "value" as keys: a seed cache file that looks like an export line.
+    for (k, v) in [
+        ("big", big.as_str()),
+        ("key", "a"),
+        ("value", "b"),
+        ("small", "x"),
+    ] {
+        common::assert_exit(&run(&["set", "-c", src, k, "-"], v.as_bytes().to_vec()), 0);
+    }
+    for format in ["jsonl", "json"] {
+        let exported = run(&["export", "-q", "-c", src, "--format", format], Vec::new());
+        common::assert_exit(&exported, 0);
+        let dst = format!("file:dst-{format}.log");
+        let out = run(&["import", "-c", &dst, "-"], exported.stdout);
+        common::assert_exit(&out, 0);
+        assert_eq!(summary(&out)["imported"], 4, "{format}");
+        for (k, v) in [
+            ("big", big.as_str()),
+            ("key", "a"),
+            ("value", "b"),
+            ("small", "x"),
+        ] {
+            let got = run(&["get", "--raw", "-c", &dst, k], Vec::new());
+            common::assert_exit(&got, 0);
+            assert!(got.stdout == v.as_bytes(), "{format}: {k} differs");
+        }
+    }
+    // The seed's cache file on one line, its first value over a mebibyte.
+    let seed = format!("{{\"big\": \"{big}\", \"small\": \"x\"}}");
+    let out = run(&["import", "-c", "file:seed.log", "-"], seed.into_bytes());
+    common::assert_exit(&out, 0);
+    assert_eq!(summary(&out)["imported"], 2);
+    let got = run(&["get", "--raw", "-c", "file:seed.log", "big"], Vec::new());
+    assert!(got.stdout == big.as_bytes());
+    // A BOM and leading blank lines are fine too.
+    let out = run(
+        &["import", "-c", "memory://", "-"],
+        b"\xEF\xBB\xBF\n\n{\"key\":\"a\",\"value\":\"b\"}\n".to_vec(),
+    );
+    common::assert_exit(&out, 0);
+    assert_eq!(summary(&out)["imported"], 1);
+    // A missing input is an error that creates no cache.
+    let out = run(
+        &["import", "-c", "sqlite:new.db", "missing.jsonl"],
+        Vec::new(),
+    );
+    assert_fatal(&out, &["missing.jsonl", "not found"]);
+    assert!(!d.join("new.db").exists());
+    // export keeps its format: sorted fields, ttl_ms before the value.
+    let out = run(
+        &["set", "-c", "sqlite:fmt.db", "--ttl", "1h", "t", "soon"],
+        Vec::new(),
+    );
+    common::assert_exit(&out, 0);
+    let out = run(&["set", "-c", "sqlite:fmt.db", "b", "-"], vec![0, 255]);
+    common::assert_exit(&out, 0);
+    let out = run(&["export", "-q", "-c", "sqlite:fmt.db"], Vec::new());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], r#"{"key":"b","value_b64":"AP8="}"#);
+    assert!(
+        lines[1].starts_with(r#"{"key":"t","ttl_ms":"#)
+            && lines[1].ends_with(r#","value":"soon"}"#),
+        "{text}"
+    );
+    let out = run(
+        &["export", "-q", "-c", "sqlite:fmt.db", "--format", "json"],
+        Vec::new(),
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\n\"t\": \"soon\"\n}\n"
+    );
+    // A directory is an error naming it.
+    let out = unicache()
+        .args(["import", "-c", "memory://"])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert_fatal(&out, &[d.to_str().unwrap(), "directory"]);
+}
+
+#[test]
+fn read_only_commands_create_nothing_and_bare_names_mean_one_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for url in [
+        "sqlite:nope.db",
+        "file:nope.log",
+        "sqlite:missing/dir/x.db",
+        "file:missing/x.log",
+    ] {
+        for cmd in [
+            vec!["get", "-c", url, "k"],
+            vec!["stats", "-c", url],
+            vec!["export", "-c", url],
+            vec!["delete", "-c", url, "k"],
+            vec!["clear", "-c", url],
+            vec!["compact", "-c", url],
+        ] {
+            let out = unicache().current_dir(d).args(&cmd).output().unwrap();
+            let path = url.split_once(':').unwrap().1;
+            assert_fatal(&out, &[path, "does not exist"]);
+            assert!(files_in(d).is_empty(), "{cmd:?} created {:?}", files_in(d));
+        }
+    }
+    // `write` with its defaults puts bare `sqlite` in data/; `get` reads it there.
+    std::fs::create_dir(d.join("data")).unwrap();
+    write_file(
+        &d.join("data"),
+        "sample_input.json",
+        r#"{"records":[{"key":"u1"}],"backends":["sqlite","file"]}"#,
+    );
+    common::assert_exit(
+        &unicache()
+            .current_dir(d)
+            .args(["write", "-q"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    for name in ["sqlite", "file"] {
+        let got = unicache()
+            .current_dir(d)
+            .args(["get", "-c", name, "u1"])
+            .output()
+            .unwrap();
+        common::assert_exit(&got, 0);
+        assert_eq!(got.stdout, b"{\"key\":\"u1\"}\n");
+    }
+    // With --output elsewhere, --dir points the other commands at it.
+    let out = unicache()
+        .current_dir(d)
+        .args([
+            "write",
+            "-q",
+            "-i",
+            "data/sample_input.json",
+            "-o",
+            "else/s.json",
+        ])
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert!(d.join("else/cache.sqlite3").exists());
+    let got = unicache()
+        .current_dir(d)
+        .args(["get", "--dir", "else", "-c", "sqlite", "u1"])
+        .output()
+        .unwrap();
+    common::assert_exit(&got, 0);
+}
+
+#[test]
+fn summary_rejects_have_the_rejects_file_shape_and_say_how_many_were_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines: String = (0..25).map(|i| format!("{{\"nokey\":{i}}}\n")).collect();
+    let input = write_file(d, "in.jsonl", &format!("{lines}{{\"key\":\"a\"}}\n"));
+    let rejects = d.join("r.jsonl");
+    let out = write_cmd(
+        d,
+        &input,
+        &["-c", "memory://", "--rejects", rejects.to_str().unwrap()],
+    );
+    common::assert_exit(&out, 1);
+    let s = summary(&out);
+    assert_eq!(s["rejects"].as_array().unwrap().len(), 20);
+    assert_eq!(s["rejects_omitted"], 5);
+    assert!(
+        s["rejects_note"].as_str().unwrap().contains("r.jsonl"),
+        "{s}"
+    );
+    let file: Vec<Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(file.len(), 25);
+    for (a, b) in s["rejects"].as_array().unwrap().iter().zip(&file) {
+        assert_eq!(a, b);
+    }
+    assert_eq!(file[0]["target"], Value::Null);
+    assert_eq!(file[0]["record"], "{\"nokey\":0}");
+    // Without --rejects the note points at it.
+    let out = write_cmd(d, &input, &["-c", "memory://"]);
+    assert!(
+        summary(&out)["rejects_note"]
+            .as_str()
+            .unwrap()
+            .contains("--rejects")
+    );
+
+    // A run that stopped after the format was known reports that format.
+    let bad = write_file(d, "bad.json", "[{\"key\":\"a\"}, {\"key\": ]");
+    let out = write_cmd(d, &bad, &["-c", "memory://"]);
+    assert_fatal(&out, &["bad.json"]);
+    assert_eq!(summary(&out)["input"]["format"], "array");
+}
+
+#[test]
+fn usage_errors_and_warnings_are_one_unicache_line() {
+    for args in [
+        &["write", "--format", "x"][..],
+        &["write", "--bogus"],
+        &["get"],
+        &["write", "--batch-size", "0"],
+        &["nosuchcommand"],
+        &["set", "-c", "memory://", "k", "v", "--ttl", "0"],
+    ] {
+        let out = unicache().args(args).output().unwrap();
+        assert_fatal(&out, &[]);
+    }
+    let out = unicache().args(["get"]).output().unwrap();
+    assert!(stderr(&out).contains("--cache"), "{}", stderr(&out));
+    let out = unicache().output().unwrap();
+    assert_fatal(&out, &["a command is required", "write"]);
+    // A warning: no backends anywhere.
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_file(dir.path(), "in.jsonl", "{\"key\":\"a\"}\n");
+    let out = unicache()
+        .args(["write", "-i", &input, "-o"])
+        .arg(dir.path().join("s.json"))
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    let e = stderr(&out);
+    assert!(e.starts_with("unicache: warning: no backends"), "{e:?}");
+}
+
+#[test]
+fn duration_and_number_flags_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_file(d, "in.jsonl", "{\"key\":\"a\"}\n");
+    let values = "0|1|18446744073709551615|18446744073709551616|99999999999999999999999999|-1|1.5\
+                  || |abc|5m|584942417355y|9999999999999999999d|18446744073709551615d|1ns|100y|36500d\
+                  |1e9|0x10|+5|5 m|1h1h1h1h|584942417355y 1y|18446744073709551615s 1ns";
+    for v in values.split('|') {
+        let write = [
+            "write",
+            "-q",
+            "-i",
+            "in.jsonl",
+            "-c",
+            "memory://",
+            "-o",
+            "s.json",
+        ];
+        let mut runs: Vec<Vec<&str>> = ["--ttl", "--batch-size", "--retries", "--give-up-after"]
+            .iter()
+            .map(|flag| [&write[..], &["-c", "sqlite:c.db", flag, v]].concat())
+            .collect();
+        for url in ["memory://", "sqlite:c.db", "file:c.log"] {
+            runs.push(vec!["set", "-c", url, "k", "v", "--ttl", v]);
+        }
+        for args in runs {
+            let out = unicache().current_dir(d).args(&args).output().unwrap();
+            let e = stderr(&out);
+            assert!(matches!(out.status.code(), Some(0..=2)), "{args:?}: {e}");
+            assert!(!e.contains("panicked"), "{args:?}: {e}");
+            if out.status.code() == Some(2) {
+                assert_fatal(&out, &[]);
+            }
+        }
+    }
+}
+
+/// Writes 3,000 records to `url` through stdin with `flags`, freezing the server (SIGSTOP) after the first 500 were stored
+/// and thawing it after `thaw` (`None`: at the end). Returns the output,
+/// how long the run took after the freeze, and the rejects file's lines.
+fn write_through_a_freeze(
+    server: &common::servers::Process,
+    url: &str,
+    flags: &[&str],
+    thaw: Option<std::time::Duration>,
+) -> (Output, std::time::Duration, Vec<Value>) {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("r.jsonl");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+        .args(["write", "-q", "-i", "-", "-c", url])
+        .args(flags)
+        .arg("--rejects")
+        .arg(&rejects)
+        .arg("-o")
+        .arg(dir.path().join("s.json"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let record = |i: usize| format!("{{\"key\":\"frozen:{i}\",\"v\":{i}}}\n");
+    let first: String = (0..500).map(record).collect();
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    server.signal(libc::SIGSTOP);
+    let started = std::time::Instant::now();
+    let rest: String = (500..3000).map(record).collect();
+    stdin.write_all(rest.as_bytes()).unwrap();
+    drop(stdin);
+    if let Some(t) = thaw {
+        std::thread::sleep(t);
+        server.signal(libc::SIGCONT);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = rx.recv_timeout(std::time::Duration::from_secs(60));
+    let took = started.elapsed();
+    server.signal(libc::SIGCONT);
+    let Ok(out) = out else {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        panic!("write through a frozen server still running after 60 s");
+    };
+    let lines = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.unwrap(), took, lines)
+}
+
+/// A server frozen for good: the run ends within a bound, exits 1,
+/// accounts for every record, and lists the failed ones in the rejects file
+/// with the reason.
+fn write_to_a_frozen_server(
+    server: &common::servers::Process,
+    url: &str,
+    flags: &[&str],
+    bound: std::time::Duration,
+) {
+    let (out, took, lines) = write_through_a_freeze(server, url, flags, None);
+    common::assert_exit(&out, 1);
+    assert!(took < bound, "took {took:?}");
+    let s = summary(&out);
+    let n = |k: &str| s[k].as_u64().unwrap();
+    assert_eq!(n("records_read"), 3000, "{s}");
+    assert_eq!(
+        n("records_read"),
+        n("records_written") + n("records_failed") + n("records_skipped")
+    );
+    assert!(
+        n("records_written") >= 500 && n("records_failed") > 0,
+        "{s}"
+    );
+    assert_eq!(lines.len() as u64, n("records_failed"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["reason"].as_str().unwrap().contains("target down")),
+        "{}",
+        lines[lines.len() - 1]
+    );
+}
+
+#[test]
+fn a_frozen_redis_is_given_up_on_after_give_up_after() {
+    let server = common::servers::redis_server();
+    let url = format!(
+        "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
+        server.port
+    );
+    let flags = ["--batch-size", "100", "--give-up-after", "3s"];
+    write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(30));
+    // Without retries each batch fails on its own timeout: give-up still
+    // counts those failures (300 batches x 500 ms would be 150 s / in flight).
+    let flags = [
+        "--batch-size",
+        "10",
+        "--retries",
+        "0",
+        "--give-up-after",
+        "2s",
+    ];
+    write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn a_frozen_memcached_is_given_up_on_after_give_up_after() {
+    let server = common::servers::memcached_server();
+    let url = format!(
+        "memcached://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
+        server.port
+    );
+    let flags = ["--batch-size", "100", "--give-up-after", "3s"];
+    write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn a_redis_frozen_for_two_seconds_loses_nothing() {
+    let server = common::servers::redis_server();
+    let url = format!(
+        "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
+        server.port
+    );
+    let thaw = Some(std::time::Duration::from_secs(2));
+    let flags = ["--batch-size", "100"];
+    let (out, _, lines) = write_through_a_freeze(&server, &url, &flags, thaw);
+    common::assert_exit(&out, 0);
+    assert_eq!(summary(&out)["records_written"], 3000);
+    assert!(lines.is_empty());
+    assert_eq!(
+        common::servers::ask(server.port, "DBSIZE\r\n").as_deref(),
+        Some(":3000\r\n")
+    );
+}

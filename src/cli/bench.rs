@@ -175,10 +175,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
                 i = end;
             }
             let secs = t.elapsed().as_secs_f64();
-            println!(
-                "{}",
-                serde_json::json!({"records": records, "seconds": secs, "records_per_second": records as f64 / secs})
-            );
+            print_json(
+                &serde_json::json!({"records": records, "seconds": secs, "records_per_second": records as f64 / secs}),
+            )?;
             Ok(Outcome::Success)
         }
         BenchCmd::MemcachedGetMany {
@@ -225,15 +224,12 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
             c.set_many(&entries, None).await?;
             c.flush().await?;
             let secs = t.elapsed().as_secs_f64();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "backend": c.backend(),
-                    "records": records,
-                    "seconds": secs,
-                    "records_per_second": records as f64 / secs,
-                })
-            );
+            print_json(&serde_json::json!({
+                "backend": c.backend(),
+                "records": records,
+                "seconds": secs,
+                "records_per_second": records as f64 / secs,
+            }))?;
             Ok(Outcome::Success)
         }
         BenchCmd::GetLatency {
@@ -303,14 +299,11 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
             tx.commit()?;
             drop(conn);
             let secs = t.elapsed().as_secs_f64();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "records": records,
-                    "seconds": secs,
-                    "records_per_second": records as f64 / secs,
-                })
-            );
+            print_json(&serde_json::json!({
+                "records": records,
+                "seconds": secs,
+                "records_per_second": records as f64 / secs,
+            }))?;
             Ok(Outcome::Success)
         }
     }
@@ -327,16 +320,13 @@ async fn get_latency(cache: String, requests: u64) -> anyhow::Result<Outcome> {
     }
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
-    println!(
-        "{}",
-        serde_json::json!({
-            "backend": c.backend(),
-            "requests": requests,
-            "p50_us": pct(0.5),
-            "p99_us": pct(0.99),
-            "mean_us": lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0,
-        })
-    );
+    print_json(&serde_json::json!({
+        "backend": c.backend(),
+        "requests": requests,
+        "p50_us": pct(0.5),
+        "p99_us": pct(0.99),
+        "mean_us": lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0,
+    }))?;
     Ok(Outcome::Success)
 }
 
@@ -418,20 +408,24 @@ async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyhow::R
     raw.sort_unstable();
     ours.sort_unstable();
     let p50 = |v: &[u64]| v[v.len() / 2] as f64 / 1000.0;
-    println!(
-        "{}",
-        serde_json::json!({
-            "keys": nkeys,
-            "servers": servers.len(),
-            "raw_mg_pipeline_p50_us": p50(&raw),
-            "unicache_get_many_p50_us": p50(&ours),
-            "ratio": p50(&ours) / p50(&raw),
-        })
-    );
+    print_json(&serde_json::json!({
+        "keys": nkeys,
+        "servers": servers.len(),
+        "raw_mg_pipeline_p50_us": p50(&raw),
+        "unicache_get_many_p50_us": p50(&ours),
+        "ratio": p50(&ours) / p50(&raw),
+    }))?;
     Ok(Outcome::Success)
 }
 
 /// The value the crash writer stores under `key` (the test recomputes it).
 pub fn crash_value(key: &str) -> String {
     format!("value-{key}-{}", "z".repeat(key.len() % 50))
+}
+
+/// Prints one JSON line; a closed stdout ends the command quietly
+/// (`println!` would panic).
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    super::stdout_write(format!("{v}\n").as_bytes())?;
+    Ok(())
 }

@@ -2,15 +2,19 @@
 //!
 //! Exit codes: 0 success; 1 partial (records skipped or failed, `get` found
 //! nothing, `delete` removed nothing); 2 fatal (usage, unreadable input,
-//! unreachable target, unwritable output). Errors are one line on stderr.
+//! unreachable target, unwritable output). Errors are one line on stderr,
+//! `unicache: error: ...`; a closed stdout is not an error.
 
 mod bench;
+mod files;
 mod ops;
 mod transfer;
 mod write;
 
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +47,10 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug).
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Where bare names (sqlite, file) keep their stores: DIR/cache.sqlite3,
+    /// DIR/cache_file.jsonl. Default: `write`'s --output directory, else `data`.
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,24 +141,43 @@ struct CacheArg {
     cache: String,
 }
 
-/// Parses a `--ttl` value.
+/// The longest `--ttl` taken: 100 years. Longer ones would overflow clocks
+/// and protocols (memcached's absolute times end in 2038) for no use.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses a `--ttl` value: more than zero, at most [`MAX_TTL`].
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
-    match unicache::url::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("a TTL must be greater than zero".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.message().to_string()),
+    match parse_span(s)? {
+        d if d.is_zero() => Err("a TTL must be greater than zero".into()),
+        d if d > MAX_TTL => Err(format!(
+            "a TTL must be at most 100 years ({} s)",
+            MAX_TTL.as_secs()
+        )),
+        d => Ok(d),
     }
+}
+
+/// Parses a duration flag (30, 500ms, 5m, 2h, 31d); zero is allowed.
+pub fn parse_span(s: &str) -> Result<Duration, String> {
+    unicache::url::parse_duration(s).map_err(|e| e.message().to_string())
+}
+
+/// Parses a count flag (a non-negative integer that fits 32 bits).
+pub fn parse_count(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("expected a whole number from 0 to {}, got {s:?}", u32::MAX))
 }
 
 /// Entry point: parses, runs, maps to an exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { FATAL } else { 0 };
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
         }
+        Err(e) => return usage_error(&e),
     };
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => tracing::Level::ERROR,
@@ -161,9 +188,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
+        .event_format(OneLine)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -173,34 +198,7 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fatal(&anyhow::anyhow!("cannot start runtime: {e}")),
     };
-    let quiet = cli.quiet;
-    let res = rt.block_on(async move {
-        match cli.command {
-            Command::Write(args) => write::run(args, quiet).await,
-            Command::Get { cache, key, raw } => ops::get(&cache.cache, &key, raw).await,
-            Command::Set {
-                cache,
-                key,
-                value,
-                ttl,
-            } => ops::set(&cache.cache, &key, &value, ttl).await,
-            Command::Delete { cache, keys } => ops::delete(&cache.cache, &keys).await,
-            Command::Clear { cache, all } => ops::clear(&cache.cache, all).await,
-            Command::Stats { cache } => ops::stats(&cache.cache).await,
-            Command::Bench(cmd) => bench::run(cmd).await,
-            Command::Export {
-                cache,
-                output,
-                format,
-            } => transfer::export(&cache.cache, &output, format, quiet).await,
-            Command::Import {
-                cache,
-                input,
-                format,
-            } => transfer::import(&cache.cache, &input, format).await,
-            Command::Compact { cache } => ops::compact(&cache.cache).await,
-        }
-    });
+    let res = rt.block_on(dispatch(cli));
     // Do not wait for stuck connections at exit.
     rt.shutdown_timeout(Duration::from_secs(1));
     match res {
@@ -211,10 +209,108 @@ pub fn main() -> ExitCode {
     }
 }
 
+async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
+    let quiet = cli.quiet;
+    // Bare names mean the same place in every command: `data/` unless --dir.
+    let data = cli.dir.clone().unwrap_or_else(|| PathBuf::from("data"));
+    let dir = data.as_path();
+    match cli.command {
+        Command::Write(args) => write::run(args, quiet, cli.dir.as_deref()).await,
+        Command::Get { cache, key, raw } => ops::get(&cache.at(dir)?, &key, raw).await,
+        Command::Set {
+            cache,
+            key,
+            value,
+            ttl,
+        } => ops::set(&cache.at(dir)?, &key, &value, ttl).await,
+        Command::Delete { cache, keys } => ops::delete(&cache.at(dir)?, &keys).await,
+        Command::Clear { cache, all } => ops::clear(&cache.at(dir)?, all).await,
+        Command::Stats { cache } => ops::stats(&cache.at(dir)?).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Export {
+            cache,
+            output,
+            format,
+        } => transfer::export(&cache.at(dir)?, &output, format, quiet).await,
+        Command::Import {
+            cache,
+            input,
+            format,
+        } => transfer::import(&cache.at(dir)?, &input, format).await,
+        Command::Compact { cache } => ops::compact(&cache.at(dir)?).await,
+    }
+}
+
+impl CacheArg {
+    /// The cache's URL, bare names resolved under `dir`.
+    fn at(&self, dir: &Path) -> anyhow::Result<String> {
+        Ok(unicache::url::resolve_name(&self.cache, dir)?)
+    }
+}
+
+/// A usage error as one line, `unicache: error: ...` (clap's own text runs
+/// over several lines: the message, the arguments it is about, usage).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let names: Vec<String> = <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let _ = writeln!(
+            std::io::stderr(),
+            "unicache: error: a command is required: {} (see unicache --help)",
+            names.join(", ")
+        );
+        return ExitCode::from(FATAL);
+    }
+    let text = e.render().to_string();
+    let msg: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let msg = msg.join(" ");
+    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+    let _ = writeln!(
+        std::io::stderr(),
+        "unicache: error: {msg} (see unicache --help)"
+    );
+    ExitCode::from(FATAL)
+}
+
+/// Log lines as `unicache: warning: ...`, like the errors.
+struct OneLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for OneLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            _ => "debug",
+        };
+        write!(w, "unicache: {level}: ")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// A write to a closed stdout (`| head -c1`): not an error (ripgrep's rule).
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
 }
 
@@ -236,18 +332,48 @@ fn fatal(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(FATAL)
 }
 
-/// Opens a cache from a URL or bare name (bare names resolve under `dir`).
-pub async fn open_cache(
-    name: &str,
-    dir: &std::path::Path,
-) -> anyhow::Result<std::sync::Arc<dyn unicache::Cache>> {
-    let url = unicache::url::resolve_name(name, dir)?;
-    Ok(unicache::open(&url).await?)
+/// Opens a cache URL (bare names already resolved). With `must_exist`
+/// (every command but `write`, `set` and `import`) a local store that is not
+/// there is an error naming it, and nothing is created.
+pub async fn open_url(url: &str, must_exist: bool) -> anyhow::Result<Arc<dyn unicache::Cache>> {
+    let mut parsed = unicache::url::parse(url)?;
+    let store = files::store_file(&parsed.backend);
+    let redacted = parsed.redacted.clone();
+    let missing = |p: &Path| {
+        anyhow::anyhow!(
+            "no cache at {} ({redacted}): it does not exist; nothing was created",
+            p.display()
+        )
+    };
+    if must_exist {
+        if let Some(p) = &store
+            && !p.exists()
+        {
+            return Err(missing(p));
+        }
+        parsed.options.must_exist = true;
+    }
+    match unicache::backends::open_parsed(parsed, Default::default()).await {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == unicache::ErrorKind::NotFound => match &store {
+            Some(p) => Err(missing(p)),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Writes bytes to stdout, flushing.
+/// Writes one line to stderr; a closed stderr is ignored (`eprintln!` would panic).
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "unicache: {line}");
+}
+
+/// Writes bytes to stdout, flushing. A closed stdout is not an error: the
+/// command's outcome (exit code) stays what its work came to.
 pub fn stdout_write(bytes: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes)?;
-    out.flush()
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

@@ -1,15 +1,15 @@
-//! Single-cache commands: get, set, delete, clear, stats.
+//! Single-cache commands: get, set, delete, clear, stats, compact. All but
+//! `set` open only an existing store: they never create one.
 
 use std::io::Read;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{Outcome, open_cache, stdout_write};
+use super::{Outcome, note, open_url, stdout_write};
 
 pub async fn get(url: &str, key: &str, raw: bool) -> anyhow::Result<Outcome> {
-    let cache = open_cache(url, Path::new(".")).await?;
+    let cache = open_url(url, true).await?;
     match cache.get(key).await? {
         Some(v) => {
             stdout_write(&v)?;
@@ -19,7 +19,7 @@ pub async fn get(url: &str, key: &str, raw: bool) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         None => {
-            eprintln!("unicache: key {key:?} not found in {}", cache.endpoint());
+            note(&format!("key {key:?} not found in {}", cache.endpoint()));
             Ok(Outcome::Partial)
         }
     }
@@ -31,7 +31,7 @@ pub async fn set(
     value: &str,
     ttl: Option<Duration>,
 ) -> anyhow::Result<Outcome> {
-    let cache = open_cache(url, Path::new(".")).await?;
+    let cache = open_url(url, false).await?;
     let bytes = if value == "-" {
         let mut b = Vec::new();
         std::io::stdin()
@@ -47,7 +47,7 @@ pub async fn set(
 }
 
 pub async fn delete(url: &str, keys: &[String]) -> anyhow::Result<Outcome> {
-    let cache = open_cache(url, Path::new(".")).await?;
+    let cache = open_url(url, true).await?;
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let n = cache.delete_many(&refs).await?;
     cache.close().await?;
@@ -60,7 +60,7 @@ pub async fn delete(url: &str, keys: &[String]) -> anyhow::Result<Outcome> {
 }
 
 pub async fn clear(url: &str, all: bool) -> anyhow::Result<Outcome> {
-    let cache = open_cache(url, Path::new(".")).await?;
+    let cache = open_url(url, true).await?;
     if all {
         cache.clear_all().await?;
     } else {
@@ -71,7 +71,7 @@ pub async fn clear(url: &str, all: bool) -> anyhow::Result<Outcome> {
 }
 
 pub async fn stats(url: &str) -> anyhow::Result<Outcome> {
-    let cache = open_cache(url, Path::new(".")).await?;
+    let cache = open_url(url, true).await?;
     let s = cache.stats().await?;
     let mut text = serde_json::to_string_pretty(&s)?;
     text.push('\n');
@@ -80,7 +80,7 @@ pub async fn stats(url: &str) -> anyhow::Result<Outcome> {
 }
 
 pub async fn compact(url: &str) -> anyhow::Result<Outcome> {
-    let cache = open_cache(url, Path::new(".")).await?;
+    let cache = open_url(url, true).await?;
     cache.compact().await?;
     let s = cache.stats().await?;
     let mut text = serde_json::to_string_pretty(&s)?;

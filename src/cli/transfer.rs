@@ -8,12 +8,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use futures::StreamExt;
 use serde::de::{self, MapAccess, Visitor};
+use unicache::writer::OutputFile;
 
-use super::{Outcome, open_cache};
+use super::files::{refuse_overlaps, store_files};
+use super::{Outcome, note, open_url};
 
 /// Export/import file layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,109 +30,141 @@ pub enum Format {
 
 const BATCH: usize = 1000;
 
+/// Streams every live entry of `url` to `output` (`-`: stdout). A file is
+/// written beside its path and renamed over it when complete (mode 0600: it
+/// holds cached data), so a failed export leaves the previous file whole.
 pub async fn export(
     url: &str,
     output: &str,
     format: Format,
     quiet: bool,
 ) -> anyhow::Result<Outcome> {
-    let cache = open_cache(url, Path::new(".")).await?;
     let format = if format == Format::Auto {
         Format::Jsonl
     } else {
         format
     };
-    let out: Box<dyn Write> = if output == "-" {
-        Box::new(std::io::stdout().lock())
+    if output != "-" {
+        let parsed = unicache::url::parse(url)?;
+        let own: Vec<_> = store_files(&parsed.backend)
+            .into_iter()
+            .map(|p| (format!("a file of the cache {}", parsed.redacted), p))
+            .collect();
+        refuse_overlaps(&[("--output", Path::new(output))], &own)?;
+    }
+    let cache = open_url(url, true).await?;
+    let (n, skipped) = if output == "-" {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let counts = match write_entries(&*cache, &mut w, format).await {
+            Err(ExportError::Write(e)) => return Err(anyhow::Error::from(e).context("stdout")),
+            other => other?,
+        };
+        w.flush().context("stdout")?;
+        counts
     } else {
-        Box::new(
-            std::fs::File::create(output)
-                .with_context(|| format!("cannot write export to {output}"))?,
-        )
+        let mut file = OutputFile::create(Path::new(output))
+            .map_err(|e| anyhow!("cannot write export to {e}"))?;
+        let counts = match write_entries(&*cache, &mut file, format).await {
+            Err(ExportError::Write(e)) => bail!("cannot write export to {e}"),
+            other => other?,
+        };
+        file.commit()
+            .map_err(|e| anyhow!("cannot write export to {e}"))?;
+        counts
     };
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
-    let mut keys = cache.keys().await?;
-    let read_ttl = cache.capabilities().read_ttl;
-    let (mut n, mut skipped, mut first) = (0u64, 0u64, true);
-    if format == Format::Json {
-        w.write_all(b"{")?;
-    }
-    let mut batch: Vec<String> = Vec::with_capacity(BATCH);
-    let mut done = false;
-    while !done {
-        batch.clear();
-        while batch.len() < BATCH {
-            match keys.next().await {
-                Some(k) => batch.push(k?),
-                None => {
-                    done = true;
-                    break;
-                }
-            }
-        }
-        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-        let values = cache.get_many(&refs).await?;
-        for (k, v) in batch.iter().zip(values) {
-            // Gone (expired or deleted) since it was listed: nothing to export.
-            let Some(v) = v else { continue };
-            match format {
-                Format::Json => {
-                    let Ok(text) = std::str::from_utf8(&v) else {
-                        skipped += 1;
-                        eprintln!(
-                            "unicache: export: value of {k:?} is not UTF-8; skipped (use --format jsonl)"
-                        );
-                        continue;
-                    };
-                    if !first {
-                        w.write_all(b",")?;
-                    }
-                    first = false;
-                    w.write_all(b"\n")?;
-                    serde_json::to_writer(&mut w, k)?;
-                    w.write_all(b": ")?;
-                    serde_json::to_writer(&mut w, text)?;
-                }
-                _ => {
-                    let mut obj = serde_json::Map::new();
-                    obj.insert("key".into(), k.clone().into());
-                    match std::str::from_utf8(&v) {
-                        Ok(t) => obj.insert("value".into(), t.into()),
-                        Err(_) => obj.insert(
-                            "value_b64".into(),
-                            base64::engine::general_purpose::STANDARD.encode(&v).into(),
-                        ),
-                    };
-                    if read_ttl && let Ok(Some(Some(ttl))) = cache.ttl(k).await {
-                        obj.insert("ttl_ms".into(), (ttl.as_millis().max(1) as u64).into());
-                    }
-                    serde_json::to_writer(&mut w, &obj)?;
-                    w.write_all(b"\n")?;
-                }
-            }
-            n += 1;
-        }
-    }
-    if format == Format::Json {
-        w.write_all(b"\n}\n")?;
-    }
-    w.flush()?;
     if !quiet {
-        eprintln!(
-            "unicache: exported {n} entries from {}{}",
+        note(&format!(
+            "exported {n} entries from {}{}",
             cache.endpoint(),
             if skipped > 0 {
                 format!(", skipped {skipped}")
             } else {
                 String::new()
             }
-        );
+        ));
     }
     Ok(if skipped > 0 {
         Outcome::Partial
     } else {
         Outcome::Success
     })
+}
+
+/// Why an export stopped: the cache or the output.
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    #[error(transparent)]
+    Cache(#[from] unicache::Error),
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+}
+
+/// Writes the entries of `cache` as `format`; returns (exported, skipped).
+async fn write_entries(
+    cache: &dyn unicache::Cache,
+    w: &mut impl Write,
+    format: Format,
+) -> Result<(u64, u64), ExportError> {
+    let mut entries = cache.entries().await?;
+    let (mut n, mut skipped) = (0u64, 0u64);
+    if format == Format::Json {
+        w.write_all(b"{")?;
+    }
+    while let Some(e) = entries.next().await {
+        let e = e?;
+        match format {
+            Format::Json => {
+                let Ok(text) = std::str::from_utf8(&e.value) else {
+                    skipped += 1;
+                    note(&format!(
+                        "export: value of {:?} is not UTF-8; skipped (use --format jsonl)",
+                        e.key
+                    ));
+                    continue;
+                };
+                w.write_all(if n == 0 { b"\n" } else { b",\n" })?;
+                serde_json::to_writer(&mut *w, &e.key).map_err(std::io::Error::from)?;
+                w.write_all(b": ")?;
+                serde_json::to_writer(&mut *w, text).map_err(std::io::Error::from)?;
+            }
+            _ => write_jsonl_entry(w, &e)?,
+        }
+        n += 1;
+    }
+    if format == Format::Json {
+        w.write_all(b"\n}\n")?;
+    }
+    Ok((n, skipped))
+}
+
+/// `{"key":..,"ttl_ms":..,"value"|"value_b64":..}`: the fields in this order
+/// (the order serde_json's sorted maps gave them before).
+fn write_jsonl_entry(w: &mut impl Write, e: &unicache::Entry) -> std::io::Result<()> {
+    w.write_all(b"{\"key\":")?;
+    serde_json::to_writer(&mut *w, &e.key)?;
+    if let Some(ttl) = e.ttl {
+        write!(
+            w,
+            ",\"ttl_ms\":{}",
+            ttl.as_millis().clamp(1, u64::MAX as u128)
+        )?;
+    }
+    match std::str::from_utf8(&e.value) {
+        Ok(t) => {
+            w.write_all(b",\"value\":")?;
+            serde_json::to_writer(&mut *w, t)?;
+        }
+        Err(_) => {
+            w.write_all(b",\"value_b64\":\"")?;
+            w.write_all(
+                base64::engine::general_purpose::STANDARD
+                    .encode(&e.value)
+                    .as_bytes(),
+            )?;
+            w.write_all(b"\"")?;
+        }
+    }
+    w.write_all(b"}\n")
 }
 
 /// One entry read from an export.
@@ -168,7 +202,7 @@ impl Importer {
             Err(e) if e.kind() == unicache::ErrorKind::PartialBatch => {
                 self.failed += e.failures().len() as u64;
                 self.imported += (plain.len() - e.failures().len()) as u64;
-                eprintln!("unicache: import: {e}");
+                note(&format!("import: {e}"));
             }
             Err(e) => return Err(e.into()),
         }
@@ -177,7 +211,7 @@ impl Importer {
                 Ok(()) => self.imported += 1,
                 Err(err) => {
                     self.failed += 1;
-                    eprintln!("unicache: import: {err}");
+                    note(&format!("import: {err}"));
                 }
             }
         }
@@ -204,115 +238,200 @@ fn parse_jsonl_line(line: &str, n: u64, source: &str) -> anyhow::Result<Entry> {
     Ok(Entry { key, value, ttl })
 }
 
+/// Opens the import input; a directory or a missing file is an error naming it.
+fn open_import_input(input: &str) -> anyhow::Result<Box<dyn Read + Send>> {
+    if input == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    match std::fs::File::open(input) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
+            bail!("cannot read import file {input}: it is a directory")
+        }
+        Ok(f) => Ok(Box::new(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("import file {input} not found")
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open import file {input}")),
+    }
+}
+
+/// Reads entries written by `export` (or a seed cache file) into `url`.
 pub async fn import(url: &str, input: &str, format: Format) -> anyhow::Result<Outcome> {
-    let cache = open_cache(url, Path::new(".")).await?;
-    let raw: Box<dyn Read + Send> = if input == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        match std::fs::File::open(input) {
-            Ok(f) => Box::new(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("import file {input} not found")
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot open {input}")),
-        }
-    };
-    let mut r = BufReader::with_capacity(1 << 20, raw);
-    let format = match format {
-        Format::Auto => {
-            // JSON Lines when the first line is a whole {"key":..,"value"/"value_b64":..} object.
-            let buf = r.fill_buf()?;
-            let first = buf.split(|&b| b == b'\n').next().unwrap_or(b"");
-            match serde_json::from_slice::<serde_json::Value>(first) {
-                Ok(v)
-                    if v["key"].is_string()
-                        && (v.get("value").is_some() || v.get("value_b64").is_some()) =>
-                {
-                    Format::Jsonl
-                }
-                _ => Format::Json,
-            }
-        }
-        f => f,
-    };
+    let raw = open_import_input(input)?;
+    let cache = open_url(url, false).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(4 * BATCH);
+    let source = input.to_string();
+    let parser = tokio::task::spawn_blocking(move || parse_entries(raw, &source, format, &tx));
     let mut imp = Importer {
         cache: cache.clone(),
         batch: Vec::new(),
         imported: 0,
         failed: 0,
     };
-    match format {
-        Format::Jsonl | Format::Auto => {
-            let mut line = String::new();
-            let mut n = 0u64;
-            loop {
-                line.clear();
-                if r.read_line(&mut line)? == 0 {
-                    break;
-                }
-                n += 1;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                imp.push(parse_jsonl_line(line.trim_end(), n, input)?)
-                    .await?;
-            }
-        }
-        Format::Json => {
-            // Streams the seed's {"key": "value", ...} object through a channel
-            // so memory stays bounded; the parser runs on a blocking thread.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(4 * BATCH);
-            let source = input.to_string();
-            let parser = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                struct V(tokio::sync::mpsc::Sender<Entry>);
-                impl<'de> Visitor<'de> for V {
-                    type Value = ();
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("an object of key -> value")
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-                        while let Some((k, v)) = m.next_entry::<String, serde_json::Value>()? {
-                            let value = match v {
-                                serde_json::Value::String(s) => s.into_bytes(),
-                                other => other.to_string().into_bytes(),
-                            };
-                            if self
-                                .0
-                                .blocking_send(Entry {
-                                    key: k,
-                                    value,
-                                    ttl: None,
-                                })
-                                .is_err()
-                            {
-                                return Err(de::Error::custom("import stopped"));
-                            }
-                        }
-                        Ok(())
-                    }
-                }
-                let mut de = serde_json::Deserializer::from_reader(r);
-                de::Deserializer::deserialize_map(&mut de, V(tx))
-                    .and_then(|_| de.end())
-                    .map_err(|e| {
-                        anyhow::anyhow!("{source}: line {} column {}: {e}", e.line(), e.column())
-                    })
-            });
-            while let Some(e) = rx.recv().await {
-                imp.push(e).await?;
-            }
-            parser.await??;
-        }
+    while let Some(e) = rx.recv().await {
+        imp.push(e).await?;
     }
+    parser.await.context("import parser")??;
     imp.flush().await?;
     cache.close().await?;
-    println!(
-        "{}",
-        serde_json::json!({"imported": imp.imported, "failed": imp.failed, "cache": cache.endpoint()})
-    );
+    let line = serde_json::json!({"imported": imp.imported, "failed": imp.failed, "cache": cache.endpoint()});
+    super::stdout_write(format!("{line}\n").as_bytes())?;
     Ok(if imp.failed > 0 {
         Outcome::Partial
     } else {
         Outcome::Success
     })
+}
+
+type Sink<'a> = &'a tokio::sync::mpsc::Sender<Entry>;
+
+/// Parses `raw` as `format` (detected when `Auto`), sending each entry.
+fn parse_entries(
+    raw: Box<dyn Read + Send>,
+    source: &str,
+    format: Format,
+    tx: Sink,
+) -> anyhow::Result<()> {
+    let mut r = BufReader::with_capacity(1 << 16, raw);
+    let buf = r
+        .fill_buf()
+        .with_context(|| format!("cannot read {source}"))?;
+    if buf.starts_with(b"\xEF\xBB\xBF") {
+        r.consume(3);
+    }
+    match format {
+        Format::Jsonl => read_jsonl(r, source, tx),
+        Format::Json => read_json(r, source, tx),
+        Format::Auto => {
+            let (format, seen) = detect(&mut r);
+            let replay = BufReader::with_capacity(1 << 16, std::io::Cursor::new(seen).chain(r));
+            match format {
+                Format::Json => read_json(replay, source, tx),
+                _ => read_jsonl(replay, source, tx),
+            }
+        }
+    }
+}
+
+/// JSON Lines (`export`'s default) or the seed's one object? Decided from
+/// the document's structure, however large its entries: a JSON Lines
+/// file's first object is one line holding only `key`, `ttl_ms`, `value` or
+/// `value_b64`, with a string `key` and a value. Returns the format and the
+/// bytes read to decide (one object at most), to be read again.
+fn detect(r: &mut impl BufRead) -> (Format, Vec<u8>) {
+    struct Tee<'a, R> {
+        inner: &'a mut R,
+        seen: Vec<u8>,
+    }
+    impl<R: Read> Read for Tee<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.seen.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+    /// Sets the verdict as soon as it is known: a key no export line has
+    /// means the seed's object, whatever follows.
+    struct FirstObject<'a>(&'a std::cell::Cell<Option<bool>>);
+    impl<'de> Visitor<'de> for FirstObject<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            let (mut key, mut value) = (false, false);
+            while let Some(k) = m.next_key::<String>()? {
+                match k.as_str() {
+                    "key" => key = m.next_value::<serde_json::Value>()?.is_string(),
+                    "value" | "value_b64" => {
+                        m.next_value::<de::IgnoredAny>()?;
+                        value = true;
+                    }
+                    "ttl_ms" => {
+                        m.next_value::<de::IgnoredAny>()?;
+                    }
+                    _ => {
+                        self.0.set(Some(false));
+                        return Err(de::Error::custom("not an export line"));
+                    }
+                }
+            }
+            self.0.set(Some(key && value));
+            Ok(())
+        }
+    }
+    let verdict = std::cell::Cell::new(None);
+    let mut tee = Tee {
+        inner: r,
+        seen: Vec::new(),
+    };
+    let mut de = serde_json::Deserializer::from_reader(&mut tee);
+    let _ = de::Deserializer::deserialize_map(&mut de, FirstObject(&verdict));
+    drop(de);
+    let text_start = tee.seen.iter().position(|b| !b.is_ascii_whitespace());
+    let one_line = text_start.is_none_or(|s| !tee.seen[s..].trim_ascii_end().contains(&b'\n'));
+    let format = match verdict.get() {
+        Some(true) if one_line => Format::Jsonl,
+        Some(_) => Format::Json,
+        // Malformed or not an object: the reader that fits reports where.
+        None if one_line => Format::Jsonl,
+        None => Format::Json,
+    };
+    (format, tee.seen)
+}
+
+fn read_jsonl(mut r: impl BufRead, source: &str, tx: Sink) -> anyhow::Result<()> {
+    let mut line = String::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)
+            .with_context(|| format!("cannot read {source} at line {}", n + 1))?
+            == 0
+        {
+            return Ok(());
+        }
+        n += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if tx
+            .blocking_send(parse_jsonl_line(line.trim_end(), n, source)?)
+            .is_err()
+        {
+            return Ok(()); // the importer stopped; it reports why
+        }
+    }
+}
+
+/// Streams the seed's `{"key": "value", ...}` object; memory stays bounded.
+fn read_json(r: impl Read, source: &str, tx: Sink) -> anyhow::Result<()> {
+    struct V<'a>(Sink<'a>);
+    impl<'de> Visitor<'de> for V<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of key -> value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            while let Some((k, v)) = m.next_entry::<String, serde_json::Value>()? {
+                let value = match v {
+                    serde_json::Value::String(s) => s.into_bytes(),
+                    other => other.to_string().into_bytes(),
+                };
+                let entry = Entry {
+                    key: k,
+                    value,
+                    ttl: None,
+                };
+                if self.0.blocking_send(entry).is_err() {
+                    return Err(de::Error::custom("import stopped"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_reader(r);
+    de::Deserializer::deserialize_map(&mut de, V(tx))
+        .and_then(|_| de.end())
+        .map_err(|e| anyhow!("{source}: line {} column {}: {e}", e.line(), e.column()))
 }

@@ -1,22 +1,26 @@
 //! `unicache write`: the seed's job, streamed and fanned out.
 //!
-//! Resolves the targets (`--cache` or the seed config's `backends`), checks
+//! Resolves the targets (`--cache` or the seed config's `backends`), refuses
+//! an output or rejects path that is the input or a target's file, checks
 //! that the summary can be written before touching any cache, runs the
-//! writer with an optional progress bar, then writes and prints the summary.
+//! writer with an optional progress bar, then saves (temp file + rename) and
+//! prints the summary. A run that stops before writing leaves a previous
+//! summary as it was.
 
 use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read, Seek, Write};
+use std::io::{BufReader, IsTerminal, Read, Seek, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 
 use unicache::records::{InputFormat, KeyPolicy, MissingKey, detect, scan_backends};
-use unicache::writer::{Progress, Target, WriteOptions, write_records};
+use unicache::writer::{OutputFile, Progress, Target, WriteOptions, WriteReport, write_records};
 
-use super::{Outcome, open_cache, parse_ttl, stdout_write};
+use super::files::{refuse_overlaps, store_files};
+use super::{Outcome, open_url, parse_count, parse_span, parse_ttl, stdout_write};
 
 #[derive(Args, Debug)]
 pub struct WriteArgs {
@@ -41,14 +45,18 @@ pub struct WriteArgs {
     /// Records per batch (one transaction or round trip each).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     batch_size: u64,
-    /// Write skipped and failed records here as JSON Lines (position, target, reason, record).
+    /// Write skipped and failed records here as JSON Lines (position, target, reason, record); mode 0600.
     #[arg(long, value_name = "PATH")]
     rejects: Option<PathBuf>,
+    /// Treat a target as down once no batch has succeeded on it for this long
+    /// (its remaining records then fail at once, with the reason).
+    #[arg(long, default_value = "30s", value_name = "DUR", value_parser = parse_span)]
+    give_up_after: Duration,
     /// Input format; auto detects it from the first bytes.
     #[arg(long, default_value = "auto")]
     format: InputFormat,
     /// Retries of a batch after a transient failure (connection, timeout).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = parse_count)]
     retries: u32,
 }
 
@@ -99,42 +107,35 @@ fn config_backends(args: &WriteArgs, input: Input) -> anyhow::Result<(Input, Opt
     Ok((open_input(&args.input)?, backends))
 }
 
-pub async fn run(args: WriteArgs, quiet: bool) -> anyhow::Result<Outcome> {
+/// Runs `write`; bare target names resolve under `dir`, by default the
+/// summary's directory.
+pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Result<Outcome> {
     let input = open_input(&args.input)?;
-
-    // Fail on an unwritable summary before any cache is touched.
     let out_dir = match args.output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let (input, names) = target_names(&args, input)?;
+    let bare_dir = dir.unwrap_or(&out_dir);
+    let mut urls = Vec::new();
+    for name in &names {
+        urls.push(unicache::url::resolve_name(name, bare_dir)?);
+    }
+    refuse_own_files(&args, &urls)?;
+
+    // Fail on an unwritable summary before any cache is touched.
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create output directory {}", out_dir.display()))?;
-    let mut out_file = File::create(&args.output)
-        .with_context(|| format!("cannot write summary to {}", args.output.display()))?;
-
-    let (input, names) = if args.caches.is_empty() {
-        let (input, backends) = config_backends(&args, input)?;
-        let names = match backends {
-            Some(b) if !b.is_empty() => b,
-            Some(_) => bail!(
-                "{}: \"backends\" is empty; name at least one or pass --cache",
-                args.input
-            ),
-            None => {
-                tracing::warn!(
-                    "no backends in the input and no --cache: writing to memory:// (lost at exit)"
-                );
-                vec!["memory".to_string()]
-            }
-        };
-        (input, names)
-    } else {
-        (input, args.caches.clone())
-    };
+    let summary_file =
+        OutputFile::create(&args.output).map_err(|e| anyhow!("cannot write summary to {e}"))?;
+    if let Some(r) = &args.rejects {
+        // A probe: the writer creates the real one once targets are open.
+        drop(OutputFile::create(r).map_err(|e| anyhow!("cannot write rejects to {e}"))?);
+    }
 
     // Open every target first: an unreachable one is fatal before anything is written.
     let mut targets = Vec::new();
-    let opened = futures::future::join_all(names.iter().map(|n| open_cache(n, &out_dir))).await;
+    let opened = futures::future::join_all(urls.iter().map(|u| open_url(u, false))).await;
     for (name, cache) in names.iter().zip(opened) {
         let cache = cache.with_context(|| format!("target {}", unicache::url::redact(name)))?;
         targets.push(Target {
@@ -143,6 +144,64 @@ pub async fn run(args: WriteArgs, quiet: bool) -> anyhow::Result<Outcome> {
         });
     }
 
+    let progress = Arc::new(Progress::default());
+    let bar = ProgressLine::start(quiet, &progress, targets.len());
+    let report = write_records(input, &args.input, &targets, &options(&args), progress).await?;
+    bar.finish();
+    for t in &targets {
+        if let Err(e) = t.cache.close().await {
+            tracing::warn!("closing {}: {e}", t.name);
+        }
+    }
+    finish(&report, summary_file, quiet)
+}
+
+/// The targets: `--cache`, else the seed config's `backends`, else memory.
+fn target_names(args: &WriteArgs, input: Input) -> anyhow::Result<(Input, Vec<String>)> {
+    if !args.caches.is_empty() {
+        return Ok((input, args.caches.clone()));
+    }
+    let (input, backends) = config_backends(args, input)?;
+    let names = match backends {
+        Some(b) if !b.is_empty() => b,
+        Some(_) => bail!(
+            "{}: \"backends\" is empty; name at least one or pass --cache",
+            args.input
+        ),
+        None => {
+            tracing::warn!(
+                "no backends in the input and no --cache: writing to memory:// (lost at exit)"
+            );
+            vec!["memory".to_string()]
+        }
+    };
+    Ok((input, names))
+}
+
+/// Refuses a summary or rejects path that is the input, a target's store
+/// (or one of its companion files) or the other output.
+fn refuse_own_files(args: &WriteArgs, urls: &[String]) -> anyhow::Result<()> {
+    let mut protected = Vec::new();
+    if args.input != "-" {
+        protected.push(("the input".to_string(), PathBuf::from(&args.input)));
+    }
+    for url in urls {
+        // A URL that does not parse fails when it is opened, with its own message.
+        let Ok(parsed) = unicache::url::parse(url) else {
+            continue;
+        };
+        for p in store_files(&parsed.backend) {
+            protected.push((format!("a file of target {}", parsed.redacted), p));
+        }
+    }
+    let mut outputs = vec![("--output", args.output.as_path())];
+    if let Some(r) = &args.rejects {
+        outputs.push(("--rejects", r.as_path()));
+    }
+    refuse_overlaps(&outputs, &protected)
+}
+
+fn options(args: &WriteArgs) -> WriteOptions {
     let mut options = WriteOptions::default();
     options.batch_size = args.batch_size as usize;
     options.ttl = args.ttl;
@@ -153,56 +212,47 @@ pub async fn run(args: WriteArgs, quiet: bool) -> anyhow::Result<Outcome> {
         missing: args.missing_key,
     };
     options.rejects = args.rejects.clone();
+    options.give_up_after = args.give_up_after;
+    options
+}
 
-    let progress = Arc::new(Progress::default());
-    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-        let pb = indicatif::ProgressBar::new_spinner();
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        pb
-    });
-    let ticker = bar.clone().map(|pb| {
-        let p = progress.clone();
-        let n = targets.len().max(1) as u64;
-        tokio::spawn(async move {
-            loop {
-                let read = p.read.load(std::sync::atomic::Ordering::Relaxed);
-                let stored = p.stored.load(std::sync::atomic::Ordering::Relaxed) / n;
-                pb.set_message(format!("{read} records read, {stored} stored per target"));
-                pb.tick();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
-
-    let report = write_records(input, &args.input, &targets, &options, progress).await?;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
-    }
-    for t in &targets {
-        if let Err(e) = t.cache.close().await {
-            tracing::warn!("closing {}: {e}", t.name);
-        }
-    }
-
-    let mut text = serde_json::to_string_pretty(&report)?;
+/// Saves and prints the summary, warns, and maps the report to an outcome.
+/// A summary that cannot be saved is still printed; the run then exits 2.
+fn finish(report: &WriteReport, file: OutputFile, quiet: bool) -> anyhow::Result<Outcome> {
+    let mut text = serde_json::to_string_pretty(report)?;
     text.push('\n');
-    out_file
-        .write_all(text.as_bytes())
-        .and_then(|_| out_file.sync_all())
-        .with_context(|| format!("cannot write summary to {}", args.output.display()))?;
-    stdout_write(text.as_bytes())?;
-
-    if let Some(e) = &report.error {
-        bail!("{e} (the summary accounts for what was written before)");
+    let mut file = file;
+    let saved = file.write_all(text.as_bytes()).and_then(|_| file.commit());
+    match stdout_write(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            tracing::warn!("cannot print the summary: {e}")
+        }
+        _ => {}
     }
-    if !quiet && report.records_skipped > 0 {
-        let first = report.rejects.first();
+    let save_error = saved.err().map(|e| {
+        format!(
+            "cannot write summary to {e} (the records' outcome is in the summary printed on stdout)"
+        )
+    });
+    match (&report.error, save_error) {
+        (Some(e), Some(s)) => bail!("{e} (the summary accounts for what was written before); {s}"),
+        (Some(e), None) => bail!("{e} (the summary accounts for what was written before)"),
+        (None, Some(s)) => bail!("{s}"),
+        (None, None) => {}
+    }
+    if !quiet {
+        warn_about(report);
+    }
+    Ok(if report.is_complete() {
+        Outcome::Success
+    } else {
+        Outcome::Partial
+    })
+}
+
+fn warn_about(report: &WriteReport) {
+    if report.records_skipped > 0 {
+        let first = report.rejects.iter().find(|r| r.target.is_none());
         tracing::warn!(
             "{} records skipped{}",
             report.records_skipped,
@@ -211,22 +261,63 @@ pub async fn run(args: WriteArgs, quiet: bool) -> anyhow::Result<Outcome> {
                 .unwrap_or_default()
         );
     }
-    if !quiet {
-        for t in report.targets.iter().filter(|t| t.failed > 0) {
-            tracing::warn!(
-                "{} records failed on {}{}",
-                t.failed,
-                t.name,
-                t.errors
-                    .first()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
+    for t in report.targets.iter().filter(|t| t.failed > 0) {
+        tracing::warn!(
+            "{} records failed on {}{}",
+            t.failed,
+            t.name,
+            t.errors
+                .first()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(note) = &report.rejects_note {
+        tracing::warn!(
+            "{} rejects not in the summary: {note}",
+            report.rejects_omitted
+        );
+    }
+}
+
+/// The progress spinner on a terminal's stderr.
+struct ProgressLine {
+    bar: Option<indicatif::ProgressBar>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressLine {
+    fn start(quiet: bool, progress: &Arc<Progress>, targets: usize) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let pb = indicatif::ProgressBar::new_spinner();
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
+            pb
+        });
+        let ticker = bar.clone().map(|pb| {
+            let p = progress.clone();
+            let n = targets.max(1) as u64;
+            tokio::spawn(async move {
+                loop {
+                    let read = p.read.load(std::sync::atomic::Ordering::Relaxed);
+                    let stored = p.stored.load(std::sync::atomic::Ordering::Relaxed) / n;
+                    pb.set_message(format!("{read} records read, {stored} stored per target"));
+                    pb.tick();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        });
+        ProgressLine { bar, ticker }
+    }
+
+    fn finish(self) {
+        if let Some(t) = self.ticker {
+            t.abort();
+        }
+        if let Some(pb) = self.bar {
+            pb.finish_and_clear();
         }
     }
-    Ok(if report.is_complete() {
-        Outcome::Success
-    } else {
-        Outcome::Partial
-    })
 }
