@@ -1,0 +1,244 @@
+//! One server: its pooled connections and whether it is up.
+//!
+//! A server that refuses connections, drops them, or lets a request go
+//! unanswered for the response timeout is marked down. While it is down its
+//! calls fail at once, except one probe at most every [`PROBE_EVERY`]; the
+//! first call that gets an answer marks it up again. So a frozen server costs
+//! one response timeout per probe, not one per call.
+
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use super::BACKEND;
+use super::proto::{Conn, Failure, Reply};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Connections kept per server.
+const POOL: usize = 2;
+/// After this long down, a server's errors stop being "transient".
+const DEAD_AFTER: Duration = Duration::from_secs(2);
+/// A down server is tried again at most this often.
+pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a server is marked down.
+#[derive(Clone, Copy)]
+enum Why {
+    Unreachable,
+    NotAnswering,
+}
+
+impl Why {
+    fn as_str(self) -> &'static str {
+        match self {
+            Why::Unreachable => "unreachable",
+            Why::NotAnswering => "not answering",
+        }
+    }
+}
+
+struct Down {
+    since: Instant,
+    last_try: Instant,
+    why: Why,
+}
+
+/// The two timeouts of every call.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+}
+
+pub(super) struct Server {
+    pub addr: String,
+    pool: Vec<Mutex<Option<Conn>>>,
+    next: AtomicUsize,
+    down: StdMutex<Option<Down>>,
+}
+
+/// Runs `f` until `deadline` (None: no deadline); None when it ran out.
+async fn until<F: std::future::Future>(deadline: Option<Instant>, f: F) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
+impl Server {
+    pub fn new(addr: String) -> Self {
+        Server {
+            addr,
+            pool: (0..POOL).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            down: StdMutex::new(None),
+        }
+    }
+
+    fn err(&self, kind: ErrorKind, msg: String) -> Error {
+        Error::new(kind, msg)
+            .with_backend(BACKEND)
+            .with_context("server", &self.addr)
+    }
+
+    /// The error for a failure while the server is down: `cause` (transient)
+    /// at first, so the writer retries; a permanent "marked down" once it
+    /// has been down [`DEAD_AFTER`].
+    fn down_error(&self, cause: Error) -> Error {
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match &*down {
+            Some(d) if d.since.elapsed() >= DEAD_AFTER => self
+                .err(
+                    ErrorKind::Backend,
+                    format!(
+                        "server marked down ({} for {} s)",
+                        d.why.as_str(),
+                        d.since.elapsed().as_secs()
+                    ),
+                )
+                .set_source(cause),
+            _ => cause,
+        }
+    }
+
+    fn mark_down(&self, why: Why) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match &mut *down {
+            Some(d) => {
+                d.last_try = now;
+                d.why = why;
+            }
+            None => {
+                *down = Some(Down {
+                    since: now,
+                    last_try: now,
+                    why,
+                })
+            }
+        }
+    }
+
+    fn mark_up(&self) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if down.is_some() {
+            *down = None;
+        }
+    }
+
+    /// Whether a call may go to the server now: `Ok(false)` while it is up,
+    /// `Ok(true)` when this call is the probe due (claimed here, so
+    /// concurrent calls do not all wait on a frozen server); otherwise the
+    /// fast failure.
+    fn admit(&self) -> Result<bool> {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(d) = &mut *down else {
+            return Ok(false);
+        };
+        if d.last_try.elapsed() >= PROBE_EVERY {
+            d.last_try = Instant::now();
+            return Ok(true);
+        }
+        let (kind, why) = match d.why {
+            Why::Unreachable => (ErrorKind::Connection, "unreachable"),
+            Why::NotAnswering => (ErrorKind::Timeout, "not answering"),
+        };
+        drop(down);
+        let cause = self.err(
+            kind,
+            format!(
+                "server marked down ({why}); probed again within {} s",
+                PROBE_EVERY.as_secs()
+            ),
+        );
+        Err(self.down_error(cause))
+    }
+
+    /// Runs one exchange on a pooled connection, (re)connecting as needed.
+    /// Waiting for the connection and the reply together take at most the
+    /// response timeout (plus the connect timeout when it connects).
+    pub async fn exchange(
+        &self,
+        req: &[u8],
+        last: Option<&str>,
+        count: usize,
+        t: Timeouts,
+    ) -> Result<Vec<Reply>> {
+        let probe = self.admit()?;
+        // checked_add: a huge timeout means no deadline, not a panic.
+        let deadline = Instant::now().checked_add(t.response);
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let Some(mut guard) = until(deadline, self.pool[slot].lock()).await else {
+            // The holder is waiting on the server and marks it down itself.
+            return Err(self.err(
+                ErrorKind::Timeout,
+                format!("no connection free within {:?}", t.response),
+            ));
+        };
+        if !probe {
+            // Marked down while this call waited for the connection?
+            self.admit()?;
+        }
+        let conn = match guard.as_mut() {
+            Some(c) => c,
+            None => guard.insert(self.connect(t.connect).await?),
+        };
+        match until(deadline, conn.exchange(req, last, count)).await {
+            Some(Ok(replies)) => {
+                self.mark_up();
+                Ok(replies)
+            }
+            Some(Err(Failure::Io(e))) => {
+                *guard = None;
+                self.mark_down(Why::Unreachable);
+                let e = Error::from(e)
+                    .with_backend(BACKEND)
+                    .with_context("server", &self.addr);
+                Err(self.down_error(e))
+            }
+            Some(Err(Failure::Garbage(g))) => {
+                // The stream can no longer be trusted: drop the connection.
+                *guard = None;
+                Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("unexpected reply from {}: {}", self.addr, g.0),
+                )
+                .with_backend(BACKEND))
+            }
+            None => {
+                // A late reply would be read as the next request's: drop it.
+                *guard = None;
+                self.mark_down(Why::NotAnswering);
+                Err(self.down_error(self.no_reply(t.response)))
+            }
+        }
+    }
+
+    fn no_reply(&self, timeout: Duration) -> Error {
+        self.err(
+            ErrorKind::Timeout,
+            format!("no reply within {timeout:?}: server not answering, marked down"),
+        )
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<Conn> {
+        match Conn::connect(&self.addr, timeout).await {
+            Ok(c) => Ok(c),
+            Err(cause) => {
+                self.mark_down(Why::Unreachable);
+                let e = match cause {
+                    Some(e) => Error::from(e)
+                        .with_backend(BACKEND)
+                        .with_context("server", &self.addr),
+                    None => self.err(
+                        ErrorKind::Timeout,
+                        format!("connect took over {timeout:?}; server marked down"),
+                    ),
+                };
+                Err(self.down_error(e))
+            }
+        }
+    }
+}
