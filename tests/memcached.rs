@@ -647,3 +647,34 @@ fn huge_timeouts_do_not_overflow() {
         .unwrap();
     common::assert_exit(&out, 0);
 }
+
+#[test]
+fn a_call_cancelled_mid_reply_leaves_no_reply_for_the_next_one() {
+    let m = Freezable::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("memcached://127.0.0.1:{}", m.port))
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+        c.set_many(&entries, None).await.unwrap();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        // A caller gives up (drops the future) while the server is frozen;
+        // the server answers that request once resumed.
+        m.signal(libc::SIGSTOP);
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(300), c.get_many(&refs[..50])).await;
+        assert!(cancelled.is_err());
+        m.signal(libc::SIGCONT);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every pooled connection is used in turn: none may hold those replies.
+        for _ in 0..4 {
+            let got = c.get_many(&refs[50..]).await.unwrap();
+            for (i, v) in got.iter().enumerate() {
+                assert_eq!(v.as_deref(), Some(refs[50 + i].as_bytes()));
+            }
+        }
+        assert_eq!(c.stats().await.unwrap().errors, 0);
+    });
+}

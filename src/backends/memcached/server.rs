@@ -181,17 +181,20 @@ impl Server {
             // Marked down while this call waited for the connection?
             self.admit()?;
         }
-        let conn = match guard.as_mut() {
+        // Taken out while in use: if this call is cancelled mid-exchange
+        // (its future dropped), the connection goes with it instead of
+        // leaving unread replies for the next caller.
+        let mut conn = match guard.take() {
             Some(c) => c,
-            None => guard.insert(self.connect(t.connect).await?),
+            None => self.connect(t.connect).await?,
         };
         match until(deadline, conn.exchange(req, last, count)).await {
             Some(Ok(replies)) => {
+                *guard = Some(conn);
                 self.mark_up();
                 Ok(replies)
             }
             Some(Err(Failure::Io(e))) => {
-                *guard = None;
                 self.mark_down(Why::Unreachable);
                 let e = Error::from(e)
                     .with_backend(BACKEND)
@@ -199,8 +202,7 @@ impl Server {
                 Err(self.down_error(e))
             }
             Some(Err(Failure::Garbage(g))) => {
-                // The stream can no longer be trusted: drop the connection.
-                *guard = None;
+                // The stream can no longer be trusted: the connection is dropped.
                 Err(Error::new(
                     ErrorKind::Backend,
                     format!("unexpected reply from {}: {}", self.addr, g.0),
@@ -208,8 +210,8 @@ impl Server {
                 .with_backend(BACKEND))
             }
             None => {
-                // A late reply would be read as the next request's: drop it.
-                *guard = None;
+                // A late reply would be read as the next request's: the
+                // connection is dropped.
                 self.mark_down(Why::NotAnswering);
                 Err(self.down_error(self.no_reply(t.response)))
             }
