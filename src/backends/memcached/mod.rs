@@ -7,11 +7,13 @@
 //! client lets batches be one pipelined write per server (quiet mode with
 //! opaque tokens, so failures are still known per key) without an extra
 //! dependency marked experimental. Every key is mapped to a legal memcached
-//! key (see [`map_key`]); a namespace is a version token
-//! folded into every key, so `clear` invalidates only this namespace and
-//! never flushes a server. A server that stays unreachable is marked down:
-//! its reads are misses (counted as errors), its writes fail per key, and it
-//! is probed again at most once a second.
+//! key (see [`map_key`]); a namespace is a version token folded into every
+//! key, so `clear` invalidates only this namespace and never flushes a
+//! server. A server that is unreachable or leaves a request unanswered for
+//! the response timeout is marked down: its reads are misses (counted as
+//! errors), its writes fail per key at once, and it is probed again at most
+//! once a second. A reply outside the protocol is an error naming the
+//! server, and its connection is closed.
 
 mod proto;
 mod server;
@@ -496,10 +498,14 @@ impl MemcachedCache {
                         match (r.code.as_ref(), r.value.take()) {
                             ("VALUE", Some(v)) => {
                                 let Some(&i) = first.get(r.line.as_str()) else {
-                                    return Err(proto_err(
-                                        addr,
-                                        format!("reply for a key not asked: {:?}", r.line),
-                                    ));
+                                    return Err(Error::new(
+                                        ErrorKind::Backend,
+                                        format!(
+                                            "unexpected reply from {addr}: a value for key {} not asked for",
+                                            r.line.as_bytes().escape_ascii()
+                                        ),
+                                    )
+                                    .with_backend(BACKEND));
                                 };
                                 out[i] = Some(Bytes::from(v));
                             }
@@ -763,13 +769,8 @@ impl Cache for MemcachedCache {
                     Some((fresh, Instant::now()));
                 Ok(())
             }
-            other => Err(proto_err(
-                &s.addr,
-                format!(
-                    "clear: unexpected reply {:?}",
-                    other.map(|r| r.line.as_str())
-                ),
-            )),
+            Some(r) => Err(unexpected(&s.addr, r).with_context("op", "clear")),
+            None => Err(proto_err(&s.addr, "clear: no reply".into())),
         }
     }
 
