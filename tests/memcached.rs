@@ -678,3 +678,40 @@ fn a_call_cancelled_mid_reply_leaves_no_reply_for_the_next_one() {
         assert_eq!(c.stats().await.unwrap().errors, 0);
     });
 }
+
+#[test]
+fn one_probe_at_a_time_waits_on_a_frozen_server() {
+    let m = Freezable::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!(
+            "memcached://127.0.0.1:{}?response_timeout=2s",
+            m.port
+        ))
+        .await
+        .unwrap();
+        m.signal(libc::SIGSTOP);
+        assert!(c.set("a", b"1", None).await.is_err());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // A probe is due: this call takes it and waits out its timeout...
+        let probe = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = c.set("b", b"2", None).await;
+                (r.is_err(), t.elapsed())
+            })
+        };
+        // ...and while it waits, a second later, nobody else waits.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let t = Instant::now();
+        assert!(c.set("c", b"3", None).await.is_err());
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        let (failed, took) = probe.await.unwrap();
+        assert!(failed && took >= Duration::from_millis(1900), "{took:?}");
+    });
+}

@@ -2,7 +2,8 @@
 //!
 //! A server that refuses connections, drops them, or lets a request go
 //! unanswered for the response timeout is marked down. While it is down its
-//! calls fail at once, except one probe at most every [`PROBE_EVERY`]; the
+//! calls fail at once, except one probe at a time, at most every
+//! [`PROBE_EVERY`]; the
 //! first call that gets an answer marks it up again. So a frozen server costs
 //! one response timeout per probe, not one per call.
 
@@ -21,7 +22,10 @@ const POOL: usize = 2;
 /// After this long down, a server's errors stop being "transient".
 const DEAD_AFTER: Duration = Duration::from_secs(2);
 /// A down server is tried again at most this often.
-pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Longest a probe in flight keeps others from probing (one whose caller
+/// gave up never reports back).
+const PROBE_HOLD_MAX: Duration = Duration::from_secs(30);
 
 /// Why a server is marked down.
 #[derive(Clone, Copy)]
@@ -41,7 +45,8 @@ impl Why {
 
 struct Down {
     since: Instant,
-    last_try: Instant,
+    /// When the next probe may start.
+    next_try: Instant,
     why: Why,
 }
 
@@ -108,13 +113,13 @@ impl Server {
         let now = Instant::now();
         match &mut *down {
             Some(d) => {
-                d.last_try = now;
+                d.next_try = now + PROBE_EVERY;
                 d.why = why;
             }
             None => {
                 *down = Some(Down {
                     since: now,
-                    last_try: now,
+                    next_try: now + PROBE_EVERY,
                     why,
                 })
             }
@@ -132,13 +137,15 @@ impl Server {
     /// `Ok(true)` when this call is the probe due (claimed here, so
     /// concurrent calls do not all wait on a frozen server); otherwise the
     /// fast failure.
-    fn admit(&self) -> Result<bool> {
+    fn admit(&self, t: Timeouts) -> Result<bool> {
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
         let Some(d) = &mut *down else {
             return Ok(false);
         };
-        if d.last_try.elapsed() >= PROBE_EVERY {
-            d.last_try = Instant::now();
+        let now = Instant::now();
+        if now >= d.next_try {
+            // Held until this probe reports (mark_up / mark_down).
+            d.next_try = now + t.connect.saturating_add(t.response).min(PROBE_HOLD_MAX);
             return Ok(true);
         }
         let (kind, why) = match d.why {
@@ -149,7 +156,7 @@ impl Server {
         let cause = self.err(
             kind,
             format!(
-                "server marked down ({why}); probed again within {} s",
+                "server marked down ({why}); probed again at most every {} s",
                 PROBE_EVERY.as_secs()
             ),
         );
@@ -166,7 +173,7 @@ impl Server {
         count: usize,
         t: Timeouts,
     ) -> Result<Vec<Reply>> {
-        let probe = self.admit()?;
+        let probe = self.admit(t)?;
         // checked_add: a huge timeout means no deadline, not a panic.
         let deadline = Instant::now().checked_add(t.response);
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
@@ -179,7 +186,7 @@ impl Server {
         };
         if !probe {
             // Marked down while this call waited for the connection?
-            self.admit()?;
+            self.admit(t)?;
         }
         // Taken out while in use: if this call is cancelled mid-exchange
         // (its future dropped), the connection goes with it instead of
@@ -202,6 +209,8 @@ impl Server {
                 Err(self.down_error(e))
             }
             Some(Err(Failure::Garbage(g))) => {
+                // It answers, if not in memcached's protocol: not down.
+                self.mark_up();
                 // The stream can no longer be trusted: the connection is dropped.
                 Err(Error::new(
                     ErrorKind::Backend,
