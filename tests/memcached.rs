@@ -1,6 +1,9 @@
 //! memcached: the conformance suite on one real server and on two, the CLI
-//! read back with a plain text-protocol client, long TTLs, namespace-only
-//! clear, and one of two servers killed during a bulk write.
+//! read back with a plain text-protocol client, long TTLs (past 2038),
+//! namespace-only clear and namespaces that look nested (`app`, `app:v2`),
+//! one of two servers killed during a bulk write, a server frozen with
+//! SIGSTOP (fast failures, reuse once resumed, cancelled calls), a fake
+//! server answering garbage, and huge timeouts.
 
 mod common;
 
