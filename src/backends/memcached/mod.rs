@@ -192,6 +192,70 @@ pub fn map_key(prefix: Option<&str>, version: &str, key: &str) -> String {
     out
 }
 
+/// ASCII `get k1 k2 ...`, up to [`GET_KEYS`] keys a line, for the keys
+/// `full[i]` of `chunk`: the server answers a many-key get far faster than
+/// as many `mg` commands (measured: about 2x per key). Replies name their
+/// key; misses are simply absent.
+fn get_request(full: &[String], chunk: &[usize]) -> (Vec<u8>, Option<&'static str>, usize) {
+    let mut req = Vec::with_capacity(chunk.len() * 40);
+    let lines = chunk.len().div_ceil(GET_KEYS);
+    for part in chunk.chunks(GET_KEYS) {
+        req.extend_from_slice(b"get");
+        for &i in part {
+            req.push(b' ');
+            req.extend_from_slice(full[i].as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+    }
+    (req, Some("END"), lines)
+}
+
+/// Puts the values of a [`get_request`]'s replies in `out`.
+fn take_values(
+    addr: &str,
+    full: &[String],
+    chunk: &[usize],
+    replies: Vec<Reply>,
+    out: &mut [Option<Bytes>],
+) -> Result<()> {
+    // Key -> its first position; a key asked twice gets its value copied
+    // afterwards (no list per key).
+    let mut first: HashMap<&str, usize, Xxh3DefaultBuilder> =
+        HashMap::with_capacity_and_hasher(chunk.len(), Xxh3DefaultBuilder);
+    let mut repeated = false;
+    for &i in chunk {
+        repeated |= *first.entry(full[i].as_str()).or_insert(i) != i;
+    }
+    for mut r in replies {
+        match (r.code.as_ref(), r.value.take()) {
+            ("VALUE", Some(v)) => {
+                let Some(&i) = first.get(r.line.as_str()) else {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        format!(
+                            "unexpected reply from {addr}: a value for key {} not asked for",
+                            r.line.as_bytes().escape_ascii()
+                        ),
+                    )
+                    .with_backend(BACKEND));
+                };
+                out[i] = Some(Bytes::from(v));
+            }
+            ("END", _) => {}
+            _ => return Err(unexpected(addr, &r)),
+        }
+    }
+    if repeated {
+        for &i in chunk {
+            let f = first[full[i].as_str()];
+            if f != i {
+                out[i] = out[f].clone();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A reply the protocol does not allow at this point.
 fn unexpected(addr: &str, r: &Reply) -> Error {
     // Hot replies (VA/HD/...) keep only their code.
@@ -450,6 +514,36 @@ impl MemcachedCache {
             .collect()
     }
 
+    /// Values over the item size limit fail here, per key, without a round
+    /// trip: returns those failures and the indices to send.
+    fn split_oversized(
+        &self,
+        entries: &[(&str, &[u8])],
+        full: &[String],
+    ) -> (Vec<(usize, Error)>, Vec<usize>) {
+        let mut failures: Vec<(usize, Error)> = Vec::new();
+        let mut send: Vec<usize> = Vec::with_capacity(entries.len());
+        for (i, (k, v)) in entries.iter().enumerate() {
+            let limit = self.max_value(full[i].len());
+            if v.len() <= limit {
+                send.push(i);
+                continue;
+            }
+            let e = Error::new(
+                ErrorKind::ValueTooLarge,
+                format!(
+                    "{} bytes over the servers' item size limit ({limit} bytes for this key; \
+                     memcached -I raises it)",
+                    v.len()
+                ),
+            )
+            .with_backend(BACKEND)
+            .with_context("key", k);
+            failures.push((i, e));
+        }
+        (failures, send)
+    }
+
     async fn get_all(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         let version = self.version().await;
         let version = match version {
@@ -467,63 +561,10 @@ impl MemcachedCache {
         let failed = self
             .fan_out(
                 &full,
-                |chunk| {
-                    // ASCII `get k1 k2 ...`, up to GET_KEYS keys a line: the
-                    // server answers a many-key get far faster than as many
-                    // `mg` commands (measured: about 2x per key). Replies name
-                    // their key; misses are simply absent.
-                    let mut req = Vec::with_capacity(chunk.len() * 40);
-                    let lines = chunk.len().div_ceil(GET_KEYS);
-                    for part in chunk.chunks(GET_KEYS) {
-                        req.extend_from_slice(b"get");
-                        for &i in part {
-                            req.push(b' ');
-                            req.extend_from_slice(full[i].as_bytes());
-                        }
-                        req.extend_from_slice(b"\r\n");
-                    }
-                    (req, Some("END"), lines)
-                },
+                |chunk| get_request(&full, chunk),
                 |addr, chunk, replies| {
-                    // Key -> its first position; a key asked twice gets its
-                    // value copied afterwards (no list per key).
-                    let mut first: HashMap<&str, usize, Xxh3DefaultBuilder> =
-                        HashMap::with_capacity_and_hasher(chunk.len(), Xxh3DefaultBuilder);
-                    let mut repeated = false;
-                    for &i in chunk {
-                        repeated |= *first.entry(full[i].as_str()).or_insert(i) != i;
-                    }
                     let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-                    for mut r in replies {
-                        match (r.code.as_ref(), r.value.take()) {
-                            ("VALUE", Some(v)) => {
-                                let Some(&i) = first.get(r.line.as_str()) else {
-                                    return Err(Error::new(
-                                        ErrorKind::Backend,
-                                        format!(
-                                            "unexpected reply from {addr}: a value for key {} not asked for",
-                                            r.line.as_bytes().escape_ascii()
-                                        ),
-                                    )
-                                    .with_backend(BACKEND));
-                                };
-                                out[i] = Some(Bytes::from(v));
-                            }
-                            ("END", _) => {}
-                            _ => {
-                                return Err(unexpected(addr, &r));
-                            }
-                        }
-                    }
-                    if repeated {
-                        for &i in chunk {
-                            let f = first[full[i].as_str()];
-                            if f != i {
-                                out[i] = out[f].clone();
-                            }
-                        }
-                    }
-                    Ok(())
+                    take_values(addr, &full, chunk, replies, &mut out)
                 },
             )
             .await;
@@ -614,29 +655,7 @@ impl Cache for MemcachedCache {
             .iter()
             .map(|(k, _)| self.server_key(&version, k))
             .collect();
-        // Values over the limit fail here, per key, without a round trip.
-        let mut failures: Vec<(usize, Error)> = Vec::new();
-        let mut send: Vec<usize> = Vec::with_capacity(entries.len());
-        for (i, (k, v)) in entries.iter().enumerate() {
-            let limit = self.max_value(full[i].len());
-            if v.len() > limit {
-                failures.push((
-                    i,
-                    Error::new(
-                        ErrorKind::ValueTooLarge,
-                        format!(
-                            "{} bytes over the servers' item size limit ({} bytes for this key; memcached -I raises it)",
-                            v.len(),
-                            limit
-                        ),
-                    )
-                    .with_backend(BACKEND)
-                    .with_context("key", k),
-                ));
-            } else {
-                send.push(i);
-            }
-        }
+        let (mut failures, send) = self.split_oversized(entries, &full);
         let send_keys: Vec<String> = send.iter().map(|&i| std::mem::take(&mut full[i])).collect();
         let ttl_flag = exp.map(|e| format!(" T{e}")).unwrap_or_default();
         let refused: StdMutex<Vec<(usize, Error)>> = StdMutex::new(Vec::new());
