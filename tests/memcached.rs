@@ -352,6 +352,34 @@ impl Freezable {
             libc::kill(self.child.id() as libc::pid_t, sig);
         }
     }
+
+    /// SIGSTOP, then waits until every thread has stopped (a stop signal
+    /// reaches a process's threads asynchronously).
+    fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let t = Instant::now();
+        while !all_stopped(&tasks) {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "memcached did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Whether every thread under `/proc/PID/task` is in state `T` (stopped).
+fn all_stopped(tasks: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir(tasks) else {
+        return false;
+    };
+    dir.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            .unwrap_or(false)
+    })
 }
 
 impl Drop for Freezable {
@@ -382,7 +410,7 @@ fn frozen_server_fails_fast_after_one_timeout_and_is_used_again_when_it_answers(
             .collect();
         c.set_many(&entries, None).await.unwrap();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        m.signal(libc::SIGSTOP);
+        m.freeze();
         // The first call waits the response timeout (its replies, if they
         // ever come, must not be read as another request's).
         let t = Instant::now();
@@ -414,6 +442,14 @@ fn frozen_server_fails_fast_after_one_timeout_and_is_used_again_when_it_answers(
             "{:?}",
             t.elapsed()
         );
+        // Down for over 2 s: permanent (the writer stops retrying), saying
+        // for how long; the probe due first waits out its timeout once.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        for _ in 0..2 {
+            let e = c.set("one", b"x", None).await.unwrap_err();
+            assert_eq!(e.kind(), unicache::ErrorKind::Backend, "{e}");
+            assert!(e.to_string().contains("(not answering for "), "{e}");
+        }
         // Resumed: probed within a second, then used as before.
         m.signal(libc::SIGCONT);
         let t = Instant::now();
@@ -454,7 +490,7 @@ fn cli_write_to_a_server_frozen_mid_run_ends_fast_with_every_record_accounted() 
         assert!(t.elapsed() < Duration::from_secs(30), "write did not start");
         std::thread::sleep(Duration::from_millis(2));
     }
-    m.signal(libc::SIGSTOP);
+    m.freeze();
     let t = Instant::now();
     // Each of thousands of batches used to wait out its timeout and retries.
     let status = loop {
@@ -665,7 +701,7 @@ fn a_call_cancelled_mid_reply_leaves_no_reply_for_the_next_one() {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         // A caller gives up (drops the future) while the server is frozen;
         // the server answers that request once resumed.
-        m.signal(libc::SIGSTOP);
+        m.freeze();
         let cancelled =
             tokio::time::timeout(Duration::from_millis(300), c.get_many(&refs[..50])).await;
         assert!(cancelled.is_err());
@@ -693,7 +729,7 @@ fn one_probe_at_a_time_waits_on_a_frozen_server() {
         ))
         .await
         .unwrap();
-        m.signal(libc::SIGSTOP);
+        m.freeze();
         assert!(c.set("a", b"1", None).await.is_err());
         tokio::time::sleep(Duration::from_millis(1100)).await;
         // A probe is due: this call takes it and waits out its timeout...

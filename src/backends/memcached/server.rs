@@ -152,15 +152,20 @@ impl Server {
             Why::Unreachable => (ErrorKind::Connection, "unreachable"),
             Why::NotAnswering => (ErrorKind::Timeout, "not answering"),
         };
-        drop(down);
-        let cause = self.err(
+        let secs = d.since.elapsed().as_secs();
+        // Transient at first, so the writer retries; then permanent.
+        let (kind, why) = if d.since.elapsed() >= DEAD_AFTER {
+            (ErrorKind::Backend, format!("{why} for {secs} s"))
+        } else {
+            (kind, why.to_string())
+        };
+        Err(self.err(
             kind,
             format!(
                 "server marked down ({why}); probed again at most every {} s",
                 PROBE_EVERY.as_secs()
             ),
-        );
-        Err(self.down_error(cause))
+        ))
     }
 
     /// Runs one exchange on a pooled connection, (re)connecting as needed.
