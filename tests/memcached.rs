@@ -754,3 +754,28 @@ fn one_probe_at_a_time_waits_on_a_frozen_server() {
         assert!(failed && took >= Duration::from_millis(1900), "{took:?}");
     });
 }
+
+#[test]
+fn timeouts_ending_near_the_clocks_limit_do_not_overflow() {
+    let m = servers::memcached_server();
+    // Instant is CLOCK_MONOTONIC; a deadline right at its i64 limit once
+    // made the timer's rounding overflow.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for back in [0i64, 1, 2, 3] {
+        let d = (i64::MAX - ts.tv_sec - back) as u64;
+        rt.block_on(async {
+            let url = format!(
+                "memcached://127.0.0.1:{}?connect_timeout={d}&response_timeout={d}",
+                m.port
+            );
+            let c = unicache::open(&url).await.unwrap();
+            c.set("k", b"v", None).await.unwrap();
+            assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        });
+    }
+}
