@@ -779,26 +779,3 @@ fn timeouts_ending_near_the_clocks_limit_do_not_overflow() {
         });
     }
 }
-
-#[test]
-fn opening_with_several_frozen_servers_costs_one_timeout() {
-    let (a, b) = (Freezable::start(), Freezable::start());
-    a.freeze();
-    b.freeze();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let t = Instant::now();
-        let e = unicache::open(&format!(
-            "memcached://127.0.0.1:{},127.0.0.1:{}?response_timeout=1s",
-            a.port, b.port
-        ))
-        .await
-        .unwrap_err();
-        assert!(e.to_string().contains("not answering"), "{e}");
-        assert!(
-            t.elapsed() < Duration::from_millis(1800),
-            "{:?}",
-            t.elapsed()
-        );
-    });
-}

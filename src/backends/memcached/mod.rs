@@ -342,13 +342,12 @@ impl MemcachedCache {
         };
         let ring = build_ring(&servers);
         let servers: Vec<Server> = servers.into_iter().map(Server::new).collect();
-        // All servers at once: several frozen ones cost one timeout, not one each.
-        let asks = servers
-            .iter()
-            .map(|s| s.exchange(b"stats settings\r\n", Some("END"), 0, timeouts));
         let mut item_size_max = usize::MAX;
-        for replies in futures::future::join_all(asks).await {
-            let replies = replies.map_err(|e| e.with_context("op", "connect"))?;
+        for s in &servers {
+            let replies = s
+                .exchange(b"stats settings\r\n", Some("END"), 0, timeouts)
+                .await
+                .map_err(|e| e.with_context("op", "connect"))?;
             for r in &replies {
                 if let Some(v) = r.line.strip_prefix("STAT item_size_max ") {
                     item_size_max = item_size_max.min(v.trim().parse().unwrap_or(1024 * 1024));
