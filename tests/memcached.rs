@@ -779,3 +779,26 @@ fn timeouts_ending_near_the_clocks_limit_do_not_overflow() {
         });
     }
 }
+
+#[test]
+fn a_restarted_server_is_used_at_once_through_new_connections() {
+    let mut m = servers::memcached_server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("memcached://127.0.0.1:{}", m.port))
+            .await
+            .unwrap();
+        // Both pooled connections in use once.
+        c.set("a", b"1", None).await.unwrap();
+        c.set("b", b"2", None).await.unwrap();
+        m.restart(servers::memcached_ready);
+        // Each pooled connection is now closed by the old process: each call
+        // replaces its one instead of failing and marking the server down.
+        for k in ["c", "d", "e"] {
+            c.set(k, k.as_bytes(), None).await.unwrap();
+        }
+        assert_eq!(c.get("c").await.unwrap().as_deref(), Some(&b"c"[..]));
+        assert_eq!(c.get("a").await.unwrap(), None);
+        assert_eq!(c.stats().await.unwrap().errors, 0);
+    });
+}

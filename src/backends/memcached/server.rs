@@ -169,8 +169,10 @@ impl Server {
     }
 
     /// Runs one exchange on a pooled connection, (re)connecting as needed.
-    /// Waiting for the connection and the reply together take at most the
-    /// response timeout (plus the connect timeout when it connects).
+    /// Waiting for a pooled connection and its reply takes at most the
+    /// response timeout; a new connection gets the connect timeout, then
+    /// the response timeout. A pooled connection the server has closed
+    /// meanwhile (restart, idle timeout) is replaced once.
     pub async fn exchange(
         &self,
         req: &[u8],
@@ -196,13 +198,40 @@ impl Server {
         // Taken out while in use: if this call is cancelled mid-exchange
         // (its future dropped), the connection goes with it instead of
         // leaving unread replies for the next caller.
-        let mut conn = match guard.take() {
-            Some(c) => c,
-            None => self.connect(t.connect).await?,
+        let mut r = None;
+        if let Some(mut conn) = guard.take() {
+            let got = until(deadline, conn.exchange(req, last, count)).await;
+            if !matches!(got, Some(Err(Failure::Io(_)))) {
+                r = Some((conn, got));
+            }
+        }
+        let (conn, got) = match r {
+            Some(r) => r,
+            None => {
+                let mut conn = self.connect(t.connect).await?;
+                let deadline = Instant::now().checked_add(t.response);
+                let got = until(deadline, conn.exchange(req, last, count)).await;
+                (conn, got)
+            }
         };
-        match until(deadline, conn.exchange(req, last, count)).await {
+        let out = self.outcome(got, t.response);
+        if out.is_ok() {
+            *guard = Some(conn);
+        }
+        out
+    }
+
+    /// What an exchange's result means for the call and the server's state.
+    /// On any failure the caller drops the connection: after a timeout a
+    /// late reply would be read as the next request's, after garbage the
+    /// stream cannot be trusted.
+    fn outcome(
+        &self,
+        got: Option<std::result::Result<Vec<Reply>, Failure>>,
+        timeout: Duration,
+    ) -> Result<Vec<Reply>> {
+        match got {
             Some(Ok(replies)) => {
-                *guard = Some(conn);
                 self.mark_up();
                 Ok(replies)
             }
@@ -216,7 +245,6 @@ impl Server {
             Some(Err(Failure::Garbage(g))) => {
                 // It answers, if not in memcached's protocol: not down.
                 self.mark_up();
-                // The stream can no longer be trusted: the connection is dropped.
                 Err(Error::new(
                     ErrorKind::Backend,
                     format!("unexpected reply from {}: {}", self.addr, g.0),
@@ -224,10 +252,8 @@ impl Server {
                 .with_backend(BACKEND))
             }
             None => {
-                // A late reply would be read as the next request's: the
-                // connection is dropped.
                 self.mark_down(Why::NotAnswering);
-                Err(self.down_error(self.no_reply(t.response)))
+                Err(self.down_error(self.no_reply(timeout)))
             }
         }
     }
