@@ -1,6 +1,9 @@
 //! memcached: the conformance suite on one real server and on two, the CLI
-//! read back with a plain text-protocol client, long TTLs, namespace-only
-//! clear, and one of two servers killed during a bulk write.
+//! read back with a plain text-protocol client, long TTLs (past 2038),
+//! namespace-only clear and namespaces that look nested (`app`, `app:v2`),
+//! one of two servers killed during a bulk write, a server frozen with
+//! SIGSTOP (fast failures, reuse once resumed, cancelled calls), a fake
+//! server answering garbage, and huge timeouts.
 
 mod common;
 
@@ -215,5 +218,587 @@ fn down_server_reads_are_misses_with_errors_and_a_restart_is_picked_up() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"back"[..]));
+    });
+}
+
+#[test]
+fn ttls_past_2038_are_stored_not_dropped() {
+    let m = servers::memcached_server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("memcached://127.0.0.1:{}?namespace=t", m.port))
+            .await
+            .unwrap();
+        let thirty_years = Duration::from_secs(30 * 365 * 86400);
+        c.set("30y", b"a", Some(thirty_years)).await.unwrap();
+        c.set("max", b"b", Some(Duration::MAX)).await.unwrap();
+        c.set_many(&[("many", &b"c"[..])], Some(Duration::MAX))
+            .await
+            .unwrap();
+        // An exptime past 2^31-1 is taken as already expired: these would be misses.
+        assert_eq!(c.get("30y").await.unwrap().as_deref(), Some(&b"a"[..]));
+        assert_eq!(c.get("max").await.unwrap().as_deref(), Some(&b"b"[..]));
+        assert_eq!(c.get("many").await.unwrap().as_deref(), Some(&b"c"[..]));
+    });
+    // The CLI's `--ttl 30y` too, read back with a plain client.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"key\":\"long\",\"v\":1}\n").unwrap();
+    let out = unicache()
+        .args(["write", "-q", "--ttl", "30y", "--input"])
+        .arg(&input)
+        .args(["--cache", &format!("memcached://127.0.0.1:{}", m.port)])
+        .args(["--output"])
+        .arg(dir.path().join("s.json"))
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert!(ask(m.port, "get long\r\n").unwrap().contains("VALUE long"));
+}
+
+#[test]
+fn namespaces_app_and_app_v2_never_share_keys() {
+    let m = servers::memcached_server();
+    // Versions planted by something else, chosen so that a naive
+    // `NS:<version>:<key>` mapping makes app's `t1:user1` app:v2's `user1`,
+    // and app's `__unicache_ns` app:v2's version key.
+    ask(m.port, "set app:__unicache_ns 0 0 2\r\nv2\r\n").unwrap();
+    ask(m.port, "set app:v2:__unicache_ns 0 0 2\r\nt1\r\n").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = |ns: &str| format!("memcached://127.0.0.1:{}?namespace={ns}", m.port);
+        let app = unicache::open(&url("app")).await.unwrap();
+        let v2 = unicache::open(&url("app:v2")).await.unwrap();
+        v2.set("user1", b"of v2", None).await.unwrap();
+        app.set("t1:user1", b"of app", None).await.unwrap();
+        app.set("__unicache_ns", b"of app too", None).await.unwrap();
+        app.set("v2:user1", b"app again", None).await.unwrap();
+        assert_eq!(
+            v2.get("user1").await.unwrap().as_deref(),
+            Some(&b"of v2"[..])
+        );
+        assert_eq!(v2.get("t1:user1").await.unwrap(), None);
+        assert_eq!(app.get("user1").await.unwrap(), None);
+        // Fresh instances agree (the versions live in memcached).
+        let (app2, v2b) = (
+            unicache::open(&url("app")).await.unwrap(),
+            unicache::open(&url("app:v2")).await.unwrap(),
+        );
+        assert_eq!(
+            app2.get("t1:user1").await.unwrap().as_deref(),
+            Some(&b"of app"[..])
+        );
+        assert_eq!(
+            v2b.get("user1").await.unwrap().as_deref(),
+            Some(&b"of v2"[..])
+        );
+        // Clearing one leaves the other.
+        app.clear().await.unwrap();
+        assert_eq!(app.get("t1:user1").await.unwrap(), None);
+        assert_eq!(
+            v2.get("user1").await.unwrap().as_deref(),
+            Some(&b"of v2"[..])
+        );
+        app.set("k", b"app", None).await.unwrap();
+        v2.clear().await.unwrap();
+        assert_eq!(v2.get("user1").await.unwrap(), None);
+        assert_eq!(app.get("k").await.unwrap().as_deref(), Some(&b"app"[..]));
+    });
+    // A plain namespace keeps readable keys: `app:<version>:k`.
+    let version = ask(m.port, "get app:__unicache_ns\r\n").unwrap();
+    let version = version.lines().nth(1).unwrap().to_string();
+    assert!(
+        ask(m.port, &format!("get app:{version}:k\r\n"))
+            .unwrap()
+            .contains("app")
+    );
+}
+
+/// A memcached of this test's own, so that it can be frozen (SIGSTOP);
+/// resumed and killed on drop.
+struct Freezable {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Freezable {
+    fn start() -> Self {
+        let port = servers::free_port(false);
+        let mut cmd = std::process::Command::new("memcached");
+        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
+            .args(["-m", "64", "-t", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "root"]);
+        }
+        let s = Freezable {
+            child: cmd.spawn().expect("memcached installed"),
+            port,
+        };
+        let t = Instant::now();
+        while !servers::memcached_ready(port) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "memcached did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    /// SIGSTOP, then waits until every thread has stopped (a stop signal
+    /// reaches a process's threads asynchronously).
+    fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let t = Instant::now();
+        while !all_stopped(&tasks) {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "memcached did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Whether every thread under `/proc/PID/task` is in state `T` (stopped).
+fn all_stopped(tasks: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir(tasks) else {
+        return false;
+    };
+    dir.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            .unwrap_or(false)
+    })
+}
+
+impl Drop for Freezable {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn frozen_server_fails_fast_after_one_timeout_and_is_used_again_when_it_answers() {
+    let m = Freezable::start();
+    let addr = format!("127.0.0.1:{}", m.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!(
+            "memcached://{addr}?namespace=frz&response_timeout=1s&connect_timeout=500ms"
+        ))
+        .await
+        .unwrap();
+        let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+        let vals: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys
+            .iter()
+            .zip(&vals)
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        c.set_many(&entries, None).await.unwrap();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        m.freeze();
+        // The first call waits the response timeout (its replies, if they
+        // ever come, must not be read as another request's).
+        let t = Instant::now();
+        let got = c.get_many(&refs[..100]).await.unwrap();
+        assert!(got.iter().all(Option::is_none));
+        let first = t.elapsed();
+        assert!(
+            first >= Duration::from_millis(900) && first < Duration::from_secs(3),
+            "{first:?}"
+        );
+        // Then it is marked down: ten more batches fail at once, naming it.
+        let t = Instant::now();
+        for _ in 0..10 {
+            let e = c.set_many(&entries[..100], None).await.unwrap_err();
+            let first_failure = e
+                .failures()
+                .first()
+                .map(|(_, e)| e.to_string())
+                .unwrap_or_else(|| e.to_string());
+            assert!(
+                first_failure.contains(&addr) && first_failure.contains("marked down"),
+                "{first_failure}"
+            );
+            assert!(first_failure.contains("not answering"), "{first_failure}");
+        }
+        assert!(c.set("one", b"x", None).await.is_err());
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+        // Down for over 2 s: permanent (the writer stops retrying), saying
+        // for how long; the probe due first waits out its timeout once.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        for _ in 0..2 {
+            let e = c.set("one", b"x", None).await.unwrap_err();
+            assert_eq!(e.kind(), unicache::ErrorKind::Backend, "{e}");
+            assert!(e.to_string().contains("(not answering for "), "{e}");
+        }
+        // Resumed: probed within a second, then used as before.
+        m.signal(libc::SIGCONT);
+        let t = Instant::now();
+        while c.set("after", b"yes", None).await.is_err() {
+            assert!(t.elapsed() < Duration::from_secs(5), "never used again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let got = c.get_many(&refs).await.unwrap();
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(v.as_deref(), Some(vals[i].as_bytes()), "key {i}");
+        }
+        assert_eq!(c.get("after").await.unwrap().as_deref(), Some(&b"yes"[..]));
+    });
+}
+
+#[test]
+fn cli_write_to_a_server_frozen_mid_run_ends_fast_with_every_record_accounted() {
+    let m = Freezable::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let n = 100_000;
+    let body: String = (0..n).map(|i| format!("{{\"key\":\"f{i}\"}}\n")).collect();
+    std::fs::write(&input, body).unwrap();
+    let summary = dir.path().join("s.json");
+    let url = format!("memcached://127.0.0.1:{}?response_timeout=1s", m.port);
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+        .args(["write", "-q", "--batch-size", "20", "--input"])
+        .arg(&input)
+        .args(["--cache", &url, "--output"])
+        .arg(&summary)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    let t = Instant::now();
+    while items(m.port) < 1_000 {
+        assert!(t.elapsed() < Duration::from_secs(30), "write did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    m.freeze();
+    let t = Instant::now();
+    // Each of thousands of batches used to wait out its timeout and retries.
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "still writing after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("write ended {:?} after the freeze", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status.code(), Some(1));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let (written, failed) = (
+        s["records_written"].as_u64().unwrap(),
+        s["records_failed"].as_u64().unwrap(),
+    );
+    assert_eq!(written + failed, n, "{s}");
+    assert!(failed > 0, "{s}");
+}
+
+/// The server's `curr_items` (0 when it does not answer).
+fn items(port: u16) -> u64 {
+    ask(port, "stats\r\n")
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("STAT curr_items ")
+                    .and_then(|n| n.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Kills the child on drop (a failed assertion must not leave it running).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP server that is not memcached (real memcached never sends garbage):
+/// answers `stats settings` properly when `sane_stats`, anything else with
+/// `reply`. Counts connections; stops (and closes them) on drop.
+struct FakeServer {
+    port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    fn start(reply: &'static [u8], sane_stats: bool) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (acc, st) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut conns: Vec<std::net::TcpStream> = Vec::new();
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((s, _)) = l.accept() {
+                    s.set_nonblocking(true).unwrap();
+                    acc.fetch_add(1, Ordering::Relaxed);
+                    conns.push(s);
+                }
+                let mut buf = [0u8; 4096];
+                conns.retain_mut(|s| match s.read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(n) => {
+                        let answer: &[u8] = if sane_stats && buf[..n].starts_with(b"stats settings")
+                        {
+                            b"STAT item_size_max 1048576\r\nEND\r\n"
+                        } else {
+                            reply
+                        };
+                        s.write_all(answer).is_ok()
+                    }
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                });
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        FakeServer {
+            port,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_server_answering_garbage_is_a_protocol_error_naming_it_not_a_timeout() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Garbage from the first request on: open fails at once.
+        let http = FakeServer::start(b"HTTP/1.1 400 Bad Request\r\n\r\n", false);
+        let t = Instant::now();
+        let e = unicache::open(&format!(
+            "memcached://127.0.0.1:{}?response_timeout=20s",
+            http.port
+        ))
+        .await
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(e.kind(), unicache::ErrorKind::Backend, "{e}");
+        let want = format!(
+            "unexpected reply from 127.0.0.1:{}: HTTP/1.1 400 Bad Request\\r\\n",
+            http.port
+        );
+        assert!(e.to_string().contains(&want), "{e}");
+        // Garbage without a newline after a sane open: each call fails at
+        // once, on a new connection (a connection that sent garbage is dropped).
+        let junk = FakeServer::start(b"\x00\xffjunk", true);
+        let c = unicache::open(&format!(
+            "memcached://127.0.0.1:{}?response_timeout=20s",
+            junk.port
+        ))
+        .await
+        .unwrap();
+        let t = Instant::now();
+        for _ in 0..4 {
+            let e = c.set("k", b"v", None).await.unwrap_err();
+            assert_eq!(e.kind(), unicache::ErrorKind::Backend, "{e}");
+            let want = format!(
+                "unexpected reply from 127.0.0.1:{}: \\x00\\xffjunk",
+                junk.port
+            );
+            assert!(e.to_string().contains(&want), "{e}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // Two pooled connections: the open's is used (and dropped) by the
+        // second call; every other call needs a new one. Reused: only 2.
+        assert_eq!(junk.accepted.load(std::sync::atomic::Ordering::Relaxed), 4);
+        // Reads are misses counted as errors, as for a down server.
+        assert_eq!(c.get("k").await.unwrap(), None);
+        assert!(c.stats().await.unwrap().errors >= 5);
+    });
+}
+
+#[test]
+fn huge_timeouts_do_not_overflow() {
+    let m = servers::memcached_server();
+    let huge = u64::MAX;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!(
+            "memcached://127.0.0.1:{}?namespace=huge&connect_timeout={huge}&response_timeout={huge}",
+            m.port
+        );
+        let c = unicache::open(&url).await.unwrap();
+        c.set("k", b"v", Some(Duration::MAX)).await.unwrap();
+        assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        assert!(c.stats().await.is_ok());
+        // Zero would time every call out: refused, naming the options.
+        let e = unicache::open(&format!("memcached://127.0.0.1:{}?response_timeout=0", m.port))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("response_timeout"), "{e}");
+    });
+    // Through the CLI too (a panic would exit 101).
+    let out = unicache()
+        .args(["set", "--cache"])
+        .arg(format!(
+            "memcached://127.0.0.1:{}?response_timeout={huge}&connect_timeout={huge}",
+            m.port
+        ))
+        .args(["big", "v"])
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+}
+
+#[test]
+fn a_call_cancelled_mid_reply_leaves_no_reply_for_the_next_one() {
+    let m = Freezable::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("memcached://127.0.0.1:{}", m.port))
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+        c.set_many(&entries, None).await.unwrap();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        // A caller gives up (drops the future) while the server is frozen;
+        // the server answers that request once resumed.
+        m.freeze();
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(300), c.get_many(&refs[..50])).await;
+        assert!(cancelled.is_err());
+        m.signal(libc::SIGCONT);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every pooled connection is used in turn: none may hold those replies.
+        for _ in 0..4 {
+            let got = c.get_many(&refs[50..]).await.unwrap();
+            for (i, v) in got.iter().enumerate() {
+                assert_eq!(v.as_deref(), Some(refs[50 + i].as_bytes()));
+            }
+        }
+        assert_eq!(c.stats().await.unwrap().errors, 0);
+    });
+}
+
+#[test]
+fn one_probe_at_a_time_waits_on_a_frozen_server() {
+    let m = Freezable::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!(
+            "memcached://127.0.0.1:{}?response_timeout=2s",
+            m.port
+        ))
+        .await
+        .unwrap();
+        m.freeze();
+        assert!(c.set("a", b"1", None).await.is_err());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // A probe is due: this call takes it and waits out its timeout...
+        let probe = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = c.set("b", b"2", None).await;
+                (r.is_err(), t.elapsed())
+            })
+        };
+        // ...and while it waits, a second later, nobody else waits.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let t = Instant::now();
+        assert!(c.set("c", b"3", None).await.is_err());
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        let (failed, took) = probe.await.unwrap();
+        assert!(failed && took >= Duration::from_millis(1900), "{took:?}");
+    });
+}
+
+#[test]
+fn timeouts_ending_near_the_clocks_limit_do_not_overflow() {
+    let m = servers::memcached_server();
+    // Instant is CLOCK_MONOTONIC; a deadline right at its i64 limit once
+    // made the timer's rounding overflow.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for back in [0i64, 1, 2, 3] {
+        let d = (i64::MAX - ts.tv_sec - back) as u64;
+        rt.block_on(async {
+            let url = format!(
+                "memcached://127.0.0.1:{}?connect_timeout={d}&response_timeout={d}",
+                m.port
+            );
+            let c = unicache::open(&url).await.unwrap();
+            c.set("k", b"v", None).await.unwrap();
+            assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        });
+    }
+}
+
+#[test]
+fn a_restarted_server_is_used_at_once_through_new_connections() {
+    let mut m = servers::memcached_server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("memcached://127.0.0.1:{}", m.port))
+            .await
+            .unwrap();
+        // Both pooled connections in use once.
+        c.set("a", b"1", None).await.unwrap();
+        c.set("b", b"2", None).await.unwrap();
+        m.restart(servers::memcached_ready);
+        // Each pooled connection is now closed by the old process: each call
+        // replaces its one instead of failing and marking the server down.
+        for k in ["c", "d", "e"] {
+            c.set(k, k.as_bytes(), None).await.unwrap();
+        }
+        assert_eq!(c.get("c").await.unwrap().as_deref(), Some(&b"c"[..]));
+        assert_eq!(c.get("a").await.unwrap(), None);
+        assert_eq!(c.stats().await.unwrap().errors, 0);
     });
 }

@@ -7,11 +7,16 @@
 //! client lets batches be one pipelined write per server (quiet mode with
 //! opaque tokens, so failures are still known per key) without an extra
 //! dependency marked experimental. Every key is mapped to a legal memcached
-//! key (see [`MemcachedCache::server_key`]); a namespace is a version token
-//! folded into every key, so `clear` invalidates only this namespace and
-//! never flushes a server. A server that stays unreachable is marked down:
-//! its reads are misses (counted as errors), its writes fail per key, and it
-//! is probed again at most once a second.
+//! key (see [`map_key`]); a namespace is a version token folded into every
+//! key, so `clear` invalidates only this namespace and never flushes a
+//! server. A server that is unreachable or leaves a request unanswered for
+//! the response timeout is marked down: its reads are misses (counted as
+//! errors), its writes fail per key at once, and it is probed again at most
+//! once a second. A reply outside the protocol is an error naming the
+//! server, and its connection is closed.
+
+mod proto;
+mod server;
 
 use std::collections::HashMap;
 use std::sync::Mutex as StdMutex;
@@ -20,64 +25,41 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Mutex;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, Stats};
 use crate::error::{Error, ErrorKind, Result};
+use proto::Reply;
+use server::{Server, Timeouts};
 
 const BACKEND: &str = "memcached";
 /// Longest key memcached accepts.
 pub const MAX_KEY: usize = 250;
 /// TTLs above this many seconds are sent as absolute Unix times (memcached's rule).
 pub const RELATIVE_TTL_LIMIT: u64 = 30 * 24 * 3600;
+/// The latest absolute expiry memcached can represent (2^31-1 s: 2038-01-19
+/// 03:14:07 UTC); a later one would be read as already expired.
+pub const MAX_EXPTIME: u64 = i32::MAX as u64;
+/// Longest namespace, in bytes as given.
+pub const MAX_NAMESPACE: usize = 64;
+/// Longest namespace once `%` and `:` are escaped (keeps every mapped key,
+/// hashed form included, within [`MAX_KEY`]).
+const MAX_NAMESPACE_ESCAPED: usize = 160;
+/// Longest namespace version token accepted from a server.
+const MAX_TOKEN: usize = 48;
+/// The version key's second segment: never a version token (those are hex
+/// digits and dots), so it cannot equal a user key's prefix.
+const VERSION_KEY: &str = "__unicache_ns";
 /// Points per server on the hash ring.
 const VNODES: usize = 160;
-/// Connections kept per server.
-const POOL: usize = 2;
 /// Commands per pipelined write.
 const CHUNK: usize = 1_000;
 /// Keys per ASCII `get` line.
 const GET_KEYS: usize = 100;
-/// After this long unreachable, a server's errors stop being "transient".
-const DEAD_AFTER: Duration = Duration::from_secs(2);
-/// A down server is tried again at most this often.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Bytes memcached needs per item besides key and value (header, CAS, suffix).
 const ITEM_OVERHEAD: usize = 64;
 /// How long another process's `clear` may take to be seen by this one.
 const NS_REFRESH: Duration = Duration::from_secs(1);
-
-struct Conn {
-    r: OwnedReadHalf,
-    w: OwnedWriteHalf,
-    /// Bytes read but not yet parsed.
-    buf: Vec<u8>,
-}
-
-#[derive(Default)]
-struct Health {
-    down_since: Option<Instant>,
-    last_attempt: Option<Instant>,
-}
-
-struct Server {
-    addr: String,
-    pool: Vec<Mutex<Option<Conn>>>,
-    next: AtomicUsize,
-    health: StdMutex<Health>,
-}
-
-/// One reply line's parts: code, optional value, opaque token.
-struct Reply {
-    code: std::borrow::Cow<'static, str>,
-    opaque: Option<usize>,
-    value: Option<Vec<u8>>,
-    line: String,
-}
 
 /// memcached over one or more servers.
 pub struct MemcachedCache {
@@ -85,12 +67,13 @@ pub struct MemcachedCache {
     ring: Vec<(u64, usize)>,
     endpoint: String,
     namespace: Option<String>,
+    /// The namespace as it starts every key: `%` and `:` escaped.
+    prefix: Option<String>,
     /// Current namespace version and when it was read.
     ns_version: StdMutex<Option<(String, Instant)>>,
     options: CacheOptions,
     counters: Counters,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    timeouts: Timeouts,
     item_size_max: usize,
 }
 
@@ -129,19 +112,148 @@ fn ring_lookup(ring: &[(u64, usize)], key: &[u8]) -> usize {
 }
 
 /// The exptime memcached expects for a TTL: seconds, or an absolute Unix
-/// time past 30 days. Sub-second TTLs round up to 1 s.
+/// time past 30 days, clamped to [`MAX_EXPTIME`] (so `Duration::MAX` means
+/// "until 2038", not "already expired"). Sub-second TTLs round up to 1 s.
 pub fn exptime(ttl: Duration, now_unix: u64) -> u64 {
-    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-    let secs = secs.max(1);
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+        .max(1);
     if secs > RELATIVE_TTL_LIMIT {
-        now_unix + secs
+        now_unix.saturating_add(secs).min(MAX_EXPTIME)
     } else {
         secs
     }
 }
 
-fn io_err(addr: &str, e: impl Into<Error>) -> Error {
-    e.into().with_backend(BACKEND).with_context("server", addr)
+/// The namespace as a key prefix: `%` and `:` percent-escaped, so the first
+/// `:` of a mapped key always ends the namespace (`app:v2` is `app%3Av2`,
+/// never `app` + `v2`).
+pub fn escape_namespace(ns: &str) -> String {
+    if !ns.contains(['%', ':']) {
+        return ns.to_string();
+    }
+    ns.replace('%', "%25").replace(':', "%3A")
+}
+
+/// Checks a namespace: 1-64 bytes that memcached takes in a key, at most
+/// 160 once escaped.
+fn check_namespace(ns: &str) -> Result<String> {
+    let escaped = escape_namespace(ns);
+    if ns.len() > MAX_NAMESPACE
+        || escaped.len() > MAX_NAMESPACE_ESCAPED
+        || !is_legal_key(ns.as_bytes())
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidUrl,
+            format!(
+                "namespace {ns:?} must be 1-{MAX_NAMESPACE} bytes without spaces or control \
+                 characters (at most {MAX_NAMESPACE_ESCAPED} once each '%' and ':' is written as 3)"
+            ),
+        )
+        .with_backend(BACKEND));
+    }
+    Ok(escaped)
+}
+
+/// A namespace version token as [`fresh_token`] makes them: hex digits and dots.
+fn is_token(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_TOKEN
+        && v.iter()
+            .all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'.')
+}
+
+/// The key sent to memcached for `key`: `prefix:version:key` (or `key`
+/// without a namespace) when that is a legal memcached key and `key` does not
+/// start with `#h`; otherwise `prefix:version:#h` + the 32 hex digits of the
+/// key's xxh3-128 hash. `prefix` has no `:` (see [`escape_namespace`]) and
+/// `version` none either, so two (namespace, key) pairs never share a key.
+pub fn map_key(prefix: Option<&str>, version: &str, key: &str) -> String {
+    // Built in one allocation: this runs once per key of every batch.
+    let ns_len = prefix.map_or(0, |p| p.len() + version.len() + 2);
+    let mut out = String::with_capacity(ns_len + key.len().max(34));
+    if let Some(p) = prefix {
+        out.push_str(p);
+        out.push(':');
+        out.push_str(version);
+        out.push(':');
+    }
+    out.push_str(key);
+    if !is_legal_key(out.as_bytes()) || key.starts_with("#h") {
+        use std::fmt::Write;
+        out.truncate(ns_len);
+        let _ = write!(
+            out,
+            "#h{:032x}",
+            xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+        );
+    }
+    out
+}
+
+/// ASCII `get k1 k2 ...`, up to [`GET_KEYS`] keys a line, for the keys
+/// `full[i]` of `chunk`: the server answers a many-key get far faster than
+/// as many `mg` commands (measured: about 2x per key). Replies name their
+/// key; misses are simply absent.
+fn get_request(full: &[String], chunk: &[usize]) -> (Vec<u8>, Option<&'static str>, usize) {
+    let mut req = Vec::with_capacity(chunk.len() * 40);
+    let lines = chunk.len().div_ceil(GET_KEYS);
+    for part in chunk.chunks(GET_KEYS) {
+        req.extend_from_slice(b"get");
+        for &i in part {
+            req.push(b' ');
+            req.extend_from_slice(full[i].as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+    }
+    (req, Some("END"), lines)
+}
+
+/// Puts the values of a [`get_request`]'s replies in `out`.
+fn take_values(
+    addr: &str,
+    full: &[String],
+    chunk: &[usize],
+    replies: Vec<Reply>,
+    out: &mut [Option<Bytes>],
+) -> Result<()> {
+    // Key -> its first position; a key asked twice gets its value copied
+    // afterwards (no list per key).
+    let mut first: HashMap<&str, usize, Xxh3DefaultBuilder> =
+        HashMap::with_capacity_and_hasher(chunk.len(), Xxh3DefaultBuilder);
+    let mut repeated = false;
+    for &i in chunk {
+        repeated |= *first.entry(full[i].as_str()).or_insert(i) != i;
+    }
+    for mut r in replies {
+        match (r.code.as_ref(), r.value.take()) {
+            ("VALUE", Some(v)) => {
+                let Some(&i) = first.get(r.line.as_str()) else {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        format!(
+                            "unexpected reply from {addr}: a value for key {} not asked for",
+                            r.line.as_bytes().escape_ascii()
+                        ),
+                    )
+                    .with_backend(BACKEND));
+                };
+                out[i] = Some(Bytes::from(v));
+            }
+            ("END", _) => {}
+            _ => return Err(unexpected(addr, &r)),
+        }
+    }
+    if repeated {
+        for &i in chunk {
+            let f = first[full[i].as_str()];
+            if f != i {
+                out[i] = out[f].clone();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A reply the protocol does not allow at this point.
@@ -152,282 +264,20 @@ fn unexpected(addr: &str, r: &Reply) -> Error {
     } else {
         r.line.as_str()
     };
-    proto_err(addr, format!("unexpected reply {shown:?}"))
+    Error::new(
+        ErrorKind::Backend,
+        format!(
+            "unexpected reply from {addr}: {}",
+            shown.as_bytes().escape_ascii()
+        ),
+    )
+    .with_backend(BACKEND)
 }
 
 fn proto_err(addr: &str, msg: String) -> Error {
     Error::new(ErrorKind::Backend, msg)
         .with_backend(BACKEND)
         .with_context("server", addr)
-}
-
-impl Conn {
-    async fn connect(addr: &str, timeout: Duration) -> Result<Conn> {
-        let s = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(io_err(addr, e)),
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("connect took over {timeout:?}"),
-                )
-                .with_backend(BACKEND)
-                .with_context("server", addr));
-            }
-        };
-        let _ = s.set_nodelay(true);
-        let (r, w) = s.into_split();
-        Ok(Conn {
-            r,
-            w,
-            buf: Vec::with_capacity(64 * 1024),
-        })
-    }
-
-    /// Writes `req` while reading replies until `count` (at least one) of
-    /// them have the code `last`, or until `count` replies when `last` is None. Replies are parsed
-    /// synchronously out of large socket reads: one await per read, not per
-    /// reply.
-    async fn exchange(
-        &mut self,
-        req: &[u8],
-        last: Option<&str>,
-        count: usize,
-    ) -> std::io::Result<Vec<Reply>> {
-        let Conn { r, w, buf } = self;
-        let write = async {
-            w.write_all(req).await?;
-            w.flush().await
-        };
-        let read = async {
-            let mut out = Vec::new();
-            let mut pos = 0usize;
-            let mut lasts = 0usize;
-            loop {
-                while let Some((reply, used)) = parse_reply(&buf[pos..])? {
-                    pos += used;
-                    if last == Some(reply.code.as_ref()) {
-                        lasts += 1;
-                    }
-                    let done = last.is_some() && lasts >= count.max(1);
-                    out.push(reply);
-                    if done || (last.is_none() && out.len() == count) {
-                        buf.drain(..pos);
-                        return Ok(out);
-                    }
-                }
-                if last.is_none() && out.len() == count {
-                    buf.drain(..pos);
-                    return Ok(out);
-                }
-                buf.drain(..pos);
-                pos = 0;
-                if buf.capacity() - buf.len() < 16 * 1024 {
-                    buf.reserve(64 * 1024);
-                }
-                if r.read_buf(buf).await? == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "server closed the connection",
-                    ));
-                }
-            }
-        };
-        let (_, replies) = tokio::try_join!(write, read)?;
-        Ok(replies)
-    }
-}
-
-/// Parses one reply from the front of `b`: `None` until it is complete.
-fn parse_reply(b: &[u8]) -> std::io::Result<Option<(Reply, usize)>> {
-    let Some(nl) = b.iter().position(|&c| c == b'\n') else {
-        return Ok(None);
-    };
-    let line = &b[..nl];
-    let trimmed = line.trim_ascii_end();
-    let mut parts = trimmed.split(|&c| c == b' ');
-    let code_b = parts.next().unwrap_or(b"");
-    if code_b == b"VALUE" {
-        // ASCII multi-get: `VALUE <key> <flags> <bytes>`; the key goes in `line`.
-        let key = parts.next().unwrap_or(b"");
-        let n = parts
-            .nth(1)
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.parse::<usize>().ok())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("bad reply {:?}", String::from_utf8_lossy(trimmed)),
-                )
-            })?;
-        let start = nl + 1;
-        if b.len() < start + n + 2 {
-            return Ok(None);
-        }
-        return Ok(Some((
-            Reply {
-                code: std::borrow::Cow::Borrowed("VALUE"),
-                opaque: None,
-                value: Some(b[start..start + n].to_vec()),
-                line: String::from_utf8_lossy(key).into_owned(),
-            },
-            start + n + 2,
-        )));
-    }
-    let is_va = code_b == b"VA";
-    let mut opaque = None;
-    let mut size = None;
-    if is_va {
-        size = parts
-            .next()
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.parse::<usize>().ok());
-        if size.is_none() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad reply {:?}", String::from_utf8_lossy(trimmed)),
-            ));
-        }
-    }
-    for p in parts {
-        if let Some(o) = p.strip_prefix(b"O") {
-            opaque = std::str::from_utf8(o).ok().and_then(|o| o.parse().ok());
-        }
-    }
-    let mut used = nl + 1;
-    let value = match size {
-        Some(n) => {
-            if b.len() < used + n + 2 {
-                return Ok(None);
-            }
-            let v = b[used..used + n].to_vec();
-            used += n + 2;
-            Some(v)
-        }
-        None => None,
-    };
-    // The hot replies (VA/HD/EN/NF/MN) allocate nothing but their value.
-    let hot_code: Option<&'static str> = match code_b {
-        b"VA" => Some("VA"),
-        b"HD" => Some("HD"),
-        b"EN" => Some("EN"),
-        b"NF" => Some("NF"),
-        b"MN" => Some("MN"),
-        _ => None,
-    };
-    let (code, text) = match hot_code {
-        Some(c) => (std::borrow::Cow::Borrowed(c), String::new()),
-        None => (
-            std::borrow::Cow::Owned(String::from_utf8_lossy(code_b).into_owned()),
-            String::from_utf8_lossy(trimmed).into_owned(),
-        ),
-    };
-    Ok(Some((
-        Reply {
-            code,
-            opaque,
-            value,
-            line: text,
-        },
-        used,
-    )))
-}
-
-impl Server {
-    fn new(addr: String) -> Self {
-        Server {
-            addr,
-            pool: (0..POOL).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
-            health: StdMutex::new(Health::default()),
-        }
-    }
-
-    /// The error to report while the server is unreachable: transient at
-    /// first (the writer retries), permanent once it has been down a while.
-    fn down_error(&self, cause: Error) -> Error {
-        let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        match h.down_since {
-            Some(t) if t.elapsed() >= DEAD_AFTER => Error::new(
-                ErrorKind::Backend,
-                format!(
-                    "server marked down ({} s unreachable)",
-                    t.elapsed().as_secs()
-                ),
-            )
-            .with_backend(BACKEND)
-            .with_context("server", &self.addr)
-            .set_source(cause),
-            _ => cause,
-        }
-    }
-
-    fn mark_down(&self) {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        h.down_since.get_or_insert_with(Instant::now);
-        h.last_attempt = Some(Instant::now());
-    }
-
-    fn mark_up(&self) {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        h.down_since = None;
-    }
-
-    /// Runs one exchange on a pooled connection, (re)connecting as needed.
-    async fn exchange(
-        &self,
-        req: &[u8],
-        last: Option<&str>,
-        count: usize,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Result<Vec<Reply>> {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
-        let mut guard = self.pool[slot].lock().await;
-        if guard.is_none() {
-            {
-                let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-                if let (Some(_), Some(last)) = (h.down_since, h.last_attempt)
-                    && last.elapsed() < PROBE_EVERY
-                {
-                    drop(h);
-                    return Err(self.down_error(
-                        Error::new(ErrorKind::Connection, "server unreachable")
-                            .with_backend(BACKEND)
-                            .with_context("server", &self.addr),
-                    ));
-                }
-            }
-            match Conn::connect(&self.addr, connect_timeout).await {
-                Ok(c) => {
-                    self.mark_up();
-                    *guard = Some(c);
-                }
-                Err(e) => {
-                    self.mark_down();
-                    return Err(self.down_error(e));
-                }
-            }
-        }
-        let conn = guard.as_mut().expect("connected above");
-        match tokio::time::timeout(response_timeout, conn.exchange(req, last, count)).await {
-            Ok(Ok(replies)) => Ok(replies),
-            Ok(Err(e)) => {
-                *guard = None;
-                self.mark_down();
-                Err(self.down_error(io_err(&self.addr, e)))
-            }
-            Err(_) => {
-                *guard = None;
-                Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no reply within {response_timeout:?}"),
-                )
-                .with_backend(BACKEND)
-                .with_context("server", &self.addr))
-            }
-        }
-    }
 }
 
 /// A namespace version never issued before: time in nanoseconds, process id
@@ -474,28 +324,28 @@ impl MemcachedCache {
         response_timeout: Duration,
         options: CacheOptions,
     ) -> Result<Self> {
-        if let Some(ns) = &options.namespace
-            && (ns.len() > 64 || !is_legal_key(ns.as_bytes()) || ns.contains(':'))
-        {
+        let prefix = options
+            .namespace
+            .as_deref()
+            .map(check_namespace)
+            .transpose()?;
+        if connect_timeout.is_zero() || response_timeout.is_zero() {
             return Err(Error::new(
                 ErrorKind::InvalidUrl,
-                format!(
-                    "memcached: namespace {ns:?} must be 1-64 bytes without spaces, control characters or ':'"
-                ),
-            ));
+                "connect_timeout and response_timeout must be greater than zero",
+            )
+            .with_backend(BACKEND));
         }
+        let timeouts = Timeouts {
+            connect: connect_timeout,
+            response: response_timeout,
+        };
         let ring = build_ring(&servers);
         let servers: Vec<Server> = servers.into_iter().map(Server::new).collect();
         let mut item_size_max = usize::MAX;
         for s in &servers {
             let replies = s
-                .exchange(
-                    b"stats settings\r\n",
-                    Some("END"),
-                    0,
-                    connect_timeout,
-                    response_timeout,
-                )
+                .exchange(b"stats settings\r\n", Some("END"), 0, timeouts)
                 .await
                 .map_err(|e| e.with_context("op", "connect"))?;
             for r in &replies {
@@ -512,11 +362,11 @@ impl MemcachedCache {
             ring,
             endpoint,
             namespace: options.namespace.clone(),
+            prefix,
             ns_version: StdMutex::new(None),
             options,
             counters: Counters::default(),
-            connect_timeout,
-            response_timeout,
+            timeouts,
             item_size_max,
         })
     }
@@ -529,15 +379,7 @@ impl MemcachedCache {
         last: Option<&str>,
         count: usize,
     ) -> Result<Vec<Reply>> {
-        server
-            .exchange(
-                req,
-                last,
-                count,
-                self.connect_timeout,
-                self.response_timeout,
-            )
-            .await
+        server.exchange(req, last, count, self.timeouts).await
     }
 
     fn server_of(&self, key: &[u8]) -> usize {
@@ -559,10 +401,9 @@ impl MemcachedCache {
         self.item_size_max.saturating_sub(key_len + ITEM_OVERHEAD)
     }
 
+    /// Where the namespace's version token lives: `prefix:__unicache_ns`.
     fn ns_key(&self) -> Option<String> {
-        self.namespace
-            .as_ref()
-            .map(|ns| format!("{ns}:__unicache_ns"))
+        self.prefix.as_ref().map(|p| format!("{p}:{VERSION_KEY}"))
     }
 
     /// The namespace's current version token, read from memcached (cached
@@ -584,53 +425,39 @@ impl MemcachedCache {
         let req = format!("mg {vk} v\r\n");
         let replies = self.call(s, req.as_bytes(), None, 1).await?;
         let v = match replies.first() {
-            Some(Reply { value: Some(v), .. }) => String::from_utf8_lossy(v).into_owned(),
-            _ => {
-                // Missing (first use, evicted, restarted): a fresh token, so
-                // entries of an older version can never come back.
-                let fresh = fresh_token();
-                // Add mode (`ME`) loses to a process that created it first; re-read either way.
-                let req = format!("ms {vk} {} ME\r\n{fresh}\r\nmg {vk} v\r\n", fresh.len());
-                let replies = self.call(s, req.as_bytes(), None, 2).await?;
-                match replies.get(1) {
-                    Some(Reply { value: Some(v), .. }) => String::from_utf8_lossy(v).into_owned(),
-                    _ => fresh,
-                }
+            Some(Reply { value: Some(v), .. }) if is_token(v) => {
+                String::from_utf8_lossy(v).into_owned()
             }
+            // Not a token of ours (written by something else): replace it,
+            // since a version with `:` would make keys ambiguous.
+            Some(Reply { value: Some(_), .. }) => self.new_version(s, &vk, "").await?,
+            // Missing (first use, evicted, restarted): a fresh token, so
+            // entries of an older version can never come back. Add mode
+            // (`ME`) loses to a process that created it first.
+            _ => self.new_version(s, &vk, " ME").await?,
         };
         *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((v.clone(), Instant::now()));
         Ok(v)
     }
 
-    /// The key sent to memcached for `key`: `ns:version:key` (or `key`
-    /// without a namespace) when that is a legal memcached key and does not
-    /// start with `#h`; otherwise `ns:version:#h` + the 32 hex digits of the
-    /// key's xxh3-128 hash.
+    /// Stores a fresh version token under `vk` (`mode`: "" sets, " ME" adds)
+    /// and returns the one memcached then holds.
+    async fn new_version(&self, s: &Server, vk: &str, mode: &str) -> Result<String> {
+        let fresh = fresh_token();
+        let req = format!("ms {vk} {}{mode}\r\n{fresh}\r\nmg {vk} v\r\n", fresh.len());
+        let replies = self.call(s, req.as_bytes(), None, 2).await?;
+        Ok(match replies.get(1) {
+            Some(Reply { value: Some(v), .. }) if is_token(v) => {
+                String::from_utf8_lossy(v).into_owned()
+            }
+            _ => fresh,
+        })
+    }
+
+    /// The key sent to memcached for `key` under `version`: see [`map_key`].
     pub fn server_key(&self, version: &str, key: &str) -> String {
-        // Built in one allocation: this runs once per key of every batch.
-        let ns_len = self
-            .namespace
-            .as_ref()
-            .map_or(0, |ns| ns.len() + version.len() + 2);
-        let mut out = String::with_capacity(ns_len + key.len().max(34));
-        if let Some(ns) = &self.namespace {
-            out.push_str(ns);
-            out.push(':');
-            out.push_str(version);
-            out.push(':');
-        }
-        out.push_str(key);
-        if !is_legal_key(out.as_bytes()) || key.starts_with("#h") {
-            use std::fmt::Write;
-            out.truncate(ns_len);
-            let _ = write!(
-                out,
-                "#h{:032x}",
-                xxhash_rust::xxh3::xxh3_128(key.as_bytes())
-            );
-        }
-        out
+        map_key(self.prefix.as_deref(), version, key)
     }
 
     fn exptime(&self, ttl: Option<Duration>) -> Result<Option<u64>> {
@@ -687,6 +514,36 @@ impl MemcachedCache {
             .collect()
     }
 
+    /// Values over the item size limit fail here, per key, without a round
+    /// trip: returns those failures and the indices to send.
+    fn split_oversized(
+        &self,
+        entries: &[(&str, &[u8])],
+        full: &[String],
+    ) -> (Vec<(usize, Error)>, Vec<usize>) {
+        let mut failures: Vec<(usize, Error)> = Vec::new();
+        let mut send: Vec<usize> = Vec::with_capacity(entries.len());
+        for (i, (k, v)) in entries.iter().enumerate() {
+            let limit = self.max_value(full[i].len());
+            if v.len() <= limit {
+                send.push(i);
+                continue;
+            }
+            let e = Error::new(
+                ErrorKind::ValueTooLarge,
+                format!(
+                    "{} bytes over the servers' item size limit ({limit} bytes for this key; \
+                     memcached -I raises it)",
+                    v.len()
+                ),
+            )
+            .with_backend(BACKEND)
+            .with_context("key", k);
+            failures.push((i, e));
+        }
+        (failures, send)
+    }
+
     async fn get_all(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         let version = self.version().await;
         let version = match version {
@@ -704,59 +561,10 @@ impl MemcachedCache {
         let failed = self
             .fan_out(
                 &full,
-                |chunk| {
-                    // ASCII `get k1 k2 ...`, up to GET_KEYS keys a line: the
-                    // server answers a many-key get far faster than as many
-                    // `mg` commands (measured: about 2x per key). Replies name
-                    // their key; misses are simply absent.
-                    let mut req = Vec::with_capacity(chunk.len() * 40);
-                    let lines = chunk.len().div_ceil(GET_KEYS);
-                    for part in chunk.chunks(GET_KEYS) {
-                        req.extend_from_slice(b"get");
-                        for &i in part {
-                            req.push(b' ');
-                            req.extend_from_slice(full[i].as_bytes());
-                        }
-                        req.extend_from_slice(b"\r\n");
-                    }
-                    (req, Some("END"), lines)
-                },
+                |chunk| get_request(&full, chunk),
                 |addr, chunk, replies| {
-                    // Key -> its first position; a key asked twice gets its
-                    // value copied afterwards (no list per key).
-                    let mut first: HashMap<&str, usize, Xxh3DefaultBuilder> =
-                        HashMap::with_capacity_and_hasher(chunk.len(), Xxh3DefaultBuilder);
-                    let mut repeated = false;
-                    for &i in chunk {
-                        repeated |= *first.entry(full[i].as_str()).or_insert(i) != i;
-                    }
                     let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-                    for mut r in replies {
-                        match (r.code.as_ref(), r.value.take()) {
-                            ("VALUE", Some(v)) => {
-                                let Some(&i) = first.get(r.line.as_str()) else {
-                                    return Err(proto_err(
-                                        addr,
-                                        format!("reply for a key not asked: {:?}", r.line),
-                                    ));
-                                };
-                                out[i] = Some(Bytes::from(v));
-                            }
-                            ("END", _) => {}
-                            _ => {
-                                return Err(unexpected(addr, &r));
-                            }
-                        }
-                    }
-                    if repeated {
-                        for &i in chunk {
-                            let f = first[full[i].as_str()];
-                            if f != i {
-                                out[i] = out[f].clone();
-                            }
-                        }
-                    }
-                    Ok(())
+                    take_values(addr, &full, chunk, replies, &mut out)
                 },
             )
             .await;
@@ -847,29 +655,7 @@ impl Cache for MemcachedCache {
             .iter()
             .map(|(k, _)| self.server_key(&version, k))
             .collect();
-        // Values over the limit fail here, per key, without a round trip.
-        let mut failures: Vec<(usize, Error)> = Vec::new();
-        let mut send: Vec<usize> = Vec::with_capacity(entries.len());
-        for (i, (k, v)) in entries.iter().enumerate() {
-            let limit = self.max_value(full[i].len());
-            if v.len() > limit {
-                failures.push((
-                    i,
-                    Error::new(
-                        ErrorKind::ValueTooLarge,
-                        format!(
-                            "{} bytes over the servers' item size limit ({} bytes for this key; memcached -I raises it)",
-                            v.len(),
-                            limit
-                        ),
-                    )
-                    .with_backend(BACKEND)
-                    .with_context("key", k),
-                ));
-            } else {
-                send.push(i);
-            }
-        }
+        let (mut failures, send) = self.split_oversized(entries, &full);
         let send_keys: Vec<String> = send.iter().map(|&i| std::mem::take(&mut full[i])).collect();
         let ttl_flag = exp.map(|e| format!(" T{e}")).unwrap_or_default();
         let refused: StdMutex<Vec<(usize, Error)>> = StdMutex::new(Vec::new());
@@ -1002,13 +788,8 @@ impl Cache for MemcachedCache {
                     Some((fresh, Instant::now()));
                 Ok(())
             }
-            other => Err(proto_err(
-                &s.addr,
-                format!(
-                    "clear: unexpected reply {:?}",
-                    other.map(|r| r.line.as_str())
-                ),
-            )),
+            Some(r) => Err(unexpected(&s.addr, r).with_context("op", "clear")),
+            None => Err(proto_err(&s.addr, "clear: no reply".into())),
         }
     }
 
@@ -1093,35 +874,62 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
-        /// The reply parser takes any bytes without panicking.
+        /// Two different (namespace, key) pairs never map to one memcached
+        /// key, and no user key is a namespace's version key, even with `:`,
+        /// `%` and `#h` in namespaces and keys.
         #[test]
-        fn reply_parser_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
-            let mut pos = 0;
-            while let Ok(Some((_, used))) = parse_reply(&bytes[pos..]) {
-                proptest::prop_assert!(used > 0);
-                pos += used;
+        fn key_mapping_is_one_to_one(
+            ns1 in "[a:%2]{1,4}", k1 in "[a:%#h2_]{0,6}",
+            ns2 in "[a:%2]{1,4}", k2 in "[a:%#h2_]{0,6}",
+            bare in proptest::prelude::any::<bool>(),
+        ) {
+            // One version for both: the worst case (tokens may coincide).
+            let (v1, v2) = ("1a.2", "1a.2");
+            let p1 = (!bare).then(|| escape_namespace(&ns1));
+            let p2 = escape_namespace(&ns2);
+            let m1 = map_key(p1.as_deref(), v1, &k1);
+            let m2 = map_key(Some(&p2), v2, &k2);
+            if p1.is_some() {
+                proptest::prop_assert!(m1 != m2 || (ns1 == ns2 && k1 == k2));
             }
+            proptest::prop_assert_ne!(&m2, &format!("{p2}:{VERSION_KEY}"));
+            proptest::prop_assert_ne!(&m2, &format!("{}:{VERSION_KEY}", escape_namespace(&ns1)));
+        }
+
+        /// Any TTL gives an exptime memcached keeps: never 0, never past 2^31-1.
+        #[test]
+        fn exptime_is_always_in_range(secs in proptest::prelude::any::<u64>(), nanos in 0u32..1_000_000_000) {
+            let e = exptime(Duration::new(secs, nanos), 1_800_000_000);
+            proptest::prop_assert!((1..=MAX_EXPTIME).contains(&e));
         }
     }
 
     #[test]
-    fn parses_meta_and_ascii_replies() {
-        let b = b"VA 3 O7\r\nabc\r\nVALUE k 0 2\r\nhi\r\nEND\r\nVA 5\r\nab";
-        let (r, used) = parse_reply(b).unwrap().unwrap();
-        assert_eq!(
-            (r.code.as_ref(), r.opaque, r.value.as_deref()),
-            ("VA", Some(7), Some(&b"abc"[..]))
-        );
-        let (r2, used2) = parse_reply(&b[used..]).unwrap().unwrap();
-        assert_eq!(
-            (r2.code.as_ref(), r2.line.as_str(), r2.value.as_deref()),
-            ("VALUE", "k", Some(&b"hi"[..]))
-        );
-        let (r3, used3) = parse_reply(&b[used + used2..]).unwrap().unwrap();
-        assert_eq!(r3.code.as_ref(), "END");
-        // Incomplete value: wait for more bytes.
-        assert!(parse_reply(&b[used + used2 + used3..]).unwrap().is_none());
-        assert!(parse_reply(b"VA x\r\n").is_err());
+    fn namespaces_with_colons_are_escaped_and_checked() {
+        assert_eq!(escape_namespace("app"), "app");
+        assert_eq!(escape_namespace("app:v2"), "app%3Av2");
+        assert_eq!(escape_namespace("a%3Ab"), "a%253Ab");
+        assert_eq!(map_key(Some("app"), "1f", "user:1"), "app:1f:user:1");
+        assert_eq!(map_key(None, "", "user:1"), "user:1");
+        assert!(check_namespace("app:v2").is_ok());
+        assert!(check_namespace(&"a".repeat(64)).is_ok());
+        for bad in ["", "a b", "a\nb", &"a".repeat(65), &":".repeat(60)] {
+            let e = check_namespace(bad).unwrap_err();
+            assert!(e.to_string().contains("namespace"), "{e}");
+        }
+        // The longest namespace and token still leave room for the hashed form.
+        let p = escape_namespace(&":".repeat(53));
+        assert!(p.len() <= MAX_NAMESPACE_ESCAPED);
+        let k = map_key(Some(&p), &"f".repeat(MAX_TOKEN), &"k".repeat(300));
+        assert!(is_legal_key(k.as_bytes()), "{}", k.len());
+    }
+
+    #[test]
+    fn version_tokens() {
+        assert!(is_token(fresh_token().as_bytes()));
+        for bad in [&b""[..], b"v2", b"1:2", b"__unicache_ns", &[b'a'; 49]] {
+            assert!(!is_token(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -1148,6 +956,13 @@ mod tests {
             exptime(Duration::from_secs(31 * 86400), now),
             now + 31 * 86400
         );
+        // Past 2038-01-19 memcached would read the time as already expired: clamp.
+        assert_eq!(
+            exptime(Duration::from_secs(30 * 365 * 86400), now),
+            MAX_EXPTIME
+        );
+        assert_eq!(exptime(Duration::MAX, now), MAX_EXPTIME);
+        assert_eq!(exptime(Duration::MAX, u64::MAX), MAX_EXPTIME);
     }
 
     #[test]
