@@ -529,7 +529,8 @@ fn compaction_never_follows_a_planted_temp_symlink() {
         c.compact().await.unwrap();
         assert_eq!(c.get("k7").await.unwrap().as_deref(), Some(&b"v7"[..]));
     });
-    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let victim_now = std::fs::read(&victim).unwrap();
+    assert_eq!(String::from_utf8_lossy(&victim_now), "precious");
     assert!(!is_link(&log));
     assert_eq!(mode(&log), 0o600);
     for p in &planted {
@@ -644,13 +645,22 @@ fn huge_ttls_saturate_instead_of_overflowing() {
         c.set_many(&[("many", &b"3"[..])], Some(Duration::MAX))
             .await
             .unwrap();
+        // Milliseconds just past u64: a cast would wrap to 384 ms.
+        c.set(
+            "wraps",
+            b"5",
+            Some(Duration::from_secs(18_446_744_073_709_552)),
+        )
+        .await
+        .unwrap();
         let d = fopen(
             &log,
             unicache::CacheOptions::new().default_ttl(Duration::from_millis(u64::MAX)),
         )
         .unwrap();
         d.set("default", b"4", None).await.unwrap();
-        for k in ["max", "secs", "many", "default"] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for k in ["max", "secs", "many", "default", "wraps"] {
             assert!(c.get(k).await.unwrap().is_some(), "{k} expired at once");
             let ttl = c.ttl(k).await.unwrap().unwrap().unwrap();
             assert!(ttl > century, "{k}: {ttl:?}");
@@ -661,7 +671,7 @@ fn huge_ttls_saturate_instead_of_overflowing() {
     assert!(text.contains(&format!("\"x\":{}", u64::MAX)), "{text}");
     rt().block_on(async {
         let c = fopen(&log, Default::default()).unwrap();
-        assert_eq!(c.len().await.unwrap(), 4);
+        assert_eq!(c.len().await.unwrap(), 5);
         c.compact().await.unwrap();
         assert_eq!(c.get("max").await.unwrap().as_deref(), Some(&b"1"[..]));
     });
