@@ -774,3 +774,18 @@ fn entries_stream_what_keys_and_get_return() {
         assert_eq!(c.get("big").await.unwrap().unwrap().len(), big.len());
     });
 }
+
+#[test]
+fn a_symlink_planted_at_the_lock_file_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("l.log");
+    let victim = dir.path().join("victim");
+    std::os::unix::fs::symlink(&victim, dir.path().join("l.log.lock")).unwrap();
+    let e = fopen(&log, Default::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("symbolic link") && msg.contains("l.log.lock"),
+        "{msg}"
+    );
+    assert!(!victim.exists(), "the lock's symlink target was created");
+}

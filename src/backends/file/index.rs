@@ -62,11 +62,17 @@ pub(super) struct Index {
 }
 
 impl Index {
-    /// A table for about `n` keys without growing.
+    /// A table for about `n` keys without growing (smaller, growing later,
+    /// if that much memory cannot be had: `n` is only an estimate).
     pub fn with_capacity(n: usize) -> Self {
-        let cap = (n.saturating_mul(5) / 4 + 1).max(16).next_power_of_two();
+        let mut cap = (n.saturating_mul(5) / 4 + 1).max(16).next_power_of_two();
+        let mut slots = Vec::new();
+        while slots.try_reserve_exact(cap).is_err() && cap > 16 {
+            cap /= 2;
+        }
+        slots.resize(cap.min(slots.capacity()).max(16), Slot::default());
         Index {
-            slots: vec![Slot::default(); cap],
+            slots,
             ..Default::default()
         }
     }

@@ -105,12 +105,7 @@ impl FileCache {
         if !create {
             match std::fs::metadata(&real) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        "no file log there (nothing was created)",
-                    )
-                    .with_backend(BACKEND)
-                    .with_context("path", path.display()));
+                    return Err(store::not_found(path));
                 }
                 Err(e) => return Err(ferr(path, "stat", e)),
                 Ok(_) => {}

@@ -186,7 +186,8 @@ fn estimate_keys(file: &File, len: u64) -> usize {
         return 0;
     }
     let lines = sample.iter().filter(|&&b| b == b'\n').count().max(1);
-    let avg = (sample.len() / lines).max(16) as u64;
+    // Lines are at least 25 bytes (`{"c":N,"op":"del","k":""}`).
+    let avg = (sample.len() / lines).max(25) as u64;
     (len / avg) as usize
 }
 
@@ -195,8 +196,13 @@ impl State {
     /// write lock (taking it again would block); `create`: a missing log may
     /// be created.
     pub fn load(path: &Path, lock_path: &Path, locked: bool, create: bool) -> Result<State> {
-        let mut file =
-            files::open_private(path, true, create).map_err(|e| ferr(path, "open", e))?;
+        let mut file = match files::open_private(path, true, create) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => {
+                return Err(not_found(path));
+            }
+            Err(e) => return Err(ferr(path, "open", e)),
+        };
         let meta = file.metadata().map_err(|e| ferr(path, "stat", e))?;
         if meta.is_dir() {
             return Err(Error::new(ErrorKind::Io, "is a directory")
@@ -266,6 +272,16 @@ impl State {
         self.seen_len = len;
         Ok(())
     }
+}
+
+/// A log that must exist and does not.
+pub(super) fn not_found(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        "no file log there (nothing was created)",
+    )
+    .with_backend(BACKEND)
+    .with_context("path", path.display())
 }
 
 /// Writes the header into a new (or emptied) log, under the write lock so
