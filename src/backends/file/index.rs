@@ -303,6 +303,47 @@ mod tests {
     }
 
     #[test]
+    fn random_ops_with_few_distinct_hashes_match_a_model() {
+        // Keys 0..500 share 7 hashes; a key's id is kept in `len` and told
+        // apart by `is_it`, as reading the line does for real.
+        let mut ix = Index::with_capacity(0);
+        let mut model = std::collections::HashMap::new();
+        let mut seed = 12345u64;
+        for step in 0..20_000u64 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = (seed >> 33) % 500;
+            let h = key % 7 + 1;
+            let found = ix
+                .find(h, 0, |l| Ok::<_, ()>(u64::from(l.len) == key))
+                .unwrap();
+            assert_eq!(found.is_some(), model.contains_key(&key), "step {step}");
+            if (seed >> 20) % 3 == 0 {
+                if let Some(i) = found {
+                    ix.remove(i);
+                }
+                model.remove(&key);
+            } else {
+                let l = loc(step, key as u32);
+                match found {
+                    Some(i) => assert!(ix.set(i, l)),
+                    None => assert!(ix.insert(h, 0, l)),
+                }
+                model.insert(key, step);
+            }
+            assert_eq!(ix.len(), model.len());
+        }
+        for (key, offset) in &model {
+            let i = ix
+                .find(key % 7 + 1, 0, |l| Ok::<_, ()>(u64::from(l.len) == *key))
+                .unwrap()
+                .unwrap();
+            assert_eq!(ix.loc(i).offset, *offset);
+        }
+    }
+
+    #[test]
     fn packing_saturates_and_escapes() {
         let mut ix = Index::with_capacity(1);
         let big = Loc {
