@@ -58,7 +58,7 @@ pub(super) struct Index {
     len: usize,
     /// Lengths of lines too long for a slot (4 MiB and over), by offset.
     big_lens: HashMap<u64, u32>,
-    ns_ids: HashMap<String, u16>,
+    ns_ids: HashMap<String, u16, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
 }
 
 impl Index {
