@@ -319,7 +319,7 @@ mod tests {
                 .find(h, 0, |l| Ok::<_, ()>(u64::from(l.len) == key))
                 .unwrap();
             assert_eq!(found.is_some(), model.contains_key(&key), "step {step}");
-            if (seed >> 20) % 3 == 0 {
+            if (seed >> 20).is_multiple_of(3) {
                 if let Some(i) = found {
                     ix.remove(i);
                 }
