@@ -4,6 +4,11 @@
 //! 1M-entry store (index rebuild) next to the time it took to write it.
 //!
 //! cargo bench --bench file   (UNICACHE_BENCH_N=100000 for a quicker run)
+//!
+//! With `UNICACHE_BENCH_LOG=PATH` (a log of keys `key:0`..`key:N-1`, as
+//! `scripts/bench_file.sh` writes it, N from `UNICACHE_BENCH_N`) only get and
+//! open run, on that log: the index at 10M keys. Compare two builds with
+//! criterion's `--save-baseline main` / `--baseline main`.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +26,39 @@ fn n() -> usize {
         .unwrap_or(1_000_000)
 }
 
+/// get and open on an existing log (see the module doc).
+fn bench_log(c: &mut Criterion, path: &std::path::Path) {
+    let n = n();
+    let t = Instant::now();
+    let f = FileCache::open(path, SyncPolicy::Batch, 50, Default::default()).unwrap();
+    eprintln!(
+        "file: opened {} in {:.3} s",
+        path.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let keys: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
+    let mut g = c.benchmark_group(format!("log_get_{n}"));
+    let mut i = 0usize;
+    g.bench_function("file", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            f.get(&keys[i]).now_or_never().unwrap().unwrap().unwrap()
+        })
+    });
+    g.finish();
+    drop(f);
+    let mut g = c.benchmark_group(format!("log_open_{n}"));
+    g.sample_size(10);
+    g.bench_function("file_index_rebuild", |b| {
+        b.iter(|| FileCache::open(path, SyncPolicy::Batch, 50, Default::default()).unwrap())
+    });
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
+    if let Some(log) = std::env::var_os("UNICACHE_BENCH_LOG") {
+        return bench_log(c, std::path::Path::new(&log));
+    }
     let n = n();
     let keys: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
     let value = vec![b'x'; 100];

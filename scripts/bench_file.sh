@@ -7,13 +7,47 @@
 # The library-level figures (set_many / get / open vs SQLite) are
 # `cargo bench --bench file`.
 #
-#   ./scripts/bench_file.sh
+#   ./scripts/bench_file.sh              # everything
+#   PART=index ./scripts/bench_file.sh   # only the index's memory and open time
+#
+# The index part writes an INDEX_KEYS-key log (default 10M keys `key:I`, 10-byte
+# values: about 1 GB) and reports the peak RSS of `unicache stats` on it minus
+# the peak on a 1-key log (the process's baseline), per key, and the wall time
+# (open = index rebuild), RUNS times. With OLD=/path/to/other/unicache (e.g.
+# main's build) the same for that binary, runs interleaved. KEEP=1 keeps the
+# log (path printed) for `UNICACHE_BENCH_LOG=... cargo bench --bench file`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-U=$PWD/target/release/unicache
+# UNICACHE=/path/to/unicache measures that binary instead of building one.
+if [ -n "${UNICACHE:-}" ]; then
+    U=$UNICACHE
+else
+    cargo build --release -q
+    U=${CARGO_TARGET_DIR:-$PWD/target}/release/unicache
+fi
 T=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}")
-trap 'rm -rf "$T"' EXIT
+if [ -n "${KEEP:-}" ]; then trap 'echo "kept $T"' EXIT; else trap 'rm -rf "$T"' EXIT; fi
+
+index_part() {
+    local n=${INDEX_KEYS:-10000000} runs=${RUNS:-3}
+    $U bench gen --records "$n" --value-size 10 > "$T/keys.jsonl"
+    $U write -q -i "$T/keys.jsonl" -o "$T/keys-summary.json" -c "file:$T/index.log" > /dev/null
+    head -1 "$T/keys.jsonl" | $U write -q -i - -o "$T/one-summary.json" -c "file:$T/one.log" > /dev/null
+    rm -f "$T/keys.jsonl"
+    echo "log: $n keys, $(stat -c %s "$T/index.log") bytes"
+    for run in $(seq "$runs"); do
+        for b in "$U" ${OLD:+"$OLD"}; do
+            base=$( { /usr/bin/time -f %M "$b" stats -q --cache "file:$T/one.log" > /dev/null; } 2>&1 | tail -1)
+            read -r rss wall < <( { /usr/bin/time -f "%M %e" "$b" stats -q --cache "file:$T/index.log" > /dev/null; } 2>&1 | tail -1)
+            python3 -c "import sys; b,r,base,wall,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),sys.argv[4],int(sys.argv[5]); print(f'run {sys.argv[6]} {b}: stats peak RSS {r/1024:.0f} MiB, baseline {base/1024:.1f} MiB, {(r-base)*1024/n:.1f} bytes/key, open+stats {wall} s')" "$b" "$rss" "$base" "$wall" "$n" "$run"
+        done
+    done
+}
+
+if [ "${PART:-}" = index ]; then
+    index_part
+    exit 0
+fi
 
 # 1M records as the criterion bench writes them: ~152 MB of log.
 dd if=/dev/zero of="$T/dd.bin" bs=1M count=152 conv=fdatasync 2>&1 | tail -1 | sed 's/^/dd (fdatasync): /'
@@ -39,3 +73,5 @@ PY
     s1=$(date +%s.%N)
     python3 -c "import sys,json; s0,s1=map(float,sys.argv[1:3]); u=json.load(open(sys.argv[3])); print(f'seed file backend, 10000 records: {10000/(s1-s0):,.0f} rec/s ({s1-s0:.1f} s); unicache is {(s1-s0)/u[\"duration_seconds\"]:,.0f}x faster at 10k')" "$s0" "$s1" "$T/u10000/summary.json"
 fi
+
+index_part

@@ -1,0 +1,344 @@
+//! The log's line format: encoding, checksums, decoding.
+
+use base64::Engine as _;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+/// First line of every log; anything else is not ours.
+pub const HEADER: &[u8] = b"{\"unicache\":\"file-log\",\"version\":1}\n";
+/// One decoded line.
+#[derive(Deserialize, Debug)]
+struct Line<'a> {
+    op: &'a str,
+    #[serde(default, borrow)]
+    n: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    k: Cow<'a, str>,
+    #[serde(default, borrow)]
+    v: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    b: Option<Cow<'a, str>>,
+    #[serde(default)]
+    x: Option<u64>,
+}
+
+/// A line as the index rebuild needs it: the value is skipped, not copied.
+#[derive(Deserialize)]
+struct ScanLine<'a> {
+    op: &'a str,
+    #[serde(default, borrow)]
+    n: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    k: Cow<'a, str>,
+    #[serde(default)]
+    v: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    b: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    x: Option<u64>,
+}
+
+/// What a line does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A value for `ns`/`key`, expiring at `expires` (Unix ms).
+    Set {
+        /// Namespace ("" for none).
+        ns: String,
+        /// Key.
+        key: String,
+        /// Value bytes.
+        value: Vec<u8>,
+        /// Expiry, Unix milliseconds.
+        expires: Option<u64>,
+    },
+    /// A tombstone.
+    Del {
+        /// Namespace.
+        ns: String,
+        /// Key.
+        key: String,
+    },
+}
+
+/// Why a line was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineError {
+    /// Not `{"c":N,...}`.
+    Malformed,
+    /// Checksum mismatch.
+    Checksum,
+    /// Valid checksum, invalid content.
+    Content,
+}
+
+/// Appends one encoded line (with its trailing newline) to `out`.
+pub fn encode_line(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    op: &str,
+    ns: &str,
+    key: &str,
+    value: Option<&[u8]>,
+    expires: Option<u64>,
+) {
+    scratch.clear();
+    scratch.extend_from_slice(b"{\"op\":\"");
+    scratch.extend_from_slice(op.as_bytes());
+    scratch.push(b'"');
+    if !ns.is_empty() {
+        scratch.extend_from_slice(b",\"n\":");
+        let _ = serde_json::to_writer(&mut *scratch, ns);
+    }
+    scratch.extend_from_slice(b",\"k\":");
+    let _ = serde_json::to_writer(&mut *scratch, key);
+    if let Some(v) = value {
+        match std::str::from_utf8(v) {
+            Ok(s) => {
+                scratch.extend_from_slice(b",\"v\":");
+                let _ = serde_json::to_writer(&mut *scratch, s);
+            }
+            Err(_) => {
+                scratch.extend_from_slice(b",\"b\":\"");
+                scratch.extend_from_slice(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(v)
+                        .as_bytes(),
+                );
+                scratch.push(b'"');
+            }
+        }
+    }
+    if let Some(x) = expires {
+        scratch.extend_from_slice(b",\"x\":");
+        scratch.extend_from_slice(x.to_string().as_bytes());
+    }
+    scratch.push(b'}');
+    let crc = crc32fast::hash(scratch);
+    out.extend_from_slice(b"{\"c\":");
+    out.extend_from_slice(crc.to_string().as_bytes());
+    out.push(b',');
+    out.extend_from_slice(&scratch[1..]);
+    out.push(b'\n');
+}
+
+/// Checks a line's checksum (without its newline) and returns its payload
+/// parsed.
+fn check_line(line: &[u8]) -> std::result::Result<Line<'_>, LineError> {
+    check_crc(line)?;
+    // The whole line is valid JSON too (the "c" field is ignored by `Line`).
+    serde_json::from_slice(line).map_err(|_| LineError::Content)
+}
+
+/// Verifies the line's CRC-32 (over `{` + everything after `"c":N,`).
+pub(super) fn check_crc(line: &[u8]) -> std::result::Result<(), LineError> {
+    let rest = line.strip_prefix(b"{\"c\":").ok_or(LineError::Malformed)?;
+    let comma = rest
+        .iter()
+        .position(|&b| b == b',')
+        .ok_or(LineError::Malformed)?;
+    let crc: u32 = std::str::from_utf8(&rest[..comma])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(LineError::Malformed)?;
+    let body = &rest[comma + 1..];
+    let mut h = crc32fast::Hasher::new();
+    h.update(b"{");
+    h.update(body);
+    if h.finalize() != crc {
+        return Err(LineError::Checksum);
+    }
+    Ok(())
+}
+
+/// What the index needs from a line whose checksum matched: whether it is a
+/// set, its namespace, key and expiry. `None`: not a valid operation.
+pub(super) type Fields<'a> = (bool, Cow<'a, str>, Cow<'a, str>, Option<u64>);
+
+/// [`Fields`] of a line (without its newline), checksum already verified:
+/// the fast path for lines as we write them, serde for anything else.
+pub(super) fn line_fields(body: &[u8]) -> Option<Fields<'_>> {
+    if let Some((is_set, ns, key, x)) = fast_fields(body) {
+        return Some((is_set, Cow::Borrowed(ns), Cow::Borrowed(key), x));
+    }
+    match serde_json::from_slice::<ScanLine>(body) {
+        Ok(l) if l.op == "set" && l.v.is_some() != l.b.is_some() => {
+            Some((true, l.n.unwrap_or_default(), l.k, l.x))
+        }
+        Ok(l) if l.op == "del" => Some((false, l.n.unwrap_or_default(), l.k, None)),
+        _ => None,
+    }
+}
+
+/// Decodes one line (without its newline): the fuzzable entry point.
+pub fn decode_line(line: &[u8]) -> std::result::Result<Op, LineError> {
+    let l = check_line(line)?;
+    let ns = l.n.map(|c| c.into_owned()).unwrap_or_default();
+    let key = l.k.into_owned();
+    match l.op {
+        "set" => {
+            let value = match (l.v, l.b) {
+                (Some(v), None) => v.into_owned().into_bytes(),
+                (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .map_err(|_| LineError::Content)?,
+                _ => return Err(LineError::Content),
+            };
+            Ok(Op::Set {
+                ns,
+                key,
+                value,
+                expires: l.x,
+            })
+        }
+        "del" => Ok(Op::Del { ns, key }),
+        _ => Err(LineError::Content),
+    }
+}
+
+/// The fields the index needs, read straight from a line we wrote
+/// (`{"c":N,"op":"set"[,"n":"…"],"k":"…","v"|"b":"…"[,"x":N]}`). Anything
+/// unusual (escapes in the key, other layouts) returns None and goes through
+/// serde instead. Only called on lines whose checksum matched.
+fn fast_fields(line: &[u8]) -> Option<(bool, &str, &str, Option<u64>)> {
+    fn plain_str(s: &[u8]) -> Option<(&str, &[u8])> {
+        let end = s.iter().position(|&b| b == b'"' || b == b'\\')?;
+        if s[end] != b'"' {
+            return None;
+        }
+        Some((std::str::from_utf8(&s[..end]).ok()?, &s[end + 1..]))
+    }
+    let rest = line.strip_prefix(b"{\"c\":")?;
+    let rest = &rest[rest.iter().position(|&b| b == b',')? + 1..];
+    let (is_set, rest) = if let Some(r) = rest.strip_prefix(b"\"op\":\"set\"") {
+        (true, r)
+    } else {
+        (false, rest.strip_prefix(b"\"op\":\"del\"")?)
+    };
+    let (ns, rest) = match rest.strip_prefix(b",\"n\":\"") {
+        Some(r) => plain_str(r)?,
+        None => ("", rest),
+    };
+    let (key, rest) = plain_str(rest.strip_prefix(b",\"k\":\"")?)?;
+    if !is_set {
+        return (rest == b"}").then_some((false, ns, key, None));
+    }
+    if !(rest.starts_with(b",\"v\":\"") || rest.starts_with(b",\"b\":\"")) {
+        return None;
+    }
+    // A string value ends the line with `"}`; an expiry with `,"x":N}`.
+    let body = rest.strip_suffix(b"}")?;
+    if body.ends_with(b"\"") {
+        return Some((true, ns, key, None));
+    }
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (head, num) = body.split_at(body.len() - digits);
+    if !head.ends_with(b"\",\"x\":") {
+        return None;
+    }
+    let x = std::str::from_utf8(num).ok()?.parse().ok()?;
+    Some((true, ns, key, Some(x)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_checksums_catch_damage() {
+        let mut out = Vec::new();
+        let mut scratch = Vec::new();
+        encode_line(
+            &mut out,
+            &mut scratch,
+            "set",
+            "ns",
+            "k \"q\"",
+            Some(b"v\n1"),
+            Some(42),
+        );
+        encode_line(
+            &mut out,
+            &mut scratch,
+            "set",
+            "",
+            "bin",
+            Some(&[0xff, 0x00]),
+            None,
+        );
+        encode_line(&mut out, &mut scratch, "del", "", "bin", None, None);
+        let lines: Vec<&[u8]> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            decode_line(lines[0]).unwrap(),
+            Op::Set {
+                ns: "ns".into(),
+                key: "k \"q\"".into(),
+                value: b"v\n1".to_vec(),
+                expires: Some(42)
+            }
+        );
+        assert_eq!(
+            decode_line(lines[1]).unwrap(),
+            Op::Set {
+                ns: "".into(),
+                key: "bin".into(),
+                value: vec![0xff, 0],
+                expires: None
+            }
+        );
+        assert_eq!(
+            decode_line(lines[2]).unwrap(),
+            Op::Del {
+                ns: "".into(),
+                key: "bin".into()
+            }
+        );
+        // Readable as plain JSON.
+        let j: serde_json::Value = serde_json::from_slice(lines[0]).unwrap();
+        assert_eq!(j["v"], "v\n1");
+        let mut bad = lines[0].to_vec();
+        let i = bad.len() - 5;
+        bad[i] ^= 1;
+        assert_eq!(decode_line(&bad), Err(LineError::Checksum));
+        assert_eq!(decode_line(b"garbage"), Err(LineError::Malformed));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        type Case<'a> = (&'a str, &'a str, Option<&'a [u8]>, Option<u64>);
+        let cases: Vec<Case> = vec![
+            ("", "k", Some(b"v"), None),
+            (
+                "ns",
+                "user:1",
+                Some(b"{\"a\":\"b\"}"),
+                Some(1_700_000_000_000),
+            ),
+            ("", "quote\"key", Some(b"x"), None),
+            ("", "k", Some(&[0xff, 1]), Some(5)),
+            ("n", "gone", None, None),
+            ("", "ends with x", Some(b",\"x\":5"), None),
+        ];
+        for (ns, key, value, x) in cases {
+            let mut out = Vec::new();
+            let mut scratch = Vec::new();
+            let op = if value.is_some() { "set" } else { "del" };
+            encode_line(&mut out, &mut scratch, op, ns, key, value, x);
+            let line = &out[..out.len() - 1];
+            let slow: ScanLine = serde_json::from_slice(line).unwrap();
+            match fast_fields(line) {
+                Some((is_set, n, k, fx)) => {
+                    assert_eq!(is_set, slow.op == "set");
+                    assert_eq!(n, slow.n.as_deref().unwrap_or(""));
+                    assert_eq!(k, slow.k);
+                    assert_eq!(fx, slow.x);
+                }
+                None => assert!(key.contains('"'), "fast path refused {key:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Compaction: the live, unexpired lines copied into a fresh file that
+//! replaces the log (write, fsync, rename over the real file, fsync the
+//! directory).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use super::codec::{HEADER, line_fields};
+use super::index::{Index, key_hash, ns_seed};
+use super::store::{State, for_each_line};
+use super::{FileCache, ferr, files};
+use crate::cache::now_millis;
+use crate::error::{Error, ErrorKind, Result};
+
+/// What a compaction leaves out besides dead and expired lines.
+pub(super) enum Omit<'a> {
+    /// Nothing more.
+    Nothing,
+    /// One namespace's entries (`clear`).
+    Namespace(&'a str),
+    /// Everything (`clear_all`).
+    All,
+}
+
+impl FileCache {
+    /// Rewrites the log (see the module doc). The caller holds the write lock
+    /// and has caught up with the file.
+    pub(super) fn compact_locked(&self, st: &mut State, omit: Omit) -> Result<()> {
+        files::remove_stale_temps(&self.real);
+        let (tmp, out) =
+            files::create_temp(&self.real).map_err(|e| ferr(&self.real, "create temp file", e))?;
+        let copied = self.copy_live(st, &out, &tmp, omit);
+        let result = copied.and_then(|(end, whole)| {
+            out.sync_all().map_err(|e| ferr(&tmp, "fsync", e))?;
+            self.install(st, &tmp, end, whole)
+        });
+        drop(out);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            // The index may be half moved to the new file: reload before use.
+            st.ino = (0, 0);
+        }
+        result
+    }
+
+    /// Copies the live lines into `out`, moving the index to their new
+    /// offsets as it goes. Returns the new end and whether every index entry
+    /// was found in the log (otherwise the new file is reloaded).
+    fn copy_live(&self, st: &mut State, out: &File, tmp: &Path, omit: Omit) -> Result<(u64, bool)> {
+        let mut w = BufWriter::with_capacity(1 << 20, out);
+        w.write_all(HEADER).map_err(|e| ferr(tmp, "write", e))?;
+        let mut pos = HEADER.len() as u64;
+        if matches!(omit, Omit::All) {
+            st.ix.index.clear();
+            w.flush().map_err(|e| ferr(tmp, "write", e))?;
+            return Ok((pos, true));
+        }
+        let now = now_millis();
+        let mut big = HashMap::new();
+        let mut moved = 0usize;
+        let (file, index) = (&st.file, &mut st.ix.index);
+        let each = |buf: &[u8], base: u64, start: usize, n: usize| -> Result<()> {
+            let body = &buf[start..start + n];
+            let at = base + start as u64;
+            let Some((true, ns, key, _)) = line_fields(body) else {
+                return Ok(());
+            };
+            let Some(id) = index.ns_id(&ns) else {
+                return Ok(());
+            };
+            let h = key_hash(ns_seed(&ns), &key);
+            // The slot that points at this very offset is this line's.
+            let found = index.find(h, id, |l| Ok::<_, Error>(l.offset == at))?;
+            let Some(i) = found else { return Ok(()) };
+            let expired = index.loc(i).expires.is_some_and(|x| x <= now);
+            if expired || matches!(omit, Omit::Namespace(o) if o == ns) {
+                index.remove(i);
+                return Ok(());
+            }
+            w.write_all(&buf[start..start + n + 1])
+                .map_err(|e| ferr(tmp, "write", e))?;
+            let len = n as u32 + 1;
+            if !index.move_to(i, pos) {
+                return Err(Error::new(ErrorKind::Io, "the log is larger than 4 TiB"));
+            }
+            if Index::is_big(len) {
+                big.insert(pos, len);
+            }
+            pos += u64::from(len);
+            moved += 1;
+            Ok(())
+        };
+        for_each_line(file, HEADER.len() as u64, st.end, each, &self.real)?;
+        st.ix.index.set_big_lens(big);
+        w.flush().map_err(|e| ferr(tmp, "write", e))?;
+        Ok((pos, moved == st.ix.index.len()))
+    }
+
+    /// Renames `tmp` over the real file and switches to it.
+    fn install(&self, st: &mut State, tmp: &Path, end: u64, whole: bool) -> Result<()> {
+        std::fs::rename(tmp, &self.real).map_err(|e| ferr(&self.real, "rename", e))?;
+        let dir = match self.real.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        if !whole {
+            tracing::warn!(path = %self.real.display(), "index and log disagreed; reloading");
+            *st = State::load(&self.real, &self.lock_path, true, false)?;
+            return Ok(());
+        }
+        let file = files::open_private(&self.real, true, false)
+            .map_err(|e| ferr(&self.real, "open", e))?;
+        let meta = file.metadata().map_err(|e| ferr(&self.real, "stat", e))?;
+        use std::os::unix::fs::MetadataExt;
+        st.file = file;
+        st.ino = (meta.dev(), meta.ino());
+        st.end = end;
+        st.seen_len = end;
+        st.ix.live_bytes = end;
+        st.ix.corrupt = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,410 @@
+//! `file:PATH`: a crash-safe, multi-process, append-only JSON-lines log
+//! (Bitcask's design: an in-memory index of where each live key's latest line
+//! sits, compaction into a fresh file that atomically replaces the old one).
+//!
+//! Every line carries a CRC-32 of its own bytes, so a torn tail (a writer
+//! killed mid-append) and damaged lines are recognised and never returned.
+//! Writers serialise through an exclusive lock on `PATH.lock`; every operation
+//! first catches up with lines other processes appended and notices a
+//! compaction by another process (the path's inode changed) by reloading.
+//! It must never rewrite a file that is not a unicache log.
+//!
+//! A `PATH` that is a symlink is resolved once at open: the lock, compaction's
+//! temporary file and its rename all go next to the real file.
+
+mod codec;
+mod compact;
+mod files;
+mod index;
+mod read;
+mod store;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use codec::{HEADER, LineError, Op, decode_line, encode_line};
+
+use crate::cache::{CacheOptions, Counters, now_millis};
+use crate::error::{Error, ErrorKind, Result};
+use crate::url::SyncPolicy;
+use compact::Omit;
+use index::{Loc, key_hash, ns_seed};
+use store::{Lines, State};
+
+const BACKEND: &str = "file";
+/// Lines are written in pieces of about this size.
+const WRITE_CHUNK: usize = 4 << 20;
+/// No compaction below this file size.
+const MIN_COMPACT_BYTES: u64 = 1 << 20;
+
+/// The file backend.
+pub struct FileCache {
+    /// The path as given (shown in errors and `endpoint`).
+    path: PathBuf,
+    /// The file behind any symlinks: every read, write and rename uses it.
+    real: PathBuf,
+    lock_path: PathBuf,
+    sync: SyncPolicy,
+    compact_ratio: u8,
+    ns: String,
+    /// Hash seed of `ns`.
+    seed: u64,
+    options: CacheOptions,
+    counters: Counters,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for FileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCache")
+            .field("path", &self.path)
+            .field("namespace", &self.ns)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ferr(path: &Path, op: &str, e: std::io::Error) -> Error {
+    let err = if e.raw_os_error() == Some(28) {
+        Error::new(ErrorKind::Io, "disk full")
+    } else {
+        Error::from(e)
+    };
+    err.with_backend(BACKEND)
+        .with_context("path", path.display())
+        .with_context("op", op.to_string())
+}
+
+/// Holds `PATH.lock` exclusively until dropped.
+struct WriteLock(File);
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+impl FileCache {
+    /// Opens the log at `path` (following symlinks to the real file).
+    /// Without [`CacheOptions::must_exist`] a missing log is created (mode
+    /// 0600), with its missing parent directories; with it, a missing log is
+    /// an [`ErrorKind::NotFound`] error and nothing is created.
+    pub fn open(
+        path: &Path,
+        sync: SyncPolicy,
+        compact_ratio: u8,
+        options: CacheOptions,
+    ) -> Result<Self> {
+        let real = files::resolve_links(path).map_err(|e| ferr(path, "resolve symlink", e))?;
+        let create = !options.must_exist;
+        if !create {
+            match std::fs::metadata(&real) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(store::not_found(path));
+                }
+                Err(e) => return Err(ferr(path, "stat", e)),
+                Ok(_) => {}
+            }
+        } else if let Some(dir) = real.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| ferr(path, "create directory", e))?;
+        }
+        let lock_path = files::with_suffix(&real, ".lock");
+        if create {
+            files::remove_stale_temps(&real);
+        }
+        let state = State::load(&real, &lock_path, false, create)?;
+        let ns = options.namespace.clone().unwrap_or_default();
+        Ok(FileCache {
+            path: path.to_path_buf(),
+            real,
+            lock_path,
+            sync,
+            compact_ratio,
+            seed: ns_seed(&ns),
+            ns,
+            options,
+            counters: Counters::default(),
+            state: Mutex::new(state),
+        })
+    }
+
+    fn lock(&self) -> Result<WriteLock> {
+        let f =
+            files::open_lock(&self.lock_path).map_err(|e| ferr(&self.lock_path, "open lock", e))?;
+        f.lock().map_err(|e| ferr(&self.lock_path, "lock", e))?;
+        Ok(WriteLock(f))
+    }
+
+    fn load(&self, locked: bool) -> Result<State> {
+        State::load(
+            &self.real,
+            &self.lock_path,
+            locked,
+            !self.options.must_exist,
+        )
+    }
+
+    /// Catches up with other processes: reloads after a compaction (new
+    /// inode), applies lines appended since we last looked.
+    fn refresh(&self, st: &mut State, locked: bool) -> Result<()> {
+        let meta = match std::fs::metadata(&self.real) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted under us: start a new log.
+                *st = self.load(locked)?;
+                return Ok(());
+            }
+            Err(e) => return Err(ferr(&self.real, "stat", e)),
+        };
+        if (meta.dev(), meta.ino()) != st.ino {
+            let corrupt = st.ix.corrupt;
+            *st = self.load(locked)?;
+            st.ix.corrupt = st.ix.corrupt.max(corrupt);
+            return Ok(());
+        }
+        if meta.len() != st.seen_len {
+            st.scan(&self.real, &self.lock_path, locked)?;
+        }
+        Ok(())
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let run = || {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut st)
+        };
+        let r = super::run_blocking(run);
+        self.counters.track(r)
+    }
+
+    /// Finds `key` in this namespace (the index keeps hashes: a match is
+    /// confirmed by reading its line). `live_at`: skip an entry expired then.
+    /// `value`: receives the decoded value.
+    fn find(
+        &self,
+        st: &State,
+        key: &str,
+        live_at: Option<u64>,
+        mut value: Option<&mut Option<Vec<u8>>>,
+    ) -> Result<Option<(usize, Loc)>> {
+        let Some(id) = st.ix.index.ns_id(&self.ns) else {
+            return Ok(None);
+        };
+        let h = key_hash(self.seed, key);
+        let mut buf = Vec::new();
+        let found = st.ix.index.find(h, id, |loc| {
+            if live_at.is_some_and(|now| loc.expires.is_some_and(|x| x <= now)) {
+                return Ok(false);
+            }
+            let Some(out) = value.as_deref_mut() else {
+                return Lines::file(&st.file)
+                    .is_key(loc, &self.ns, key, &mut buf)
+                    .map_err(|e| ferr(&self.real, "read", e));
+            };
+            buf.resize(loc.len as usize, 0);
+            st.file
+                .read_exact_at(&mut buf, loc.offset)
+                .map_err(|e| ferr(&self.real, "read", e))?;
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            // Never a wrong value: a line that no longer checks out is a miss.
+            match decode_line(line) {
+                Ok(Op::Set {
+                    ns, key: k, value, ..
+                }) if ns == self.ns && k == key => {
+                    *out = Some(value);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })?;
+        Ok(found.map(|i| (i, st.ix.index.loc(i))))
+    }
+
+    fn lookup(&self, st: &State, key: &str, now: u64) -> Result<Option<Vec<u8>>> {
+        let mut value = None;
+        self.find(st, key, Some(now), Some(&mut value))?;
+        Ok(value)
+    }
+
+    /// The expiry (Unix ms) of a write with `ttl`; saturates at `u64::MAX`
+    /// (never overflows, whatever the duration).
+    fn expiry(&self, ttl: Option<Duration>) -> Result<Option<u64>> {
+        Ok(self.options.effective_ttl(ttl)?.map(|d| {
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            now_millis().saturating_add(ms)
+        }))
+    }
+
+    /// Appends lines under the write lock, updating the index.
+    fn append(
+        &self,
+        st: &mut State,
+        entries: &[(&str, Option<&[u8]>)],
+        expires: Option<u64>,
+    ) -> Result<()> {
+        let _lock = self.lock()?;
+        self.refresh(st, true)?;
+        self.append_locked(st, entries, expires)
+    }
+
+    /// Cuts off a torn last line before appending after it.
+    fn cut_torn_tail(&self, st: &mut State) -> Result<()> {
+        if st.seen_len > st.end {
+            tracing::warn!(
+                path = %self.real.display(),
+                "cutting off a torn last line ({} bytes) left by an interrupted write",
+                st.seen_len - st.end
+            );
+            st.file
+                .set_len(st.end)
+                .map_err(|e| ferr(&self.real, "truncate", e))?;
+            st.seen_len = st.end;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at the end and records `pending` (entry index, location)
+    /// in the index.
+    fn flush_lines(
+        &self,
+        st: &mut State,
+        buf: &mut Vec<u8>,
+        pending: &mut Vec<(usize, Loc)>,
+        entries: &[(&str, Option<&[u8]>)],
+    ) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = st.file.write_all(buf) {
+            // Whatever part reached the file is a torn tail: cut it now.
+            let _ = st.file.set_len(st.end);
+            return Err(ferr(&self.real, "append", e));
+        }
+        if self.sync == SyncPolicy::Always {
+            st.file
+                .sync_data()
+                .map_err(|e| ferr(&self.real, "fsync", e))?;
+        }
+        st.end += buf.len() as u64;
+        st.seen_len = st.end;
+        let lines = Lines::file(&st.file);
+        for (i, loc) in pending.drain(..) {
+            let (key, value) = entries[i];
+            st.ix
+                .record(&lines, &self.ns, key, value.map(|_| loc))
+                .map_err(|e| ferr(&self.real, "read", e))?;
+        }
+        buf.clear();
+        Ok(())
+    }
+
+    /// [`FileCache::append`] for a caller that holds the write lock and has
+    /// caught up with the file.
+    fn append_locked(
+        &self,
+        st: &mut State,
+        entries: &[(&str, Option<&[u8]>)],
+        expires: Option<u64>,
+    ) -> Result<()> {
+        self.cut_torn_tail(st)?;
+        let mut buf = Vec::with_capacity(WRITE_CHUNK.min(entries.len() * 128 + 64));
+        let mut scratch = Vec::with_capacity(256);
+        let mut pending: Vec<(usize, Loc)> = Vec::new();
+        for (i, (key, value)) in entries.iter().enumerate() {
+            let start = buf.len();
+            let op = if value.is_some() { "set" } else { "del" };
+            let x = expires.filter(|_| value.is_some());
+            encode_line(&mut buf, &mut scratch, op, &self.ns, key, *value, x);
+            let Ok(len) = u32::try_from(buf.len() - start) else {
+                buf.truncate(start);
+                self.flush_lines(st, &mut buf, &mut pending, entries)?;
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "entry too large for the file log",
+                )
+                .with_backend(BACKEND)
+                .with_context("key", key));
+            };
+            let offset = st.end + start as u64;
+            pending.push((
+                i,
+                Loc {
+                    offset,
+                    len,
+                    expires: x,
+                },
+            ));
+            if buf.len() >= WRITE_CHUNK || self.sync == SyncPolicy::Always {
+                self.flush_lines(st, &mut buf, &mut pending, entries)?;
+            }
+        }
+        self.flush_lines(st, &mut buf, &mut pending, entries)?;
+        if self.sync == SyncPolicy::Batch {
+            st.file
+                .sync_data()
+                .map_err(|e| ferr(&self.real, "fsync", e))?;
+        }
+        self.maybe_compact(st)
+    }
+
+    fn maybe_compact(&self, st: &mut State) -> Result<()> {
+        let dead = st.end.saturating_sub(st.ix.live_bytes);
+        if st.end >= MIN_COMPACT_BYTES && dead * 100 > st.end * self.compact_ratio as u64 {
+            self.compact_locked(st, Omit::Nothing)?;
+        }
+        Ok(())
+    }
+
+    /// Compacts now (CLI `unicache compact`).
+    pub fn compact_now(&self) -> Result<()> {
+        self.rewrite(Omit::Nothing)
+    }
+
+    /// Compacts under the write lock, leaving out `omit` too.
+    fn rewrite(&self, omit: Omit) -> Result<()> {
+        self.with_state(|st| {
+            let _lock = self.lock()?;
+            self.refresh(st, true)?;
+            self.compact_locked(st, omit)
+        })
+    }
+
+    /// Tombstones for the keys present; returns how many were live.
+    fn delete_now(&self, keys: &[&str]) -> Result<u64> {
+        let n = self.with_state(|st| {
+            let _lock = self.lock()?;
+            self.refresh(st, true)?;
+            let now = now_millis();
+            let mut uniq: Vec<&str> = keys.to_vec();
+            uniq.sort_unstable();
+            uniq.dedup();
+            // Tombstones for every key present (expired ones too, so they go);
+            // only unexpired ones count as deleted.
+            let mut present: Vec<(&str, Option<&[u8]>)> = Vec::new();
+            let mut live = 0u64;
+            for k in uniq {
+                if let Some((_, l)) = self.find(st, k, None, None)? {
+                    live += u64::from(l.expires.is_none_or(|x| x > now));
+                    present.push((k, None));
+                }
+            }
+            // Under the same lock: nothing can change between looking and writing.
+            if !present.is_empty() {
+                self.append_locked(st, &present, None)?;
+            }
+            Ok(live)
+        })?;
+        self.counters.delete(n);
+        Ok(n)
+    }
+
+    /// The value of a hit as the trait returns it.
+    fn bytes(v: Option<Vec<u8>>) -> Option<Bytes> {
+        v.map(Bytes::from)
+    }
+}

@@ -1,0 +1,316 @@
+//! The open log and its index: loading, catching up with appended lines.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+use super::codec::{HEADER, check_crc, line_fields};
+use super::index::{Index, Loc, key_hash, ns_seed};
+use super::{BACKEND, WriteLock, ferr, files};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Bytes read at a time while rebuilding the index or compacting.
+pub(super) const SCAN_CHUNK: usize = 4 << 20;
+
+/// The index with its tallies.
+#[derive(Default)]
+pub(super) struct Indexed {
+    pub index: Index,
+    /// Bytes of the header and of the lines the index points at.
+    pub live_bytes: u64,
+    /// Damaged lines skipped.
+    pub corrupt: u64,
+}
+
+/// The open log.
+pub(super) struct State {
+    pub file: File,
+    /// (device, inode) of `file`: a compaction by another process changes it.
+    pub ino: (u64, u64),
+    /// End of the last complete line applied.
+    pub end: u64,
+    /// File length last looked at (bytes past `end` are a torn tail).
+    pub seen_len: u64,
+    pub ix: Indexed,
+}
+
+/// Where lines are read to confirm a hash match: `buf` holds the log's bytes
+/// from offset `base` (lines in it need no read), the file the rest.
+pub(super) struct Lines<'a> {
+    pub file: &'a File,
+    pub buf: &'a [u8],
+    pub base: u64,
+}
+
+impl<'a> Lines<'a> {
+    /// Lines read from the file only.
+    pub fn file(file: &'a File) -> Self {
+        Lines {
+            file,
+            buf: &[],
+            base: 0,
+        }
+    }
+
+    /// The line at `loc` without its newline.
+    fn read<'s>(&'s self, loc: Loc, scratch: &'s mut Vec<u8>) -> io::Result<&'s [u8]> {
+        let len = loc.len as usize;
+        let line = match loc.offset.checked_sub(self.base) {
+            Some(at) if (at as usize).saturating_add(len) <= self.buf.len() => {
+                &self.buf[at as usize..at as usize + len]
+            }
+            _ => {
+                scratch.resize(len, 0);
+                self.file.read_exact_at(scratch, loc.offset)?;
+                &scratch[..]
+            }
+        };
+        Ok(line.strip_suffix(b"\n").unwrap_or(line))
+    }
+
+    /// Whether the line at `loc` is a set of (`ns`, `key`).
+    pub fn is_key(&self, loc: Loc, ns: &str, key: &str, scratch: &mut Vec<u8>) -> io::Result<bool> {
+        let body = self.read(loc, scratch)?;
+        Ok(line_fields(body).is_some_and(|(set, n, k, _)| set && n == ns && k == key))
+    }
+}
+
+impl Indexed {
+    /// Records a line of (`ns`, `key`): a set at `loc`, or a delete (`None`).
+    pub fn record(
+        &mut self,
+        lines: &Lines,
+        ns: &str,
+        key: &str,
+        loc: Option<Loc>,
+    ) -> io::Result<()> {
+        let ix = &mut self.index;
+        let id = match loc {
+            Some(_) => ix.ns_id_or_insert(ns),
+            None => match ix.ns_id(ns) {
+                Some(id) => id,
+                None => return Ok(()),
+            },
+        };
+        let h = key_hash(ns_seed(ns), key);
+        let mut scratch = Vec::new();
+        let found = ix.find(h, id, |l| lines.is_key(l, ns, key, &mut scratch))?;
+        if let Some(i) = found {
+            self.live_bytes = self.live_bytes.saturating_sub(u64::from(ix.loc(i).len));
+        }
+        let fits = match (found, loc) {
+            (Some(i), Some(l)) => ix.set(i, l),
+            (Some(i), None) => {
+                ix.remove(i);
+                true
+            }
+            (None, Some(l)) => ix.insert(h, id, l),
+            (None, None) => true,
+        };
+        if !fits {
+            return Err(io::Error::other("the log is larger than 4 TiB"));
+        }
+        if let Some(l) = loc {
+            self.live_bytes += u64::from(l.len);
+        }
+        Ok(())
+    }
+
+    /// Applies one complete line (without its newline) at `pos`, `n` bytes
+    /// with its newline.
+    fn apply_line(
+        &mut self,
+        lines: &Lines,
+        body: &[u8],
+        pos: u64,
+        n: usize,
+        path: &Path,
+    ) -> io::Result<()> {
+        let fields = check_crc(body).ok().and_then(|()| line_fields(body));
+        let (Some((is_set, ns, key, x)), Ok(len)) = (fields, u32::try_from(n)) else {
+            self.corrupt += 1;
+            tracing::warn!(path = %path.display(), offset = pos, "skipping a damaged line");
+            return Ok(());
+        };
+        let loc = Loc {
+            offset: pos,
+            len,
+            expires: x,
+        };
+        self.record(lines, &ns, &key, is_set.then_some(loc))
+    }
+}
+
+/// Calls `f(chunk, chunk_offset, start, len)` for each complete line between
+/// `from` and `to` (`start..start+len` in `chunk`, newline excluded); returns
+/// the end of the last complete line.
+pub(super) fn for_each_line(
+    file: &File,
+    from: u64,
+    to: u64,
+    mut f: impl FnMut(&[u8], u64, usize, usize) -> Result<()>,
+    path: &Path,
+) -> Result<u64> {
+    // Large reads, lines handled in place: no copy per line.
+    let mut buf: Vec<u8> = Vec::with_capacity(SCAN_CHUNK + 4096);
+    let mut pos = from; // file offset of buf[0]
+    let mut read_at = from;
+    loop {
+        let want = SCAN_CHUNK.min(to.saturating_sub(read_at) as usize);
+        if want == 0 {
+            return Ok(pos);
+        }
+        let old = buf.len();
+        buf.resize(old + want, 0);
+        file.read_exact_at(&mut buf[old..], read_at)
+            .map_err(|e| ferr(path, "read", e))?;
+        read_at += want as u64;
+        let mut start = 0usize;
+        while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+            f(&buf, pos - start as u64, start, nl)?;
+            pos += nl as u64 + 1;
+            start += nl + 1;
+        }
+        buf.drain(..start);
+    }
+}
+
+/// How many keys a log of `len` bytes may hold, from the first lines' length.
+fn estimate_keys(file: &File, len: u64) -> usize {
+    let mut sample = vec![0u8; (1 << 20).min(len.saturating_sub(HEADER.len() as u64)) as usize];
+    if file
+        .read_exact_at(&mut sample, HEADER.len() as u64)
+        .is_err()
+    {
+        return 0;
+    }
+    let lines = sample.iter().filter(|&&b| b == b'\n').count().max(1);
+    // Lines are at least 25 bytes (`{"c":N,"op":"del","k":""}`).
+    let avg = (sample.len() / lines).max(25) as u64;
+    (len / avg) as usize
+}
+
+impl State {
+    /// Opens the log and builds the index. `locked`: the caller holds the
+    /// write lock (taking it again would block); `create`: a missing log may
+    /// be created.
+    pub fn load(path: &Path, lock_path: &Path, locked: bool, create: bool) -> Result<State> {
+        let mut file = match files::open_private(path, true, create) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => {
+                return Err(not_found(path));
+            }
+            Err(e) => return Err(ferr(path, "open", e)),
+        };
+        let meta = file.metadata().map_err(|e| ferr(path, "stat", e))?;
+        if meta.is_dir() {
+            return Err(Error::new(ErrorKind::Io, "is a directory")
+                .with_backend(BACKEND)
+                .with_context("path", path.display()));
+        }
+        let mut head = vec![0u8; HEADER.len()];
+        let n = read_up_to(&mut file, &mut head).map_err(|e| ferr(path, "read", e))?;
+        if n == 0 {
+            write_header(&mut file, path, lock_path, locked)?;
+            return Self::load(path, lock_path, locked, create);
+        }
+        if head[..n] != HEADER[..n] || n < HEADER.len() {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "not a unicache file log (first line differs); refusing to touch it",
+            )
+            .with_backend(BACKEND)
+            .with_context("path", path.display()));
+        }
+        let mut st = State {
+            ino: (meta.dev(), meta.ino()),
+            end: HEADER.len() as u64,
+            seen_len: HEADER.len() as u64,
+            ix: Indexed {
+                index: Index::with_capacity(estimate_keys(&file, meta.len())),
+                live_bytes: HEADER.len() as u64,
+                corrupt: 0,
+            },
+            file,
+        };
+        st.scan(path, lock_path, locked)?;
+        Ok(st)
+    }
+
+    /// Applies complete lines from `end` to the end of the file.
+    pub fn scan(&mut self, path: &Path, lock_path: &Path, locked: bool) -> Result<()> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| ferr(path, "stat", e))?
+            .len();
+        if len < self.end {
+            // Shrunk without a new inode (another process cut a torn tail, or
+            // the file was truncated): rebuild.
+            let corrupt = self.ix.corrupt;
+            *self = Self::load(path, lock_path, locked, false)?;
+            self.ix.corrupt = self.ix.corrupt.max(corrupt);
+            return Ok(());
+        }
+        let (file, ix) = (&self.file, &mut self.ix);
+        let end = for_each_line(
+            file,
+            self.end,
+            len,
+            |buf, base, start, n| {
+                let lines = Lines { file, buf, base };
+                let body = &buf[start..start + n];
+                let pos = base + start as u64;
+                ix.apply_line(&lines, body, pos, n + 1, path)
+                    .map_err(|e| ferr(path, "read", e))
+            },
+            path,
+        )?;
+        // Whatever follows `end` is an incomplete (torn) last line.
+        self.end = end;
+        self.seen_len = len;
+        Ok(())
+    }
+}
+
+/// A log that must exist and does not.
+pub(super) fn not_found(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        "no file log there (nothing was created)",
+    )
+    .with_backend(BACKEND)
+    .with_context("path", path.display())
+}
+
+/// Writes the header into a new (or emptied) log, under the write lock so
+/// concurrent creators race benignly.
+fn write_header(file: &mut File, path: &Path, lock_path: &Path, locked: bool) -> Result<()> {
+    let lock = if locked {
+        None
+    } else {
+        let l = files::open_lock(lock_path).map_err(|e| ferr(lock_path, "open lock", e))?;
+        l.lock().map_err(|e| ferr(lock_path, "lock", e))?;
+        Some(WriteLock(l))
+    };
+    if file.metadata().map_err(|e| ferr(path, "stat", e))?.len() == 0 {
+        file.write_all(HEADER)
+            .map_err(|e| ferr(path, "write header", e))?;
+        file.sync_all().map_err(|e| ferr(path, "sync", e))?;
+    }
+    drop(lock);
+    Ok(())
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            m => n += m,
+        }
+    }
+    Ok(n)
+}
