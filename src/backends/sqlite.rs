@@ -50,11 +50,13 @@ pub const INSERT: &str =
     "INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)";
 /// Values are read through `CAST(value AS BLOB)`: BLOBs as they are, TEXT
 /// (what `sqlite3` and Python's `str` store) as its UTF-8 bytes, INTEGER and
-/// REAL as SQLite's own text form of them.
-const SELECT: &str =
-    "SELECT CAST(value AS BLOB), expires_at FROM cache WHERE namespace = ?1 AND key = ?2";
+/// REAL as SQLite's own text form of them. Expiry times another tool wrote
+/// as REAL are read as whole milliseconds.
+const SELECT: &str = "SELECT CAST(value AS BLOB), CAST(expires_at AS INTEGER) FROM cache \
+     WHERE namespace = ?1 AND key = ?2";
 /// Every live entry of a namespace, in key order (the primary key's range).
-const SELECT_ENTRIES: &str = "SELECT key, CAST(value AS BLOB), expires_at FROM cache \
+const SELECT_ENTRIES: &str = "SELECT key, CAST(value AS BLOB), CAST(expires_at AS INTEGER) \
+     FROM cache \
      WHERE namespace = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
 /// Entries per message from the export thread.
 const ENTRY_BATCH: usize = 512;
@@ -563,12 +565,14 @@ impl Cache for SqliteCache {
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
         let now = now_millis() as i64;
         let row: Option<Option<i64>> = self.with_conn(|c| {
-            c.prepare_cached("SELECT expires_at FROM cache WHERE namespace = ?1 AND key = ?2")
-                .and_then(|mut s| {
-                    s.query_row(params![self.namespace, key], |r| r.get(0))
-                        .optional()
-                })
-                .map_err(|e| sql_err(&self.path, e).with_context("key", key))
+            c.prepare_cached(
+                "SELECT CAST(expires_at AS INTEGER) FROM cache WHERE namespace = ?1 AND key = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![self.namespace, key], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| sql_err(&self.path, e).with_context("key", key))
         })?;
         Ok(match row {
             None => None,
@@ -725,7 +729,7 @@ mod tests {
             "INSERT INTO cache (key, value) VALUES ('text', '{\"a\":\"é\"}');
              INSERT INTO cache (key, value) VALUES ('int', 42);
              INSERT INTO cache (key, value) VALUES ('real', 1.5);
-             INSERT INTO cache (key, value, expires_at) VALUES ('ttl', 'x', 99999999999999);",
+             INSERT INTO cache (key, value, expires_at) VALUES ('ttl', 'x', 99999999999999.5);",
         )
         .unwrap();
         let text = "{\"a\":\"é\"}".as_bytes();
@@ -740,6 +744,9 @@ mod tests {
         assert_eq!(keys, ["int", "real", "text", "ttl"]);
         assert_eq!(&got[2].value[..], text);
         assert!(got[3].ttl.unwrap() > Duration::from_secs(86400));
+        // A REAL expiry (Python's time.time() * 1000) reads as milliseconds.
+        assert_eq!(block(c.get("ttl")).unwrap().as_deref(), Some(&b"x"[..]));
+        assert!(block(c.ttl("ttl")).unwrap().unwrap().unwrap() > Duration::from_secs(86400));
 
         // A table made without NOT NULL, with the same columns.
         let path2 = dir.path().join("null.sqlite3");
