@@ -468,7 +468,6 @@ pub fn sniff<R: Read>(
         }
         f => f,
     };
-    drop(next);
     let kept = std::io::Cursor::new(kept);
     Ok((
         format,

@@ -288,7 +288,7 @@ fn decode_path(scheme: &str, p: &str) -> Result<PathBuf> {
         .map_err(|_| url_err(format!("{scheme}: path is not valid UTF-8")))
 }
 
-/// A path as the body of a `sqlite:`/`file:` URL that [`local_path`] turns
+/// A path as the body of a `sqlite:`/`file:` URL that [`parse`] turns
 /// back into exactly this path: `%`, `?` and `#` escaped (and, on Unix,
 /// bytes that are not UTF-8), `//` kept from meaning "relative".
 pub fn path_to_url_body(path: &std::path::Path) -> String {
