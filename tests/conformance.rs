@@ -65,3 +65,25 @@ async fn unencoded_password_reaches_a_real_redis() {
         assert!(!e.contains(pw), "{e}");
     }
 }
+
+/// Item 16: `must_exist` given to `open_with` reaches the SQLite backend:
+/// a missing file is NotFound and nothing is created; a URL's own options
+/// still apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_exist_reaches_sqlite_through_open_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/missing.sqlite3");
+    let opts = unicache::CacheOptions::new().must_exist(true);
+    let url = format!("sqlite:{}?namespace=x", path.display());
+    let e = unicache::open_with(&url, opts.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), unicache::ErrorKind::NotFound, "{e}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    unicache::open(&url)
+        .await
+        .unwrap()
+        .set("k", b"v", None)
+        .await
+        .unwrap();
+    let c = unicache::open_with(&url, opts).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+}
