@@ -227,6 +227,10 @@ proptest! {
             format!("sqlite:{}?ttl={ttl}", db.display()),
             format!("file:{}?compact_ratio={ratio}", log.display()),
             format!("file:{}?ttl={ttl}", log.display()),
+            // Server URLs against a closed loopback port: refused at once, so
+            // the timeouts' own arithmetic runs without waiting on them.
+            format!("redis://127.0.0.1:1?connect_timeout={busy}&response_timeout={ttl}&ttl={ttl}"),
+            format!("memcached://127.0.0.1:1?connect_timeout={busy}&response_timeout={ttl}&ttl={ttl}"),
         ] {
             exercise(&rt, &url);
         }
