@@ -3,7 +3,13 @@
 //! schema, each into a fresh file, same run. Bar (issue #2): at least 0.8x.
 //! Also single-key get on the filled store (compared by the file backend).
 //!
+//! Export (issue 8 item 24): `Cache::entries()` streaming every entry of a
+//! 500k-row file (drained; and serialised as JSON lines like `export`)
+//! against `sqlite3 -json FILE 'select key, value from cache'` on the same
+//! file, same run. Bar: at least 0.8x sqlite3's speed.
+//!
 //! cargo bench --bench sqlite   (UNICACHE_BENCH_N=100000 for a quicker run)
+//! cargo bench --bench sqlite -- export   (UNICACHE_EXPORT_N, default 500000)
 
 use std::time::{Duration, Instant};
 
@@ -109,5 +115,76 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_export(c: &mut Criterion) {
+    use futures::StreamExt;
+    let n: usize = std::env::var("UNICACHE_EXPORT_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.sqlite3");
+    let cache = SqliteCache::open(&path, Duration::from_secs(5), Default::default()).unwrap();
+    let keys: Vec<String> = (0..n).map(|i| format!("user:{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            format!(r#"{{"key":"user:{i}","name":"User {i}","email":"u{i}@example.com","n":{i}}}"#)
+                .into_bytes()
+        })
+        .collect();
+    let entries: Vec<(&str, &[u8])> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    for chunk in entries.chunks(50_000) {
+        cache.set_many(chunk, None).now_or_never().unwrap().unwrap();
+    }
+    cache.flush().now_or_never().unwrap().unwrap();
+
+    let mut g = c.benchmark_group(format!("sqlite_export_{n}"));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(15));
+    g.bench_function("sqlite3_json", |b| {
+        b.iter(|| {
+            let st = std::process::Command::new("sqlite3")
+                .arg("-json")
+                .arg(&path)
+                .arg("select key, value from cache")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("sqlite3 on PATH");
+            assert!(st.success());
+        })
+    });
+    g.bench_function("unicache_entries", |b| {
+        b.iter(|| {
+            futures::executor::block_on(async {
+                let mut s = cache.entries().await.unwrap();
+                let mut count = 0usize;
+                while let Some(e) = s.next().await {
+                    count += e.unwrap().value.len();
+                }
+                count
+            })
+        })
+    });
+    g.bench_function("unicache_entries_to_jsonl", |b| {
+        b.iter(|| {
+            futures::executor::block_on(async {
+                let mut out = std::io::BufWriter::new(std::io::sink());
+                let mut s = cache.entries().await.unwrap();
+                while let Some(e) = s.next().await {
+                    let e = e.unwrap();
+                    let v = std::str::from_utf8(&e.value).unwrap();
+                    serde_json::to_writer(&mut out, &serde_json::json!({"key": e.key, "value": v}))
+                        .unwrap();
+                    std::io::Write::write_all(&mut out, b"\n").unwrap();
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_export);
 criterion_main!(benches);

@@ -190,35 +190,48 @@ pub fn minify(json: &str) -> Vec<u8> {
     out
 }
 
-/// The key field's value, if usable: a non-empty string, or an integer.
+/// The key field's value, if usable: a non-empty string, or an integer of
+/// any size as its decimal text. A field given twice counts by its last
+/// occurrence, as JSON parsers (and the seed) read it.
 fn extract_key(raw: &str, field: &str) -> Result<Option<String>, String> {
     struct FindKey<'f>(&'f str);
     impl<'de> Visitor<'de> for FindKey<'_> {
-        type Value = Option<String>;
+        type Value = Option<&'de RawValue>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut found = None;
             while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if k == self.0 && found.is_none() {
-                    let v: serde_json::Value = map.next_value()?;
-                    found = Some(match v {
-                        serde_json::Value::String(s) if !s.is_empty() => Some(s),
-                        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
-                            Some(n.to_string())
-                        }
-                        _ => None,
-                    });
+                if k == self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            Ok(found.flatten())
+            Ok(found)
         }
     }
     let mut de = serde_json::Deserializer::from_str(raw);
-    de::Deserializer::deserialize_map(&mut de, FindKey(field)).map_err(|e| e.to_string())
+    let found =
+        de::Deserializer::deserialize_map(&mut de, FindKey(field)).map_err(|e| e.to_string())?;
+    Ok(found.and_then(|v| key_text(v.get())))
+}
+
+/// A key from the raw JSON of the key field: a non-empty string, or an
+/// integer (the raw digits, so no size limit). Fractions and exponents
+/// (`1.5`, `1e3`, `1.0`) are not keys: their text is not one number's only spelling.
+fn key_text(v: &str) -> Option<String> {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    match v.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(v)
+            .ok()
+            .filter(|s| !s.is_empty()),
+        _ if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(v.to_string())
+        }
+        _ => None,
+    }
 }
 
 fn kind_of(raw: &str) -> &'static str {
@@ -286,39 +299,247 @@ pub fn key_record(
     }
 }
 
-/// Detects the format from the buffered first bytes (does not consume).
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decides the format from the input's first bytes (after any BOM):
+/// `None` when they do not suffice yet and more may come (`eof` false).
+fn decide(buf: &[u8], eof: bool, source: &str) -> Option<Result<InputFormat, InputError>> {
+    let Some(start) = buf.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return eof.then(|| {
+            Err(InputError {
+                message: format!("{source}: input is empty (expected JSON records)"),
+            })
+        });
+    };
+    match buf[start] {
+        b'[' => Some(Ok(InputFormat::Array)),
+        b'{' => {
+            let rest = &buf[start + 1..];
+            let Some(k) = rest.iter().position(|b| !b.is_ascii_whitespace()) else {
+                return eof.then_some(Ok(InputFormat::Jsonl));
+            };
+            let key = &rest[k..];
+            let seed_keys: [&[u8]; 2] = [b"\"records\"", b"\"backends\""];
+            if !eof
+                && seed_keys
+                    .iter()
+                    .any(|s| key.len() < s.len() && s.starts_with(key))
+            {
+                return None;
+            }
+            let is_seed = seed_keys.iter().any(|s| key.starts_with(s));
+            Some(Ok(if is_seed {
+                InputFormat::Seed
+            } else {
+                InputFormat::Jsonl
+            }))
+        }
+        other => {
+            let line = 1 + buf[..start].iter().filter(|&&b| b == b'\n').count();
+            Some(Err(InputError {
+                message: format!(
+                    "{source}: line {line}: expected a JSON object, array or JSON Lines, found {:?}",
+                    other as char
+                ),
+            }))
+        }
+    }
+}
+
+/// Detects the format from the bytes `r` has buffered, without consuming
+/// them. Returns [`InputFormat::Auto`] when they do not suffice (a short
+/// read from a pipe, a long run of leading whitespace): [`sniff`] and
+/// [`read_records`] read on as far as needed instead.
 pub fn detect<R: BufRead>(r: &mut R, source: &str) -> Result<InputFormat, InputError> {
     let buf = r.fill_buf().map_err(|e| InputError {
         message: format!("{source}: cannot read: {e}"),
     })?;
-    let buf = buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(buf);
-    let Some(start) = buf.iter().position(|b| !b.is_ascii_whitespace()) else {
-        return Err(InputError {
-            message: format!("{source}: input is empty (expected JSON records)"),
+    let eof = buf.is_empty();
+    let buf = buf.strip_prefix(BOM).unwrap_or(buf);
+    decide(buf, eof, source).unwrap_or(Ok(InputFormat::Auto))
+}
+
+/// An input whose first bytes were read ahead to tell its format, put
+/// back: leading whitespace as counted newlines and spaces (so line and
+/// column numbers stay right and memory stays bounded), then the bytes kept,
+/// then the rest. A leading BOM is dropped.
+pub struct Sniffed<R> {
+    lines: u64,
+    spaces: u64,
+    kept: std::io::Cursor<Vec<u8>>,
+    rest: BufReader<R>,
+}
+
+const NEWLINES: [u8; 1024] = [b'\n'; 1024];
+const SPACES: [u8; 1024] = [b' '; 1024];
+
+impl<R: Read> BufRead for Sniffed<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.lines > 0 {
+            return Ok(&NEWLINES[..self.lines.min(1024) as usize]);
+        }
+        if self.spaces > 0 {
+            return Ok(&SPACES[..self.spaces.min(1024) as usize]);
+        }
+        if (self.kept.position() as usize) < self.kept.get_ref().len() {
+            return self.kept.fill_buf();
+        }
+        self.rest.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        if self.lines > 0 {
+            self.lines -= n as u64;
+        } else if self.spaces > 0 {
+            self.spaces -= n as u64;
+        } else if (self.kept.position() as usize) < self.kept.get_ref().len() {
+            self.kept.consume(n);
+        } else {
+            self.rest.consume(n);
+        }
+    }
+}
+
+impl<R: Read> Read for Sniffed<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// Where the format sniffer is in the input.
+enum Sniff {
+    /// Leading whitespace.
+    Lead,
+    /// After the first `{`, before its first non-space byte.
+    Brace,
+    /// Reading the first key of a `{` from `kept[start..]`.
+    Key(usize),
+}
+
+/// Drops a leading UTF-8 BOM and, for [`InputFormat::Auto`], reads just as
+/// far as needed to tell the format, whatever sizes the reads return, however
+/// large the first record and however much whitespace comes first. Returns
+/// the format and the input with what was read ahead put back.
+pub fn sniff<R: Read>(
+    input: R,
+    source: &str,
+    format: InputFormat,
+) -> Result<(InputFormat, Sniffed<R>), InputError> {
+    let mut rest = BufReader::with_capacity(256 * 1024, input);
+    let mut next = || -> Result<Option<u8>, InputError> {
+        let buf = rest.fill_buf().map_err(|e| InputError {
+            message: format!("{source}: cannot read: {e}"),
+        })?;
+        let b = buf.first().copied();
+        rest.consume(usize::from(b.is_some()));
+        Ok(b)
+    };
+    let mut kept = Vec::new();
+    while kept.len() < BOM.len() && BOM.starts_with(&kept) {
+        match next()? {
+            Some(b) => kept.push(b),
+            None => break,
+        }
+    }
+    if kept == BOM {
+        kept.clear();
+    }
+    let (mut lines, mut spaces) = (0u64, 0u64);
+    let format = match format {
+        InputFormat::Auto => {
+            // The bytes after the BOM go through the sniffer first.
+            let mut queued = std::mem::take(&mut kept).into_iter();
+            let mut state = Sniff::Lead;
+            loop {
+                let b = match queued.next() {
+                    Some(b) => Some(b),
+                    None => next()?,
+                };
+                if let Some(f) =
+                    sniff_step(&mut state, b, &mut kept, &mut lines, &mut spaces, source)
+                {
+                    kept.extend(queued);
+                    break f?;
+                }
+            }
+        }
+        f => f,
+    };
+    let kept = std::io::Cursor::new(kept);
+    Ok((
+        format,
+        Sniffed {
+            lines,
+            spaces,
+            kept,
+            rest,
+        },
+    ))
+}
+
+/// One byte (`None`: end of input) through the sniffer; `Some` once decided.
+fn sniff_step(
+    state: &mut Sniff,
+    b: Option<u8>,
+    kept: &mut Vec<u8>,
+    lines: &mut u64,
+    spaces: &mut u64,
+    source: &str,
+) -> Option<Result<InputFormat, InputError>> {
+    const SEED_KEYS: [&[u8]; 2] = [b"\"records\"", b"\"backends\""];
+    let Some(b) = b else {
+        return Some(match state {
+            Sniff::Lead => Err(InputError {
+                message: format!("{source}: input is empty (expected JSON records)"),
+            }),
+            _ => Ok(InputFormat::Jsonl),
         });
     };
-    let line = 1 + buf[..start].iter().filter(|&&b| b == b'\n').count();
-    match buf[start] {
-        b'[' => Ok(InputFormat::Array),
-        b'{' => {
-            let rest = &buf[start + 1..];
-            let k = rest.iter().position(|b| !b.is_ascii_whitespace());
-            let is_seed = k.is_some_and(|k| {
-                rest[k..].starts_with(b"\"records\"") || rest[k..].starts_with(b"\"backends\"")
-            });
-            Ok(if is_seed {
-                InputFormat::Seed
-            } else {
-                InputFormat::Jsonl
-            })
+    match state {
+        Sniff::Lead if b == b'\n' => (*lines, *spaces) = (*lines + 1, 0),
+        Sniff::Lead if b.is_ascii_whitespace() => *spaces += 1,
+        Sniff::Lead => {
+            kept.push(b);
+            match b {
+                b'[' => return Some(Ok(InputFormat::Array)),
+                b'{' => *state = Sniff::Brace,
+                other => {
+                    return Some(Err(InputError {
+                        message: format!(
+                            "{source}: line {}: expected a JSON object, array or JSON Lines, found {:?}",
+                            *lines + 1,
+                            other as char
+                        ),
+                    }));
+                }
+            }
         }
-        other => Err(InputError {
-            message: format!(
-                "{source}: line {line}: expected a JSON object, array or JSON Lines, found {:?}",
-                other as char
-            ),
-        }),
+        Sniff::Brace => {
+            kept.push(b);
+            if !b.is_ascii_whitespace() {
+                *state = Sniff::Key(kept.len() - 1);
+            }
+        }
+        Sniff::Key(_) => kept.push(b),
     }
+    let Sniff::Key(start) = *state else {
+        return None;
+    };
+    let key = &kept[start..];
+    if SEED_KEYS
+        .iter()
+        .any(|s| key.len() < s.len() && s.starts_with(key))
+    {
+        return None;
+    }
+    Some(Ok(if SEED_KEYS.iter().any(|s| key.starts_with(s)) {
+        InputFormat::Seed
+    } else {
+        InputFormat::Jsonl
+    }))
 }
 
 fn json_error(source: &str, e: &serde_json::Error) -> InputError {
@@ -351,11 +572,7 @@ pub fn read_records<R: Read>(
     policy: &KeyPolicy,
     mut sink: impl FnMut(Item) -> bool,
 ) -> Result<InputMeta, InputError> {
-    let mut r = BufReader::with_capacity(256 * 1024, input);
-    let format = match format {
-        InputFormat::Auto => detect(&mut r, source)?,
-        f => f,
-    };
+    let (format, r) = sniff(input, source, format)?;
     let mut meta = InputMeta {
         format: Some(format),
         backends: None,
@@ -414,11 +631,7 @@ fn read_jsonl<R: BufRead>(
             return Ok(());
         }
         line += 1;
-        let text = if line == 1 {
-            buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf)
-        } else {
-            &buf[..]
-        };
+        let text = &buf[..];
         if text.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
@@ -546,7 +759,8 @@ pub fn scan_backends<R: Read>(input: R, source: &str) -> Result<Option<Vec<Strin
             Ok(b)
         }
     }
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(256 * 1024, input));
+    let (_, r) = sniff(input, source, InputFormat::Seed)?;
+    let mut de = serde_json::Deserializer::from_reader(r);
     let b = de::Deserializer::deserialize_map(&mut de, Scan).map_err(|e| json_error(source, &e))?;
     de.end().map_err(|e| json_error(source, &e))?;
     Ok(b)
@@ -656,6 +870,137 @@ mod tests {
         assert!(e.message.contains("line 1"), "{e}");
         let e = read("hello", &KeyPolicy::default()).unwrap_err();
         assert!(e.message.contains("expected a JSON"), "{e}");
+    }
+
+    /// Item 17: integers of any size (and negative) are keys as their
+    /// digits; fractions and exponents are not keys. Item 18: a duplicated
+    /// key field counts by its last occurrence.
+    #[test]
+    fn integer_keys_of_any_size_and_last_duplicate_wins() {
+        let input = r#"[{"key": 1180591620717411303424}, {"key": -42}, {"key": 18446744073709551616},
+            {"key": "a", "key": "b"}, {"key": 1, "v": 0, "key": "last"}, {"key": 0},
+            {"key": 1.5}, {"key": 1e3}, {"key": 1.0}, {"key": -1E2}, {"key": "a", "key": null}]"#;
+        let (items, _) = read(input, &KeyPolicy::default()).unwrap();
+        assert_eq!(
+            keys(&items),
+            [
+                "1180591620717411303424",
+                "-42",
+                "18446744073709551616",
+                "b",
+                "last",
+                "0"
+            ]
+        );
+        assert_eq!(items.len(), 11);
+        let jsonl = "{\"key\":\"first\",\"key\":\"second\"}\n{\"key\":99999999999999999999999}\n";
+        assert_eq!(
+            keys(&read(jsonl, &KeyPolicy::default()).unwrap().0),
+            ["second", "99999999999999999999999"]
+        );
+    }
+
+    /// Item 19: a UTF-8 BOM is accepted in every format, detected or forced,
+    /// and by scan_backends.
+    #[test]
+    fn bom_accepted_in_every_format() {
+        let inputs = [
+            (
+                InputFormat::Jsonl,
+                "\u{feff}{\"key\":\"a\"}\n{\"key\":\"b\"}\n",
+            ),
+            (
+                InputFormat::Array,
+                "\u{feff}[{\"key\":\"a\"},{\"key\":\"b\"}]",
+            ),
+            (
+                InputFormat::Seed,
+                "\u{feff}{\"records\":[{\"key\":\"a\"},{\"key\":\"b\"}],\"backends\":[\"memory\"]}",
+            ),
+        ];
+        for (want, input) in inputs {
+            for format in [InputFormat::Auto, want] {
+                let mut items = Vec::new();
+                let meta =
+                    read_records(input.as_bytes(), "in", format, &KeyPolicy::default(), |i| {
+                        items.push(i);
+                        true
+                    })
+                    .unwrap_or_else(|e| panic!("{want:?}/{format:?}: {e}"));
+                assert_eq!(meta.format, Some(want));
+                assert_eq!(keys(&items), ["a", "b"], "{want:?}/{format:?}");
+            }
+            assert_eq!(detect(&mut input.as_bytes(), "in").unwrap(), want);
+        }
+        let b = scan_backends(inputs[2].1.as_bytes(), "in").unwrap();
+        assert_eq!(b, Some(vec!["memory".to_string()]));
+    }
+
+    /// Reads one byte per call over its first 320 KiB, like a slow pipe.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let most = if self.1 < 320 * 1024 { 1 } else { buf.len() };
+            let n = self.0.len().min(buf.len()).min(most);
+            self.1 += n;
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// Same class as item 3: detection does not depend on how much one read
+    /// returns or on a buffer size: a 3 MiB first record, 300 KiB of leading
+    /// whitespace, and one byte per read, in each format.
+    #[test]
+    fn detection_needs_no_buffer_size() {
+        let big = "x".repeat(3 << 20);
+        let space = " \n".repeat(150 * 1024);
+        let cases = [
+            (
+                InputFormat::Seed,
+                format!(
+                    "{space}{{ \"records\": [{{\"key\":\"big\",\"v\":\"{big}\"}}], \"backends\": [\"file\"]}}"
+                ),
+            ),
+            (
+                InputFormat::Array,
+                format!("{space}[{{\"v\":\"{big}\",\"key\":\"big\"}}]"),
+            ),
+            (
+                InputFormat::Jsonl,
+                format!("{space}{{\"v\":\"{big}\",\"key\":\"big\"}}\n{{\"key\":\"b\"}}\n"),
+            ),
+        ];
+        for (want, input) in &cases {
+            let mut items = Vec::new();
+            let meta = read_records(
+                Trickle(input.as_bytes(), 0),
+                "in",
+                InputFormat::Auto,
+                &KeyPolicy::default(),
+                |i| {
+                    items.push(i);
+                    true
+                },
+            )
+            .unwrap_or_else(|e| panic!("{want:?}: {e}"));
+            assert_eq!(meta.format, Some(*want));
+            assert_eq!(keys(&items)[0], "big", "{want:?}");
+            if *want == InputFormat::Jsonl {
+                // Line numbers still count the leading blank lines.
+                assert_eq!(
+                    items[1].clone(),
+                    match &items[1] {
+                        Item::Record(r) if r.position.line == 150 * 1024 + 2 => items[1].clone(),
+                        other => panic!("{other:?}"),
+                    }
+                );
+            }
+        }
+        // The buffered-only detect says when it cannot tell, never guesses.
+        let mut partial = std::io::BufReader::new(Trickle(cases[0].1.as_bytes(), 0));
+        assert_eq!(detect(&mut partial, "in").unwrap(), InputFormat::Auto);
     }
 
     #[test]

@@ -160,8 +160,10 @@ impl Query {
         let mut pairs = BTreeMap::new();
         for part in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let k = decode(k)?;
-            let v = decode(v)?;
+            let k =
+                decode(k).map_err(|_| url_err(format!("{scheme}: an option name {BAD_UTF8}")))?;
+            // The value is not shown: it could be a secret.
+            let v = decode(v).map_err(|_| url_err(format!("{scheme}: option {k:?} {BAD_UTF8}")))?;
             pairs.insert(k, v);
         }
         Ok(Query { scheme, pairs })
@@ -225,11 +227,12 @@ impl Query {
     }
 }
 
-fn decode(s: &str) -> Result<String> {
+const BAD_UTF8: &str = "is not valid UTF-8 after percent-decoding";
+
+fn decode(s: &str) -> std::result::Result<String, std::str::Utf8Error> {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| url_err(format!("{s:?} is not valid UTF-8 after percent-decoding")))
 }
 
 fn url_err(msg: impl Into<String>) -> Error {
@@ -254,57 +257,166 @@ fn local_path(scheme: &'static str, body: &str) -> Result<PathBuf> {
     } else {
         body.to_string()
     };
-    let p = percent_encoding::percent_decode_str(&p)
-        .decode_utf8()
-        .map_err(|_| url_err(format!("{scheme}: path is not valid UTF-8")))?
-        .into_owned();
-    if p.is_empty() {
+    let p = decode_path(scheme, &p)?;
+    if p.as_os_str().is_empty() {
         return Err(url_err(format!(
             "{scheme}: missing path (e.g. {scheme}:data/cache.{})",
             if scheme == "sqlite" { "sqlite3" } else { "log" }
         )));
     }
-    if p == ":memory:" {
+    if p.as_os_str() == ":memory:" {
         return Err(url_err(format!(
             "{scheme}: ':memory:' would lose everything at exit; use memory:// for an in-process cache"
         )));
     }
-    Ok(PathBuf::from(p))
+    Ok(p)
 }
 
-/// Replaces the password of `scheme://user:pass@host` forms by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    // Each comma-separated node may carry credentials.
-    let (body, query) = split_query(rest);
-    let nodes: Vec<String> = body
-        .split(',')
-        .map(|node| match node.rsplit_once('@') {
-            Some((cred, host)) => match cred.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{host}"),
-                None if cred.is_empty() => format!("@{host}"),
-                // `redis://secret@host` puts the password in the user slot.
-                None => format!("***@{host}"),
-            },
-            None => node.to_string(),
-        })
-        .collect();
-    let mut out = format!("{scheme}://{}", nodes.join(","));
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(
-            &q.split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k == "password" => format!("{k}=***"),
-                    _ => p.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("&"),
-        );
+/// `%XX` escapes decoded to bytes; on Unix any bytes make a path.
+fn decode_path(scheme: &str, p: &str) -> Result<PathBuf> {
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(p).collect();
+    #[cfg(unix)]
+    {
+        let _ = scheme;
+        Ok(PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes),
+        ))
+    }
+    #[cfg(not(unix))]
+    String::from_utf8(bytes)
+        .map(PathBuf::from)
+        .map_err(|_| url_err(format!("{scheme}: path is not valid UTF-8")))
+}
+
+/// A path as the body of a `sqlite:`/`file:` URL that [`parse`] turns
+/// back into exactly this path: `%`, `?` and `#` escaped (and, on Unix,
+/// bytes that are not UTF-8), `//` kept from meaning "relative".
+pub fn path_to_url_body(path: &std::path::Path) -> String {
+    let mut out = String::new();
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    #[cfg(not(unix))]
+    let lossy = path.to_string_lossy();
+    #[cfg(not(unix))]
+    let bytes = lossy.as_bytes();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                '?' => out.push_str("%3F"),
+                '#' => out.push_str("%23"),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    // "//x" would read as the relative "x"; "///" + rest keeps it absolute.
+    if out.starts_with("//") {
+        out.insert(0, '/');
+        out.insert(0, '/');
     }
     out
+}
+
+/// Schemes that name a local store and never carry credentials.
+fn is_local(scheme: &str) -> bool {
+    matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "memory" | "mem" | "sqlite" | "sqlite3" | "file"
+    )
+}
+
+/// Splits what follows `scheme://` into (userinfo, the rest). The userinfo
+/// is everything up to the LAST `@`, so a password may hold `@ / ? # ,`
+/// unencoded; an `@` in an option value must then be written `%40`.
+fn split_userinfo(body: &str) -> (Option<&str>, &str) {
+    match body.rfind('@') {
+        Some(i) => (Some(&body[..i]), &body[i + 1..]),
+        None => (None, body),
+    }
+}
+
+/// Replaces the password of `scheme://user:pass@host` forms (and of a
+/// `password=` option) by `***`. Done on the raw text before any parsing,
+/// so it holds for URLs that do not parse.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return url.to_string();
+    };
+    if is_local(scheme) {
+        return url.to_string();
+    }
+    let (slashes, body) = match rest.strip_prefix("//") {
+        Some(b) => ("//", b),
+        None => ("", rest),
+    };
+    let (userinfo, after) = split_userinfo(body);
+    let shown_user = match userinfo {
+        None => String::new(),
+        Some("") => "@".to_string(),
+        Some(u) => match u.split_once(':') {
+            Some((user, _)) => format!("{user}:***@"),
+            // `redis://secret@host` puts the password in the user slot.
+            None => "***@".to_string(),
+        },
+    };
+    format!("{scheme}:{slashes}{shown_user}{}", redact_query(after))
+}
+
+/// Hides the value of a `password=` option.
+fn redact_query(s: &str) -> String {
+    let (body, query) = split_query(s);
+    let Some(q) = query else {
+        return s.to_string();
+    };
+    let q: Vec<String> = q
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k == "password" => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{body}?{}", q.join("&"))
+}
+
+/// Decodes one part of a userinfo (`%XX` escapes are optional; a `%` not
+/// followed by two hex digits stays as it is).
+fn decode_cred(scheme: &str, s: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| {
+            url_err(format!(
+                "{scheme}: credentials are not valid UTF-8 after percent-decoding"
+            ))
+        })
+}
+
+/// Everything but RFC 3986's unreserved characters.
+const CRED_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The userinfo as the driver's URL parser needs it: each part decoded,
+/// then escaped, so `? / # @ ,` in a password cannot end the authority.
+fn driver_userinfo(scheme: &str, userinfo: Option<&str>) -> Result<String> {
+    let enc = |s: &str| -> Result<String> {
+        Ok(
+            percent_encoding::utf8_percent_encode(&decode_cred(scheme, s)?, CRED_ESCAPE)
+                .to_string(),
+        )
+    };
+    Ok(match userinfo {
+        None => String::new(),
+        Some(u) => match u.split_once(':') {
+            Some((user, pass)) => format!("{}:{}@", enc(user)?, enc(pass)?),
+            None => format!("{}@", enc(u)?),
+        },
+    })
 }
 
 /// Default number of entries of a `memory://` cache.
@@ -391,7 +503,8 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
             let body_q = rest
                 .strip_prefix("//")
                 .ok_or_else(|| url_err(format!("{scheme}: expected {scheme}://host:port")))?;
-            let (body, q) = split_query(body_q);
+            let (userinfo, after) = split_userinfo(body_q);
+            let (body, q) = split_query(after);
             let mut q = Query::parse("redis", q)?;
             let options = q.common()?;
             let connect_timeout = q
@@ -406,10 +519,15 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
             }
             q.finish(&["connect_timeout", "response_timeout", "tls_ca"])?;
             let base = if tls { "rediss" } else { "redis" };
-            let nodes: Vec<String> = body
-                .split(',')
-                .filter(|n| !n.is_empty())
-                .map(|n| format!("{base}://{n}"))
+            // One userinfo, before the host list, for every node.
+            let creds = driver_userinfo("redis", userinfo)?;
+            let hosts: Vec<&str> = body.split(',').filter(|n| !n.is_empty()).collect();
+            for h in &hosts {
+                check_host_port(&redacted, h)?;
+            }
+            let nodes: Vec<String> = hosts
+                .iter()
+                .map(|n| format!("{base}://{creds}{n}"))
                 .collect();
             if nodes.is_empty() {
                 return Err(url_err(format!("{scheme}: missing host:port")));
@@ -418,9 +536,6 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
                 return Err(url_err(
                     "redis: several hosts given; use redis+cluster://h1:p1,h2:p2 for a cluster",
                 ));
-            }
-            for n in &nodes {
-                check_host_port(&redact(n), n.split_once("://").map(|x| x.1).unwrap_or(n))?;
             }
             (
                 BackendConfig::Redis {
@@ -437,7 +552,13 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
             let body_q = rest
                 .strip_prefix("//")
                 .ok_or_else(|| url_err("memcached: expected memcached://host:port"))?;
-            let (body, q) = split_query(body_q);
+            let (userinfo, after) = split_userinfo(body_q);
+            if userinfo.is_some() {
+                return Err(url_err(format!(
+                    "memcached: credentials are not supported (the text protocol has none): {redacted:?}"
+                )));
+            }
+            let (body, q) = split_query(after);
             let mut q = Query::parse("memcached", q)?;
             let options = q.common()?;
             let connect_timeout = q
@@ -462,7 +583,7 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
                 return Err(url_err("memcached: missing host:port"));
             }
             for s in &servers {
-                check_host_port(s, s)?;
+                check_host_port(&redacted, s)?;
             }
             (
                 BackendConfig::Memcached {
@@ -482,8 +603,9 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
     })
 }
 
+/// Checks one `host[:port][/db]` (credentials already split off); errors
+/// show `shown`, the redacted URL.
 fn check_host_port(shown: &str, hp: &str) -> Result<()> {
-    let hp = hp.rsplit_once('@').map(|x| x.1).unwrap_or(hp);
     let hp = hp.split('/').next().unwrap_or(hp);
     let ok = match hp.rsplit_once(':') {
         Some((h, p)) => !h.is_empty() && p.parse::<u16>().is_ok(),
@@ -516,10 +638,7 @@ pub fn resolve_name(name: &str, dir: &std::path::Path) -> Result<String> {
     if n.contains(':') {
         return Ok(n.to_string());
     }
-    let path = |file: &str| {
-        let p = dir.join(file);
-        p.to_string_lossy().into_owned()
-    };
+    let path = |file: &str| path_to_url_body(&dir.join(file));
     match n.to_ascii_lowercase().as_str() {
         "memory" => Ok("memory://".into()),
         "file" => Ok(format!("file:{}", path("cache_file.jsonl"))),
@@ -591,9 +710,15 @@ mod tests {
         let u = "redis://user:s3cret@host:6379/0";
         assert_eq!(redact(u), "redis://user:***@host:6379/0");
         assert_eq!(redact("redis://s3cret@h:1"), "redis://***@h:1");
+        // One userinfo for every node, up to the last `@`: per-node
+        // credentials are not a form (a password may hold `,` and `@`).
+        assert_eq!(
+            redact("redis+cluster://:pw@a:1,b:2"),
+            "redis+cluster://:***@a:1,b:2"
+        );
         assert_eq!(
             redact("redis+cluster://:pw@a:1,:pw@b:2"),
-            "redis+cluster://:***@a:1,:***@b:2"
+            "redis+cluster://:***@b:2"
         );
         let p = parse(u).unwrap();
         assert!(!p.redacted.contains("s3cret"));
@@ -602,6 +727,95 @@ mod tests {
         assert!(!e.to_string().contains("s3cret"), "{e}");
         let e = parse("bogus://user:s3cret@host").unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    /// Passwords not percent-encoded, holding `? , / # @ :` or `%`: the
+    /// userinfo runs to the last `@`; nothing shown holds the password; the
+    /// driver gets it back exactly.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn unencoded_passwords_are_never_shown_and_reach_the_driver() {
+        for pw in [
+            "QM?ARKsecret",
+            "a,b,c",
+            "x/y/z",
+            "h#sh",
+            "at@sign",
+            "c:o:l",
+            "50%off",
+            "p%3Fq",
+        ] {
+            for scheme in ["redis", "rediss", "redis+cluster"] {
+                let url = format!("{scheme}://alice:{pw}@host:6379?namespace=n");
+                let p = parse(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+                assert_eq!(
+                    p.redacted,
+                    format!("{scheme}://alice:***@host:6379?namespace=n")
+                );
+                assert_eq!(p.options.namespace.as_deref(), Some("n"));
+                let BackendConfig::Redis { nodes, .. } = p.backend else {
+                    panic!()
+                };
+                let info =
+                    redis::IntoConnectionInfo::into_connection_info(nodes[0].as_str()).unwrap();
+                let want = percent_encoding::percent_decode_str(pw)
+                    .decode_utf8()
+                    .unwrap();
+                assert_eq!(info.redis_settings().password(), Some(&*want), "{url}");
+                assert_eq!(info.redis_settings().username(), Some("alice"));
+                for bad in [
+                    format!("{url}&bogus=1"),
+                    format!("{url}&ttl=x"),
+                    url.replace(":6379", ":99999"),
+                ] {
+                    let e = parse(&bad).unwrap_err().to_string();
+                    assert!(!e.contains(pw), "{e}");
+                }
+            }
+            let e = parse(&format!("memcached://u:{pw}@h:1"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(pw) && e.contains("credentials"), "{e}");
+            assert!(!redact(&format!("mongo://u:{pw}@h")).contains(pw));
+        }
+        let e = parse("redis://alice:QM?ARKsecret@host").unwrap();
+        assert_eq!(e.redacted, "redis://alice:***@host");
+        match parse("redis+cluster://u:p,w@a:1,b:2").unwrap().backend {
+            BackendConfig::Redis { nodes, .. } => {
+                assert_eq!(nodes, ["redis://u:p%2Cw@a:1", "redis://u:p%2Cw@b:2"])
+            }
+            _ => panic!(),
+        }
+    }
+
+    /// Bare names in a directory whose name holds URL syntax resolve to a
+    /// URL that parses back to exactly that directory.
+    #[test]
+    fn bare_names_round_trip_any_directory() {
+        for dir in [
+            "pct%41dir",
+            "q?x=1",
+            "h#sh",
+            "with space",
+            "a+b",
+            "//srv/share",
+            "/abs/d",
+            "ü",
+        ] {
+            let d = std::path::Path::new(dir);
+            for (name, file) in [("sqlite", "cache.sqlite3"), ("file", "cache_file.jsonl")] {
+                let url = resolve_name(name, d).unwrap();
+                let path = match parse(&url).unwrap().backend {
+                    BackendConfig::Sqlite { path, .. } | BackendConfig::File { path, .. } => path,
+                    _ => panic!(),
+                };
+                assert_eq!(path, d.join(file), "{dir} -> {url}");
+            }
+        }
+        assert_eq!(
+            resolve_name("sqlite", "out".as_ref()).unwrap(),
+            "sqlite:out/cache.sqlite3"
+        );
     }
 
     #[test]

@@ -83,3 +83,156 @@ proptest! {
         let _ = unicache::url::resolve_name(&s, std::path::Path::new("."));
     }
 }
+
+/// A password of any printable characters, with a marker so that finding
+/// it in a message cannot be a coincidence.
+fn password() -> impl Strategy<Value = String> {
+    ("\\PC{0,10}", "\\PC{0,10}").prop_map(|(a, b)| format!("{a}Pw9{b}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Passwords not percent-encoded: no redacted URL, Debug form or parse
+    /// error shows them, whatever else in the URL is wrong.
+    #[test]
+    fn passwords_never_shown(
+        pw in password(),
+        user in "[a-z]{0,6}",
+        scheme in prop_oneof![Just("redis"), Just("rediss"), Just("redis+cluster"), Just("memcached"), Just("mongo")],
+        tail in prop_oneof![
+            Just(""), Just("/0"), Just("?namespace=n"), Just("?bogus=1"), Just("?ttl=soon"),
+            Just("?namespace=%FF"), Just(",b:2"), Just(":99999"), Just("?connect_timeout=1s&ttl=0"),
+        ],
+    ) {
+        let url = format!("{scheme}://{user}:{pw}@host:6379{tail}");
+        let shown = unicache::url::redact(&url);
+        prop_assert!(!shown.contains(&pw), "redact: {}", shown);
+        match unicache::url::parse(&url) {
+            Ok(p) => {
+                prop_assert!(!p.redacted.contains(&pw), "{}", p.redacted);
+                prop_assert!(!format!("{p:?}").contains(&pw), "{:?}", p);
+            }
+            Err(e) => prop_assert!(!e.to_string().contains(&pw), "{}", e),
+        }
+        // The password alone in the user slot (where a `:` would start it).
+        let pw = pw.replace(':', "");
+        let url = format!("{scheme}://{pw}@host:1{tail}");
+        prop_assert!(!unicache::url::redact(&url).contains(&pw));
+        if let Err(e) = unicache::url::parse(&url) {
+            prop_assert!(!e.to_string().contains(&pw), "{}", e);
+        }
+    }
+}
+
+/// Numbers at and past every integer limit, as URL option text.
+fn edge_number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("0".to_string()),
+        Just("1".to_string()),
+        Just("99".to_string()),
+        Just("100".to_string()),
+        Just("255".to_string()),
+        Just("256".to_string()),
+        Just("2147483647".to_string()),
+        Just("2147483648".to_string()),
+        Just("4294967296".to_string()),
+        Just("9223372036854775807".to_string()),
+        Just("9223372036854775808".to_string()),
+        Just("18446744073709551615".to_string()),
+        Just("18446744073709551616".to_string()),
+        Just("340282366920938463463374607431768211456".to_string()),
+        Just("-1".to_string()),
+        any::<u64>().prop_map(|n| n.to_string()),
+        any::<u32>().prop_map(|n| n.to_string()),
+    ]
+}
+
+/// Durations at and past every limit: bare seconds and humantime units.
+fn edge_duration() -> impl Strategy<Value = String> {
+    let unit = prop_oneof![
+        Just(""),
+        Just("ns"),
+        Just("us"),
+        Just("ms"),
+        Just("s"),
+        Just("m"),
+        Just("h"),
+        Just("d"),
+        Just("w"),
+        Just("M"),
+        Just("y"),
+    ];
+    prop_oneof![
+        (edge_number(), unit).prop_map(|(n, u)| format!("{n}{u}")),
+        Just("25d".to_string()),
+        Just("24d20h31m23s647ms".to_string()),
+        Just("584942417355y".to_string()),
+        Just("1y 1y 1y".to_string()),
+    ]
+}
+
+/// Opens `url` for real and writes and reads through it; errors are fine,
+/// panics are not (proptest reports a panic as a failure).
+fn exercise(rt: &tokio::runtime::Runtime, url: &str) {
+    rt.block_on(async {
+        let Ok(c) = unicache::open(url).await else {
+            return;
+        };
+        for ttl in [
+            None,
+            Some(std::time::Duration::MAX),
+            Some(std::time::Duration::from_secs(u64::MAX)),
+        ] {
+            if c.set("k", b"v", ttl).await.is_ok() {
+                let _ = c.get("k").await;
+                let _ = c.ttl("k").await;
+            }
+            let _ = c.set_many(&[("a", b"1"), ("b", b"2")], ttl).await;
+        }
+        let _ = c.get_many(&["a", "b", "k"]).await;
+        let _ = c.len().await;
+        let _ = c.stats().await;
+        let _ = c.close().await;
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Every duration and number the local backends' URLs take, through the
+    /// real open/set/get path (items 12/13 of issue 8: huge TTLs and
+    /// busy_timeout panicked).
+    #[test]
+    fn url_numbers_and_durations_never_panic_in_use(
+        ttl in edge_duration(),
+        busy in edge_duration(),
+        capacity in edge_number(),
+        max_bytes in edge_number(),
+        ratio in edge_number(),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("f.sqlite3");
+        let log = dir.path().join("f.log");
+        // Capacities are capped: a real 2^64-entry memory cache is not the point.
+        let cap = capacity.parse::<u64>().map_or(capacity.clone(), |c| (c % 100_000).to_string());
+        // One option per URL (so one bad value does not hide the others), then all.
+        for url in [
+            format!("memory://?ttl={ttl}"),
+            format!("memory://?capacity={cap}"),
+            format!("memory://?max_bytes={max_bytes}"),
+            format!("memory://?capacity={cap}&max_bytes={max_bytes}&ttl={ttl}"),
+            format!("sqlite:{}?busy_timeout={busy}", db.display()),
+            format!("sqlite:{}?ttl={ttl}", db.display()),
+            format!("file:{}?compact_ratio={ratio}", log.display()),
+            format!("file:{}?ttl={ttl}", log.display()),
+            // Server URLs against a closed loopback port: refused at once, so
+            // the timeouts' own arithmetic runs without waiting on them.
+            format!("redis://127.0.0.1:1?connect_timeout={busy}&response_timeout={ttl}&ttl={ttl}"),
+            format!("memcached://127.0.0.1:1?connect_timeout={busy}&response_timeout={ttl}&ttl={ttl}"),
+        ] {
+            exercise(&rt, &url);
+        }
+    }
+}

@@ -141,7 +141,8 @@ impl MemoryCache {
         }
         Ok(Entry {
             value: Bytes::copy_from_slice(value),
-            expires: ttl.map(|d| Instant::now() + d),
+            // A TTL past what Instant can hold never expires (no overflow panic).
+            expires: ttl.and_then(|d| Instant::now().checked_add(d)),
         })
     }
 

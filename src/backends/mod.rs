@@ -48,6 +48,8 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
     if overrides.default_ttl.is_some() {
         options.default_ttl = overrides.default_ttl;
     }
+    // Either side asking for an existing store is enough.
+    options.must_exist |= overrides.must_exist;
     match url.backend {
         #[cfg(feature = "memory")]
         BackendConfig::Memory {

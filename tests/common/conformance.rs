@@ -148,6 +148,38 @@ pub async fn ttl_expiry(c: Shared) {
     );
 }
 
+/// A TTL too large for the backend's clock or protocol is kept as "very
+/// long", never as "already expired", and never panics.
+pub async fn huge_ttl(c: Shared) {
+    let huge = [
+        ("max", Duration::MAX),
+        ("secs", Duration::from_secs(u64::MAX)),
+        ("ms", Duration::from_millis(u64::MAX)),
+        ("30y", Duration::from_secs(30 * 365 * 86400)),
+    ];
+    for (k, ttl) in huge {
+        c.set(k, b"v", Some(ttl)).await.unwrap();
+        assert_eq!(
+            c.get(k).await.unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "set with a TTL of {ttl:?} must be readable"
+        );
+        assert!(c.contains(k).await.unwrap(), "{ttl:?}");
+    }
+    c.set_many(&[("many", b"w")], Some(Duration::MAX))
+        .await
+        .unwrap();
+    assert_eq!(c.get("many").await.unwrap().as_deref(), Some(&b"w"[..]));
+    if c.capabilities().read_ttl {
+        // Present, and either "never" or far away.
+        let t = c.ttl("max").await.unwrap().expect("entry is there");
+        assert!(
+            t.is_none_or(|t| t > Duration::from_secs(365 * 86400)),
+            "{t:?}"
+        );
+    }
+}
+
 pub async fn clear_and_len(c: Shared) {
     let count = c.capabilities().count;
     if count {
@@ -432,6 +464,10 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ttl_expiry() {
                 suite::ttl_expiry(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn huge_ttl() {
+                suite::huge_ttl(fresh().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn clear_and_len() {
