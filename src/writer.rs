@@ -11,7 +11,7 @@
 //! so a frozen server cannot stretch a run to hours.
 
 use std::collections::HashSet;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::cache::Cache;
 use crate::error::Error;
 use crate::records::{
-    InputError, InputFormat, Item, KeyPolicy, Position, Record, Rejected, detect, read_records,
+    InputError, InputFormat, Item, KeyPolicy, Position, Record, Rejected, read_records, sniff,
 };
 
 /// How a bulk write runs.
@@ -396,18 +396,17 @@ fn spawn_reader(
     std::thread::Builder::new()
         .name("unicache-reader".into())
         .spawn(move || {
-            let mut r = BufReader::with_capacity(64 * 1024, input);
-            let format = match format {
-                InputFormat::Auto => detect(&mut r, &src),
-                f => Ok(f),
-            };
-            let Ok(format) = format else {
-                let result = format.map(|_| ());
-                return ReaderOutcome {
-                    result,
-                    skipped: 0,
-                    format: None,
-                };
+            // The format is known before the first record, so a run that
+            // stops later still reports it.
+            let (format, r) = match sniff(input, &src, format) {
+                Ok(found) => found,
+                Err(e) => {
+                    return ReaderOutcome {
+                        result: Err(e),
+                        skipped: 0,
+                        format: None,
+                    };
+                }
             };
             let mut batch = Vec::with_capacity(batch_size);
             let mut skipped = 0u64;

@@ -442,9 +442,9 @@ fn frozen_server_fails_fast_after_one_timeout_and_is_used_again_when_it_answers(
             "{:?}",
             t.elapsed()
         );
-        // Down for over 2 s: permanent (the writer stops retrying), saying
+        // Down for over 5 s: permanent (the writer stops retrying), saying
         // for how long; the probe due first waits out its timeout once.
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        tokio::time::sleep(Duration::from_millis(5100)).await;
         for _ in 0..2 {
             let e = c.set("one", b"x", None).await.unwrap_err();
             assert_eq!(e.kind(), unicache::ErrorKind::Backend, "{e}");

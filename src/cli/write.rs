@@ -8,7 +8,7 @@
 //! summary as it was.
 
 use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read, Seek, Write as _};
+use std::io::{IsTerminal, Read, Seek, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 
-use unicache::records::{InputFormat, KeyPolicy, MissingKey, detect, scan_backends};
+use unicache::records::{InputFormat, KeyPolicy, MissingKey, scan_backends, sniff};
 use unicache::writer::{OutputFile, Progress, Target, WriteOptions, WriteReport, write_records};
 
 use super::files::{refuse_overlaps, store_files};
@@ -85,11 +85,10 @@ fn open_input(input: &str) -> anyhow::Result<Input> {
 /// Finds the seed config's `backends`, returning an input that still
 /// yields every byte (stdin is spooled to a temp file when needed).
 fn config_backends(args: &WriteArgs, input: Input) -> anyhow::Result<(Input, Option<Vec<String>>)> {
-    let mut r = BufReader::with_capacity(64 * 1024, input);
-    let format = match args.format {
-        InputFormat::Auto => detect(&mut r, &args.input).map_err(|e| anyhow::anyhow!(e.message))?,
-        f => f,
-    };
+    // Reads only as far as the format shows (any first-record size, any
+    // read sizes from a pipe) and puts those bytes back.
+    let (format, mut r) =
+        sniff(input, &args.input, args.format).map_err(|e| anyhow::anyhow!(e.message))?;
     if format != InputFormat::Seed {
         return Ok((Box::new(r), None));
     }

@@ -20,7 +20,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// Connections kept per server.
 const POOL: usize = 2;
 /// After this long down, a server's errors stop being "transient".
-const DEAD_AFTER: Duration = Duration::from_secs(2);
+const DEAD_AFTER: Duration = Duration::from_secs(5);
 /// A down server is tried again at most this often.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Longest a probe in flight keeps others from probing (one whose caller
