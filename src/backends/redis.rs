@@ -1,9 +1,8 @@
 //! `redis://`, `rediss://` and `redis+cluster://`: Redis through redis-rs.
 //!
 //! Single server: a `ConnectionManager` (multiplexed, reconnects by itself).
-//! Cluster: redis-rs's async cluster connection (follows MOVED/ASK and slot
-//! changes); batches are grouped by hash slot because redis-rs refuses
-//! cross-slot pipelines, and the groups go out concurrently. Keys are
+//! Cluster: our own slot map and per-node pipelines (see `cluster`), which
+//! follow MOVED/ASK/TRYAGAIN and survive resharding and failover. Keys are
 //! `namespace:key` (exactly `key` without a namespace) and values raw bytes,
 //! so `redis-cli GET` reads what we wrote. `clear` only ever deletes keys
 //! under the namespace (SCAN MATCH + UNLINK on every master); flushing a
@@ -17,20 +16,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RetryMethod, Value};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisError, RetryMethod, Value};
 
 use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats};
 use crate::error::{Error, ErrorKind, Result};
+
+mod cluster;
 
 const BACKEND: &str = "redis";
 /// Commands per pipeline chunk; chunks of one batch are sent concurrently.
 const CHUNK: usize = 10_000;
 /// Pipelines in flight at once for one batch (single server).
 const IN_FLIGHT: usize = 8;
-/// Slot groups in flight at once in cluster mode: groups are small (a batch
-/// spreads over thousands of slots), so keep many on the wire.
-const IN_FLIGHT_CLUSTER: usize = 512;
 /// Pairs per MSET when a batch has no TTL.
 const MSET_PAIRS: usize = 1_000;
 /// Keys per SCAN step.
@@ -41,24 +38,13 @@ const MAX_VALUE: u64 = 512 * 1024 * 1024;
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<cluster::Cluster>),
 }
 
-impl Conn {
-    async fn cmd<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
-        match self {
-            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
-        }
-    }
-
-    async fn pipe<T: FromRedisValue>(&self, p: &Pipeline) -> redis::RedisResult<T> {
-        match self {
-            Conn::Single(c) => p.query_async(&mut c.clone()).await,
-            Conn::Cluster(c) => p.query_async(&mut c.clone()).await,
-        }
-    }
-}
+#[cfg(feature = "tls")]
+type Certs = Option<redis::TlsCertificates>;
+#[cfg(not(feature = "tls"))]
+type Certs = Option<()>;
 
 /// A Redis server or cluster.
 pub struct RedisCache {
@@ -72,12 +58,7 @@ pub struct RedisCache {
     counters: Counters,
     connect_timeout: Duration,
     response_timeout: Duration,
-    #[cfg(feature = "tls")]
-    certs: Option<redis::TlsCertificates>,
-    #[cfg(not(feature = "tls"))]
-    certs: Option<()>,
-    /// Cluster mode: which master owns each slot (from CLUSTER SLOTS).
-    slot_map: std::sync::RwLock<Option<Arc<SlotMap>>>,
+    certs: Certs,
     /// Direct connections to each master (by URL) for the commands that go
     /// to every node (SCAN, DBSIZE, INFO, FLUSHDB), kept between calls and
     /// dropped after any connection error.
@@ -94,17 +75,6 @@ fn forget_on_failure(cache: &NodeCache, e: &RedisError) {
         cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
-
-/// Slot -> index of its master, so a batch goes out as one pipeline per
-/// node instead of one per slot.
-struct SlotMap {
-    owner: Vec<u16>,
-}
-
-const NO_OWNER: u16 = u16::MAX;
-
-/// Replies of one per-node pipeline, or its indices when it must be redone.
-type PieceResult = std::result::Result<(Vec<usize>, Vec<Value>), Vec<usize>>;
 
 impl std::fmt::Debug for RedisCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -231,19 +201,18 @@ impl RedisCache {
         let deadline = connect_timeout + Duration::from_millis(250);
         let connect = async {
             if cluster {
-                #[allow(unused_mut)]
-                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                    .connection_timeout(connect_timeout)
-                    .response_timeout(response_timeout)
-                    .retries(2);
-                #[cfg(feature = "tls")]
-                if let Some(c) = certs.clone() {
-                    builder = builder.certs(c);
-                }
-                let client = builder.build().map_err(&fail)?;
-                Ok::<_, Error>(Conn::Cluster(
-                    client.get_async_connection().await.map_err(&fail)?,
-                ))
+                let c = cluster::Cluster::connect(
+                    &nodes,
+                    certs.clone(),
+                    connect_timeout,
+                    response_timeout,
+                )
+                .await
+                .map_err(|e| {
+                    e.with_context("endpoint", &endpoint)
+                        .with_context("op", "connect")
+                })?;
+                Ok::<_, Error>(Conn::Cluster(Arc::new(c)))
             } else {
                 let client = open_client(&nodes[0], &certs).map_err(&fail)?;
                 let cfg = ConnectionManagerConfig::new()
@@ -291,149 +260,134 @@ impl RedisCache {
             connect_timeout,
             response_timeout,
             certs,
-            slot_map: std::sync::RwLock::new(None),
             node_cache: NodeCache::default(),
             direct,
         })
     }
 
-    /// The cached slot map, or a fresh one from CLUSTER SLOTS.
-    async fn slot_map(&self, refresh: bool) -> Result<Arc<SlotMap>> {
-        if !refresh
-            && let Some(m) = self
-                .slot_map
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        {
-            return Ok(m);
-        }
-        let v: Value = self
-            .conn
-            .cmd(redis::cmd("CLUSTER").arg("SLOTS"))
-            .await
-            .map_err(|e| self.err(e))?;
-        let mut owner = vec![NO_OWNER; 16384];
-        let mut nodes: Vec<String> = Vec::new();
-        if let Value::Array(ranges) = v {
-            for r in ranges {
-                let Value::Array(f) = r else { continue };
-                let (Some(Value::Int(a)), Some(Value::Int(b)), Some(Value::Array(m))) =
-                    (f.first(), f.get(1), f.get(2))
-                else {
-                    continue;
+    /// Runs one key's command: through the connection manager, or routed
+    /// in the cluster (redirects followed, bounded by the response timeout).
+    async fn one<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd) -> Result<T> {
+        let v = match &self.conn {
+            Conn::Single(c) => cmd
+                .query_async(&mut c.clone())
+                .await
+                .map_err(|e| self.err(e)),
+            Conn::Cluster(c) => {
+                let keys = [full.to_string()];
+                let single = |_| cmd.clone();
+                let b = cluster::Batch {
+                    keys: &keys,
+                    single: &single,
+                    multi: None,
                 };
-                let node = match (m.first(), m.get(1)) {
-                    (Some(Value::BulkString(ip)), Some(Value::Int(port))) => {
-                        format!("{}:{port}", String::from_utf8_lossy(ip))
-                    }
-                    _ => continue,
-                };
-                let idx = match nodes.iter().position(|n| *n == node) {
-                    Some(i) => i,
-                    None => {
-                        nodes.push(node);
-                        nodes.len() - 1
-                    }
-                } as u16;
-                for slot in (*a).clamp(0, 16383)..=(*b).clamp(0, 16383) {
-                    owner[slot as usize] = idx;
-                }
+                let mut r = c.run(&b).await;
+                r.pop()
+                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Backend, "no reply")))
+                    .map_err(|e| e.with_context("endpoint", &self.endpoint))
+                    .and_then(|v| T::from_redis_value(v).map_err(|e| parse_err(e.into())))
             }
-        }
-        let m = Arc::new(SlotMap { owner });
-        *self.slot_map.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
-        Ok(m)
+        };
+        v.map_err(|e| e.with_context("key", key))
     }
 
-    /// Cluster batches: one pipeline per master (routed by one of its
-    /// slots), built by `build` from entry indices. Returns the replies per
-    /// piece; pieces refused (MOVED after a resharding, node down) come back
-    /// in the second list, to be redone through redis-rs's own routing.
-    async fn per_node<F>(
+    /// Cluster batch: one result per key, errors carrying the endpoint.
+    async fn cluster_run(
+        c: &cluster::Cluster,
+        endpoint: &str,
+        b: &cluster::Batch<'_>,
+    ) -> Vec<Result<Value>> {
+        c.run(b)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|e| e.with_context("endpoint", endpoint)))
+            .collect()
+    }
+
+    async fn get_many_single(&self, full: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let Conn::Single(conn) = &self.conn else {
+            return Err(Error::new(ErrorKind::Backend, "not a single server"));
+        };
+        let mut out = vec![None; full.len()];
+        let results = futures::stream::iter(Self::groups(full).into_iter().map(|g| async move {
+            let mut c = redis::cmd("MGET");
+            for &i in &g {
+                c.arg(&full[i]);
+            }
+            let vals: Vec<Value> = c
+                .query_async(&mut conn.clone())
+                .await
+                .map_err(|e| self.err(e))?;
+            Ok::<_, Error>((g, vals))
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await?;
+        for (g, vals) in results {
+            for (i, v) in g.into_iter().zip(vals) {
+                out[i] = bytes_of(v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_many_single(
         &self,
         full: &[String],
-        build: F,
-    ) -> Result<(Vec<(Vec<usize>, Vec<Value>)>, Vec<usize>)>
-    where
-        F: Fn(&mut Pipeline, &[usize]) + Sync,
-    {
-        let Conn::Cluster(conn) = &self.conn else {
-            return Ok((Vec::new(), (0..full.len()).collect()));
+        entries: &[(&str, &[u8])],
+        px: Option<u64>,
+    ) -> Result<()> {
+        let Conn::Single(conn) = &self.conn else {
+            return Err(Error::new(ErrorKind::Backend, "not a single server"));
         };
-        let map = self.slot_map(false).await?;
-        let mut by_node: HashMap<u16, (u16, Vec<usize>)> = HashMap::new();
-        let mut unmapped = Vec::new();
-        for (i, k) in full.iter().enumerate() {
-            let slot = hash_slot(k.as_bytes());
-            match map.owner[slot as usize] {
-                NO_OWNER => unmapped.push(i),
-                n => by_node
-                    .entry(n)
-                    .or_insert_with(|| (slot, Vec::new()))
-                    .1
-                    .push(i),
-            }
-        }
-        let pieces: Vec<(u16, Vec<usize>)> = by_node
-            .into_values()
-            .flat_map(|(slot, idx)| {
-                idx.chunks(CHUNK)
-                    .map(|c| (slot, c.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let build = &build;
-        let results: Vec<PieceResult> =
-            futures::stream::iter(pieces.into_iter().map(|(slot, idx)| {
-                let mut conn = conn.clone();
-                async move {
-                    let mut p = redis::pipe();
-                    build(&mut p, &idx);
-                    let route = redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
-                        redis::cluster_routing::Route::new(
-                            slot,
-                            redis::cluster_routing::SlotAddr::Master,
-                        ),
-                    );
-                    match conn.route_pipeline(p, 0, idx.len(), route).await {
-                        Ok(vals)
-                            if vals.len() == idx.len()
-                                && !vals.iter().any(|v| matches!(v, Value::ServerError(_))) =>
-                        {
-                            Ok((idx, vals))
+        futures::stream::iter(Self::groups(full).into_iter().map(|g| async move {
+            let mut p = redis::pipe();
+            match px {
+                // Without a TTL, MSET: one command per 1,000 pairs, far
+                // less work per key on both sides than a SET each.
+                None => {
+                    for part in g.chunks(MSET_PAIRS) {
+                        let c = p.cmd("MSET");
+                        for &i in part {
+                            c.arg(&full[i]).arg(entries[i].1);
                         }
-                        _ => Err(idx),
+                        c.ignore();
                     }
                 }
-            }))
-            .buffer_unordered(IN_FLIGHT * 4)
-            .collect()
-            .await;
-        let mut ok = Vec::new();
-        for r in results {
-            match r {
-                Ok(x) => ok.push(x),
-                Err(idx) => unmapped.extend(idx),
+                Some(_) => {
+                    for &i in &g {
+                        p.add_command(Self::set_command(&full[i], entries[i].1, px))
+                            .ignore();
+                    }
+                }
             }
-        }
-        if !unmapped.is_empty() {
-            // The topology moved under us: next batch asks again.
-            *self.slot_map.write().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-        Ok((ok, unmapped))
+            p.query_async::<()>(&mut conn.clone())
+                .await
+                .map_err(|e| self.err(e))
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
     }
 
-    fn is_cluster(&self) -> bool {
-        matches!(self.conn, Conn::Cluster(_))
-    }
-
-    fn in_flight(&self) -> usize {
-        if self.is_cluster() {
-            IN_FLIGHT_CLUSTER
-        } else {
-            IN_FLIGHT
-        }
+    async fn delete_many_single(&self, full: &[String]) -> Result<u64> {
+        let Conn::Single(conn) = &self.conn else {
+            return Err(Error::new(ErrorKind::Backend, "not a single server"));
+        };
+        let counts = futures::stream::iter(Self::groups(full).into_iter().map(|g| async move {
+            let mut c = redis::cmd("UNLINK");
+            for &i in &g {
+                c.arg(&full[i]);
+            }
+            c.query_async::<u64>(&mut conn.clone())
+                .await
+                .map_err(|e| self.err(e))
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<u64>>()
+        .await?;
+        Ok(counts.into_iter().sum())
     }
 
     fn key(&self, k: &str) -> String {
@@ -465,46 +419,19 @@ impl RedisCache {
             .map(|d| (d.as_millis() as u64).max(1)))
     }
 
-    /// Indices of `keys` grouped so that each group may share one pipeline
-    /// (one group in single mode; one per hash slot in cluster mode).
-    fn groups(&self, keys: &[String]) -> Vec<Vec<usize>> {
-        if !self.is_cluster() {
-            return (0..keys.len())
-                .collect::<Vec<_>>()
-                .chunks(CHUNK)
-                .map(|c| c.to_vec())
-                .collect();
-        }
-        let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
-        for (i, k) in keys.iter().enumerate() {
-            by_slot.entry(hash_slot(k.as_bytes())).or_default().push(i);
-        }
-        by_slot
-            .into_values()
-            .flat_map(|v| v.chunks(CHUNK).map(|c| c.to_vec()).collect::<Vec<_>>())
+    /// Indices of `keys` in pipeline-sized groups (single server).
+    fn groups(keys: &[String]) -> Vec<Vec<usize>> {
+        (0..keys.len())
+            .collect::<Vec<_>>()
+            .chunks(CHUNK)
+            .map(|c| c.to_vec())
             .collect()
-    }
-
-    /// Slot groups of the given subset of indices (cluster fallback path).
-    fn groups_of(&self, keys: &[String], subset: Vec<usize>) -> Vec<Vec<usize>> {
-        let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
-        for i in subset {
-            by_slot
-                .entry(hash_slot(keys[i].as_bytes()))
-                .or_default()
-                .push(i);
-        }
-        by_slot.into_values().collect()
     }
 
     /// Direct connections to every master (the one server in single mode),
     /// opened on first use and reused until a connection error.
     async fn node_conns(&self) -> Result<Vec<MultiplexedConnection>> {
-        let urls = if self.is_cluster() {
-            self.master_urls().await?
-        } else {
-            vec![self.nodes[0].clone()]
-        };
+        let urls = self.master_urls().await?;
         let cached = |u: &String| {
             let cache = self.node_cache.lock().unwrap_or_else(|p| p.into_inner());
             cache.get(u).cloned()
@@ -557,40 +484,19 @@ impl RedisCache {
         }
     }
 
-    /// URLs of the cluster's masters, with the configured credentials.
+    /// URLs of the cluster's masters (from a slot map at most 1 s old),
+    /// with the configured credentials.
     async fn master_urls(&self) -> Result<Vec<String>> {
-        let text: String = self
-            .conn
-            .cmd(redis::cmd("CLUSTER").arg("NODES"))
+        let Conn::Cluster(c) = &self.conn else {
+            return Ok(vec![self.nodes[0].clone()]);
+        };
+        c.refresh(Duration::from_secs(1))
             .await
-            .map_err(|e| self.err(e))?;
-        let base = url::Url::parse(&self.nodes[0]).map_err(|e| {
-            Error::new(ErrorKind::InvalidUrl, "bad node URL")
-                .with_backend(BACKEND)
-                .set_source(e)
-        })?;
-        let mut urls = Vec::new();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 3 || !f[2].contains("master") || f[2].contains("fail") {
-                continue;
-            }
-            let addr = f[1].split('@').next().unwrap_or("");
-            let Some((host, port)) = addr.rsplit_once(':') else {
-                continue;
-            };
-            let (Ok(port), false) = (port.parse::<u16>(), host.is_empty()) else {
-                continue;
-            };
-            let mut u = base.clone();
-            if u.set_host(Some(host)).is_err() || u.set_port(Some(port)).is_err() {
-                continue;
-            }
-            urls.push(u.to_string());
-        }
+            .map_err(|e| e.with_context("endpoint", &self.endpoint))?;
+        let urls: Vec<String> = c.masters().iter().filter_map(|a| c.node_url(a)).collect();
         if urls.is_empty() {
             return Err(
-                Error::new(ErrorKind::Backend, "CLUSTER NODES listed no master")
+                Error::new(ErrorKind::Connection, "the cluster lists no master")
                     .with_backend(BACKEND)
                     .with_context("endpoint", &self.endpoint),
             );
@@ -693,6 +599,13 @@ fn redis_err(e: RedisError) -> Error {
     Error::new(kind, "").with_backend(BACKEND).set_source(e)
 }
 
+/// A reply of an unexpected type.
+fn parse_err(e: redis::ParsingError) -> Error {
+    Error::new(ErrorKind::Backend, "unexpected reply")
+        .with_backend(BACKEND)
+        .set_source(e)
+}
+
 fn bytes_of(v: Value) -> Option<Bytes> {
     match v {
         Value::BulkString(b) => Some(Bytes::from(b)),
@@ -737,10 +650,8 @@ impl Cache for RedisCache {
                 return Ok(v);
             }
             let r: Result<Option<Vec<u8>>> = self
-                .conn
-                .cmd(redis::cmd("GET").arg(full))
-                .await
-                .map_err(|e| self.err(e).with_context("key", key));
+                .one(&full, key, redis::cmd("GET").arg(&full).clone())
+                .await;
             let v = self.counters.track(r)?.map(Bytes::from);
             self.counters.read(std::slice::from_ref(&v));
             Ok(v)
@@ -755,12 +666,10 @@ impl Cache for RedisCache {
     ) -> CacheFuture<'a, ()> {
         CacheFuture::boxed(async move {
             let px = self.counters.track(self.px(ttl))?;
-            let c = Self::set_command(&self.key(key), value, px);
+            let full = self.key(key);
             let r: Result<()> = self
-                .conn
-                .cmd(&c)
-                .await
-                .map_err(|e| self.err(e).with_context("key", key));
+                .one(&full, key, Self::set_command(&full, value, px))
+                .await;
             self.counters.track(r)?;
             self.counters.set(1);
             Ok(())
@@ -769,11 +678,10 @@ impl Cache for RedisCache {
 
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         CacheFuture::boxed(async move {
+            let full = self.key(key);
             let r: Result<u64> = self
-                .conn
-                .cmd(redis::cmd("DEL").arg(self.key(key)))
-                .await
-                .map_err(|e| self.err(e).with_context("key", key));
+                .one(&full, key, redis::cmd("DEL").arg(&full).clone())
+                .await;
             let n = self.counters.track(r)?;
             self.counters.delete(n);
             Ok(n > 0)
@@ -782,11 +690,10 @@ impl Cache for RedisCache {
 
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         CacheFuture::boxed(async move {
+            let full = self.key(key);
             let r: Result<u64> = self
-                .conn
-                .cmd(redis::cmd("EXISTS").arg(self.key(key)))
-                .await
-                .map_err(|e| self.err(e).with_context("key", key));
+                .one(&full, key, redis::cmd("EXISTS").arg(&full).clone())
+                .await;
             Ok(self.counters.track(r)? > 0)
         })
     }
@@ -796,45 +703,23 @@ impl Cache for RedisCache {
             return Ok(Vec::new());
         }
         let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        let mut out = vec![None; keys.len()];
-        let groups = if self.is_cluster() {
-            let (done, rest) = self.counters.track(
-                self.per_node(&full, |p, idx| {
-                    for &i in idx {
-                        p.cmd("GET").arg(&full[i]);
-                    }
-                })
-                .await,
-            )?;
-            for (idx, vals) in done {
-                for (i, v) in idx.into_iter().zip(vals) {
-                    out[i] = bytes_of(v);
-                }
+        let out = match &self.conn {
+            Conn::Cluster(c) => {
+                let single = |i: usize| redis::cmd("GET").arg(&full[i]).clone();
+                let b = cluster::Batch {
+                    keys: &full,
+                    single: &single,
+                    multi: None,
+                };
+                let r: Result<Vec<Option<Bytes>>> = Self::cluster_run(c, &self.endpoint, &b)
+                    .await
+                    .into_iter()
+                    .map(|r| r.map(bytes_of))
+                    .collect();
+                self.counters.track(r)?
             }
-            self.groups_of(&full, rest)
-        } else {
-            self.groups(&full)
+            Conn::Single(_) => self.counters.track(self.get_many_single(&full).await)?,
         };
-        let results = futures::stream::iter(groups.into_iter().map(|g| {
-            let full = &full;
-            async move {
-                let mut c = redis::cmd("MGET");
-                for &i in &g {
-                    c.arg(&full[i]);
-                }
-                let vals: Vec<Value> = self.conn.cmd(&c).await.map_err(|e| self.err(e))?;
-                Ok::<_, Error>((g, vals))
-            }
-        }))
-        .buffer_unordered(self.in_flight())
-        .try_collect::<Vec<_>>()
-        .await;
-        let results = self.counters.track(results)?;
-        for (g, vals) in results {
-            for (i, v) in g.into_iter().zip(vals) {
-                out[i] = bytes_of(v);
-            }
-        }
         self.counters.read(&out);
         Ok(out)
     }
@@ -845,51 +730,37 @@ impl Cache for RedisCache {
         }
         let px = self.counters.track(self.px(ttl))?;
         let full: Vec<String> = entries.iter().map(|(k, _)| self.key(k)).collect();
-        let groups = if self.is_cluster() {
-            let (_, rest) = self.counters.track(
-                self.per_node(&full, |p, idx| {
-                    for &i in idx {
-                        p.add_command(Self::set_command(&full[i], entries[i].1, px));
-                    }
-                })
-                .await,
-            )?;
-            self.groups_of(&full, rest)
-        } else {
-            self.groups(&full)
+        let Conn::Cluster(c) = &self.conn else {
+            self.counters
+                .track(self.set_many_single(&full, entries, px).await)?;
+            self.counters.set(entries.len() as u64);
+            return Ok(());
         };
-        let r = futures::stream::iter(groups.into_iter().map(|g| {
-            let full = &full;
-            async move {
-                let mut p = redis::pipe();
-                match px {
-                    // Without a TTL, MSET: one command per 1,000 pairs, far
-                    // less work per key on both sides than a SET each.
-                    None => {
-                        for part in g.chunks(MSET_PAIRS) {
-                            let c = p.cmd("MSET");
-                            for &i in part {
-                                c.arg(&full[i]).arg(entries[i].1);
-                            }
-                            c.ignore();
-                        }
-                    }
-                    Some(_) => {
-                        for &i in &g {
-                            p.add_command(Self::set_command(&full[i], entries[i].1, px))
-                                .ignore();
-                        }
-                    }
-                }
-                self.conn.pipe::<()>(&p).await.map_err(|e| self.err(e))
+        let single = |i: usize| Self::set_command(&full[i], entries[i].1, px);
+        // Without a TTL, one MSET per slot group: far less work per key.
+        let mset = |idx: &[usize]| {
+            let mut c = redis::cmd("MSET");
+            for &i in idx {
+                c.arg(&full[i]).arg(entries[i].1);
             }
-        }))
-        .buffer_unordered(self.in_flight())
-        .try_collect::<Vec<()>>()
-        .await;
-        self.counters.track(r)?;
-        self.counters.set(entries.len() as u64);
-        Ok(())
+            c
+        };
+        let b = cluster::Batch {
+            keys: &full,
+            single: &single,
+            multi: if px.is_none() { Some(&mset) } else { None },
+        };
+        let failures: Vec<(usize, Error)> = Self::cluster_run(c, &self.endpoint, &b)
+            .await
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.err().map(|e| (i, e.with_context("key", entries[i].0))))
+            .collect();
+        self.counters.set((entries.len() - failures.len()) as u64);
+        if failures.is_empty() {
+            return Ok(());
+        }
+        self.counters.track::<()>(Err(Error::partial(failures)))
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
@@ -900,21 +771,23 @@ impl Cache for RedisCache {
         // UNLINK counts a key given twice once; so do we.
         full.sort();
         full.dedup();
-        let groups = self.groups(&full);
-        let r = futures::stream::iter(groups.into_iter().map(|g| {
-            let full = &full;
-            async move {
-                let mut c = redis::cmd("UNLINK");
-                for &i in &g {
-                    c.arg(&full[i]);
-                }
-                self.conn.cmd::<u64>(&c).await.map_err(|e| self.err(e))
+        let r = match &self.conn {
+            Conn::Cluster(c) => {
+                let single = |i: usize| redis::cmd("UNLINK").arg(&full[i]).clone();
+                let b = cluster::Batch {
+                    keys: &full,
+                    single: &single,
+                    multi: None,
+                };
+                Self::cluster_run(c, &self.endpoint, &b)
+                    .await
+                    .into_iter()
+                    .map(|r| r.and_then(|v| u64::from_redis_value(v).map_err(parse_err)))
+                    .sum::<Result<u64>>()
             }
-        }))
-        .buffer_unordered(self.in_flight())
-        .try_collect::<Vec<u64>>()
-        .await;
-        let n: u64 = self.counters.track(r)?.into_iter().sum();
+            Conn::Single(_) => self.delete_many_single(&full).await,
+        };
+        let n = self.counters.track(r)?;
         self.counters.delete(n);
         Ok(n)
     }
@@ -977,11 +850,10 @@ impl Cache for RedisCache {
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        let full = self.key(key);
         let r: Result<i64> = self
-            .conn
-            .cmd(redis::cmd("PTTL").arg(self.key(key)))
-            .await
-            .map_err(|e| self.err(e).with_context("key", key));
+            .one(&full, key, redis::cmd("PTTL").arg(&full).clone())
+            .await;
         Ok(match self.counters.track(r)? {
             -2 => None,
             -1 => Some(None),
@@ -1108,6 +980,10 @@ impl Cache for RedisCache {
             "expired_keys": sums.get("expired_keys"),
             "db_keys": sums.get("db_keys").copied().unwrap_or(0),
         }));
+        if let (Conn::Cluster(c), Some(serde_json::Value::Object(o))) = (&self.conn, &mut s.server)
+        {
+            o.insert("cluster".into(), c.stats());
+        }
         Ok(s)
     }
 }
