@@ -406,3 +406,320 @@ fn passwords_never_reach_summaries_stats_or_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!stderr(&out).contains(pw), "{}", stderr(&out));
 }
+
+/// Records of the cluster topology tests. Debug build, 2 cores: sized so
+/// that each case stays well under a minute yet the write outlasts the
+/// topology change (see the README's Redis Cluster notes).
+const TOPO_RECORDS: usize = 300_000;
+
+/// One topology test at a time: they time themselves, and share 2 cores.
+static TOPO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `{"key":"key:N","v":"<100 bytes>"}`: the line is the stored value.
+fn topo_line(i: usize) -> String {
+    format!("{{\"key\":\"key:{i}\",\"v\":\"{:0>100}\"}}", i)
+}
+
+fn topo_input(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("in.jsonl");
+    let mut body = String::with_capacity(n * 130);
+    for i in 0..n {
+        body.push_str(&topo_line(i));
+        body.push('\n');
+    }
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// A `unicache write` run in the background, killed if it outlives `limit`.
+struct Writer {
+    child: std::process::Child,
+    started: Instant,
+    summary: std::path::PathBuf,
+    rejects: std::path::PathBuf,
+}
+
+impl Writer {
+    fn start(dir: &std::path::Path, input: &std::path::Path, url: &str, tag: &str) -> Writer {
+        let summary = dir.join(format!("{tag}.summary.json"));
+        let rejects = dir.join(format!("{tag}.rejects.jsonl"));
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+            .args(["write", "-v", "--input"])
+            .arg(input)
+            .args(["--cache", url, "--output"])
+            .arg(&summary)
+            .arg("--rejects")
+            .arg(&rejects)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        Writer {
+            child,
+            started: Instant::now(),
+            summary,
+            rejects,
+        }
+    }
+
+    /// Waits up to `limit`; returns exit code, summary, stderr and duration.
+    fn finish(mut self, limit: Duration) -> (i32, serde_json::Value, String, Duration) {
+        let code = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st.code().unwrap_or(-1);
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("unicache write still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let took = self.started.elapsed();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        let s = serde_json::from_str(&std::fs::read_to_string(&self.summary).unwrap_or_default())
+            .unwrap_or(serde_json::Value::Null);
+        (code, s, err, took)
+    }
+
+    fn rejected_keys(path: &std::path::Path) -> std::collections::HashSet<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["record"]["key"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+}
+
+/// Reads keys `0..n` back: every written key has its value; returns how
+/// many were found and the cache's stats.
+async fn read_back(url: &str, n: usize, skip: &std::collections::HashSet<String>) -> usize {
+    let cache = unicache::open(url).await.unwrap();
+    let mut found = 0;
+    for start in (0..n).step_by(10_000) {
+        let keys: Vec<String> = (start..(start + 10_000).min(n))
+            .map(|i| format!("key:{i}"))
+            .collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let vals = cache.get_many(&refs).await.unwrap();
+        for (j, v) in vals.into_iter().enumerate() {
+            let i = start + j;
+            if skip.contains(&keys[j]) {
+                continue;
+            }
+            let v = v.unwrap_or_else(|| panic!("key:{i} missing"));
+            assert_eq!(v, topo_line(i).as_bytes(), "key:{i}");
+            found += 1;
+        }
+    }
+    found
+}
+
+/// The writer's `redis cluster ...: moved=N ...` line (logged at `-v`).
+fn routing_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| l.contains("slot_map_refreshes="))
+        .next_back()
+        .unwrap_or("no routing line")
+        .to_string()
+}
+
+/// A write with a topology change `change` started `delay` into it: exit 0,
+/// every key readable with its value, at most 3x the time without it.
+fn write_through(
+    cluster: &servers::Cluster,
+    change: impl FnOnce(&servers::Cluster) -> std::process::Child,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = topo_input(dir.path(), TOPO_RECORDS);
+    let base = cluster.url();
+    let (code, _, err, plain) = Writer::start(
+        dir.path(),
+        &input,
+        &format!("{base}?namespace=plain"),
+        "plain",
+    )
+    .finish(Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}");
+    let url = format!("{base}?namespace=moving");
+    let w = Writer::start(dir.path(), &input, &url, "moving");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let mut mover = change(cluster);
+    let (code, s, err, took) = w.finish(Duration::from_secs(120));
+    let write_end = t.elapsed();
+    let st = mover.wait().unwrap();
+    let moved_for = t.elapsed();
+    assert!(st.success(), "redis-cli failed");
+    assert_eq!(code, 0, "{err}\n{s}");
+    assert_eq!(s["records_written"], TOPO_RECORDS as u64, "{s}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let found = rt.block_on(read_back(&url, TOPO_RECORDS, &Default::default()));
+    assert_eq!(found, TOPO_RECORDS);
+    eprintln!(
+        "{TOPO_RECORDS} records: {plain:?} steady, {took:?} with the change \
+         (change running {moved_for:?}, write ended {write_end:?} after it began); {}",
+        routing_line(&err)
+    );
+    assert!(
+        took <= plain * 3 + Duration::from_secs(1),
+        "took {took:?} vs {plain:?} without the change"
+    );
+}
+
+#[test]
+fn cluster_write_survives_a_2000_slot_reshard() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    write_through(&c, |c| c.reshard(0, 1, 2000));
+}
+
+#[test]
+fn cluster_write_survives_adding_a_master_and_rebalancing() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = servers::redis_cluster_with(3, 0);
+    c.add_master();
+    write_through(&c, |c| c.rebalance());
+}
+
+#[test]
+fn cluster_write_survives_a_master_killed_mid_write() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = servers::redis_cluster_with(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let input = topo_input(dir.path(), TOPO_RECORDS);
+    let url = format!("{}?namespace=failover", c.url());
+    let victim = (0..c.nodes.len()).find(|&i| c.is_master(i)).unwrap();
+    let w = Writer::start(dir.path(), &input, &url, "failover");
+    std::thread::sleep(Duration::from_millis(400));
+    c.nodes[victim].kill();
+    let rejects = w.rejects.clone();
+    let (code, s, err, took) = w.finish(Duration::from_secs(60));
+    let (read, written, failed, skipped) = (
+        s["records_read"].as_u64().unwrap(),
+        s["records_written"].as_u64().unwrap(),
+        s["records_failed"].as_u64().unwrap(),
+        s["records_skipped"].as_u64().unwrap(),
+    );
+    assert_eq!(read, TOPO_RECORDS as u64, "{s}");
+    assert_eq!(read, written + failed + skipped, "{s}");
+    assert_eq!(code, if failed == 0 { 0 } else { 1 }, "{err}");
+    let rejected = Writer::rejected_keys(&rejects);
+    assert_eq!(rejected.len() as u64, failed, "{s}");
+    c.wait_ok();
+    // Read through a replica seed only (the promoted one's peers).
+    let replica = (0..c.nodes.len())
+        .find(|&i| i != victim && !c.is_master(i))
+        .unwrap();
+    let via_replica = format!("redis+cluster://{}?namespace=failover", c.addr(replica));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let found = rt.block_on(read_back(&via_replica, TOPO_RECORDS, &rejected));
+    assert_eq!(found as u64 + failed, TOPO_RECORDS as u64);
+    eprintln!(
+        "failover: {took:?}, written {written}, failed {failed}; {}",
+        routing_line(&err)
+    );
+}
+
+#[test]
+fn cluster_reads_during_a_reshard_never_miss() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = unicache::open(&format!("{}?namespace=reads", c.url()))
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..10_000).map(|i| format!("key:{i}")).collect();
+        let vals: Vec<String> = (0..10_000).map(topo_line).collect();
+        let entries: Vec<(&str, &[u8])> = keys
+            .iter()
+            .zip(&vals)
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        cache.set_many(&entries, None).await.unwrap();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let mut mover = c.reshard(0, 1, 2000);
+        let mut rounds = 0;
+        loop {
+            let got = cache.get_many(&refs).await.unwrap();
+            for (i, v) in got.iter().enumerate() {
+                assert_eq!(
+                    v.as_deref(),
+                    Some(vals[i].as_bytes()),
+                    "key:{i}, round {rounds}"
+                );
+            }
+            rounds += 1;
+            if mover.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "reshard still running"
+            );
+        }
+        assert!(mover.wait().unwrap().success());
+        let s = cache.stats().await.unwrap();
+        let routing = &s.server.as_ref().unwrap()["cluster"];
+        eprintln!(
+            "reads: {rounds} rounds of 10k in {:?}; {routing}",
+            t.elapsed()
+        );
+        assert!(routing["moved"].as_u64().unwrap() > 0, "{routing}");
+    });
+}
+
+#[test]
+fn cluster_down_fails_fast_then_recovers_without_reopening() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("{}?namespace=down&response_timeout=1s", c.url());
+        let cache = unicache::open(&url).await.unwrap();
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        cache.set_many(&entries, None).await.unwrap();
+        c.nodes[0].kill();
+        // Until the others mark it failed (node timeout 2 s), then CLUSTERDOWN.
+        let t = Instant::now();
+        let mut saw_down = false;
+        while t.elapsed() < Duration::from_secs(10) {
+            let call = Instant::now();
+            let r = cache.set_many(&entries, None).await;
+            assert!(
+                call.elapsed() < Duration::from_millis(2500),
+                "{:?}",
+                call.elapsed()
+            );
+            let e = r.unwrap_err();
+            for (_, f) in e.failures() {
+                assert!(f.is_transient(), "{f}");
+            }
+            if e.failures().len() == entries.len() {
+                saw_down = e
+                    .failures()
+                    .iter()
+                    .any(|(_, f)| f.to_string().contains("CLUSTERDOWN"));
+                if saw_down {
+                    break;
+                }
+            }
+        }
+        assert!(saw_down, "never saw CLUSTERDOWN");
+        c.nodes[0].restart(servers::redis_ready);
+        c.wait_ok();
+        cache.set_many(&entries, None).await.unwrap();
+        assert_eq!(cache.len().await.unwrap(), 1000);
+    });
+}

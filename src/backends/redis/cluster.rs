@@ -237,6 +237,20 @@ impl Cluster {
         })
     }
 
+    /// One line for the log: what this cluster connection has seen.
+    pub(super) fn summary(&self) -> String {
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "moved={} ask={} tryagain={} clusterdown={} slot_map_refreshes={}",
+            n(&c.moved),
+            n(&c.ask),
+            n(&c.tryagain),
+            n(&c.clusterdown),
+            n(&c.refreshes)
+        )
+    }
+
     /// Fetches the map again (from any node that answers), unless another
     /// call did so within `min_age`.
     pub(super) async fn refresh(&self, min_age: Duration) -> Result<()> {
@@ -269,6 +283,7 @@ impl Cluster {
                     *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(Instant::now());
                     self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("redis cluster: slot map refreshed from {addr}");
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
