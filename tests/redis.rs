@@ -723,3 +723,170 @@ fn cluster_down_fails_fast_then_recovers_without_reopening() {
         assert_eq!(cache.len().await.unwrap(), 1000);
     });
 }
+
+/// Every call on a cache whose server stopped answering (SIGSTOP) ends
+/// within about `response_timeout` (500 ms) with a Timeout-kind error
+/// naming host:port; after SIGCONT the same cache works again.
+async fn stopped_server_calls_time_out(cache: &dyn Cache, addr: &str) {
+    let bound = Duration::from_millis(800);
+    macro_rules! timed {
+        ($what:expr, $call:expr) => {{
+            let t = Instant::now();
+            let r = $call;
+            let took = t.elapsed();
+            assert!(took < bound, "{} took {took:?}", $what);
+            let e = r.expect_err($what);
+            let e = e.failures().first().map(|f| f.1.clone()).unwrap_or(e);
+            assert!(e.is_timeout(), "{}: {e}", $what);
+            assert!(e.to_string().contains(addr), "{}: {e}", $what);
+        }};
+    }
+    timed!("get", cache.get("k").await);
+    timed!("get again", cache.get("k").await);
+    timed!("set", cache.set("k", b"2", None).await);
+    timed!("get_many", cache.get_many(&["k", "j"]).await);
+    timed!("set_many", cache.set_many(&[("k", &b"3"[..])], None).await);
+    timed!("delete", cache.delete("k").await);
+    timed!("contains", cache.contains("k").await);
+    timed!("ttl", cache.ttl("k").await);
+}
+
+#[test]
+fn a_stopped_server_times_out_each_call_and_the_cache_recovers() {
+    let server = servers::redis_server();
+    let addr = format!("127.0.0.1:{}", server.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("redis://{addr}?namespace=stop&response_timeout=500ms");
+        let cache = unicache::open(&url).await.unwrap();
+        cache.set("k", b"1", None).await.unwrap();
+        server.signal(libc::SIGSTOP);
+        stopped_server_calls_time_out(cache.as_ref(), &addr).await;
+        server.signal(libc::SIGCONT);
+        let t = Instant::now();
+        while cache.get("k").await.is_err() {
+            assert!(t.elapsed() < Duration::from_secs(5), "no recovery");
+        }
+        cache.set("k", b"4", None).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"4"[..]));
+        assert_eq!(
+            cache.get_many(&["k"]).await.unwrap()[0].as_deref(),
+            Some(&b"4"[..])
+        );
+    });
+}
+
+#[test]
+fn a_stopped_cluster_master_times_out_each_call_and_the_cache_recovers() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("{}?namespace=stop&response_timeout=500ms", c.url());
+        let cache = unicache::open(&url).await.unwrap();
+        cache.set("k", b"1", None).await.unwrap();
+        let slot = unicache::backends::redis::hash_slot(b"stop:k");
+        let owner = (0..c.nodes.len())
+            .find(|&i| {
+                redis_cli(
+                    c.nodes[i].port,
+                    &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()],
+                ) == "1"
+            })
+            .unwrap();
+        c.nodes[owner].signal(libc::SIGSTOP);
+        stopped_server_calls_time_out(cache.as_ref(), &c.addr(owner)).await;
+        c.nodes[owner].signal(libc::SIGCONT);
+        let t = Instant::now();
+        while cache.get("k").await.is_err() {
+            assert!(t.elapsed() < Duration::from_secs(5), "no recovery");
+        }
+        cache.set("k", b"4", None).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"4"[..]));
+    });
+}
+
+#[test]
+fn huge_ttls_are_clamped_not_refused() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for cache in [single("hugettl").await, cluster("hugettl").await] {
+            let century = Duration::from_secs(100 * 365 * 86_400);
+            for ttl in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+                cache.set("k", b"v", Some(ttl)).await.unwrap();
+                let left = cache.ttl("k").await.unwrap().unwrap().unwrap();
+                assert!(left > century, "{left:?}");
+                cache
+                    .set_many(&[("a", &b"1"[..]), ("b", &b"2"[..])], Some(ttl))
+                    .await
+                    .unwrap();
+                assert!(cache.ttl("b").await.unwrap().unwrap().unwrap() > century);
+            }
+            assert_eq!(cache.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+            cache.clear().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn namespaces_never_overlap() {
+    use unicache::CacheOptions;
+    let port = shared_redis().port;
+    let url = format!("redis://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let open = |ns: &str| unicache::open_with(&url, CacheOptions::new().namespace(ns));
+        // `app:v2` would share keys with `app`: refused, saying why.
+        let e = open("app:v2").await.unwrap_err();
+        assert_eq!(e.kind(), unicache::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("\"app\""), "{e}");
+        // Glob characters in a namespace match only themselves in clear's SCAN.
+        let names = ["ovl", "ovl-v2", "o*", "o?l", "o[v]l", "o\\", "ov", "{ovl}"];
+        let mut caches = Vec::new();
+        for ns in names {
+            let c = open(ns).await.unwrap();
+            c.set_many(&[("user1", ns.as_bytes()), ("v2:user1", b"x")], None)
+                .await
+                .unwrap();
+            caches.push(c);
+        }
+        for (i, c) in caches.iter().enumerate() {
+            assert_eq!(c.len().await.unwrap(), 2, "{}", names[i]);
+            c.clear().await.unwrap();
+            assert_eq!(c.len().await.unwrap(), 0, "{}", names[i]);
+            for (j, other) in caches.iter().enumerate().skip(i + 1) {
+                assert_eq!(
+                    other.get("user1").await.unwrap().as_deref(),
+                    Some(names[j].as_bytes()),
+                    "clear of {} touched {}",
+                    names[i],
+                    names[j]
+                );
+                assert_eq!(other.len().await.unwrap(), 2, "{}", names[j]);
+            }
+        }
+        assert_eq!(redis_cli(port, &["GET", "ovl:user1"]), "");
+    });
+}
+
+#[test]
+fn hash_tag_namespaces_keep_one_slot_in_a_cluster() {
+    let c = shared_cluster();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = cluster("{tagged}").await;
+        let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        cache.set_many(&entries, None).await.unwrap();
+        let slot = unicache::backends::redis::hash_slot(b"{tagged}:k1").to_string();
+        let here: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|n| redis_cli(n.port, &["CLUSTER", "COUNTKEYSINSLOT", &slot]))
+            .collect();
+        assert!(here.contains(&"500".to_string()), "{here:?}");
+        assert_eq!(cache.len().await.unwrap(), 500);
+        cache.clear().await.unwrap();
+        assert_eq!(cache.len().await.unwrap(), 0);
+    });
+}

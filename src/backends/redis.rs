@@ -34,6 +34,35 @@ const MSET_PAIRS: usize = 1_000;
 const SCAN_COUNT: usize = 1_000;
 /// Redis's own bulk string limit (proto-max-bulk-len default).
 const MAX_VALUE: u64 = 512 * 1024 * 1024;
+/// The largest `PX` sent. Redis refuses a PX whose expiry (now + PX, in ms)
+/// overflows an i64 ("invalid expire time"); half of i64::MAX (about 146
+/// million years) always fits, so longer TTLs are clamped to it.
+const MAX_PX: u64 = (i64::MAX / 2) as u64;
+
+/// Milliseconds for `PX`: at least 1, at most [`MAX_PX`].
+fn px_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_PX)
+}
+
+/// Refuses a namespace that could share keys with another: keys are
+/// `NS:KEY`, so `app` and `app:v2` would overlap (`v2:x` in one is `x` in
+/// the other), and `clear` of `app` would delete `app:v2`'s keys.
+fn check_namespace(ns: Option<&str>) -> Result<()> {
+    match ns {
+        Some(ns) if ns.contains(':') => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "Redis namespace {ns:?} contains ':': keys are stored as NAMESPACE:KEY, so it \
+                 would share keys with namespace {:?}; use another separator ('-', '.', '/')",
+                ns.split(':').next().unwrap_or("")
+            ),
+        )
+        .with_backend(BACKEND)),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Clone)]
 enum Conn {
@@ -190,6 +219,7 @@ impl RedisCache {
             )
             .with_backend(BACKEND));
         }
+        check_namespace(options.namespace.as_deref())?;
         let certs = tls_certs(&tls_ca)?;
         let shown = endpoint.clone();
         let fail = move |e: RedisError| {
@@ -413,10 +443,7 @@ impl RedisCache {
     }
 
     fn px(&self, ttl: Option<Duration>) -> Result<Option<u64>> {
-        Ok(self
-            .options
-            .effective_ttl(ttl)?
-            .map(|d| (d.as_millis() as u64).max(1)))
+        Ok(self.options.effective_ttl(ttl)?.map(px_of))
     }
 
     /// Indices of `keys` in pipeline-sized groups (single server).
@@ -642,12 +669,27 @@ impl Cache for RedisCache {
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
         CacheFuture::boxed(async move {
             let full = self.key(key);
-            if let Some(d) = &self.direct
-                && let Some(v) = d.get(full.as_bytes()).await
-            {
-                let v = v.map(Bytes::from);
-                self.counters.read(std::slice::from_ref(&v));
-                return Ok(v);
+            if let Some(d) = &self.direct {
+                match d.get(full.as_bytes()).await {
+                    direct::Got::Value(v) => {
+                        let v = v.map(Bytes::from);
+                        self.counters.read(std::slice::from_ref(&v));
+                        return Ok(v);
+                    }
+                    // The time is spent: trying the other connection would
+                    // double it.
+                    direct::Got::TimedOut => {
+                        let e = Error::new(
+                            ErrorKind::Timeout,
+                            format!("no answer within {:?}", self.response_timeout),
+                        )
+                        .with_backend(BACKEND)
+                        .with_context("endpoint", &self.endpoint)
+                        .with_context("key", key);
+                        return self.counters.track(Err(e));
+                    }
+                    direct::Got::Elsewhere => {}
+                }
             }
             let r: Result<Option<Vec<u8>>> = self
                 .one(&full, key, redis::cmd("GET").arg(&full).clone())
@@ -1016,6 +1058,23 @@ mod tests {
     fn glob_is_escaped() {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
+
+    #[test]
+    fn px_is_clamped_to_what_redis_accepts() {
+        assert_eq!(px_of(Duration::MAX), MAX_PX);
+        assert_eq!(px_of(Duration::from_secs(u64::MAX)), MAX_PX);
+        assert_eq!(px_of(Duration::from_micros(10)), 1);
+        assert_eq!(px_of(Duration::from_millis(1500)), 1500);
+    }
+
+    #[test]
+    fn namespaces_with_colons_are_refused() {
+        let e = check_namespace(Some("app:v2")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("\"app\""), "{e}");
+        assert!(check_namespace(Some("{app}.v2")).is_ok());
+        assert!(check_namespace(None).is_ok());
+    }
 }
 
 /// A plain connection of our own for single-key GETs on one non-TLS server.
@@ -1059,6 +1118,16 @@ mod direct {
         /// last caller was cancelled mid-exchange and a reply may be in
         /// flight, so the connection is not trusted again.
         busy: bool,
+    }
+
+    /// What a direct GET came to.
+    pub(super) enum Got {
+        /// The value, or `None` when the key is absent.
+        Value(Option<Vec<u8>>),
+        /// No answer within the response timeout.
+        TimedOut,
+        /// Not answered here: use the other connection.
+        Elsewhere,
     }
 
     /// A reply we act on.
@@ -1203,9 +1272,19 @@ mod direct {
             Some(c)
         }
 
-        /// GET `key`: `Some(value or None)`, or `None` when the caller must
-        /// use its other connection (busy, down, or a reply not understood).
-        pub(super) async fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        /// GET `key` (see [`Got`]).
+        pub(super) async fn get(&self, key: &[u8]) -> Got {
+            match self.try_get(key).await {
+                Some(Ok(v)) => Got::Value(v),
+                Some(Err(())) => Got::TimedOut,
+                None => Got::Elsewhere,
+            }
+        }
+
+        /// `Some(Ok(value or None))`, `Some(Err(()))` when the server did
+        /// not answer in time, `None` when the caller must use its other
+        /// connection (busy, down, or a reply not understood).
+        async fn try_get(&self, key: &[u8]) -> Option<std::result::Result<Option<Vec<u8>>, ()>> {
             let mut st = self.state.try_lock().ok()?;
             if st.conn.as_ref().is_some_and(|c| c.busy) {
                 st.conn = None;
@@ -1230,8 +1309,8 @@ mod direct {
             conn.busy = false;
             match r {
                 Ok(Ok(mut r)) => match r.pop() {
-                    Some(Reply::Bulk(v)) => Some(Some(v)),
-                    Some(Reply::Nil) => Some(None),
+                    Some(Reply::Bulk(v)) => Some(Ok(Some(v))),
+                    Some(Reply::Nil) => Some(Ok(None)),
                     // An error reply (or anything else): the other connection
                     // will report it; this one is not trusted further.
                     _ => {
@@ -1239,7 +1318,12 @@ mod direct {
                         None
                     }
                 },
-                _ => {
+                Err(_) => {
+                    st.conn = None;
+                    st.failed_at = Some(Instant::now());
+                    Some(Err(()))
+                }
+                Ok(Err(_)) => {
                     st.conn = None;
                     st.failed_at = Some(Instant::now());
                     None

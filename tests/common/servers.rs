@@ -112,6 +112,13 @@ impl Process {
         }
     }
 
+    /// Sends `sig` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the process.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
     /// Starts it again on the same port (empty: no persistence).
     pub fn restart(&mut self, ready: fn(u16) -> bool) {
         self.kill();

@@ -381,8 +381,10 @@ impl Cluster {
                 pause = (pause * 2).min(Duration::from_millis(500));
             }
             if let Some(min_age) = r.refresh.take() {
-                // A failed refresh leaves the old map; the next round says why.
-                let _ = self.refresh(min_age).await;
+                // A failed refresh leaves the old map; the next round says
+                // why. A node that stopped answering must not stall it.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = tokio::time::timeout(left, self.refresh(min_age)).await;
             }
             r.pause = false;
         }
