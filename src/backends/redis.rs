@@ -315,7 +315,7 @@ impl RedisCache {
                 r.pop()
                     .unwrap_or_else(|| Err(Error::new(ErrorKind::Backend, "no reply")))
                     .map_err(|e| e.with_context("endpoint", &self.endpoint))
-                    .and_then(|v| T::from_redis_value(v).map_err(|e| parse_err(e.into())))
+                    .and_then(|v| T::from_redis_value(v).map_err(parse_err))
             }
         };
         v.map_err(|e| e.with_context("key", key))

@@ -85,12 +85,15 @@ struct Sent {
     asking: bool,
 }
 
+/// Builds one command for several entries of one slot.
+pub(super) type MultiCmd<'a> = &'a (dyn Fn(&[usize]) -> Cmd + Sync);
+
 /// What a batch asks: one command per entry, and optionally one command for
 /// several entries of one slot (MSET).
 pub(super) struct Batch<'a> {
     pub keys: &'a [String],
     pub single: &'a (dyn Fn(usize) -> Cmd + Sync),
-    pub multi: Option<&'a (dyn Fn(&[usize]) -> Cmd + Sync)>,
+    pub multi: Option<MultiCmd<'a>>,
 }
 
 /// Per-call state: what is pending, where, and why it last failed.
