@@ -752,27 +752,35 @@ async fn stopped_server_calls_time_out(cache: &dyn Cache, addr: &str) {
 
 #[test]
 fn a_stopped_server_times_out_each_call_and_the_cache_recovers() {
-    let server = servers::redis_server();
-    let addr = format!("127.0.0.1:{}", server.port);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let url = format!("redis://{addr}?namespace=stop&response_timeout=500ms");
-        let cache = unicache::open(&url).await.unwrap();
-        cache.set("k", b"1", None).await.unwrap();
-        server.signal(libc::SIGSTOP);
-        stopped_server_calls_time_out(cache.as_ref(), &addr).await;
-        server.signal(libc::SIGCONT);
-        let t = Instant::now();
-        while cache.get("k").await.is_err() {
-            assert!(t.elapsed() < Duration::from_secs(5), "no recovery");
-        }
-        cache.set("k", b"4", None).await.unwrap();
-        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"4"[..]));
-        assert_eq!(
-            cache.get_many(&["k"]).await.unwrap()[0].as_deref(),
-            Some(&b"4"[..])
-        );
-    });
+    // With a password too: the direct GET connection's AUTH must not wait twice.
+    for (server, auth) in [
+        (servers::redis_server(), String::new()),
+        (
+            servers::redis_auth_server(),
+            format!(":{}@", servers::REDIS_PASSWORD),
+        ),
+    ] {
+        let addr = format!("127.0.0.1:{}", server.port);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let url = format!("redis://{auth}{addr}?namespace=stop&response_timeout=500ms");
+            let cache = unicache::open(&url).await.unwrap();
+            cache.set("k", b"1", None).await.unwrap();
+            server.signal(libc::SIGSTOP);
+            stopped_server_calls_time_out(cache.as_ref(), &addr).await;
+            server.signal(libc::SIGCONT);
+            let t = Instant::now();
+            while cache.get("k").await.is_err() {
+                assert!(t.elapsed() < Duration::from_secs(5), "no recovery");
+            }
+            cache.set("k", b"4", None).await.unwrap();
+            assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"4"[..]));
+            assert_eq!(
+                cache.get_many(&["k"]).await.unwrap()[0].as_deref(),
+                Some(&b"4"[..])
+            );
+        });
+    }
 }
 
 #[test]

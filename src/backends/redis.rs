@@ -221,54 +221,14 @@ impl RedisCache {
         }
         check_namespace(options.namespace.as_deref())?;
         let certs = tls_certs(&tls_ca)?;
-        let shown = endpoint.clone();
-        let fail = move |e: RedisError| {
-            redis_err(e)
-                .with_context("endpoint", &shown)
-                .with_context("op", "connect")
-        };
-        // The manager retries its first connection; bound the whole attempt.
-        let deadline = connect_timeout + Duration::from_millis(250);
-        let connect = async {
-            if cluster {
-                let c = cluster::Cluster::connect(
-                    &nodes,
-                    certs.clone(),
-                    connect_timeout,
-                    response_timeout,
-                )
-                .await
-                .map_err(|e| {
-                    e.with_context("endpoint", &endpoint)
-                        .with_context("op", "connect")
-                })?;
-                Ok::<_, Error>(Conn::Cluster(Arc::new(c)))
-            } else {
-                let client = open_client(&nodes[0], &certs).map_err(&fail)?;
-                let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(Some(response_timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                Ok(Conn::Single(
-                    ConnectionManager::new_with_config(client, cfg)
-                        .await
-                        .map_err(&fail)?,
-                ))
-            }
-        };
-        let conn = match tokio::time::timeout(deadline, connect).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no answer within {connect_timeout:?}"),
-                )
-                .with_backend(BACKEND)
-                .with_context("endpoint", &endpoint)
-                .with_context("op", "connect"));
-            }
-        };
+        let conn = Self::open_conn(
+            &nodes,
+            cluster,
+            &certs,
+            (connect_timeout, response_timeout),
+            &endpoint,
+        )
+        .await?;
         let direct = if cluster {
             None
         } else {
@@ -293,6 +253,62 @@ impl RedisCache {
             node_cache: NodeCache::default(),
             direct,
         })
+    }
+
+    /// The connection manager, or the cluster with its first slot map;
+    /// bounded as a whole (the manager retries its first connection).
+    async fn open_conn(
+        nodes: &[String],
+        cluster: bool,
+        certs: &Certs,
+        (connect_timeout, response_timeout): (Duration, Duration),
+        endpoint: &str,
+    ) -> Result<Conn> {
+        let fail = |e: Error| {
+            e.with_context("endpoint", endpoint)
+                .with_context("op", "connect")
+        };
+        // A cluster may have to ask several seeds for its map.
+        let deadline = connect_timeout
+            + Duration::from_millis(250)
+            + if cluster {
+                response_timeout
+            } else {
+                Duration::ZERO
+            };
+        let connect = async {
+            if cluster {
+                let c = cluster::Cluster::connect(
+                    nodes,
+                    certs.clone(),
+                    connect_timeout,
+                    response_timeout,
+                )
+                .await
+                .map_err(fail)?;
+                return Ok(Conn::Cluster(Arc::new(c)));
+            }
+            let client = open_client(&nodes[0], certs).map_err(|e| fail(redis_err(e)))?;
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(response_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            let m = ConnectionManager::new_with_config(client, cfg)
+                .await
+                .map_err(|e| fail(redis_err(e)))?;
+            Ok::<_, Error>(Conn::Single(m))
+        };
+        match tokio::time::timeout(deadline, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(fail(
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {connect_timeout:?}"),
+                )
+                .with_backend(BACKEND),
+            )),
+        }
     }
 
     /// Runs one key's command: through the connection manager, or routed
@@ -1243,14 +1259,19 @@ mod direct {
             })
         }
 
-        async fn connect(&self) -> Option<Conn> {
-            let stream = tokio::time::timeout(
+        /// A connection, or `Err(true)` when the server did not answer in
+        /// time (`Err(false)`: refused or not understood).
+        async fn connect(&self) -> Result<Conn, bool> {
+            let stream = match tokio::time::timeout(
                 self.connect_timeout,
                 TcpStream::connect((self.host.as_str(), self.port)),
             )
             .await
-            .ok()?
-            .ok()?;
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) => return Err(false),
+                Err(_) => return Err(true),
+            };
             let _ = stream.set_nodelay(true);
             let mut c = Conn {
                 stream,
@@ -1263,13 +1284,13 @@ mod direct {
                     c.exchange(&self.handshake, self.handshake_replies),
                 )
                 .await
-                .ok()?
-                .ok()?;
+                .map_err(|_| true)?
+                .map_err(|_| false)?;
                 if replies.iter().any(|r| *r != Reply::Ok) {
-                    return None;
+                    return Err(false);
                 }
             }
-            Some(c)
+            Ok(c)
         }
 
         /// GET `key` (see [`Got`]).
@@ -1296,10 +1317,14 @@ mod direct {
                 {
                     return None;
                 }
-                st.conn = self.connect().await;
-                if st.conn.is_none() {
-                    st.failed_at = Some(Instant::now());
-                    return None;
+                match self.connect().await {
+                    Ok(c) => st.conn = Some(c),
+                    Err(timed_out) => {
+                        st.failed_at = Some(Instant::now());
+                        // The time is spent; the other connection would
+                        // wait as long again.
+                        return timed_out.then_some(Err(()));
+                    }
                 }
             }
             let conn = st.conn.as_mut()?;

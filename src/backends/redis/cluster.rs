@@ -449,21 +449,23 @@ impl Cluster {
                         asking: false,
                     });
                 }
-                if multi.len() == 1 {
+                for part in multi.chunks(MSET_PAIRS) {
                     node.push(Sent {
-                        idx: multi,
+                        idx: part.to_vec(),
                         asking: false,
                     });
-                } else {
-                    for part in multi.chunks(MSET_PAIRS) {
-                        node.push(Sent {
-                            idx: part.to_vec(),
-                            asking: false,
-                        });
-                    }
                 }
             }
         }
+        Self::pipelines(b, per_node)
+    }
+
+    /// Node pipelines of at most `CHUNK` commands, `ASKING` before each
+    /// command that follows an ASK.
+    fn pipelines(
+        b: &Batch<'_>,
+        per_node: HashMap<String, Vec<Sent>>,
+    ) -> Vec<(String, Pipeline, Vec<Sent>)> {
         let mut out = Vec::new();
         for (node, sent) in per_node {
             let mut sent = sent.into_iter().peekable();
