@@ -724,7 +724,8 @@ fn cluster_down_fails_fast_then_recovers_without_reopening() {
 }
 
 /// Every call on a cache whose server stopped answering (SIGSTOP) ends
-/// within about `response_timeout` (500 ms) with a Timeout-kind error
+/// within about `response_timeout` (500 ms; a call that must open a new
+/// connection: `connect_timeout`, 500 ms too) with a Timeout-kind error
 /// naming host:port; after SIGCONT the same cache works again.
 async fn stopped_server_calls_time_out(cache: &dyn Cache, addr: &str) {
     let bound = Duration::from_millis(800);
@@ -748,6 +749,9 @@ async fn stopped_server_calls_time_out(cache: &dyn Cache, addr: &str) {
     timed!("delete", cache.delete("k").await);
     timed!("contains", cache.contains("k").await);
     timed!("ttl", cache.ttl("k").await);
+    timed!("len", cache.len().await);
+    timed!("clear", cache.clear().await);
+    timed!("stats", cache.stats().await);
 }
 
 #[test]
@@ -763,7 +767,9 @@ fn a_stopped_server_times_out_each_call_and_the_cache_recovers() {
         let addr = format!("127.0.0.1:{}", server.port);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let url = format!("redis://{auth}{addr}?namespace=stop&response_timeout=500ms");
+            let url = format!(
+                "redis://{auth}{addr}?namespace=stop&response_timeout=500ms&connect_timeout=500ms"
+            );
             let cache = unicache::open(&url).await.unwrap();
             cache.set("k", b"1", None).await.unwrap();
             server.signal(libc::SIGSTOP);
@@ -789,7 +795,10 @@ fn a_stopped_cluster_master_times_out_each_call_and_the_cache_recovers() {
     let c = servers::redis_cluster_with(3, 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = format!("{}?namespace=stop&response_timeout=500ms", c.url());
+        let url = format!(
+            "{}?namespace=stop&response_timeout=500ms&connect_timeout=500ms",
+            c.url()
+        );
         let cache = unicache::open(&url).await.unwrap();
         cache.set("k", b"1", None).await.unwrap();
         let slot = unicache::backends::redis::hash_slot(b"stop:k");

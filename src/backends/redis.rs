@@ -100,7 +100,9 @@ type NodeCache = Arc<std::sync::Mutex<HashMap<String, MultiplexedConnection>>>;
 
 /// Forgets the cached node connections when `e` says a connection failed.
 fn forget_on_failure(cache: &NodeCache, e: &RedisError) {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
+    // Not on a timeout: the connection is still good (a late reply is
+    // matched and dropped), and a new one would wait connect_timeout again.
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
@@ -508,7 +510,7 @@ impl RedisCache {
     }
 
     /// Runs `f` over the connections to every master. When a kept connection
-    /// turned out dead (the server restarted since), `f` runs once more on
+    /// turned out dropped (the server restarted since), `f` runs once more on
     /// fresh ones: `f` must be safe to repeat (reads, SCAN+UNLINK, FLUSHDB).
     async fn on_nodes<T, Fut>(&self, f: impl Fn(Vec<MultiplexedConnection>) -> Fut) -> Result<T>
     where
@@ -520,9 +522,9 @@ impl RedisCache {
             .unwrap_or_else(|p| p.into_inner())
             .is_empty();
         match f(self.node_conns().await?).await {
-            Err(e) if reused && (e.is_connection() || e.is_timeout()) => {
-                f(self.node_conns().await?).await
-            }
+            // Not on a timeout: the server is slow, not restarted, and a
+            // second try would double the wait.
+            Err(e) if reused && e.is_connection() => f(self.node_conns().await?).await,
             r => r,
         }
     }

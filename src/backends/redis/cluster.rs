@@ -278,9 +278,18 @@ impl Cluster {
         candidates.extend(self.seeds.iter().cloned());
         let mut seen = std::collections::HashSet::new();
         candidates.retain(|a| seen.insert(a.clone()));
+        // All at once, first answer wins: a dead or stopped node must not
+        // hold the refresh up.
+        let mut asks: futures::stream::FuturesUnordered<_> = candidates
+            .into_iter()
+            .map(|addr| async move {
+                let r = self.fetch_map(&addr).await;
+                (addr, r)
+            })
+            .collect();
         let mut last = None;
-        for addr in candidates {
-            match self.fetch_map(&addr).await {
+        while let Some((addr, r)) = asks.next().await {
+            match r {
                 Ok(m) => {
                     *self.map.write().unwrap_or_else(|p| p.into_inner()) = m;
                     *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -302,8 +311,11 @@ impl Cluster {
         let v: Value = match redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await {
             Ok(v) => v,
             Err(e) => {
-                self.forget(addr);
-                return Err(redis_err(e).with_context("node", addr));
+                let e = redis_err(e).with_context("node", addr);
+                if e.is_connection() {
+                    self.forget(addr);
+                }
+                return Err(e);
             }
         };
         let mut m = SlotMap {
@@ -509,8 +521,10 @@ impl Cluster {
             match reply {
                 Ok(vals) => self.file(r, &node, sent, vals),
                 Err(e) => {
-                    if e.is_transient() {
+                    if e.is_connection() {
                         self.forget(&node);
+                    }
+                    if e.is_transient() {
                         r.refresh = Some(FAULT_REFRESH);
                         r.pause = true;
                     }
