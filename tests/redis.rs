@@ -553,10 +553,10 @@ fn write_through(
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     let mut mover = change(cluster);
+    let waiter = std::thread::spawn(move || (mover.wait().unwrap(), t.elapsed()));
     let (code, s, err, took) = w.finish(Duration::from_secs(120));
     let write_end = t.elapsed();
-    let st = mover.wait().unwrap();
-    let moved_for = t.elapsed();
+    let (st, moved_for) = waiter.join().unwrap();
     assert!(st.success(), "redis-cli failed");
     assert_eq!(code, 0, "{err}\n{s}");
     assert_eq!(s["records_written"], TOPO_RECORDS as u64, "{s}");
@@ -565,7 +565,7 @@ fn write_through(
     assert_eq!(found, TOPO_RECORDS);
     eprintln!(
         "{TOPO_RECORDS} records: {plain:?} steady, {took:?} with the change \
-         (change running {moved_for:?}, write ended {write_end:?} after it began); {}",
+         (the change ran {moved_for:?}, the write ended {write_end:?} after it began); {}",
         routing_line(&err)
     );
     assert!(
