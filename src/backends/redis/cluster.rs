@@ -114,15 +114,27 @@ fn node_error(kind: ErrorKind, msg: String, node: &str) -> Error {
         .with_context("node", node)
 }
 
-/// `slot host:port` of a MOVED/ASK; an empty host is the replying node's.
+/// `host:port`, with an IPv6 host in brackets (as URLs want it); an empty
+/// host is `from`'s (the node that answered).
+fn join_addr(host: &str, port: &str, from: &str) -> Option<String> {
+    let host = if host.is_empty() {
+        from.rsplit_once(':')?.0
+    } else {
+        host
+    };
+    Some(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// `slot host:port` of a MOVED/ASK.
 fn redirect(details: Option<&str>, from: &str) -> Option<(u16, String)> {
     let (slot, addr) = details?.split_once(' ')?;
     let slot: u16 = slot.parse().ok().filter(|s| *s < 16384)?;
-    let addr = match addr.strip_prefix(':') {
-        Some(port) => format!("{}:{port}", from.rsplit_once(':')?.0),
-        None => addr.to_string(),
-    };
-    Some((slot, addr))
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((slot, join_addr(host, port, from)?))
 }
 
 impl Cluster {
@@ -338,13 +350,7 @@ impl Cluster {
             let mut owners = f[2..].iter().filter_map(|n| match n {
                 Value::Array(n) => match (n.first(), n.get(1)) {
                     (Some(Value::BulkString(ip)), Some(Value::Int(port))) => {
-                        let ip = String::from_utf8_lossy(ip);
-                        let host = if ip.is_empty() {
-                            addr.rsplit_once(':')?.0.into()
-                        } else {
-                            ip
-                        };
-                        Some(format!("{host}:{port}"))
+                        join_addr(&String::from_utf8_lossy(ip), &port.to_string(), addr)
                     }
                     _ => None,
                 },
@@ -647,6 +653,14 @@ mod tests {
             Some((12, "10.0.0.1:6381".to_string()))
         );
         assert_eq!(redirect(Some("99999 h:1"), "x:1"), None);
+        assert_eq!(
+            redirect(Some("7 ::1:7001"), "[::1]:7000"),
+            Some((7, "[::1]:7001".to_string()))
+        );
+        assert_eq!(
+            redirect(Some("7 :7001"), "[::1]:7000"),
+            Some((7, "[::1]:7001".to_string()))
+        );
         assert_eq!(redirect(None, "x:1"), None);
     }
 }
