@@ -595,8 +595,9 @@ fn cluster_write_survives_a_master_killed_mid_write() {
     let mut c = servers::redis_cluster_with(3, 1);
     let dir = tempfile::tempdir().unwrap();
     let input = topo_input(dir.path(), TOPO_RECORDS);
-    let url = format!("{}?namespace=failover", c.url());
     let victim = (0..c.nodes.len()).find(|&i| c.is_master(i)).unwrap();
+    // Its only seed is the master about to die: it must know the rest.
+    let url = format!("redis+cluster://{}?namespace=failover", c.addr(victim));
     let w = Writer::start(dir.path(), &input, &url, "failover");
     std::thread::sleep(Duration::from_millis(400));
     c.nodes[victim].kill();

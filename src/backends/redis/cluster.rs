@@ -373,6 +373,7 @@ impl Cluster {
                 addr,
             ));
         }
+        m.nodes.sort();
         m.nodes.dedup();
         Ok(m)
     }
