@@ -907,3 +907,131 @@ fn hash_tag_namespaces_keep_one_slot_in_a_cluster() {
         assert_eq!(cache.len().await.unwrap(), 0);
     });
 }
+
+#[test]
+fn cluster_mset_batches_during_a_reshard_split_and_land() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = unicache::open(&format!("{}?namespace=mset", c.url()))
+            .await
+            .unwrap();
+        // 50k keys a batch: about 3 per slot, so each slot's keys go as one
+        // MSET, which a slot being migrated answers with TRYAGAIN or ASK.
+        let keys: Vec<String> = (0..50_000).map(|i| format!("key:{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let mut mover = c.reshard(0, 1, 2000);
+        let mut round = 0u32;
+        loop {
+            let vals: Vec<String> = (0..keys.len()).map(|i| format!("{round}:{i}")).collect();
+            let entries: Vec<(&str, &[u8])> = refs
+                .iter()
+                .zip(&vals)
+                .map(|(k, v)| (*k, v.as_bytes()))
+                .collect();
+            cache.set_many(&entries, None).await.unwrap();
+            let got = cache.get_many(&refs).await.unwrap();
+            for (i, v) in got.iter().enumerate() {
+                assert_eq!(
+                    v.as_deref(),
+                    Some(vals[i].as_bytes()),
+                    "key:{i} round {round}"
+                );
+            }
+            round += 1;
+            if mover.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "reshard still running"
+            );
+        }
+        assert!(mover.wait().unwrap().success());
+        let s = cache.stats().await.unwrap();
+        let routing = &s.server.as_ref().unwrap()["cluster"];
+        eprintln!(
+            "mset: {round} rounds of 50k in {:?}; {routing}",
+            t.elapsed()
+        );
+        assert!(routing["moved"].as_u64().unwrap() > 0, "{routing}");
+    });
+}
+
+#[test]
+fn cluster_mset_on_a_half_migrated_slot_gets_tryagain_and_still_lands() {
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = unicache::open(&format!("{}?namespace=half", c.url()))
+            .await
+            .unwrap();
+        cache
+            .set_many(&[("{t}a", &b"1"[..]), ("{t}b", &b"1"[..])], None)
+            .await
+            .unwrap();
+        let slot = unicache::backends::redis::hash_slot(b"half:{t}a").to_string();
+        let count = |i: usize| redis_cli(c.nodes[i].port, &["CLUSTER", "COUNTKEYSINSLOT", &slot]);
+        let from = (0..3).find(|&i| count(i) == "2").unwrap();
+        let to = (from + 1) % 3;
+        let (fp, tp) = (c.nodes[from].port, c.nodes[to].port);
+        // Half a migration, as `redis-cli --cluster reshard` does it: one of
+        // the two keys has moved, the slot is still the source's.
+        redis_cli(
+            tp,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &c.node_id(from)],
+        );
+        redis_cli(
+            fp,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &c.node_id(to)],
+        );
+        let port = tp.to_string();
+        let out = redis_cli(
+            fp,
+            &["MIGRATE", "127.0.0.1", &port, "half:{t}a", "0", "5000"],
+        );
+        assert_eq!(out, "OK");
+        // One MSET for the slot: TRYAGAIN (keys on both sides), then SETs, ASKed.
+        let entries = [
+            ("{t}a", &b"2"[..]),
+            ("{t}b", &b"2"[..]),
+            ("{t}c", &b"2"[..]),
+        ];
+        cache.set_many(&entries, None).await.unwrap();
+        let keys = ["{t}a", "{t}b", "{t}c"];
+        let two = Some(&b"2"[..]);
+        let got = cache.get_many(&keys).await.unwrap();
+        assert!(got.iter().all(|v| v.as_deref() == two), "{got:?}");
+        // Finish the migration; the next reads are MOVED.
+        let out = redis_cli(
+            fp,
+            &[
+                "MIGRATE",
+                "127.0.0.1",
+                &port,
+                "",
+                "0",
+                "5000",
+                "KEYS",
+                "half:{t}b",
+            ],
+        );
+        assert_eq!(out, "OK");
+        for n in &c.nodes {
+            redis_cli(
+                n.port,
+                &["CLUSTER", "SETSLOT", &slot, "NODE", &c.node_id(to)],
+            );
+        }
+        let got = cache.get_many(&keys).await.unwrap();
+        assert!(got.iter().all(|v| v.as_deref() == two), "{got:?}");
+        assert_eq!(cache.get("{t}c").await.unwrap().as_deref(), two);
+        let s = cache.stats().await.unwrap();
+        let routing = &s.server.as_ref().unwrap()["cluster"];
+        for what in ["tryagain", "ask", "moved"] {
+            assert!(routing[what].as_u64().unwrap() > 0, "no {what}: {routing}");
+        }
+    });
+}
