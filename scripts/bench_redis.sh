@@ -6,7 +6,9 @@
 #   `unicache write` of N JSONL records (parse incl.) - bar >= 0.7x
 #   single GET p50: redis-benchmark -c 1 -P 1 -t get vs unicache get (one connection)
 #
-#   ./scripts/bench_redis.sh [N=1000000] [RUNS=3]
+#   cluster write while 2,000 slots are resharded                - time, redirects
+#
+#   ./scripts/bench_redis.sh [N=1000000] [RUNS=3]     (SINGLE=0: cluster only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
@@ -33,6 +35,7 @@ rate() { python3 -c "import sys; print(round($N/(float(sys.argv[2])-float(sys.ar
 $U bench gen-resp --records "$N" > "$T/pipe.resp"
 $U bench gen --records "$N" > "$T/in.jsonl"
 
+if [ "${SINGLE:-1}" = 1 ]; then
 P=$(port); start "$P"
 echo "single server on 127.0.0.1:$P, $N records of 100 B"
 for r in $(seq "$RUNS"); do
@@ -58,6 +61,7 @@ ours = json.loads(sys.argv[2])
 print(f"run {sys.argv[3]}: GET p50 redis-benchmark {rb_p50:.1f} us | unicache {ours['p50_us']:.1f} us ({ours['p50_us']/rb_p50:.2f}x), p99 {ours['p99_us']:.1f} us")
 PY
 done
+fi
 
 # 3-master cluster.
 NODES=()
@@ -78,3 +82,26 @@ for r in $(seq "$RUNS"); do
     w=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["records_per_second"]))' "$T/s.json")
     echo "run $r: cluster set_many ${lib}/s | cluster unicache write ${w}/s"
 done
+
+# The same write while `redis-cli --cluster reshard` moves 2,000 slots from
+# the first master to the second, started 0.3 s in (issue 14's scenario).
+for n in "${NODES[@]}"; do redis-cli -p "${n#*:}" flushall >/dev/null; done
+t0=$(now)
+$U write -v --input "$T/in.jsonl" --cache "$CURL" --output "$T/s.json" >/dev/null 2>"$T/err.txt" &
+W=$!
+sleep 0.3
+id() { redis-cli -p "${1#*:}" cluster myid; }
+redis-cli --cluster reshard "${NODES[0]}" --cluster-from "$(id "${NODES[0]}")" --cluster-to "$(id "${NODES[1]}")" \
+    --cluster-slots 2000 --cluster-yes --cluster-pipeline 100 >/dev/null
+t1=$(now)
+wait "$W"
+t2=$(now)
+python3 - "$T/s.json" "$t0" "$t1" "$t2" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+t0, t1, t2 = map(float, sys.argv[2:])
+print(f"cluster write during a 2000-slot reshard: {s['records_written']:,} written, "
+      f"{s['records_failed']} failed in {s['duration_seconds']:.2f} s "
+      f"({s['records_per_second']:,.0f}/s); the reshard ended {t1-t0:.2f} s after the start")
+PY
+grep -m1 -o 'moved=.*' "$T/err.txt" || true

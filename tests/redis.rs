@@ -406,3 +406,632 @@ fn passwords_never_reach_summaries_stats_or_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!stderr(&out).contains(pw), "{}", stderr(&out));
 }
+
+/// Records of the cluster topology tests. Debug build, 2 cores: sized so
+/// that each case stays well under a minute yet the write outlasts the
+/// topology change (see the README's Redis Cluster notes).
+const TOPO_RECORDS: usize = 500_000;
+
+/// One topology test at a time: they time themselves, and share 2 cores.
+static TOPO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `{"key":"key:N","v":"<100 bytes>"}`: the line is the stored value.
+fn topo_line(i: usize) -> String {
+    format!("{{\"key\":\"key:{i}\",\"v\":\"{:0>100}\"}}", i)
+}
+
+fn topo_input(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("in.jsonl");
+    let mut body = String::with_capacity(n * 130);
+    for i in 0..n {
+        body.push_str(&topo_line(i));
+        body.push('\n');
+    }
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// A `unicache write` run in the background, killed if it outlives `limit`.
+struct Writer {
+    child: std::process::Child,
+    started: Instant,
+    summary: std::path::PathBuf,
+    rejects: std::path::PathBuf,
+}
+
+impl Writer {
+    fn start(dir: &std::path::Path, input: &std::path::Path, url: &str, tag: &str) -> Writer {
+        let summary = dir.join(format!("{tag}.summary.json"));
+        let rejects = dir.join(format!("{tag}.rejects.jsonl"));
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+            .args(["write", "-v", "--input"])
+            .arg(input)
+            .args(["--cache", url, "--output"])
+            .arg(&summary)
+            .arg("--rejects")
+            .arg(&rejects)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        Writer {
+            child,
+            started: Instant::now(),
+            summary,
+            rejects,
+        }
+    }
+
+    /// Waits up to `limit`; returns exit code, summary, stderr and duration.
+    fn finish(mut self, limit: Duration) -> (i32, serde_json::Value, String, Duration) {
+        let code = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st.code().unwrap_or(-1);
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("unicache write still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let took = self.started.elapsed();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        let s = serde_json::from_str(&std::fs::read_to_string(&self.summary).unwrap_or_default())
+            .unwrap_or(serde_json::Value::Null);
+        (code, s, err, took)
+    }
+
+    fn rejected_keys(path: &std::path::Path) -> std::collections::HashSet<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["record"]["key"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+}
+
+/// Reads keys `0..n` back: every written key has its value; returns how
+/// many were found and the cache's stats.
+async fn read_back(url: &str, n: usize, skip: &std::collections::HashSet<String>) -> usize {
+    let cache = unicache::open(url).await.unwrap();
+    let mut found = 0;
+    for start in (0..n).step_by(10_000) {
+        let keys: Vec<String> = (start..(start + 10_000).min(n))
+            .map(|i| format!("key:{i}"))
+            .collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let vals = cache.get_many(&refs).await.unwrap();
+        for (j, v) in vals.into_iter().enumerate() {
+            let i = start + j;
+            if skip.contains(&keys[j]) {
+                continue;
+            }
+            let v = v.unwrap_or_else(|| panic!("key:{i} missing"));
+            assert_eq!(v, topo_line(i).as_bytes(), "key:{i}");
+            found += 1;
+        }
+    }
+    found
+}
+
+/// The writer's `redis cluster ...: moved=N ...` line (logged at `-v`).
+fn routing_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rfind(|l| l.contains("slot_map_refreshes="))
+        .unwrap_or("no routing line")
+        .to_string()
+}
+
+/// A write with a topology change `change` started `delay` into it: exit 0,
+/// every key readable with its value, at most 3x the time without it.
+fn write_through(
+    cluster: &servers::Cluster,
+    change: impl FnOnce(&servers::Cluster) -> std::process::Child,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = topo_input(dir.path(), TOPO_RECORDS);
+    let base = cluster.url();
+    let (code, _, err, plain) = Writer::start(
+        dir.path(),
+        &input,
+        &format!("{base}?namespace=plain"),
+        "plain",
+    )
+    .finish(Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}");
+    let url = format!("{base}?namespace=moving");
+    let w = Writer::start(dir.path(), &input, &url, "moving");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let mut mover = change(cluster);
+    let waiter = std::thread::spawn(move || (mover.wait().unwrap(), t.elapsed()));
+    let (code, s, err, took) = w.finish(Duration::from_secs(120));
+    let write_end = t.elapsed();
+    let (st, moved_for) = waiter.join().unwrap();
+    assert!(st.success(), "redis-cli failed");
+    assert_eq!(code, 0, "{err}\n{s}");
+    assert_eq!(s["records_written"], TOPO_RECORDS as u64, "{s}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let found = rt.block_on(read_back(&url, TOPO_RECORDS, &Default::default()));
+    assert_eq!(found, TOPO_RECORDS);
+    eprintln!(
+        "{TOPO_RECORDS} records: {plain:?} steady, {took:?} with the change \
+         (the change ran {moved_for:?}, the write ended {write_end:?} after it began); {}",
+        routing_line(&err)
+    );
+    assert!(
+        took <= plain * 3 + Duration::from_secs(1),
+        "took {took:?} vs {plain:?} without the change"
+    );
+}
+
+#[test]
+fn cluster_write_survives_a_2000_slot_reshard() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    write_through(&c, |c| c.reshard(0, 1, 2000));
+}
+
+#[test]
+fn cluster_write_survives_adding_a_master_and_rebalancing() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = servers::redis_cluster_with(3, 0);
+    c.add_master();
+    write_through(&c, |c| c.rebalance());
+}
+
+#[test]
+fn cluster_write_survives_a_master_killed_mid_write() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = servers::redis_cluster_with(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let input = topo_input(dir.path(), TOPO_RECORDS);
+    let victim = (0..c.nodes.len()).find(|&i| c.is_master(i)).unwrap();
+    // Its only seed is the master about to die: it must know the rest.
+    let url = format!("redis+cluster://{}?namespace=failover", c.addr(victim));
+    let w = Writer::start(dir.path(), &input, &url, "failover");
+    std::thread::sleep(Duration::from_millis(400));
+    c.nodes[victim].kill();
+    let rejects = w.rejects.clone();
+    let (code, s, err, took) = w.finish(Duration::from_secs(60));
+    let (read, written, failed, skipped) = (
+        s["records_read"].as_u64().unwrap(),
+        s["records_written"].as_u64().unwrap(),
+        s["records_failed"].as_u64().unwrap(),
+        s["records_skipped"].as_u64().unwrap(),
+    );
+    assert_eq!(read, TOPO_RECORDS as u64, "{s}");
+    assert_eq!(read, written + failed + skipped, "{s}");
+    assert_eq!(code, if failed == 0 { 0 } else { 1 }, "{err}");
+    let rejected = Writer::rejected_keys(&rejects);
+    assert_eq!(rejected.len() as u64, failed, "{s}");
+    c.wait_ok();
+    // Read through a replica seed only (the promoted one's peers).
+    let replica = (0..c.nodes.len())
+        .find(|&i| i != victim && !c.is_master(i))
+        .unwrap();
+    let via_replica = format!("redis+cluster://{}?namespace=failover", c.addr(replica));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let found = rt.block_on(read_back(&via_replica, TOPO_RECORDS, &rejected));
+    assert_eq!(found as u64 + failed, TOPO_RECORDS as u64);
+    eprintln!(
+        "failover: {took:?}, written {written}, failed {failed}; {}",
+        routing_line(&err)
+    );
+}
+
+#[test]
+fn cluster_reads_during_a_reshard_never_miss() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = unicache::open(&format!("{}?namespace=reads", c.url()))
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..10_000).map(|i| format!("key:{i}")).collect();
+        let vals: Vec<String> = (0..10_000).map(topo_line).collect();
+        let entries: Vec<(&str, &[u8])> = keys
+            .iter()
+            .zip(&vals)
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        cache.set_many(&entries, None).await.unwrap();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let mut mover = c.reshard(0, 1, 2000);
+        let mut rounds = 0;
+        loop {
+            let got = cache.get_many(&refs).await.unwrap();
+            for (i, v) in got.iter().enumerate() {
+                assert_eq!(
+                    v.as_deref(),
+                    Some(vals[i].as_bytes()),
+                    "key:{i}, round {rounds}"
+                );
+            }
+            rounds += 1;
+            if mover.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "reshard still running"
+            );
+        }
+        assert!(mover.wait().unwrap().success());
+        let s = cache.stats().await.unwrap();
+        let routing = &s.server.as_ref().unwrap()["cluster"];
+        eprintln!(
+            "reads: {rounds} rounds of 10k in {:?}; {routing}",
+            t.elapsed()
+        );
+        assert!(routing["moved"].as_u64().unwrap() > 0, "{routing}");
+    });
+}
+
+#[test]
+fn cluster_down_fails_fast_then_recovers_without_reopening() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("{}?namespace=down&response_timeout=1s", c.url());
+        let cache = unicache::open(&url).await.unwrap();
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        cache.set_many(&entries, None).await.unwrap();
+        c.nodes[0].kill();
+        // Until the others mark it failed (node timeout 2 s), then CLUSTERDOWN.
+        let t = Instant::now();
+        let mut saw_down = false;
+        while t.elapsed() < Duration::from_secs(10) {
+            let call = Instant::now();
+            let r = cache.set_many(&entries, None).await;
+            assert!(
+                call.elapsed() < Duration::from_millis(2500),
+                "{:?}",
+                call.elapsed()
+            );
+            let e = r.unwrap_err();
+            for (_, f) in e.failures() {
+                assert!(f.is_transient(), "{f}");
+            }
+            if e.failures().len() == entries.len() {
+                saw_down = e
+                    .failures()
+                    .iter()
+                    .any(|(_, f)| f.to_string().contains("CLUSTERDOWN"));
+                if saw_down {
+                    break;
+                }
+            }
+        }
+        assert!(saw_down, "never saw CLUSTERDOWN");
+        c.nodes[0].restart(servers::redis_ready);
+        c.wait_ok();
+        cache.set_many(&entries, None).await.unwrap();
+        assert_eq!(cache.len().await.unwrap(), 1000);
+    });
+}
+
+/// Every call on a cache whose server stopped answering (SIGSTOP) ends
+/// within about `response_timeout` (500 ms; a call that must open a new
+/// connection: `connect_timeout`, 500 ms too) with a Timeout-kind error
+/// naming host:port; after SIGCONT the same cache works again.
+async fn stopped_server_calls_time_out(cache: &dyn Cache, addr: &str) {
+    let bound = Duration::from_millis(800);
+    macro_rules! timed {
+        ($what:expr, $call:expr) => {{
+            let t = Instant::now();
+            let r = $call;
+            let took = t.elapsed();
+            assert!(took < bound, "{} took {took:?}", $what);
+            let e = r.expect_err($what);
+            let e = e.failures().first().map(|f| f.1.clone()).unwrap_or(e);
+            assert!(e.is_timeout(), "{}: {e}", $what);
+            assert!(e.to_string().contains(addr), "{}: {e}", $what);
+        }};
+    }
+    timed!("get", cache.get("k").await);
+    timed!("get again", cache.get("k").await);
+    timed!("set", cache.set("k", b"2", None).await);
+    timed!("get_many", cache.get_many(&["k", "j"]).await);
+    timed!("set_many", cache.set_many(&[("k", &b"3"[..])], None).await);
+    timed!("delete", cache.delete("k").await);
+    timed!("contains", cache.contains("k").await);
+    timed!("ttl", cache.ttl("k").await);
+    timed!("len", cache.len().await);
+    timed!("clear", cache.clear().await);
+    timed!("stats", cache.stats().await);
+}
+
+#[test]
+fn a_stopped_server_times_out_each_call_and_the_cache_recovers() {
+    // With a password too: the direct GET connection's AUTH must not wait twice.
+    for (server, auth) in [
+        (servers::redis_server(), String::new()),
+        (
+            servers::redis_auth_server(),
+            format!(":{}@", servers::REDIS_PASSWORD),
+        ),
+    ] {
+        let addr = format!("127.0.0.1:{}", server.port);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let url = format!(
+                "redis://{auth}{addr}?namespace=stop&response_timeout=500ms&connect_timeout=500ms"
+            );
+            let cache = unicache::open(&url).await.unwrap();
+            cache.set("k", b"1", None).await.unwrap();
+            server.signal(libc::SIGSTOP);
+            stopped_server_calls_time_out(cache.as_ref(), &addr).await;
+            server.signal(libc::SIGCONT);
+            let t = Instant::now();
+            while cache.get("k").await.is_err() {
+                assert!(t.elapsed() < Duration::from_secs(5), "no recovery");
+            }
+            cache.set("k", b"4", None).await.unwrap();
+            assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"4"[..]));
+            assert_eq!(
+                cache.get_many(&["k"]).await.unwrap()[0].as_deref(),
+                Some(&b"4"[..])
+            );
+        });
+    }
+}
+
+#[test]
+fn a_stopped_cluster_master_times_out_each_call_and_the_cache_recovers() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!(
+            "{}?namespace=stop&response_timeout=500ms&connect_timeout=500ms",
+            c.url()
+        );
+        let cache = unicache::open(&url).await.unwrap();
+        cache.set("k", b"1", None).await.unwrap();
+        let slot = unicache::backends::redis::hash_slot(b"stop:k");
+        let owner = (0..c.nodes.len())
+            .find(|&i| {
+                redis_cli(
+                    c.nodes[i].port,
+                    &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()],
+                ) == "1"
+            })
+            .unwrap();
+        c.nodes[owner].signal(libc::SIGSTOP);
+        stopped_server_calls_time_out(cache.as_ref(), &c.addr(owner)).await;
+        c.nodes[owner].signal(libc::SIGCONT);
+        let t = Instant::now();
+        while cache.get("k").await.is_err() {
+            assert!(t.elapsed() < Duration::from_secs(5), "no recovery");
+        }
+        cache.set("k", b"4", None).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"4"[..]));
+    });
+}
+
+#[test]
+fn huge_ttls_are_clamped_not_refused() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for cache in [single("hugettl").await, cluster("hugettl").await] {
+            let century = Duration::from_secs(100 * 365 * 86_400);
+            for ttl in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+                cache.set("k", b"v", Some(ttl)).await.unwrap();
+                let left = cache.ttl("k").await.unwrap().unwrap().unwrap();
+                assert!(left > century, "{left:?}");
+                cache
+                    .set_many(&[("a", &b"1"[..]), ("b", &b"2"[..])], Some(ttl))
+                    .await
+                    .unwrap();
+                assert!(cache.ttl("b").await.unwrap().unwrap().unwrap() > century);
+            }
+            assert_eq!(cache.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+            cache.clear().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn namespaces_never_overlap() {
+    use unicache::CacheOptions;
+    let port = shared_redis().port;
+    let url = format!("redis://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let open = |ns: &str| unicache::open_with(&url, CacheOptions::new().namespace(ns));
+        // `app:v2` would share keys with `app`: refused, saying why.
+        let e = open("app:v2").await.unwrap_err();
+        assert_eq!(e.kind(), unicache::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("\"app\""), "{e}");
+        // Glob characters in a namespace match only themselves in clear's SCAN.
+        let names = ["ovl", "ovl-v2", "o*", "o?l", "o[v]l", "o\\", "ov", "{ovl}"];
+        let mut caches = Vec::new();
+        for ns in names {
+            let c = open(ns).await.unwrap();
+            c.set_many(&[("user1", ns.as_bytes()), ("v2:user1", b"x")], None)
+                .await
+                .unwrap();
+            caches.push(c);
+        }
+        for (i, c) in caches.iter().enumerate() {
+            assert_eq!(c.len().await.unwrap(), 2, "{}", names[i]);
+            c.clear().await.unwrap();
+            assert_eq!(c.len().await.unwrap(), 0, "{}", names[i]);
+            for (j, other) in caches.iter().enumerate().skip(i + 1) {
+                assert_eq!(
+                    other.get("user1").await.unwrap().as_deref(),
+                    Some(names[j].as_bytes()),
+                    "clear of {} touched {}",
+                    names[i],
+                    names[j]
+                );
+                assert_eq!(other.len().await.unwrap(), 2, "{}", names[j]);
+            }
+        }
+        assert_eq!(redis_cli(port, &["GET", "ovl:user1"]), "");
+    });
+}
+
+#[test]
+fn hash_tag_namespaces_keep_one_slot_in_a_cluster() {
+    let c = shared_cluster();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = cluster("{tagged}").await;
+        let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        cache.set_many(&entries, None).await.unwrap();
+        let slot = unicache::backends::redis::hash_slot(b"{tagged}:k1").to_string();
+        let here: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|n| redis_cli(n.port, &["CLUSTER", "COUNTKEYSINSLOT", &slot]))
+            .collect();
+        assert!(here.contains(&"500".to_string()), "{here:?}");
+        assert_eq!(cache.len().await.unwrap(), 500);
+        cache.clear().await.unwrap();
+        assert_eq!(cache.len().await.unwrap(), 0);
+    });
+}
+
+#[test]
+fn cluster_mset_batches_during_a_reshard_split_and_land() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = unicache::open(&format!("{}?namespace=mset", c.url()))
+            .await
+            .unwrap();
+        // 50k keys a batch: about 3 per slot, so each slot's keys go as one
+        // MSET, which a slot being migrated answers with TRYAGAIN or ASK.
+        let keys: Vec<String> = (0..50_000).map(|i| format!("key:{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let mut mover = c.reshard(0, 1, 2000);
+        let mut round = 0u32;
+        loop {
+            let vals: Vec<String> = (0..keys.len()).map(|i| format!("{round}:{i}")).collect();
+            let entries: Vec<(&str, &[u8])> = refs
+                .iter()
+                .zip(&vals)
+                .map(|(k, v)| (*k, v.as_bytes()))
+                .collect();
+            cache.set_many(&entries, None).await.unwrap();
+            let got = cache.get_many(&refs).await.unwrap();
+            for (i, v) in got.iter().enumerate() {
+                assert_eq!(
+                    v.as_deref(),
+                    Some(vals[i].as_bytes()),
+                    "key:{i} round {round}"
+                );
+            }
+            round += 1;
+            if mover.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "reshard still running"
+            );
+        }
+        assert!(mover.wait().unwrap().success());
+        let s = cache.stats().await.unwrap();
+        let routing = &s.server.as_ref().unwrap()["cluster"];
+        eprintln!(
+            "mset: {round} rounds of 50k in {:?}; {routing}",
+            t.elapsed()
+        );
+        assert!(routing["moved"].as_u64().unwrap() > 0, "{routing}");
+    });
+}
+
+#[test]
+fn cluster_mset_on_a_half_migrated_slot_gets_tryagain_and_still_lands() {
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = unicache::open(&format!("{}?namespace=half", c.url()))
+            .await
+            .unwrap();
+        cache
+            .set_many(&[("{t}a", &b"1"[..]), ("{t}b", &b"1"[..])], None)
+            .await
+            .unwrap();
+        let slot = unicache::backends::redis::hash_slot(b"half:{t}a").to_string();
+        let count = |i: usize| redis_cli(c.nodes[i].port, &["CLUSTER", "COUNTKEYSINSLOT", &slot]);
+        let from = (0..3).find(|&i| count(i) == "2").unwrap();
+        let to = (from + 1) % 3;
+        let (fp, tp) = (c.nodes[from].port, c.nodes[to].port);
+        // Half a migration, as `redis-cli --cluster reshard` does it: one of
+        // the two keys has moved, the slot is still the source's.
+        redis_cli(
+            tp,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &c.node_id(from)],
+        );
+        redis_cli(
+            fp,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &c.node_id(to)],
+        );
+        let port = tp.to_string();
+        let out = redis_cli(
+            fp,
+            &["MIGRATE", "127.0.0.1", &port, "half:{t}a", "0", "5000"],
+        );
+        assert_eq!(out, "OK");
+        // One MSET for the slot: TRYAGAIN (keys on both sides), then SETs, ASKed.
+        let entries = [
+            ("{t}a", &b"2"[..]),
+            ("{t}b", &b"2"[..]),
+            ("{t}c", &b"2"[..]),
+        ];
+        cache.set_many(&entries, None).await.unwrap();
+        let keys = ["{t}a", "{t}b", "{t}c"];
+        let two = Some(&b"2"[..]);
+        let got = cache.get_many(&keys).await.unwrap();
+        assert!(got.iter().all(|v| v.as_deref() == two), "{got:?}");
+        // Finish the migration; the next reads are MOVED.
+        let out = redis_cli(
+            fp,
+            &[
+                "MIGRATE",
+                "127.0.0.1",
+                &port,
+                "",
+                "0",
+                "5000",
+                "KEYS",
+                "half:{t}b",
+            ],
+        );
+        assert_eq!(out, "OK");
+        for n in &c.nodes {
+            redis_cli(
+                n.port,
+                &["CLUSTER", "SETSLOT", &slot, "NODE", &c.node_id(to)],
+            );
+        }
+        let got = cache.get_many(&keys).await.unwrap();
+        assert!(got.iter().all(|v| v.as_deref() == two), "{got:?}");
+        assert_eq!(cache.get("{t}c").await.unwrap().as_deref(), two);
+        let s = cache.stats().await.unwrap();
+        let routing = &s.server.as_ref().unwrap()["cluster"];
+        for what in ["tryagain", "ask", "moved"] {
+            assert!(routing[what].as_u64().unwrap() > 0, "no {what}: {routing}");
+        }
+    });
+}

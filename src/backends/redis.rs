@@ -1,9 +1,8 @@
 //! `redis://`, `rediss://` and `redis+cluster://`: Redis through redis-rs.
 //!
 //! Single server: a `ConnectionManager` (multiplexed, reconnects by itself).
-//! Cluster: redis-rs's async cluster connection (follows MOVED/ASK and slot
-//! changes); batches are grouped by hash slot because redis-rs refuses
-//! cross-slot pipelines, and the groups go out concurrently. Keys are
+//! Cluster: our own slot map and per-node pipelines (see `cluster`), which
+//! follow MOVED/ASK/TRYAGAIN and survive resharding and failover. Keys are
 //! `namespace:key` (exactly `key` without a namespace) and values raw bytes,
 //! so `redis-cli GET` reads what we wrote. `clear` only ever deletes keys
 //! under the namespace (SCAN MATCH + UNLINK on every master); flushing a
@@ -17,48 +16,64 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RetryMethod, Value};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisError, RetryMethod, Value};
 
 use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats};
 use crate::error::{Error, ErrorKind, Result};
+
+mod cluster;
 
 const BACKEND: &str = "redis";
 /// Commands per pipeline chunk; chunks of one batch are sent concurrently.
 const CHUNK: usize = 10_000;
 /// Pipelines in flight at once for one batch (single server).
 const IN_FLIGHT: usize = 8;
-/// Slot groups in flight at once in cluster mode: groups are small (a batch
-/// spreads over thousands of slots), so keep many on the wire.
-const IN_FLIGHT_CLUSTER: usize = 512;
 /// Pairs per MSET when a batch has no TTL.
 const MSET_PAIRS: usize = 1_000;
 /// Keys per SCAN step.
 const SCAN_COUNT: usize = 1_000;
 /// Redis's own bulk string limit (proto-max-bulk-len default).
 const MAX_VALUE: u64 = 512 * 1024 * 1024;
+/// The largest `PX` sent. Redis refuses a PX whose expiry (now + PX, in ms)
+/// overflows an i64 ("invalid expire time"); half of i64::MAX (about 146
+/// million years) always fits, so longer TTLs are clamped to it.
+const MAX_PX: u64 = (i64::MAX / 2) as u64;
+
+/// Milliseconds for `PX`: at least 1, at most [`MAX_PX`].
+fn px_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_PX)
+}
+
+/// Refuses a namespace that could share keys with another: keys are
+/// `NS:KEY`, so `app` and `app:v2` would overlap (`v2:x` in one is `x` in
+/// the other), and `clear` of `app` would delete `app:v2`'s keys.
+fn check_namespace(ns: Option<&str>) -> Result<()> {
+    match ns {
+        Some(ns) if ns.contains(':') => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "Redis namespace {ns:?} contains ':': keys are stored as NAMESPACE:KEY, so it \
+                 would share keys with namespace {:?}; use another separator ('-', '.', '/')",
+                ns.split(':').next().unwrap_or("")
+            ),
+        )
+        .with_backend(BACKEND)),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<cluster::Cluster>),
 }
 
-impl Conn {
-    async fn cmd<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
-        match self {
-            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
-        }
-    }
-
-    async fn pipe<T: FromRedisValue>(&self, p: &Pipeline) -> redis::RedisResult<T> {
-        match self {
-            Conn::Single(c) => p.query_async(&mut c.clone()).await,
-            Conn::Cluster(c) => p.query_async(&mut c.clone()).await,
-        }
-    }
-}
+#[cfg(feature = "tls")]
+type Certs = Option<redis::TlsCertificates>;
+#[cfg(not(feature = "tls"))]
+type Certs = Option<()>;
 
 /// A Redis server or cluster.
 pub struct RedisCache {
@@ -72,12 +87,7 @@ pub struct RedisCache {
     counters: Counters,
     connect_timeout: Duration,
     response_timeout: Duration,
-    #[cfg(feature = "tls")]
-    certs: Option<redis::TlsCertificates>,
-    #[cfg(not(feature = "tls"))]
-    certs: Option<()>,
-    /// Cluster mode: which master owns each slot (from CLUSTER SLOTS).
-    slot_map: std::sync::RwLock<Option<Arc<SlotMap>>>,
+    certs: Certs,
     /// Direct connections to each master (by URL) for the commands that go
     /// to every node (SCAN, DBSIZE, INFO, FLUSHDB), kept between calls and
     /// dropped after any connection error.
@@ -90,21 +100,12 @@ type NodeCache = Arc<std::sync::Mutex<HashMap<String, MultiplexedConnection>>>;
 
 /// Forgets the cached node connections when `e` says a connection failed.
 fn forget_on_failure(cache: &NodeCache, e: &RedisError) {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
+    // Not on a timeout: the connection is still good (a late reply is
+    // matched and dropped), and a new one would wait connect_timeout again.
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
-
-/// Slot -> index of its master, so a batch goes out as one pipeline per
-/// node instead of one per slot.
-struct SlotMap {
-    owner: Vec<u16>,
-}
-
-const NO_OWNER: u16 = u16::MAX;
-
-/// Replies of one per-node pipeline, or its indices when it must be redone.
-type PieceResult = std::result::Result<(Vec<usize>, Vec<Value>), Vec<usize>>;
 
 impl std::fmt::Debug for RedisCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,56 +221,16 @@ impl RedisCache {
             )
             .with_backend(BACKEND));
         }
+        check_namespace(options.namespace.as_deref())?;
         let certs = tls_certs(&tls_ca)?;
-        let shown = endpoint.clone();
-        let fail = move |e: RedisError| {
-            redis_err(e)
-                .with_context("endpoint", &shown)
-                .with_context("op", "connect")
-        };
-        // The manager retries its first connection; bound the whole attempt.
-        let deadline = connect_timeout + Duration::from_millis(250);
-        let connect = async {
-            if cluster {
-                #[allow(unused_mut)]
-                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                    .connection_timeout(connect_timeout)
-                    .response_timeout(response_timeout)
-                    .retries(2);
-                #[cfg(feature = "tls")]
-                if let Some(c) = certs.clone() {
-                    builder = builder.certs(c);
-                }
-                let client = builder.build().map_err(&fail)?;
-                Ok::<_, Error>(Conn::Cluster(
-                    client.get_async_connection().await.map_err(&fail)?,
-                ))
-            } else {
-                let client = open_client(&nodes[0], &certs).map_err(&fail)?;
-                let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(Some(response_timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                Ok(Conn::Single(
-                    ConnectionManager::new_with_config(client, cfg)
-                        .await
-                        .map_err(&fail)?,
-                ))
-            }
-        };
-        let conn = match tokio::time::timeout(deadline, connect).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no answer within {connect_timeout:?}"),
-                )
-                .with_backend(BACKEND)
-                .with_context("endpoint", &endpoint)
-                .with_context("op", "connect"));
-            }
-        };
+        let conn = Self::open_conn(
+            &nodes,
+            cluster,
+            &certs,
+            (connect_timeout, response_timeout),
+            &endpoint,
+        )
+        .await?;
         let direct = if cluster {
             None
         } else {
@@ -291,149 +252,190 @@ impl RedisCache {
             connect_timeout,
             response_timeout,
             certs,
-            slot_map: std::sync::RwLock::new(None),
             node_cache: NodeCache::default(),
             direct,
         })
     }
 
-    /// The cached slot map, or a fresh one from CLUSTER SLOTS.
-    async fn slot_map(&self, refresh: bool) -> Result<Arc<SlotMap>> {
-        if !refresh
-            && let Some(m) = self
-                .slot_map
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        {
-            return Ok(m);
-        }
-        let v: Value = self
-            .conn
-            .cmd(redis::cmd("CLUSTER").arg("SLOTS"))
-            .await
-            .map_err(|e| self.err(e))?;
-        let mut owner = vec![NO_OWNER; 16384];
-        let mut nodes: Vec<String> = Vec::new();
-        if let Value::Array(ranges) = v {
-            for r in ranges {
-                let Value::Array(f) = r else { continue };
-                let (Some(Value::Int(a)), Some(Value::Int(b)), Some(Value::Array(m))) =
-                    (f.first(), f.get(1), f.get(2))
-                else {
-                    continue;
-                };
-                let node = match (m.first(), m.get(1)) {
-                    (Some(Value::BulkString(ip)), Some(Value::Int(port))) => {
-                        format!("{}:{port}", String::from_utf8_lossy(ip))
-                    }
-                    _ => continue,
-                };
-                let idx = match nodes.iter().position(|n| *n == node) {
-                    Some(i) => i,
-                    None => {
-                        nodes.push(node);
-                        nodes.len() - 1
-                    }
-                } as u16;
-                for slot in (*a).clamp(0, 16383)..=(*b).clamp(0, 16383) {
-                    owner[slot as usize] = idx;
-                }
+    /// The connection manager, or the cluster with its first slot map;
+    /// bounded as a whole (the manager retries its first connection).
+    async fn open_conn(
+        nodes: &[String],
+        cluster: bool,
+        certs: &Certs,
+        (connect_timeout, response_timeout): (Duration, Duration),
+        endpoint: &str,
+    ) -> Result<Conn> {
+        let fail = |e: Error| {
+            e.with_context("endpoint", endpoint)
+                .with_context("op", "connect")
+        };
+        // A cluster may have to ask several seeds for its map.
+        let deadline = connect_timeout
+            + Duration::from_millis(250)
+            + if cluster {
+                response_timeout
+            } else {
+                Duration::ZERO
+            };
+        let connect = async {
+            if cluster {
+                let c = cluster::Cluster::connect(
+                    nodes,
+                    certs.clone(),
+                    connect_timeout,
+                    response_timeout,
+                )
+                .await
+                .map_err(fail)?;
+                return Ok(Conn::Cluster(Arc::new(c)));
             }
+            let client = open_client(&nodes[0], certs).map_err(|e| fail(redis_err(e)))?;
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(response_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            let m = ConnectionManager::new_with_config(client, cfg)
+                .await
+                .map_err(|e| fail(redis_err(e)))?;
+            Ok::<_, Error>(Conn::Single(m))
+        };
+        match tokio::time::timeout(deadline, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(fail(
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {connect_timeout:?}"),
+                )
+                .with_backend(BACKEND),
+            )),
         }
-        let m = Arc::new(SlotMap { owner });
-        *self.slot_map.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
-        Ok(m)
     }
 
-    /// Cluster batches: one pipeline per master (routed by one of its
-    /// slots), built by `build` from entry indices. Returns the replies per
-    /// piece; pieces refused (MOVED after a resharding, node down) come back
-    /// in the second list, to be redone through redis-rs's own routing.
-    async fn per_node<F>(
+    /// Runs one key's command: through the connection manager, or routed
+    /// in the cluster (redirects followed, bounded by the response timeout).
+    async fn one<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd) -> Result<T> {
+        let v = match &self.conn {
+            Conn::Single(c) => cmd
+                .query_async(&mut c.clone())
+                .await
+                .map_err(|e| self.err(e)),
+            Conn::Cluster(c) => {
+                let keys = [full.to_string()];
+                let single = |_| cmd.clone();
+                let b = cluster::Batch {
+                    keys: &keys,
+                    single: &single,
+                    multi: None,
+                };
+                let mut r = c.run(&b).await;
+                r.pop()
+                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Backend, "no reply")))
+                    .map_err(|e| e.with_context("endpoint", &self.endpoint))
+                    .and_then(|v| T::from_redis_value(v).map_err(parse_err))
+            }
+        };
+        v.map_err(|e| e.with_context("key", key))
+    }
+
+    /// Cluster batch: one result per key, errors carrying the endpoint.
+    async fn cluster_run(
+        c: &cluster::Cluster,
+        endpoint: &str,
+        b: &cluster::Batch<'_>,
+    ) -> Vec<Result<Value>> {
+        c.run(b)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|e| e.with_context("endpoint", endpoint)))
+            .collect()
+    }
+
+    async fn get_many_single(&self, full: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let Conn::Single(conn) = &self.conn else {
+            return Err(Error::new(ErrorKind::Backend, "not a single server"));
+        };
+        let mut out = vec![None; full.len()];
+        let results = futures::stream::iter(Self::groups(full).into_iter().map(|g| async move {
+            let mut c = redis::cmd("MGET");
+            for &i in &g {
+                c.arg(&full[i]);
+            }
+            let vals: Vec<Value> = c
+                .query_async(&mut conn.clone())
+                .await
+                .map_err(|e| self.err(e))?;
+            Ok::<_, Error>((g, vals))
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await?;
+        for (g, vals) in results {
+            for (i, v) in g.into_iter().zip(vals) {
+                out[i] = bytes_of(v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_many_single(
         &self,
         full: &[String],
-        build: F,
-    ) -> Result<(Vec<(Vec<usize>, Vec<Value>)>, Vec<usize>)>
-    where
-        F: Fn(&mut Pipeline, &[usize]) + Sync,
-    {
-        let Conn::Cluster(conn) = &self.conn else {
-            return Ok((Vec::new(), (0..full.len()).collect()));
+        entries: &[(&str, &[u8])],
+        px: Option<u64>,
+    ) -> Result<()> {
+        let Conn::Single(conn) = &self.conn else {
+            return Err(Error::new(ErrorKind::Backend, "not a single server"));
         };
-        let map = self.slot_map(false).await?;
-        let mut by_node: HashMap<u16, (u16, Vec<usize>)> = HashMap::new();
-        let mut unmapped = Vec::new();
-        for (i, k) in full.iter().enumerate() {
-            let slot = hash_slot(k.as_bytes());
-            match map.owner[slot as usize] {
-                NO_OWNER => unmapped.push(i),
-                n => by_node
-                    .entry(n)
-                    .or_insert_with(|| (slot, Vec::new()))
-                    .1
-                    .push(i),
-            }
-        }
-        let pieces: Vec<(u16, Vec<usize>)> = by_node
-            .into_values()
-            .flat_map(|(slot, idx)| {
-                idx.chunks(CHUNK)
-                    .map(|c| (slot, c.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let build = &build;
-        let results: Vec<PieceResult> =
-            futures::stream::iter(pieces.into_iter().map(|(slot, idx)| {
-                let mut conn = conn.clone();
-                async move {
-                    let mut p = redis::pipe();
-                    build(&mut p, &idx);
-                    let route = redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
-                        redis::cluster_routing::Route::new(
-                            slot,
-                            redis::cluster_routing::SlotAddr::Master,
-                        ),
-                    );
-                    match conn.route_pipeline(p, 0, idx.len(), route).await {
-                        Ok(vals)
-                            if vals.len() == idx.len()
-                                && !vals.iter().any(|v| matches!(v, Value::ServerError(_))) =>
-                        {
-                            Ok((idx, vals))
+        futures::stream::iter(Self::groups(full).into_iter().map(|g| async move {
+            let mut p = redis::pipe();
+            match px {
+                // Without a TTL, MSET: one command per 1,000 pairs, far
+                // less work per key on both sides than a SET each.
+                None => {
+                    for part in g.chunks(MSET_PAIRS) {
+                        let c = p.cmd("MSET");
+                        for &i in part {
+                            c.arg(&full[i]).arg(entries[i].1);
                         }
-                        _ => Err(idx),
+                        c.ignore();
                     }
                 }
-            }))
-            .buffer_unordered(IN_FLIGHT * 4)
-            .collect()
-            .await;
-        let mut ok = Vec::new();
-        for r in results {
-            match r {
-                Ok(x) => ok.push(x),
-                Err(idx) => unmapped.extend(idx),
+                Some(_) => {
+                    for &i in &g {
+                        p.add_command(Self::set_command(&full[i], entries[i].1, px))
+                            .ignore();
+                    }
+                }
             }
-        }
-        if !unmapped.is_empty() {
-            // The topology moved under us: next batch asks again.
-            *self.slot_map.write().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-        Ok((ok, unmapped))
+            p.query_async::<()>(&mut conn.clone())
+                .await
+                .map_err(|e| self.err(e))
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
     }
 
-    fn is_cluster(&self) -> bool {
-        matches!(self.conn, Conn::Cluster(_))
-    }
-
-    fn in_flight(&self) -> usize {
-        if self.is_cluster() {
-            IN_FLIGHT_CLUSTER
-        } else {
-            IN_FLIGHT
-        }
+    async fn delete_many_single(&self, full: &[String]) -> Result<u64> {
+        let Conn::Single(conn) = &self.conn else {
+            return Err(Error::new(ErrorKind::Backend, "not a single server"));
+        };
+        let counts = futures::stream::iter(Self::groups(full).into_iter().map(|g| async move {
+            let mut c = redis::cmd("UNLINK");
+            for &i in &g {
+                c.arg(&full[i]);
+            }
+            c.query_async::<u64>(&mut conn.clone())
+                .await
+                .map_err(|e| self.err(e))
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<u64>>()
+        .await?;
+        Ok(counts.into_iter().sum())
     }
 
     fn key(&self, k: &str) -> String {
@@ -459,52 +461,22 @@ impl RedisCache {
     }
 
     fn px(&self, ttl: Option<Duration>) -> Result<Option<u64>> {
-        Ok(self
-            .options
-            .effective_ttl(ttl)?
-            .map(|d| (d.as_millis() as u64).max(1)))
+        Ok(self.options.effective_ttl(ttl)?.map(px_of))
     }
 
-    /// Indices of `keys` grouped so that each group may share one pipeline
-    /// (one group in single mode; one per hash slot in cluster mode).
-    fn groups(&self, keys: &[String]) -> Vec<Vec<usize>> {
-        if !self.is_cluster() {
-            return (0..keys.len())
-                .collect::<Vec<_>>()
-                .chunks(CHUNK)
-                .map(|c| c.to_vec())
-                .collect();
-        }
-        let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
-        for (i, k) in keys.iter().enumerate() {
-            by_slot.entry(hash_slot(k.as_bytes())).or_default().push(i);
-        }
-        by_slot
-            .into_values()
-            .flat_map(|v| v.chunks(CHUNK).map(|c| c.to_vec()).collect::<Vec<_>>())
+    /// Indices of `keys` in pipeline-sized groups (single server).
+    fn groups(keys: &[String]) -> Vec<Vec<usize>> {
+        (0..keys.len())
+            .collect::<Vec<_>>()
+            .chunks(CHUNK)
+            .map(|c| c.to_vec())
             .collect()
-    }
-
-    /// Slot groups of the given subset of indices (cluster fallback path).
-    fn groups_of(&self, keys: &[String], subset: Vec<usize>) -> Vec<Vec<usize>> {
-        let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
-        for i in subset {
-            by_slot
-                .entry(hash_slot(keys[i].as_bytes()))
-                .or_default()
-                .push(i);
-        }
-        by_slot.into_values().collect()
     }
 
     /// Direct connections to every master (the one server in single mode),
     /// opened on first use and reused until a connection error.
     async fn node_conns(&self) -> Result<Vec<MultiplexedConnection>> {
-        let urls = if self.is_cluster() {
-            self.master_urls().await?
-        } else {
-            vec![self.nodes[0].clone()]
-        };
+        let urls = self.master_urls().await?;
         let cached = |u: &String| {
             let cache = self.node_cache.lock().unwrap_or_else(|p| p.into_inner());
             cache.get(u).cloned()
@@ -538,7 +510,7 @@ impl RedisCache {
     }
 
     /// Runs `f` over the connections to every master. When a kept connection
-    /// turned out dead (the server restarted since), `f` runs once more on
+    /// turned out dropped (the server restarted since), `f` runs once more on
     /// fresh ones: `f` must be safe to repeat (reads, SCAN+UNLINK, FLUSHDB).
     async fn on_nodes<T, Fut>(&self, f: impl Fn(Vec<MultiplexedConnection>) -> Fut) -> Result<T>
     where
@@ -550,47 +522,26 @@ impl RedisCache {
             .unwrap_or_else(|p| p.into_inner())
             .is_empty();
         match f(self.node_conns().await?).await {
-            Err(e) if reused && (e.is_connection() || e.is_timeout()) => {
-                f(self.node_conns().await?).await
-            }
+            // Not on a timeout: the server is slow, not restarted, and a
+            // second try would double the wait.
+            Err(e) if reused && e.is_connection() => f(self.node_conns().await?).await,
             r => r,
         }
     }
 
-    /// URLs of the cluster's masters, with the configured credentials.
+    /// URLs of the cluster's masters (from a slot map at most 1 s old),
+    /// with the configured credentials.
     async fn master_urls(&self) -> Result<Vec<String>> {
-        let text: String = self
-            .conn
-            .cmd(redis::cmd("CLUSTER").arg("NODES"))
+        let Conn::Cluster(c) = &self.conn else {
+            return Ok(vec![self.nodes[0].clone()]);
+        };
+        c.refresh(Duration::from_secs(1))
             .await
-            .map_err(|e| self.err(e))?;
-        let base = url::Url::parse(&self.nodes[0]).map_err(|e| {
-            Error::new(ErrorKind::InvalidUrl, "bad node URL")
-                .with_backend(BACKEND)
-                .set_source(e)
-        })?;
-        let mut urls = Vec::new();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 3 || !f[2].contains("master") || f[2].contains("fail") {
-                continue;
-            }
-            let addr = f[1].split('@').next().unwrap_or("");
-            let Some((host, port)) = addr.rsplit_once(':') else {
-                continue;
-            };
-            let (Ok(port), false) = (port.parse::<u16>(), host.is_empty()) else {
-                continue;
-            };
-            let mut u = base.clone();
-            if u.set_host(Some(host)).is_err() || u.set_port(Some(port)).is_err() {
-                continue;
-            }
-            urls.push(u.to_string());
-        }
+            .map_err(|e| e.with_context("endpoint", &self.endpoint))?;
+        let urls: Vec<String> = c.masters().iter().filter_map(|a| c.node_url(a)).collect();
         if urls.is_empty() {
             return Err(
-                Error::new(ErrorKind::Backend, "CLUSTER NODES listed no master")
+                Error::new(ErrorKind::Connection, "the cluster lists no master")
                     .with_backend(BACKEND)
                     .with_context("endpoint", &self.endpoint),
             );
@@ -693,6 +644,13 @@ fn redis_err(e: RedisError) -> Error {
     Error::new(kind, "").with_backend(BACKEND).set_source(e)
 }
 
+/// A reply of an unexpected type.
+fn parse_err(e: redis::ParsingError) -> Error {
+    Error::new(ErrorKind::Backend, "unexpected reply")
+        .with_backend(BACKEND)
+        .set_source(e)
+}
+
 fn bytes_of(v: Value) -> Option<Bytes> {
     match v {
         Value::BulkString(b) => Some(Bytes::from(b)),
@@ -729,18 +687,31 @@ impl Cache for RedisCache {
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
         CacheFuture::boxed(async move {
             let full = self.key(key);
-            if let Some(d) = &self.direct
-                && let Some(v) = d.get(full.as_bytes()).await
-            {
-                let v = v.map(Bytes::from);
-                self.counters.read(std::slice::from_ref(&v));
-                return Ok(v);
+            if let Some(d) = &self.direct {
+                match d.get(full.as_bytes()).await {
+                    direct::Got::Value(v) => {
+                        let v = v.map(Bytes::from);
+                        self.counters.read(std::slice::from_ref(&v));
+                        return Ok(v);
+                    }
+                    // The time is spent: trying the other connection would
+                    // double it.
+                    direct::Got::TimedOut => {
+                        let e = Error::new(
+                            ErrorKind::Timeout,
+                            format!("no answer within {:?}", self.response_timeout),
+                        )
+                        .with_backend(BACKEND)
+                        .with_context("endpoint", &self.endpoint)
+                        .with_context("key", key);
+                        return self.counters.track(Err(e));
+                    }
+                    direct::Got::Elsewhere => {}
+                }
             }
             let r: Result<Option<Vec<u8>>> = self
-                .conn
-                .cmd(redis::cmd("GET").arg(full))
-                .await
-                .map_err(|e| self.err(e).with_context("key", key));
+                .one(&full, key, redis::cmd("GET").arg(&full).clone())
+                .await;
             let v = self.counters.track(r)?.map(Bytes::from);
             self.counters.read(std::slice::from_ref(&v));
             Ok(v)
@@ -755,12 +726,10 @@ impl Cache for RedisCache {
     ) -> CacheFuture<'a, ()> {
         CacheFuture::boxed(async move {
             let px = self.counters.track(self.px(ttl))?;
-            let c = Self::set_command(&self.key(key), value, px);
+            let full = self.key(key);
             let r: Result<()> = self
-                .conn
-                .cmd(&c)
-                .await
-                .map_err(|e| self.err(e).with_context("key", key));
+                .one(&full, key, Self::set_command(&full, value, px))
+                .await;
             self.counters.track(r)?;
             self.counters.set(1);
             Ok(())
@@ -769,11 +738,10 @@ impl Cache for RedisCache {
 
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         CacheFuture::boxed(async move {
+            let full = self.key(key);
             let r: Result<u64> = self
-                .conn
-                .cmd(redis::cmd("DEL").arg(self.key(key)))
-                .await
-                .map_err(|e| self.err(e).with_context("key", key));
+                .one(&full, key, redis::cmd("DEL").arg(&full).clone())
+                .await;
             let n = self.counters.track(r)?;
             self.counters.delete(n);
             Ok(n > 0)
@@ -782,11 +750,10 @@ impl Cache for RedisCache {
 
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         CacheFuture::boxed(async move {
+            let full = self.key(key);
             let r: Result<u64> = self
-                .conn
-                .cmd(redis::cmd("EXISTS").arg(self.key(key)))
-                .await
-                .map_err(|e| self.err(e).with_context("key", key));
+                .one(&full, key, redis::cmd("EXISTS").arg(&full).clone())
+                .await;
             Ok(self.counters.track(r)? > 0)
         })
     }
@@ -796,45 +763,23 @@ impl Cache for RedisCache {
             return Ok(Vec::new());
         }
         let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        let mut out = vec![None; keys.len()];
-        let groups = if self.is_cluster() {
-            let (done, rest) = self.counters.track(
-                self.per_node(&full, |p, idx| {
-                    for &i in idx {
-                        p.cmd("GET").arg(&full[i]);
-                    }
-                })
-                .await,
-            )?;
-            for (idx, vals) in done {
-                for (i, v) in idx.into_iter().zip(vals) {
-                    out[i] = bytes_of(v);
-                }
+        let out = match &self.conn {
+            Conn::Cluster(c) => {
+                let single = |i: usize| redis::cmd("GET").arg(&full[i]).clone();
+                let b = cluster::Batch {
+                    keys: &full,
+                    single: &single,
+                    multi: None,
+                };
+                let r: Result<Vec<Option<Bytes>>> = Self::cluster_run(c, &self.endpoint, &b)
+                    .await
+                    .into_iter()
+                    .map(|r| r.map(bytes_of))
+                    .collect();
+                self.counters.track(r)?
             }
-            self.groups_of(&full, rest)
-        } else {
-            self.groups(&full)
+            Conn::Single(_) => self.counters.track(self.get_many_single(&full).await)?,
         };
-        let results = futures::stream::iter(groups.into_iter().map(|g| {
-            let full = &full;
-            async move {
-                let mut c = redis::cmd("MGET");
-                for &i in &g {
-                    c.arg(&full[i]);
-                }
-                let vals: Vec<Value> = self.conn.cmd(&c).await.map_err(|e| self.err(e))?;
-                Ok::<_, Error>((g, vals))
-            }
-        }))
-        .buffer_unordered(self.in_flight())
-        .try_collect::<Vec<_>>()
-        .await;
-        let results = self.counters.track(results)?;
-        for (g, vals) in results {
-            for (i, v) in g.into_iter().zip(vals) {
-                out[i] = bytes_of(v);
-            }
-        }
         self.counters.read(&out);
         Ok(out)
     }
@@ -845,51 +790,37 @@ impl Cache for RedisCache {
         }
         let px = self.counters.track(self.px(ttl))?;
         let full: Vec<String> = entries.iter().map(|(k, _)| self.key(k)).collect();
-        let groups = if self.is_cluster() {
-            let (_, rest) = self.counters.track(
-                self.per_node(&full, |p, idx| {
-                    for &i in idx {
-                        p.add_command(Self::set_command(&full[i], entries[i].1, px));
-                    }
-                })
-                .await,
-            )?;
-            self.groups_of(&full, rest)
-        } else {
-            self.groups(&full)
+        let Conn::Cluster(c) = &self.conn else {
+            self.counters
+                .track(self.set_many_single(&full, entries, px).await)?;
+            self.counters.set(entries.len() as u64);
+            return Ok(());
         };
-        let r = futures::stream::iter(groups.into_iter().map(|g| {
-            let full = &full;
-            async move {
-                let mut p = redis::pipe();
-                match px {
-                    // Without a TTL, MSET: one command per 1,000 pairs, far
-                    // less work per key on both sides than a SET each.
-                    None => {
-                        for part in g.chunks(MSET_PAIRS) {
-                            let c = p.cmd("MSET");
-                            for &i in part {
-                                c.arg(&full[i]).arg(entries[i].1);
-                            }
-                            c.ignore();
-                        }
-                    }
-                    Some(_) => {
-                        for &i in &g {
-                            p.add_command(Self::set_command(&full[i], entries[i].1, px))
-                                .ignore();
-                        }
-                    }
-                }
-                self.conn.pipe::<()>(&p).await.map_err(|e| self.err(e))
+        let single = |i: usize| Self::set_command(&full[i], entries[i].1, px);
+        // Without a TTL, one MSET per slot group: far less work per key.
+        let mset = |idx: &[usize]| {
+            let mut c = redis::cmd("MSET");
+            for &i in idx {
+                c.arg(&full[i]).arg(entries[i].1);
             }
-        }))
-        .buffer_unordered(self.in_flight())
-        .try_collect::<Vec<()>>()
-        .await;
-        self.counters.track(r)?;
-        self.counters.set(entries.len() as u64);
-        Ok(())
+            c
+        };
+        let b = cluster::Batch {
+            keys: &full,
+            single: &single,
+            multi: if px.is_none() { Some(&mset) } else { None },
+        };
+        let failures: Vec<(usize, Error)> = Self::cluster_run(c, &self.endpoint, &b)
+            .await
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.err().map(|e| (i, e.with_context("key", entries[i].0))))
+            .collect();
+        self.counters.set((entries.len() - failures.len()) as u64);
+        if failures.is_empty() {
+            return Ok(());
+        }
+        self.counters.track::<()>(Err(Error::partial(failures)))
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
@@ -900,21 +831,23 @@ impl Cache for RedisCache {
         // UNLINK counts a key given twice once; so do we.
         full.sort();
         full.dedup();
-        let groups = self.groups(&full);
-        let r = futures::stream::iter(groups.into_iter().map(|g| {
-            let full = &full;
-            async move {
-                let mut c = redis::cmd("UNLINK");
-                for &i in &g {
-                    c.arg(&full[i]);
-                }
-                self.conn.cmd::<u64>(&c).await.map_err(|e| self.err(e))
+        let r = match &self.conn {
+            Conn::Cluster(c) => {
+                let single = |i: usize| redis::cmd("UNLINK").arg(&full[i]).clone();
+                let b = cluster::Batch {
+                    keys: &full,
+                    single: &single,
+                    multi: None,
+                };
+                Self::cluster_run(c, &self.endpoint, &b)
+                    .await
+                    .into_iter()
+                    .map(|r| r.and_then(|v| u64::from_redis_value(v).map_err(parse_err)))
+                    .sum::<Result<u64>>()
             }
-        }))
-        .buffer_unordered(self.in_flight())
-        .try_collect::<Vec<u64>>()
-        .await;
-        let n: u64 = self.counters.track(r)?.into_iter().sum();
+            Conn::Single(_) => self.delete_many_single(&full).await,
+        };
+        let n = self.counters.track(r)?;
         self.counters.delete(n);
         Ok(n)
     }
@@ -947,6 +880,15 @@ impl Cache for RedisCache {
         .await
     }
 
+    async fn flush(&self) -> Result<()> {
+        // Nothing to flush (every write was acknowledged); say what the
+        // cluster routing went through, for `unicache write -v`.
+        if let Conn::Cluster(c) = &self.conn {
+            tracing::info!("redis cluster {}: {}", self.endpoint, c.summary());
+        }
+        Ok(())
+    }
+
     async fn clear_all(&self) -> Result<()> {
         self.flush_database().await
     }
@@ -977,11 +919,10 @@ impl Cache for RedisCache {
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        let full = self.key(key);
         let r: Result<i64> = self
-            .conn
-            .cmd(redis::cmd("PTTL").arg(self.key(key)))
-            .await
-            .map_err(|e| self.err(e).with_context("key", key));
+            .one(&full, key, redis::cmd("PTTL").arg(&full).clone())
+            .await;
         Ok(match self.counters.track(r)? {
             -2 => None,
             -1 => Some(None),
@@ -1108,6 +1049,10 @@ impl Cache for RedisCache {
             "expired_keys": sums.get("expired_keys"),
             "db_keys": sums.get("db_keys").copied().unwrap_or(0),
         }));
+        if let (Conn::Cluster(c), Some(serde_json::Value::Object(o))) = (&self.conn, &mut s.server)
+        {
+            o.insert("cluster".into(), c.stats());
+        }
         Ok(s)
     }
 }
@@ -1130,6 +1075,23 @@ mod tests {
     #[test]
     fn glob_is_escaped() {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn px_is_clamped_to_what_redis_accepts() {
+        assert_eq!(px_of(Duration::MAX), MAX_PX);
+        assert_eq!(px_of(Duration::from_secs(u64::MAX)), MAX_PX);
+        assert_eq!(px_of(Duration::from_micros(10)), 1);
+        assert_eq!(px_of(Duration::from_millis(1500)), 1500);
+    }
+
+    #[test]
+    fn namespaces_with_colons_are_refused() {
+        let e = check_namespace(Some("app:v2")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("\"app\""), "{e}");
+        assert!(check_namespace(Some("{app}.v2")).is_ok());
+        assert!(check_namespace(None).is_ok());
     }
 }
 
@@ -1174,6 +1136,16 @@ mod direct {
         /// last caller was cancelled mid-exchange and a reply may be in
         /// flight, so the connection is not trusted again.
         busy: bool,
+    }
+
+    /// What a direct GET came to.
+    pub(super) enum Got {
+        /// The value, or `None` when the key is absent.
+        Value(Option<Vec<u8>>),
+        /// No answer within the response timeout.
+        TimedOut,
+        /// Not answered here: use the other connection.
+        Elsewhere,
     }
 
     /// A reply we act on.
@@ -1289,14 +1261,19 @@ mod direct {
             })
         }
 
-        async fn connect(&self) -> Option<Conn> {
-            let stream = tokio::time::timeout(
+        /// A connection, or `Err(true)` when the server did not answer in
+        /// time (`Err(false)`: refused or not understood).
+        async fn connect(&self) -> Result<Conn, bool> {
+            let stream = match tokio::time::timeout(
                 self.connect_timeout,
                 TcpStream::connect((self.host.as_str(), self.port)),
             )
             .await
-            .ok()?
-            .ok()?;
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) => return Err(false),
+                Err(_) => return Err(true),
+            };
             let _ = stream.set_nodelay(true);
             let mut c = Conn {
                 stream,
@@ -1309,18 +1286,28 @@ mod direct {
                     c.exchange(&self.handshake, self.handshake_replies),
                 )
                 .await
-                .ok()?
-                .ok()?;
+                .map_err(|_| true)?
+                .map_err(|_| false)?;
                 if replies.iter().any(|r| *r != Reply::Ok) {
-                    return None;
+                    return Err(false);
                 }
             }
-            Some(c)
+            Ok(c)
         }
 
-        /// GET `key`: `Some(value or None)`, or `None` when the caller must
-        /// use its other connection (busy, down, or a reply not understood).
-        pub(super) async fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        /// GET `key` (see [`Got`]).
+        pub(super) async fn get(&self, key: &[u8]) -> Got {
+            match self.try_get(key).await {
+                Some(Ok(v)) => Got::Value(v),
+                Some(Err(())) => Got::TimedOut,
+                None => Got::Elsewhere,
+            }
+        }
+
+        /// `Some(Ok(value or None))`, `Some(Err(()))` when the server did
+        /// not answer in time, `None` when the caller must use its other
+        /// connection (busy, down, or a reply not understood).
+        async fn try_get(&self, key: &[u8]) -> Option<std::result::Result<Option<Vec<u8>>, ()>> {
             let mut st = self.state.try_lock().ok()?;
             if st.conn.as_ref().is_some_and(|c| c.busy) {
                 st.conn = None;
@@ -1332,10 +1319,14 @@ mod direct {
                 {
                     return None;
                 }
-                st.conn = self.connect().await;
-                if st.conn.is_none() {
-                    st.failed_at = Some(Instant::now());
-                    return None;
+                match self.connect().await {
+                    Ok(c) => st.conn = Some(c),
+                    Err(timed_out) => {
+                        st.failed_at = Some(Instant::now());
+                        // The time is spent; the other connection would
+                        // wait as long again.
+                        return timed_out.then_some(Err(()));
+                    }
                 }
             }
             let conn = st.conn.as_mut()?;
@@ -1345,8 +1336,8 @@ mod direct {
             conn.busy = false;
             match r {
                 Ok(Ok(mut r)) => match r.pop() {
-                    Some(Reply::Bulk(v)) => Some(Some(v)),
-                    Some(Reply::Nil) => Some(None),
+                    Some(Reply::Bulk(v)) => Some(Ok(Some(v))),
+                    Some(Reply::Nil) => Some(Ok(None)),
                     // An error reply (or anything else): the other connection
                     // will report it; this one is not trusted further.
                     _ => {
@@ -1354,7 +1345,12 @@ mod direct {
                         None
                     }
                 },
-                _ => {
+                Err(_) => {
+                    st.conn = None;
+                    st.failed_at = Some(Instant::now());
+                    Some(Err(()))
+                }
+                Ok(Err(_)) => {
                     st.conn = None;
                     st.failed_at = Some(Instant::now());
                     None

@@ -112,6 +112,13 @@ impl Process {
         }
     }
 
+    /// Sends `sig` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the process.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
     /// Starts it again on the same port (empty: no persistence).
     pub fn restart(&mut self, ready: fn(u16) -> bool) {
         self.kill();
@@ -176,48 +183,151 @@ pub fn shared_redis() -> &'static Process {
     S.get_or_init(redis_server)
 }
 
-/// A 3-master Redis Cluster, created with `redis-cli --cluster create`.
+/// A Redis Cluster, created with `redis-cli --cluster create`.
 pub struct Cluster {
     pub nodes: Vec<Process>,
 }
 
+/// Cluster nodes that fail over quickly (`cluster-node-timeout` 2 s).
+fn redis_cluster_fast_cmd(port: u16, dir: &std::path::Path) -> Command {
+    let mut c = redis_cmd(port, dir);
+    c.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")]);
+    c
+}
+
+/// `redis-cli --cluster ARGS...`, asserting success; returns its stdout.
+pub fn redis_cli_cluster(args: &[String]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli not found: sudo apt-get install -y redis-tools");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "redis-cli --cluster {args:?}: {text}");
+    text
+}
+
 impl Cluster {
-    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...` (live nodes only).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .nodes
             .iter()
+            .filter(|n| n.child.is_some())
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// `127.0.0.1:PORT` of node `i`.
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Node `i`'s cluster ID.
+    pub fn node_id(&self, i: usize) -> String {
+        let r = ask(self.nodes[i].port, "CLUSTER MYID\r\n").expect("CLUSTER MYID");
+        r.lines().nth(1).expect("MYID reply").to_string()
+    }
+
+    /// Whether node `i` is a master (`ROLE`).
+    pub fn is_master(&self, i: usize) -> bool {
+        ask(self.nodes[i].port, "ROLE\r\n").is_some_and(|r| r.contains("master"))
+    }
+
+    /// Moves `slots` slots from master `from` to master `to`, in the background.
+    pub fn reshard(&self, from: usize, to: usize, slots: u32) -> Child {
+        let mut c = Command::new("redis-cli");
+        c.args(["--cluster", "reshard", &self.addr(from)])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string()])
+            .args(["--cluster-yes", "--cluster-pipeline", "100"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        spawn(c)
+    }
+
+    /// Starts an empty master and joins it; returns its index.
+    pub fn add_master(&mut self) -> usize {
+        let p = Process::start(free_port(true), self.nodes[0].cmd, redis_ready);
+        let new = format!("127.0.0.1:{}", p.port);
+        self.nodes.push(p);
+        redis_cli_cluster(&["add-node".into(), new, self.addr(0)]);
+        let n = self.nodes.len();
+        wait_for("the new node known to every node", || {
+            self.nodes.iter().all(|p| {
+                ask(p.port, "CLUSTER NODES\r\n").is_some_and(|r| {
+                    r.lines().filter(|l| l.contains("master")).count() >= n
+                        && !r.contains("handshake")
+                })
+            })
+        });
+        n - 1
+    }
+
+    /// `--cluster rebalance --cluster-use-empty-masters`, in the background.
+    pub fn rebalance(&self) -> Child {
+        let mut c = Command::new("redis-cli");
+        c.args(["--cluster", "rebalance", &self.addr(0)])
+            .args(["--cluster-use-empty-masters", "--cluster-pipeline", "100"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        spawn(c)
+    }
+
+    /// Waits (up to 20 s) until every live node says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            wait_for("cluster_state:ok", || {
+                ask(n.port, "CLUSTER INFO\r\n").is_some_and(|r| r.contains("cluster_state:ok"))
+            });
+        }
     }
 }
 
 /// Starts three cluster-enabled servers and joins them.
 pub fn redis_cluster() -> Cluster {
-    let nodes: Vec<Process> = (0..3)
-        .map(|_| Process::start(free_port(true), redis_cluster_cmd, redis_ready))
+    cluster_of(3, 0, redis_cluster_cmd)
+}
+
+/// `masters` masters with `replicas` replicas each, failing over within
+/// about 3 s (node timeout 2 s).
+pub fn redis_cluster_with(masters: usize, replicas: usize) -> Cluster {
+    cluster_of(masters, replicas, redis_cluster_fast_cmd)
+}
+
+fn cluster_of(
+    masters: usize,
+    replicas: usize,
+    cmd: fn(u16, &std::path::Path) -> Command,
+) -> Cluster {
+    let nodes: Vec<Process> = (0..masters * (1 + replicas))
+        .map(|_| Process::start(free_port(true), cmd, redis_ready))
         .collect();
-    let mut create = Command::new("redis-cli");
-    create.args(["--cluster", "create"]);
-    for n in &nodes {
-        create.arg(format!("127.0.0.1:{}", n.port));
-    }
-    let out = create
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli not found: sudo apt-get install -y redis-tools");
-    assert!(
-        out.status.success(),
-        "cluster create failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    for n in &nodes {
-        wait_for("cluster_state:ok", || {
-            ask(n.port, "CLUSTER INFO\r\n").is_some_and(|r| r.contains("cluster_state:ok"))
+    let mut args: Vec<String> = vec!["create".into()];
+    args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+    args.extend([
+        "--cluster-replicas".into(),
+        replicas.to_string(),
+        "--cluster-yes".into(),
+    ]);
+    redis_cli_cluster(&args);
+    let c = Cluster { nodes };
+    c.wait_ok();
+    if replicas > 0 {
+        wait_for("every replica in sync", || {
+            c.nodes.iter().all(|n| {
+                ask(n.port, "ROLE\r\n")
+                    .is_some_and(|r| r.contains("master") || r.contains("connected"))
+            })
         });
     }
-    Cluster { nodes }
+    c
 }
 
 /// The cluster shared by the tests of one test binary.
