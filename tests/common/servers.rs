@@ -485,16 +485,3 @@ pub fn redis_auth_server() -> Process {
     }
     Process::start(free_port(false), cmd, ready)
 }
-
-impl Process {
-    /// Sends `signal` (e.g. `libc::SIGSTOP` to freeze the server, `SIGCONT`
-    /// to thaw it) to the running server.
-    pub fn signal(&self, signal: i32) {
-        if let Some(c) = &self.child {
-            // SAFETY: kill(2) on our own child's pid has no memory effects.
-            unsafe {
-                libc::kill(c.id() as i32, signal);
-            }
-        }
-    }
-}
