@@ -1378,3 +1378,81 @@ fn seed_config_after_a_bom_and_300_kib_of_whitespace_keeps_its_backends() {
         assert_eq!(s["records_written"], 2, "{s}");
     }
 }
+
+/// Outputs through a directory that does not exist yet, stdin redirected
+/// from the file an output names, an input that is a target's store, and
+/// two outputs on one stream are all refused before anything is touched
+/// (each overwrote the input or a store, or never ended, before).
+#[test]
+fn outputs_through_missing_dirs_stdin_inputs_and_store_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = write_file(d, "in.jsonl", "{\"key\":\"a\"}\n{\"key\":\"b\"}\n");
+    let original = std::fs::read(&input).unwrap();
+    let db = d.join("c.sqlite3");
+    let db_url = format!("sqlite:{}", db.display());
+    // Make the store first, so destroying it would show.
+    let out = unicache()
+        .args(["write", "-q", "-i", &input, "-c", &db_url, "-o"])
+        .arg(d.join("s.json"))
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    let refused = |out: &Output, what: &str| {
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(out));
+        assert!(stderr(out).contains("refusing"), "{what}: {}", stderr(out));
+    };
+    let via_missing = d.join("nd").join("..").join("in.jsonl");
+    let out = unicache()
+        .args(["write", "-q", "-i", &input, "-c", "memory://", "-o"])
+        .arg(&via_missing)
+        .output()
+        .unwrap();
+    refused(&out, "-o nd/../in.jsonl");
+    let out = unicache()
+        .args(["write", "-q", "-i", &input, "-c", &db_url, "-o"])
+        .arg(d.join("nd2").join("..").join("c.sqlite3"))
+        .output()
+        .unwrap();
+    refused(&out, "-o nd2/../c.sqlite3");
+    // stdin redirected from the file (assert_cmd would pipe its content).
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+        .args(["write", "-q", "-i", "-", "-c", "memory://", "-o", &input])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    refused(&out, "-i - -o in.jsonl < in.jsonl");
+    let out = unicache()
+        .args(["write", "-q", "-i", &input, "-c", "memory://"])
+        .args(["--rejects", "/dev/stdout", "-o", "/dev/stdout"])
+        .output()
+        .unwrap();
+    refused(&out, "-o /dev/stdout --rejects /dev/stdout");
+    assert_eq!(std::fs::read(&input).unwrap(), original);
+    assert!(!d.join("nd").exists() && !d.join("nd2").exists());
+    let got = unicache()
+        .args(["get", "-c", &db_url, "a"])
+        .output()
+        .unwrap();
+    common::assert_exit(&got, 0);
+
+    // A file log given as the input of a write into itself.
+    let log = d.join("log.jsonl");
+    let log_url = format!("file:{}", log.display());
+    let out = unicache()
+        .args(["write", "-q", "-i", &input, "-c", &log_url, "-o"])
+        .arg(d.join("s3.json"))
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    let before = std::fs::read(&log).unwrap();
+    let out = unicache()
+        .args(["write", "-q", "--key-field", "k", "-i"])
+        .arg(&log)
+        .args(["-c", &log_url, "-o"])
+        .arg(d.join("s4.json"))
+        .output()
+        .unwrap();
+    refused(&out, "-i log -c file:log");
+    assert_eq!(std::fs::read(&log).unwrap(), before);
+}

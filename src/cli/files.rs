@@ -21,15 +21,50 @@ enum FileId {
 fn identity(p: &Path) -> Option<FileId> {
     match std::fs::metadata(p) {
         Ok(m) => Some(existing(&m, p)),
+        // Through a directory still to be created (`new/../x`): the file
+        // it will name may exist already.
         Err(_) => {
-            let parent = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            let dir = std::fs::canonicalize(parent).ok()?;
-            Some(FileId::Path(dir.join(p.file_name()?)))
+            let r = resolved(p)?;
+            Some(match std::fs::metadata(&r) {
+                Ok(m) => existing(&m, &r),
+                Err(_) => FileId::Path(r),
+            })
         }
     }
+}
+
+/// The absolute path `p` will have once its missing directories are
+/// created: the longest existing ancestor canonicalized (symlinks followed),
+/// the rest applied lexically (a directory that does not exist yet cannot be
+/// a link, so `new/../x` is `x`).
+fn resolved(p: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(p)
+    };
+    let mut cur = PathBuf::new();
+    let mut exists = true;
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                cur.pop();
+            }
+            Component::Normal(name) => {
+                cur.push(name);
+                if exists {
+                    match std::fs::canonicalize(&cur) {
+                        Ok(real) => cur = real,
+                        Err(_) => exists = false,
+                    }
+                }
+            }
+            other => cur.push(other.as_os_str()),
+        }
+    }
+    Some(cur)
 }
 
 #[cfg(unix)]
@@ -78,14 +113,18 @@ pub fn refuse_overlaps(
     protected: &[(String, PathBuf)],
 ) -> anyhow::Result<()> {
     for (i, (flag, out)) in outputs.iter().enumerate() {
-        if std::fs::metadata(out).is_ok_and(|m| !m.is_file()) {
-            continue;
-        }
         let Some(id) = identity(out) else { continue };
         let others = outputs[..i]
             .iter()
             .map(|(f, p)| (format!("the {f} file"), p.to_path_buf()));
-        for (what, p) in protected.iter().cloned().chain(others) {
+        // A device or FIFO is never truncated, so only another output may
+        // not share it (two streams interleaved); `/dev/null` takes both.
+        let special = std::fs::metadata(out).is_ok_and(|m| !m.is_file());
+        if special && std::fs::canonicalize(out).is_ok_and(|p| p == Path::new("/dev/null")) {
+            continue;
+        }
+        let protected = protected.iter().filter(|_| !special).cloned();
+        for (what, p) in protected.chain(others) {
             if identity(&p).as_ref() == Some(&id) {
                 bail!(
                     "{flag} {} is {what} ({}); refusing to overwrite it, choose another path",
@@ -96,4 +135,46 @@ pub fn refuse_overlaps(
         }
     }
     Ok(())
+}
+
+/// Refuses an input that is one of the stores being written (a file log
+/// read while the run appends to it would never end), by file identity.
+pub fn refuse_input_in_stores(input: &Path, stores: &[(String, PathBuf)]) -> anyhow::Result<()> {
+    if !std::fs::metadata(input).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let Some(id) = identity(input) else {
+        return Ok(());
+    };
+    for (what, p) in stores {
+        if identity(p).as_ref() == Some(&id) {
+            bail!(
+                "the input {} is {what} ({}); refusing to read a store while writing it",
+                input.display(),
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_directories_resolve_lexically_after_the_existing_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        let p = dir.path().join("nd").join("..").join("x.json");
+        assert_eq!(resolved(&p).unwrap(), real.join("x.json"));
+        let q = dir
+            .path()
+            .join("a")
+            .join(".")
+            .join("b")
+            .join("..")
+            .join("c");
+        assert_eq!(resolved(&q).unwrap(), real.join("a").join("c"));
+    }
 }

@@ -19,7 +19,7 @@ use clap::Args;
 use unicache::records::{InputFormat, KeyPolicy, MissingKey, scan_backends, sniff};
 use unicache::writer::{OutputFile, Progress, Target, WriteOptions, WriteReport, write_records};
 
-use super::files::{refuse_overlaps, store_files};
+use super::files::{refuse_input_in_stores, refuse_overlaps, store_files};
 use super::{Outcome, open_url, parse_count, parse_span, parse_ttl, stdout_write};
 
 #[derive(Args, Debug)]
@@ -180,19 +180,25 @@ fn target_names(args: &WriteArgs, input: Input) -> anyhow::Result<(Input, Vec<St
 /// Refuses a summary or rejects path that is the input, a target's store
 /// (or one of its companion files) or the other output.
 fn refuse_own_files(args: &WriteArgs, urls: &[String]) -> anyhow::Result<()> {
-    let mut protected = Vec::new();
-    if args.input != "-" {
-        protected.push(("the input".to_string(), PathBuf::from(&args.input)));
-    }
+    let mut stores = Vec::new();
     for url in urls {
         // A URL that does not parse fails when it is opened, with its own message.
         let Ok(parsed) = unicache::url::parse(url) else {
             continue;
         };
         for p in store_files(&parsed.backend) {
-            protected.push((format!("a file of target {}", parsed.redacted), p));
+            stores.push((format!("a file of target {}", parsed.redacted), p));
         }
     }
+    // stdin redirected from a file is that file.
+    let input = PathBuf::from(if args.input == "-" {
+        "/dev/stdin"
+    } else {
+        &args.input
+    });
+    refuse_input_in_stores(&input, &stores)?;
+    let mut protected = vec![("the input".to_string(), input)];
+    protected.extend(stores);
     let mut outputs = vec![("--output", args.output.as_path())];
     if let Some(r) = &args.rejects {
         outputs.push(("--rejects", r.as_path()));
