@@ -6,9 +6,11 @@
 //! `unicache: error: ...`; a closed stdout is not an error.
 
 mod bench;
+mod bench_run;
 mod files;
 mod metrics;
 mod ops;
+mod report;
 mod transfer;
 mod write;
 
@@ -135,7 +137,8 @@ enum Command {
         #[command(flatten)]
         cache: CacheArg,
     },
-    /// Benchmark helpers: data generators and raw-driver baselines.
+    /// Benchmarks: `bench run` measures caches (table, JSON, HTML report);
+    /// the rest are data generators and raw-driver baselines for the scripts.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }
@@ -238,7 +241,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Delete { cache, keys } => ops::delete(&cache.at(dir)?, &keys).await,
         Command::Clear { cache, all } => ops::clear(&cache.at(dir)?, all).await,
         Command::Stats { cache, format } => ops::stats(&cache.at(dir)?, format).await,
-        Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Bench(cmd) => bench::run(cmd, quiet).await,
         Command::Export {
             cache,
             output,
