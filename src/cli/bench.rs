@@ -123,9 +123,9 @@ fn record(i: u64, pad: &str) -> String {
     format!("{{\"key\":\"key:{i}\",\"v\":\"{pad}\"}}")
 }
 
-pub async fn run(cmd: BenchCmd, quiet: bool) -> anyhow::Result<Outcome> {
+pub async fn run(cmd: BenchCmd, quiet: bool, dir: &std::path::Path) -> anyhow::Result<Outcome> {
     match cmd {
-        BenchCmd::Run(args) => super::bench_run::run(args, quiet).await,
+        BenchCmd::Run(args) => super::bench_run::run(args, quiet, dir).await,
         BenchCmd::GenResp {
             records,
             value_size,

@@ -135,13 +135,14 @@ struct Plan {
     issued: AtomicU64,
 }
 
-pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Outcome> {
+/// Runs the benchmark; bare names (sqlite, file) resolve under `dir`.
+pub async fn run(args: RunArgs, quiet: bool, dir: &std::path::Path) -> anyhow::Result<Outcome> {
     check(&args)?;
     let steps = (args.caches.len() * args.ops.len() * args.concurrency.len()) as u64;
     let bar = progress(quiet, steps);
     let mut results = Vec::new();
     for name in &args.caches {
-        let url = unicache::url::resolve_name(name, std::path::Path::new("data"))?;
+        let url = unicache::url::resolve_name(name, dir)?;
         let shown = unicache::url::redact(name);
         let cache = open_url(&url, false)
             .await

@@ -241,7 +241,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Delete { cache, keys } => ops::delete(&cache.at(dir)?, &keys).await,
         Command::Clear { cache, all } => ops::clear(&cache.at(dir)?, all).await,
         Command::Stats { cache, format } => ops::stats(&cache.at(dir)?, format).await,
-        Command::Bench(cmd) => bench::run(cmd, quiet).await,
+        Command::Bench(cmd) => bench::run(cmd, quiet, dir).await,
         Command::Export {
             cache,
             output,

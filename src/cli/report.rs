@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 
 use super::bench_run::{RunResult, table};
 
-const PALETTE: [&str; 8] = [
+const PALETTE: [&str; 12] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f", "#000080", "#aec7e8",
 ];
 /// Line dash patterns, one per concurrency.
 const DASHES: [&str; 4] = ["none", "8,4", "2,3", "12,3,3,3"];
@@ -118,6 +119,11 @@ fn y_axis(out: &mut String, ticks: &[(f64, String)], label: &str) {
 fn legend(out: &mut String, names: &[String]) {
     let x = W - M.1 + 15.0;
     for (i, n) in names.iter().enumerate() {
+        // Long URLs would run off the picture: cut, with an ellipsis.
+        let n = match n.char_indices().nth(34) {
+            Some((cut, _)) => format!("{}...", &n[..cut]),
+            None => n.clone(),
+        };
         let y = M.2 + 10.0 + 18.0 * i as f64;
         let _ = write!(
             out,
@@ -127,7 +133,7 @@ fn legend(out: &mut String, names: &[String]) {
             PALETTE[i % PALETTE.len()],
             x + 18.0,
             y,
-            esc(n)
+            esc(&n)
         );
     }
 }
@@ -140,18 +146,19 @@ pub fn throughput_svg(results: &[RunResult]) -> String {
     let mut names: Vec<String> = results.iter().map(series_name).collect();
     names.dedup();
     names = dedup_keep_order(names);
-    let max = nice_max(results.iter().map(|r| r.ops_per_sec).fold(0.0, f64::max));
     let (l, r, t, b) = M;
     let (pw, ph) = (W - l - r, H - t - b);
-    let mut out = open_svg(
-        "Throughput (requests/s) per cache and concurrency",
-        "throughput",
-    );
-    let ticks: Vec<(f64, String)> = (0..=5)
-        .map(|i| {
-            let v = max * i as f64 / 5.0;
-            (H - b - ph * i as f64 / 5.0, human(v))
-        })
+    let scale = Scale::for_values(results.iter().map(|r| r.ops_per_sec));
+    let title = if scale.log {
+        "Throughput (requests/s, log scale) per cache and concurrency"
+    } else {
+        "Throughput (requests/s) per cache and concurrency"
+    };
+    let mut out = open_svg(title, "throughput");
+    let ticks: Vec<(f64, String)> = scale
+        .ticks()
+        .into_iter()
+        .map(|v| (H - b - ph * scale.frac(v), human(v)))
         .collect();
     y_axis(&mut out, &ticks, "requests per second");
     let gw = pw / groups.len().max(1) as f64;
@@ -171,7 +178,7 @@ pub fn throughput_svg(results: &[RunResult]) -> String {
             else {
                 continue;
             };
-            let hgt = ph * (res.ops_per_sec / max).clamp(0.0, 1.0);
+            let hgt = ph * scale.frac(res.ops_per_sec);
             let _ = write!(
                 out,
                 "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{hgt:.1}\" fill=\"{}\">\
@@ -188,6 +195,58 @@ pub fn throughput_svg(results: &[RunResult]) -> String {
     legend(&mut out, &names);
     out.push_str("</svg>");
     out
+}
+
+/// A y axis: linear from 0, or log (whole decades) when the values span
+/// more than two orders of magnitude (memory vs a network server).
+struct Scale {
+    log: bool,
+    lo: f64,
+    hi: f64,
+}
+
+impl Scale {
+    fn for_values(values: impl Iterator<Item = f64>) -> Scale {
+        let v: Vec<f64> = values.filter(|x| x.is_finite() && *x > 0.0).collect();
+        let max = v.iter().copied().fold(0.0, f64::max);
+        let min = v.iter().copied().fold(f64::MAX, f64::min);
+        if max > 0.0 && max / min > 100.0 {
+            Scale {
+                log: true,
+                lo: 10f64.powf(min.log10().floor()),
+                hi: 10f64.powf(max.log10().ceil()),
+            }
+        } else {
+            Scale {
+                log: false,
+                lo: 0.0,
+                hi: nice_max(max),
+            }
+        }
+    }
+
+    /// Where `v` sits, 0 (axis) to 1 (top).
+    fn frac(&self, v: f64) -> f64 {
+        let f = if self.log {
+            (v.max(self.lo).log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10())
+        } else {
+            v / self.hi
+        };
+        if f.is_finite() {
+            f.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        if self.log {
+            let (a, b) = (self.lo.log10() as i32, self.hi.log10() as i32);
+            (a..=b).map(|e| 10f64.powi(e)).collect()
+        } else {
+            (0..=5).map(|i| self.hi * i as f64 / 5.0).collect()
+        }
+    }
 }
 
 fn dedup_keep_order(v: Vec<String>) -> Vec<String> {
