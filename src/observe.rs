@@ -2,7 +2,7 @@
 //! operation and, with the `metrics` cargo feature, records per-operation
 //! metrics through the [`metrics`](https://docs.rs/metrics) facade.
 //!
-//! Applied by [`crate::open_with`] when [`CacheOptions::observe`] is set (or
+//! Applied by [`crate::open_with`] when [`crate::CacheOptions::observe`] is set (or
 //! by hand with [`instrument`]); without it no layer exists and nothing is
 //! paid. Labels are `backend`, `namespace` and `operation` (plus `kind` on
 //! errors): never a key, so cardinality stays bounded.
@@ -18,7 +18,7 @@
 //! | `unicache_hits_total`, `unicache_misses_total` | counter | reads (`get`, `get_many`) |
 //! | `unicache_errors_total` | counter | failed calls, with label `kind` |
 //! | `unicache_bytes_read_total`, `unicache_bytes_written_total` | counter | value bytes returned / stored |
-//! | `unicache_operation_duration_seconds` | histogram | latency; in-process backends time 1 call in [`INLINE_SAMPLE_EVERY`] |
+//! | `unicache_operation_duration_seconds` | histogram | latency; in-process backends time 1 call in 16 |
 //! | `unicache_evictions_total`, `unicache_entries` | counter, gauge | the backend's own figures, published on each [`Cache::stats`] call |
 //!
 //! Spans: `cache` at DEBUG for single-key operations (fields `backend`, `op`,
@@ -451,7 +451,7 @@ mod meters {
                 t.set(n);
                 n
             });
-            (n % INLINE_SAMPLE_EVERY == 0).then(Instant::now)
+            n.is_multiple_of(INLINE_SAMPLE_EVERY).then(Instant::now)
         }
 
         pub(super) fn clock_always(&self) -> Option<Instant> {
