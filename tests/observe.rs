@@ -330,6 +330,32 @@ fn metrics_scraped_during_a_write_add_up_to_the_summary() {
     assert!(!body.contains("key:1"), "a key leaked into the labels");
 }
 
+/// A busy --metrics-addr is refused before any target is opened: exit 2,
+/// one line naming the address, no store created.
+#[test]
+fn busy_metrics_addr_is_fatal_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"key\":\"a\"}\n").unwrap();
+    let db = dir.path().join("c.sqlite3");
+    let out = bin()
+        .args(["write", "--metrics-addr", &addr, "--cache"])
+        .arg(format!("sqlite:{}", db.display()))
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("s.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("--metrics-addr {addr}")), "{err}");
+    assert!(!db.exists(), "the target was created");
+}
+
 #[test]
 fn stats_format_prometheus_is_a_valid_exposition() {
     let dir = tempfile::tempdir().unwrap();

@@ -53,15 +53,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` and serves `/metrics` until dropped.
-    pub async fn start(
-        addr: &str,
+    /// Binds `addr` (before any target is opened: a busy port creates
+    /// nothing).
+    pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))
+    }
+
+    /// Serves `/metrics` on `listener` until dropped.
+    pub fn start(
+        listener: TcpListener,
         handle: PrometheusHandle,
         caches: Vec<Arc<dyn unicache::Cache>>,
     ) -> anyhow::Result<Server> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
         let addr = listener.local_addr()?;
         let (tx, scraped) = watch::channel(0u64);
         let finished = Arc::new(AtomicBool::new(false));

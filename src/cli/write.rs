@@ -145,9 +145,10 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
 
     // The recorder goes in before the targets open: their handles register with it.
     let recorder = match &args.metrics_addr {
-        Some(_) => {
+        Some(addr) => {
+            let listener = super::metrics::Server::bind(addr).await?;
             super::observe(true);
-            Some(super::metrics::install()?)
+            Some((listener, super::metrics::install()?))
         }
         None => None,
     };
@@ -163,10 +164,10 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
         });
     }
 
-    let server = match (&args.metrics_addr, recorder) {
-        (Some(addr), Some(handle)) => {
+    let server = match recorder {
+        Some((listener, handle)) => {
             let caches = targets.iter().map(|t| t.cache.clone()).collect();
-            let s = super::metrics::Server::start(addr, handle, caches).await?;
+            let s = super::metrics::Server::start(listener, handle, caches)?;
             super::note(&format!("metrics: serving http://{}/metrics", s.addr));
             Some(s)
         }
