@@ -571,6 +571,40 @@ fn bench_run_prints_json_and_draws_a_self_contained_report() {
     assert_eq!(text.matches("<svg").count(), 3);
 }
 
+/// An unwritable --report is refused before any cache is opened or measured.
+#[test]
+fn bench_run_refuses_an_unwritable_report_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.sqlite3");
+    let t = Instant::now();
+    let out = bin()
+        .args([
+            "bench",
+            "run",
+            "--duration",
+            "5s",
+            "--concurrency",
+            "1",
+            "-c",
+        ])
+        .arg(format!("sqlite:{}", db.display()))
+        .arg("--report")
+        .arg(dir.path().join("missing-dir").join("r.html"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot write report to") && err.contains("missing-dir"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "it ran the benchmark first"
+    );
+    assert!(!db.exists());
+}
+
 /// A Redis frozen (SIGSTOP) for 400 ms during a paced 2 s run: with the latency
 /// measured from each request's scheduled start, the requests that were due
 /// during the freeze all count it, so p90 is over 100 ms; measured from when

@@ -138,6 +138,13 @@ struct Plan {
 /// Runs the benchmark; bare names (sqlite, file) resolve under `dir`.
 pub async fn run(args: RunArgs, quiet: bool, dir: &std::path::Path) -> anyhow::Result<Outcome> {
     check(&args)?;
+    if let Some(p) = &args.report {
+        // An unwritable report fails now, not after the whole run.
+        drop(
+            unicache::writer::OutputFile::create(p)
+                .map_err(|e| anyhow::anyhow!("cannot write report to {e}"))?,
+        );
+    }
     let steps = (args.caches.len() * args.ops.len() * args.concurrency.len()) as u64;
     let bar = progress(quiet, steps);
     let mut results = Vec::new();
