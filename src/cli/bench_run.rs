@@ -34,8 +34,8 @@ pub struct RunArgs {
     /// Share of gets in the mixed workload, 0 to 1.
     #[arg(long, default_value_t = 0.9)]
     read_ratio: f64,
-    /// Distinct keys (bench:0 .. bench:N-1), chosen uniformly at random.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    /// Distinct keys (bench:0 .. bench:N-1, at most 10 million), chosen uniformly at random.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     keys: u64,
     /// Bytes per value.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=64 << 20))]
