@@ -270,6 +270,10 @@ pub struct CacheOptions {
     /// of creating it. Read-only commands set this so a mistyped path creates
     /// nothing.
     pub must_exist: bool,
+    /// Wrap the cache in [`crate::observe::Observed`]: a `tracing` span per
+    /// operation and, with the `metrics` feature, per-operation metrics.
+    /// Applied by [`crate::open_with`]; off by default (no cost).
+    pub observe: bool,
 }
 
 impl CacheOptions {
@@ -293,6 +297,12 @@ impl CacheOptions {
     /// Opens only an existing store (see [`CacheOptions::must_exist`]).
     pub fn must_exist(mut self, yes: bool) -> Self {
         self.must_exist = yes;
+        self
+    }
+
+    /// Turns the observability layer on (see [`CacheOptions::observe`]).
+    pub fn observe(mut self, yes: bool) -> Self {
+        self.observe = yes;
         self
     }
 

@@ -19,13 +19,15 @@
 //!
 //! Modules: [`cache`] (the trait, options, stats), [`url`] (URL parsing),
 //! [`backends`] (one module per backend), [`records`] (streamed input),
-//! [`writer`] (bulk fan-out), [`blocking`] (a sync facade), [`error`].
+//! [`writer`] (bulk fan-out), [`blocking`] (a sync facade), [`observe`]
+//! (tracing spans and metrics per operation), [`error`].
 #![warn(missing_docs)]
 
 pub mod backends;
 pub mod blocking;
 pub mod cache;
 pub mod error;
+pub mod observe;
 pub mod records;
 pub mod url;
 pub mod writer;
@@ -46,9 +48,21 @@ pub async fn open(url: &str) -> Result<Arc<dyn Cache>> {
 }
 
 /// Like [`open`], with options that override the URL's query string.
+/// With [`CacheOptions::observe`] the cache comes wrapped in the
+/// [`observe`] layer (spans, and metrics with the `metrics` feature).
 pub async fn open_with(url: &str, options: CacheOptions) -> Result<Arc<dyn Cache>> {
     let parsed = url::parse(url)?;
-    backends::open_parsed(parsed, options).await
+    let observe = options.observe || parsed.options.observe;
+    let namespace = options
+        .namespace
+        .clone()
+        .or_else(|| parsed.options.namespace.clone());
+    let cache = backends::open_parsed(parsed, options).await?;
+    Ok(if observe {
+        observe::instrument(cache, namespace.as_deref())
+    } else {
+        cache
+    })
 }
 
 #[cfg(doctest)]

@@ -384,6 +384,7 @@ fn spawn_reader(
     let src = source.to_string();
     let rj = rejects.clone();
     let prog = progress.clone();
+    let meters = crate::observe::writer::InputMeters::new();
     let send = move |batch: Vec<Record>| -> bool {
         let b: Batch = Arc::new(batch);
         // A lane that ended early (it never does on errors) is ignored.
@@ -412,6 +413,7 @@ fn spawn_reader(
             let mut skipped = 0u64;
             let res = read_records(r, &src, format, &policy, |item| {
                 prog.read.fetch_add(1, Ordering::Relaxed);
+                meters.read();
                 match item {
                     Item::Record(r) => {
                         batch.push(r);
@@ -423,6 +425,7 @@ fn spawn_reader(
                     }
                     Item::Rejected(r) => {
                         skipped += 1;
+                        meters.skipped();
                         rj.lock().unwrap_or_else(|p| p.into_inner()).push(r, None);
                     }
                 }
@@ -626,16 +629,23 @@ async fn run_lane(
     // server-side order too.
     let concurrency = cache.capabilities().batch_concurrency.max(1);
     let health = Health::default();
+    let meters = crate::observe::writer::TargetMeters::new(&target.name, cache.backend());
     let batches =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     let mut outcomes = std::pin::pin!(
         batches
-            .map(|b| write_batch(&*cache, b, &options, &health))
+            .map(|b| {
+                meters.batch_started();
+                write_batch(&*cache, b, &options, &health)
+            })
             .buffered(concurrency)
     );
     while let Some(o) = outcomes.next().await {
         report.written += o.written;
         report.retries += o.retries;
+        let secs = started.elapsed().as_secs_f64();
+        let failed = o.failed.len() as u64;
+        meters.batch_done(o.written, failed, o.retries, report.written, secs);
         progress.stored.fetch_add(o.written, Ordering::Relaxed);
         if !o.failed.is_empty() {
             report.failed += o.failed.len() as u64;

@@ -1,6 +1,7 @@
-//! `unicache bench`: data generators and raw-driver baselines, so that
-//! `scripts/bench_*.sh` can put unicache and the bare driver side by side in
-//! one run. Nothing here is used by the other commands.
+//! `unicache bench`: `bench run` for users (see [`super::bench_run`]), and
+//! data generators and raw-driver baselines, so that `scripts/bench_*.sh` can
+//! put unicache and the bare driver side by side in one run. Nothing here is
+//! used by the other commands.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +14,9 @@ use super::Outcome;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
+    /// Measure caches: throughput and latency percentiles per cache, workload
+    /// and concurrency (table, --json, --report FILE.html|.svg).
+    Run(super::bench_run::RunArgs),
     /// Print N JSON Lines records {"key":"key:I","v":"xxx..."} to stdout.
     Gen {
         /// Number of records.
@@ -119,8 +123,9 @@ fn record(i: u64, pad: &str) -> String {
     format!("{{\"key\":\"key:{i}\",\"v\":\"{pad}\"}}")
 }
 
-pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
+pub async fn run(cmd: BenchCmd, quiet: bool, dir: &std::path::Path) -> anyhow::Result<Outcome> {
     match cmd {
+        BenchCmd::Run(args) => super::bench_run::run(args, quiet, dir).await,
         BenchCmd::GenResp {
             records,
             value_size,

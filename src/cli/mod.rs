@@ -6,8 +6,11 @@
 //! `unicache: error: ...`; a closed stdout is not an error.
 
 mod bench;
+mod bench_run;
 mod files;
+mod metrics;
 mod ops;
+mod report;
 mod transfer;
 mod write;
 
@@ -15,6 +18,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -44,7 +48,9 @@ struct Cli {
     /// Print nothing but errors (and the summary/values asked for).
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// More log output on stderr (-v info, -vv debug).
+    /// More log output on stderr (-v info and a line per batch operation,
+    /// -vv debug and a line per operation, with backend, op, key length or
+    /// batch size and its time).
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Where bare names (sqlite, file) keep their stores: DIR/cache.sqlite3,
@@ -97,10 +103,13 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Print the cache's statistics as JSON.
+    /// Print the cache's statistics as JSON, or as a Prometheus exposition.
     Stats {
         #[command(flatten)]
         cache: CacheArg,
+        /// json (the Stats object) or prometheus (text exposition).
+        #[arg(long, value_enum, default_value = "json")]
+        format: ops::StatsFormat,
     },
     /// Stream every live entry out, as the seed's cache file (json) or JSON Lines.
     Export {
@@ -128,7 +137,8 @@ enum Command {
         #[command(flatten)]
         cache: CacheArg,
     },
-    /// Benchmark helpers: data generators and raw-driver baselines.
+    /// Benchmarks: `bench run` measures caches (table, JSON, HTML report);
+    /// the rest are data generators and raw-driver baselines for the scripts.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }
@@ -185,9 +195,14 @@ pub fn main() -> ExitCode {
         (false, 1) => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     };
+    if cli.verbose > 0 && !cli.quiet {
+        observe(true);
+    }
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .event_format(OneLine)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -225,8 +240,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         } => ops::set(&cache.at(dir)?, &key, &value, ttl).await,
         Command::Delete { cache, keys } => ops::delete(&cache.at(dir)?, &keys).await,
         Command::Clear { cache, all } => ops::clear(&cache.at(dir)?, all).await,
-        Command::Stats { cache } => ops::stats(&cache.at(dir)?).await,
-        Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Stats { cache, format } => ops::stats(&cache.at(dir)?, format).await,
+        Command::Bench(cmd) => bench::run(cmd, quiet, dir).await,
         Command::Export {
             cache,
             output,
@@ -299,6 +314,19 @@ where
             _ => "debug",
         };
         write!(w, "unicache: {level}: ")?;
+        // Spans (the observe layer's `cache{backend op ...}`) in front.
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                write!(w, "{}", span.name())?;
+                let ext = span.extensions();
+                if let Some(f) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                    && !f.is_empty()
+                {
+                    write!(w, "{{{f}}}")?;
+                }
+                write!(w, ": ")?;
+            }
+        }
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
     }
@@ -332,6 +360,15 @@ fn fatal(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(FATAL)
 }
 
+/// Whether [`open_url`] wraps caches in the observe layer (spans, metrics).
+static OBSERVE: AtomicBool = AtomicBool::new(false);
+
+/// Turns the observe layer on for caches opened from now on (`-v`,
+/// `--metrics-addr`, `stats --format prometheus`).
+pub fn observe(on: bool) {
+    OBSERVE.store(on, Ordering::Relaxed);
+}
+
 /// Opens a cache URL (bare names already resolved). With `must_exist`
 /// (every command but `write`, `set` and `import`) a local store that is not
 /// there is an error naming it, and nothing is created.
@@ -353,7 +390,11 @@ pub async fn open_url(url: &str, must_exist: bool) -> anyhow::Result<Arc<dyn uni
         }
         parsed.options.must_exist = true;
     }
+    let namespace = parsed.options.namespace.clone();
     match unicache::backends::open_parsed(parsed, Default::default()).await {
+        Ok(c) if OBSERVE.load(Ordering::Relaxed) => {
+            Ok(unicache::observe::instrument(c, namespace.as_deref()))
+        }
         Ok(c) => Ok(c),
         Err(e) if e.kind() == unicache::ErrorKind::NotFound => match &store {
             Some(p) => Err(missing(p)),

@@ -70,13 +70,67 @@ pub async fn clear(url: &str, all: bool) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-pub async fn stats(url: &str) -> anyhow::Result<Outcome> {
+/// How `stats` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// The `Stats` object as pretty JSON.
+    Json,
+    /// The Prometheus text exposition.
+    Prometheus,
+}
+
+pub async fn stats(url: &str, format: StatsFormat) -> anyhow::Result<Outcome> {
+    if format == StatsFormat::Json {
+        let cache = open_url(url, true).await?;
+        let s = cache.stats().await?;
+        let mut text = serde_json::to_string_pretty(&s)?;
+        text.push('\n');
+        stdout_write(text.as_bytes())?;
+        return Ok(Outcome::Success);
+    }
+    super::observe(true);
+    let handle = super::metrics::install()?;
     let cache = open_url(url, true).await?;
     let s = cache.stats().await?;
-    let mut text = serde_json::to_string_pretty(&s)?;
-    text.push('\n');
+    publish_stats(&s, url);
+    let text = super::metrics::render(&handle, &[cache]).await;
     stdout_write(text.as_bytes())?;
     Ok(Outcome::Success)
+}
+
+/// The cache's own counters and its backend's numeric figures (server INFO,
+/// file sizes: top-level numbers of `server`) as gauges, labelled like the
+/// observe layer's metrics plus `field`.
+fn publish_stats(s: &unicache::Stats, url: &str) {
+    let namespace = unicache::url::parse(url)
+        .ok()
+        .and_then(|p| p.options.namespace)
+        .unwrap_or_default();
+    let labels = |field: &str| {
+        [
+            ("backend", s.backend.clone()),
+            ("namespace", namespace.clone()),
+            ("field", field.to_string()),
+        ]
+    };
+    let own = [
+        ("hits", s.hits),
+        ("misses", s.misses),
+        ("sets", s.sets),
+        ("deletes", s.deletes),
+        ("errors", s.errors),
+    ];
+    for (field, v) in own {
+        metrics::gauge!("unicache_cache_stat", &labels(field)).set(v as f64);
+    }
+    let Some(serde_json::Value::Object(server)) = &s.server else {
+        return;
+    };
+    for (field, v) in server {
+        if let Some(n) = v.as_f64() {
+            metrics::gauge!("unicache_backend_stat", &labels(field)).set(n);
+        }
+    }
 }
 
 pub async fn compact(url: &str) -> anyhow::Result<Outcome> {

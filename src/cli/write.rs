@@ -58,6 +58,16 @@ pub struct WriteArgs {
     /// Retries of a batch after a transient failure (connection, timeout).
     #[arg(long, default_value_t = 8, value_parser = parse_count)]
     retries: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the write runs
+    /// (per target: records written, failed, retries, batches in flight,
+    /// throughput; per operation: calls, latency, errors). Port 0 picks a
+    /// free port; the address is printed on stderr.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+    /// After the write, keep serving /metrics until the final figures have
+    /// been scraped once, at most this long (30, 500ms, 5m).
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_span, requires = "metrics_addr")]
+    metrics_linger: Duration,
 }
 
 /// An input stream the reader thread can own.
@@ -132,6 +142,16 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
         drop(OutputFile::create(r).map_err(|e| anyhow!("cannot write rejects to {e}"))?);
     }
 
+    // The recorder goes in before the targets open: their handles register with it.
+    let recorder = match &args.metrics_addr {
+        Some(addr) => {
+            let listener = super::metrics::Server::bind(addr).await?;
+            super::observe(true);
+            Some((listener, super::metrics::install()?))
+        }
+        None => None,
+    };
+
     // Open every target first: an unreachable one is fatal before anything is written.
     let mut targets = Vec::new();
     let opened = futures::future::join_all(urls.iter().map(|u| open_url(u, false))).await;
@@ -143,6 +163,16 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
         });
     }
 
+    let server = match recorder {
+        Some((listener, handle)) => {
+            let caches = targets.iter().map(|t| t.cache.clone()).collect();
+            let s = super::metrics::Server::start(listener, handle, caches)?;
+            super::note(&format!("metrics: serving http://{}/metrics", s.addr));
+            Some(s)
+        }
+        _ => None,
+    };
+
     let progress = Arc::new(Progress::default());
     let bar = ProgressLine::start(quiet, &progress, targets.len());
     let report = write_records(input, &args.input, &targets, &options(&args), progress).await?;
@@ -152,7 +182,11 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
             tracing::warn!("closing {}: {e}", t.name);
         }
     }
-    finish(&report, summary_file, quiet)
+    let outcome = finish(&report, summary_file, quiet);
+    if let Some(s) = server {
+        s.linger(args.metrics_linger).await;
+    }
+    outcome
 }
 
 /// The targets: `--cache`, else the seed config's `backends`, else memory.

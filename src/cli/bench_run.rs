@@ -1,0 +1,421 @@
+//! `unicache bench run`: a load generator for users comparing backends on
+//! their own machine. Per cache, workload and concurrency it runs workers
+//! for a duration (or a number of requests), records every latency in an HDR
+//! histogram and prints throughput and p50/p90/p99/p99.9 as a table, as JSON
+//! (`--json`), and as an HTML or SVG report with plots (`--report`).
+//!
+//! With `--rate R` each worker sends on a fixed schedule (R/concurrency per
+//! second) and a request's latency runs from when it was due, not from when
+//! it was sent (wrk2's and memtier_benchmark's answer to coordinated
+//! omission): a stall counts against every request it delayed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::report;
+use super::{Outcome, open_url, parse_span};
+
+/// What `bench run` measures.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Cache URL or bare name to measure; repeatable.
+    #[arg(long = "cache", short = 'c', value_name = "URL", required = true)]
+    caches: Vec<String>,
+    /// Workloads, comma-separated: get (prefilled keys), set, mixed (--read-ratio gets).
+    #[arg(long, value_delimiter = ',', default_value = "get")]
+    ops: Vec<Workload>,
+    /// Share of gets in the mixed workload, 0 to 1.
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Distinct keys (bench:0 .. bench:N-1, at most 10 million), chosen uniformly at random.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=64 << 20))]
+    value_size: u64,
+    /// Concurrent workers, comma-separated: one run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    concurrency: Vec<u64>,
+    /// How long each run lasts (ignored with --requests).
+    #[arg(long, default_value = "5s", value_parser = parse_span)]
+    duration: Duration,
+    /// Requests per run instead of a duration.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+    /// Target rate in requests per second (all workers together); latency
+    /// is then measured from each request's scheduled start.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Open the cache once per worker (own connections, as redis-benchmark's
+    /// clients), instead of sharing one instance as a program would.
+    #[arg(long)]
+    connection_per_worker: bool,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write an HTML (or, for a .svg name, SVG) report with plots; mode 0600.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+/// One workload.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Gets of prefilled keys.
+    Get,
+    /// Sets.
+    Set,
+    /// Gets and sets, --read-ratio of them gets.
+    Mixed,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Get => "get",
+            Workload::Set => "set",
+            Workload::Mixed => "mixed",
+        }
+    }
+}
+
+/// The figures of one run (cache x workload x concurrency).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// The cache as given (password redacted).
+    pub cache: String,
+    /// Backend name.
+    pub backend: String,
+    /// Workload.
+    pub op: Workload,
+    /// Workers.
+    pub concurrency: u64,
+    /// Requests completed.
+    pub requests: u64,
+    /// Requests that failed (counted in the latencies too).
+    pub errors: u64,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// Requests per second.
+    pub ops_per_sec: f64,
+    /// Target rate, when one was given.
+    pub target_rate: Option<f64>,
+    /// Latency percentiles and extremes, microseconds.
+    pub mean_us: f64,
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Slowest.
+    pub max_us: f64,
+}
+
+/// Settings every worker of a run shares.
+struct Plan {
+    op: Workload,
+    read_ratio: f64,
+    keys: Vec<String>,
+    value: Vec<u8>,
+    deadline: Option<Instant>,
+    budget: Option<u64>,
+    /// Time between one worker's requests, with --rate.
+    interval: Option<Duration>,
+    issued: AtomicU64,
+}
+
+/// Runs the benchmark; bare names (sqlite, file) resolve under `dir`.
+pub async fn run(args: RunArgs, quiet: bool, dir: &std::path::Path) -> anyhow::Result<Outcome> {
+    check(&args)?;
+    if let Some(p) = &args.report {
+        // An unwritable report fails now, not after the whole run.
+        drop(
+            unicache::writer::OutputFile::create(p)
+                .map_err(|e| anyhow::anyhow!("cannot write report to {e}"))?,
+        );
+    }
+    let steps = (args.caches.len() * args.ops.len() * args.concurrency.len()) as u64;
+    let bar = progress(quiet, steps);
+    let mut results = Vec::new();
+    for name in &args.caches {
+        let url = unicache::url::resolve_name(name, dir)?;
+        let shown = unicache::url::redact(name);
+        let cache = open_url(&url, false)
+            .await
+            .with_context(|| format!("cache {shown}"))?;
+        prefill(&*cache, &args).await?;
+        for &op in &args.ops {
+            for &c in &args.concurrency {
+                if let Some(b) = &bar {
+                    b.set_message(format!("{shown} {} x{c}", op.name()));
+                }
+                let caches = workers_caches(&cache, &url, &args, c).await?;
+                let mut r = measure(caches, plan(&args, op, c), c).await;
+                r.cache = shown.clone();
+                results.push(r);
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+            }
+        }
+        let _ = cache.close().await;
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    output(&args, &results)?;
+    Ok(Outcome::Success)
+}
+
+fn check(args: &RunArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        bail!("--read-ratio must be between 0 and 1");
+    }
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("--rate must be a positive number of requests per second");
+    }
+    if args.requests.is_none() && args.duration.is_zero() {
+        bail!("--duration must be more than zero (or give --requests)");
+    }
+    Ok(())
+}
+
+fn progress(quiet: bool, steps: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(steps);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    })
+}
+
+/// Stores every key once, so gets hit.
+async fn prefill(cache: &dyn unicache::Cache, args: &RunArgs) -> anyhow::Result<()> {
+    if !args.ops.iter().any(|o| *o != Workload::Set) {
+        return Ok(());
+    }
+    let value = vec![b'x'; args.value_size as usize];
+    let mut i = 0;
+    while i < args.keys {
+        let end = (i + 1000).min(args.keys);
+        let keys: Vec<String> = (i..end).map(|k| format!("bench:{k}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &value[..])).collect();
+        cache
+            .set_many(&entries, None)
+            .await
+            .context("prefilling the keys")?;
+        i = end;
+    }
+    Ok(())
+}
+
+/// The instance each worker uses: the shared one, or one opened per worker.
+async fn workers_caches(
+    shared: &Arc<dyn unicache::Cache>,
+    url: &str,
+    args: &RunArgs,
+    n: u64,
+) -> anyhow::Result<Vec<Arc<dyn unicache::Cache>>> {
+    if !args.connection_per_worker {
+        return Ok((0..n).map(|_| shared.clone()).collect());
+    }
+    if shared.backend() == "memory" {
+        bail!("--connection-per-worker: each memory:// open is a separate, empty cache");
+    }
+    let opened = futures::future::join_all((0..n).map(|_| open_url(url, false))).await;
+    opened.into_iter().collect()
+}
+
+fn plan(args: &RunArgs, op: Workload, concurrency: u64) -> Arc<Plan> {
+    let now = Instant::now();
+    Arc::new(Plan {
+        op,
+        read_ratio: args.read_ratio,
+        keys: (0..args.keys).map(|k| format!("bench:{k}")).collect(),
+        value: vec![b'x'; args.value_size as usize],
+        deadline: args.requests.is_none().then(|| now + args.duration),
+        budget: args.requests,
+        interval: args
+            .rate
+            .map(|r| Duration::from_secs_f64(concurrency as f64 / r)),
+        issued: AtomicU64::new(0),
+    })
+}
+
+/// Runs `caches.len()` workers to the plan's end and merges their figures.
+async fn measure(caches: Vec<Arc<dyn unicache::Cache>>, plan: Arc<Plan>, c: u64) -> RunResult {
+    let backend = caches[0].backend().to_string();
+    let start = Instant::now();
+    let tasks: Vec<_> = caches
+        .into_iter()
+        .enumerate()
+        .map(|(w, cache)| tokio::spawn(worker(cache, plan.clone(), w as u64, start)))
+        .collect();
+    let mut hist = new_histogram();
+    let (mut requests, mut errors) = (0, 0);
+    for t in tasks {
+        // A worker that panicked contributes nothing (its figures are lost).
+        if let Ok((h, n, e)) = t.await {
+            let _ = hist.add(&h);
+            requests += n;
+            errors += e;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    RunResult {
+        cache: String::new(),
+        backend,
+        op: plan.op,
+        concurrency: c,
+        requests,
+        errors,
+        seconds,
+        ops_per_sec: requests as f64 / seconds.max(1e-9),
+        target_rate: plan.interval.map(|i| c as f64 / i.as_secs_f64()),
+        mean_us: hist.mean() / 1000.0,
+        p50_us: us(0.5),
+        p90_us: us(0.9),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: hist.max() as f64 / 1000.0,
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 ns to 100 s at 3 significant digits; the bounds are valid constants.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).unwrap_or_else(|_| {
+        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
+    })
+}
+
+/// One worker: requests until the deadline or the shared budget runs out.
+/// Returns its latencies (ns), requests and errors.
+async fn worker(
+    cache: Arc<dyn unicache::Cache>,
+    plan: Arc<Plan>,
+    seed: u64,
+    start: Instant,
+) -> (Histogram<u64>, u64, u64) {
+    let mut hist = new_histogram();
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let (mut n, mut errors) = (0u64, 0u64);
+    loop {
+        if let Some(b) = plan.budget
+            && plan.issued.fetch_add(1, Ordering::Relaxed) >= b
+        {
+            break;
+        }
+        let due = match plan.interval {
+            Some(iv) => {
+                let due = start + iv.mul_f64(n as f64);
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        if plan.deadline.is_some_and(|d| due >= d) {
+            break;
+        }
+        let key = &plan.keys[(rng.next() % plan.keys.len() as u64) as usize];
+        let read = match plan.op {
+            Workload::Get => true,
+            Workload::Set => false,
+            Workload::Mixed => rng.unit() < plan.read_ratio,
+        };
+        let ok = if read {
+            cache.get(key).await.is_ok()
+        } else {
+            cache.set(key, &plan.value, None).await.is_ok()
+        };
+        hist.saturating_record((due.elapsed().as_nanos() as u64).max(1));
+        n += 1;
+        errors += u64::from(!ok);
+    }
+    (hist, n, errors)
+}
+
+/// xorshift64*: fast, and good enough to pick keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Table or JSON on stdout, and the report file.
+fn output(args: &RunArgs, results: &[RunResult]) -> anyhow::Result<()> {
+    if args.json {
+        super::stdout_write(format!("{}\n", serde_json::to_string_pretty(results)?).as_bytes())?;
+    } else {
+        super::stdout_write(table(results).as_bytes())?;
+    }
+    if let Some(path) = &args.report {
+        let svg = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        let text = if svg {
+            report::svg(results)
+        } else {
+            report::html(results)
+        };
+        let mut f = unicache::writer::OutputFile::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot write report to {e}"))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .and_then(|_| f.commit())
+            .map_err(|e| anyhow::anyhow!("cannot write report to {e}"))?;
+    }
+    Ok(())
+}
+
+/// The results as an aligned text table.
+pub fn table(results: &[RunResult]) -> String {
+    let w = results
+        .iter()
+        .map(|r| r.cache.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:<w$}  {:<5}  {:>5}  {:>12}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}\n",
+        "cache", "op", "conc", "ops/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "errors"
+    );
+    for r in results {
+        out.push_str(&format!(
+            "{:<w$}  {:<5}  {:>5}  {:>12.0}  {:>9.1}  {:>9.1}  {:>9.1}  {:>9.1}  {:>7}\n",
+            r.cache,
+            r.op.name(),
+            r.concurrency,
+            r.ops_per_sec,
+            r.p50_us,
+            r.p90_us,
+            r.p99_us,
+            r.p999_us,
+            r.errors
+        ));
+    }
+    out
+}

@@ -1,0 +1,816 @@
+//! Observability: a [`Cache`] decorator that opens a `tracing` span per
+//! operation and, with the `metrics` cargo feature, records per-operation
+//! metrics through the [`metrics`](https://docs.rs/metrics) facade.
+//!
+//! Applied by [`crate::open_with`] when [`crate::CacheOptions::observe`] is set (or
+//! by hand with [`instrument`]); without it no layer exists and nothing is
+//! paid. Labels are `backend`, `namespace` and `operation` (plus `kind` on
+//! errors): never a key, so cardinality stays bounded.
+//!
+//! Metrics (with the `metrics` feature and a recorder installed, e.g.
+//! `metrics-exporter-prometheus` or an OpenTelemetry bridge such as
+//! `metrics-exporter-opentelemetry`):
+//!
+//! | name | type | what |
+//! |---|---|---|
+//! | `unicache_operations_total` | counter | calls, per operation |
+//! | `unicache_keys_total` | counter | keys the batch calls touched (batch sizes summed) |
+//! | `unicache_hits_total`, `unicache_misses_total` | counter | reads (`get`, `get_many`) |
+//! | `unicache_errors_total` | counter | failed calls, with label `kind` |
+//! | `unicache_bytes_read_total`, `unicache_bytes_written_total` | counter | value bytes returned / stored |
+//! | `unicache_operation_duration_seconds` | histogram | latency; in-process backends time 1 call in 16 |
+//! | `unicache_evictions_total`, `unicache_entries` | counter, gauge | the backend's own figures, published on each [`Cache::stats`] call |
+//!
+//! In-process backends keep their single-key counts in the layer and hand
+//! them to the recorder every 1,024 calls per thread and on `stats`, `flush`
+//! and `close` (a scrape may lag by that much; it never drifts): the
+//! facade's handles cost two locked adds per count, which doubled a get.
+//!
+//! Spans: `cache` at DEBUG for single-key operations (fields `backend`, `op`,
+//! `key_len`) and at INFO for batches and whole-cache operations (`backend`,
+//! `op`, `batch`). Keys and values are never recorded. A program's own
+//! subscriber sees them, and `tracing-opentelemetry` forwards them to
+//! OpenTelemetry.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tracing::Instrument;
+
+use crate::cache::{Cache, CacheFuture, Capabilities, EntryStream, KeyStream, Stats};
+use crate::error::Result;
+
+#[cfg(feature = "metrics")]
+pub use meters::{INLINE_PUBLISH_EVERY, INLINE_SAMPLE_EVERY};
+
+/// Wraps `cache` in the observability layer. `namespace` is the label value
+/// (empty when the cache has none).
+pub fn instrument(cache: Arc<dyn Cache>, namespace: Option<&str>) -> Arc<dyn Cache> {
+    Arc::new(Observed::new(cache, namespace.unwrap_or("")))
+}
+
+/// The operations the layer counts, one label value each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Op {
+    Get,
+    Set,
+    Delete,
+    Contains,
+    GetMany,
+    SetMany,
+    DeleteMany,
+    Clear,
+    ClearAll,
+    Len,
+    Ttl,
+    Keys,
+    Entries,
+    Compact,
+    Flush,
+    Close,
+}
+
+impl Op {
+    /// Every operation, in label order.
+    pub const ALL: [Op; 16] = [
+        Op::Get,
+        Op::Set,
+        Op::Delete,
+        Op::Contains,
+        Op::GetMany,
+        Op::SetMany,
+        Op::DeleteMany,
+        Op::Clear,
+        Op::ClearAll,
+        Op::Len,
+        Op::Ttl,
+        Op::Keys,
+        Op::Entries,
+        Op::Compact,
+        Op::Flush,
+        Op::Close,
+    ];
+
+    /// A single-key operation (`get`, `set`, `delete`, `contains`).
+    pub fn is_single(self) -> bool {
+        matches!(self, Op::Get | Op::Set | Op::Delete | Op::Contains)
+    }
+
+    /// The `operation` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Delete => "delete",
+            Op::Contains => "contains",
+            Op::GetMany => "get_many",
+            Op::SetMany => "set_many",
+            Op::DeleteMany => "delete_many",
+            Op::Clear => "clear",
+            Op::ClearAll => "clear_all",
+            Op::Len => "len",
+            Op::Ttl => "ttl",
+            Op::Keys => "keys",
+            Op::Entries => "entries",
+            Op::Compact => "compact",
+            Op::Flush => "flush",
+            Op::Close => "close",
+        }
+    }
+}
+
+/// The decorator: forwards every call to the wrapped cache inside a span,
+/// and counts it.
+pub struct Observed {
+    inner: Arc<dyn Cache>,
+    backend: &'static str,
+    meters: meters::Meters,
+}
+
+impl fmt::Debug for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observed")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl Observed {
+    /// Wraps `inner`; `namespace` is the label value.
+    pub fn new(inner: Arc<dyn Cache>, namespace: &str) -> Self {
+        let backend = inner.backend();
+        let inline = inner.capabilities().inline;
+        Observed {
+            meters: meters::Meters::new(backend, namespace, inline),
+            backend,
+            inner,
+        }
+    }
+
+    /// The wrapped cache.
+    pub fn inner(&self) -> &Arc<dyn Cache> {
+        &self.inner
+    }
+
+    /// A single-key operation: timed, counted, inside a DEBUG span. A
+    /// finished future stays finished (no allocation on in-process hits).
+    fn single<'a, T: Unpin + Send + 'a>(
+        &'a self,
+        op: Op,
+        key_len: usize,
+        call: impl FnOnce() -> CacheFuture<'a, T>,
+        done: impl Fn(&meters::Meters, &Result<T>) + Send + 'a,
+    ) -> CacheFuture<'a, T> {
+        let span = tracing::debug_span!("cache", backend = self.backend, op = op.as_str(), key_len);
+        let clock = self.meters.clock_single();
+        let fut = {
+            let _entered = span.enter();
+            call()
+        };
+        match fut {
+            CacheFuture::Ready(Some(r)) => {
+                done(&self.meters, &r);
+                self.meters.done(op, &r, clock, None);
+                CacheFuture::ready(r)
+            }
+            pending => {
+                let clock = clock.or_else(|| self.meters.clock_always());
+                CacheFuture::boxed(
+                    async move {
+                        let r = pending.await;
+                        done(&self.meters, &r);
+                        self.meters.done(op, &r, clock, None);
+                        r
+                    }
+                    .instrument(span),
+                )
+            }
+        }
+    }
+
+    /// A batch or whole-cache operation: timed, counted, inside an INFO span.
+    async fn batch<T>(
+        &self,
+        op: Op,
+        keys: usize,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let span = tracing::info_span!(
+            "cache",
+            backend = self.backend,
+            op = op.as_str(),
+            batch = keys
+        );
+        let clock = self.meters.clock_always();
+        let r = call.instrument(span).await;
+        self.meters.done(op, &r, clock, Some(keys as u64));
+        r
+    }
+}
+
+fn value_len(v: &Option<Bytes>) -> u64 {
+    v.as_ref().map_or(0, |b| b.len() as u64)
+}
+
+#[async_trait]
+impl Cache for Observed {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn endpoint(&self) -> String {
+        self.inner.endpoint()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
+        self.single(
+            Op::Get,
+            key.len(),
+            || self.inner.get(key),
+            |m, r| {
+                if let Ok(v) = r {
+                    m.read(
+                        Op::Get,
+                        v.is_some() as u64,
+                        v.is_none() as u64,
+                        value_len(v),
+                    );
+                }
+            },
+        )
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> CacheFuture<'a, ()> {
+        let n = value.len() as u64;
+        self.single(
+            Op::Set,
+            key.len(),
+            || self.inner.set(key, value, ttl),
+            move |m, r| {
+                if r.is_ok() {
+                    m.written(Op::Set, n);
+                }
+            },
+        )
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        self.single(Op::Delete, key.len(), || self.inner.delete(key), |_, _| {})
+    }
+
+    fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        self.single(
+            Op::Contains,
+            key.len(),
+            || self.inner.contains(key),
+            |_, _| {},
+        )
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let r = self
+            .batch(Op::GetMany, keys.len(), self.inner.get_many(keys))
+            .await;
+        if let Ok(v) = &r {
+            let hits = v.iter().filter(|x| x.is_some()).count() as u64;
+            let bytes = v.iter().map(value_len).sum();
+            self.meters
+                .read(Op::GetMany, hits, v.len() as u64 - hits, bytes);
+        }
+        r
+    }
+
+    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let r = self
+            .batch(
+                Op::SetMany,
+                entries.len(),
+                self.inner.set_many(entries, ttl),
+            )
+            .await;
+        if r.is_ok() {
+            let bytes = entries.iter().map(|(_, v)| v.len() as u64).sum();
+            self.meters.written(Op::SetMany, bytes);
+        }
+        r
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.batch(Op::DeleteMany, keys.len(), self.inner.delete_many(keys))
+            .await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.batch(Op::Clear, 0, self.inner.clear()).await
+    }
+
+    async fn clear_all(&self) -> Result<()> {
+        self.batch(Op::ClearAll, 0, self.inner.clear_all()).await
+    }
+
+    async fn len(&self) -> Result<u64> {
+        self.batch(Op::Len, 0, self.inner.len()).await
+    }
+
+    async fn is_empty(&self) -> Result<bool> {
+        self.batch(Op::Len, 0, self.inner.is_empty()).await
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        self.batch(Op::Ttl, 1, self.inner.ttl(key)).await
+    }
+
+    async fn keys(&self) -> Result<KeyStream> {
+        self.batch(Op::Keys, 0, self.inner.keys()).await
+    }
+
+    async fn entries(&self) -> Result<EntryStream<'_>> {
+        self.batch(Op::Entries, 0, self.inner.entries()).await
+    }
+
+    /// The wrapped cache's stats; also publishes its evictions and entry
+    /// count as `unicache_evictions_total` and `unicache_entries`.
+    async fn stats(&self) -> Result<Stats> {
+        let s = self.inner.stats().await?;
+        self.meters.publish(&s);
+        Ok(s)
+    }
+
+    async fn compact(&self) -> Result<()> {
+        self.batch(Op::Compact, 0, self.inner.compact()).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.meters.flush_local();
+        self.batch(Op::Flush, 0, self.inner.flush()).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.meters.flush_local();
+        self.batch(Op::Close, 0, self.inner.close()).await
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod meters {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::time::Instant;
+
+    use metrics::{Counter, Gauge, Histogram, Label};
+
+    use super::Op;
+    use crate::cache::Stats;
+    use crate::error::Result;
+
+    /// In-process backends answer in tens of nanoseconds, about what two
+    /// clock reads cost: they time one call in this many (per thread) so the
+    /// layer stays within 1.1x of a bare get. Counters count every call.
+    pub const INLINE_SAMPLE_EVERY: u32 = 16;
+
+    /// In-process caches hand their single-key counts to the facade every
+    /// this many calls (per thread), and on `stats`, `flush` and `close`.
+    pub const INLINE_PUBLISH_EVERY: u32 = 1024;
+
+    /// Single-key counts of an in-process cache, in plain atomics: one
+    /// locked add per count instead of the facade handles' two (counter and
+    /// generation), which doubled a memory:// get. Published with
+    /// `absolute`, so the facade's counters only lag, never drift.
+    #[derive(Default)]
+    struct Local {
+        /// set, delete, contains (get's calls are hits + misses + errors).
+        calls: [AtomicU64; 4],
+        get_errors: AtomicU64,
+        hits: AtomicU64,
+        misses: AtomicU64,
+        bytes_read: AtomicU64,
+        bytes_written: AtomicU64,
+    }
+    struct OpMeter {
+        labels: Vec<Label>,
+        calls: Counter,
+        /// Batch and whole-cache operations only.
+        keys: Option<Counter>,
+        duration: Histogram,
+    }
+
+    /// Handles registered once, when the layer is built: a call pays an
+    /// atomic add per counter, no lookup.
+    pub(super) struct Meters {
+        ops: Vec<OpMeter>,
+        hits: [Counter; 2],
+        misses: [Counter; 2],
+        bytes_read: [Counter; 2],
+        bytes_written: [Counter; 2],
+        evictions: Counter,
+        entries: Gauge,
+        inline: bool,
+        /// Present for in-process caches.
+        local: Option<Box<Local>>,
+    }
+
+    thread_local! {
+        static TICK: Cell<u32> = const { Cell::new(0) };
+    }
+
+    fn pair(name: &'static str, ops: &[OpMeter], which: [Op; 2]) -> [Counter; 2] {
+        which.map(|op| metrics::counter!(name, ops[op as usize].labels.clone()))
+    }
+
+    impl Meters {
+        pub(super) fn new(backend: &'static str, namespace: &str, inline: bool) -> Self {
+            let base = vec![
+                Label::new("backend", backend),
+                Label::new("namespace", namespace.to_string()),
+            ];
+            let ops: Vec<OpMeter> = Op::ALL
+                .iter()
+                .map(|op| {
+                    let mut labels = base.clone();
+                    labels.push(Label::new("operation", op.as_str()));
+                    OpMeter {
+                        calls: metrics::counter!("unicache_operations_total", labels.clone()),
+                        keys: (!op.is_single())
+                            .then(|| metrics::counter!("unicache_keys_total", labels.clone())),
+                        duration: metrics::histogram!(
+                            "unicache_operation_duration_seconds",
+                            labels.clone()
+                        ),
+                        labels,
+                    }
+                })
+                .collect();
+            let reads = [Op::Get, Op::GetMany];
+            let writes = [Op::Set, Op::SetMany];
+            Meters {
+                hits: pair("unicache_hits_total", &ops, reads),
+                misses: pair("unicache_misses_total", &ops, reads),
+                bytes_read: pair("unicache_bytes_read_total", &ops, reads),
+                bytes_written: pair("unicache_bytes_written_total", &ops, writes),
+                evictions: metrics::counter!("unicache_evictions_total", base.clone()),
+                entries: metrics::gauge!("unicache_entries", base),
+                ops,
+                inline,
+                local: inline.then(Box::default),
+            }
+        }
+
+        /// The start of a single-key call: always for network backends, one
+        /// call in [`INLINE_SAMPLE_EVERY`] for in-process ones.
+        #[inline]
+        pub(super) fn clock_single(&self) -> Option<Instant> {
+            if !self.inline {
+                return Some(Instant::now());
+            }
+            let n = TICK.with(|t| {
+                let n = t.get().wrapping_add(1);
+                t.set(n);
+                n
+            });
+            if n.is_multiple_of(INLINE_PUBLISH_EVERY) {
+                self.flush_local();
+            }
+            n.is_multiple_of(INLINE_SAMPLE_EVERY).then(Instant::now)
+        }
+
+        pub(super) fn clock_always(&self) -> Option<Instant> {
+            Some(Instant::now())
+        }
+
+        #[inline]
+        pub(super) fn done<T>(
+            &self,
+            op: Op,
+            r: &Result<T>,
+            clock: Option<Instant>,
+            keys: Option<u64>,
+        ) {
+            let m = &self.ops[op as usize];
+            match &self.local {
+                Some(l) if op == Op::Get => {
+                    if r.is_err() {
+                        l.get_errors.fetch_add(1, Relaxed);
+                    }
+                }
+                Some(l) if op.is_single() => {
+                    l.calls[op as usize].fetch_add(1, Relaxed);
+                }
+                _ => m.calls.increment(1),
+            }
+            if let (Some(n), Some(c)) = (keys, &m.keys) {
+                c.increment(n);
+            }
+            if let Some(t) = clock {
+                m.duration.record(t.elapsed().as_secs_f64());
+            }
+            if let Err(e) = r {
+                let mut labels = m.labels.clone();
+                labels.push(Label::new("kind", format!("{:?}", e.kind())));
+                metrics::counter!("unicache_errors_total", labels).increment(1);
+            }
+        }
+
+        #[inline]
+        pub(super) fn read(&self, op: Op, hits: u64, misses: u64, bytes: u64) {
+            if let Some(l) = self.local.as_ref().filter(|_| op == Op::Get) {
+                if hits > 0 {
+                    l.hits.fetch_add(hits, Relaxed);
+                    l.bytes_read.fetch_add(bytes, Relaxed);
+                } else {
+                    l.misses.fetch_add(misses, Relaxed);
+                }
+                return;
+            }
+            let i = (op == Op::GetMany) as usize;
+            if hits > 0 {
+                self.hits[i].increment(hits);
+                self.bytes_read[i].increment(bytes);
+            }
+            if misses > 0 {
+                self.misses[i].increment(misses);
+            }
+        }
+
+        #[inline]
+        pub(super) fn written(&self, op: Op, bytes: u64) {
+            if let Some(l) = self.local.as_ref().filter(|_| op == Op::Set) {
+                l.bytes_written.fetch_add(bytes, Relaxed);
+                return;
+            }
+            self.bytes_written[(op == Op::SetMany) as usize].increment(bytes);
+        }
+
+        /// Hands an in-process cache's single-key counts to the facade.
+        pub(super) fn flush_local(&self) {
+            let Some(l) = &self.local else { return };
+            let (hits, misses) = (l.hits.load(Relaxed), l.misses.load(Relaxed));
+            let get_calls = hits + misses + l.get_errors.load(Relaxed);
+            self.ops[Op::Get as usize].calls.absolute(get_calls);
+            for op in [Op::Set, Op::Delete, Op::Contains] {
+                let n = l.calls[op as usize].load(Relaxed);
+                self.ops[op as usize].calls.absolute(n);
+            }
+            self.hits[0].absolute(hits);
+            self.misses[0].absolute(misses);
+            self.bytes_read[0].absolute(l.bytes_read.load(Relaxed));
+            self.bytes_written[0].absolute(l.bytes_written.load(Relaxed));
+        }
+
+        pub(super) fn publish(&self, s: &Stats) {
+            self.flush_local();
+            self.evictions.absolute(s.evictions);
+            if let Some(n) = s.entries {
+                self.entries.set(n as f64);
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod meters {
+    //! Without the `metrics` feature the layer only opens spans.
+    use std::time::Instant;
+
+    use super::Op;
+    use crate::cache::Stats;
+    use crate::error::Result;
+
+    pub(super) struct Meters;
+
+    impl Meters {
+        pub(super) fn new(_: &'static str, _: &str, _: bool) -> Self {
+            Meters
+        }
+        #[inline]
+        pub(super) fn clock_single(&self) -> Option<Instant> {
+            None
+        }
+        #[inline]
+        pub(super) fn clock_always(&self) -> Option<Instant> {
+            None
+        }
+        #[inline]
+        pub(super) fn done<T>(&self, _: Op, _: &Result<T>, _: Option<Instant>, _: Option<u64>) {}
+        #[inline]
+        pub(super) fn read(&self, _: Op, _: u64, _: u64, _: u64) {}
+        #[inline]
+        pub(super) fn written(&self, _: Op, _: u64) {}
+        pub(super) fn flush_local(&self) {}
+        pub(super) fn publish(&self, _: &Stats) {}
+    }
+}
+
+/// The bulk writer's metrics, per target (labels `target`, `backend`):
+/// `unicache_writer_records_written_total`, `_failed_total`,
+/// `_retries_total`, `unicache_writer_batches_in_flight` and
+/// `unicache_writer_records_per_second` (written since the lane started),
+/// plus `unicache_writer_records_read_total` and `_skipped_total` for the
+/// input. No-ops without the `metrics` feature or a recorder.
+pub mod writer {
+    #[cfg(feature = "metrics")]
+    use metrics::{Counter, Gauge};
+
+    /// One target's handles.
+    #[derive(Debug)]
+    pub struct TargetMeters {
+        #[cfg(feature = "metrics")]
+        written: Counter,
+        #[cfg(feature = "metrics")]
+        failed: Counter,
+        #[cfg(feature = "metrics")]
+        retries: Counter,
+        #[cfg(feature = "metrics")]
+        in_flight: Gauge,
+        #[cfg(feature = "metrics")]
+        rate: Gauge,
+    }
+
+    impl TargetMeters {
+        /// Registers the target's metrics.
+        #[allow(unused_variables)]
+        pub fn new(target: &str, backend: &'static str) -> Self {
+            #[cfg(feature = "metrics")]
+            {
+                let l = [
+                    ("target", target.to_string()),
+                    ("backend", backend.to_string()),
+                ];
+                TargetMeters {
+                    written: metrics::counter!("unicache_writer_records_written_total", &l),
+                    failed: metrics::counter!("unicache_writer_records_failed_total", &l),
+                    retries: metrics::counter!("unicache_writer_retries_total", &l),
+                    in_flight: metrics::gauge!("unicache_writer_batches_in_flight", &l),
+                    rate: metrics::gauge!("unicache_writer_records_per_second", &l),
+                }
+            }
+            #[cfg(not(feature = "metrics"))]
+            TargetMeters {}
+        }
+
+        /// A batch went out.
+        pub fn batch_started(&self) {
+            #[cfg(feature = "metrics")]
+            self.in_flight.increment(1.0);
+        }
+
+        /// A batch came back: what it wrote, failed and retried; `total`
+        /// written so far over `elapsed` gives the throughput gauge.
+        #[allow(unused_variables)]
+        pub fn batch_done(&self, written: u64, failed: u64, retries: u64, total: u64, secs: f64) {
+            #[cfg(feature = "metrics")]
+            {
+                self.in_flight.decrement(1.0);
+                self.written.increment(written);
+                self.failed.increment(failed);
+                self.retries.increment(retries);
+                if secs > 0.0 {
+                    self.rate.set(total as f64 / secs);
+                }
+            }
+        }
+    }
+
+    /// The input's counters.
+    #[derive(Debug, Clone)]
+    pub struct InputMeters {
+        #[cfg(feature = "metrics")]
+        read: Counter,
+        #[cfg(feature = "metrics")]
+        skipped: Counter,
+    }
+
+    impl InputMeters {
+        /// Registers the input's metrics.
+        pub fn new() -> Self {
+            InputMeters {
+                #[cfg(feature = "metrics")]
+                read: metrics::counter!("unicache_writer_records_read_total"),
+                #[cfg(feature = "metrics")]
+                skipped: metrics::counter!("unicache_writer_records_skipped_total"),
+            }
+        }
+
+        /// One record read.
+        pub fn read(&self) {
+            #[cfg(feature = "metrics")]
+            self.read.increment(1);
+        }
+
+        /// One record skipped while reading.
+        pub fn skipped(&self) {
+            #[cfg(feature = "metrics")]
+            self.skipped.increment(1);
+        }
+    }
+
+    impl Default for InputMeters {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+}
+
+#[cfg(all(test, feature = "prometheus", feature = "memory"))]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// The process's recorder, installed once for every test here.
+    fn handle() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+        static H: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+            std::sync::OnceLock::new();
+        H.get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("recorder")
+        })
+    }
+
+    /// The value of the sample `name{...label...}` whose labels contain `has`.
+    fn sample(text: &str, name: &str, has: &[&str]) -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| has.iter().all(|h| l.contains(h)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn layer_counts_hits_misses_bytes_errors_and_evictions() {
+        let h = handle();
+        let opts = crate::CacheOptions::new().namespace("t1").observe(true);
+        let c = crate::open_with("memory://?capacity=2", opts)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        let run = |f: CacheFuture<'_, ()>| f.now_or_never().unwrap();
+        run(c.set("a", b"12345", None)).unwrap();
+        assert!(c.get("a").now_or_never().unwrap().unwrap().is_some());
+        assert!(c.get("zz").now_or_never().unwrap().unwrap().is_none());
+        let err = run(c.set("b", b"x", Some(Duration::ZERO))).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        let many = c.get_many(&["a", "q"]).now_or_never().unwrap().unwrap();
+        assert_eq!(many.len(), 2);
+        for k in ["c", "d", "e", "f"] {
+            run(c.set(k, b"v", None)).unwrap();
+        }
+        let stats = c.stats().now_or_never().unwrap().unwrap();
+        let text = h.render();
+        let ns = "namespace=\"t1\"";
+        let get = "operation=\"get\"";
+        assert_eq!(
+            sample(&text, "unicache_hits_total", &[ns, get]),
+            1.0,
+            "{text}"
+        );
+        assert_eq!(sample(&text, "unicache_misses_total", &[ns, get]), 1.0);
+        assert_eq!(sample(&text, "unicache_bytes_read_total", &[ns, get]), 5.0);
+        let gm = "operation=\"get_many\"";
+        assert_eq!(sample(&text, "unicache_hits_total", &[ns, gm]), 1.0);
+        assert_eq!(sample(&text, "unicache_misses_total", &[ns, gm]), 1.0);
+        assert_eq!(sample(&text, "unicache_keys_total", &[ns, gm]), 2.0);
+        let set = "operation=\"set\"";
+        assert_eq!(sample(&text, "unicache_operations_total", &[ns, set]), 6.0);
+        assert_eq!(
+            sample(&text, "unicache_bytes_written_total", &[ns, set]),
+            9.0
+        );
+        let kind = "kind=\"InvalidInput\"";
+        assert_eq!(
+            sample(&text, "unicache_errors_total", &[ns, set, kind]),
+            1.0
+        );
+        // Evictions come from the backend's own figures, published on stats().
+        assert!(stats.evictions > 0);
+        let ev = sample(&text, "unicache_evictions_total", &[ns]);
+        assert_eq!(ev, stats.evictions as f64);
+        // Never a key in a label.
+        assert!(!text.contains("\"zz\""));
+    }
+
+    #[test]
+    fn without_the_switch_there_is_no_layer() {
+        let c = crate::open("memory://").now_or_never().unwrap().unwrap();
+        assert!(!format!("{c:?}").contains("Observed"));
+        let opts = crate::CacheOptions::new().observe(true);
+        let c = crate::open_with("memory://", opts)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert!(format!("{c:?}").starts_with("Observed"));
+    }
+}
