@@ -7,12 +7,8 @@ use std::process::Output;
 
 mod common;
 
-use assert_cmd::Command;
+use common::{stderr, unicache};
 use serde_json::Value;
-
-fn unicache() -> Command {
-    Command::cargo_bin("unicache").unwrap()
-}
 
 fn summary(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -21,10 +17,6 @@ fn summary(out: &Output) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn write_file(dir: &Path, name: &str, text: &str) -> String {
@@ -426,7 +418,7 @@ impl Drop for SmallDisk {
 /// full disk: writes past it fail (EFBIG) the way a full disk fails them.
 fn unicache_with_fsize_limit(bytes: u64, args: &[&str]) -> Output {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"));
+    let mut cmd = common::unicache_std();
     cmd.args(args);
     unsafe {
         cmd.pre_exec(move || {
@@ -449,9 +441,7 @@ fn unicache_with_fsize_limit(bytes: u64, args: &[&str]) -> Output {
 /// exactly what was written. Returns each target's first error.
 fn fill_the_disk(cache_dir: &std::path::Path, run: impl Fn(&[&str]) -> Output) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let lines: String = (0..20_000)
-        .map(|i| format!("{{\"key\":\"k{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
-        .collect();
+    let lines = common::padded_jsonl("k", 20_000);
     let input = write_file(dir.path(), "in.jsonl", &lines);
     let mut errors = Vec::new();
     for target in ["file", "sqlite"] {
@@ -521,7 +511,7 @@ fn a_really_full_filesystem_is_reported_and_every_record_accounted() {
 /// Runs `unicache ARGS` in `dir` with its stdout pipe closed before it
 /// writes: a closed stdout is not an error.
 fn with_closed_stdout(dir: &Path, args: &[&str]) -> Output {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+    let mut child = common::unicache_std()
         .args(args)
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
@@ -865,9 +855,7 @@ fn full_disk_errors_for_export_and_rejects_name_the_file() {
 fn a_closed_stdout_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let lines: String = (0..5000)
-        .map(|i| format!("{{\"key\":\"k{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
-        .collect();
+    let lines = common::padded_jsonl("k", 5000);
     write_file(d, "in.jsonl", &lines);
     let set = unicache()
         .current_dir(d)
@@ -1214,7 +1202,7 @@ fn write_through_a_freeze(
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("r.jsonl");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+    let mut child = common::unicache_std()
         .args(["write", "-q", "-i", "-", "-c", url])
         .args(flags)
         .arg("--rejects")

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use common::servers::{self, shared_cluster, shared_redis};
+use common::{stderr, unicache};
 use unicache::Cache;
 
 async fn single(ns: &str) -> Arc<dyn Cache> {
@@ -36,14 +35,6 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
-
-fn unicache() -> Command {
-    Command::cargo_bin("unicache").unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -176,24 +167,10 @@ fn restart_during_bulk_write_loses_nothing() {
     let port = server.port;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let body: String = (0..200_000)
-        .map(|i| format!("{{\"key\":\"r{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
-        .collect();
-    std::fs::write(&input, body).unwrap();
+    std::fs::write(&input, common::padded_jsonl("r", 200_000)).unwrap();
     let summary = dir.path().join("s.json");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-        .args(["write", "-q", "--batch-size", "500", "--input"])
-        .arg(&input)
-        .args([
-            "--cache",
-            &format!("redis://127.0.0.1:{port}?namespace=fault&response_timeout=2s"),
-            "--output",
-        ])
-        .arg(&summary)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}?namespace=fault&response_timeout=2s");
+    let child = common::spawn_write(&input, &url, 500, &summary, std::process::Stdio::piped());
     // Let it get going, then kill the server and bring it back (empty).
     let t = Instant::now();
     while redis_cli(port, &["DBSIZE"]).parse::<u64>().unwrap_or(0) < 20_000 {
@@ -443,7 +420,7 @@ impl Writer {
     fn start(dir: &std::path::Path, input: &std::path::Path, url: &str, tag: &str) -> Writer {
         let summary = dir.join(format!("{tag}.summary.json"));
         let rejects = dir.join(format!("{tag}.rejects.jsonl"));
-        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+        let child = common::unicache_std()
             .args(["write", "-v", "--input"])
             .arg(input)
             .args(["--cache", url, "--output"])
