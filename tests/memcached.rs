@@ -388,11 +388,7 @@ fn frozen_server_fails_fast_after_one_timeout_and_is_used_again_when_it_answers(
         .unwrap();
         let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
         let vals: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
-        let entries: Vec<(&str, &[u8])> = keys
-            .iter()
-            .zip(&vals)
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect();
+        let entries = common::entries(&keys, &vals);
         c.set_many(&entries, None).await.unwrap();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         m.freeze();

@@ -46,10 +46,10 @@ pub fn spawn_write(input: &Path, url: &str, batch: usize, summary: &Path, err: S
 }
 
 /// Pairs keys with values as `set_many` takes them.
-pub fn entries<'a>(keys: &'a [String], vals: &'a [String]) -> Vec<(&'a str, &'a [u8])> {
+pub fn entries<'a, V: AsRef<[u8]>>(keys: &'a [String], vals: &'a [V]) -> Vec<(&'a str, &'a [u8])> {
     keys.iter()
         .zip(vals)
-        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .map(|(k, v)| (k.as_str(), v.as_ref()))
         .collect()
 }
 
