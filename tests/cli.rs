@@ -699,36 +699,19 @@ fn exports_rejects_and_summaries_are_owner_only_whatever_the_umask() {
 fn summaries_to_dev_null_and_to_a_full_disk_are_still_printed() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_file(dir.path(), "in.jsonl", "{\"key\":\"a\"}\n{\"key\":\"b\"}\n");
-    let out = unicache()
-        .args([
-            "write",
-            "-q",
-            "-i",
-            &input,
-            "-c",
-            "memory://",
-            "-o",
-            "/dev/null",
-        ])
-        .output()
-        .unwrap();
+    let write_to = |output: &std::path::Path| {
+        unicache()
+            .args(["write", "-q", "-i", &input, "-c", "memory://", "-o"])
+            .arg(output)
+            .output()
+            .unwrap()
+    };
+    let out = write_to(Path::new("/dev/null"));
     common::assert_exit(&out, 0);
     assert_eq!(summary(&out)["records_written"], 2);
 
     // /dev/stdout in a pipe is written directly (and printed as usual).
-    let out = unicache()
-        .args([
-            "write",
-            "-q",
-            "-i",
-            &input,
-            "-c",
-            "memory://",
-            "-o",
-            "/dev/stdout",
-        ])
-        .output()
-        .unwrap();
+    let out = write_to(Path::new("/dev/stdout"));
     common::assert_exit(&out, 0);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
@@ -740,11 +723,7 @@ fn summaries_to_dev_null_and_to_a_full_disk_are_still_printed() {
     let real = dir.path().join("real.json");
     std::fs::write(&real, "old").unwrap();
     std::os::unix::fs::symlink(&real, dir.path().join("link.json")).unwrap();
-    let out = unicache()
-        .args(["write", "-q", "-i", &input, "-c", "memory://", "-o"])
-        .arg(dir.path().join("link.json"))
-        .output()
-        .unwrap();
+    let out = write_to(&dir.path().join("link.json"));
     common::assert_exit(&out, 0);
     assert!(
         std::fs::symlink_metadata(dir.path().join("link.json"))
