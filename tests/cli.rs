@@ -1262,13 +1262,15 @@ fn write_to_a_frozen_server(
     );
 }
 
+/// A URL for the server on `port` with 500 ms connect and response timeouts.
+fn half_second_timeouts(scheme: &str, port: u16) -> String {
+    format!("{scheme}://127.0.0.1:{port}?response_timeout=500ms&connect_timeout=500ms")
+}
+
 #[test]
 fn a_frozen_redis_is_given_up_on_after_give_up_after() {
     let server = common::servers::redis_server();
-    let url = format!(
-        "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
-        server.port
-    );
+    let url = half_second_timeouts("redis", server.port);
     let flags = ["--batch-size", "100", "--give-up-after", "3s"];
     write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(30));
     // Without retries each batch fails on its own timeout: give-up still
@@ -1287,10 +1289,7 @@ fn a_frozen_redis_is_given_up_on_after_give_up_after() {
 #[test]
 fn a_frozen_memcached_is_given_up_on_after_give_up_after() {
     let server = common::servers::memcached_server();
-    let url = format!(
-        "memcached://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
-        server.port
-    );
+    let url = half_second_timeouts("memcached", server.port);
     let flags = ["--batch-size", "100", "--give-up-after", "3s"];
     write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(30));
 }
@@ -1298,10 +1297,7 @@ fn a_frozen_memcached_is_given_up_on_after_give_up_after() {
 #[test]
 fn a_redis_frozen_for_two_seconds_loses_nothing() {
     let server = common::servers::redis_server();
-    let url = format!(
-        "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
-        server.port
-    );
+    let url = half_second_timeouts("redis", server.port);
     let thaw = Some(std::time::Duration::from_secs(2));
     let flags = ["--batch-size", "100"];
     let (out, _, lines) = write_through_a_freeze(&server, &url, &flags, thaw);
