@@ -15,22 +15,16 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use unicache::Cache;
-use unicache::backends::file::FileCache;
-use unicache::backends::sqlite::SqliteCache;
-use unicache::url::SyncPolicy;
 
-fn n() -> usize {
-    std::env::var("UNICACHE_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000)
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{file_log, n};
 
 /// get and open on an existing log (see the module doc).
 fn bench_log(c: &mut Criterion, path: &std::path::Path) {
     let n = n();
     let t = Instant::now();
-    let f = FileCache::open(path, SyncPolicy::Batch, 50, Default::default()).unwrap();
+    let f = file_log(path);
     eprintln!(
         "file: opened {} in {:.3} s",
         path.display(),
@@ -49,9 +43,7 @@ fn bench_log(c: &mut Criterion, path: &std::path::Path) {
     drop(f);
     let mut g = c.benchmark_group(format!("log_open_{n}"));
     g.sample_size(10);
-    g.bench_function("file_index_rebuild", |b| {
-        b.iter(|| FileCache::open(path, SyncPolicy::Batch, 50, Default::default()).unwrap())
-    });
+    g.bench_function("file_index_rebuild", |b| b.iter(|| file_log(path)));
     g.finish();
 }
 
@@ -60,59 +52,24 @@ fn bench(c: &mut Criterion) {
         return bench_log(c, std::path::Path::new(&log));
     }
     let n = n();
-    let keys: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
-    let value = vec![b'x'; 100];
-    let entries: Vec<(&str, &[u8])> = keys
-        .iter()
-        .map(|k| (k.as_str(), value.as_slice()))
-        .collect();
+    let (keys, value) = support::data(n);
+    let entries = support::entries(&keys, &value);
 
     let mut g = c.benchmark_group(format!("set_many_{n}"));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
     g.bench_function("file", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let t = Instant::now();
-                let f = FileCache::open(
-                    &dir.path().join("f.log"),
-                    SyncPolicy::Batch,
-                    50,
-                    Default::default(),
-                )
-                .unwrap();
-                f.set_many(&entries, None).now_or_never().unwrap().unwrap();
-                total += t.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| support::time_fresh_set_many(iters, &entries, file_log))
     });
     g.bench_function("sqlite", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let t = Instant::now();
-                let s = SqliteCache::open(
-                    &dir.path().join("s.sqlite3"),
-                    Duration::from_secs(5),
-                    Default::default(),
-                )
-                .unwrap();
-                s.set_many(&entries, None).now_or_never().unwrap().unwrap();
-                total += t.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| support::time_fresh_set_many(iters, &entries, support::sqlite))
     });
     g.finish();
 
     let dir = tempfile::tempdir().unwrap();
     let fpath = dir.path().join("g.log");
     let t = Instant::now();
-    let f = FileCache::open(&fpath, SyncPolicy::Batch, 50, Default::default()).unwrap();
+    let f = file_log(&fpath);
     f.set_many(&entries, None).now_or_never().unwrap().unwrap();
     let write_time = t.elapsed();
     let bytes = std::fs::metadata(&fpath).unwrap().len();
@@ -122,12 +79,7 @@ fn bench(c: &mut Criterion) {
         write_time.as_secs_f64(),
         bytes as f64 / 1e6 / write_time.as_secs_f64()
     );
-    let s = SqliteCache::open(
-        &dir.path().join("g.sqlite3"),
-        Duration::from_secs(5),
-        Default::default(),
-    )
-    .unwrap();
+    let s = support::sqlite(&dir.path().join("g.sqlite3"));
     s.set_many(&entries, None).now_or_never().unwrap().unwrap();
 
     let mut g = c.benchmark_group(format!("get_{n}"));
@@ -148,9 +100,7 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group(format!("open_{n}"));
     g.sample_size(10);
-    g.bench_function("file_index_rebuild", |b| {
-        b.iter(|| FileCache::open(&fpath, SyncPolicy::Batch, 50, Default::default()).unwrap())
-    });
+    g.bench_function("file_index_rebuild", |b| b.iter(|| file_log(&fpath)));
     g.finish();
     eprintln!(
         "file: writing the store took {:.3} s (open must be below)",

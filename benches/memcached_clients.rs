@@ -1,4 +1,4 @@
-//! Our memcached client against the two crates DESIGN.md names, on the same
+//! Our memcached client against the two Rust memcached client crates, on the same
 //! data, same run: 1M sets of 100-byte values (async-memcached 0.9:
 //! `set_multi`, pipelined ASCII `set`, batches of 1,000 on one connection;
 //! memcache 0.21's experimental async meta client: `set_many`, batches of
@@ -7,41 +7,22 @@
 //!
 //! cargo bench --bench memcached_clients   (UNICACHE_BENCH_N=100000 quicker)
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_memcached::AsciiProtocol;
+
+/// The test harness's server start-up (free port, ready check, killed on drop).
+#[allow(dead_code)]
+#[path = "../tests/common/servers.rs"]
+mod servers;
 
 fn main() {
     let n: usize = std::env::var("UNICACHE_BENCH_N")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new("memcached")
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-m",
-            "1024",
-            "-t",
-            "2",
-            "-u",
-            "root",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("memcached not found: apt-get install -y memcached");
-    std::thread::sleep(Duration::from_millis(300));
+    let server = servers::memcached_big_server();
+    let port = server.port;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -110,6 +91,5 @@ fn main() {
             );
         }
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

@@ -11,26 +11,15 @@
 //! cargo bench --bench sqlite   (UNICACHE_BENCH_N=100000 for a quicker run)
 //! cargo bench --bench sqlite -- export   (UNICACHE_EXPORT_N, default 500000)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use unicache::Cache;
-use unicache::backends::sqlite::SqliteCache;
 
-fn n() -> usize {
-    std::env::var("UNICACHE_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000)
-}
-
-fn data(n: usize) -> (Vec<String>, Vec<u8>) {
-    (
-        (0..n).map(|i| format!("key:{i}")).collect(),
-        vec![b'x'; 100],
-    )
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{data, n};
 
 fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
     let mut conn = rusqlite::Connection::open(path).unwrap();
@@ -53,10 +42,7 @@ fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
 fn bench(c: &mut Criterion) {
     let n = n();
     let (keys, value) = data(n);
-    let entries: Vec<(&str, &[u8])> = keys
-        .iter()
-        .map(|k| (k.as_str(), value.as_slice()))
-        .collect();
+    let entries = support::entries(&keys, &value);
     let mut g = c.benchmark_group(format!("sqlite_set_many_{n}"));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
@@ -68,37 +54,13 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.bench_function("unicache_set_many", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let t = Instant::now();
-                let cache = SqliteCache::open(
-                    &dir.path().join("u.sqlite3"),
-                    Duration::from_secs(5),
-                    Default::default(),
-                )
-                .unwrap();
-                cache
-                    .set_many(&entries, None)
-                    .now_or_never()
-                    .unwrap()
-                    .unwrap();
-                total += t.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| support::time_fresh_set_many(iters, &entries, support::sqlite))
     });
     g.finish();
 
     // Gets on a filled store.
     let dir = tempfile::tempdir().unwrap();
-    let cache = SqliteCache::open(
-        &dir.path().join("g.sqlite3"),
-        Duration::from_secs(5),
-        Default::default(),
-    )
-    .unwrap();
+    let cache = support::sqlite(&dir.path().join("g.sqlite3"));
     cache
         .set_many(&entries, None)
         .now_or_never()
@@ -123,7 +85,7 @@ fn bench_export(c: &mut Criterion) {
         .unwrap_or(500_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("export.sqlite3");
-    let cache = SqliteCache::open(&path, Duration::from_secs(5), Default::default()).unwrap();
+    let cache = support::sqlite(&path);
     let keys: Vec<String> = (0..n).map(|i| format!("user:{i}")).collect();
     let values: Vec<Vec<u8>> = (0..n)
         .map(|i| {

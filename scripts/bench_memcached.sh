@@ -6,14 +6,7 @@
 #
 #   ./scripts/bench_memcached.sh [N=1000000] [RUNS=3]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-N=${1:-1000000}
-RUNS=${2:-3}
-cargo build --release -q
-U=$PWD/target/release/unicache
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/bench_common.sh"
 # Sets STARTED to the port (no subshell: PIDS must reach the EXIT trap).
 start() {
     local p; p=$(port)

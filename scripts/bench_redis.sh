@@ -10,17 +10,7 @@
 #
 #   ./scripts/bench_redis.sh [N=1000000] [RUNS=3]     (SINGLE=0: cluster only)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-N=${1:-1000000}
-RUNS=${2:-3}
-cargo build --release -q
-U=$PWD/target/release/unicache
-T=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/bench_common.sh"
 start() { # port [extra args]
     local p=$1; shift
     mkdir -p "$T/$p"

@@ -7,13 +7,7 @@
 #
 #   ./scripts/bench_write.sh [N=1000000] [RUNS=3]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-N=${1:-1000000}
-RUNS=${2:-3}
-cargo build --release -q
-U=$PWD/target/release/unicache
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+source "$(dirname "$0")/bench_common.sh"
 
 $U bench gen --records "$N" > "$T/in.jsonl"
 echo "input: $N records, $(du -h "$T/in.jsonl" | cut -f1)"

@@ -7,12 +7,8 @@ use std::process::Output;
 
 mod common;
 
-use assert_cmd::Command;
+use common::{stderr, unicache};
 use serde_json::Value;
-
-fn unicache() -> Command {
-    Command::cargo_bin("unicache").unwrap()
-}
 
 fn summary(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -21,10 +17,6 @@ fn summary(out: &Output) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn write_file(dir: &Path, name: &str, text: &str) -> String {
@@ -426,7 +418,7 @@ impl Drop for SmallDisk {
 /// full disk: writes past it fail (EFBIG) the way a full disk fails them.
 fn unicache_with_fsize_limit(bytes: u64, args: &[&str]) -> Output {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"));
+    let mut cmd = common::unicache_std();
     cmd.args(args);
     unsafe {
         cmd.pre_exec(move || {
@@ -449,9 +441,7 @@ fn unicache_with_fsize_limit(bytes: u64, args: &[&str]) -> Output {
 /// exactly what was written. Returns each target's first error.
 fn fill_the_disk(cache_dir: &std::path::Path, run: impl Fn(&[&str]) -> Output) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let lines: String = (0..20_000)
-        .map(|i| format!("{{\"key\":\"k{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
-        .collect();
+    let lines = common::padded_jsonl("k", 20_000);
     let input = write_file(dir.path(), "in.jsonl", &lines);
     let mut errors = Vec::new();
     for target in ["file", "sqlite"] {
@@ -521,7 +511,7 @@ fn a_really_full_filesystem_is_reported_and_every_record_accounted() {
 /// Runs `unicache ARGS` in `dir` with its stdout pipe closed before it
 /// writes: a closed stdout is not an error.
 fn with_closed_stdout(dir: &Path, args: &[&str]) -> Output {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+    let mut child = common::unicache_std()
         .args(args)
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
@@ -709,36 +699,19 @@ fn exports_rejects_and_summaries_are_owner_only_whatever_the_umask() {
 fn summaries_to_dev_null_and_to_a_full_disk_are_still_printed() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_file(dir.path(), "in.jsonl", "{\"key\":\"a\"}\n{\"key\":\"b\"}\n");
-    let out = unicache()
-        .args([
-            "write",
-            "-q",
-            "-i",
-            &input,
-            "-c",
-            "memory://",
-            "-o",
-            "/dev/null",
-        ])
-        .output()
-        .unwrap();
+    let write_to = |output: &std::path::Path| {
+        unicache()
+            .args(["write", "-q", "-i", &input, "-c", "memory://", "-o"])
+            .arg(output)
+            .output()
+            .unwrap()
+    };
+    let out = write_to(Path::new("/dev/null"));
     common::assert_exit(&out, 0);
     assert_eq!(summary(&out)["records_written"], 2);
 
     // /dev/stdout in a pipe is written directly (and printed as usual).
-    let out = unicache()
-        .args([
-            "write",
-            "-q",
-            "-i",
-            &input,
-            "-c",
-            "memory://",
-            "-o",
-            "/dev/stdout",
-        ])
-        .output()
-        .unwrap();
+    let out = write_to(Path::new("/dev/stdout"));
     common::assert_exit(&out, 0);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
@@ -750,11 +723,7 @@ fn summaries_to_dev_null_and_to_a_full_disk_are_still_printed() {
     let real = dir.path().join("real.json");
     std::fs::write(&real, "old").unwrap();
     std::os::unix::fs::symlink(&real, dir.path().join("link.json")).unwrap();
-    let out = unicache()
-        .args(["write", "-q", "-i", &input, "-c", "memory://", "-o"])
-        .arg(dir.path().join("link.json"))
-        .output()
-        .unwrap();
+    let out = write_to(&dir.path().join("link.json"));
     common::assert_exit(&out, 0);
     assert!(
         std::fs::symlink_metadata(dir.path().join("link.json"))
@@ -865,9 +834,7 @@ fn full_disk_errors_for_export_and_rejects_name_the_file() {
 fn a_closed_stdout_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let lines: String = (0..5000)
-        .map(|i| format!("{{\"key\":\"k{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
-        .collect();
+    let lines = common::padded_jsonl("k", 5000);
     write_file(d, "in.jsonl", &lines);
     let set = unicache()
         .current_dir(d)
@@ -1214,7 +1181,7 @@ fn write_through_a_freeze(
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("r.jsonl");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+    let mut child = common::unicache_std()
         .args(["write", "-q", "-i", "-", "-c", url])
         .args(flags)
         .arg("--rejects")
@@ -1295,13 +1262,15 @@ fn write_to_a_frozen_server(
     );
 }
 
+/// A URL for the server on `port` with 500 ms connect and response timeouts.
+fn half_second_timeouts(scheme: &str, port: u16) -> String {
+    format!("{scheme}://127.0.0.1:{port}?response_timeout=500ms&connect_timeout=500ms")
+}
+
 #[test]
 fn a_frozen_redis_is_given_up_on_after_give_up_after() {
     let server = common::servers::redis_server();
-    let url = format!(
-        "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
-        server.port
-    );
+    let url = half_second_timeouts("redis", server.port);
     let flags = ["--batch-size", "100", "--give-up-after", "3s"];
     write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(30));
     // Without retries each batch fails on its own timeout: give-up still
@@ -1320,10 +1289,7 @@ fn a_frozen_redis_is_given_up_on_after_give_up_after() {
 #[test]
 fn a_frozen_memcached_is_given_up_on_after_give_up_after() {
     let server = common::servers::memcached_server();
-    let url = format!(
-        "memcached://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
-        server.port
-    );
+    let url = half_second_timeouts("memcached", server.port);
     let flags = ["--batch-size", "100", "--give-up-after", "3s"];
     write_to_a_frozen_server(&server, &url, &flags, std::time::Duration::from_secs(30));
 }
@@ -1331,10 +1297,7 @@ fn a_frozen_memcached_is_given_up_on_after_give_up_after() {
 #[test]
 fn a_redis_frozen_for_two_seconds_loses_nothing() {
     let server = common::servers::redis_server();
-    let url = format!(
-        "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
-        server.port
-    );
+    let url = half_second_timeouts("redis", server.port);
     let thaw = Some(std::time::Duration::from_secs(2));
     let flags = ["--batch-size", "100"];
     let (out, _, lines) = write_through_a_freeze(&server, &url, &flags, thaw);

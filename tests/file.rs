@@ -8,27 +8,53 @@ use std::path::Path;
 use std::process::{Command as Std, Stdio};
 use std::time::Duration;
 
-use assert_cmd::Command;
+use common::unicache;
 use futures::StreamExt;
 use proptest::prelude::*;
 use unicache::Cache;
 use unicache::backends::file::FileCache;
 use unicache::url::SyncPolicy;
 
-fn unicache() -> Command {
-    Command::cargo_bin("unicache").unwrap()
-}
-
-fn bin() -> std::path::PathBuf {
-    assert_cmd::cargo::cargo_bin("unicache")
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
+/// The value the crash writer stores under `key`.
 fn crash_value(key: &str) -> String {
     format!("value-{key}-{}", "z".repeat(key.len() % 50))
+}
+
+/// Set by the SIGKILL test for its crash-writer child (this test binary).
+const CRASH_URL: &str = "UNICACHE_TEST_CRASH_URL";
+const CRASH_RUN: &str = "UNICACHE_TEST_CRASH_RUN";
+
+/// The crash writer: a no-op unless started by the SIGKILL test, then
+/// `set_many` batches of 100 entries `RUN:I`, printing `ack N` after each
+/// returns, until killed (or 20 s, so a lost parent cannot leave it running).
+#[test]
+fn crash_writer_child() {
+    let (Ok(url), Ok(run)) = (std::env::var(CRASH_URL), std::env::var(CRASH_RUN)) else {
+        return;
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    rt().block_on(async {
+        let c = unicache::open(&url).await.unwrap();
+        let mut out = std::io::stdout().lock();
+        for b in 0.. {
+            let keys: Vec<String> = (b * 100..b * 100 + 100)
+                .map(|i| format!("{run}:{i}"))
+                .collect();
+            let vals: Vec<String> = keys.iter().map(|k| crash_value(k)).collect();
+            c.set_many(&common::entries(&keys, &vals), None)
+                .await
+                .unwrap();
+            writeln!(out, "ack {}", (b + 1) * 100).unwrap();
+            out.flush().unwrap();
+            if std::time::Instant::now() > end {
+                break;
+            }
+        }
+    });
 }
 
 #[test]
@@ -74,15 +100,15 @@ fn sigkilled_writer_loses_nothing_acknowledged() {
     let mut acked: Vec<(String, u64)> = Vec::new();
     let mut seed = 0x9e3779b97f4a7c15u64;
     for run in 0..20 {
-        let mut child = Std::new(bin())
+        let mut child = Std::new(std::env::current_exe().unwrap())
             .args([
-                "bench",
-                "crash-writer",
-                "--cache",
-                &url,
-                "--run",
-                &format!("r{run}"),
+                "--exact",
+                "crash_writer_child",
+                "--nocapture",
+                "--test-threads=1",
             ])
+            .env(CRASH_URL, &url)
+            .env(CRASH_RUN, format!("r{run}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -809,7 +835,7 @@ fn a_compaction_sigkilled_mid_run_leaves_a_temp_file_the_next_open_removes() {
             .filter(|p| p.to_string_lossy().contains(".compact-"))
             .collect()
     };
-    let mut child = Std::new(bin())
+    let mut child = common::unicache_std()
         .args(["compact", "-q", "--cache"])
         .arg(format!("file:{}", log.display()))
         .stdout(Stdio::null())

@@ -10,8 +10,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use common::servers::{self, ask, shared_memcached};
+use common::unicache;
 use unicache::Cache;
 
 async fn one(ns: &str) -> Arc<dyn Cache> {
@@ -33,10 +33,6 @@ async fn two(ns: &str) -> Arc<dyn Cache> {
 
 conformance_suite!(memcached_one, one, 16);
 conformance_suite!(memcached_two, two, 16);
-
-fn unicache() -> Command {
-    Command::cargo_bin("unicache").unwrap()
-}
 
 #[test]
 fn cli_write_then_plain_get_reads_the_json() {
@@ -134,24 +130,13 @@ fn one_of_two_servers_killed_during_a_write_every_record_accounted() {
     let b = servers::memcached_server();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let body: String = (0..100_000)
-        .map(|i| format!("{{\"key\":\"m{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
-        .collect();
-    std::fs::write(&input, body).unwrap();
+    std::fs::write(&input, common::padded_jsonl("m", 100_000)).unwrap();
     let summary = dir.path().join("s.json");
     let url = format!(
         "memcached://127.0.0.1:{},127.0.0.1:{}?namespace=fault",
         a.port, b.port
     );
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-        .args(["write", "-q", "--batch-size", "200", "--input"])
-        .arg(&input)
-        .args(["--cache", &url, "--output"])
-        .arg(&summary)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_write(&input, &url, 200, &summary, std::process::Stdio::piped());
     let t = Instant::now();
     loop {
         let items = ask(b.port, "stats\r\n")
@@ -403,11 +388,7 @@ fn frozen_server_fails_fast_after_one_timeout_and_is_used_again_when_it_answers(
         .unwrap();
         let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
         let vals: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
-        let entries: Vec<(&str, &[u8])> = keys
-            .iter()
-            .zip(&vals)
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect();
+        let entries = common::entries(&keys, &vals);
         c.set_many(&entries, None).await.unwrap();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         m.freeze();
@@ -475,15 +456,7 @@ fn cli_write_to_a_server_frozen_mid_run_ends_fast_with_every_record_accounted() 
     std::fs::write(&input, body).unwrap();
     let summary = dir.path().join("s.json");
     let url = format!("memcached://127.0.0.1:{}?response_timeout=1s", m.port);
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-        .args(["write", "-q", "--batch-size", "20", "--input"])
-        .arg(&input)
-        .args(["--cache", &url, "--output"])
-        .arg(&summary)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_write(&input, &url, 20, &summary, std::process::Stdio::null());
     let mut child = ChildGuard(child);
     let t = Instant::now();
     while items(m.port) < 1_000 {

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use common::servers::{self, shared_cluster, shared_redis};
+use common::{stderr, unicache};
 use unicache::Cache;
 
 async fn single(ns: &str) -> Arc<dyn Cache> {
@@ -36,14 +35,6 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
-
-fn unicache() -> Command {
-    Command::cargo_bin("unicache").unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -176,24 +167,10 @@ fn restart_during_bulk_write_loses_nothing() {
     let port = server.port;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let body: String = (0..200_000)
-        .map(|i| format!("{{\"key\":\"r{i}\",\"pad\":\"{}\"}}\n", "x".repeat(100)))
-        .collect();
-    std::fs::write(&input, body).unwrap();
+    std::fs::write(&input, common::padded_jsonl("r", 200_000)).unwrap();
     let summary = dir.path().join("s.json");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-        .args(["write", "-q", "--batch-size", "500", "--input"])
-        .arg(&input)
-        .args([
-            "--cache",
-            &format!("redis://127.0.0.1:{port}?namespace=fault&response_timeout=2s"),
-            "--output",
-        ])
-        .arg(&summary)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}?namespace=fault&response_timeout=2s");
+    let child = common::spawn_write(&input, &url, 500, &summary, std::process::Stdio::piped());
     // Let it get going, then kill the server and bring it back (empty).
     let t = Instant::now();
     while redis_cli(port, &["DBSIZE"]).parse::<u64>().unwrap_or(0) < 20_000 {
@@ -443,7 +420,7 @@ impl Writer {
     fn start(dir: &std::path::Path, input: &std::path::Path, url: &str, tag: &str) -> Writer {
         let summary = dir.join(format!("{tag}.summary.json"));
         let rejects = dir.join(format!("{tag}.rejects.jsonl"));
-        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+        let child = common::unicache_std()
             .args(["write", "-v", "--input"])
             .arg(input)
             .args(["--cache", url, "--output"])
@@ -629,6 +606,44 @@ fn cluster_write_survives_a_master_killed_mid_write() {
     );
 }
 
+/// Asserts `got[i]` is `vals[i]` for every key `key:i`.
+fn assert_values<B: AsRef<[u8]>>(got: &[Option<B>], vals: &[String], when: &str) {
+    for (i, v) in got.iter().enumerate() {
+        let v = v.as_ref().map(AsRef::as_ref);
+        assert_eq!(v, Some(vals[i].as_bytes()), "key:{i}, {when}");
+    }
+}
+
+/// Runs `round` (given its number) again and again while 2,000 slots move
+/// from master 0 to master 1, for at most 60 s; then asserts the reshard
+/// succeeded and `cache` was redirected (`MOVED`) at least once.
+async fn while_resharding(
+    c: &servers::Cluster,
+    cache: &dyn Cache,
+    what: &str,
+    mut round: impl AsyncFnMut(u32),
+) {
+    let t = Instant::now();
+    let mut mover = c.reshard(0, 1, 2000);
+    let mut rounds = 0u32;
+    loop {
+        round(rounds).await;
+        rounds += 1;
+        if mover.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "reshard still running"
+        );
+    }
+    assert!(mover.wait().unwrap().success());
+    let s = cache.stats().await.unwrap();
+    let routing = &s.server.as_ref().unwrap()["cluster"];
+    eprintln!("{what}: {rounds} in {:?}; {routing}", t.elapsed());
+    assert!(routing["moved"].as_u64().unwrap() > 0, "{routing}");
+}
+
 #[test]
 fn cluster_reads_during_a_reshard_never_miss() {
     let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
@@ -640,42 +655,16 @@ fn cluster_reads_during_a_reshard_never_miss() {
             .unwrap();
         let keys: Vec<String> = (0..10_000).map(|i| format!("key:{i}")).collect();
         let vals: Vec<String> = (0..10_000).map(topo_line).collect();
-        let entries: Vec<(&str, &[u8])> = keys
-            .iter()
-            .zip(&vals)
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect();
-        cache.set_many(&entries, None).await.unwrap();
+        cache
+            .set_many(&common::entries(&keys, &vals), None)
+            .await
+            .unwrap();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let t = Instant::now();
-        let mut mover = c.reshard(0, 1, 2000);
-        let mut rounds = 0;
-        loop {
+        while_resharding(&c, &*cache, "reads: rounds of 10k", async |rounds| {
             let got = cache.get_many(&refs).await.unwrap();
-            for (i, v) in got.iter().enumerate() {
-                assert_eq!(
-                    v.as_deref(),
-                    Some(vals[i].as_bytes()),
-                    "key:{i}, round {rounds}"
-                );
-            }
-            rounds += 1;
-            if mover.try_wait().unwrap().is_some() {
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "reshard still running"
-            );
-        }
-        assert!(mover.wait().unwrap().success());
-        let s = cache.stats().await.unwrap();
-        let routing = &s.server.as_ref().unwrap()["cluster"];
-        eprintln!(
-            "reads: {rounds} rounds of 10k in {:?}; {routing}",
-            t.elapsed()
-        );
-        assert!(routing["moved"].as_u64().unwrap() > 0, "{routing}");
+            assert_values(&got, &vals, &format!("round {rounds}"));
+        })
+        .await;
     });
 }
 
@@ -921,10 +910,7 @@ fn cluster_mset_batches_during_a_reshard_split_and_land() {
         // MSET, which a slot being migrated answers with TRYAGAIN or ASK.
         let keys: Vec<String> = (0..50_000).map(|i| format!("key:{i}")).collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let t = Instant::now();
-        let mut mover = c.reshard(0, 1, 2000);
-        let mut round = 0u32;
-        loop {
+        while_resharding(&c, &*cache, "mset: rounds of 50k", async |round| {
             let vals: Vec<String> = (0..keys.len()).map(|i| format!("{round}:{i}")).collect();
             let entries: Vec<(&str, &[u8])> = refs
                 .iter()
@@ -933,30 +919,9 @@ fn cluster_mset_batches_during_a_reshard_split_and_land() {
                 .collect();
             cache.set_many(&entries, None).await.unwrap();
             let got = cache.get_many(&refs).await.unwrap();
-            for (i, v) in got.iter().enumerate() {
-                assert_eq!(
-                    v.as_deref(),
-                    Some(vals[i].as_bytes()),
-                    "key:{i} round {round}"
-                );
-            }
-            round += 1;
-            if mover.try_wait().unwrap().is_some() {
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "reshard still running"
-            );
-        }
-        assert!(mover.wait().unwrap().success());
-        let s = cache.stats().await.unwrap();
-        let routing = &s.server.as_ref().unwrap()["cluster"];
-        eprintln!(
-            "mset: {round} rounds of 50k in {:?}; {routing}",
-            t.elapsed()
-        );
-        assert!(routing["moved"].as_u64().unwrap() > 0, "{routing}");
+            assert_values(&got, &vals, &format!("round {round}"));
+        })
+        .await;
     });
 }
 

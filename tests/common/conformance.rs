@@ -68,12 +68,9 @@ pub async fn large_value(c: Shared) {
 pub async fn batches(c: Shared) {
     let keys: Vec<String> = (0..250).map(|i| format!("batch:{i}")).collect();
     let vals: Vec<Vec<u8>> = (0..250).map(|i| format!("v{i}").into_bytes()).collect();
-    let entries: Vec<(&str, &[u8])> = keys
-        .iter()
-        .zip(&vals)
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    c.set_many(&entries, None).await.unwrap();
+    c.set_many(&super::entries(&keys, &vals), None)
+        .await
+        .unwrap();
     let mut ask: Vec<&str> = keys.iter().map(String::as_str).collect();
     ask.push("batch:missing");
     let got = c.get_many(&ask).await.unwrap();

@@ -4,7 +4,54 @@
 pub mod conformance;
 pub mod servers;
 
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The `unicache` binary under test, for `assert_cmd` runs.
+pub fn unicache() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("unicache").unwrap()
+}
+
+/// The `unicache` binary under test, for spawned (long-running) children.
+pub fn unicache_std() -> std::process::Command {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+}
+
+/// A process's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `n` JSON Lines records keyed `{prefix}{i}`, each with a 100-byte pad.
+pub fn padded_jsonl(prefix: &str, n: usize) -> String {
+    let pad = "x".repeat(100);
+    (0..n)
+        .map(|i| format!("{{\"key\":\"{prefix}{i}\",\"pad\":\"{pad}\"}}\n"))
+        .collect()
+}
+
+/// Spawns `unicache write -q` of `input` into `url`, summary to `summary`,
+/// stdout discarded and stderr as given.
+pub fn spawn_write(input: &Path, url: &str, batch: usize, summary: &Path, err: Stdio) -> Child {
+    unicache_std()
+        .args(["write", "-q", "--batch-size", &batch.to_string(), "--input"])
+        .arg(input)
+        .args(["--cache", url, "--output"])
+        .arg(summary)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+/// Pairs keys with values as `set_many` takes them.
+pub fn entries<'a, V: AsRef<[u8]>>(keys: &'a [String], vals: &'a [V]) -> Vec<(&'a str, &'a [u8])> {
+    keys.iter()
+        .zip(vals)
+        .map(|(k, v)| (k.as_str(), v.as_ref()))
+        .collect()
+}
 
 /// A namespace no other test in this process uses.
 pub fn unique_ns(prefix: &str) -> String {
@@ -17,7 +64,7 @@ pub fn unique_ns(prefix: &str) -> String {
 }
 
 /// Asserts an exit code, showing the process's stderr when it differs.
-pub fn assert_exit(out: &std::process::Output, code: i32) {
+pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -28,28 +75,15 @@ pub fn assert_exit(out: &std::process::Output, code: i32) {
 
 /// Runs one `unicache write` process per input (JSON Lines text) against
 /// `url`, all at once, and asserts every one exits 0.
-pub fn write_at_once(dir: &std::path::Path, url: &str, inputs: &[String], batch_size: usize) {
+pub fn write_at_once(dir: &Path, url: &str, inputs: &[String], batch_size: usize) {
     let children: Vec<_> = inputs
         .iter()
         .enumerate()
         .map(|(p, lines)| {
             let input = dir.join(format!("in{p}.jsonl"));
             std::fs::write(&input, lines).unwrap();
-            std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-                .args([
-                    "write",
-                    "-q",
-                    "--batch-size",
-                    &batch_size.to_string(),
-                    "--input",
-                ])
-                .arg(&input)
-                .args(["--cache", url, "--output"])
-                .arg(dir.join(format!("s{p}.json")))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            let summary = dir.join(format!("s{p}.json"));
+            spawn_write(&input, url, batch_size, &summary, Stdio::piped())
         })
         .collect();
     for c in children {

@@ -337,6 +337,15 @@ pub fn shared_cluster() -> &'static Cluster {
 }
 
 fn memcached_cmd(port: u16, _dir: &std::path::Path) -> Command {
+    memcached_cmd_mb(port, 128)
+}
+
+/// 1 GiB of item memory: a million-entry benchmark fits without evictions.
+fn memcached_big_cmd(port: u16, _dir: &std::path::Path) -> Command {
+    memcached_cmd_mb(port, 1024)
+}
+
+fn memcached_cmd_mb(port: u16, mb: u32) -> Command {
     let mut c = Command::new("memcached");
     c.args([
         "-l",
@@ -346,7 +355,7 @@ fn memcached_cmd(port: u16, _dir: &std::path::Path) -> Command {
         "-U",
         "0",
         "-m",
-        "128",
+        &mb.to_string(),
         "-t",
         "2",
     ])
@@ -367,6 +376,11 @@ pub fn memcached_ready(port: u16) -> bool {
 /// One memcached process.
 pub fn memcached_server() -> Process {
     Process::start(free_port(false), memcached_cmd, memcached_ready)
+}
+
+/// One memcached process with 1 GiB of item memory (benchmarks).
+pub fn memcached_big_server() -> Process {
+    Process::start(free_port(false), memcached_big_cmd, memcached_ready)
 }
 
 /// Two memcached processes shared by the tests of one binary.

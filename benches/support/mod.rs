@@ -1,0 +1,65 @@
+//! Helpers the criterion benches share; each includes this file with
+//! `#[path = "support/mod.rs"] mod support;`.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use unicache::Cache;
+use unicache::backends::file::FileCache;
+use unicache::backends::sqlite::SqliteCache;
+use unicache::url::SyncPolicy;
+
+/// Records per run: `UNICACHE_BENCH_N`, default 1M.
+pub fn n() -> usize {
+    std::env::var("UNICACHE_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// Keys `key:0`..`key:{n-1}` and the one 100-byte value every bench stores.
+pub fn data(n: usize) -> (Vec<String>, Vec<u8>) {
+    (
+        (0..n).map(|i| format!("key:{i}")).collect(),
+        vec![b'x'; 100],
+    )
+}
+
+/// Each key with `value`, as `set_many` takes them.
+pub fn entries<'a>(keys: &'a [String], value: &'a [u8]) -> Vec<(&'a str, &'a [u8])> {
+    keys.iter().map(|k| (k.as_str(), value)).collect()
+}
+
+/// A SQLite store at `path` (5 s busy timeout, default options).
+pub fn sqlite(path: &Path) -> SqliteCache {
+    SqliteCache::open(path, Duration::from_secs(5), Default::default()).unwrap()
+}
+
+/// A file log at `path` (one fsync per batch, compaction at 50%).
+pub fn file_log(path: &Path) -> FileCache {
+    FileCache::open(path, SyncPolicy::Batch, 50, Default::default()).unwrap()
+}
+
+/// Total time of `iters` runs of: open a store with `open` in a fresh temp
+/// dir, then one `set_many` of `entries` (directory clean-up not timed).
+pub fn time_fresh_set_many<C: Cache>(
+    iters: u64,
+    entries: &[(&str, &[u8])],
+    open: impl Fn(&Path) -> C,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let cache = open(&dir.path().join("store"));
+        cache
+            .set_many(entries, None)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        total += t.elapsed();
+    }
+    total
+}
