@@ -355,7 +355,8 @@ fn format_name(f: Option<InputFormat>) -> &'static str {
     match f {
         Some(InputFormat::Seed) => "seed",
         Some(InputFormat::Array) => "array",
-        Some(InputFormat::Jsonl) => "jsonl",
+        Some(InputFormat::Jsonl | InputFormat::Entries) => "jsonl",
+        Some(InputFormat::CacheFile) => "json",
         _ => "unknown",
     }
 }
@@ -487,15 +488,55 @@ impl Health {
     }
 }
 
-/// One `set_many` attempt, bounded by `op_timeout`; a panicking backend is
-/// an error for this batch, not a crashed run.
+/// One attempt at the `pending` records of `batch`: one `set_many` call,
+/// or, when records carry their own TTLs (import), one per run of
+/// consecutive records with the same TTL (order kept). Failures are indexed
+/// into `pending`, as one `set_many` call's would be.
 async fn attempt(
     cache: &dyn Cache,
+    batch: &[Record],
+    pending: &[usize],
+    options: &WriteOptions,
+) -> Result<(), Error> {
+    let entries: Vec<(&str, &[u8])> = pending
+        .iter()
+        .map(|&i| (batch[i].key.as_str(), batch[i].value.as_slice()))
+        .collect();
+    if pending.iter().all(|&i| batch[i].ttl.is_none()) {
+        return set_many(cache, &entries, options.ttl, options).await;
+    }
+    let ttl = |j: usize| batch[pending[j]].ttl.or(options.ttl);
+    let (mut failures, mut start) = (Vec::new(), 0);
+    while start < entries.len() {
+        let end = (start..entries.len())
+            .find(|&j| ttl(j) != ttl(start))
+            .unwrap_or(entries.len());
+        match set_many(cache, &entries[start..end], ttl(start), options).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == crate::ErrorKind::PartialBatch => {
+                failures.extend(e.failures().iter().map(|(j, err)| (start + j, err.clone())))
+            }
+            Err(e) => failures.extend((start..end).map(|j| (j, e.clone()))),
+        }
+        start = end;
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::partial(failures))
+    }
+}
+
+/// One `set_many` call, bounded by `op_timeout`; a panicking backend is
+/// an error for this batch, not a crashed run.
+async fn set_many(
+    cache: &dyn Cache,
     entries: &[(&str, &[u8])],
+    ttl: Option<Duration>,
     options: &WriteOptions,
 ) -> Result<(), Error> {
     use futures::FutureExt;
-    let call = std::panic::AssertUnwindSafe(cache.set_many(entries, options.ttl)).catch_unwind();
+    let call = std::panic::AssertUnwindSafe(cache.set_many(entries, ttl)).catch_unwind();
     match tokio::time::timeout(options.op_timeout, call).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(Error::new(crate::ErrorKind::Backend, "set_many panicked")
@@ -532,12 +573,8 @@ async fn write_batch(
                 .extend(pending.iter().map(|&i| (i, reason.clone())));
             return out;
         }
-        let entries: Vec<(&str, &[u8])> = pending
-            .iter()
-            .map(|&i| (batch[i].key.as_str(), batch[i].value.as_slice()))
-            .collect();
         let start = Instant::now();
-        let r = attempt(cache, &entries, options).await;
+        let r = attempt(cache, &batch, &pending, options).await;
         let can_retry = attempts < options.retries;
         let failed_before = out.failed.len();
         let mut retry = Vec::new();

@@ -63,7 +63,7 @@ pub struct WriteArgs {
 /// An input stream the reader thread can own.
 type Input = Box<dyn Read + Send>;
 
-fn open_input(input: &str) -> anyhow::Result<Input> {
+pub(super) fn open_input(input: &str) -> anyhow::Result<Input> {
     if input == "-" {
         return Ok(Box::new(std::io::stdin()));
     }
@@ -249,7 +249,7 @@ fn finish(report: &WriteReport, file: OutputFile, quiet: bool) -> anyhow::Result
     })
 }
 
-fn warn_about(report: &WriteReport) {
+pub(super) fn warn_about(report: &WriteReport) {
     if report.records_skipped > 0 {
         let first = report.rejects.iter().find(|r| r.target.is_none());
         tracing::warn!(
@@ -280,13 +280,13 @@ fn warn_about(report: &WriteReport) {
 }
 
 /// The progress spinner on a terminal's stderr.
-struct ProgressLine {
+pub(super) struct ProgressLine {
     bar: Option<indicatif::ProgressBar>,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ProgressLine {
-    fn start(quiet: bool, progress: &Arc<Progress>, targets: usize) -> Self {
+    pub(super) fn start(quiet: bool, progress: &Arc<Progress>, targets: usize) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let pb = indicatif::ProgressBar::new_spinner();
             pb.set_style(
@@ -311,7 +311,7 @@ impl ProgressLine {
         ProgressLine { bar, ticker }
     }
 
-    fn finish(self) {
+    pub(super) fn finish(self) {
         if let Some(t) = self.ticker {
             t.abort();
         }

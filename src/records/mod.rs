@@ -14,6 +14,8 @@ use std::io::{BufRead, BufReader, Read};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+mod entries;
+
 /// How the input is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -28,6 +30,14 @@ pub enum InputFormat {
     Array,
     /// One JSON object per line.
     Jsonl,
+    /// `unicache export`'s JSON Lines: `{"key":..,"value"|"value_b64":..,"ttl_ms":..}`
+    /// per line; each entry stored as given (`import`).
+    Entries,
+    /// The seed's cache file, one object `{"key": "value", ...}` (`import`).
+    CacheFile,
+    /// [`InputFormat::Entries`] or [`InputFormat::CacheFile`], told apart by
+    /// the first object's structure (`import --format auto`).
+    AnyEntries,
 }
 
 impl std::str::FromStr for InputFormat {
@@ -117,8 +127,10 @@ pub struct Record {
     pub position: Position,
     /// Its key.
     pub key: String,
-    /// Its compact JSON text.
+    /// Its compact JSON text (for [`InputFormat::Entries`]: the entry's value).
     pub value: Vec<u8>,
+    /// Its own TTL (an imported entry's `ttl_ms`); `None`: the writer's TTL.
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// A record that will not be stored, and why.
@@ -275,6 +287,7 @@ pub fn key_record(
             position,
             key,
             value,
+            ttl: None,
         })),
         (None, MissingKey::Hash) => {
             let h = xxhash_rust::xxh3::xxh3_128(&value);
@@ -282,6 +295,7 @@ pub fn key_record(
                 position,
                 key: format!("hash:{h:032x}"),
                 value,
+                ttl: None,
             }))
         }
         (None, MissingKey::Skip) => Ok(Item::Rejected(Rejected {
@@ -466,6 +480,12 @@ pub fn sniff<R: Read>(
                 }
             }
         }
+        InputFormat::AnyEntries => {
+            let head = std::io::Cursor::new(std::mem::take(&mut kept)).chain(&mut rest);
+            let (format, seen) = entries::detect(head);
+            kept = seen;
+            format
+        }
         f => f,
     };
     let kept = std::io::Cursor::new(kept);
@@ -579,6 +599,10 @@ pub fn read_records<R: Read>(
     };
     match format {
         InputFormat::Jsonl | InputFormat::Auto => read_jsonl(r, source, policy, &mut sink)?,
+        InputFormat::Entries | InputFormat::AnyEntries => {
+            entries::read_lines(r, source, &mut sink)?
+        }
+        InputFormat::CacheFile => entries::read_object(r, source, &mut sink)?,
         InputFormat::Array | InputFormat::Seed => {
             let mut state = ArrayState {
                 source,
