@@ -5,6 +5,7 @@
 //! unreachable target, unwritable output). Errors are one line on stderr,
 //! `unicache: error: ...`; a closed stdout is not an error.
 
+mod baselines;
 mod bench;
 mod files;
 mod ops;
