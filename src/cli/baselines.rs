@@ -38,7 +38,7 @@ pub async fn memcached_raw(
 ) -> anyhow::Result<Outcome> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let value = vec![b'x'; value_size];
-    let stream = tokio::net::TcpStream::connect(&server).await?;
+    let stream = tokio::net::TcpStream::connect(server).await?;
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = tokio::io::BufReader::new(r);
@@ -76,7 +76,7 @@ pub async fn memcached_raw(
 /// INSERT OR REPLACE of RECORDS records in one transaction, on unicache's
 /// schema, into a fresh file `db`; prints records/s.
 pub fn sqlite_raw(records: u64, value_size: usize, db: &Path) -> anyhow::Result<Outcome> {
-    let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(db);
     let pad = "x".repeat(value_size);
     // Values prepared up front: the baseline times only the inserts.
     let rows: Vec<(String, String)> = (0..records)
@@ -84,7 +84,7 @@ pub fn sqlite_raw(records: u64, value_size: usize, db: &Path) -> anyhow::Result<
         .collect();
     let t = Instant::now();
     let mut conn =
-        rusqlite::Connection::open(&db).with_context(|| format!("opening {}", db.display()))?;
+        rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(unicache::backends::sqlite::SCHEMA)?;
@@ -109,7 +109,6 @@ pub fn sqlite_raw(records: u64, value_size: usize, db: &Path) -> anyhow::Result<
 /// get_many through unicache against the same keys fetched raw with one
 /// `mg` pipeline per server; prints both p50 latencies.
 pub async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyhow::Result<Outcome> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let parsed = unicache::url::parse(url)?;
     let unicache::url::BackendConfig::Memcached { servers, .. } = parsed.backend.clone() else {
         anyhow::bail!("--cache must be a memcached:// URL");
@@ -152,30 +151,7 @@ pub async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyho
     let mut ours = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t = Instant::now();
-        let jobs = conns
-            .iter_mut()
-            .zip(&owned)
-            .map(|((r, w), req)| async move {
-                w.write_all(req).await?;
-                let mut line = String::new();
-                let mut hits = 0usize;
-                loop {
-                    line.clear();
-                    r.read_line(&mut line).await?;
-                    if line.starts_with("MN") {
-                        return Ok::<usize, std::io::Error>(hits);
-                    }
-                    let n: usize = line
-                        .split(' ')
-                        .nth(1)
-                        .and_then(|x| x.trim().parse().ok())
-                        .unwrap_or(0);
-                    let mut buf = vec![0u8; n + 2];
-                    r.read_exact(&mut buf).await?;
-                    hits += 1;
-                }
-            });
-        let hits: usize = futures::future::try_join_all(jobs).await?.into_iter().sum();
+        let hits = raw_mg_round(&mut conns, &owned).await?;
         raw.push(t.elapsed().as_nanos() as u64);
         anyhow::ensure!(hits == nkeys, "raw pipeline found {hits} of {nkeys}");
         let t = Instant::now();
@@ -194,4 +170,40 @@ pub async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyho
         "ratio": p50(&ours) / p50(&raw),
     }))?;
     Ok(Outcome::Success)
+}
+
+/// One connection's halves, as the raw pipeline uses them.
+type Conn = (
+    tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::net::tcp::OwnedWriteHalf,
+);
+
+/// Sends each server its `mg ... v q` pipeline + `mn`, concurrently, and
+/// reads the replies up to `MN`; returns the hits.
+async fn raw_mg_round(conns: &mut [Conn], requests: &[Vec<u8>]) -> anyhow::Result<usize> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let jobs = conns
+        .iter_mut()
+        .zip(requests)
+        .map(|((r, w), req)| async move {
+            w.write_all(req).await?;
+            let mut line = String::new();
+            let mut hits = 0usize;
+            loop {
+                line.clear();
+                r.read_line(&mut line).await?;
+                if line.starts_with("MN") {
+                    return Ok::<usize, std::io::Error>(hits);
+                }
+                let n: usize = line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|x| x.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut buf = vec![0u8; n + 2];
+                r.read_exact(&mut buf).await?;
+                hits += 1;
+            }
+        });
+    Ok(futures::future::try_join_all(jobs).await?.into_iter().sum())
 }

@@ -5,6 +5,9 @@
 //! unreachable target, unwritable output). Errors are one line on stderr,
 //! `unicache: error: ...`; a closed stdout is not an error.
 
+// Short functions (clippy.toml: at most 80 lines).
+#![warn(clippy::too_many_lines)]
+
 mod baselines;
 mod bench;
 mod files;
