@@ -54,7 +54,7 @@ fn decide(buf: &[u8], eof: bool, source: &str) -> Option<Result<InputFormat, Inp
 /// Detects the format from the bytes `r` has buffered, without consuming
 /// them. Returns [`InputFormat::Auto`] when they do not suffice (a short
 /// read from a pipe, a long run of leading whitespace): [`sniff`] and
-/// [`read_records`] read on as far as needed instead.
+/// [`read_records`](super::read_records) read on as far as needed instead.
 pub fn detect<R: BufRead>(r: &mut R, source: &str) -> Result<InputFormat, InputError> {
     let buf = r.fill_buf().map_err(|e| InputError {
         message: format!("{source}: cannot read: {e}"),
