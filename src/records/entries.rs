@@ -2,7 +2,6 @@
 //! `{"key":..,"value"|"value_b64":..,"ttl_ms":..}` or the seed's cache file
 //! `{"key": "value", ...}`. Each entry is stored as given, with its own TTL.
 
-use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::io::{BufRead, Read};
@@ -12,7 +11,7 @@ use base64::Engine as _;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{InputError, InputFormat, Item, Position, Record, json_error, minify};
+use super::{InputError, InputFormat, Item, Position, Record, json_error};
 
 /// JSON Lines (`export`'s default) or the seed's one object? Decided from
 /// the document's structure, however large its entries: a JSON Lines
@@ -87,24 +86,73 @@ impl<'de> Visitor<'de> for FirstObject<'_> {
     }
 }
 
-/// One export line's fields, borrowed where they can be.
+/// One export line's fields, read in one pass.
 #[derive(serde::Deserialize)]
 struct Line<'a> {
-    #[serde(borrow)]
-    key: Option<&'a RawValue>,
-    #[serde(borrow)]
-    value: Option<&'a RawValue>,
-    #[serde(borrow)]
-    value_b64: Option<&'a RawValue>,
+    key: Option<Field>,
+    value: Option<Field>,
+    value_b64: Option<Field>,
     #[serde(borrow)]
     ttl_ms: Option<&'a RawValue>,
 }
 
-/// A JSON string's text, or `None` for any other JSON value.
-fn string(raw: Option<&RawValue>) -> Option<String> {
-    raw.filter(|r| r.get().starts_with('"'))
-        .and_then(|r| serde_json::from_str::<Cow<str>>(r.get()).ok())
-        .map(Cow::into_owned)
+/// A field's JSON value: a string decoded, anything else as its compact text.
+enum Field {
+    Str(String),
+    Null,
+    Other(Vec<u8>),
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+        Ok(Field::Str(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Field, E> {
+        Ok(Field::Str(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Field, E> {
+        Ok(Field::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Field, E> {
+        Ok(Field::Other(v.to_string().into_bytes()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Field, E> {
+        Ok(Field::Other(v.to_string().into_bytes()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Field, E> {
+        Ok(Field::Other(v.to_string().into_bytes()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Field, E> {
+        Ok(Field::Other(
+            serde_json::Value::from(v).to_string().into_bytes(),
+        ))
+    }
+    // Objects and arrays: their text as serde_json writes it (as the first
+    // importer stored them).
+    fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Field, A::Error> {
+        let v = <serde_json::Value as serde::Deserialize>::deserialize(
+            de::value::MapAccessDeserializer::new(m),
+        )?;
+        Ok(Field::Other(v.to_string().into_bytes()))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, s: A) -> Result<Field, A::Error> {
+        let v = <serde_json::Value as serde::Deserialize>::deserialize(
+            de::value::SeqAccessDeserializer::new(s),
+        )?;
+        Ok(Field::Other(v.to_string().into_bytes()))
+    }
 }
 
 /// Parses one export line; errors say which line and why.
@@ -118,18 +166,18 @@ fn parse_line(text: &str, position: Position, source: &str) -> Result<Record, In
     }
     let line: Line =
         serde_json::from_str(text).map_err(|e| fail(&format!("malformed JSON: {e}")))?;
-    let key = string(line.key).ok_or_else(|| fail("no string \"key\""))?;
+    let Some(Field::Str(key)) = line.key else {
+        return Err(fail("no string \"key\""));
+    };
     // The order the first importer took them in: a string value, else a
     // base64 one, else any other JSON value as its text.
-    let value = match (string(line.value), string(line.value_b64)) {
-        (Some(s), _) => s.into_bytes(),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+    let value = match (line.value, line.value_b64) {
+        (Some(Field::Str(s)), _) => s.into_bytes(),
+        (_, Some(Field::Str(b))) => base64::engine::general_purpose::STANDARD
             .decode(b)
             .map_err(|_| fail("bad value_b64"))?,
-        (None, None) => match line.value.map(RawValue::get) {
-            None | Some("null") => return Err(fail("no \"value\" or \"value_b64\"")),
-            Some(other) => minify(other),
-        },
+        (None | Some(Field::Null), _) => return Err(fail("no \"value\" or \"value_b64\"")),
+        (Some(Field::Other(text)), _) => text,
     };
     let ttl = line
         .ttl_ms
@@ -241,8 +289,10 @@ mod tests {
         assert_eq!(r.ttl, Some(Duration::from_millis(1500)));
         let r = parse(r#"{"key":"b","value_b64":"AP8="}"#).unwrap();
         assert_eq!((r.value, r.ttl), (vec![0, 255], None));
-        let r = parse(r#"{"key":"n","value":{"a": 1.50}}"#).unwrap();
-        assert_eq!(r.value, br#"{"a":1.50}"#);
+        let r = parse(r#"{"key":"n","value":{"a": [1, true]}}"#).unwrap();
+        assert_eq!(r.value, br#"{"a":[1,true]}"#);
+        let r = parse(r#"{"key":"n","value":-5}"#).unwrap();
+        assert_eq!(r.value, b"-5");
         for (bad, why) in [
             (r#"{"key":"k"}"#, "no \"value\""),
             (r#"{"key":"k","value":null}"#, "no \"value\""),
