@@ -1419,3 +1419,189 @@ fn outputs_through_missing_dirs_stdin_inputs_and_store_inputs_are_refused() {
     refused(&out, "-i log -c file:log");
     assert_eq!(std::fs::read(&log).unwrap(), before);
 }
+
+/// `import` goes through the writer: every entry is read, written or
+/// failed in its summary, entries keep their own TTL inside mixed batches
+/// (runs of one TTL), and binary values survive.
+#[test]
+fn import_accounts_for_every_entry_and_keeps_each_entrys_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines: String = (0..10)
+        .map(|i| match i % 3 {
+            0 => format!("{{\"key\":\"k{i}\",\"ttl_ms\":3600000,\"value\":\"v{i}\"}}\n"),
+            1 => format!("{{\"key\":\"k{i}\",\"value\":\"v{i}\"}}\n"),
+            _ => format!(
+                "{{\"key\":\"k{i}\",\"ttl_ms\":{},\"value_b64\":\"AP8=\"}}\n",
+                7_200_000 + i
+            ),
+        })
+        .collect();
+    let out = unicache()
+        .current_dir(d)
+        .args([
+            "import",
+            "-q",
+            "-c",
+            "sqlite:i.db",
+            "--batch-size",
+            "4",
+            "-",
+        ])
+        .write_stdin(lines)
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    let s = summary(&out);
+    for field in ["imported", "records_read", "records_written"] {
+        assert_eq!(s[field], 10, "{field}: {s}");
+    }
+    assert_eq!(
+        (s["failed"].as_u64(), s["records_failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["input"]["format"], "jsonl", "{s}");
+    let exported = unicache()
+        .current_dir(d)
+        .args(["export", "-q", "-c", "sqlite:i.db"])
+        .output()
+        .unwrap();
+    for line in String::from_utf8(exported.stdout).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let i: u64 = v["key"].as_str().unwrap()[1..].parse().unwrap();
+        let ttl = v["ttl_ms"].as_u64();
+        match i % 3 {
+            0 => assert!(
+                ttl.is_some_and(|t| t > 3_000_000 && t <= 3_600_000),
+                "{line}"
+            ),
+            1 => assert_eq!(
+                (ttl, v["value"].as_str()),
+                (None, Some(&*format!("v{i}"))),
+                "{line}"
+            ),
+            _ => {
+                assert!(
+                    ttl.is_some_and(|t| t > 7_000_000 && t <= 7_200_000 + i),
+                    "{line}"
+                );
+                assert_eq!(v["value_b64"], "AP8=", "{line}");
+            }
+        }
+    }
+    // A malformed line stops the import (exit 2) after accounting for the
+    // entries before it.
+    let out = unicache()
+        .current_dir(d)
+        .args(["import", "-c", "memory://", "-"])
+        .write_stdin("{\"key\":\"a\",\"value\":\"b\"}\n{\"key\":\n")
+        .output()
+        .unwrap();
+    assert_fatal(&out, &["line 2", "malformed JSON"]);
+    let s = summary(&out);
+    assert_eq!(
+        (s["records_read"].as_u64(), s["imported"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+}
+
+/// Entries a cache refuses (values over memcached's item size) fail one by
+/// one: counted in the summary, written to --rejects, exit 1; the others
+/// are imported.
+#[test]
+fn import_exits_1_and_lists_entries_that_failed() {
+    let server = common::servers::memcached_server();
+    let dir = tempfile::tempdir().unwrap();
+    let big = "x".repeat(2 << 20);
+    let mut input: String = (0..20)
+        .map(|i| format!("{{\"key\":\"imp:{i}\",\"value\":\"{i}\"}}\n"))
+        .collect();
+    input += &format!("{{\"key\":\"imp:big1\",\"value\":\"{big}\"}}\n");
+    input += &format!("{{\"key\":\"imp:big2\",\"ttl_ms\":60000,\"value\":\"{big}\"}}\n");
+    let rejects = dir.path().join("rejects.jsonl");
+    let url = format!("memcached://127.0.0.1:{}", server.port);
+    let out = unicache()
+        .args(["import", "-q", "-c", &url, "--rejects"])
+        .arg(&rejects)
+        .arg("-")
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 1);
+    let s = summary(&out);
+    assert_eq!(
+        (s["imported"].as_u64(), s["failed"].as_u64()),
+        (Some(20), Some(2)),
+        "{s}"
+    );
+    assert_eq!(s["records_read"], 22, "{s}");
+    assert_eq!(s["targets"][0]["failed"], 2, "{s}");
+    let lines: Vec<Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["position"]["line"], 21);
+    assert!(
+        lines[1]["reason"].as_str().unwrap().contains("too large"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(
+        common::servers::ask(server.port, "get imp:7\r\n").as_deref(),
+        Some("VALUE imp:7 0 1\r\n7\r\nEND\r\n")
+    );
+}
+
+/// A Redis frozen for two seconds mid-import: the writer's retries carry
+/// the import through; nothing is lost and the retries are counted.
+#[test]
+fn import_retries_through_a_frozen_redis() {
+    use std::io::Write as _;
+    let server = common::servers::redis_server();
+    let url = format!(
+        "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
+        server.port
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+        .args(["import", "-q", "-c", &url, "--batch-size", "100", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let entry = |i: usize| format!("{{\"key\":\"imp:{i}\",\"value\":\"{i}\"}}\n");
+    let first: String = (0..500).map(entry).collect();
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    server.signal(libc::SIGSTOP);
+    let rest: String = (500..3000).map(entry).collect();
+    stdin.write_all(rest.as_bytes()).unwrap();
+    drop(stdin);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    server.signal(libc::SIGCONT);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(Ok(out)) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        panic!("import through a frozen redis still running after 60 s");
+    };
+    common::assert_exit(&out, 0);
+    let s = summary(&out);
+    assert_eq!(
+        (s["imported"].as_u64(), s["failed"].as_u64()),
+        (Some(3000), Some(0)),
+        "{s}"
+    );
+    assert!(s["targets"][0]["retries"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(
+        common::servers::ask(server.port, "DBSIZE\r\n").as_deref(),
+        Some(":3000\r\n")
+    );
+}

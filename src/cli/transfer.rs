@@ -4,15 +4,16 @@
 //! `value_b64` for bytes that are not UTF-8 and `ttl_ms` when the entry
 //! expires). `export | import` copies one cache into another.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use futures::StreamExt;
-use serde::de::{self, MapAccess, Visitor};
-use unicache::writer::OutputFile;
+use unicache::records::InputFormat;
+use unicache::writer::{OutputFile, Progress, Target, WriteOptions, write_records};
 
 use super::files::{refuse_overlaps, store_files};
 use super::{Outcome, note, open_url};
@@ -27,8 +28,6 @@ pub enum Format {
     /// One `{"key": .., "value": ..}` object per line.
     Jsonl,
 }
-
-const BATCH: usize = 1000;
 
 /// Streams every live entry of `url` to `output` (`-`: stdout). A file is
 /// written beside its path and renamed over it when complete (mode 0600: it
@@ -167,271 +166,101 @@ fn write_jsonl_entry(w: &mut impl Write, e: &unicache::Entry) -> std::io::Result
     w.write_all(b"}\n")
 }
 
-/// One entry read from an export.
-struct Entry {
-    key: String,
-    value: Vec<u8>,
-    ttl: Option<Duration>,
+/// `unicache import`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    cache: super::CacheArg,
+    /// File to read (`-`: stdin).
+    input: String,
+    /// Input layout; auto tells JSON Lines from the seed's object.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: Format,
+    /// Entries per batch (one transaction or round trip each).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
+    /// Write entries that failed here as JSON Lines (position, target, reason, record); mode 0600.
+    #[arg(long, value_name = "PATH")]
+    rejects: Option<PathBuf>,
+    /// Treat the cache as down once no batch has succeeded on it for this long.
+    #[arg(long, default_value = "30s", value_name = "DUR", value_parser = super::parse_span)]
+    give_up_after: Duration,
+    /// Retries of a batch after a transient failure (connection, timeout).
+    #[arg(long, default_value_t = 8, value_parser = super::parse_count)]
+    retries: u32,
 }
 
-struct Importer {
-    cache: std::sync::Arc<dyn unicache::Cache>,
-    batch: Vec<Entry>,
-    imported: u64,
-    failed: u64,
-}
-
-impl Importer {
-    async fn push(&mut self, e: Entry) -> anyhow::Result<()> {
-        self.batch.push(e);
-        if self.batch.len() >= BATCH {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> anyhow::Result<()> {
-        let batch = std::mem::take(&mut self.batch);
-        let plain: Vec<(&str, &[u8])> = batch
-            .iter()
-            .filter(|e| e.ttl.is_none())
-            .map(|e| (e.key.as_str(), e.value.as_slice()))
-            .collect();
-        match self.cache.set_many(&plain, None).await {
-            Ok(()) => self.imported += plain.len() as u64,
-            Err(e) if e.kind() == unicache::ErrorKind::PartialBatch => {
-                self.failed += e.failures().len() as u64;
-                self.imported += (plain.len() - e.failures().len()) as u64;
-                note(&format!("import: {e}"));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        for e in batch.iter().filter(|e| e.ttl.is_some()) {
-            match self.cache.set(&e.key, &e.value, e.ttl).await {
-                Ok(()) => self.imported += 1,
-                Err(err) => {
-                    self.failed += 1;
-                    note(&format!("import: {err}"));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn parse_jsonl_line(line: &str, n: u64, source: &str) -> anyhow::Result<Entry> {
-    let v: serde_json::Value = serde_json::from_str(line)
-        .with_context(|| format!("{source}: line {n}: malformed JSON"))?;
-    let key = v["key"]
-        .as_str()
-        .with_context(|| format!("{source}: line {n}: no string \"key\""))?
-        .to_string();
-    let value = match (&v["value"], &v["value_b64"]) {
-        (serde_json::Value::String(s), _) => s.clone().into_bytes(),
-        (_, serde_json::Value::String(b)) => base64::engine::general_purpose::STANDARD
-            .decode(b)
-            .with_context(|| format!("{source}: line {n}: bad value_b64"))?,
-        (serde_json::Value::Null, _) => bail!("{source}: line {n}: no \"value\" or \"value_b64\""),
-        (other, _) => other.to_string().into_bytes(),
-    };
-    let ttl = v["ttl_ms"].as_u64().map(Duration::from_millis);
-    Ok(Entry { key, value, ttl })
-}
-
-/// Opens the import input; a directory or a missing file is an error naming it.
-fn open_import_input(input: &str) -> anyhow::Result<Box<dyn Read + Send>> {
-    if input == "-" {
-        return Ok(Box::new(std::io::stdin()));
-    }
-    match std::fs::File::open(input) {
-        Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
-            bail!("cannot read import file {input}: it is a directory")
-        }
-        Ok(f) => Ok(Box::new(f)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("import file {input} not found")
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot open import file {input}")),
-    }
-}
-
-/// Reads entries written by `export` (or a seed cache file) into `url`.
-pub async fn import(url: &str, input: &str, format: Format) -> anyhow::Result<Outcome> {
-    let raw = open_import_input(input)?;
-    let cache = open_url(url, false).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(4 * BATCH);
-    let source = input.to_string();
-    let parser = tokio::task::spawn_blocking(move || parse_entries(raw, &source, format, &tx));
-    let mut imp = Importer {
+/// Reads entries written by `export` (or a seed cache file) into the cache
+/// through the writer (batches, retries, accounting); prints a one-line
+/// summary: `imported`, `failed`, `cache` and the writer's counts.
+pub async fn import(args: ImportArgs, quiet: bool, dir: &Path) -> anyhow::Result<Outcome> {
+    let url = args.cache.at(dir)?;
+    let input = super::write::open_input(&args.input)?;
+    refuse_import_overlaps(&args, &url)?;
+    let cache = open_url(&url, false).await?;
+    let targets = [Target {
+        name: cache.endpoint(),
         cache: cache.clone(),
-        batch: Vec::new(),
-        imported: 0,
-        failed: 0,
-    };
-    while let Some(e) = rx.recv().await {
-        imp.push(e).await?;
-    }
-    parser.await.context("import parser")??;
-    imp.flush().await?;
-    cache.close().await?;
-    let line = serde_json::json!({"imported": imp.imported, "failed": imp.failed, "cache": cache.endpoint()});
+    }];
+    let progress = Arc::new(Progress::default());
+    let bar = super::write::ProgressLine::start(quiet, &progress, 1);
+    let report = write_records(
+        input,
+        &args.input,
+        &targets,
+        &import_options(&args),
+        progress,
+    )
+    .await;
+    bar.finish();
+    let closed = cache.close().await;
+    let report = report?;
+    closed?;
+    let mut line = serde_json::to_value(&report)?;
+    line["imported"] = report.records_written.into();
+    line["failed"] = report.records_failed.into();
+    line["cache"] = cache.endpoint().into();
     super::stdout_write(format!("{line}\n").as_bytes())?;
-    Ok(if imp.failed > 0 {
-        Outcome::Partial
-    } else {
+    if let Some(e) = &report.error {
+        bail!("{e} (the summary accounts for what was imported before)");
+    }
+    if !quiet {
+        super::write::warn_about(&report);
+    }
+    Ok(if report.is_complete() {
         Outcome::Success
+    } else {
+        Outcome::Partial
     })
 }
 
-type Sink<'a> = &'a tokio::sync::mpsc::Sender<Entry>;
-
-/// Parses `raw` as `format` (detected when `Auto`), sending each entry.
-fn parse_entries(
-    raw: Box<dyn Read + Send>,
-    source: &str,
-    format: Format,
-    tx: Sink,
-) -> anyhow::Result<()> {
-    let mut r = BufReader::with_capacity(1 << 16, raw);
-    let buf = r
-        .fill_buf()
-        .with_context(|| format!("cannot read {source}"))?;
-    if buf.starts_with(b"\xEF\xBB\xBF") {
-        r.consume(3);
-    }
-    match format {
-        Format::Jsonl => read_jsonl(r, source, tx),
-        Format::Json => read_json(r, source, tx),
-        Format::Auto => {
-            let (format, seen) = detect(&mut r);
-            let replay = BufReader::with_capacity(1 << 16, std::io::Cursor::new(seen).chain(r));
-            match format {
-                Format::Json => read_json(replay, source, tx),
-                _ => read_jsonl(replay, source, tx),
-            }
-        }
-    }
-}
-
-/// JSON Lines (`export`'s default) or the seed's one object? Decided from
-/// the document's structure, however large its entries: a JSON Lines
-/// file's first object is one line holding only `key`, `ttl_ms`, `value` or
-/// `value_b64`, with a string `key` and a value. Returns the format and the
-/// bytes read to decide (one object at most), to be read again.
-fn detect(r: &mut impl BufRead) -> (Format, Vec<u8>) {
-    struct Tee<'a, R> {
-        inner: &'a mut R,
-        seen: Vec<u8>,
-    }
-    impl<R: Read> Read for Tee<'_, R> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.inner.read(buf)?;
-            self.seen.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-    }
-    /// Sets the verdict as soon as it is known: a key no export line has
-    /// means the seed's object, whatever follows.
-    struct FirstObject<'a>(&'a std::cell::Cell<Option<bool>>);
-    impl<'de> Visitor<'de> for FirstObject<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-            let (mut key, mut value) = (false, false);
-            while let Some(k) = m.next_key::<String>()? {
-                match k.as_str() {
-                    "key" => key = m.next_value::<serde_json::Value>()?.is_string(),
-                    "value" | "value_b64" => {
-                        m.next_value::<de::IgnoredAny>()?;
-                        value = true;
-                    }
-                    "ttl_ms" => {
-                        m.next_value::<de::IgnoredAny>()?;
-                    }
-                    _ => {
-                        self.0.set(Some(false));
-                        return Err(de::Error::custom("not an export line"));
-                    }
-                }
-            }
-            self.0.set(Some(key && value));
-            Ok(())
-        }
-    }
-    let verdict = std::cell::Cell::new(None);
-    let mut tee = Tee {
-        inner: r,
-        seen: Vec::new(),
+/// Refuses a rejects path that is the input or one of the cache's files.
+fn refuse_import_overlaps(args: &ImportArgs, url: &str) -> anyhow::Result<()> {
+    let Some(rejects) = &args.rejects else {
+        return Ok(());
     };
-    let mut de = serde_json::Deserializer::from_reader(&mut tee);
-    let _ = de::Deserializer::deserialize_map(&mut de, FirstObject(&verdict));
-    drop(de);
-    let text_start = tee.seen.iter().position(|b| !b.is_ascii_whitespace());
-    let one_line = text_start.is_none_or(|s| !tee.seen[s..].trim_ascii_end().contains(&b'\n'));
-    let format = match verdict.get() {
-        Some(true) if one_line => Format::Jsonl,
-        Some(_) => Format::Json,
-        // Malformed or not an object: the reader that fits reports where.
-        None if one_line => Format::Jsonl,
-        None => Format::Json,
+    let mut protected = Vec::new();
+    if args.input != "-" {
+        protected.push(("the input".to_string(), PathBuf::from(&args.input)));
+    }
+    if let Ok(parsed) = unicache::url::parse(url) {
+        for p in store_files(&parsed.backend) {
+            protected.push((format!("a file of the cache {}", parsed.redacted), p));
+        }
+    }
+    refuse_overlaps(&[("--rejects", rejects.as_path())], &protected)
+}
+
+fn import_options(args: &ImportArgs) -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.batch_size = args.batch_size as usize;
+    options.retries = args.retries;
+    options.give_up_after = args.give_up_after;
+    options.rejects = args.rejects.clone();
+    options.format = match args.format {
+        Format::Auto => InputFormat::AnyEntries,
+        Format::Json => InputFormat::CacheFile,
+        Format::Jsonl => InputFormat::Entries,
     };
-    (format, tee.seen)
-}
-
-fn read_jsonl(mut r: impl BufRead, source: &str, tx: Sink) -> anyhow::Result<()> {
-    let mut line = String::new();
-    let mut n = 0u64;
-    loop {
-        line.clear();
-        if r.read_line(&mut line)
-            .with_context(|| format!("cannot read {source} at line {}", n + 1))?
-            == 0
-        {
-            return Ok(());
-        }
-        n += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if tx
-            .blocking_send(parse_jsonl_line(line.trim_end(), n, source)?)
-            .is_err()
-        {
-            return Ok(()); // the importer stopped; it reports why
-        }
-    }
-}
-
-/// Streams the seed's `{"key": "value", ...}` object; memory stays bounded.
-fn read_json(r: impl Read, source: &str, tx: Sink) -> anyhow::Result<()> {
-    struct V<'a>(Sink<'a>);
-    impl<'de> Visitor<'de> for V<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an object of key -> value")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-            while let Some((k, v)) = m.next_entry::<String, serde_json::Value>()? {
-                let value = match v {
-                    serde_json::Value::String(s) => s.into_bytes(),
-                    other => other.to_string().into_bytes(),
-                };
-                let entry = Entry {
-                    key: k,
-                    value,
-                    ttl: None,
-                };
-                if self.0.blocking_send(entry).is_err() {
-                    return Err(de::Error::custom("import stopped"));
-                }
-            }
-            Ok(())
-        }
-    }
-    let mut de = serde_json::Deserializer::from_reader(r);
-    de::Deserializer::deserialize_map(&mut de, V(tx))
-        .and_then(|_| de.end())
-        .map_err(|e| anyhow!("{source}: line {} column {}: {e}", e.line(), e.column()))
+    options
 }

@@ -73,17 +73,21 @@ pub struct WriteArgs {
 /// An input stream the reader thread can own.
 type Input = Box<dyn Read + Send>;
 
-fn open_input(input: &str) -> anyhow::Result<Input> {
+pub(super) fn open_input(input: &str) -> anyhow::Result<Input> {
     if input == "-" {
         return Ok(Box::new(std::io::stdin()));
     }
-    let p = Path::new(input);
-    match File::open(p) {
+    Ok(Box::new(open_file(input)?))
+}
+
+/// Opens an input file; a directory or a missing file is an error naming it.
+fn open_file(input: &str) -> anyhow::Result<File> {
+    match File::open(Path::new(input)) {
         Ok(f) => {
             if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
                 bail!("input {input} is a directory, not a file");
             }
-            Ok(Box::new(f))
+            Ok(f)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("input file {input} not found")
@@ -92,39 +96,81 @@ fn open_input(input: &str) -> anyhow::Result<Input> {
     }
 }
 
-/// Finds the seed config's `backends`, returning an input that still
-/// yields every byte (stdin is spooled to a temp file when needed).
-fn config_backends(args: &WriteArgs, input: Input) -> anyhow::Result<(Input, Option<Vec<String>>)> {
+/// The input, opened once and its format detected once, with the seed
+/// config's `backends` when they are needed (no `--cache`). The input
+/// returned still yields every record; the format is final.
+struct Prepared {
+    input: Input,
+    format: InputFormat,
+    backends: Option<Vec<String>>,
+}
+
+/// Opens the input; without `--cache`, sniffs it and, for the seed's
+/// object, reads its `backends` (which may follow the records) and starts over: a
+/// file is rewound, stdin is spooled to a temp file.
+fn prepare_input(args: &WriteArgs) -> anyhow::Result<Prepared> {
+    let file = (args.input != "-")
+        .then(|| open_file(&args.input))
+        .transpose()?;
+    let raw: Input = match &file {
+        Some(f) => Box::new(f.try_clone().context("cannot read input")?),
+        None => Box::new(std::io::stdin()),
+    };
+    if !args.caches.is_empty() {
+        // The writer detects the format (once), and reports an input it
+        // cannot read in the summary, like any later input error.
+        let (input, format, backends) = (raw, args.format, None);
+        return Ok(Prepared {
+            input,
+            format,
+            backends,
+        });
+    }
     // Reads only as far as the format shows (any first-record size, any
     // read sizes from a pipe) and puts those bytes back.
-    let (format, mut r) =
-        sniff(input, &args.input, args.format).map_err(|e| anyhow::anyhow!(e.message))?;
+    let (format, r) = sniff(raw, &args.input, args.format).map_err(|e| anyhow!(e.message))?;
     if format != InputFormat::Seed {
-        return Ok((Box::new(r), None));
+        let (input, backends) = (Box::new(r), None);
+        return Ok(Prepared {
+            input,
+            format,
+            backends,
+        });
     }
-    if args.input == "-" {
-        let mut tmp = tempfile::tempfile().context("spooling stdin to a temp file")?;
-        std::io::copy(&mut r, &mut tmp).context("spooling stdin to a temp file")?;
-        tmp.rewind()?;
-        let backends = scan_backends(&tmp, &args.input).map_err(|e| anyhow::anyhow!(e.message))?;
-        tmp.rewind()?;
-        return Ok((Box::new(tmp), backends));
-    }
-    drop(r);
-    let backends = scan_backends(open_input(&args.input)?, &args.input)
-        .map_err(|e| anyhow::anyhow!(e.message))?;
-    Ok((open_input(&args.input)?, backends))
+    let mut seekable = match file {
+        Some(f) => {
+            drop(r);
+            f
+        }
+        None => spool(r)?,
+    };
+    seekable.rewind().context("cannot rewind the input")?;
+    let backends = scan_backends(&seekable, &args.input).map_err(|e| anyhow!(e.message))?;
+    seekable.rewind().context("cannot rewind the input")?;
+    Ok(Prepared {
+        input: Box::new(seekable),
+        format,
+        backends,
+    })
+}
+
+/// Copies stdin (what is left of it, after the bytes put back) to a temp file.
+fn spool(mut r: impl Read) -> anyhow::Result<File> {
+    let mut tmp = tempfile::tempfile().context("spooling stdin to a temp file")?;
+    std::io::copy(&mut r, &mut tmp).context("spooling stdin to a temp file")?;
+    Ok(tmp)
 }
 
 /// Runs `write`; bare target names resolve under `dir`, by default the
 /// summary's directory.
 pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Result<Outcome> {
-    let input = open_input(&args.input)?;
+    let prepared = prepare_input(&args)?;
     let out_dir = match args.output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let (input, names) = target_names(&args, input)?;
+    let names = target_names(&args, prepared.backends)?;
+    let input = prepared.input;
     let bare_dir = dir.unwrap_or(&out_dir);
     let mut urls = Vec::new();
     for name in &names {
@@ -175,7 +221,14 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
 
     let progress = Arc::new(Progress::default());
     let bar = ProgressLine::start(quiet, &progress, targets.len());
-    let report = write_records(input, &args.input, &targets, &options(&args), progress).await?;
+    let report = write_records(
+        input,
+        &args.input,
+        &targets,
+        &options(&args, prepared.format),
+        progress,
+    )
+    .await?;
     bar.finish();
     for t in &targets {
         if let Err(e) = t.cache.close().await {
@@ -190,11 +243,10 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
 }
 
 /// The targets: `--cache`, else the seed config's `backends`, else memory.
-fn target_names(args: &WriteArgs, input: Input) -> anyhow::Result<(Input, Vec<String>)> {
+fn target_names(args: &WriteArgs, backends: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
     if !args.caches.is_empty() {
-        return Ok((input, args.caches.clone()));
+        return Ok(args.caches.clone());
     }
-    let (input, backends) = config_backends(args, input)?;
     let names = match backends {
         Some(b) if !b.is_empty() => b,
         Some(_) => bail!(
@@ -208,7 +260,7 @@ fn target_names(args: &WriteArgs, input: Input) -> anyhow::Result<(Input, Vec<St
             vec!["memory".to_string()]
         }
     };
-    Ok((input, names))
+    Ok(names)
 }
 
 /// Refuses a summary or rejects path that is the input, a target's store
@@ -240,12 +292,13 @@ fn refuse_own_files(args: &WriteArgs, urls: &[String]) -> anyhow::Result<()> {
     refuse_overlaps(&outputs, &protected)
 }
 
-fn options(args: &WriteArgs) -> WriteOptions {
+/// The writer's options; `format` is the one already detected.
+fn options(args: &WriteArgs, format: InputFormat) -> WriteOptions {
     let mut options = WriteOptions::default();
     options.batch_size = args.batch_size as usize;
     options.ttl = args.ttl;
     options.retries = args.retries;
-    options.format = args.format;
+    options.format = format;
     options.keys = KeyPolicy {
         field: args.key_field.clone(),
         missing: args.missing_key,
@@ -289,7 +342,7 @@ fn finish(report: &WriteReport, file: OutputFile, quiet: bool) -> anyhow::Result
     })
 }
 
-fn warn_about(report: &WriteReport) {
+pub(super) fn warn_about(report: &WriteReport) {
     if report.records_skipped > 0 {
         let first = report.rejects.iter().find(|r| r.target.is_none());
         tracing::warn!(
@@ -320,13 +373,13 @@ fn warn_about(report: &WriteReport) {
 }
 
 /// The progress spinner on a terminal's stderr.
-struct ProgressLine {
+pub(super) struct ProgressLine {
     bar: Option<indicatif::ProgressBar>,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ProgressLine {
-    fn start(quiet: bool, progress: &Arc<Progress>, targets: usize) -> Self {
+    pub(super) fn start(quiet: bool, progress: &Arc<Progress>, targets: usize) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let pb = indicatif::ProgressBar::new_spinner();
             pb.set_style(
@@ -351,7 +404,7 @@ impl ProgressLine {
         ProgressLine { bar, ticker }
     }
 
-    fn finish(self) {
+    pub(super) fn finish(self) {
         if let Some(t) = self.ticker {
             t.abort();
         }
