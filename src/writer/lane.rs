@@ -60,7 +60,7 @@ impl Health {
         *self.failing_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Records a transiently failed attempt that started at `start`; true
+    /// Records an attempt that started at `start` and stored nothing; true
     /// when the target has now failed for `give_up` and is treated as down.
     fn failed(&self, start: Instant, err: &str, give_up: Duration) -> bool {
         let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,16 +174,16 @@ async fn write_batch(
         let can_retry = attempts < options.retries;
         let failed_before = out.failed.len();
         let mut retry = Vec::new();
-        // The last transient error, retried or not: it counts toward give-up.
-        let mut transient = None;
+        // The last error, retried or not, of whatever kind: an attempt that
+        // stores nothing counts toward give-up (a server the backend itself
+        // marked down fails fast and permanently, batch after batch).
+        let mut last_error = None;
         match r {
             Ok(()) => {}
             Err(e) if e.kind() == crate::ErrorKind::PartialBatch => {
                 for (j, err) in e.failures() {
                     let Some(&i) = pending.get(*j) else { continue };
-                    if err.is_transient() {
-                        transient = Some(err.to_string());
-                    }
+                    last_error = Some(err.to_string());
                     if err.is_transient() && can_retry {
                         retry.push(i);
                     } else {
@@ -193,9 +193,7 @@ async fn write_batch(
             }
             Err(e) => {
                 let msg = e.to_string();
-                if e.is_transient() {
-                    transient = Some(msg.clone());
-                }
+                last_error = Some(msg.clone());
                 if e.is_transient() && can_retry {
                     retry = pending.clone();
                 } else {
@@ -210,7 +208,7 @@ async fn write_batch(
             health.succeeded();
         }
         let down = stored == 0
-            && transient.is_some_and(|t| health.failed(start, &t, options.give_up_after));
+            && last_error.is_some_and(|t| health.failed(start, &t, options.give_up_after));
         if retry.is_empty() {
             return out;
         }
@@ -300,4 +298,104 @@ async fn run_lane(
     }
     report.duration_seconds = started.elapsed().as_secs_f64();
     (report, failed_positions)
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use crate::backends::memory::MemoryCache;
+    use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Stats};
+    use crate::error::{Error, ErrorKind, Result};
+    use crate::writer::{Progress, Target, WriteOptions, write_records};
+
+    /// Every write fails at once with a permanent error, as a memcached
+    /// server the backend marked down does.
+    #[derive(Debug)]
+    struct Refusing(MemoryCache);
+
+    #[async_trait]
+    impl Cache for Refusing {
+        fn backend(&self) -> &'static str {
+            "refusing"
+        }
+        fn endpoint(&self) -> String {
+            "refusing".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
+            self.0.get(key)
+        }
+        fn set<'a>(&'a self, k: &'a str, v: &'a [u8], t: Option<Duration>) -> CacheFuture<'a, ()> {
+            self.0.set(k, v, t)
+        }
+        fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+            self.0.delete(key)
+        }
+        fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+            self.0.contains(key)
+        }
+        async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+            self.0.get_many(keys).await
+        }
+        async fn set_many(&self, _: &[(&str, &[u8])], _: Option<Duration>) -> Result<()> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Err(Error::new(ErrorKind::Backend, "server marked down"))
+        }
+        async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+            self.0.delete_many(keys).await
+        }
+        async fn clear(&self) -> Result<()> {
+            self.0.clear().await
+        }
+        async fn len(&self) -> Result<u64> {
+            self.0.len().await
+        }
+        async fn stats(&self) -> Result<Stats> {
+            self.0.stats().await
+        }
+    }
+
+    /// A target whose every batch fails, even permanently and fast, is
+    /// given up on after `give_up_after` (it went on through the whole
+    /// input before, one failing call per batch).
+    #[tokio::test]
+    async fn permanent_fast_failures_count_toward_give_up() {
+        let input: String = (0..3000)
+            .map(|i| format!("{{\"key\":\"k{i}\"}}\n"))
+            .collect();
+        let cache = Arc::new(Refusing(MemoryCache::new(10, None, CacheOptions::new())));
+        let targets = [Target {
+            name: "refusing".into(),
+            cache,
+        }];
+        let mut options = WriteOptions::default();
+        options.batch_size = 1;
+        options.retries = 0;
+        options.give_up_after = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let report = write_records(
+            Box::new(std::io::Cursor::new(input.into_bytes())),
+            "test",
+            &targets,
+            &options,
+            Arc::new(Progress::default()),
+        )
+        .await
+        .unwrap();
+        let t = &report.targets[0];
+        assert_eq!(t.failed, 3000, "{t:?}");
+        assert!(
+            t.errors.iter().any(|e| e.contains("target down")),
+            "{:?} after {:?}",
+            t.errors,
+            started.elapsed()
+        );
+    }
 }
