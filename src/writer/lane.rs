@@ -375,10 +375,12 @@ mod tests {
             name: "refusing".into(),
             cache,
         }];
-        let mut options = WriteOptions::default();
-        options.batch_size = 1;
-        options.retries = 0;
-        options.give_up_after = Duration::from_millis(200);
+        let options = WriteOptions {
+            batch_size: 1,
+            retries: 0,
+            give_up_after: Duration::from_millis(200),
+            ..WriteOptions::default()
+        };
         let started = std::time::Instant::now();
         let report = write_records(
             Box::new(std::io::Cursor::new(input.into_bytes())),
