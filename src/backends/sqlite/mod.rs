@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,49 +22,19 @@ use crate::cache::{
 };
 use crate::error::{Error, ErrorKind, Result};
 
+mod cache_impl;
+mod export;
+mod schema;
+
+use export::stream_entries;
+use schema::*;
+pub use schema::{INSERT, MAX_BUSY_TIMEOUT, SCHEMA};
+
 const BACKEND: &str = "sqlite";
 /// Purge expired rows after this many writes.
 const PURGE_EVERY: u64 = 10_000;
 /// Keys fetched per page when listing.
 const KEY_PAGE: usize = 1_000;
-
-/// The `cache` table (README, "SQLite layout"); public so benchmarks'
-/// raw-rusqlite baselines write to exactly this table.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS cache (
-    namespace  TEXT    NOT NULL DEFAULT '',
-    key        TEXT    NOT NULL,
-    value      BLOB    NOT NULL,
-    expires_at INTEGER,
-    PRIMARY KEY (namespace, key)
-) WITHOUT ROWID;
-";
-
-/// Created after the layout check. Partial: rows without a TTL cost nothing
-/// here, and purging expired rows is a range scan, not a table scan.
-const EXPIRY_INDEX: &str =
-    "CREATE INDEX IF NOT EXISTS cache_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL";
-
-/// The statement every write uses (namespace, key, value, expires_at).
-pub const INSERT: &str =
-    "INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)";
-/// Values are read through `CAST(value AS BLOB)`: BLOBs as they are, TEXT
-/// (what `sqlite3` and Python's `str` store) as its UTF-8 bytes, INTEGER and
-/// REAL as SQLite's own text form of them. Expiry times another tool wrote
-/// as REAL are read as whole milliseconds.
-const SELECT: &str = "SELECT CAST(value AS BLOB), CAST(expires_at AS INTEGER) FROM cache \
-     WHERE namespace = ?1 AND key = ?2";
-/// Every live entry of a namespace, in key order (the primary key's range).
-const SELECT_ENTRIES: &str = "SELECT key, CAST(value AS BLOB), CAST(expires_at AS INTEGER) \
-     FROM cache \
-     WHERE namespace = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
-/// Entries per message from the export thread.
-const ENTRY_BATCH: usize = 512;
-/// The longest busy timeout SQLite takes (a C int of milliseconds, ~24.8 days);
-/// longer ones are clamped to it.
-pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
-const DELETE: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)";
-const DELETE_ANY: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2";
 
 /// A cache stored in one SQLite database file.
 pub struct SqliteCache {
@@ -88,7 +58,7 @@ impl std::fmt::Debug for SqliteCache {
 }
 
 /// Converts a rusqlite error into ours, naming the file.
-fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
+pub(super) fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
     use rusqlite::ffi::ErrorCode;
     let (kind, msg) = match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => (
@@ -115,51 +85,6 @@ fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
         .set_source(e)
 }
 
-/// Puts the database in WAL mode (a persistent property of the file).
-///
-/// Converting a rollback-journal database needs exclusive access, and SQLite
-/// does not run the busy handler for `PRAGMA journal_mode=WAL`: several
-/// processes opening one fresh file at once get "database is locked" at once
-/// (or the old mode back). So the mode is read first (nothing to do once any
-/// process converted the file) and the switch is retried with backoff within
-/// the busy timeout. Reading the mode also reads the header, so a file that is
-/// not a database fails here.
-fn enable_wal(conn: &Connection, path: &Path, budget: Duration) -> Result<()> {
-    let is_wal = |m: &str| m.eq_ignore_ascii_case("wal");
-    // None: a budget too large for Instant, i.e. no deadline.
-    let deadline = Instant::now().checked_add(budget);
-    let time_left = || deadline.is_none_or(|d| Instant::now() < d);
-    let mut delay = Duration::from_millis(1);
-    loop {
-        let attempt = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
-            .and_then(|mode| {
-                if is_wal(&mode) {
-                    Ok(mode)
-                } else {
-                    conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-                }
-            });
-        let mode = match attempt.map_err(|err| sql_err(path, err)) {
-            Ok(mode) if is_wal(&mode) => return Ok(()),
-            Ok(mode) => mode,
-            // sql_err makes "busy" and "locked" a timeout: retry while time is left.
-            Err(e) if e.is_timeout() && time_left() => String::new(),
-            Err(e) => return Err(e.with_context("op", "journal_mode=WAL")),
-        };
-        if !time_left() {
-            return Err(Error::new(
-                ErrorKind::Backend,
-                format!("could not switch the database to WAL journal mode (it stays {mode:?})"),
-            )
-            .with_backend(BACKEND)
-            .with_context("path", path.display()));
-        }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(50));
-    }
-}
-
 fn ms(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
@@ -178,28 +103,6 @@ fn not_found(path: &Path) -> Error {
     Error::new(ErrorKind::NotFound, "no SQLite database at this path")
         .with_backend(BACKEND)
         .with_context("path", path.display())
-}
-
-/// Creates the file (and its directory) owner-only if it is missing; SQLite
-/// gives its -wal/-shm files the same mode.
-fn create_file(path: &Path) -> Result<()> {
-    let io = |msg: &str, e: std::io::Error| {
-        Error::from(e)
-            .with_backend(BACKEND)
-            .with_context("path", path.display())
-            .with_context("op", msg.to_string())
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
-    }
-    if !path.exists() {
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-        o.open(path).map_err(|e| io("create", e))?;
-    }
-    Ok(())
 }
 
 impl SqliteCache {
@@ -355,342 +258,6 @@ impl SqliteCache {
                 Some(Bytes::from(v.ok_or_else(|| null_value(&self.path, key))?))
             }
             _ => None,
-        })
-    }
-}
-
-/// Runs [`SELECT_ENTRIES`] and sends its rows in batches until done or
-/// the receiver is gone. A row that cannot be read is an error item naming
-/// its key; the rows after it still come.
-fn stream_entries(
-    conn: &Connection,
-    path: &Path,
-    ns: &str,
-    tx: &tokio::sync::mpsc::Sender<Result<Vec<Entry>>>,
-) {
-    let now = now_millis() as i64;
-    let run = || -> rusqlite::Result<()> {
-        let mut st = conn.prepare(SELECT_ENTRIES)?;
-        let mut rows = st.query(params![ns, now])?;
-        let mut batch = Vec::with_capacity(ENTRY_BATCH);
-        while let Some(row) = rows.next()? {
-            let key: String = row.get(0)?;
-            let value: Option<Vec<u8>> = row.get(1)?;
-            let exp: Option<i64> = row.get(2)?;
-            let Some(value) = value else {
-                let sent = std::mem::take(&mut batch);
-                if tx.blocking_send(Ok(sent)).is_err()
-                    || tx.blocking_send(Err(null_value(path, &key))).is_err()
-                {
-                    return Ok(());
-                }
-                continue;
-            };
-            let ttl = exp.map(|t| Duration::from_millis(t.saturating_sub(now).max(1) as u64));
-            batch.push(Entry::new(key, Bytes::from(value), ttl));
-            if batch.len() == ENTRY_BATCH
-                && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err()
-            {
-                return Ok(()); // the reader stopped listening
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(Ok(batch));
-        }
-        Ok(())
-    };
-    if let Err(e) = run() {
-        let _ = tx.blocking_send(Err(sql_err(path, e).with_context("op", "entries")));
-    }
-}
-
-/// Refuses a `cache` table of another shape (such as the seed's two-column one).
-fn check_layout(conn: &Connection, path: &Path) -> Result<()> {
-    let mut cols = Vec::new();
-    let mut st = conn
-        .prepare("SELECT name FROM pragma_table_info('cache')")
-        .map_err(|e| sql_err(path, e))?;
-    let rows = st
-        .query_map([], |r| r.get::<_, String>(0))
-        .map_err(|e| sql_err(path, e))?;
-    for r in rows {
-        cols.push(r.map_err(|e| sql_err(path, e))?);
-    }
-    if cols != ["namespace", "key", "value", "expires_at"] {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "table 'cache' has columns {cols:?}, not unicache's layout \
-                 (namespace, key, value, expires_at); use another file"
-            ),
-        )
-        .with_backend(BACKEND)
-        .with_context("path", path.display()));
-    }
-    Ok(())
-}
-
-#[async_trait]
-impl Cache for SqliteCache {
-    fn backend(&self) -> &'static str {
-        BACKEND
-    }
-
-    fn endpoint(&self) -> String {
-        format!("sqlite:{}", self.path.display())
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            ttl: true,
-            read_ttl: true,
-            list_keys: true,
-            count: true,
-            persistent: true,
-            shared: true,
-            max_value_bytes: Some(1_000_000_000),
-            inline: true,
-            ..Capabilities::default()
-        }
-    }
-
-    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
-        let r = self.with_conn(|c| self.read(c, key, now_millis() as i64));
-        if let Ok(v) = &r {
-            self.counters.read(std::slice::from_ref(v));
-        }
-        CacheFuture::ready(r)
-    }
-
-    fn set<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-    ) -> CacheFuture<'a, ()> {
-        CacheFuture::ready(self.set_now(key, value, ttl))
-    }
-
-    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
-        CacheFuture::ready(self.delete_many_now(&[key]).map(|n| n > 0))
-    }
-
-    fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
-        CacheFuture::ready(self.with_conn(|c| {
-            c.prepare_cached(
-                "SELECT 1 FROM cache WHERE namespace = ?1 AND key = ?2 \
-                 AND (expires_at IS NULL OR expires_at > ?3)",
-            )
-            .and_then(|mut s| s.exists(params![self.namespace, key, now_millis() as i64]))
-            .map_err(|e| sql_err(&self.path, e).with_context("key", key))
-        }))
-    }
-
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let out = self.with_conn(|c| {
-            let tx = c.transaction().map_err(|e| sql_err(&self.path, e))?;
-            let now = now_millis() as i64;
-            let out = keys
-                .iter()
-                .map(|k| self.read(&tx, k, now))
-                .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sql_err(&self.path, e))?;
-            Ok(out)
-        })?;
-        self.counters.read(&out);
-        Ok(out)
-    }
-
-    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        let exp = self.counters.track(self.expiry(ttl))?;
-        self.with_conn(|c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sql_err(&self.path, e))?;
-            {
-                let mut st = tx
-                    .prepare_cached(INSERT)
-                    .map_err(|e| sql_err(&self.path, e))?;
-                for (k, v) in entries {
-                    st.execute(params![self.namespace, k, v, exp])
-                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?;
-                }
-            }
-            tx.commit().map_err(|e| sql_err(&self.path, e))?;
-            self.note_writes(c, entries.len() as u64)
-        })?;
-        self.counters.set(entries.len() as u64);
-        Ok(())
-    }
-
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.delete_many_now(keys)
-    }
-
-    async fn clear(&self) -> Result<()> {
-        self.with_conn(|c| {
-            c.execute(
-                "DELETE FROM cache WHERE namespace = ?1",
-                params![self.namespace],
-            )
-            .map_err(|e| sql_err(&self.path, e))?;
-            Ok(())
-        })
-    }
-
-    async fn clear_all(&self) -> Result<()> {
-        self.with_conn(|c| {
-            c.execute("DELETE FROM cache", [])
-                .map_err(|e| sql_err(&self.path, e))?;
-            Ok(())
-        })
-    }
-
-    async fn len(&self) -> Result<u64> {
-        self.with_conn(|c| {
-            c.prepare_cached(
-                "SELECT count(*) FROM cache WHERE namespace = ?1 \
-                 AND (expires_at IS NULL OR expires_at > ?2)",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![self.namespace, now_millis() as i64], |r| {
-                    r.get::<_, i64>(0)
-                })
-            })
-            .map(|n| n as u64)
-            .map_err(|e| sql_err(&self.path, e))
-        })
-    }
-
-    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
-        let now = now_millis() as i64;
-        let row: Option<Option<i64>> = self.with_conn(|c| {
-            c.prepare_cached(
-                "SELECT CAST(expires_at AS INTEGER) FROM cache WHERE namespace = ?1 AND key = ?2",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![self.namespace, key], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(|e| sql_err(&self.path, e).with_context("key", key))
-        })?;
-        Ok(match row {
-            None => None,
-            Some(None) => Some(None),
-            Some(Some(t)) if t > now => Some(Some(Duration::from_millis((t - now) as u64))),
-            Some(Some(_)) => None,
-        })
-    }
-
-    async fn keys(&self) -> Result<KeyStream> {
-        // Pages by key so memory stays bounded whatever the table size. The
-        // stream holds its own connection: it must not block this cache's.
-        let conn = self.reader()?;
-        let path = self.path.clone();
-        let ns = self.namespace.clone();
-        let state = (
-            conn,
-            None::<String>,
-            Vec::<String>::new().into_iter(),
-            false,
-        );
-        let s = futures::stream::unfold(state, move |(conn, after, mut buf, done)| {
-            let path = path.clone();
-            let ns = ns.clone();
-            async move {
-                if let Some(k) = buf.next() {
-                    return Some((Ok(k.clone()), (conn, Some(k), buf, done)));
-                }
-                if done {
-                    return None;
-                }
-                let page = (|| -> rusqlite::Result<Vec<String>> {
-                    let mut st = conn.prepare_cached(
-                        "SELECT key FROM cache WHERE namespace = ?1 AND (?2 IS NULL OR key > ?2) \
-                         AND (expires_at IS NULL OR expires_at > ?3) ORDER BY key LIMIT ?4",
-                    )?;
-                    let rows = st.query_map(
-                        params![ns, after.as_deref(), now_millis() as i64, KEY_PAGE as i64],
-                        |r| r.get::<_, String>(0),
-                    )?;
-                    rows.collect()
-                })();
-                match page {
-                    Err(e) => Some((Err(sql_err(&path, e)), (conn, after, buf, true))),
-                    Ok(p) => {
-                        let last_page = p.len() < KEY_PAGE;
-                        buf = p.into_iter();
-                        let k = buf.next()?;
-                        Some((Ok(k.clone()), (conn, Some(k), buf, last_page)))
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(s))
-    }
-
-    /// One streamed query on its own read-only connection (one consistent
-    /// snapshot), run on a thread that feeds a bounded channel: memory stays
-    /// at a few batches whatever the table size.
-    async fn entries(&self) -> Result<EntryStream<'_>> {
-        let conn = self.reader()?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Entry>>>(4);
-        let (path, ns) = (self.path.clone(), self.namespace.clone());
-        std::thread::Builder::new()
-            .name("unicache-sqlite-entries".into())
-            .spawn(move || stream_entries(&conn, &path, &ns, &tx))
-            .map_err(|e| {
-                Error::from(e)
-                    .with_backend(BACKEND)
-                    .with_context("op", "start export thread")
-            })?;
-        let batches = futures::stream::unfold(rx, |mut rx| async move {
-            let batch = rx.recv().await?;
-            Some((batch, rx))
-        });
-        Ok(batches
-            .flat_map(|r| match r {
-                Ok(v) => futures::stream::iter(v.into_iter().map(Ok).collect::<Vec<_>>()),
-                Err(e) => futures::stream::iter(vec![Err(e)]),
-            })
-            .boxed())
-    }
-
-    async fn stats(&self) -> Result<Stats> {
-        let mut s = self.counters.snapshot(BACKEND, self.endpoint());
-        s.entries = Some(self.len().await?);
-        let (pages, page_size): (i64, i64) = self.with_conn(|c| {
-            let p = c
-                .query_row("PRAGMA page_count", [], |r| r.get(0))
-                .map_err(|e| sql_err(&self.path, e))?;
-            let ps = c
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .map_err(|e| sql_err(&self.path, e))?;
-            Ok((p, ps))
-        })?;
-        s.server = Some(serde_json::json!({
-            "path": self.path.display().to_string(),
-            "namespace": self.namespace,
-            "file_bytes": pages * page_size,
-            "sqlite_version": rusqlite::version(),
-        }));
-        Ok(s)
-    }
-
-    async fn compact(&self) -> Result<()> {
-        self.with_conn(|c| {
-            self.purge(c)?;
-            c.execute_batch("VACUUM")
-                .map_err(|e| sql_err(&self.path, e))
-        })
-    }
-
-    async fn flush(&self) -> Result<()> {
-        self.with_conn(|c| {
-            self.purge(c)?;
-            // Move the WAL into the main file so `sqlite3` readers see one file.
-            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .map_err(|e| sql_err(&self.path, e))
         })
     }
 }
