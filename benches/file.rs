@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use unicache::Cache;
-use unicache::backends::file::FileCache;
-use unicache::backends::sqlite::SqliteCache;
-use unicache::url::SyncPolicy;
+use unicache::backends::file::{FileCache, FileConfig, SyncPolicy};
+use unicache::backends::sqlite::{SqliteCache, SqliteConfig};
 
 fn n() -> usize {
     std::env::var("UNICACHE_BENCH_N")
@@ -30,7 +29,13 @@ fn n() -> usize {
 fn bench_log(c: &mut Criterion, path: &std::path::Path) {
     let n = n();
     let t = Instant::now();
-    let f = FileCache::open(path, SyncPolicy::Batch, 50, Default::default()).unwrap();
+    let f = FileCache::open(
+        FileConfig::new(path)
+            .sync(SyncPolicy::Batch)
+            .compact_ratio(50),
+        Default::default(),
+    )
+    .unwrap();
     eprintln!(
         "file: opened {} in {:.3} s",
         path.display(),
@@ -50,7 +55,15 @@ fn bench_log(c: &mut Criterion, path: &std::path::Path) {
     let mut g = c.benchmark_group(format!("log_open_{n}"));
     g.sample_size(10);
     g.bench_function("file_index_rebuild", |b| {
-        b.iter(|| FileCache::open(path, SyncPolicy::Batch, 50, Default::default()).unwrap())
+        b.iter(|| {
+            FileCache::open(
+                FileConfig::new(path)
+                    .sync(SyncPolicy::Batch)
+                    .compact_ratio(50),
+                Default::default(),
+            )
+            .unwrap()
+        })
     });
     g.finish();
 }
@@ -77,9 +90,9 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
                 let f = FileCache::open(
-                    &dir.path().join("f.log"),
-                    SyncPolicy::Batch,
-                    50,
+                    FileConfig::new(&dir.path().join("f.log"))
+                        .sync(SyncPolicy::Batch)
+                        .compact_ratio(50),
                     Default::default(),
                 )
                 .unwrap();
@@ -96,8 +109,8 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
                 let s = SqliteCache::open(
-                    &dir.path().join("s.sqlite3"),
-                    Duration::from_secs(5),
+                    SqliteConfig::new(&dir.path().join("s.sqlite3"))
+                        .busy_timeout(Duration::from_secs(5)),
                     Default::default(),
                 )
                 .unwrap();
@@ -112,7 +125,13 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let fpath = dir.path().join("g.log");
     let t = Instant::now();
-    let f = FileCache::open(&fpath, SyncPolicy::Batch, 50, Default::default()).unwrap();
+    let f = FileCache::open(
+        FileConfig::new(&fpath)
+            .sync(SyncPolicy::Batch)
+            .compact_ratio(50),
+        Default::default(),
+    )
+    .unwrap();
     f.set_many(&entries, None).now_or_never().unwrap().unwrap();
     let write_time = t.elapsed();
     let bytes = std::fs::metadata(&fpath).unwrap().len();
@@ -123,8 +142,7 @@ fn bench(c: &mut Criterion) {
         bytes as f64 / 1e6 / write_time.as_secs_f64()
     );
     let s = SqliteCache::open(
-        &dir.path().join("g.sqlite3"),
-        Duration::from_secs(5),
+        SqliteConfig::new(&dir.path().join("g.sqlite3")).busy_timeout(Duration::from_secs(5)),
         Default::default(),
     )
     .unwrap();
@@ -149,7 +167,15 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("open_{n}"));
     g.sample_size(10);
     g.bench_function("file_index_rebuild", |b| {
-        b.iter(|| FileCache::open(&fpath, SyncPolicy::Batch, 50, Default::default()).unwrap())
+        b.iter(|| {
+            FileCache::open(
+                FileConfig::new(&fpath)
+                    .sync(SyncPolicy::Batch)
+                    .compact_ratio(50),
+                Default::default(),
+            )
+            .unwrap()
+        })
     });
     g.finish();
     eprintln!(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use unicache::Cache;
-use unicache::backends::sqlite::SqliteCache;
+use unicache::backends::sqlite::{SqliteCache, SqliteConfig};
 
 fn n() -> usize {
     std::env::var("UNICACHE_BENCH_N")
@@ -74,8 +74,8 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
                 let cache = SqliteCache::open(
-                    &dir.path().join("u.sqlite3"),
-                    Duration::from_secs(5),
+                    SqliteConfig::new(&dir.path().join("u.sqlite3"))
+                        .busy_timeout(Duration::from_secs(5)),
                     Default::default(),
                 )
                 .unwrap();
@@ -94,8 +94,7 @@ fn bench(c: &mut Criterion) {
     // Gets on a filled store.
     let dir = tempfile::tempdir().unwrap();
     let cache = SqliteCache::open(
-        &dir.path().join("g.sqlite3"),
-        Duration::from_secs(5),
+        SqliteConfig::new(&dir.path().join("g.sqlite3")).busy_timeout(Duration::from_secs(5)),
         Default::default(),
     )
     .unwrap();
@@ -123,7 +122,11 @@ fn bench_export(c: &mut Criterion) {
         .unwrap_or(500_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("export.sqlite3");
-    let cache = SqliteCache::open(&path, Duration::from_secs(5), Default::default()).unwrap();
+    let cache = SqliteCache::open(
+        SqliteConfig::new(&path).busy_timeout(Duration::from_secs(5)),
+        Default::default(),
+    )
+    .unwrap();
     let keys: Vec<String> = (0..n).map(|i| format!("user:{i}")).collect();
     let values: Vec<Vec<u8>> = (0..n)
         .map(|i| {

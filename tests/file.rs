@@ -12,8 +12,7 @@ use assert_cmd::Command;
 use futures::StreamExt;
 use proptest::prelude::*;
 use unicache::Cache;
-use unicache::backends::file::FileCache;
-use unicache::url::SyncPolicy;
+use unicache::backends::file::{FileCache, FileConfig, SyncPolicy};
 
 fn unicache() -> Command {
     Command::cargo_bin("unicache").unwrap()
@@ -445,7 +444,12 @@ fn log_deleted_under_a_running_cache_starts_afresh() {
 }
 
 fn fopen(path: &std::path::Path, options: unicache::CacheOptions) -> unicache::Result<FileCache> {
-    FileCache::open(path, SyncPolicy::Batch, 50, options)
+    FileCache::open(
+        FileConfig::new(path)
+            .sync(SyncPolicy::Batch)
+            .compact_ratio(50),
+        options,
+    )
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -796,7 +800,13 @@ fn a_compaction_sigkilled_mid_run_leaves_a_temp_file_the_next_open_removes() {
     let log = dir.path().join("k.log");
     let value = vec![b'v'; 300];
     rt().block_on(async {
-        let c = FileCache::open(&log, SyncPolicy::Never, 99, Default::default()).unwrap();
+        let c = FileCache::open(
+            FileConfig::new(&log)
+                .sync(SyncPolicy::Never)
+                .compact_ratio(99),
+            Default::default(),
+        )
+        .unwrap();
         let keys: Vec<String> = (0..100_000).map(|i| format!("key:{i}")).collect();
         let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &value[..])).collect();
         c.set_many(&entries, None).await.unwrap();

@@ -333,14 +333,14 @@ async fn get_latency(cache: String, requests: u64) -> anyhow::Result<Outcome> {
 async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyhow::Result<Outcome> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let parsed = unicache::url::parse(url)?;
-    let unicache::url::BackendConfig::Memcached { servers, .. } = parsed.backend.clone() else {
+    let unicache::url::BackendConfig::Memcached(config) = parsed.backend.clone() else {
         anyhow::bail!("--cache must be a memcached:// URL");
     };
+    let servers = config.servers.clone();
     let c = unicache::backends::memcached::MemcachedCache::connect(
-        servers.clone(),
-        parsed.redacted.clone(),
-        Duration::from_secs(2),
-        Duration::from_secs(5),
+        config
+            .connect_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(5)),
         Default::default(),
     )
     .await?;

@@ -16,6 +16,7 @@
 //! server, and its connection is closed.
 
 mod cache_impl;
+mod config;
 mod keys;
 mod proto;
 mod request;
@@ -36,6 +37,7 @@ use crate::error::{Error, ErrorKind, Result};
 use proto::Reply;
 use server::{Server, Timeouts};
 
+pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, MemcachedConfig};
 use keys::*;
 use request::*;
 use ring::*;
@@ -81,13 +83,13 @@ fn now_unix() -> u64 {
 impl MemcachedCache {
     /// Connects to every server once (to learn its item size limit); an
     /// unreachable server at open is an error naming it.
-    pub async fn connect(
-        servers: Vec<String>,
-        endpoint: String,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-        options: CacheOptions,
-    ) -> Result<Self> {
+    pub async fn connect(config: MemcachedConfig, options: CacheOptions) -> Result<Self> {
+        let MemcachedConfig {
+            servers,
+            endpoint,
+            connect_timeout,
+            response_timeout,
+        } = config;
         let prefix = options
             .namespace
             .as_deref()

@@ -27,7 +27,7 @@ mod config;
 mod direct;
 mod keys;
 
-pub use config::RedisConfig;
+pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisConfig};
 use config::tls_certs;
 pub use keys::hash_slot;
 #[cfg(test)]

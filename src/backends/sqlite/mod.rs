@@ -23,11 +23,13 @@ use crate::cache::{
 use crate::error::{Error, ErrorKind, Result};
 
 mod cache_impl;
+mod config;
 mod export;
 mod schema;
 
 use export::stream_entries;
 use schema::*;
+pub use config::{DEFAULT_BUSY_TIMEOUT, SqliteConfig};
 pub use schema::{INSERT, MAX_BUSY_TIMEOUT, SCHEMA};
 
 const BACKEND: &str = "sqlite";
@@ -110,8 +112,9 @@ impl SqliteCache {
     /// [`CacheOptions::must_exist`] a missing file is an
     /// [`ErrorKind::NotFound`] error and nothing is created. A `busy_timeout`
     /// over [`MAX_BUSY_TIMEOUT`] is clamped to it.
-    pub fn open(path: &Path, busy_timeout: Duration, options: CacheOptions) -> Result<Self> {
-        let busy_timeout = busy_timeout.min(MAX_BUSY_TIMEOUT);
+    pub fn open(config: SqliteConfig, options: CacheOptions) -> Result<Self> {
+        let path = config.path.as_path();
+        let busy_timeout = config.busy_timeout.min(MAX_BUSY_TIMEOUT);
         // No SQLITE_OPEN_URI: a path is a path, even one starting "file:".
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if options.must_exist {
@@ -271,11 +274,7 @@ mod tests {
     }
 
     fn open(path: &Path, ns: &str) -> SqliteCache {
-        SqliteCache::open(
-            path,
-            Duration::from_secs(5),
-            CacheOptions::new().namespace(ns),
-        )
+        SqliteCache::open(SqliteConfig::new(path).busy_timeout(Duration::from_secs(5)), CacheOptions::new().namespace(ns))
         .unwrap()
     }
 
@@ -384,7 +383,7 @@ mod tests {
             dir.path().join("missing.db"),
             dir.path().join("no/dir/x.db"),
         ] {
-            let e = SqliteCache::open(&path, Duration::from_secs(1), opts.clone()).unwrap_err();
+            let e = SqliteCache::open(SqliteConfig::new(&path).busy_timeout(Duration::from_secs(1)), opts.clone()).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
         }
@@ -392,7 +391,7 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
         let path = dir.path().join("there.db");
         block(open(&path, "").set("k", b"v", None)).unwrap();
-        let c = SqliteCache::open(&path, Duration::from_secs(1), opts).unwrap();
+        let c = SqliteCache::open(SqliteConfig::new(&path).busy_timeout(Duration::from_secs(1)), opts).unwrap();
         assert_eq!(block(c.get("k")).unwrap().as_deref(), Some(&b"v"[..]));
     }
 
@@ -401,7 +400,7 @@ mod tests {
     fn huge_busy_timeout_is_clamped() {
         let dir = tempfile::tempdir().unwrap();
         for t in [Duration::from_secs(25 * 86400), Duration::MAX] {
-            let c = SqliteCache::open(&dir.path().join("b.db"), t, CacheOptions::new()).unwrap();
+            let c = SqliteCache::open(SqliteConfig::new(&dir.path().join("b.db")).busy_timeout(t), CacheOptions::new()).unwrap();
             assert_eq!(c.busy_timeout, MAX_BUSY_TIMEOUT);
             block(c.set("k", b"v", Some(Duration::MAX))).unwrap();
             assert_eq!(block(c.get("k")).unwrap().as_deref(), Some(&b"v"[..]));
@@ -422,11 +421,7 @@ mod tests {
                         let (path, gate) = (&path, &gate);
                         s.spawn(move || {
                             gate.wait();
-                            let c = SqliteCache::open(
-                                path,
-                                Duration::from_secs(10),
-                                CacheOptions::default(),
-                            )?;
+                            let c = SqliteCache::open(SqliteConfig::new(path).busy_timeout(Duration::from_secs(10)), CacheOptions::default())?;
                             futures::executor::block_on(c.set(&format!("k{i}"), b"v", None))
                         })
                     })
