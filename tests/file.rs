@@ -273,7 +273,7 @@ fn compaction_is_noticed_by_another_instance_and_threshold_triggers() {
         assert_eq!(a.len().await.unwrap(), 0);
         assert_eq!(
             std::fs::read(&path).unwrap(),
-            unicache::backends::file::HEADER
+            unicache::bench_support::file::HEADER
         );
     });
 }
@@ -388,15 +388,15 @@ proptest! {
     /// The line decoder never panics and never accepts a line whose bytes changed.
     #[test]
     fn line_decoder_total(bytes in proptest::collection::vec(any::<u8>(), 0..200), flip in 0usize..200) {
-        let _ = unicache::backends::file::decode_line(&bytes);
+        let _ = unicache::bench_support::file::decode_line(&bytes);
         let mut line = Vec::new();
         let mut scratch = Vec::new();
-        unicache::backends::file::encode_line(&mut line, &mut scratch, "set", "", "key", Some(&bytes), None);
+        unicache::bench_support::file::encode_line(&mut line, &mut scratch, "set", "", "key", Some(&bytes), None);
         line.pop();
-        let orig = unicache::backends::file::decode_line(&line).unwrap();
+        let orig = unicache::bench_support::file::decode_line(&line).unwrap();
         let i = flip % line.len();
         line[i] ^= 0x20;
-        if let Ok(op) = unicache::backends::file::decode_line(&line) {
+        if let Ok(op) = unicache::bench_support::file::decode_line(&line) {
             // Only flips that do not change the meaning may pass (e.g. inside "c" digits they cannot).
             prop_assert_eq!(op, orig);
         }
@@ -410,7 +410,7 @@ proptest! {
         let path = dir.path().join("f.log");
         let mut f = std::fs::File::create(&path).unwrap();
         if with_header {
-            f.write_all(unicache::backends::file::HEADER).unwrap();
+            f.write_all(unicache::bench_support::file::HEADER).unwrap();
         }
         f.write_all(&body).unwrap();
         drop(f);

@@ -114,6 +114,9 @@ registry! {
         examples ["memcached://h1:p1"], local: false;
 }
 
+#[doc(hidden)]
+pub mod bench_support;
+
 /// The backend a scheme (lower case) names, compiled in or not.
 pub(crate) fn lookup(scheme: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.schemes.contains(&scheme))

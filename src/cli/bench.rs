@@ -288,10 +288,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<Outcome> {
                 .with_context(|| format!("opening {}", db.display()))?;
             conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.execute_batch(unicache::backends::sqlite::SCHEMA)?;
+            conn.execute_batch(unicache::bench_support::sqlite::SCHEMA)?;
             let tx = conn.transaction()?;
             {
-                let mut st = tx.prepare(unicache::backends::sqlite::INSERT)?;
+                let mut st = tx.prepare(unicache::bench_support::sqlite::INSERT)?;
                 for (k, v) in &rows {
                     st.execute(rusqlite::params!["", k, v.as_bytes(), None::<i64>])?;
                 }
@@ -363,7 +363,7 @@ async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyhow::R
         conns.push((tokio::io::BufReader::new(r), w));
         let mut req = Vec::new();
         for k in &keys {
-            if c.server_addr(k) == s {
+            if unicache::bench_support::memcached::server_addr(&c, k) == s {
                 req.extend_from_slice(format!("mg {k} v q\r\n").as_bytes());
             }
         }

@@ -12,7 +12,7 @@
 //! A `PATH` that is a symlink is resolved once at open: the lock, compaction's
 //! temporary file and its rename all go next to the real file.
 
-mod codec;
+pub(crate) mod codec;
 mod compact;
 mod config;
 mod files;
@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use config::{DEFAULT_COMPACT_RATIO, FileConfig, SyncPolicy};
-pub use codec::{HEADER, LineError, Op, decode_line, encode_line};
+use codec::{Op, decode_line, encode_line};
 
 use crate::cache::{CacheOptions, Counters, now_millis};
 use crate::error::{Error, ErrorKind, Result};

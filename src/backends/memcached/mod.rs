@@ -157,13 +157,13 @@ impl MemcachedCache {
 
     /// `host:port` of the server that owns a server-side key (see
     /// [`MemcachedCache::server_key`]).
-    pub fn server_addr(&self, server_key: &str) -> &str {
+    pub(crate) fn server_addr(&self, server_key: &str) -> &str {
         &self.servers[self.server_of(server_key.as_bytes())].addr
     }
 
     /// The largest value this cache accepts (the smallest server's item
     /// size limit, less key and item overhead).
-    pub fn max_value(&self, key_len: usize) -> usize {
+    pub(crate) fn max_value(&self, key_len: usize) -> usize {
         self.item_size_max.saturating_sub(key_len + ITEM_OVERHEAD)
     }
 
@@ -222,7 +222,7 @@ impl MemcachedCache {
     }
 
     /// The key sent to memcached for `key` under `version`: see [`map_key`].
-    pub fn server_key(&self, version: &str, key: &str) -> String {
+    pub(crate) fn server_key(&self, version: &str, key: &str) -> String {
         map_key(self.prefix.as_deref(), version, key)
     }
 

@@ -25,11 +25,11 @@ mod cache_impl;
 mod cluster;
 mod config;
 mod direct;
-mod keys;
+pub(crate) mod keys;
 
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisConfig};
 use config::tls_certs;
-pub use keys::hash_slot;
+use keys::hash_slot;
 #[cfg(test)]
 use keys::{MAX_PX, crc16};
 use keys::{check_namespace, glob_escape, px_of};

@@ -25,12 +25,12 @@ use crate::error::{Error, ErrorKind, Result};
 mod cache_impl;
 mod config;
 mod export;
-mod schema;
+pub(crate) mod schema;
 
 use export::stream_entries;
 use schema::*;
 pub use config::{DEFAULT_BUSY_TIMEOUT, SqliteConfig};
-pub use schema::{INSERT, MAX_BUSY_TIMEOUT, SCHEMA};
+pub use schema::MAX_BUSY_TIMEOUT;
 
 const BACKEND: &str = "sqlite";
 /// Purge expired rows after this many writes.
