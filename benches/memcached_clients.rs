@@ -1,4 +1,4 @@
-//! Our memcached client against the two crates DESIGN.md names, on the same
+//! Our memcached client against the two Rust memcached crates most used, on the same
 //! data, same run: 1M sets of 100-byte values (async-memcached 0.9:
 //! `set_multi`, pipelined ASCII `set`, batches of 1,000 on one connection;
 //! memcache 0.21's experimental async meta client: `set_many`, batches of
