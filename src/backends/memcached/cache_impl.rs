@@ -86,22 +86,8 @@ impl Cache for MemcachedCache {
             .fan_out(
                 &send_keys,
                 |chunk| {
-                    let bytes: usize = chunk.iter().map(|&j| entries[send[j]].1.len() + 64).sum();
-                    let mut req = Vec::with_capacity(bytes + 8);
-                    for (o, &j) in chunk.iter().enumerate() {
-                        let v = entries[send[j]].1;
-                        req.extend_from_slice(b"ms ");
-                        req.extend_from_slice(send_keys[j].as_bytes());
-                        req.push(b' ');
-                        push_num(&mut req, v.len() as u64);
-                        req.extend_from_slice(ttl_flag.as_bytes());
-                        req.extend_from_slice(b" q O");
-                        push_num(&mut req, o as u64);
-                        req.extend_from_slice(b"\r\n");
-                        req.extend_from_slice(v);
-                        req.extend_from_slice(b"\r\n");
-                    }
-                    req.extend_from_slice(b"mn\r\n");
+                    let value = |j: usize| entries[send[j]].1;
+                    let req = set_request(&send_keys, value, chunk, &ttl_flag);
                     (req, Some("MN"), 0)
                 },
                 |addr, chunk, replies| {

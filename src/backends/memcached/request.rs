@@ -1,5 +1,5 @@
-//! Requests built for batches (many-key `get`, numbers) and errors for
-//! replies the protocol does not allow.
+//! Requests built for batches (pipelined quiet `ms`, many-key `get`) and
+//! errors for replies the protocol does not allow.
 
 use super::*;
 
@@ -22,6 +22,34 @@ pub(crate) fn get_request(
         req.extend_from_slice(b"\r\n");
     }
     (req, Some("END"), lines)
+}
+
+/// Quiet-mode `ms` for the keys `keys[j]` of `chunk` (value `value(j)`,
+/// `ttl_flag` either empty or ` T<exptime>`), each tagged with its position
+/// in `chunk` as opaque, then `mn`: only failures and the final `MN` answer.
+pub(crate) fn set_request<'v>(
+    keys: &[String],
+    value: impl Fn(usize) -> &'v [u8],
+    chunk: &[usize],
+    ttl_flag: &str,
+) -> Vec<u8> {
+    let bytes: usize = chunk.iter().map(|&j| value(j).len() + 64).sum();
+    let mut req = Vec::with_capacity(bytes + 8);
+    for (o, &j) in chunk.iter().enumerate() {
+        let v = value(j);
+        req.extend_from_slice(b"ms ");
+        req.extend_from_slice(keys[j].as_bytes());
+        req.push(b' ');
+        push_num(&mut req, v.len() as u64);
+        req.extend_from_slice(ttl_flag.as_bytes());
+        req.extend_from_slice(b" q O");
+        push_num(&mut req, o as u64);
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(v);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"mn\r\n");
+    req
 }
 
 /// Puts the values of a [`get_request`]'s replies in `out`.
@@ -107,4 +135,20 @@ pub(crate) fn push_num(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_request_is_quiet_ms_tagged_by_position_then_mn() {
+        let keys = vec!["a".to_string(), "bb".to_string(), "c".to_string()];
+        let values: [&[u8]; 3] = [b"1", b"22", b"333"];
+        let req = set_request(&keys, |j| values[j], &[2, 0], " T60");
+        assert_eq!(
+            req,
+            b"ms c 3 T60 q O0\r\n333\r\nms a 1 T60 q O1\r\n1\r\nmn\r\n".to_vec()
+        );
+    }
 }
