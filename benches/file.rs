@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
                 let f = FileCache::open(
-                    FileConfig::new(&dir.path().join("f.log"))
+                    FileConfig::new(dir.path().join("f.log"))
                         .sync(SyncPolicy::Batch)
                         .compact_ratio(50),
                     Default::default(),
@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
                 let s = SqliteCache::open(
-                    SqliteConfig::new(&dir.path().join("s.sqlite3"))
+                    SqliteConfig::new(dir.path().join("s.sqlite3"))
                         .busy_timeout(Duration::from_secs(5)),
                     Default::default(),
                 )
@@ -142,7 +142,7 @@ fn bench(c: &mut Criterion) {
         bytes as f64 / 1e6 / write_time.as_secs_f64()
     );
     let s = SqliteCache::open(
-        SqliteConfig::new(&dir.path().join("g.sqlite3")).busy_timeout(Duration::from_secs(5)),
+        SqliteConfig::new(dir.path().join("g.sqlite3")).busy_timeout(Duration::from_secs(5)),
         Default::default(),
     )
     .unwrap();

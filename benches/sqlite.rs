@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let t = Instant::now();
                 let cache = SqliteCache::open(
-                    SqliteConfig::new(&dir.path().join("u.sqlite3"))
+                    SqliteConfig::new(dir.path().join("u.sqlite3"))
                         .busy_timeout(Duration::from_secs(5)),
                     Default::default(),
                 )
@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
     // Gets on a filled store.
     let dir = tempfile::tempdir().unwrap();
     let cache = SqliteCache::open(
-        SqliteConfig::new(&dir.path().join("g.sqlite3")).busy_timeout(Duration::from_secs(5)),
+        SqliteConfig::new(dir.path().join("g.sqlite3")).busy_timeout(Duration::from_secs(5)),
         Default::default(),
     )
     .unwrap();

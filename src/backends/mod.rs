@@ -1,7 +1,7 @@
 //! One module per backend, each behind its cargo feature, and the registry
 //! that maps URL schemes to them: each backend parses its own URL options
-//! into its own config ([`BackendSpec`]) and opens from it. Adding a backend
-//! is its module, its feature and one line in [`registry!`]'s invocation
+//! into its own config (`BackendSpec`) and opens from it. Adding a backend
+//! is its module, its feature and one line in `registry!`'s invocation
 //! below (docs/ARCHITECTURE.md, "Adding a backend").
 
 use std::future::Future;

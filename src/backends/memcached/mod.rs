@@ -7,7 +7,7 @@
 //! client lets batches be one pipelined write per server (quiet mode with
 //! opaque tokens, so failures are still known per key) without an extra
 //! dependency marked experimental. Every key is mapped to a legal memcached
-//! key (see [`map_key`]); a namespace is a version token folded into every
+//! key (see `keys::map_key`); a namespace is a version token folded into every
 //! key, so `clear` invalidates only this namespace and never flushes a
 //! server. A server that is unreachable or leaves a request unanswered for
 //! the response timeout is marked down: its reads are misses (counted as

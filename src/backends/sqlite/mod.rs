@@ -400,7 +400,7 @@ mod tests {
     fn huge_busy_timeout_is_clamped() {
         let dir = tempfile::tempdir().unwrap();
         for t in [Duration::from_secs(25 * 86400), Duration::MAX] {
-            let c = SqliteCache::open(SqliteConfig::new(&dir.path().join("b.db")).busy_timeout(t), CacheOptions::new()).unwrap();
+            let c = SqliteCache::open(SqliteConfig::new(dir.path().join("b.db")).busy_timeout(t), CacheOptions::new()).unwrap();
             assert_eq!(c.busy_timeout, MAX_BUSY_TIMEOUT);
             block(c.set("k", b"v", Some(Duration::MAX))).unwrap();
             assert_eq!(block(c.get("k")).unwrap().as_deref(), Some(&b"v"[..]));
