@@ -32,9 +32,8 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("memory");
 
     let raw: quick_cache::sync::Cache<String, Bytes> = quick_cache::sync::Cache::new(N * 2);
-    let concrete = Arc::new(unicache::backends::memory::MemoryCache::new(
-        (N * 2) as u64,
-        None,
+    let concrete = Arc::new(unicache::backends::memory::MemoryCache::open(
+        unicache::backends::memory::MemoryConfig::new().capacity((N * 2) as u64),
         Default::default(),
     ));
     let cache: Arc<dyn Cache> = concrete.clone();

@@ -26,11 +26,11 @@ fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
         .unwrap();
     conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    conn.execute_batch(unicache::backends::sqlite::SCHEMA)
+    conn.execute_batch(unicache::bench_support::sqlite::SCHEMA)
         .unwrap();
     let tx = conn.transaction().unwrap();
     {
-        let mut st = tx.prepare(unicache::backends::sqlite::INSERT).unwrap();
+        let mut st = tx.prepare(unicache::bench_support::sqlite::INSERT).unwrap();
         for k in keys {
             st.execute(rusqlite::params!["", k, value, None::<i64>])
                 .unwrap();

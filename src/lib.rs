@@ -40,6 +40,9 @@ pub use cache::{
 };
 pub use error::{Error, ErrorKind, Result};
 
+#[doc(hidden)]
+pub use backends::bench_support;
+
 /// Opens a cache from a URL such as `memory://`, `sqlite:data/cache.sqlite3`,
 /// `file:data/cache.jsonl`,
 /// `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`.

@@ -12,8 +12,7 @@ use common::unicache;
 use futures::StreamExt;
 use proptest::prelude::*;
 use unicache::Cache;
-use unicache::backends::file::FileCache;
-use unicache::url::SyncPolicy;
+use unicache::backends::file::{FileCache, FileConfig, SyncPolicy};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
@@ -300,7 +299,7 @@ fn compaction_is_noticed_by_another_instance_and_threshold_triggers() {
         assert_eq!(a.len().await.unwrap(), 0);
         assert_eq!(
             std::fs::read(&path).unwrap(),
-            unicache::backends::file::HEADER
+            unicache::bench_support::file::HEADER
         );
     });
 }
@@ -415,15 +414,15 @@ proptest! {
     /// The line decoder never panics and never accepts a line whose bytes changed.
     #[test]
     fn line_decoder_total(bytes in proptest::collection::vec(any::<u8>(), 0..200), flip in 0usize..200) {
-        let _ = unicache::backends::file::decode_line(&bytes);
+        let _ = unicache::bench_support::file::decode_line(&bytes);
         let mut line = Vec::new();
         let mut scratch = Vec::new();
-        unicache::backends::file::encode_line(&mut line, &mut scratch, "set", "", "key", Some(&bytes), None);
+        unicache::bench_support::file::encode_line(&mut line, &mut scratch, "set", "", "key", Some(&bytes), None);
         line.pop();
-        let orig = unicache::backends::file::decode_line(&line).unwrap();
+        let orig = unicache::bench_support::file::decode_line(&line).unwrap();
         let i = flip % line.len();
         line[i] ^= 0x20;
-        if let Ok(op) = unicache::backends::file::decode_line(&line) {
+        if let Ok(op) = unicache::bench_support::file::decode_line(&line) {
             // Only flips that do not change the meaning may pass (e.g. inside "c" digits they cannot).
             prop_assert_eq!(op, orig);
         }
@@ -437,7 +436,7 @@ proptest! {
         let path = dir.path().join("f.log");
         let mut f = std::fs::File::create(&path).unwrap();
         if with_header {
-            f.write_all(unicache::backends::file::HEADER).unwrap();
+            f.write_all(unicache::bench_support::file::HEADER).unwrap();
         }
         f.write_all(&body).unwrap();
         drop(f);
@@ -471,7 +470,12 @@ fn log_deleted_under_a_running_cache_starts_afresh() {
 }
 
 fn fopen(path: &std::path::Path, options: unicache::CacheOptions) -> unicache::Result<FileCache> {
-    FileCache::open(path, SyncPolicy::Batch, 50, options)
+    FileCache::open(
+        FileConfig::new(path)
+            .sync(SyncPolicy::Batch)
+            .compact_ratio(50),
+        options,
+    )
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -822,7 +826,13 @@ fn a_compaction_sigkilled_mid_run_leaves_a_temp_file_the_next_open_removes() {
     let log = dir.path().join("k.log");
     let value = vec![b'v'; 300];
     rt().block_on(async {
-        let c = FileCache::open(&log, SyncPolicy::Never, 99, Default::default()).unwrap();
+        let c = FileCache::open(
+            FileConfig::new(&log)
+                .sync(SyncPolicy::Never)
+                .compact_ratio(99),
+            Default::default(),
+        )
+        .unwrap();
         let keys: Vec<String> = (0..100_000).map(|i| format!("key:{i}")).collect();
         let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &value[..])).collect();
         c.set_many(&entries, None).await.unwrap();

@@ -791,7 +791,7 @@ fn a_stopped_cluster_master_times_out_each_call_and_the_cache_recovers() {
         );
         let cache = unicache::open(&url).await.unwrap();
         cache.set("k", b"1", None).await.unwrap();
-        let slot = unicache::backends::redis::hash_slot(b"stop:k");
+        let slot = unicache::bench_support::redis::hash_slot(b"stop:k");
         let owner = (0..c.nodes.len())
             .find(|&i| {
                 redis_cli(
@@ -884,7 +884,7 @@ fn hash_tag_namespaces_keep_one_slot_in_a_cluster() {
         let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
         let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
         cache.set_many(&entries, None).await.unwrap();
-        let slot = unicache::backends::redis::hash_slot(b"{tagged}:k1").to_string();
+        let slot = unicache::bench_support::redis::hash_slot(b"{tagged}:k1").to_string();
         let here: Vec<String> = c
             .nodes
             .iter()
@@ -937,7 +937,7 @@ fn cluster_mset_on_a_half_migrated_slot_gets_tryagain_and_still_lands() {
             .set_many(&[("{t}a", &b"1"[..]), ("{t}b", &b"1"[..])], None)
             .await
             .unwrap();
-        let slot = unicache::backends::redis::hash_slot(b"half:{t}a").to_string();
+        let slot = unicache::bench_support::redis::hash_slot(b"half:{t}a").to_string();
         let count = |i: usize| redis_cli(c.nodes[i].port, &["CLUSTER", "COUNTKEYSINSLOT", &slot]);
         let from = (0..3).find(|&i| count(i) == "2").unwrap();
         let to = (from + 1) % 3;

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use unicache::Cache;
-use unicache::backends::file::FileCache;
-use unicache::backends::sqlite::SqliteCache;
-use unicache::url::SyncPolicy;
+use unicache::backends::file::{FileCache, FileConfig, SyncPolicy};
+use unicache::backends::sqlite::{SqliteCache, SqliteConfig};
 
 /// Records per run: `UNICACHE_BENCH_N`, default 1M.
 pub fn n() -> usize {
@@ -34,12 +33,22 @@ pub fn entries<'a>(keys: &'a [String], value: &'a [u8]) -> Vec<(&'a str, &'a [u8
 
 /// A SQLite store at `path` (5 s busy timeout, default options).
 pub fn sqlite(path: &Path) -> SqliteCache {
-    SqliteCache::open(path, Duration::from_secs(5), Default::default()).unwrap()
+    SqliteCache::open(
+        SqliteConfig::new(path).busy_timeout(Duration::from_secs(5)),
+        Default::default(),
+    )
+    .unwrap()
 }
 
 /// A file log at `path` (one fsync per batch, compaction at 50%).
 pub fn file_log(path: &Path) -> FileCache {
-    FileCache::open(path, SyncPolicy::Batch, 50, Default::default()).unwrap()
+    FileCache::open(
+        FileConfig::new(path)
+            .sync(SyncPolicy::Batch)
+            .compact_ratio(50),
+        Default::default(),
+    )
+    .unwrap()
 }
 
 /// Total time of `iters` runs of: open a store with `open` in a fresh temp

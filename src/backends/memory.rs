@@ -1,6 +1,6 @@
 //! `memory://`: a bounded in-process cache on quick_cache.
 //!
-//! Chosen over moka on the figures in DESIGN.md (~256 ns insert / ~178 ns get
+//! Chosen over moka on measured figures (~256 ns insert / ~178 ns get
 //! against ~1,440 / ~1,095 ns). quick_cache has no per-entry TTL, so the
 //! expiry instant is stored beside the value and an expired entry is removed
 //! and reported as a miss when read. It never blocks on I/O.
@@ -18,6 +18,78 @@ use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, Key
 use crate::error::{Error, ErrorKind, Result};
 
 const BACKEND: &str = "memory";
+/// Default number of entries of a `memory://` cache.
+pub const DEFAULT_CAPACITY: u64 = 100_000;
+
+/// Settings of a `memory://?capacity=N&max_bytes=N` cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryConfig {
+    /// Maximum number of entries (at least 1).
+    pub capacity: u64,
+    /// Optional bound on the summed size of keys and values.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            capacity: DEFAULT_CAPACITY,
+            max_bytes: None,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// The defaults: [`DEFAULT_CAPACITY`] entries, no byte bound.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most `n` entries.
+    pub fn capacity(mut self, n: u64) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// At most `n` bytes of keys and values.
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = Some(n);
+        self
+    }
+}
+
+impl super::BackendSpec for MemoryConfig {
+    fn from_url(t: &crate::url::Target<'_>) -> Result<(Self, CacheOptions)> {
+        use crate::url::{Query, split_query, url_err};
+        let rest = t.rest.strip_prefix("//").unwrap_or(t.rest);
+        let (body, q) = split_query(rest);
+        if !body.is_empty() {
+            return Err(url_err(format!(
+                "memory: unexpected {body:?} (use memory://?capacity=N)"
+            )));
+        }
+        let mut q = Query::parse("memory", q)?;
+        let options = q.common()?;
+        let capacity = q.take_u64("capacity")?.unwrap_or(DEFAULT_CAPACITY);
+        if capacity == 0 {
+            return Err(url_err("memory: capacity must be at least 1"));
+        }
+        let max_bytes = q.take_u64("max_bytes")?;
+        q.finish(&["capacity", "max_bytes"])?;
+        Ok((
+            MemoryConfig {
+                capacity,
+                max_bytes,
+            },
+            options,
+        ))
+    }
+
+    async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+        Ok(Arc::new(MemoryCache::open(self, options)))
+    }
+}
 /// Bookkeeping bytes counted per entry on top of key and value.
 const ENTRY_OVERHEAD: u64 = 64;
 
@@ -93,8 +165,13 @@ impl std::fmt::Debug for MemoryCache {
 }
 
 impl MemoryCache {
-    /// A cache of at most `capacity` entries and, if given, `max_bytes` bytes.
-    pub fn new(capacity: u64, max_bytes: Option<u64>, options: CacheOptions) -> Self {
+    /// A cache of at most `config.capacity` entries and, if given,
+    /// `config.max_bytes` bytes. Never fails.
+    pub fn open(config: MemoryConfig, options: CacheOptions) -> Self {
+        let MemoryConfig {
+            capacity,
+            max_bytes,
+        } = config;
         let capacity = capacity.max(1);
         let weighter = EntryWeighter {
             capacity,
@@ -320,7 +397,7 @@ mod tests {
 
     #[test]
     fn evicts_at_capacity_and_counts() {
-        let c = MemoryCache::new(100, None, CacheOptions::new());
+        let c = MemoryCache::open(MemoryConfig::new().capacity(100), CacheOptions::new());
         for i in 0..1000 {
             c.set(&format!("k{i}"), b"v", None)
                 .now_or_never()
@@ -334,7 +411,10 @@ mod tests {
 
     #[test]
     fn byte_bound_holds() {
-        let c = MemoryCache::new(1000, Some(100_000), CacheOptions::new());
+        let c = MemoryCache::open(
+            MemoryConfig::new().capacity(1000).max_bytes(100_000),
+            CacheOptions::new(),
+        );
         let v = vec![0u8; 1000];
         for i in 0..1000 {
             c.set(&format!("k{i}"), &v, None)

@@ -87,10 +87,10 @@ pub fn sqlite_raw(records: u64, value_size: usize, db: &Path) -> anyhow::Result<
         rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.execute_batch(unicache::backends::sqlite::SCHEMA)?;
+    conn.execute_batch(unicache::bench_support::sqlite::SCHEMA)?;
     let tx = conn.transaction()?;
     {
-        let mut st = tx.prepare(unicache::backends::sqlite::INSERT)?;
+        let mut st = tx.prepare(unicache::bench_support::sqlite::INSERT)?;
         for (k, v) in &rows {
             st.execute(rusqlite::params!["", k, v.as_bytes(), None::<i64>])?;
         }
@@ -110,14 +110,14 @@ pub fn sqlite_raw(records: u64, value_size: usize, db: &Path) -> anyhow::Result<
 /// `mg` pipeline per server; prints both p50 latencies.
 pub async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyhow::Result<Outcome> {
     let parsed = unicache::url::parse(url)?;
-    let unicache::url::BackendConfig::Memcached { servers, .. } = parsed.backend.clone() else {
+    let unicache::url::BackendConfig::Memcached(config) = parsed.backend.clone() else {
         anyhow::bail!("--cache must be a memcached:// URL");
     };
+    let servers = config.servers.clone();
     let c = unicache::backends::memcached::MemcachedCache::connect(
-        servers.clone(),
-        parsed.redacted.clone(),
-        Duration::from_secs(2),
-        Duration::from_secs(5),
+        config
+            .connect_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(5)),
         Default::default(),
     )
     .await?;
@@ -140,7 +140,7 @@ pub async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyho
         conns.push((tokio::io::BufReader::new(r), w));
         let mut req = Vec::new();
         for k in &keys {
-            if c.server_addr(k) == s {
+            if unicache::bench_support::memcached::server_addr(&c, k) == s {
                 req.extend_from_slice(format!("mg {k} v q\r\n").as_bytes());
             }
         }

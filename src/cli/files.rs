@@ -87,11 +87,11 @@ pub fn store_files(backend: &BackendConfig) -> Vec<PathBuf> {
         PathBuf::from(s)
     };
     match backend {
-        BackendConfig::Sqlite { path, .. } => ["", "-wal", "-shm", "-journal"]
+        BackendConfig::Sqlite(c) => ["", "-wal", "-shm", "-journal"]
             .iter()
-            .map(|s| with(path, s))
+            .map(|s| with(&c.path, s))
             .collect(),
-        BackendConfig::File { path, .. } => vec![path.clone(), with(path, ".lock")],
+        BackendConfig::File(c) => vec![c.path.clone(), with(&c.path, ".lock")],
         _ => Vec::new(),
     }
 }
@@ -99,7 +99,8 @@ pub fn store_files(backend: &BackendConfig) -> Vec<PathBuf> {
 /// The main file of a local store, when the backend has one.
 pub fn store_file(backend: &BackendConfig) -> Option<PathBuf> {
     match backend {
-        BackendConfig::Sqlite { path, .. } | BackendConfig::File { path, .. } => Some(path.clone()),
+        BackendConfig::Sqlite(c) => Some(c.path.clone()),
+        BackendConfig::File(c) => Some(c.path.clone()),
         _ => None,
     }
 }

@@ -308,7 +308,7 @@ mod tests {
     use async_trait::async_trait;
     use bytes::Bytes;
 
-    use crate::backends::memory::MemoryCache;
+    use crate::backends::memory::{MemoryCache, MemoryConfig};
     use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Stats};
     use crate::error::{Error, ErrorKind, Result};
     use crate::writer::{Progress, Target, WriteOptions, write_records};
@@ -370,7 +370,10 @@ mod tests {
         let input: String = (0..3000)
             .map(|i| format!("{{\"key\":\"k{i}\"}}\n"))
             .collect();
-        let cache = Arc::new(Refusing(MemoryCache::new(10, None, CacheOptions::new())));
+        let cache = Arc::new(Refusing(MemoryCache::open(
+            MemoryConfig::default(),
+            CacheOptions::new(),
+        )));
         let targets = [Target {
             name: "refusing".into(),
             cache,

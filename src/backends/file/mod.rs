@@ -12,8 +12,9 @@
 //! A `PATH` that is a symlink is resolved once at open: the lock, compaction's
 //! temporary file and its rename all go next to the real file.
 
-mod codec;
+pub(crate) mod codec;
 mod compact;
+mod config;
 mod files;
 mod index;
 mod read;
@@ -28,11 +29,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use codec::{HEADER, LineError, Op, decode_line, encode_line};
+pub use config::{DEFAULT_COMPACT_RATIO, FileConfig, SyncPolicy};
+use codec::{Op, decode_line, encode_line};
 
 use crate::cache::{CacheOptions, Counters, now_millis};
 use crate::error::{Error, ErrorKind, Result};
-use crate::url::SyncPolicy;
 use compact::Omit;
 use index::{Loc, key_hash, ns_seed};
 use store::{Lines, State};
@@ -94,12 +95,13 @@ impl FileCache {
     /// Without [`CacheOptions::must_exist`] a missing log is created (mode
     /// 0600), with its missing parent directories; with it, a missing log is
     /// an [`ErrorKind::NotFound`] error and nothing is created.
-    pub fn open(
-        path: &Path,
-        sync: SyncPolicy,
-        compact_ratio: u8,
-        options: CacheOptions,
-    ) -> Result<Self> {
+    pub fn open(config: FileConfig, options: CacheOptions) -> Result<Self> {
+        let FileConfig {
+            path,
+            sync,
+            compact_ratio,
+        } = config;
+        let path = path.as_path();
         let real = files::resolve_links(path).map_err(|e| ferr(path, "resolve symlink", e))?;
         let create = !options.must_exist;
         if !create {

@@ -1,0 +1,97 @@
+//! The settings of a `file:PATH?sync=batch&compact_ratio=50` log, from its URL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::FileCache;
+use crate::backends::{BackendSpec, open_blocking};
+use crate::cache::{Cache, CacheOptions};
+use crate::error::Result;
+use crate::url::{Query, Target, local_path, split_query, url_err};
+
+/// Default dead-bytes percentage that triggers compaction.
+pub const DEFAULT_COMPACT_RATIO: u8 = 50;
+
+/// When the file backend forces its writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// fsync after every write.
+    Always,
+    /// fsync once per batch (and per single write); the default.
+    #[default]
+    Batch,
+    /// Leave it to the OS (writes still reach the OS before returning).
+    Never,
+}
+
+/// Settings of a `file:PATH` log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileConfig {
+    /// Log file.
+    pub path: PathBuf,
+    /// Durability policy.
+    pub sync: SyncPolicy,
+    /// Dead-bytes percentage (1..=99) that triggers compaction.
+    pub compact_ratio: u8,
+}
+
+impl FileConfig {
+    /// The log at `path`, with the defaults (`sync=batch`, `compact_ratio=50`).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileConfig {
+            path: path.into(),
+            sync: SyncPolicy::default(),
+            compact_ratio: DEFAULT_COMPACT_RATIO,
+        }
+    }
+
+    /// When writes are forced to disk.
+    pub fn sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Compacts when dead bytes pass `percent` of the log (clamped to 1..=99).
+    pub fn compact_ratio(mut self, percent: u8) -> Self {
+        self.compact_ratio = percent.clamp(1, 99);
+        self
+    }
+}
+
+impl BackendSpec for FileConfig {
+    fn from_url(t: &Target<'_>) -> Result<(Self, CacheOptions)> {
+        let (body, q) = split_query(t.rest);
+        let path = local_path("file", body)?;
+        let mut q = Query::parse("file", q)?;
+        let options = q.common()?;
+        let sync = match q.take("sync").as_deref() {
+            None | Some("batch") => SyncPolicy::Batch,
+            Some("always") => SyncPolicy::Always,
+            Some("never") => SyncPolicy::Never,
+            Some(other) => {
+                return Err(url_err(format!(
+                    "file: sync={other:?} (use always, batch or never)"
+                )));
+            }
+        };
+        let compact_ratio = match q.take_u64("compact_ratio")? {
+            None => DEFAULT_COMPACT_RATIO,
+            Some(r) if (1..=99).contains(&r) => r as u8,
+            Some(r) => return Err(url_err(format!("file: compact_ratio={r} (use 1..99)"))),
+        };
+        q.finish(&["sync", "compact_ratio"])?;
+        let config = FileConfig {
+            path,
+            sync,
+            compact_ratio,
+        };
+        Ok((config, options))
+    }
+
+    async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+        // Opening reads the whole log: off the async workers.
+        open_blocking(move || FileCache::open(self, options)).await
+    }
+}

@@ -1,0 +1,141 @@
+//! The table layout and the statements on it, creating the file, the WAL
+//! switch, and the layout check run at open.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::{BACKEND, sql_err};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The `cache` table (README, "SQLite layout"); public so benchmarks'
+/// raw-rusqlite baselines write to exactly this table.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cache (
+    namespace  TEXT    NOT NULL DEFAULT '',
+    key        TEXT    NOT NULL,
+    value      BLOB    NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+";
+
+/// Created after the layout check. Partial: rows without a TTL cost nothing
+/// here, and purging expired rows is a range scan, not a table scan.
+pub(super) const EXPIRY_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS cache_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL";
+
+/// The statement every write uses (namespace, key, value, expires_at).
+pub const INSERT: &str =
+    "INSERT OR REPLACE INTO cache (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)";
+/// Values are read through `CAST(value AS BLOB)`: BLOBs as they are, TEXT
+/// (what `sqlite3` and Python's `str` store) as its UTF-8 bytes, INTEGER and
+/// REAL as SQLite's own text form of them. Expiry times another tool wrote
+/// as REAL are read as whole milliseconds.
+pub(super) const SELECT: &str = "SELECT CAST(value AS BLOB), CAST(expires_at AS INTEGER) FROM cache \
+     WHERE namespace = ?1 AND key = ?2";
+/// Every live entry of a namespace, in key order (the primary key's range).
+pub(super) const SELECT_ENTRIES: &str = "SELECT key, CAST(value AS BLOB), CAST(expires_at AS INTEGER) \
+     FROM cache \
+     WHERE namespace = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
+/// Entries per message from the export thread.
+pub(super) const ENTRY_BATCH: usize = 512;
+/// The longest busy timeout SQLite takes (a C int of milliseconds, ~24.8 days);
+/// longer ones are clamped to it.
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+pub(super) const DELETE: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)";
+pub(super) const DELETE_ANY: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2";
+
+/// Puts the database in WAL mode (a persistent property of the file).
+///
+/// Converting a rollback-journal database needs exclusive access, and SQLite
+/// does not run the busy handler for `PRAGMA journal_mode=WAL`: several
+/// processes opening one fresh file at once get "database is locked" at once
+/// (or the old mode back). So the mode is read first (nothing to do once any
+/// process converted the file) and the switch is retried with backoff within
+/// the busy timeout. Reading the mode also reads the header, so a file that is
+/// not a database fails here.
+pub(super) fn enable_wal(conn: &Connection, path: &Path, budget: Duration) -> Result<()> {
+    let is_wal = |m: &str| m.eq_ignore_ascii_case("wal");
+    // None: a budget too large for Instant, i.e. no deadline.
+    let deadline = Instant::now().checked_add(budget);
+    let time_left = || deadline.is_none_or(|d| Instant::now() < d);
+    let mut delay = Duration::from_millis(1);
+    loop {
+        let attempt = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .and_then(|mode| {
+                if is_wal(&mode) {
+                    Ok(mode)
+                } else {
+                    conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                }
+            });
+        let mode = match attempt.map_err(|err| sql_err(path, err)) {
+            Ok(mode) if is_wal(&mode) => return Ok(()),
+            Ok(mode) => mode,
+            // sql_err makes "busy" and "locked" a timeout: retry while time is left.
+            Err(e) if e.is_timeout() && time_left() => String::new(),
+            Err(e) => return Err(e.with_context("op", "journal_mode=WAL")),
+        };
+        if !time_left() {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("could not switch the database to WAL journal mode (it stays {mode:?})"),
+            )
+            .with_backend(BACKEND)
+            .with_context("path", path.display()));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Creates the file (and its directory) owner-only if it is missing; SQLite
+/// gives its -wal/-shm files the same mode.
+pub(super) fn create_file(path: &Path) -> Result<()> {
+    let io = |msg: &str, e: std::io::Error| {
+        Error::from(e)
+            .with_backend(BACKEND)
+            .with_context("path", path.display())
+            .with_context("op", msg.to_string())
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
+    }
+    if !path.exists() {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(path).map_err(|e| io("create", e))?;
+    }
+    Ok(())
+}
+
+/// Refuses a `cache` table of another shape (such as the seed's two-column one).
+pub(super) fn check_layout(conn: &Connection, path: &Path) -> Result<()> {
+    let mut cols = Vec::new();
+    let mut st = conn
+        .prepare("SELECT name FROM pragma_table_info('cache')")
+        .map_err(|e| sql_err(path, e))?;
+    let rows = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| sql_err(path, e))?;
+    for r in rows {
+        cols.push(r.map_err(|e| sql_err(path, e))?);
+    }
+    if cols != ["namespace", "key", "value", "expires_at"] {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "table 'cache' has columns {cols:?}, not unicache's layout \
+                 (namespace, key, value, expires_at); use another file"
+            ),
+        )
+        .with_backend(BACKEND)
+        .with_context("path", path.display()));
+    }
+    Ok(())
+}
