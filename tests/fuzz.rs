@@ -231,8 +231,28 @@ proptest! {
             // the timeouts' own arithmetic runs without waiting on them.
             format!("redis://127.0.0.1:1?connect_timeout={busy}&response_timeout={ttl}&ttl={ttl}"),
             format!("memcached://127.0.0.1:1?connect_timeout={busy}&response_timeout={ttl}&ttl={ttl}"),
+            format!("redis+cluster://127.0.0.1:1?connect_timeout={busy}&response_timeout={ttl}"),
+            format!("redis+cluster://127.0.0.1:1?connect_timeout={ttl}&response_timeout={busy}"),
         ] {
             exercise(&rt, &url);
         }
+    }
+}
+
+/// The largest whole-second timeouts a URL takes, on a Redis Cluster URL
+/// (its connect deadline added them up and overflowed: exit 101).
+#[test]
+fn redis_cluster_timeouts_at_u64_max_do_not_overflow() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    for q in [
+        "connect_timeout=18446744073709551615",
+        "response_timeout=18446744073709551615",
+        "connect_timeout=18446744073709551615&response_timeout=18446744073709551615",
+    ] {
+        exercise(&rt, &format!("redis+cluster://127.0.0.1:1?{q}"));
     }
 }

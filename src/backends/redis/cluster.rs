@@ -382,7 +382,11 @@ impl Cluster {
     /// the response timeout.
     pub(super) async fn run(&self, b: &Batch<'_>) -> Vec<std::result::Result<Value, Error>> {
         let n = b.keys.len();
-        let deadline = Instant::now() + self.response_timeout;
+        // A huge response_timeout means "no deadline", not an overflow.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.response_timeout)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
         let mut r = Round {
             pending: (0..n).map(|i| (i, None)).collect(),
             alone: vec![b.multi.is_none(); n],

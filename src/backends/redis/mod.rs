@@ -167,13 +167,14 @@ impl RedisCache {
                 .with_context("op", "connect")
         };
         // A cluster may have to ask several seeds for its map.
+        // Saturating: a huge timeout from the URL must not overflow.
         let deadline = connect_timeout
-            + Duration::from_millis(250)
-            + if cluster {
+            .saturating_add(Duration::from_millis(250))
+            .saturating_add(if cluster {
                 response_timeout
             } else {
                 Duration::ZERO
-            };
+            });
         let connect = async {
             if cluster {
                 let c = cluster::Cluster::connect(
