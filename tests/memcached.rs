@@ -621,9 +621,13 @@ fn a_server_answering_garbage_is_a_protocol_error_naming_it_not_a_timeout() {
         // Two pooled connections: the open's is used (and dropped) by the
         // second call; every other call needs a new one. Reused: only 2.
         assert_eq!(junk.accepted.load(std::sync::atomic::Ordering::Relaxed), 4);
-        // Reads are misses counted as errors, as for a down server.
-        assert_eq!(c.get("k").await.unwrap(), None);
-        assert!(c.stats().await.unwrap().errors >= 5);
+        // Reads fail too, never a miss: absence is an answer the server
+        // did not give (a down server's keys are misses; this one answers).
+        let e = c.get("k").await.unwrap_err();
+        assert!(e.to_string().contains("unexpected reply from"), "{e}");
+        let e = c.get_many(&["a", "b"]).await.unwrap_err();
+        assert!(e.to_string().contains("unexpected reply from"), "{e}");
+        assert!(c.stats().await.unwrap().errors >= 6);
     });
 }
 

@@ -314,6 +314,10 @@ impl MemcachedCache {
         let version = self.version().await;
         let version = match version {
             Ok(v) => v,
+            Err(e) if is_protocol_error(&e) => {
+                self.counters.error();
+                return Err(e);
+            }
             Err(e) => {
                 // The namespace's server is down: everything is a miss.
                 self.counters.error();
@@ -334,6 +338,12 @@ impl MemcachedCache {
                 },
             )
             .await;
+        // A server that answers outside the protocol is an error, never a
+        // miss (the caller would take absence for an answer).
+        if let Some((_, e)) = failed.iter().find(|(_, e)| is_protocol_error(e)) {
+            self.counters.error();
+            return Err(e.clone());
+        }
         // Documented: an unreachable server's keys read as misses, counted as errors.
         for (_, e) in &failed {
             self.counters.error();
@@ -343,6 +353,12 @@ impl MemcachedCache {
         self.counters.read(&out);
         Ok(out)
     }
+}
+
+/// A reply outside memcached's protocol (see `request::unexpected`), as
+/// opposed to a server that is down or unreachable.
+fn is_protocol_error(e: &Error) -> bool {
+    e.kind() == ErrorKind::Backend && e.message().starts_with("unexpected reply from ")
 }
 
 #[cfg(test)]
