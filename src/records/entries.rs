@@ -179,16 +179,31 @@ fn parse_line(text: &str, position: Position, source: &str) -> Result<Record, In
         (None | Some(Field::Null), _) => return Err(fail("no \"value\" or \"value_b64\"")),
         (Some(Field::Other(text)), _) => text,
     };
-    let ttl = line
-        .ttl_ms
-        .and_then(|t| t.get().parse::<u64>().ok())
-        .map(Duration::from_millis);
+    let ttl = match line.ttl_ms.map(|t| t.get().trim()) {
+        None | Some("null") => None,
+        Some(t) => Some(Duration::from_millis(ttl_ms(t).ok_or_else(|| {
+            fail(&format!(
+                "bad \"ttl_ms\" {t}: want a whole number of milliseconds above 0"
+            ))
+        })?)),
+    };
     Ok(Record {
         position,
         key,
         value,
         ttl,
     })
+}
+
+/// An export's `ttl_ms`: digits only, above zero; more than `u64` holds
+/// saturates (the backends clamp it to what they can keep). Anything else
+/// (negative, fractional, a string) is refused, never taken as "no expiry".
+fn ttl_ms(t: &str) -> Option<u64> {
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms = t.parse::<u64>().unwrap_or(u64::MAX);
+    (ms > 0).then_some(ms)
 }
 
 /// Reads export lines; a line that is not an entry stops the read (the
@@ -280,6 +295,19 @@ mod tests {
 
     fn parse(text: &str) -> Result<Record, InputError> {
         parse_line(text, Position { record: 1, line: 1 }, "in")
+    }
+
+    #[test]
+    fn bad_ttls_are_refused_not_dropped() {
+        for bad in ["-1000", "1000.0", "\"1000\"", "1.5e300", "0", "true"] {
+            let line = format!(r#"{{"key":"t","ttl_ms":{bad},"value":"x"}}"#);
+            let e = parse(&line).unwrap_err();
+            assert!(e.message.contains("bad \"ttl_ms\""), "{bad}: {}", e.message);
+        }
+        let r = parse(r#"{"key":"t","ttl_ms":99999999999999999999999,"value":"x"}"#).unwrap();
+        assert_eq!(r.ttl, Some(Duration::from_millis(u64::MAX)));
+        let r = parse(r#"{"key":"t","ttl_ms":null,"value":"x"}"#).unwrap();
+        assert_eq!(r.ttl, None);
     }
 
     #[test]
