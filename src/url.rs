@@ -64,6 +64,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
+    if let Some(d) = number_and_unit(s) {
+        return Ok(d);
+    }
     humantime::parse_duration(s).map_err(|e| {
         Error::new(
             ErrorKind::InvalidInput,
@@ -71,6 +74,29 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         )
         .set_source(e)
     })
+}
+
+/// `<digits><unit>` with saturating arithmetic (humantime refuses e.g.
+/// `99999999999999ms` as an overflow while bare seconds of any size are
+/// taken); `None` for any other form, which humantime then parses.
+fn number_and_unit(s: &str) -> Option<Duration> {
+    let at = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(at);
+    if n.is_empty() {
+        return None;
+    }
+    // Digits only, so the one possible error is overflow: saturate.
+    let n = n.parse::<u64>().unwrap_or(u64::MAX);
+    let per_second = match unit {
+        "ms" | "msec" => return Some(Duration::from_millis(n)),
+        "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600,
+        "d" | "day" | "days" => 86_400,
+        "y" | "year" | "years" => 31_557_600,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.saturating_mul(per_second)))
 }
 
 /// A URL's query options, taken one by one by the backend that knows them.
@@ -620,5 +646,17 @@ mod tests {
             Duration::from_secs(31 * 86400)
         );
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        // Large counts of a unit saturate like bare seconds, never "bad".
+        assert_eq!(
+            parse_duration("99999999999999ms").unwrap(),
+            Duration::from_millis(99_999_999_999_999)
+        );
+        assert_eq!(
+            parse_duration("99999999999999999999999d").unwrap(),
+            Duration::from_secs(u64::MAX)
+        );
+        assert!(parse_duration("-5s").is_err());
     }
 }
