@@ -1605,3 +1605,36 @@ fn import_retries_through_a_frozen_redis() {
         Some(":3000\r\n")
     );
 }
+
+/// The bench helpers' sizes and counts are bounded flags, not panics
+/// (a huge --value-size aborted on allocation, --requests 0 indexed past
+/// the end of an empty list).
+#[test]
+fn bench_helper_flags_are_usage_errors_not_panics() {
+    for args in [
+        &[
+            "bench",
+            "gen",
+            "--records",
+            "1",
+            "--value-size",
+            "18446744073709551615",
+        ][..],
+        &[
+            "bench",
+            "get-latency",
+            "--cache",
+            "memory://",
+            "--requests",
+            "0",
+        ],
+    ] {
+        let out = unicache().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with("unicache: error: invalid value"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

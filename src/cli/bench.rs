@@ -23,7 +23,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
         /// Bytes of the "v" field.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = value_size)]
         value_size: usize,
         /// Emit the seed's {"records": [...], "backends": [...]} object instead.
         #[arg(long)]
@@ -35,7 +35,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
         /// Bytes per value.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = value_size)]
         value_size: usize,
     },
     /// Library `set_many` of N entries (keys key:I, VALUE_SIZE-byte values) in one call; prints keys/s.
@@ -47,7 +47,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
         /// Bytes per value.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = value_size)]
         value_size: usize,
     },
     /// Sequential single-key gets on one connection; prints p50/p99 latency.
@@ -56,7 +56,7 @@ pub enum BenchCmd {
         #[arg(long)]
         cache: String,
         /// Number of gets.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
         requests: u64,
         /// Run on the CLI's 2-worker runtime instead of a current-thread one.
         #[arg(long)]
@@ -72,7 +72,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
         /// Bytes per value.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = value_size)]
         value_size: usize,
     },
     /// get_many of KEYS keys across the servers of a memcached:// URL
@@ -111,12 +111,22 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
         /// Bytes of the "v" field.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = value_size)]
         value_size: usize,
         /// Database file (replaced).
         #[arg(long)]
         db: PathBuf,
     },
+}
+
+/// `--value-size`: bytes per value, at most 64 MiB (a huge one aborted
+/// on allocation).
+fn value_size(s: &str) -> Result<usize, String> {
+    const MAX: usize = 64 << 20;
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX => Ok(n),
+        _ => Err(format!("a number of bytes from 0 to {MAX}")),
+    }
 }
 
 pub(super) fn record(i: u64, pad: &str) -> String {
