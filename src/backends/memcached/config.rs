@@ -66,6 +66,17 @@ impl BackendSpec for MemcachedConfig {
             )));
         }
         let (body, q) = split_query(after);
+        // An empty path (`memcached://h:p/`) is fine; memcached has no
+        // databases, so any other path is a mistake.
+        let body = match body.split_once('/') {
+            Some((hosts, "")) => hosts,
+            Some(_) => {
+                return Err(url_err(format!(
+                    "memcached: a path is not allowed (memcached has no databases): {redacted:?}"
+                )));
+            }
+            None => body,
+        };
         let mut q = Query::parse("memcached", q)?;
         let options = q.common()?;
         let connect_timeout = q
@@ -103,5 +114,19 @@ impl BackendSpec for MemcachedConfig {
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
         Ok(Arc::new(MemcachedCache::connect(self, options).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_empty_path_is_fine_any_other_is_an_invalid_url() {
+        let p = crate::url::parse("memcached://127.0.0.1:11211/").unwrap();
+        let crate::url::BackendConfig::Memcached(c) = p.backend else {
+            panic!("not memcached")
+        };
+        assert_eq!(c.servers, ["127.0.0.1:11211"]);
+        let e = crate::url::parse("memcached://127.0.0.1:11211/3").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidUrl, "{e}");
     }
 }
