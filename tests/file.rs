@@ -648,6 +648,15 @@ fn must_exist_creates_nothing_and_says_not_found() {
     assert_eq!(e.kind(), unicache::ErrorKind::NotFound);
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "something was created: {names:?}");
+    // An empty file is not a log yet: NotFound, and no header or lock
+    // written (read-only commands wrote both).
+    let empty = dir.path().join("empty.log");
+    std::fs::write(&empty, b"").unwrap();
+    let e = fopen(&empty, ro.clone()).unwrap_err();
+    assert_eq!(e.kind(), unicache::ErrorKind::NotFound, "{e}");
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    assert!(!dir.path().join("empty.log.lock").exists());
+    std::fs::remove_file(&empty).unwrap();
     // Without must_exist, missing directories are created (mode 0600 log).
     let made = dir.path().join("new/dir/made.log");
     rt().block_on(async {

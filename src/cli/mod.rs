@@ -389,8 +389,9 @@ pub async fn open_url(url: &str, must_exist: bool) -> anyhow::Result<Arc<dyn uni
         }
         Ok(c) => Ok(c),
         Err(e) if e.kind() == unicache::ErrorKind::NotFound => match &store {
-            Some(p) => Err(missing(p)),
-            None => Err(e.into()),
+            Some(p) if !p.exists() => Err(missing(p)),
+            // There, but not a store yet (an empty file): the backend says so.
+            _ => Err(e.into()),
         },
         Err(e) => Err(e.into()),
     }

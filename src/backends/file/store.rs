@@ -211,6 +211,13 @@ impl State {
         }
         let mut head = vec![0u8; HEADER.len()];
         let n = read_up_to(&mut file, &mut head).map_err(|e| ferr(path, "read", e))?;
+        if n == 0 && !create {
+            // Nothing is written for a command that must not create a store
+            // (its header and lock would make an empty file a log).
+            return Err(Error::new(ErrorKind::NotFound, "empty file: no file log here yet")
+                .with_backend(BACKEND)
+                .with_context("path", path.display()));
+        }
         if n == 0 {
             write_header(&mut file, path, lock_path, locked)?;
             return Self::load(path, lock_path, locked, create);
