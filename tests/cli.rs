@@ -1178,10 +1178,9 @@ fn write_through_a_freeze(
     flags: &[&str],
     thaw: Option<std::time::Duration>,
 ) -> (Output, std::time::Duration, Vec<Value>) {
-    use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("r.jsonl");
-    let mut child = common::unicache_std()
+    let child = common::unicache_std()
         .args(["write", "-q", "-i", "-", "-c", url])
         .args(flags)
         .arg("--rejects")
@@ -1193,15 +1192,35 @@ fn write_through_a_freeze(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     let record = |i: usize| format!("{{\"key\":\"frozen:{i}\",\"v\":{i}}}\n");
-    let first: String = (0..500).map(record).collect();
+    let (out, took) = feed_across_a_freeze(child, server, record, thaw);
+    let lines = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out, took, lines)
+}
+
+/// Feeds lines 0..3,000 of `line` to `child`'s stdin, freezing `server`
+/// (SIGSTOP) after the first 500 and thawing it `thaw` after the rest went
+/// in (`None`: once the run ended). Waits at most 60 s for the run (then
+/// kills it and fails); returns its output and the time since the freeze.
+fn feed_across_a_freeze(
+    mut child: std::process::Child,
+    server: &common::servers::Process,
+    line: impl Fn(usize) -> String,
+    thaw: Option<std::time::Duration>,
+) -> (Output, std::time::Duration) {
+    use std::io::Write as _;
+    let mut stdin = child.stdin.take().unwrap();
+    let first: String = (0..500).map(&line).collect();
     stdin.write_all(first.as_bytes()).unwrap();
     stdin.flush().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     server.signal(libc::SIGSTOP);
     let started = std::time::Instant::now();
-    let rest: String = (500..3000).map(record).collect();
+    let rest: String = (500..3000).map(&line).collect();
     stdin.write_all(rest.as_bytes()).unwrap();
     drop(stdin);
     if let Some(t) = thaw {
@@ -1214,16 +1233,11 @@ fn write_through_a_freeze(
     let out = rx.recv_timeout(std::time::Duration::from_secs(60));
     let took = started.elapsed();
     server.signal(libc::SIGCONT);
-    let Ok(out) = out else {
+    let Ok(Ok(out)) = out else {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        panic!("write through a frozen server still running after 60 s");
+        panic!("a run through a frozen server still running 60 s after the freeze");
     };
-    let lines = std::fs::read_to_string(&rejects)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (out.unwrap(), took, lines)
+    (out, took)
 }
 
 /// A server frozen for good: the run ends within a bound, exits 1,
@@ -1379,7 +1393,7 @@ fn outputs_through_missing_dirs_stdin_inputs_and_store_inputs_are_refused() {
         .unwrap();
     refused(&out, "-o nd2/../c.sqlite3");
     // stdin redirected from the file (assert_cmd would pipe its content).
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+    let out = common::unicache_std()
         .args(["write", "-q", "-i", "-", "-c", "memory://", "-o", &input])
         .stdin(std::fs::File::open(&input).unwrap())
         .output()
@@ -1560,38 +1574,25 @@ fn import_exits_1_and_lists_entries_that_failed() {
 /// the import through; nothing is lost and the retries are counted.
 #[test]
 fn import_retries_through_a_frozen_redis() {
-    use std::io::Write as _;
     let server = common::servers::redis_server();
     let url = format!(
         "redis://127.0.0.1:{}?response_timeout=500ms&connect_timeout=500ms",
         server.port
     );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+    let child = common::unicache_std()
         .args(["import", "-q", "-c", &url, "--batch-size", "100", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     let entry = |i: usize| format!("{{\"key\":\"imp:{i}\",\"value\":\"{i}\"}}\n");
-    let first: String = (0..500).map(entry).collect();
-    stdin.write_all(first.as_bytes()).unwrap();
-    stdin.flush().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    server.signal(libc::SIGSTOP);
-    let rest: String = (500..3000).map(entry).collect();
-    stdin.write_all(rest.as_bytes()).unwrap();
-    drop(stdin);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    server.signal(libc::SIGCONT);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let Ok(Ok(out)) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        panic!("import through a frozen redis still running after 60 s");
-    };
+    let (out, _) = feed_across_a_freeze(
+        child,
+        &server,
+        entry,
+        Some(std::time::Duration::from_secs(2)),
+    );
     common::assert_exit(&out, 0);
     let s = summary(&out);
     assert_eq!(

@@ -5,16 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
 
 use serde_json::Value;
-
-fn bin() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin("unicache"))
-}
 
 /// One sample of an exposition.
 #[derive(Debug, Clone)]
@@ -206,7 +202,7 @@ fn scrape(addr: &str) -> Option<String> {
 fn metrics_scraped_during_a_write_add_up_to_the_summary() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let out = bin()
+    let out = common::unicache_std()
         .args(["bench", "gen", "--records", "300000"])
         .output()
         .unwrap();
@@ -215,7 +211,7 @@ fn metrics_scraped_during_a_write_add_up_to_the_summary() {
     std::fs::write(&input, &data).unwrap();
     let db = dir.path().join("c.sqlite3");
     let summary = dir.path().join("s.json");
-    let mut child = bin()
+    let mut child = common::unicache_std()
         .args([
             "write",
             "-q",
@@ -340,7 +336,7 @@ fn busy_metrics_addr_is_fatal_before_anything_is_created() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"key\":\"a\"}\n").unwrap();
     let db = dir.path().join("c.sqlite3");
-    let out = bin()
+    let out = common::unicache_std()
         .args(["write", "--metrics-addr", &addr, "--cache"])
         .arg(format!("sqlite:{}", db.display()))
         .arg("--input")
@@ -360,9 +356,12 @@ fn busy_metrics_addr_is_fatal_before_anything_is_created() {
 fn stats_format_prometheus_is_a_valid_exposition() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("c.sqlite3").display());
-    let st = bin().args(["set", "-c", &url, "k", "v"]).status().unwrap();
+    let st = common::unicache_std()
+        .args(["set", "-c", &url, "k", "v"])
+        .status()
+        .unwrap();
     assert!(st.success());
-    let out = bin()
+    let out = common::unicache_std()
         .args(["stats", "-c", &url, "--format", "prometheus"])
         .output()
         .unwrap();
@@ -388,7 +387,10 @@ fn stats_format_prometheus_is_a_valid_exposition() {
         "{text}"
     );
     // JSON stays the default.
-    let out = bin().args(["stats", "-c", &url]).output().unwrap();
+    let out = common::unicache_std()
+        .args(["stats", "-c", &url])
+        .output()
+        .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["backend"], "sqlite");
 }
@@ -399,14 +401,14 @@ fn verbose_flags_show_operation_spans_without_keys() {
     let url = format!("sqlite:{}", dir.path().join("c.sqlite3").display());
     let secret_key = "user:do-not-log-me";
     assert!(
-        bin()
+        common::unicache_std()
             .args(["set", "-c", &url, secret_key, "value-not-logged"])
             .status()
             .unwrap()
             .success()
     );
     // -vv: a line per single-key operation.
-    let out = bin()
+    let out = common::unicache_std()
         .args(["-vv", "get", "-c", &url, secret_key])
         .output()
         .unwrap();
@@ -426,7 +428,7 @@ fn verbose_flags_show_operation_spans_without_keys() {
     // -v: batch operations only.
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"key\":\"a\"}\n{\"key\":\"b\"}\n").unwrap();
-    let out = bin()
+    let out = common::unicache_std()
         .args(["-v", "write", "--cache", &url, "--output"])
         .arg(dir.path().join("s.json"))
         .arg("--input")
@@ -437,7 +439,7 @@ fn verbose_flags_show_operation_spans_without_keys() {
     assert!(err.contains("op=\"set_many\" batch=2}"), "{err}");
     assert!(!err.contains("op=\"get\""), "{err}");
     // Without -v: no span lines.
-    let out = bin()
+    let out = common::unicache_std()
         .args(["get", "-c", &url, secret_key])
         .output()
         .unwrap();
@@ -475,7 +477,7 @@ fn bench_run_prints_json_and_draws_a_self_contained_report() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.html");
     let sqlite = format!("sqlite:{}", dir.path().join("b.sqlite3").display());
-    let out = bin()
+    let out = common::unicache_std()
         .args([
             "bench",
             "run",
@@ -549,7 +551,7 @@ fn bench_run_prints_json_and_draws_a_self_contained_report() {
     }
     // The SVG flavour is one document with both plots.
     let svg = dir.path().join("r.svg");
-    let out = bin()
+    let out = common::unicache_std()
         .args([
             "bench",
             "run",
@@ -577,7 +579,7 @@ fn bench_run_refuses_an_unwritable_report_first() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.sqlite3");
     let t = Instant::now();
-    let out = bin()
+    let out = common::unicache_std()
         .args([
             "bench",
             "run",
@@ -613,7 +615,7 @@ fn bench_run_refuses_an_unwritable_report_first() {
 fn bench_run_rate_counts_a_stall_against_every_request_it_delayed() {
     let server = common::servers::redis_server();
     let url = format!("redis://127.0.0.1:{}", server.port);
-    let mut child = bin()
+    let mut child = common::unicache_std()
         .args([
             "bench",
             "run",
