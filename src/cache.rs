@@ -43,6 +43,24 @@ impl Entry {
     }
 }
 
+/// A value read together with its remaining time to live, as
+/// [`Cache::get_with_ttl`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ValueTtl {
+    /// The stored bytes.
+    pub value: Bytes,
+    /// Remaining time to live; `None` when the entry never expires.
+    pub ttl: Option<Duration>,
+}
+
+impl ValueTtl {
+    /// A value and its remaining TTL.
+    pub fn new(value: Bytes, ttl: Option<Duration>) -> Self {
+        ValueTtl { value, ttl }
+    }
+}
+
 /// How many keys [`Cache::entries`]' default implementation reads per batch.
 const ENTRY_BATCH: usize = 1000;
 
@@ -156,6 +174,47 @@ pub trait Cache: Send + Sync + fmt::Debug {
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
         let _ = key;
         Err(self.unsupported("ttl"))
+    }
+
+    /// Stores `value` only when `key` is absent or expired; `true` when it
+    /// stored. One atomic step on every backend (Redis `SET NX PX`, memcached
+    /// `ms` mode `E`, one SQLite statement, the file log under its lock).
+    async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let _ = (key, value, ttl);
+        Err(self.unsupported("add"))
+    }
+
+    /// Adds `delta` (may be negative) to the integer stored under `key` as
+    /// decimal text and returns the new value, atomically. A missing key
+    /// starts at 0 and is created with the cache's default TTL; an existing
+    /// key keeps its TTL. A value that is not a decimal `i64`, or a result
+    /// that overflows `i64`, is an [`ErrorKind::InvalidInput`] error naming
+    /// the key.
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        let _ = (key, delta);
+        Err(self.unsupported("incr"))
+    }
+
+    /// Gives `key` a new expiry (`None`: the cache's default TTL, which may
+    /// be "never") without rewriting its value; `true` when the key was
+    /// there.
+    async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        let _ = (key, ttl);
+        Err(self.unsupported("touch"))
+    }
+
+    /// The value under `key` with its remaining TTL, read in one round trip.
+    /// Counts as a hit or miss like [`Cache::get`].
+    fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
+        let _ = key;
+        CacheFuture::ready(Err(self.unsupported("get_with_ttl")))
+    }
+
+    /// [`Cache::get_with_ttl`] for many keys, in order; one round trip or
+    /// transaction.
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        let _ = keys;
+        Err(self.unsupported("get_many_with_ttl"))
     }
 
     /// Streams every live key of this cache's namespace.

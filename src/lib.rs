@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 pub use cache::{
     Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, Entry, EntryStream,
-    KeyStream, Stats,
+    KeyStream, Stats, ValueTtl,
 };
 pub use error::{Error, ErrorKind, Result};
 

@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use crate::cache::{Cache, CacheFuture, Capabilities, EntryStream, KeyStream, Stats};
+use crate::cache::{Cache, CacheFuture, Capabilities, EntryStream, KeyStream, Stats, ValueTtl};
 use crate::error::Result;
 
 #[cfg(feature = "metrics")]
@@ -72,11 +72,16 @@ pub enum Op {
     Compact,
     Flush,
     Close,
+    Add,
+    Incr,
+    Touch,
+    GetWithTtl,
+    GetManyWithTtl,
 }
 
 impl Op {
     /// Every operation, in label order.
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 21] = [
         Op::Get,
         Op::Set,
         Op::Delete,
@@ -93,6 +98,11 @@ impl Op {
         Op::Compact,
         Op::Flush,
         Op::Close,
+        Op::Add,
+        Op::Incr,
+        Op::Touch,
+        Op::GetWithTtl,
+        Op::GetManyWithTtl,
     ];
 
     /// A single-key operation (`get`, `set`, `delete`, `contains`).
@@ -119,6 +129,11 @@ impl Op {
             Op::Compact => "compact",
             Op::Flush => "flush",
             Op::Close => "close",
+            Op::Add => "add",
+            Op::Incr => "incr",
+            Op::Touch => "touch",
+            Op::GetWithTtl => "get_with_ttl",
+            Op::GetManyWithTtl => "get_many_with_ttl",
         }
     }
 }
@@ -331,6 +346,60 @@ impl Cache for Observed {
 
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
         self.batch(Op::Ttl, 1, self.inner.ttl(key)).await
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let r = self
+            .batch(Op::Add, 1, self.inner.add(key, value, ttl))
+            .await;
+        if let Ok(true) = r {
+            self.meters.written(Op::Add, value.len() as u64);
+        }
+        r
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        self.batch(Op::Incr, 1, self.inner.incr(key, delta)).await
+    }
+
+    async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.batch(Op::Touch, 1, self.inner.touch(key, ttl)).await
+    }
+
+    fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
+        self.single(
+            Op::GetWithTtl,
+            key.len(),
+            || self.inner.get_with_ttl(key),
+            |m, r| {
+                if let Ok(v) = r {
+                    let bytes = v.as_ref().map_or(0, |x| x.value.len() as u64);
+                    m.read(
+                        Op::GetWithTtl,
+                        v.is_some() as u64,
+                        v.is_none() as u64,
+                        bytes,
+                    );
+                }
+            },
+        )
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        let r = self
+            .batch(
+                Op::GetManyWithTtl,
+                keys.len(),
+                self.inner.get_many_with_ttl(keys),
+            )
+            .await;
+        if let Ok(v) = &r {
+            let hits = v.iter().filter(|x| x.is_some()).count() as u64;
+            let bytes = v.iter().flatten().map(|x| x.value.len() as u64).sum();
+            self.meters
+                .read(Op::GetMany, hits, v.len() as u64 - hits, bytes);
+        }
+        r
     }
 
     async fn keys(&self) -> Result<KeyStream> {

@@ -428,6 +428,204 @@ pub async fn run_model(c: &Shared, ops: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
+/// `add` stores only when the key is absent or expired (issue 10).
+pub async fn atomic_add(c: Shared) {
+    assert!(c.add("a", b"1", None).await.unwrap(), "absent: stored");
+    assert!(!c.add("a", b"2", None).await.unwrap(), "present: refused");
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    c.set("short", b"old", Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(!c.add("short", b"new", None).await.unwrap());
+    // Second-granularity backends (memcached) may keep a 1 s entry up to 2 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        c.add("short", b"new", Some(Duration::from_secs(60)))
+            .await
+            .unwrap(),
+        "an expired entry counts as absent"
+    );
+    assert_eq!(c.get("short").await.unwrap().as_deref(), Some(&b"new"[..]));
+    if c.capabilities().read_ttl {
+        let t = c.ttl("short").await.unwrap().unwrap().unwrap();
+        assert!(t > Duration::from_secs(55), "{t:?}");
+    }
+    assert!(c.delete("a").await.unwrap());
+    assert!(
+        c.add("a", b"3", None).await.unwrap(),
+        "deleted: absent again"
+    );
+    assert_eq!(
+        c.add("z", b"x", Some(Duration::ZERO))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    // Concurrent adds of one key: exactly one wins.
+    let wins = futures::future::join_all((0..16).map(|i| {
+        let c = c.clone();
+        async move {
+            c.add("race", format!("{i}").as_bytes(), None)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{wins:?}");
+}
+
+/// `incr` keeps a decimal counter that other clients can read (issue 10).
+pub async fn atomic_incr(c: Shared) {
+    assert_eq!(
+        c.incr("n", 1).await.unwrap(),
+        1,
+        "a missing key starts at 0"
+    );
+    assert_eq!(c.incr("n", 41).await.unwrap(), 42);
+    assert_eq!(c.get("n").await.unwrap().as_deref(), Some(&b"42"[..]));
+    assert_eq!(c.incr("n", -50).await.unwrap(), -8, "below zero works");
+    assert_eq!(c.get("n").await.unwrap().as_deref(), Some(&b"-8"[..]));
+    assert_eq!(c.incr("n", 10).await.unwrap(), 2, "and back up");
+    assert_eq!(c.incr("n", 0).await.unwrap(), 2);
+    assert_eq!(c.incr("neg", -3).await.unwrap(), -3);
+    c.set("s", b"17", None).await.unwrap();
+    assert_eq!(c.incr("s", 1).await.unwrap(), 18, "a set number counts on");
+    c.set("text", b"not a number", None).await.unwrap();
+    let e = c.incr("text", 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("text"), "names the key: {e}");
+    assert_eq!(
+        c.get("text").await.unwrap().as_deref(),
+        Some(&b"not a number"[..]),
+        "a failed incr changes nothing"
+    );
+    c.set("max", i64::MAX.to_string().as_bytes(), None)
+        .await
+        .unwrap();
+    let e = c.incr("max", 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "overflow: {e}");
+    c.set("min", i64::MIN.to_string().as_bytes(), None)
+        .await
+        .unwrap();
+    let e = c.incr("min", -1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "underflow: {e}");
+    // An existing counter keeps its TTL.
+    c.set("t", b"5", Some(Duration::from_secs(100)))
+        .await
+        .unwrap();
+    assert_eq!(c.incr("t", 1).await.unwrap(), 6);
+    if c.capabilities().read_ttl {
+        let t = c.ttl("t").await.unwrap().unwrap();
+        assert!(t.is_some_and(|t| t > Duration::from_secs(90)), "{t:?}");
+    }
+    // Concurrent increments are never lost.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    c.incr("race", 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(c.get("race").await.unwrap().as_deref(), Some(&b"200"[..]));
+}
+
+/// `touch` sets a new expiry and keeps the value (issue 10).
+pub async fn atomic_touch(c: Shared) {
+    assert!(
+        !c.touch("missing", Some(Duration::from_secs(5)))
+            .await
+            .unwrap()
+    );
+    c.set("k", b"v", Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(c.touch("k", Some(Duration::from_secs(3600))).await.unwrap());
+    c.set("gone", b"v", Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        c.get("k").await.unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "touched: outlives its first TTL"
+    );
+    assert!(
+        !c.touch("gone", Some(Duration::from_secs(60)))
+            .await
+            .unwrap(),
+        "an expired entry cannot be touched back to life"
+    );
+    assert_eq!(c.get("gone").await.unwrap(), None);
+    if c.capabilities().read_ttl {
+        let t = c.ttl("k").await.unwrap().unwrap().unwrap();
+        assert!(t > Duration::from_secs(3500), "{t:?}");
+    }
+    c.set("short", b"s", Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert!(
+        c.touch("short", Some(Duration::from_secs(1)))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(c.get("short").await.unwrap(), None, "shortened");
+    assert_eq!(
+        c.touch("k", Some(Duration::ZERO)).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+/// `get_with_ttl` and `get_many_with_ttl` return the value and what remains
+/// of its TTL (issue 10).
+pub async fn with_ttl(c: Shared) {
+    c.set("long", b"l", Some(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    c.set("forever", b"f", None).await.unwrap();
+    let got = c.get_with_ttl("long").await.unwrap().unwrap();
+    assert_eq!(&got.value[..], b"l");
+    let t = got.ttl.expect("a TTL was set");
+    assert!(
+        t > Duration::from_secs(590) && t <= Duration::from_secs(600),
+        "{t:?}"
+    );
+    let got = c.get_with_ttl("forever").await.unwrap().unwrap();
+    assert_eq!((&got.value[..], got.ttl), (&b"f"[..], None));
+    assert_eq!(c.get_with_ttl("missing").await.unwrap(), None);
+    c.set("short", b"s", Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let many = c
+        .get_many_with_ttl(&["long", "missing", "forever", "short", "long"])
+        .await
+        .unwrap();
+    assert_eq!(many.len(), 5);
+    assert_eq!(&many[0].as_ref().unwrap().value[..], b"l");
+    assert!(many[0].as_ref().unwrap().ttl.unwrap() > Duration::from_secs(590));
+    assert_eq!(many[1], None);
+    assert_eq!(many[2].as_ref().unwrap().ttl, None);
+    let short = many[3].as_ref().unwrap().ttl.unwrap();
+    assert!(
+        short <= Duration::from_secs(1),
+        "never longer than set: {short:?}"
+    );
+    assert_eq!(&many[4].as_ref().unwrap().value[..], b"l", "asked twice");
+    assert!(c.get_many_with_ttl(&[]).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(c.get_with_ttl("short").await.unwrap(), None);
+    let many = c.get_many_with_ttl(&["short", "forever"]).await.unwrap();
+    assert_eq!(many[0], None);
+    assert_eq!(&many[1].as_ref().unwrap().value[..], b"f");
+}
+
 /// Expands to the whole suite for one backend. `$factory` is an async fn
 /// taking a namespace and returning `Arc<dyn Cache>`; `$cases` is how many
 /// random sequences the model test runs.
@@ -485,6 +683,22 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn list_keys() {
                 suite::list_keys(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn atomic_add() {
+                suite::atomic_add(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn atomic_incr() {
+                suite::atomic_incr(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn atomic_touch() {
+                suite::atomic_touch(fresh().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn with_ttl() {
+                suite::with_ttl(fresh().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn clear_keeps_other_namespaces() {

@@ -90,3 +90,24 @@ pub fn write_at_once(dir: &Path, url: &str, inputs: &[String], batch_size: usize
         assert_exit(&c.wait_with_output().unwrap(), 0);
     }
 }
+
+/// Runs this test binary again as a child process that runs only the test
+/// `name` (an `#[ignore]`d test that reads its work from `env`): the
+/// cross-process tests (several processes on one cache) use it.
+/// The child test must return at once when its environment is not set.
+pub fn spawn_self(name: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
