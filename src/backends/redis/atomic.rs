@@ -151,8 +151,9 @@ impl RedisCache {
     }
 
     /// Runs `script` once per key (`KEYS[1]`, then what `argv` adds) with
-    /// `EVALSHA`; the keys whose node did not know the script go again with
-    /// `EVAL`.
+    /// `EVALSHA`. Keys whose node did not know the script go again: one
+    /// with `EVAL` (which loads it); several after a `SCRIPT LOAD` on every
+    /// master, with `EVAL` only for any still refused (a failover between).
     async fn eval_each(
         &self,
         script: &Script,
@@ -168,9 +169,17 @@ impl RedisCache {
         let mut out = self
             .per_key(full, &|i| call("EVALSHA", script.sha, i))
             .await;
-        let again: Vec<usize> = (0..full.len())
-            .filter(|&i| matches!(&out[i], Err(e) if is_reply(e, "NOSCRIPT")))
-            .collect();
+        let mut again = no_script(&out, 0..full.len());
+        if again.len() > 1 && self.load_everywhere(script).await.is_ok() {
+            let keys: Vec<String> = again.iter().map(|&i| full[i].clone()).collect();
+            let retried = self
+                .per_key(&keys, &|j| call("EVALSHA", script.sha, again[j]))
+                .await;
+            for (&i, r) in again.iter().zip(retried) {
+                out[i] = r;
+            }
+            again = no_script(&out, again);
+        }
         if again.is_empty() {
             return out;
         }
@@ -182,6 +191,22 @@ impl RedisCache {
             out[i] = r;
         }
         out
+    }
+
+    /// `SCRIPT LOAD` on every master (the one server in single mode).
+    async fn load_everywhere(&self, script: &Script) -> Result<()> {
+        self.on_nodes(|nodes| async move {
+            for mut n in nodes {
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(script.text)
+                    .query_async(&mut n)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// One key's command through [`RedisCache::per_key`].
@@ -288,6 +313,13 @@ impl RedisCache {
         self.counters.read(&out);
         Ok(out)
     }
+}
+
+/// Those of `idx` whose result is a `NOSCRIPT` refusal.
+fn no_script(out: &[Result<Value>], idx: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    idx.into_iter()
+        .filter(|&i| matches!(&out[i], Err(e) if is_reply(e, "NOSCRIPT")))
+        .collect()
 }
 
 /// The one result of a one-key call.
