@@ -742,6 +742,15 @@ async fn stopped_server_calls_time_out(cache: &dyn Cache, addr: &str) {
     timed!("len", cache.len().await);
     timed!("clear", cache.clear().await);
     timed!("stats", cache.stats().await);
+    // Other keys: a late-running incr or add must not change `k`.
+    timed!("add", cache.add("a", b"1", None).await);
+    timed!("incr", cache.incr("n", 1).await);
+    timed!("touch", cache.touch("t", None).await);
+    timed!("get_with_ttl", cache.get_with_ttl("k").await);
+    timed!(
+        "get_many_with_ttl",
+        cache.get_many_with_ttl(&["k", "j"]).await
+    );
 }
 
 #[test]
@@ -785,13 +794,14 @@ fn a_stopped_cluster_master_times_out_each_call_and_the_cache_recovers() {
     let c = servers::redis_cluster_with(3, 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        // A hash-tag namespace: every key on the stopped master.
         let url = format!(
-            "{}?namespace=stop&response_timeout=500ms&connect_timeout=500ms",
+            "{}?namespace={{stop}}&response_timeout=500ms&connect_timeout=500ms",
             c.url()
         );
         let cache = unicache::open(&url).await.unwrap();
         cache.set("k", b"1", None).await.unwrap();
-        let slot = unicache::bench_support::redis::hash_slot(b"stop:k");
+        let slot = unicache::bench_support::redis::hash_slot(b"{stop}:k");
         let owner = (0..c.nodes.len())
             .find(|&i| {
                 redis_cli(

@@ -12,6 +12,8 @@ use crate::cache::ValueTtl;
 pub(super) struct Script {
     text: &'static str,
     sha: &'static str,
+    /// Whether it may run twice (see `cluster::Batch::resend`).
+    resend: bool,
 }
 
 /// `INCRBY`, and `PEXPIRE` with the default TTL (`ARGV[2]`, when given) only
@@ -22,6 +24,7 @@ pub(super) const INCR: Script = Script {
            if e == 0 and ARGV[2] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
            return redis.call('GET', KEYS[1])",
     sha: "7a66dc72533b3d8cd0692782e342180840233576",
+    resend: false,
 };
 
 /// The value and its `PTTL`, read at one instant (a script sees no key
@@ -30,6 +33,7 @@ pub(super) const GET_TTL: Script = Script {
     text: "local v = redis.call('GET', KEYS[1]) if not v then return false end \
            return {v, redis.call('PTTL', KEYS[1])}",
     sha: "5100af3c92cf05a4150de40c1751210ef8ae0722",
+    resend: true,
 };
 
 /// `PERSIST` that tells a missing key (0) from one that had no TTL (1):
@@ -38,6 +42,7 @@ pub(super) const PERSIST: Script = Script {
     text: "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
            redis.call('PERSIST', KEYS[1]) return 1",
     sha: "c518d6704211cd0ed52fec343baaae8acc33f462",
+    resend: true,
 };
 
 /// Builds the command of entry `i`.
@@ -96,14 +101,16 @@ fn value_ttl(v: Value) -> Result<Option<ValueTtl>> {
 impl RedisCache {
     /// Runs one command per key: one pipeline (per chunk) on a single
     /// server, one per master in a cluster. One result per key; an error
-    /// reply is that key's error, carrying "CODE details".
-    async fn per_key(&self, full: &[String], cmd: PerKey<'_>) -> Vec<Result<Value>> {
+    /// reply is that key's error, carrying "CODE details". `resend`: see
+    /// `cluster::Batch::resend` (a single server never resends).
+    async fn per_key(&self, full: &[String], cmd: PerKey<'_>, resend: bool) -> Vec<Result<Value>> {
         let conn = match &self.conn {
             Conn::Cluster(c) => {
                 let b = cluster::Batch {
                     keys: full,
                     single: cmd,
                     multi: None,
+                    resend,
                 };
                 return Self::cluster_run(c, &self.endpoint, &b).await;
             }
@@ -167,13 +174,13 @@ impl RedisCache {
             c
         };
         let mut out = self
-            .per_key(full, &|i| call("EVALSHA", script.sha, i))
+            .per_key(full, &|i| call("EVALSHA", script.sha, i), script.resend)
             .await;
         let mut again = no_script(&out, 0..full.len());
         if again.len() > 1 && self.load_everywhere(script).await.is_ok() {
             let keys: Vec<String> = again.iter().map(|&i| full[i].clone()).collect();
             let retried = self
-                .per_key(&keys, &|j| call("EVALSHA", script.sha, again[j]))
+                .per_key(&keys, &|j| call("EVALSHA", script.sha, again[j]), script.resend)
                 .await;
             for (&i, r) in again.iter().zip(retried) {
                 out[i] = r;
@@ -185,7 +192,7 @@ impl RedisCache {
         }
         let keys: Vec<String> = again.iter().map(|&i| full[i].clone()).collect();
         let retried = self
-            .per_key(&keys, &|j| call("EVAL", script.text, again[j]))
+            .per_key(&keys, &|j| call("EVAL", script.text, again[j]), script.resend)
             .await;
         for (i, r) in again.into_iter().zip(retried) {
             out[i] = r;
@@ -210,9 +217,14 @@ impl RedisCache {
     }
 
     /// One key's command through [`RedisCache::per_key`].
-    async fn one_key(&self, key: &str, cmd: impl Fn(&str) -> Cmd + Sync) -> Result<Value> {
+    async fn one_key(
+        &self,
+        key: &str,
+        cmd: impl Fn(&str) -> Cmd + Sync,
+        resend: bool,
+    ) -> Result<Value> {
         let full = [self.key(key)];
-        let r = self.per_key(&full, &|_| cmd(&full[0])).await;
+        let r = self.per_key(&full, &|_| cmd(&full[0]), resend).await;
         first(r).map_err(|e| e.with_context("key", key))
     }
 
@@ -239,7 +251,7 @@ impl RedisCache {
                 let mut c = Self::set_command(full, value, px);
                 c.arg("NX");
                 c
-            })
+            }, false)
             .await?;
         let stored = !matches!(v, Value::Nil);
         if stored {
@@ -274,8 +286,8 @@ impl RedisCache {
         let v = match self.px(ttl)? {
             Some(ms) => {
                 let ms = ms.to_string();
-                self.one_key(key, |full| redis::cmd("PEXPIRE").arg(full).arg(&ms).clone())
-                    .await?
+                let pexpire = |full: &str| redis::cmd("PEXPIRE").arg(full).arg(&ms).clone();
+                self.one_key(key, pexpire, true).await?
             }
             None => self
                 .eval_one(&PERSIST, key, &[])

@@ -114,6 +114,7 @@ impl Cache for RedisCache {
                     keys: &full,
                     single: &single,
                     multi: None,
+                    resend: true,
                 };
                 let r: Result<Vec<Option<Bytes>>> = Self::cluster_run(c, &self.endpoint, &b)
                     .await
@@ -153,6 +154,7 @@ impl Cache for RedisCache {
             keys: &full,
             single: &single,
             multi: if px.is_none() { Some(&mset) } else { None },
+            resend: true,
         };
         let failures: Vec<(usize, Error)> = Self::cluster_run(c, &self.endpoint, &b)
             .await
@@ -182,6 +184,7 @@ impl Cache for RedisCache {
                     keys: &full,
                     single: &single,
                     multi: None,
+                    resend: true,
                 };
                 Self::cluster_run(c, &self.endpoint, &b)
                     .await

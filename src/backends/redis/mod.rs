@@ -226,6 +226,7 @@ impl RedisCache {
                     keys: &keys,
                     single: &single,
                     multi: None,
+                    resend: true,
                 };
                 let mut r = c.run(&b).await;
                 r.pop()
