@@ -1217,3 +1217,30 @@ fn atomic_ops_keep_redis_forms_ttls_and_exact_numbers() {
         c.clear().await.unwrap();
     });
 }
+
+#[test]
+fn cluster_counters_during_a_reshard_count_every_incr_once() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = unicache::open(&format!("{}?namespace=ctr", c.url()))
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..500).map(|i| format!("c{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        while_resharding(&c, &*cache, "incr: rounds of 500", async |rounds| {
+            let incrs = refs.iter().map(|k| cache.incr(k, 1));
+            for n in futures::future::join_all(incrs).await {
+                assert_eq!(n.unwrap(), i64::from(rounds) + 1, "round {rounds}");
+            }
+            let got = cache.get_many_with_ttl(&refs).await.unwrap();
+            for (k, g) in refs.iter().zip(got) {
+                let g = g.unwrap_or_else(|| panic!("{k} missing in round {rounds}"));
+                assert_eq!(g.value, (rounds + 1).to_string().as_bytes());
+                assert_eq!(g.ttl, None);
+            }
+        })
+        .await;
+    });
+}
