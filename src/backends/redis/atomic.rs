@@ -239,6 +239,7 @@ impl RedisCache {
         first(self.eval_each(script, &full, &argv).await)
     }
 
+    /// `SET k v NX [PX ms]`: `OK` when it stored, nil when the key was there.
     pub(super) async fn add_impl(
         &self,
         key: &str,
@@ -246,13 +247,12 @@ impl RedisCache {
         ttl: Option<Duration>,
     ) -> Result<bool> {
         let px = self.px(ttl)?;
-        let v = self
-            .one_key(key, |full| {
-                let mut c = Self::set_command(full, value, px);
-                c.arg("NX");
-                c
-            }, false)
-            .await?;
+        let set_nx = |full: &str| {
+            let mut c = Self::set_command(full, value, px);
+            c.arg("NX");
+            c
+        };
+        let v = self.one_key(key, set_nx, false).await?;
         let stored = !matches!(v, Value::Nil);
         if stored {
             self.counters.set(1);
@@ -260,6 +260,7 @@ impl RedisCache {
         Ok(stored)
     }
 
+    /// The [`INCR`] script, given the default TTL for a new key.
     pub(super) async fn incr_impl(&self, key: &str, delta: i64) -> Result<i64> {
         let delta_arg = delta.to_string();
         let px_arg = self.px(None)?.map(|ms| ms.to_string());
@@ -282,6 +283,7 @@ impl RedisCache {
         Ok(n)
     }
 
+    /// `PEXPIRE`, or the [`PERSIST`] script when the TTL is "never".
     pub(super) async fn touch_impl(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let v = match self.px(ttl)? {
             Some(ms) => {
@@ -297,6 +299,7 @@ impl RedisCache {
         Ok(matches!(v, Value::Int(1)))
     }
 
+    /// The [`GET_TTL`] script.
     pub(super) async fn get_with_ttl_impl(&self, key: &str) -> Result<Option<ValueTtl>> {
         let v = self
             .eval_one(&GET_TTL, key, &[])
@@ -307,6 +310,7 @@ impl RedisCache {
         Ok(v)
     }
 
+    /// The [`GET_TTL`] script for each key, pipelined.
     pub(super) async fn get_many_with_ttl_impl(
         &self,
         keys: &[&str],
