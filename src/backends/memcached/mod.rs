@@ -1,5 +1,5 @@
 //! `memcached://h1:p1,h2:p2`: memcached through a small client of our own on
-//! the meta protocol (`ms`/`md`/`mg`/`mn`; `get_many` uses the ASCII many-key
+//! the meta protocol (`ms`/`md`/`mg`/`ma`/`mn`; `get_many` uses the ASCII many-key
 //! `get`, which the server answers about twice as fast per key), over several
 //! servers with consistent hashing.
 //!
