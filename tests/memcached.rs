@@ -193,6 +193,24 @@ fn down_server_reads_are_misses_with_errors_and_a_restart_is_picked_up() {
         let s = c.stats().await.unwrap();
         assert!(s.errors >= 1 && s.misses >= 1, "{s:?}");
         assert!(c.set("k", b"v", None).await.is_err());
+        // Reads with TTL too; the atomic writes fail, transient at first.
+        assert_eq!(c.get_with_ttl("k").await.unwrap(), None);
+        assert_eq!(
+            c.get_many_with_ttl(&["k", "j"]).await.unwrap(),
+            [None, None]
+        );
+        for e in [
+            c.incr("n", 1).await.unwrap_err(),
+            c.add("a", b"v", None).await.unwrap_err(),
+            c.touch("k", None).await.unwrap_err(),
+        ] {
+            assert!(e.is_transient(), "{e}");
+        }
+        let s2 = c.stats().await.unwrap();
+        assert!(
+            s2.errors >= s.errors + 5 && s2.misses >= s.misses + 3,
+            "{s2:?}"
+        );
         m.restart(servers::memcached_ready);
         // Probed again within a second; then used as normal.
         let t = std::time::Instant::now();
@@ -629,6 +647,21 @@ fn a_server_answering_garbage_is_a_protocol_error_naming_it_not_a_timeout() {
         let e = c.get_many(&["a", "b"]).await.unwrap_err();
         assert!(e.to_string().contains("unexpected reply from"), "{e}");
         assert!(c.stats().await.unwrap().errors >= 6);
+        // And so do the atomic operations, fast and never as an answer.
+        let t = Instant::now();
+        let errors = [
+            c.get_with_ttl("k").await.unwrap_err(),
+            c.get_many_with_ttl(&["a", "b"]).await.unwrap_err(),
+            c.incr("n", 1).await.unwrap_err(),
+            c.incr("n", -1).await.unwrap_err(),
+            c.add("a", b"v", None).await.unwrap_err(),
+            c.touch("a", None).await.unwrap_err(),
+            c.ttl("a").await.unwrap_err(),
+        ];
+        for e in errors {
+            assert!(e.to_string().contains("unexpected reply from"), "{e}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     });
 }
 

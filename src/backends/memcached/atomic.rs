@@ -117,7 +117,34 @@ impl MemcachedCache {
         }
     }
 
-    /// [`Cache::get_many_with_ttl`] (and `get_with_ttl`): quiet
+    /// [`Cache::get_with_ttl`]: `mg <key> v t`. As for `get`, an
+    /// unreachable server is a miss counted as an error.
+    pub(super) async fn get_ttl_one(&self, key: &str) -> Result<Option<ValueTtl>> {
+        let Some(version) = self.read_version(1).await? else {
+            return Ok(None);
+        };
+        let k = self.server_key(&version, key);
+        let s = &self.servers[self.server_of(k.as_bytes())];
+        let req = format!("mg {k} v t\r\n");
+        let out = match self.ask_one(s, req.as_bytes()).await {
+            Err(e) => {
+                self.read_failures(vec![(vec![0], e)])?;
+                None
+            }
+            Ok(mut r) => match (r.code.as_ref(), r.value.take()) {
+                ("VA", Some(v)) => Some(ValueTtl::new(Bytes::from(v), ttl_of(r.ttl))),
+                ("EN", _) => None,
+                _ => {
+                    self.counters.error();
+                    return Err(unexpected(&s.addr, &r).with_context("key", key));
+                }
+            },
+        };
+        self.counters.read(std::slice::from_ref(&out));
+        Ok(out)
+    }
+
+    /// [`Cache::get_many_with_ttl`]: quiet
     /// `mg <key> v t q O<i>` per key then `mn`, per server. As for `get`,
     /// an unreachable server's keys are misses counted as errors.
     pub(super) async fn get_ttl_all(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {

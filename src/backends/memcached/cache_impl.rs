@@ -190,7 +190,7 @@ impl Cache for MemcachedCache {
     }
 
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
-        CacheFuture::boxed(async move { Ok(self.get_ttl_all(&[key]).await?.pop().flatten()) })
+        CacheFuture::boxed(self.get_ttl_one(key))
     }
 
     async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
