@@ -15,8 +15,9 @@ const PROCESSES: usize = 4;
 const TASKS: usize = 4;
 const PER_TASK: usize = 50;
 
-/// Child side: `incr(1)` `PER_TASK` times from each of `TASKS` tasks, and
-/// prints every value it got back, one per line.
+/// Child side: each of `TASKS` tasks tries one `add` of the same key, then
+/// does `incr(1)` `PER_TASK` times; prints every value it got back (0 for a
+/// successful add), one per line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by the cross-process tests as a child process"]
 async fn incr_worker() {
@@ -29,6 +30,10 @@ async fn incr_worker() {
             let c = cache.clone();
             tokio::spawn(async move {
                 let mut got = Vec::with_capacity(PER_TASK);
+                // 0 stands for "this task's add stored".
+                if c.add("first", b"me", None).await.unwrap() {
+                    got.push(0);
+                }
                 for _ in 0..PER_TASK {
                     got.push(c.incr("counter", 1).await.unwrap());
                 }
@@ -45,8 +50,9 @@ async fn incr_worker() {
     print!("{out}");
 }
 
-/// Runs 4 workers on `url` at once; every value 1..=N came back exactly
-/// once across the processes and the counter ends at N.
+/// Runs 4 workers on `url` at once; exactly one add stored, every value
+/// 1..=N came back exactly once across the processes and the counter ends
+/// at N.
 async fn incr_from_four_processes(url: &str) {
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| common::spawn_self("incr_worker", &[("UNICACHE_ATOMIC_URL", url.to_string())]))
@@ -72,6 +78,9 @@ async fn incr_from_four_processes(url: &str) {
         );
     }
     let total = (PROCESSES * TASKS * PER_TASK) as i64;
+    let adds = seen.iter().filter(|n| **n == 0).count();
+    assert_eq!(adds, 1, "one add of 16 tasks in 4 processes stored");
+    seen.retain(|n| *n != 0);
     assert_eq!(seen.len() as i64, total, "every worker reported");
     let distinct: BTreeSet<i64> = seen.iter().copied().collect();
     let missing: Vec<i64> = (1..=total).filter(|n| !distinct.contains(n)).collect();
