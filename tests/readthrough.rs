@@ -455,3 +455,124 @@ async fn batch_fills_only_missing_keys_in_two_commands_on_redis() {
         .unwrap();
     assert_eq!(again, values);
 }
+
+/// Env of [`lease_child`]: the cache URL, the file each factory run appends
+/// a line to (O_APPEND: lines from several processes never mix), and the
+/// Unix millisecond at which every child starts calling.
+const CHILD_URL: &str = "UNICACHE_RT_URL";
+const CHILD_RUNS: &str = "UNICACHE_RT_RUNS";
+const CHILD_START: &str = "UNICACHE_RT_START";
+
+fn unix_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.unwrap().as_millis() as u64
+}
+
+/// One process of the cross-process test: 50 concurrent callers of one
+/// missing key. Returns at once when run without its environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by lease_* tests in child processes"]
+async fn lease_child() {
+    let (Ok(url), Ok(runs), Ok(start)) = (
+        std::env::var(CHILD_URL),
+        std::env::var(CHILD_RUNS),
+        std::env::var(CHILD_START),
+    ) else {
+        return;
+    };
+    let h = unicache::open(&url).await.unwrap();
+    let start: u64 = start.parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(start.saturating_sub(unix_ms()))).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (h, runs) = (h.clone(), runs.clone());
+            tokio::spawn(async move {
+                h.get_or_set("shared", TTL, || async move {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&runs)?;
+                    writeln!(f, "run by {}", std::process::id())?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok(Fill::Cache(Bytes::from_static(b"computed by one process")))
+                })
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(&t.await.unwrap().unwrap()[..], b"computed by one process");
+    }
+    println!("child ok: {:?}", h.read_through_stats());
+}
+
+/// 8 processes x 50 callers of one missing key with `lock=lease`: one
+/// factory run in all.
+fn lease_across_processes(backend: &str) {
+    let url = url(backend, "lock=lease&lease_ttl=10s");
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs.txt");
+    let start = unix_ms() + 2000; // every child up and connected by then
+    let env = [
+        (CHILD_URL, url.clone()),
+        (CHILD_RUNS, runs.display().to_string()),
+        (CHILD_START, start.to_string()),
+    ];
+    let mut children: Vec<_> = (0..8)
+        .map(|_| common::spawn_self("lease_child", &env))
+        .collect();
+    let deadline = std::time::Instant::now() + LIMIT;
+    for c in &mut children {
+        while c.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                children.iter_mut().for_each(|c| {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                });
+                panic!("{backend}: children did not finish within {LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("child ok"),
+            "{backend}: {text}{}",
+            common::stderr(&out)
+        );
+    }
+    let lines = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        1,
+        "{backend}: factory runs:\n{lines}"
+    );
+    // The lease is gone once the value is stored.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let h = unicache::open(&url).await.unwrap();
+        assert_eq!(
+            h.get("shared").await.unwrap().as_deref(),
+            Some(&b"computed by one process"[..])
+        );
+        let lease = format!("{}shared", unicache::readthrough::LEASE_PREFIX);
+        assert_eq!(
+            h.get(&lease).await.unwrap(),
+            None,
+            "{backend}: lease left behind"
+        );
+    });
+}
+
+#[test]
+fn lease_across_processes_redis() {
+    lease_across_processes("redis");
+}
+
+#[test]
+fn lease_across_processes_memcached() {
+    lease_across_processes("memcached");
+}
