@@ -279,6 +279,23 @@ impl Handle {
         if let Some(v) = self.lookup(key).await? {
             return Ok(v);
         }
+        // Boxed: the miss path's state (flight, lease, timers) would
+        // otherwise make every hit's future that large too.
+        Box::pin(self.miss(key, ttl, factory, encode)).await
+    }
+
+    /// A miss: wait for this key's running factory, or run it.
+    async fn miss<V, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        factory: F,
+        encode: impl FnOnce(V) -> Result<Bytes>,
+    ) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
+    {
         loop {
             match self.join(key) {
                 Role::Waiter(w) => {
