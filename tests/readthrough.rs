@@ -588,3 +588,13 @@ fn hit_future_is_small() {
         std::mem::size_of_val(&f)
     );
 }
+
+#[test]
+fn lease_across_processes_sqlite() {
+    lease_across_processes("sqlite");
+}
+
+#[test]
+fn lease_across_processes_file() {
+    lease_across_processes("file");
+}
