@@ -78,11 +78,11 @@ fn layer_counts_hits_misses_bytes_errors_and_evictions() {
 #[test]
 fn without_the_switch_there_is_no_layer() {
     let c = crate::open("memory://").now_or_never().unwrap().unwrap();
-    assert!(!format!("{c:?}").contains("Observed"));
+    assert!(!format!("{:?}", c.cache()).contains("Observed"));
     let opts = crate::CacheOptions::new().observe(true);
     let c = crate::open_with("memory://", opts)
         .now_or_never()
         .unwrap()
         .unwrap();
-    assert!(format!("{c:?}").starts_with("Observed"));
+    assert!(format!("{:?}", c.cache()).starts_with("Observed"));
 }
