@@ -20,7 +20,8 @@
 //! Modules: [`cache`] (the trait, options, stats), [`url`] (URL parsing),
 //! [`backends`] (one module per backend), [`records`] (streamed input),
 //! [`writer`] (bulk fan-out), [`blocking`] (a sync facade), [`observe`]
-//! (tracing spans and metrics per operation), [`error`].
+//! (tracing spans and metrics per operation), [`tiered`] (an in-process L1
+//! over any backend, `l1=N` in any URL), [`error`].
 #![warn(missing_docs)]
 
 pub mod backends;
@@ -29,6 +30,7 @@ pub mod cache;
 pub mod error;
 pub mod observe;
 pub mod records;
+pub mod tiered;
 pub mod url;
 pub mod writer;
 
