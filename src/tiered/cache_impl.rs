@@ -11,12 +11,10 @@ use super::stats::add;
 use crate::cache::{Cache, CacheFuture, Capabilities, EntryStream, KeyStream, Stats, ValueTtl};
 use crate::error::{Error, ErrorKind, Result};
 
-/// An error after which the write may or may not have reached L2.
+/// An error after which the write may have reached L2 (no reply in time,
+/// or part of a batch). Any other failure left L2 as it was, so L1 stays.
 fn unknown_outcome(e: &Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Timeout | ErrorKind::Connection | ErrorKind::PartialBatch
-    )
+    matches!(e.kind(), ErrorKind::Timeout | ErrorKind::PartialBatch)
 }
 
 impl TieredCache {

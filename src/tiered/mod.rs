@@ -9,8 +9,8 @@
 //!   misses to L2 in one call.
 //! - **Writes** go to L2 first, then update (`set`, `add`) or evict
 //!   (`delete`, `incr`, `touch`) L1 and tell the other processes. An L2
-//!   error leaves L1 as it was, except when the outcome is unknown (timeout,
-//!   dropped connection, a partly failed batch): those keys are evicted.
+//!   error leaves L1 as it was, except when the write may have landed (a
+//!   timeout, a partly failed batch): those keys are evicted.
 //! - **Invalidation** ([`Invalidation`]): on Redis, key-only pub/sub messages
 //!   (sharded on a cluster) and optionally the server's client tracking; see
 //!   `backplane`. Without a backplane (memcached, SQLite, file) another
