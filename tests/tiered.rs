@@ -542,3 +542,46 @@ fn l1_never_outlives_l2_property() {
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     });
 }
+
+/// On a cluster the backplane is sharded pub/sub on the channel's own
+/// shard: both processes' subscriptions sit on one master, none is a
+/// classic subscription, and writes on any slot invalidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_uses_sharded_pubsub_on_one_shard() {
+    let cluster = servers::shared_cluster();
+    let ns = unique_ns("tier-cl");
+    let url = format!("{}?namespace={ns}&l1=1000", cluster.url());
+    let a = unicache::open(&url).await.unwrap();
+    let b = unicache::open(&url).await.unwrap();
+    let channel = format!("unicache:l1:0:{ns}");
+    let counts: Vec<(u64, u64)> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let ask = |sub: &str| {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "--raw", "PUBSUB", sub, &channel])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.lines()
+                    .nth(1)
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            (ask("SHARDNUMSUB"), ask("NUMSUB"))
+        })
+        .collect();
+    assert_eq!(counts.iter().map(|c| c.0).sum::<u64>(), 2, "{counts:?}");
+    assert_eq!(counts.iter().filter(|c| c.0 > 0).count(), 1, "{counts:?}");
+    assert_eq!(counts.iter().map(|c| c.1).sum::<u64>(), 0, "{counts:?}");
+    for i in 0..50 {
+        let k = format!("k{i}");
+        a.set(&k, b"1", None).await.unwrap();
+        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"1"[..]));
+        a.set(&k, b"2", None).await.unwrap();
+        wait_value(&*b, &k, Some(b"2")).await;
+    }
+    let s = b.stats().await.unwrap();
+    assert!(tier(&s, "invalidations_received") >= 50, "{s:?}");
+}
