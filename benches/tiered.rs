@@ -64,12 +64,15 @@ fn bench(c: &mut Criterion) {
     let base = format!("redis://127.0.0.1:{}?namespace=bench", server.1);
     let open = |u: String| -> Arc<dyn Cache> { rt.block_on(unicache::open(&u)).unwrap() };
     let memory = open("memory://?capacity=10000".into());
+    // L1 entries always carry an expiry (the cap), so a hit reads the clock.
+    let memory_ttl = open("memory://?capacity=10000&ttl=1h".into());
     let plain = open(base.clone());
     let tiered = open(format!("{base}&l1=10000&l1_ttl=1h"));
     let one = open(format!("{base}&l1=1&l1_ttl=1h"));
     rt.block_on(async {
         for k in &keys {
             memory.set(k, &value, None).await.unwrap();
+            memory_ttl.set(k, &value, None).await.unwrap();
             plain.set(k, &value, None).await.unwrap();
             tiered.get(k).await.unwrap();
         }
@@ -81,6 +84,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7) % N;
             black_box(memory.get(&keys[i]).now_or_never().unwrap().unwrap())
+        })
+    });
+    g.bench_function("memory_plain_with_ttl", |b| {
+        b.iter(|| {
+            i = (i + 7) % N;
+            black_box(memory_ttl.get(&keys[i]).now_or_never().unwrap().unwrap())
         })
     });
     g.bench_function("tiered", |b| {
@@ -96,6 +105,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7) % N;
             black_box(rt.block_on(plain.get(&keys[i])).unwrap())
+        })
+    });
+    // What the tier asks L2 for: the value and its remaining TTL.
+    g.bench_function("redis_plain_get_with_ttl", |b| {
+        b.iter(|| {
+            i = (i + 7) % N;
+            black_box(rt.block_on(plain.get_with_ttl(&keys[i])).unwrap())
         })
     });
     g.bench_function("tiered_miss_and_fill", |b| {
@@ -116,6 +132,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("get_many_1000");
     g.bench_function("redis_plain_500", |b| {
         b.iter(|| black_box(rt.block_on(plain.get_many(&half)).unwrap()))
+    });
+    g.bench_function("redis_plain_500_with_ttl", |b| {
+        b.iter(|| black_box(rt.block_on(plain.get_many_with_ttl(&half)).unwrap()))
     });
     // A fresh L1 holding the first half each time: the other half is one
     // L2 call (get_many_with_ttl), then filled.

@@ -265,8 +265,17 @@ impl Backplane {
         })
     }
 
-    /// Publishes `msg`; returns after Redis accepted it.
+    /// Publishes `msg`; returns after Redis accepted it, or fails within
+    /// the response timeout (a dead shard must not stall every write).
     pub async fn publish(&self, msg: Msg<'_>) -> Result<()> {
+        let l = &self.publish;
+        match tokio::time::timeout(l.response_timeout, self.try_publish(msg)).await {
+            Ok(r) => r,
+            Err(_) => Err(l.err(ErrorKind::Timeout, "publishing", "no answer")),
+        }
+    }
+
+    async fn try_publish(&self, msg: Msg<'_>) -> Result<()> {
         let payload = encode(self.origin, &msg);
         let l = &self.publish;
         let verb = if l.cluster { "SPUBLISH" } else { "PUBLISH" };
@@ -355,9 +364,12 @@ impl AsyncPushSender for PushHandler {
             }
             PushKind::Invalidate => tracking::apply(&s.l1, s.prefix.as_deref(), &info.data),
             // Unsolicited unsubscribes come when a cluster slot moves away.
+            // A replaced connection's late push finds its receiver gone and
+            // must not turn off the L1 its successor serves.
             PushKind::Disconnection | PushKind::SUnsubscribe | PushKind::Unsubscribe => {
-                s.l1.lose();
-                let _ = self.lost.send(());
+                if self.lost.send(()).is_ok() {
+                    s.l1.lose();
+                }
             }
             _ => {}
         }

@@ -64,7 +64,6 @@ impl TieredCache {
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
         let mut out: Vec<Option<ValueTtl>> = keys.iter().map(|k| self.l1.get_with_ttl(k)).collect();
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
-        add(&self.l1.stats.l1_hits, (keys.len() - missing.len()) as u64);
         if missing.is_empty() {
             return Ok(out);
         }
@@ -156,8 +155,8 @@ impl Cache for TieredCache {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
+        // L1 hits are counted by L1's own counters (one atomic less per hit).
         if let Some(v) = self.l1.get(key) {
-            add(&self.l1.stats.l1_hits, 1);
             return CacheFuture::ready(Ok(Some(v)));
         }
         CacheFuture::boxed(async move { Ok(self.read_through(key).await?.map(|v| v.value)) })
@@ -165,7 +164,6 @@ impl Cache for TieredCache {
 
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
         if let Some(v) = self.l1.get_with_ttl(key) {
-            add(&self.l1.stats.l1_hits, 1);
             return CacheFuture::ready(Ok(Some(v)));
         }
         CacheFuture::boxed(self.read_through(key))
@@ -295,16 +293,13 @@ impl Cache for TieredCache {
 
     async fn stats(&self) -> Result<Stats> {
         let mut s = self.l2.stats().await?;
-        s.hits += self
-            .l1
-            .stats
-            .l1_hits
-            .load(std::sync::atomic::Ordering::Relaxed);
-        s.tier = Some(
-            self.l1
-                .stats
-                .json(self.l1.describe(), self.mode_name(), self.l1.is_live()),
-        );
+        s.hits += self.l1.hits();
+        s.tier = Some(self.l1.stats.json(
+            self.l1.hits(),
+            self.l1.describe(),
+            self.mode_name(),
+            self.l1.is_live(),
+        ));
         Ok(s)
     }
 

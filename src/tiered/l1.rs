@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 
 use super::config::TierConfig;
@@ -95,7 +95,19 @@ impl L1 {
 
     /// The value L1 holds for `key`.
     pub fn get(&self, key: &str) -> Option<Bytes> {
-        self.raw(key).map(|b| b.slice(HEADER..))
+        let mut b = self.raw(key)?;
+        // Moves the start: no second reference count as `slice` would take.
+        b.advance(HEADER);
+        Some(b)
+    }
+
+    /// Reads L1 answered with a value (its own counters).
+    pub fn hits(&self) -> u64 {
+        self.mem
+            .stats()
+            .now_or_never()
+            .and_then(|r| r.ok())
+            .map_or(0, |s| s.hits)
     }
 
     /// The value and L2's remaining TTL, from L1.

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Lock-free counters of one tiered cache.
 #[derive(Debug, Default)]
 pub(crate) struct TierStats {
-    pub l1_hits: AtomicU64,
     pub l2_hits: AtomicU64,
     pub misses: AtomicU64,
     pub backfills: AtomicU64,
@@ -24,10 +23,16 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
 
 impl TierStats {
     /// The counters as JSON, plus what describes the L1 and the backplane.
-    pub fn json(&self, l1: serde_json::Value, invalidation: &str, live: bool) -> serde_json::Value {
+    pub fn json(
+        &self,
+        l1_hits: u64,
+        l1: serde_json::Value,
+        invalidation: &str,
+        live: bool,
+    ) -> serde_json::Value {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
-            "l1_hits": g(&self.l1_hits),
+            "l1_hits": l1_hits,
             "l2_hits": g(&self.l2_hits),
             "misses": g(&self.misses),
             "backfills": g(&self.backfills),
