@@ -585,3 +585,111 @@ async fn cluster_uses_sharded_pubsub_on_one_shard() {
     let s = b.stats().await.unwrap();
     assert!(tier(&s, "invalidations_received") >= 50, "{s:?}");
 }
+
+/// A real Redis cache that counts the L2 calls the tier makes.
+#[derive(Debug)]
+struct Counting(Arc<dyn Cache>, std::sync::atomic::AtomicU64);
+
+impl Counting {
+    fn calls(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn count(&self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl Cache for Counting {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    fn endpoint(&self) -> String {
+        self.0.endpoint()
+    }
+    fn capabilities(&self) -> unicache::Capabilities {
+        self.0.capabilities()
+    }
+    fn get<'a>(&'a self, key: &'a str) -> unicache::CacheFuture<'a, Option<bytes::Bytes>> {
+        self.count();
+        self.0.get(key)
+    }
+    fn get_with_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> unicache::CacheFuture<'a, Option<unicache::ValueTtl>> {
+        self.count();
+        self.0.get_with_ttl(key)
+    }
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> unicache::CacheFuture<'a, ()> {
+        self.0.set(key, value, ttl)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> unicache::CacheFuture<'a, bool> {
+        self.0.delete(key)
+    }
+    fn contains<'a>(&'a self, key: &'a str) -> unicache::CacheFuture<'a, bool> {
+        self.0.contains(key)
+    }
+    async fn get_many(&self, keys: &[&str]) -> unicache::Result<Vec<Option<bytes::Bytes>>> {
+        self.count();
+        self.0.get_many(keys).await
+    }
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[&str],
+    ) -> unicache::Result<Vec<Option<unicache::ValueTtl>>> {
+        self.count();
+        self.0.get_many_with_ttl(keys).await
+    }
+    async fn set_many(&self, e: &[(&str, &[u8])], ttl: Option<Duration>) -> unicache::Result<()> {
+        self.0.set_many(e, ttl).await
+    }
+    async fn delete_many(&self, keys: &[&str]) -> unicache::Result<u64> {
+        self.0.delete_many(keys).await
+    }
+    async fn clear(&self) -> unicache::Result<()> {
+        self.0.clear().await
+    }
+    async fn len(&self) -> unicache::Result<u64> {
+        self.0.len().await
+    }
+    async fn stats(&self) -> unicache::Result<unicache::Stats> {
+        self.0.stats().await
+    }
+}
+
+/// 1,000 keys with half in L1: the other 500 are one L2 call (Redis
+/// pipelines it: one round trip), and L1 hits make none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_half_in_l1_is_one_l2_call() {
+    use unicache::tiered::{TierConfig, TieredCache};
+    let ns = unique_ns("tier-many");
+    let l2 = plain(&ns).await;
+    let keys: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let e: Vec<(&str, &[u8])> = refs.iter().map(|k| (*k, &b"v"[..])).collect();
+    l2.set_many(&e, None).await.unwrap();
+    let counting = Arc::new(Counting(l2, Default::default()));
+    let t = TieredCache::builder(TierConfig::new(10_000))
+        .options(&unicache::CacheOptions::new().namespace(ns.clone()))
+        .build(counting.clone())
+        .await
+        .unwrap();
+    t.get_many(&refs[..500]).await.unwrap();
+    assert_eq!(counting.calls(), 1);
+    let got = t.get_many(&refs).await.unwrap();
+    assert!(got.iter().all(|v| v.as_deref() == Some(&b"v"[..])));
+    assert_eq!(
+        counting.calls(),
+        2,
+        "more than one L2 call for the 500 misses"
+    );
+    t.get_many(&refs).await.unwrap();
+    t.get("m1").await.unwrap();
+    assert_eq!(counting.calls(), 2, "L1 hits went to L2");
+}
