@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
     let keys: Vec<String> = (0..N).map(|i| format!("key:{i}")).collect();
     let value = vec![7u8; 100];
     let base = format!("redis://127.0.0.1:{}?namespace=bench", server.1);
-    let open = |u: String| -> Arc<dyn Cache> { rt.block_on(unicache::open(&u)).unwrap() };
+    let open = |u: String| -> Arc<dyn Cache> { rt.block_on(unicache::open(&u)).unwrap().into() };
     let memory = open("memory://?capacity=10000".into());
     // L1 entries always carry an expiry (the cap), so a hit reads the clock.
     let memory_ttl = open("memory://?capacity=10000&ttl=1h".into());

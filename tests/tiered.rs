@@ -20,6 +20,7 @@ async fn tiered(ns: &str) -> Arc<dyn Cache> {
     unicache::open(&redis_url(shared_redis().port, ns, ""))
         .await
         .unwrap()
+        .into()
 }
 
 async fn plain(ns: &str) -> Arc<dyn Cache> {
@@ -27,6 +28,7 @@ async fn plain(ns: &str) -> Arc<dyn Cache> {
     unicache::open(&format!("redis://127.0.0.1:{port}?namespace={ns}"))
         .await
         .unwrap()
+        .into()
 }
 
 conformance_suite!(tiered_redis, tiered, 16);
@@ -692,4 +694,46 @@ async fn get_many_half_in_l1_is_one_l2_call() {
     t.get_many(&refs).await.unwrap();
     t.get("m1").await.unwrap();
     assert_eq!(counting.calls(), 2, "L1 hits went to L2");
+}
+
+/// A read-through `Handle` over the tier: 20 concurrent callers run the
+/// factory once; the value then comes from L1, and another process's
+/// instance (same Redis) reads it from L2 without running its factory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_set_single_flight_through_both_tiers() {
+    use unicache::{Fill, Handle};
+    let ns = unique_ns("tier-gos");
+    let h = Handle::new(tiered(&ns).await);
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (h, runs) = (h.clone(), runs.clone());
+            tokio::spawn(async move {
+                h.get_or_set("hot", Some(Duration::from_secs(60)), || async move {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(Fill::Cache(bytes::Bytes::from_static(b"computed")))
+                })
+                .await
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(&c.await.unwrap().unwrap()[..], b"computed");
+    }
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let before = tier_stat(&**h.cache(), "l1_hits").await;
+    let v = h
+        .get_or_set("hot", None, || async { Err("not called".into()) })
+        .await
+        .unwrap();
+    assert_eq!(&v[..], b"computed");
+    assert_eq!(tier_stat(&**h.cache(), "l1_hits").await, before + 1);
+    let other = Handle::new(tiered(&ns).await);
+    let v = other
+        .get_or_set("hot", None, || async { Err("not called".into()) })
+        .await
+        .unwrap();
+    assert_eq!(&v[..], b"computed");
+    assert_eq!(tier_stat(&**other.cache(), "l2_hits").await, 1);
 }
