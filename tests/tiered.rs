@@ -175,8 +175,10 @@ fn tier_child() {
         while last != Some(n - 1) && t.elapsed() < Duration::from_secs(60) {
             let v = rt.block_on(c.get("k")).unwrap();
             let v = v.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
-            if v.is_some() && v != last {
-                println!("TIER seen {} {}", v.unwrap(), wall_micros());
+            if let Some(seen) = v
+                && v != last
+            {
+                println!("TIER seen {seen} {}", wall_micros());
                 last = v;
             }
             std::thread::sleep(Duration::from_micros(50));

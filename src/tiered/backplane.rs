@@ -366,10 +366,10 @@ impl AsyncPushSender for PushHandler {
             // Unsolicited unsubscribes come when a cluster slot moves away.
             // A replaced connection's late push finds its receiver gone and
             // must not turn off the L1 its successor serves.
-            PushKind::Disconnection | PushKind::SUnsubscribe | PushKind::Unsubscribe => {
-                if self.lost.send(()).is_ok() {
-                    s.l1.lose();
-                }
+            PushKind::Disconnection | PushKind::SUnsubscribe | PushKind::Unsubscribe
+                if self.lost.send(()).is_ok() =>
+            {
+                s.l1.lose();
             }
             _ => {}
         }
