@@ -219,6 +219,15 @@ impl Backplane {
                 "redis: no node to subscribe to",
             ));
         }
+        if cfg.tls_ca.is_some() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{}: the L1 backplane does not take tls_ca yet; use l1_invalidation=none",
+                    cfg.endpoint
+                ),
+            ));
+        }
         if mode == Invalidation::Tracking && cfg.cluster {
             return Err(Error::new(
                 ErrorKind::Unsupported,

@@ -242,3 +242,67 @@ impl L1 {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l1() -> L1 {
+        L1::new(&TierConfig::new(100).l1_ttl(Duration::from_secs(60)), true)
+    }
+
+    #[test]
+    fn a_fill_overtaken_by_an_invalidation_or_flush_is_dropped() {
+        let c = l1();
+        let t = c.ticket("k");
+        c.evict("k"); // a message arrived while the L2 read was in flight
+        c.fill("k", &t, b"old", None);
+        assert_eq!(c.get("k"), None);
+        let t = c.ticket("k");
+        c.flush();
+        c.fill("k", &t, b"old", None);
+        assert_eq!(c.get("k"), None);
+        let t = c.ticket("k");
+        c.fill("k", &t, b"new", None);
+        assert_eq!(c.get("k").as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn overlapping_local_writes_evict_instead_of_storing() {
+        let c = l1();
+        let (ta, tb) = (c.ticket("k"), c.ticket("k"));
+        c.wrote("k", &ta, Some((b"a", None)));
+        assert_eq!(c.get("k").as_deref(), Some(&b"a"[..]));
+        c.wrote("k", &tb, Some((b"b", None)));
+        assert_eq!(c.get("k"), None, "b's write overlapped a's");
+    }
+
+    #[test]
+    fn l1_keeps_no_longer_than_l2_and_reports_l2s_ttl() {
+        let c = l1();
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", Some(Duration::from_millis(50)));
+        let ttl = c.get_with_ttl("k").unwrap().ttl.unwrap();
+        assert!(ttl <= Duration::from_millis(50), "{ttl:?}");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get("k"), None);
+        // Nothing left of L2's TTL: not filled at all.
+        let t = c.ticket("z");
+        c.fill("z", &t, b"v", Some(Duration::ZERO));
+        assert_eq!(c.get("z"), None);
+    }
+
+    #[test]
+    fn a_lost_subscription_turns_l1_off_until_live_again() {
+        let c = l1();
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", None);
+        c.lose();
+        assert_eq!(c.get("k"), None);
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", None);
+        assert!(!c.contains("k"), "filled while off");
+        c.go_live();
+        assert_eq!(c.stats.l1_flushes.load(Ordering::Relaxed), 1);
+    }
+}
