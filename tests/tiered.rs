@@ -553,7 +553,15 @@ fn l1_never_outlives_l2_property() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_uses_sharded_pubsub_on_one_shard() {
     let cluster = servers::shared_cluster();
-    let ns = unique_ns("tier-cl");
+    // A namespace whose channel is not on the first seed, so both the
+    // subscriber and the publisher must follow MOVED.
+    let ns = (0..100)
+        .map(|_| unique_ns("tier-cl"))
+        .find(|ns| {
+            let req = format!("SPUBLISH unicache:l1:0:{ns} x\r\n");
+            servers::ask(cluster.nodes[0].port, &req).is_some_and(|r| r.starts_with("-MOVED"))
+        })
+        .unwrap();
     let url = format!("{}?namespace={ns}&l1=1000", cluster.url());
     let a = unicache::open(&url).await.unwrap();
     let b = unicache::open(&url).await.unwrap();

@@ -119,13 +119,20 @@ impl Route {
         self.set_node(self.seeds[i % self.seeds.len()].clone());
     }
 
-    /// `node` with its host and port replaced by a `MOVED` target.
-    fn redirect(&self, node: &str, host: &str, port: u16) {
+    /// `node` with its host and port replaced by a `MOVED` target
+    /// (`host:port`, as redis-rs's `redirect_node` gives it with the slot).
+    fn redirect(&self, node: &str, addr: &str) {
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return self.next_seed(node);
+        };
         if let Ok(mut u) = url::Url::parse(node)
-            && u.set_host(Some(host)).is_ok()
+            && let Ok(port) = port.parse::<u16>()
+            && u.set_host(Some(host.trim_matches(['[', ']']))).is_ok()
             && u.set_port(Some(port)).is_ok()
         {
             self.set_node(u.to_string());
+        } else {
+            self.next_seed(node);
         }
     }
 }
@@ -304,8 +311,8 @@ impl Backplane {
             match cmd.query_async::<Value>(&mut conn).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    if let Some((h, p)) = e.redirect_node() {
-                        l.route.redirect(&node, h, p);
+                    if let Some((addr, _slot)) = e.redirect_node() {
+                        l.route.redirect(&node, addr);
                     } else {
                         l.route.next_seed(&node);
                     }
@@ -399,7 +406,7 @@ impl Subscriber {
                 }
                 Err((e, redirect)) => {
                     match redirect {
-                        Some((h, p)) => self.link.route.redirect(&node, &h, p),
+                        Some(addr) => self.link.route.redirect(&node, &addr),
                         None => self.link.route.next_seed(&node),
                     }
                     last = Some(e);
@@ -415,7 +422,7 @@ impl Subscriber {
     async fn try_node(
         self: &Arc<Self>,
         node: &str,
-    ) -> std::result::Result<Live, (Error, Option<(String, u16)>)> {
+    ) -> std::result::Result<Live, (Error, Option<String>)> {
         let l = &self.link;
         let (tx, lost) = tokio::sync::mpsc::unbounded_channel();
         let handler = PushHandler {
@@ -433,7 +440,7 @@ impl Subscriber {
             .query_async::<Value>(&mut conn)
             .await
         {
-            let to = e.redirect_node().map(|(h, p)| (h.to_string(), p));
+            let to = e.redirect_node().map(|(addr, _slot)| addr.to_string());
             return Err((l.err(ErrorKind::Connection, "subscribing", e), to));
         }
         if self.tracking {
