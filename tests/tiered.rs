@@ -747,3 +747,38 @@ async fn get_or_set_single_flight_through_both_tiers() {
     assert_eq!(&v[..], b"computed");
     assert_eq!(tier_stat(&**other.cache(), "l2_hits").await, 1);
 }
+
+/// Without a backplane (memcached) another process's write is seen once
+/// this L1's copy expires: staleness is bounded by `l1_ttl`, and this
+/// process's own writes are seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_backplane_l1_ttl_bounds_staleness() {
+    let mc = &servers::shared_memcached()[0];
+    let url = format!(
+        "memcached://127.0.0.1:{}?namespace={}&l1=100&l1_ttl=300ms",
+        mc.port,
+        unique_ns("tier-mc")
+    );
+    let a = unicache::open(&url).await.unwrap();
+    let b = unicache::open(&url).await.unwrap();
+    a.set("k", b"1", None).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"1"[..]));
+    let written = Instant::now();
+    a.set("k", b"2", None).await.unwrap();
+    assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        b.get("k").await.unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "stale within l1_ttl"
+    );
+    wait_value_within(&*b, "k", Some(b"2"), Duration::from_millis(400)).await;
+    assert!(written.elapsed() <= Duration::from_millis(400));
+}
+
+async fn wait_value_within(c: &dyn Cache, key: &str, want: Option<&[u8]>, within: Duration) {
+    let t = Instant::now();
+    while c.get(key).await.unwrap().as_deref() != want {
+        assert!(t.elapsed() < within, "{key} never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
