@@ -407,6 +407,41 @@ mod tests {
     }
 
     #[test]
+    fn get_or_set_runs_one_sync_factory_for_many_threads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let c = std::sync::Arc::new(super::Cache::open("memory://").unwrap());
+        let runs = std::sync::Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (c, runs) = (c.clone(), runs.clone());
+                std::thread::spawn(move || {
+                    c.get_or_set("k", None, || {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        Ok(crate::Fill::Cache("v".into()))
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(&t.join().unwrap().unwrap()[..], b"v");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let e = c.get_or_set("e", None, || Err("no".into())).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Factory);
+        assert_eq!(c.get("e").unwrap(), None);
+        assert!(c.add("a", b"1", None).unwrap());
+        assert!(!c.add("a", b"2", None).unwrap());
+        assert_eq!(c.incr("n", 5).unwrap(), 5);
+        assert!(
+            c.touch("a", Some(std::time::Duration::from_secs(60)))
+                .unwrap()
+        );
+        assert!(c.ttl("a").unwrap().unwrap().is_some());
+        assert_eq!(&c.get_with_ttl("a").unwrap().unwrap().value[..], b"1");
+    }
+
+    #[test]
     fn open_error_is_returned() {
         let e = super::Cache::open("nope://x").unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::UnknownBackend);

@@ -576,3 +576,25 @@ fn lease_across_processes_redis() {
 fn lease_across_processes_memcached() {
     lease_across_processes("memcached");
 }
+
+/// The hit path's future stays small: the miss path is boxed.
+#[test]
+fn hit_future_is_small() {
+    let h = futures::executor::block_on(unicache::open("memory://")).unwrap();
+    let f = h.get_or_set("k", None, || async { Ok(Fill::Cache("v".into())) });
+    assert!(
+        std::mem::size_of_val(&f) <= 256,
+        "{}",
+        std::mem::size_of_val(&f)
+    );
+}
+
+#[test]
+fn lease_across_processes_sqlite() {
+    lease_across_processes("sqlite");
+}
+
+#[test]
+fn lease_across_processes_file() {
+    lease_across_processes("file");
+}

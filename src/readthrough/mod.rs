@@ -7,7 +7,7 @@
 //! read-through [`Config`].
 //!
 //! - **A hit** is the backend's `get` and nothing else: no lock, no map
-//!   lookup ([`Handle::lookup`] is the one place that decides what a hit is).
+//!   lookup (`Handle::lookup` is the one place that decides what a hit is).
 //! - **A miss** joins the key's flight: the first caller of a handle (or
 //!   any of its clones) runs the factory, the others wait for its outcome.
 //!   The factory's error reaches every waiter and is not cached. When the
@@ -28,8 +28,8 @@
 //! - **`ttl_jitter`**: stored TTLs get a random extra of up to the bound.
 //!
 //! What happens on a factory failure or timeout is decided in
-//! [`Handle::on_factory_failure`], what a stored value's TTL is in
-//! [`Config::store_ttl`]: fail-safe and refresh-ahead hook in there.
+//! `Handle::on_factory_failure`, what a stored value's TTL is in
+//! `Config::store_ttl`: fail-safe and refresh-ahead hook in there.
 
 mod config;
 pub(crate) mod flight;
@@ -279,6 +279,23 @@ impl Handle {
         if let Some(v) = self.lookup(key).await? {
             return Ok(v);
         }
+        // Boxed: the miss path's state (flight, lease, timers) would
+        // otherwise make every hit's future that large too.
+        Box::pin(self.miss(key, ttl, factory, encode)).await
+    }
+
+    /// A miss: wait for this key's running factory, or run it.
+    async fn miss<V, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        factory: F,
+        encode: impl FnOnce(V) -> Result<Bytes>,
+    ) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
+    {
         loop {
             match self.join(key) {
                 Role::Waiter(w) => {
