@@ -482,6 +482,9 @@ pub struct Stats {
     /// The backend's own figures (server INFO, file sizes...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<serde_json::Value>,
+    /// A tiered cache's per-tier counters (see [`crate::tiered`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<serde_json::Value>,
 }
 
 impl Stats {
@@ -555,6 +558,7 @@ impl Counters {
             errors: self.errors.load(Ordering::Relaxed),
             entries: None,
             server: None,
+            tier: None,
         }
     }
 }

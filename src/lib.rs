@@ -21,7 +21,8 @@
 //! [`backends`] (one module per backend), [`records`] (streamed input),
 //! [`writer`] (bulk fan-out), [`blocking`] (a sync facade), [`observe`]
 //! (tracing spans and metrics per operation), [`readthrough`]
-//! (`get_or_set` with single-flight), [`error`].
+//! (`get_or_set` with single-flight), [`tiered`] (an in-process L1 over any
+//! backend, `l1=N` in any URL), [`error`].
 #![warn(missing_docs)]
 
 pub mod backends;
@@ -31,6 +32,7 @@ pub mod error;
 pub mod observe;
 pub mod readthrough;
 pub mod records;
+pub mod tiered;
 pub mod url;
 pub mod writer;
 

@@ -34,6 +34,8 @@ pub struct ParsedUrl {
     pub options: CacheOptions,
     /// The URL with any password replaced by `***`.
     pub redacted: String,
+    /// The in-process L1 asked for with `l1=N` (see [`crate::tiered`]).
+    pub tier: Option<crate::tiered::TierConfig>,
 }
 
 impl std::fmt::Debug for ParsedUrl {
@@ -412,9 +414,10 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
     };
     let redacted = redact(url);
     let entry = crate::backends::lookup(&scheme).ok_or_else(|| unknown_backend(url))?;
+    let (rest, tier) = crate::tiered::split_tier(rest, &redacted)?;
     let target = Target {
         scheme: &scheme,
-        rest,
+        rest: &rest,
         redacted: &redacted,
     };
     let (backend, options) = entry.parse(&target)?;
@@ -422,6 +425,7 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
         backend,
         options,
         redacted,
+        tier,
     })
 }
 

@@ -162,7 +162,13 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
     }
     // Either side asking for an existing store is enough.
     options.must_exist |= overrides.must_exist;
-    open_config(url.backend, options).await
+    match url.tier {
+        None => open_config(url.backend, options).await,
+        Some(tier) => {
+            let l2 = open_config(url.backend.clone(), options.clone()).await?;
+            crate::tiered::wrap(l2, tier, &url.backend, &options).await
+        }
+    }
 }
 
 /// Runs `open` (files, schema) off the async workers.

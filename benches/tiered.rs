@@ -1,0 +1,166 @@
+//! The tiered cache against what it wraps, same run, same keys, on a
+//! redis-server this bench starts on a free loopback port. Bars (issue 11):
+//!
+//! - `l1_hit/*`: a get answered by L1, through `Arc<dyn Cache>`, at most
+//!   1.2x a plain `memory://` get;
+//! - `l2_hit/*`: an L1 miss (L1 TTL of 1 ms, keys cycling) that reads
+//!   Redis and fills L1, at most 1.1x a plain Redis get;
+//! - `get_many_1000/*`: 1,000 keys with half in L1 against a plain Redis
+//!   `get_many` of the 500 others: one round trip costs the same.
+//!
+//! cargo bench --bench tiered
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::FutureExt;
+use std::hint::black_box;
+use unicache::Cache;
+
+const N: usize = 1_000;
+
+/// A redis-server on a free port, killed on drop.
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis() -> Server {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Server(child, port)
+}
+
+fn bench(c: &mut Criterion) {
+    let server = redis();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys: Vec<String> = (0..N).map(|i| format!("key:{i}")).collect();
+    let value = vec![7u8; 100];
+    let base = format!("redis://127.0.0.1:{}?namespace=bench", server.1);
+    let open = |u: String| -> Arc<dyn Cache> { rt.block_on(unicache::open(&u)).unwrap().into() };
+    let memory = open("memory://?capacity=10000".into());
+    // L1 entries always carry an expiry (the cap), so a hit reads the clock.
+    let memory_ttl = open("memory://?capacity=10000&ttl=1h".into());
+    let plain = open(base.clone());
+    let tiered = open(format!("{base}&l1=10000&l1_ttl=1h"));
+    // Misses without evictions: each key comes back after ~1,000 gets,
+    // long after its 1 ms in L1.
+    let one = open(format!("{base}&l1=10000&l1_ttl=1ms"));
+    rt.block_on(async {
+        for k in &keys {
+            memory.set(k, &value, None).await.unwrap();
+            memory_ttl.set(k, &value, None).await.unwrap();
+            plain.set(k, &value, None).await.unwrap();
+            tiered.get(k).await.unwrap();
+        }
+    });
+
+    let mut g = c.benchmark_group("l1_hit");
+    let mut i = 0usize;
+    g.bench_function("memory_plain", |b| {
+        b.iter(|| {
+            i = (i + 7) % N;
+            black_box(memory.get(&keys[i]).now_or_never().unwrap().unwrap())
+        })
+    });
+    g.bench_function("memory_plain_with_ttl", |b| {
+        b.iter(|| {
+            i = (i + 7) % N;
+            black_box(memory_ttl.get(&keys[i]).now_or_never().unwrap().unwrap())
+        })
+    });
+    g.bench_function("tiered", |b| {
+        b.iter(|| {
+            i = (i + 7) % N;
+            black_box(tiered.get(&keys[i]).now_or_never().unwrap().unwrap())
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("l2_hit");
+    g.bench_function("redis_plain", |b| {
+        b.iter(|| {
+            i = (i + 7) % N;
+            black_box(rt.block_on(plain.get(&keys[i])).unwrap())
+        })
+    });
+    // What the tier asks L2 for: the value and its remaining TTL.
+    g.bench_function("redis_plain_get_with_ttl", |b| {
+        b.iter(|| {
+            i = (i + 7) % N;
+            black_box(rt.block_on(plain.get_with_ttl(&keys[i])).unwrap())
+        })
+    });
+    g.bench_function("tiered_miss_and_fill", |b| {
+        b.iter(|| {
+            i = (i + 7) % N;
+            black_box(rt.block_on(one.get(&keys[i])).unwrap())
+        })
+    });
+    g.finish();
+    let s = rt.block_on(one.stats()).unwrap().tier.unwrap();
+    eprintln!(
+        "l2_hit/tiered_miss_and_fill: l1_hits {} l2_hits {}",
+        s["l1_hits"], s["l2_hits"]
+    );
+
+    let half: Vec<&str> = keys.iter().skip(N / 2).map(String::as_str).collect();
+    let all: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut g = c.benchmark_group("get_many_1000");
+    g.bench_function("redis_plain_500", |b| {
+        b.iter(|| black_box(rt.block_on(plain.get_many(&half)).unwrap()))
+    });
+    g.bench_function("redis_plain_500_with_ttl", |b| {
+        b.iter(|| black_box(rt.block_on(plain.get_many_with_ttl(&half)).unwrap()))
+    });
+    // A fresh L1 holding the first half each time: the other half is one
+    // L2 call (get_many_with_ttl), then filled.
+    let fresh = || {
+        let t = open(format!("{base}&l1=10000&l1_ttl=1h"));
+        rt.block_on(t.get_many(&all[..N / 2])).unwrap();
+        t
+    };
+    g.bench_function("tiered_half_in_l1", |b| {
+        b.iter_batched(
+            fresh,
+            |t| black_box(rt.block_on(t.get_many(&all)).unwrap()),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+    drop(server);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,521 @@
+//! The Redis backplane: key-only invalidation messages between processes.
+//!
+//! One channel per Redis database and namespace, `unicache:l1:<db>:<ns>`
+//! (pub/sub is server-wide, so the database is part of the name). A single
+//! server uses `PUBLISH`/`SUBSCRIBE`; a cluster uses `SPUBLISH`/`SSUBSCRIBE`
+//! on the channel's shard, found by following `MOVED` from any seed, so a
+//! message stays within one shard instead of crossing the cluster bus.
+//!
+//! Messages are `<origin: 16 hex digits><kind><payload>`: `k<key>` one key,
+//! `m<JSON array>` several, `c` the namespace was cleared. A process skips
+//! its own origin. A receiver only evicts; it never reads L2.
+//!
+//! The subscriber is one RESP3 connection whose pushes are handled inside
+//! the connection's own task (no hop), by [`PushHandler`]. When it drops
+//! (the library's disconnection push, an unsolicited unsubscribe, or a
+//! heartbeat PING unanswered within 1 s) L1 is turned off and flushed at
+//! once, and stays off (reads go to L2, nothing is filled) until a new
+//! subscription is confirmed; then it is flushed again and turned on.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
+use redis::{
+    AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
+};
+
+use super::config::Invalidation;
+use super::l1::L1;
+use super::stats::add;
+use super::tracking;
+use crate::backends::redis::RedisConfig;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How often the subscription is checked with a PING, and how long it may take.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// What a write tells the other processes.
+pub(crate) enum Msg<'a> {
+    /// These keys changed.
+    Keys(&'a [&'a str]),
+    /// The namespace was cleared.
+    Clear,
+}
+
+fn encode(origin: u64, msg: &Msg<'_>) -> Vec<u8> {
+    let mut out = format!("{origin:016x}").into_bytes();
+    match msg {
+        Msg::Keys([k]) => {
+            out.push(b'k');
+            out.extend_from_slice(k.as_bytes());
+        }
+        Msg::Keys(keys) => {
+            out.push(b'm');
+            out.extend(serde_json::to_vec(keys).unwrap_or_default());
+        }
+        Msg::Clear => out.push(b'c'),
+    }
+    out
+}
+
+/// Applies a message from another process to L1.
+fn apply(l1: &L1, origin: u64, payload: &[u8]) {
+    if payload.len() < 17 || payload[..16] == *format!("{origin:016x}").as_bytes() {
+        return;
+    }
+    let body = &payload[17..];
+    match payload[16] {
+        b'k' => {
+            if let Ok(k) = std::str::from_utf8(body) {
+                l1.evict(k);
+                add(&l1.stats.invalidations_received, 1);
+            }
+        }
+        b'm' => {
+            if let Ok(keys) = serde_json::from_slice::<Vec<String>>(body) {
+                keys.iter().for_each(|k| l1.evict(k));
+                add(&l1.stats.invalidations_received, keys.len() as u64);
+            }
+        }
+        b'c' => {
+            l1.flush();
+            add(&l1.stats.invalidations_received, 1);
+        }
+        _ => {}
+    }
+}
+
+/// Where the channel lives: the node last used, the seeds to fall back on.
+struct Route {
+    seeds: Vec<String>,
+    current: Mutex<(String, Option<MultiplexedConnection>)>,
+}
+
+impl Route {
+    fn node(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    fn set_node(&self, url: String) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = (url, None);
+    }
+
+    /// After a failure at `node`: the next seed.
+    fn next_seed(&self, node: &str) {
+        let i = self
+            .seeds
+            .iter()
+            .position(|s| s == node)
+            .map_or(0, |i| i + 1);
+        self.set_node(self.seeds[i % self.seeds.len()].clone());
+    }
+
+    /// `node` with its host and port replaced by a `MOVED` target
+    /// (`host:port`, as redis-rs's `redirect_node` gives it with the slot).
+    fn redirect(&self, node: &str, addr: &str) {
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return self.next_seed(node);
+        };
+        if let Ok(mut u) = url::Url::parse(node)
+            && let Ok(port) = port.parse::<u16>()
+            && u.set_host(Some(host.trim_matches(['[', ']']))).is_ok()
+            && u.set_port(Some(port)).is_ok()
+        {
+            self.set_node(u.to_string());
+        } else {
+            self.next_seed(node);
+        }
+    }
+}
+
+/// The settings both connections need.
+struct Link {
+    route: Route,
+    cluster: bool,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    endpoint: String,
+}
+
+impl Link {
+    fn err(&self, kind: ErrorKind, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::new(kind, format!("{what} at {}: {e}", self.endpoint)).with_backend("tiered")
+    }
+
+    fn client(&self, node: &str, resp3: bool) -> Result<redis::Client> {
+        let info = node
+            .into_connection_info()
+            .map_err(|e| self.err(ErrorKind::InvalidUrl, "backplane", e))?;
+        let info = if resp3 {
+            let rs = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            info.set_redis_settings(rs)
+        } else {
+            info
+        };
+        redis::Client::open(info).map_err(|e| self.err(ErrorKind::InvalidUrl, "backplane", e))
+    }
+
+    fn config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+    }
+}
+
+/// The L2's Redis as a backplane: a publisher and a supervised subscriber.
+pub(crate) struct Backplane {
+    origin: u64,
+    channel: String,
+    publish: Link,
+    task: tokio::task::JoinHandle<()>,
+    mode: Invalidation,
+}
+
+impl std::fmt::Debug for Backplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backplane")
+            .field("channel", &self.channel)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Backplane {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn link(cfg: &RedisConfig) -> Link {
+    Link {
+        route: Route {
+            seeds: cfg.nodes.clone(),
+            current: Mutex::new((cfg.nodes[0].clone(), None)),
+        },
+        cluster: cfg.cluster,
+        connect_timeout: cfg.connect_timeout,
+        response_timeout: cfg.response_timeout,
+        endpoint: cfg.endpoint.clone(),
+    }
+}
+
+impl Backplane {
+    /// Subscribes (waiting up to the connect timeout for the first
+    /// subscription) and starts the supervisor that keeps it up.
+    pub async fn start(
+        cfg: &RedisConfig,
+        namespace: Option<&str>,
+        mode: Invalidation,
+        l1: Arc<L1>,
+    ) -> Result<Self> {
+        if cfg.nodes.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidUrl,
+                "redis: no node to subscribe to",
+            ));
+        }
+        if cfg.tls_ca.is_some() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{}: the L1 backplane does not take tls_ca yet; use l1_invalidation=none",
+                    cfg.endpoint
+                ),
+            ));
+        }
+        if mode == Invalidation::Tracking && cfg.cluster {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{}: l1_invalidation=tracking needs a single Redis server; use pubsub on a cluster",
+                    cfg.endpoint
+                ),
+            ));
+        }
+        let db = cfg.nodes[0]
+            .as_str()
+            .into_connection_info()
+            .map(|i| i.redis_settings().db())
+            .unwrap_or(0);
+        let ns = namespace.unwrap_or("");
+        let channel = format!("unicache:l1:{db}:{ns}");
+        let origin = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            (std::process::id(), std::time::SystemTime::now()),
+        );
+        let sub = Arc::new(Subscriber {
+            link: link(cfg),
+            channel: channel.clone(),
+            origin,
+            prefix: namespace.map(|n| format!("{n}:")),
+            tracking: mode == Invalidation::Tracking,
+            l1,
+        });
+        let first = tokio::time::timeout(cfg.connect_timeout, sub.connect()).await;
+        let conn = match first {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(sub.link.err(ErrorKind::Timeout, "subscribing", "no answer"));
+            }
+        };
+        let task = tokio::spawn(sub.clone().supervise(Some(conn)));
+        Ok(Backplane {
+            origin,
+            channel,
+            publish: link(cfg),
+            task,
+            mode,
+        })
+    }
+
+    /// Publishes `msg`; returns after Redis accepted it, or fails within
+    /// the response timeout (a dead shard must not stall every write).
+    pub async fn publish(&self, msg: Msg<'_>) -> Result<()> {
+        let l = &self.publish;
+        match tokio::time::timeout(l.response_timeout, self.try_publish(msg)).await {
+            Ok(r) => r,
+            Err(_) => Err(l.err(ErrorKind::Timeout, "publishing", "no answer")),
+        }
+    }
+
+    async fn try_publish(&self, msg: Msg<'_>) -> Result<()> {
+        let payload = encode(self.origin, &msg);
+        let l = &self.publish;
+        let verb = if l.cluster { "SPUBLISH" } else { "PUBLISH" };
+        let mut last = None;
+        for _ in 0..4 {
+            let node = l.route.node();
+            let mut conn = match self.conn(&node).await {
+                Ok(c) => c,
+                Err(e) => {
+                    l.route.next_seed(&node);
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(&self.channel).arg(&payload);
+            match cmd.query_async::<Value>(&mut conn).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    if let Some((addr, _slot)) = e.redirect_node() {
+                        l.route.redirect(&node, addr);
+                    } else {
+                        l.route.next_seed(&node);
+                    }
+                    last = Some(l.err(ErrorKind::Connection, "publishing", e));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| l.err(ErrorKind::Connection, "publishing", "no node")))
+    }
+
+    async fn conn(&self, node: &str) -> Result<MultiplexedConnection> {
+        let l = &self.publish;
+        {
+            let cur = l.route.current.lock().unwrap_or_else(|p| p.into_inner());
+            if cur.0 == node
+                && let Some(c) = &cur.1
+            {
+                return Ok(c.clone());
+            }
+        }
+        let client = l.client(node, false)?;
+        let c = client
+            .get_multiplexed_async_connection_with_config(&l.config())
+            .await
+            .map_err(|e| l.err(ErrorKind::Connection, "backplane connect", e))?;
+        let mut cur = l.route.current.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.0 == node {
+            cur.1 = Some(c.clone());
+        }
+        Ok(c)
+    }
+}
+
+/// The subscribing side, shared with its supervisor task.
+struct Subscriber {
+    link: Link,
+    channel: String,
+    origin: u64,
+    /// `ns:` for tracking's BCAST prefix and for stripping invalidated keys.
+    prefix: Option<String>,
+    tracking: bool,
+    l1: Arc<L1>,
+}
+
+/// A live subscription: its connection and the signal that it was lost.
+struct Live {
+    conn: MultiplexedConnection,
+    lost: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+/// Handles pushes inside the connection's task: evicts at once.
+struct PushHandler {
+    sub: Arc<Subscriber>,
+    lost: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl AsyncPushSender for PushHandler {
+    fn send(&self, info: PushInfo) -> std::result::Result<(), SendError> {
+        let s = &self.sub;
+        match info.kind {
+            PushKind::Message | PushKind::SMessage => {
+                if let Some(Value::BulkString(p)) = info.data.get(1) {
+                    apply(&s.l1, s.origin, p);
+                }
+            }
+            PushKind::Invalidate => tracking::apply(&s.l1, s.prefix.as_deref(), &info.data),
+            // Unsolicited unsubscribes come when a cluster slot moves away.
+            // A replaced connection's late push finds its receiver gone and
+            // must not turn off the L1 its successor serves.
+            PushKind::Disconnection | PushKind::SUnsubscribe | PushKind::Unsubscribe
+                if self.lost.send(()).is_ok() =>
+            {
+                s.l1.lose();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Subscriber {
+    /// Connects, subscribes (following `MOVED` on a cluster) and turns L1 on.
+    async fn connect(self: &Arc<Self>) -> Result<Live> {
+        let mut last = None;
+        for _ in 0..4 {
+            let node = self.link.route.node();
+            match self.try_node(&node).await {
+                Ok(live) => {
+                    self.l1.go_live();
+                    return Ok(live);
+                }
+                Err((e, redirect)) => {
+                    match redirect {
+                        Some(addr) => self.link.route.redirect(&node, &addr),
+                        None => self.link.route.next_seed(&node),
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            self.link
+                .err(ErrorKind::Connection, "subscribing", "no node")
+        }))
+    }
+
+    async fn try_node(
+        self: &Arc<Self>,
+        node: &str,
+    ) -> std::result::Result<Live, (Error, Option<String>)> {
+        let l = &self.link;
+        let (tx, lost) = tokio::sync::mpsc::unbounded_channel();
+        let handler = PushHandler {
+            sub: self.clone(),
+            lost: tx,
+        };
+        let client = l.client(node, true).map_err(|e| (e, None))?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&l.config().set_push_sender(handler))
+            .await
+            .map_err(|e| (l.err(ErrorKind::Connection, "subscribing", e), None))?;
+        let verb = if l.cluster { "SSUBSCRIBE" } else { "SUBSCRIBE" };
+        if let Err(e) = redis::cmd(verb)
+            .arg(&self.channel)
+            .query_async::<Value>(&mut conn)
+            .await
+        {
+            let to = e.redirect_node().map(|(addr, _slot)| addr.to_string());
+            return Err((l.err(ErrorKind::Connection, "subscribing", e), to));
+        }
+        if self.tracking {
+            tracking::enable(&mut conn, self.prefix.as_deref())
+                .await
+                .map_err(|e| (l.err(ErrorKind::Backend, "client tracking", e), None))?;
+        }
+        Ok(Live { conn, lost })
+    }
+
+    /// Keeps the subscription up: waits for its loss (or a failed
+    /// heartbeat), then resubscribes with backoff.
+    async fn supervise(self: Arc<Self>, mut live: Option<Live>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if let Some(l) = live.take() {
+                self.watch(l).await;
+                self.l1.lose();
+                backoff = BACKOFF_MIN;
+            }
+            match self.connect().await {
+                Ok(l) => {
+                    add(&self.l1.stats.resubscribes, 1);
+                    live = Some(l);
+                }
+                Err(e) => {
+                    tracing::warn!("tiered cache: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Returns when the subscription is lost or stops answering.
+    async fn watch(&self, mut l: Live) {
+        loop {
+            tokio::select! {
+                _ = l.lost.recv() => return,
+                _ = tokio::time::sleep(HEARTBEAT) => {
+                    let cmd = redis::cmd("PING");
+                    let ping = cmd.query_async::<Value>(&mut l.conn);
+                    match tokio::time::timeout(HEARTBEAT_TIMEOUT, ping).await {
+                        Ok(Ok(_)) => {}
+                        _ => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiered::config::TierConfig;
+
+    #[test]
+    fn messages_round_trip_and_own_are_skipped() {
+        let l1 = L1::new(&TierConfig::new(10), true);
+        for k in ["a", "b", "c\nd"] {
+            let t = l1.ticket(k);
+            l1.fill(k, &t, b"v", None);
+        }
+        apply(&l1, 1, &encode(1, &Msg::Keys(&["a"])));
+        assert!(l1.get("a").is_some(), "own message applied");
+        apply(&l1, 1, &encode(2, &Msg::Keys(&["a"])));
+        assert!(l1.get("a").is_none());
+        apply(&l1, 1, &encode(2, &Msg::Keys(&["b", "c\nd"])));
+        assert!(l1.get("b").is_none() && l1.get("c\nd").is_none());
+        let t = l1.ticket("x");
+        l1.fill("x", &t, b"v", None);
+        apply(&l1, 1, &encode(2, &Msg::Clear));
+        assert!(l1.get("x").is_none());
+        apply(&l1, 1, b"garbage");
+        apply(&l1, 1, b"");
+    }
+}

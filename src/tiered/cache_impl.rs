@@ -1,0 +1,328 @@
+//! The `Cache` impl of [`TieredCache`]: L1 first for reads, L2 first for
+//! writes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::TieredCache;
+use super::stats::add;
+use crate::cache::{Cache, CacheFuture, Capabilities, EntryStream, KeyStream, Stats, ValueTtl};
+use crate::error::{Error, ErrorKind, Result};
+
+/// An error after which the write may have reached L2 (no reply in time,
+/// or part of a batch). Any other failure left L2 as it was, so L1 stays.
+fn unknown_outcome(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Timeout | ErrorKind::PartialBatch)
+}
+
+impl TieredCache {
+    fn l2_failed(&self, e: Error) -> Error {
+        add(&self.l1.stats.l2_errors, 1);
+        e
+    }
+
+    /// One key from L2 with its TTL, filling L1.
+    async fn read_through(&self, key: &str) -> Result<Option<ValueTtl>> {
+        let t = self.l1.ticket(key);
+        let r = match self.l2.get_with_ttl(key).await {
+            Err(e) if e.kind() == ErrorKind::Unsupported => self.get_then_ttl(key).await,
+            r => r,
+        };
+        match r {
+            Ok(Some(v)) => {
+                add(&self.l1.stats.l2_hits, 1);
+                self.l1.fill(key, &t, &v.value, v.ttl);
+                Ok(Some(v))
+            }
+            Ok(None) => {
+                add(&self.l1.stats.misses, 1);
+                Ok(None)
+            }
+            Err(e) => Err(self.l2_failed(e)),
+        }
+    }
+
+    /// For an L2 without `get_with_ttl`: `get`, then `ttl`. An L2 that
+    /// cannot read TTLs is taken to keep the entry past the L1 cap.
+    async fn get_then_ttl(&self, key: &str) -> Result<Option<ValueTtl>> {
+        let Some(v) = self.l2.get(key).await? else {
+            return Ok(None);
+        };
+        if !self.l2.capabilities().read_ttl {
+            return Ok(Some(ValueTtl::new(v, None)));
+        }
+        // Gone between the two calls: return it, but do not fill L1.
+        Ok(match self.l2.ttl(key).await? {
+            Some(ttl) => Some(ValueTtl::new(v, ttl)),
+            None => Some(ValueTtl::new(v, Some(Duration::ZERO))),
+        })
+    }
+
+    /// Many keys: L1 hits, then every miss in one L2 call.
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        let mut out: Vec<Option<ValueTtl>> = keys.iter().map(|k| self.l1.get_with_ttl(k)).collect();
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let miss_keys: Vec<&str> = missing.iter().map(|&i| keys[i]).collect();
+        let tickets: Vec<_> = miss_keys.iter().map(|k| self.l1.ticket(k)).collect();
+        let r = match self.l2.get_many_with_ttl(&miss_keys).await {
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                self.get_many_then_ttl(&miss_keys).await
+            }
+            r => r,
+        };
+        let found = r.map_err(|e| self.l2_failed(e))?;
+        let mut hits = 0;
+        for ((i, t), v) in missing.iter().zip(&tickets).zip(found) {
+            if let Some(v) = &v {
+                hits += 1;
+                self.l1.fill(keys[*i], t, &v.value, v.ttl);
+            }
+            out[*i] = v;
+        }
+        add(&self.l1.stats.l2_hits, hits);
+        add(&self.l1.stats.misses, missing.len() as u64 - hits);
+        Ok(out)
+    }
+
+    /// For an L2 without `get_many_with_ttl`: `get_many`, then the TTLs of
+    /// the keys found, concurrently.
+    async fn get_many_then_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        let values = self.l2.get_many(keys).await?;
+        let read_ttl = self.l2.capabilities().read_ttl;
+        let ttls = futures::future::join_all(keys.iter().zip(&values).map(|(k, v)| async move {
+            match v {
+                Some(_) if read_ttl => self
+                    .l2
+                    .ttl(k)
+                    .await
+                    .map(|t| t.unwrap_or(Some(Duration::ZERO))),
+                _ => Ok(None),
+            }
+        }))
+        .await;
+        values
+            .into_iter()
+            .zip(ttls)
+            .map(|(v, t)| Ok(v.map(|v| ValueTtl::new(v, t.ok().flatten()))))
+            .collect()
+    }
+
+    /// After a write of `keys` failed: evicts them when it may have landed.
+    async fn write_failed(&self, keys: &[&str], e: Error) -> Error {
+        if unknown_outcome(&e) {
+            keys.iter().for_each(|k| self.l1.evict(k));
+            if e.kind() == ErrorKind::PartialBatch {
+                self.announce(keys, false).await;
+            }
+        }
+        self.l2_failed(e)
+    }
+
+    /// A write that only evicts: L2 first, then L1 and the other processes.
+    async fn evicting<T>(&self, key: &str, r: impl Future<Output = Result<T>>) -> Result<T> {
+        let t = self.l1.ticket(key);
+        match r.await {
+            Ok(v) => {
+                self.l1.wrote(key, &t, None);
+                self.announce(&[key], false).await;
+                Ok(v)
+            }
+            Err(e) => Err(self.write_failed(&[key], e).await),
+        }
+    }
+}
+
+#[async_trait]
+impl Cache for TieredCache {
+    fn backend(&self) -> &'static str {
+        self.l2.backend()
+    }
+
+    fn endpoint(&self) -> String {
+        self.l2.endpoint()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            inline: false,
+            ..self.l2.capabilities()
+        }
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
+        // L1 hits are counted by L1's own counters (one atomic less per hit).
+        if let Some(v) = self.l1.get(key) {
+            return CacheFuture::ready(Ok(Some(v)));
+        }
+        CacheFuture::boxed(async move { Ok(self.read_through(key).await?.map(|v| v.value)) })
+    }
+
+    fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
+        if let Some(v) = self.l1.get_with_ttl(key) {
+            return CacheFuture::ready(Ok(Some(v)));
+        }
+        CacheFuture::boxed(self.read_through(key))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> CacheFuture<'a, ()> {
+        CacheFuture::boxed(async move {
+            let t = self.l1.ticket(key);
+            match self.l2.set(key, value, ttl).await {
+                Ok(()) => {
+                    self.l1
+                        .wrote(key, &t, Some((value, ttl.or(self.default_ttl))));
+                    self.announce(&[key], false).await;
+                    Ok(())
+                }
+                Err(e) => Err(self.write_failed(&[key], e).await),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::boxed(self.evicting(key, self.l2.delete(key)))
+    }
+
+    fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        if self.l1.contains(key) {
+            return CacheFuture::ready(Ok(true));
+        }
+        self.l2.contains(key)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        Ok(self
+            .read_many(keys)
+            .await?
+            .into_iter()
+            .map(|v| v.map(|v| v.value))
+            .collect())
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        self.read_many(keys).await
+    }
+
+    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
+        let tickets: Vec<_> = keys.iter().map(|k| self.l1.ticket(k)).collect();
+        match self.l2.set_many(entries, ttl).await {
+            Ok(()) => {
+                let ttl = ttl.or(self.default_ttl);
+                for ((k, v), t) in entries.iter().zip(&tickets) {
+                    self.l1.wrote(k, t, Some((v, ttl)));
+                }
+                self.announce(&keys, false).await;
+                Ok(())
+            }
+            Err(e) => Err(self.write_failed(&keys, e).await),
+        }
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let tickets: Vec<_> = keys.iter().map(|k| self.l1.ticket(k)).collect();
+        match self.l2.delete_many(keys).await {
+            Ok(n) => {
+                for (k, t) in keys.iter().zip(&tickets) {
+                    self.l1.wrote(k, t, None);
+                }
+                self.announce(keys, false).await;
+                Ok(n)
+            }
+            Err(e) => Err(self.write_failed(keys, e).await),
+        }
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let t = self.l1.ticket(key);
+        match self.l2.add(key, value, ttl).await {
+            Ok(true) => {
+                self.l1
+                    .wrote(key, &t, Some((value, ttl.or(self.default_ttl))));
+                self.announce(&[key], false).await;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => Err(self.write_failed(&[key], e).await),
+        }
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        self.evicting(key, self.l2.incr(key, delta)).await
+    }
+
+    async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.evicting(key, self.l2.touch(key, ttl)).await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let r = self.l2.clear().await;
+        self.cleared(r).await
+    }
+
+    async fn clear_all(&self) -> Result<()> {
+        let r = self.l2.clear_all().await;
+        self.cleared(r).await
+    }
+
+    async fn len(&self) -> Result<u64> {
+        self.l2.len().await
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        self.l2.ttl(key).await
+    }
+
+    async fn keys(&self) -> Result<KeyStream> {
+        self.l2.keys().await
+    }
+
+    async fn entries(&self) -> Result<EntryStream<'_>> {
+        self.l2.entries().await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let mut s = self.l2.stats().await?;
+        s.hits += self.l1.hits();
+        s.tier = Some(self.l1.stats.json(
+            self.l1.hits(),
+            self.l1.describe(),
+            self.mode_name(),
+            self.l1.is_live(),
+        ));
+        Ok(s)
+    }
+
+    async fn compact(&self) -> Result<()> {
+        self.l2.compact().await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.l2.flush().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.l1.flush();
+        self.l2.close().await
+    }
+}
+
+impl TieredCache {
+    /// After `clear`/`clear_all`: L1 emptied and every other process told,
+    /// even when L2 failed part-way (some keys may be gone).
+    async fn cleared(&self, r: Result<()>) -> Result<()> {
+        self.l1.flush();
+        self.announce(&[], true).await;
+        r.map_err(|e| self.l2_failed(e))
+    }
+}

@@ -1,0 +1,308 @@
+//! L1: a memory cache whose fills cannot resurrect a value an invalidation,
+//! a local write or a flush overtook.
+//!
+//! Every key hashes to one of [`STRIPES`] generation counters; an
+//! invalidation or local write bumps its stripe, a flush bumps the global
+//! epoch. A reader takes a [`Ticket`] (both counters) before it asks L2 and
+//! fills L1 only when neither moved meanwhile, checking again after the
+//! insert, so a message that arrives while an L2 read is in flight is never
+//! undone by that read. Each L1 value carries the L2 expiry it was read with
+//! (8 bytes before the value), so L1 never outlives L2 and
+//! `get_with_ttl` answers from L1 with L2's remaining TTL.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::FutureExt;
+
+use super::config::TierConfig;
+use super::stats::{TierStats, add};
+use crate::backends::memory::{MemoryCache, MemoryConfig};
+use crate::cache::{Cache, CacheOptions, ValueTtl};
+
+/// Generation counters; a power of two.
+const STRIPES: usize = 4096;
+/// Header: L2's expiry in microseconds since [`base`], `u64::MAX` for never.
+const HEADER: usize = 8;
+const NEVER: u64 = u64::MAX;
+
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn micros_of(t: Instant) -> u64 {
+    t.saturating_duration_since(base()).as_micros() as u64
+}
+
+/// What a reader or writer saw before it went to L2.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    epoch: u64,
+    stripe: usize,
+    generation: u64,
+    start: Instant,
+}
+
+/// The guarded L1 and the tier's counters.
+#[derive(Debug)]
+pub(crate) struct L1 {
+    mem: MemoryCache,
+    cap: Duration,
+    gens: Box<[AtomicU64]>,
+    epoch: AtomicU64,
+    /// L1 may serve and take entries: no backplane, or its subscription is up.
+    live: AtomicBool,
+    pub stats: TierStats,
+}
+
+impl L1 {
+    /// An empty L1; `live` false until a backplane is subscribed.
+    pub fn new(cfg: &TierConfig, live: bool) -> Self {
+        let mut mc = MemoryConfig::new().capacity(cfg.capacity);
+        if let Some(b) = cfg.max_bytes {
+            mc = mc.max_bytes(b);
+        }
+        let _ = base();
+        L1 {
+            mem: MemoryCache::open(mc, CacheOptions::new()),
+            cap: cfg.l1_ttl,
+            gens: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            epoch: AtomicU64::new(0),
+            live: AtomicBool::new(live),
+            stats: TierStats::default(),
+        }
+    }
+
+    fn stripe(key: &str) -> usize {
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize & (STRIPES - 1)
+    }
+
+    /// Whether L1 is in use.
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The raw L1 entry (header + value), when live.
+    fn raw(&self, key: &str) -> Option<Bytes> {
+        if !self.is_live() {
+            return None;
+        }
+        self.mem.get_now(key).filter(|b| b.len() >= HEADER)
+    }
+
+    /// The value L1 holds for `key`.
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        let mut b = self.raw(key)?;
+        // Moves the start: no second reference count as `slice` would take.
+        b.advance(HEADER);
+        Some(b)
+    }
+
+    /// Reads L1 answered with a value (its own counters).
+    pub fn hits(&self) -> u64 {
+        self.mem
+            .stats()
+            .now_or_never()
+            .and_then(|r| r.ok())
+            .map_or(0, |s| s.hits)
+    }
+
+    /// The value and L2's remaining TTL, from L1.
+    pub fn get_with_ttl(&self, key: &str) -> Option<ValueTtl> {
+        let b = self.raw(key)?;
+        let mut h = [0u8; HEADER];
+        h.copy_from_slice(&b[..HEADER]);
+        let deadline = u64::from_le_bytes(h);
+        let ttl = if deadline == NEVER {
+            None
+        } else {
+            let left = deadline.checked_sub(micros_of(Instant::now()))?;
+            Some(Duration::from_micros(left.max(1)))
+        };
+        Some(ValueTtl::new(b.slice(HEADER..), ttl))
+    }
+
+    /// Whether L1 holds `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.is_live() && matches!(self.mem.contains(key).now_or_never(), Some(Ok(true)))
+    }
+
+    /// Taken before a read or write goes to L2.
+    pub fn ticket(&self, key: &str) -> Ticket {
+        let stripe = Self::stripe(key);
+        Ticket {
+            epoch: self.epoch.load(Ordering::Acquire),
+            stripe,
+            generation: self.gens[stripe].load(Ordering::Acquire),
+            start: Instant::now(),
+        }
+    }
+
+    fn unchanged(&self, t: &Ticket) -> bool {
+        self.epoch.load(Ordering::Acquire) == t.epoch
+            && self.gens[t.stripe].load(Ordering::Acquire) == t.generation
+    }
+
+    /// Stores `value` that L2 holds for `l2_ttl` more (`None`: forever), as
+    /// of `t.start`; `true` when it went in.
+    fn put(&self, key: &str, t: &Ticket, value: &[u8], l2_ttl: Option<Duration>) -> bool {
+        let elapsed = t.start.elapsed();
+        let (ttl, deadline) = match l2_ttl {
+            None => (self.cap, NEVER),
+            Some(r) => (
+                self.cap.min(r.saturating_sub(elapsed)),
+                t.start.checked_add(r).map_or(NEVER, micros_of),
+            ),
+        };
+        if ttl.is_zero() {
+            return false;
+        }
+        let mut b = BytesMut::with_capacity(HEADER + value.len());
+        b.put_u64_le(deadline);
+        b.put_slice(value);
+        matches!(
+            self.mem.set(key, &b, Some(ttl)).now_or_never(),
+            Some(Ok(()))
+        )
+    }
+
+    /// Fills L1 after an L2 hit read under ticket `t`, unless the key was
+    /// invalidated or L1 flushed since.
+    pub fn fill(&self, key: &str, t: &Ticket, value: &[u8], l2_ttl: Option<Duration>) {
+        if !self.is_live() || !self.unchanged(t) {
+            return;
+        }
+        if self.put(key, t, value, l2_ttl) {
+            // An invalidation that raced the insert has bumped by now.
+            if !self.unchanged(t) || !self.is_live() {
+                self.remove(key);
+            } else {
+                add(&self.stats.backfills, 1);
+            }
+        }
+    }
+
+    /// After this process's write of `key` reached L2: stores the new value
+    /// (`Some((value, l2_ttl))`) when no other write or invalidation of the
+    /// key overlapped it, otherwise evicts.
+    pub fn wrote(&self, key: &str, t: &Ticket, new: Option<(&[u8], Option<Duration>)>) {
+        let before = self.gens[t.stripe].fetch_add(1, Ordering::AcqRel);
+        let alone = before == t.generation && self.epoch.load(Ordering::Acquire) == t.epoch;
+        match new {
+            Some((v, ttl)) if alone && self.is_live() => {
+                if !self.put(key, t, v, ttl) {
+                    self.remove(key);
+                }
+            }
+            _ => self.remove(key),
+        }
+    }
+
+    fn remove(&self, key: &str) {
+        let _ = self.mem.delete(key).now_or_never();
+    }
+
+    /// Evicts `key` (another process changed it, or a write's outcome is unknown).
+    pub fn evict(&self, key: &str) {
+        self.gens[Self::stripe(key)].fetch_add(1, Ordering::AcqRel);
+        self.remove(key);
+    }
+
+    /// Empties L1; fills in flight are dropped.
+    pub fn flush(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let _ = self.mem.clear().now_or_never();
+    }
+
+    /// Turns L1 on after a subscription is confirmed: flushed first, so
+    /// nothing from before is served.
+    pub fn go_live(&self) {
+        self.flush();
+        self.live.store(true, Ordering::Release);
+    }
+
+    /// The subscription is lost: L1 off and flushed (counted once per loss).
+    pub fn lose(&self) {
+        if self.live.swap(false, Ordering::AcqRel) {
+            add(&self.stats.l1_flushes, 1);
+        }
+        self.flush();
+    }
+
+    /// L1's size and bounds, for stats.
+    pub fn describe(&self) -> serde_json::Value {
+        let n = self.mem.len().now_or_never().and_then(|r| r.ok());
+        serde_json::json!({
+            "entries": n,
+            "ttl_cap_ms": self.cap.as_millis() as u64,
+            "endpoint": self.mem.endpoint(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l1() -> L1 {
+        L1::new(&TierConfig::new(100).l1_ttl(Duration::from_secs(60)), true)
+    }
+
+    #[test]
+    fn a_fill_overtaken_by_an_invalidation_or_flush_is_dropped() {
+        let c = l1();
+        let t = c.ticket("k");
+        c.evict("k"); // a message arrived while the L2 read was in flight
+        c.fill("k", &t, b"old", None);
+        assert_eq!(c.get("k"), None);
+        let t = c.ticket("k");
+        c.flush();
+        c.fill("k", &t, b"old", None);
+        assert_eq!(c.get("k"), None);
+        let t = c.ticket("k");
+        c.fill("k", &t, b"new", None);
+        assert_eq!(c.get("k").as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn overlapping_local_writes_evict_instead_of_storing() {
+        let c = l1();
+        let (ta, tb) = (c.ticket("k"), c.ticket("k"));
+        c.wrote("k", &ta, Some((b"a", None)));
+        assert_eq!(c.get("k").as_deref(), Some(&b"a"[..]));
+        c.wrote("k", &tb, Some((b"b", None)));
+        assert_eq!(c.get("k"), None, "b's write overlapped a's");
+    }
+
+    #[test]
+    fn l1_keeps_no_longer_than_l2_and_reports_l2s_ttl() {
+        let c = l1();
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", Some(Duration::from_millis(50)));
+        let ttl = c.get_with_ttl("k").unwrap().ttl.unwrap();
+        assert!(ttl <= Duration::from_millis(50), "{ttl:?}");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get("k"), None);
+        // Nothing left of L2's TTL: not filled at all.
+        let t = c.ticket("z");
+        c.fill("z", &t, b"v", Some(Duration::ZERO));
+        assert_eq!(c.get("z"), None);
+    }
+
+    #[test]
+    fn a_lost_subscription_turns_l1_off_until_live_again() {
+        let c = l1();
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", None);
+        c.lose();
+        assert_eq!(c.get("k"), None);
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", None);
+        assert!(!c.contains("k"), "filled while off");
+        c.go_live();
+        assert_eq!(c.stats.l1_flushes.load(Ordering::Relaxed), 1);
+    }
+}

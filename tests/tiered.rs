@@ -1,0 +1,784 @@
+//! The tiered cache (an L1 in process, any L2) against real servers: the
+//! conformance suite through both tiers, exact TTLs between tiers,
+//! invalidation across processes (pub/sub and client tracking), a lost
+//! subscription, a property test on expiry, and L2 failures.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::servers::{self, shared_redis};
+use common::unique_ns;
+use unicache::Cache;
+
+fn redis_url(port: u16, ns: &str, extra: &str) -> String {
+    format!("redis://127.0.0.1:{port}?namespace={ns}&l1=10000&l1_ttl=30s{extra}")
+}
+
+async fn tiered(ns: &str) -> Arc<dyn Cache> {
+    unicache::open(&redis_url(shared_redis().port, ns, ""))
+        .await
+        .unwrap()
+        .into()
+}
+
+async fn plain(ns: &str) -> Arc<dyn Cache> {
+    let port = shared_redis().port;
+    unicache::open(&format!("redis://127.0.0.1:{port}?namespace={ns}"))
+        .await
+        .unwrap()
+        .into()
+}
+
+conformance_suite!(tiered_redis, tiered, 16);
+
+fn tier(s: &unicache::Stats, field: &str) -> u64 {
+    s.tier.as_ref().unwrap()[field].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_serves_hits_and_fills_with_l2s_remaining_ttl() {
+    let ns = unique_ns("tier-ttl");
+    let c = tiered(&ns).await;
+    let l2 = plain(&ns).await;
+    l2.set("k", b"v", Some(Duration::from_millis(400)))
+        .await
+        .unwrap();
+    assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    for _ in 0..10 {
+        assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    let s = c.stats().await.unwrap();
+    assert_eq!((tier(&s, "l2_hits"), tier(&s, "l1_hits")), (1, 10), "{s:?}");
+    assert_eq!(tier(&s, "backfills"), 1);
+    // L1 answers with L2's remaining TTL, not its own 30 s cap.
+    let t = c.get_with_ttl("k").await.unwrap().unwrap().ttl.unwrap();
+    assert!(
+        t <= Duration::from_millis(400) && t > Duration::from_millis(100),
+        "{t:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(c.get("k").await.unwrap(), None, "L1 outlived L2");
+    // A batch with half in L1 sends the other half to L2 in one call.
+    let keys: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let vals: Vec<(&str, &[u8])> = refs.iter().map(|k| (*k, &b"x"[..])).collect();
+    l2.set_many(&vals, None).await.unwrap();
+    c.get_many(&refs[..5]).await.unwrap();
+    let before = c.stats().await.unwrap();
+    let got = c.get_many(&refs).await.unwrap();
+    assert!(got.iter().all(|v| v.as_deref() == Some(&b"x"[..])));
+    let after = c.stats().await.unwrap();
+    assert_eq!(tier(&after, "l1_hits") - tier(&before, "l1_hits"), 5);
+    assert_eq!(tier(&after, "l2_hits") - tier(&before, "l2_hits"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_l2_first_and_other_instances_evict() {
+    let ns = unique_ns("tier-inv");
+    let a = tiered(&ns).await;
+    let b = tiered(&ns).await;
+    a.set("k", b"1", None).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"1"[..]));
+    a.set("k", b"2", None).await.unwrap();
+    let t = Instant::now();
+    while b.get("k").await.unwrap().as_deref() != Some(&b"2"[..]) {
+        assert!(t.elapsed() < Duration::from_secs(1), "never evicted");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Deletes, batches, incr, touch and clear all reach the other L1.
+    b.get("k").await.unwrap();
+    a.delete("k").await.unwrap();
+    wait_value(&*b, "k", None).await;
+    a.set_many(&[("x", b"1"), ("y", b"1")], None).await.unwrap();
+    b.get_many(&["x", "y"]).await.unwrap();
+    a.set_many(&[("x", b"2"), ("y", b"2")], None).await.unwrap();
+    wait_value(&*b, "y", Some(b"2")).await;
+    a.set("n", b"1", None).await.unwrap();
+    b.get("n").await.unwrap();
+    // incr is Unsupported on Redis until its backend implements it.
+    match a.incr("n", 5).await {
+        Ok(_) => wait_value(&*b, "n", Some(b"6")).await,
+        Err(e) => assert_eq!(e.kind(), unicache::ErrorKind::Unsupported, "{e}"),
+    }
+    b.get("x").await.unwrap();
+    a.clear().await.unwrap();
+    wait_value(&*b, "x", None).await;
+    let s = b.stats().await.unwrap();
+    assert!(tier(&s, "invalidations_received") >= 5, "{s:?}");
+    // Own messages are skipped: a's L1 keeps what a wrote.
+    a.set("own", b"v", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = tier(&a.stats().await.unwrap(), "l1_hits");
+    a.get("own").await.unwrap();
+    assert_eq!(tier(&a.stats().await.unwrap(), "l1_hits"), before + 1);
+}
+
+async fn wait_value(c: &dyn Cache, key: &str, want: Option<&[u8]>) {
+    let t = Instant::now();
+    while c.get(key).await.unwrap().as_deref() != want {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{key} never became {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn wall_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// `TIER <name> <i> <micros>` lines a child printed.
+fn marks(out: &std::process::Output, name: &str) -> std::collections::HashMap<u64, u64> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {text}\n{}",
+        common::stderr(out)
+    );
+    text.lines()
+        .filter_map(|l| {
+            // libtest's "test tier_child ... " may precede the first mark.
+            let mut f = l[l.find("TIER ")? + 5..].split(' ');
+            (f.next()? == name).then_some(())?;
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A child process of the cross-process tests: a reader polls `k` through
+/// its L1 and prints when it first sees each new value; a writer sets `k`
+/// to 0..N (through its tiered cache, or with `redis-cli SET`) and prints
+/// when each write returned.
+#[test]
+#[ignore]
+fn tier_child() {
+    let Ok(role) = std::env::var("TIER_ROLE") else {
+        return;
+    };
+    let url = std::env::var("TIER_URL").unwrap();
+    let n: u64 = std::env::var("TIER_N").unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt.block_on(unicache::open(&url)).unwrap();
+    if role == "reader" {
+        let mut last = None;
+        let t = Instant::now();
+        while last != Some(n - 1) && t.elapsed() < Duration::from_secs(60) {
+            let v = rt.block_on(c.get("k")).unwrap();
+            let v = v.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
+            if let Some(seen) = v
+                && v != last
+            {
+                println!("TIER seen {seen} {}", wall_micros());
+                last = v;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let s = rt.block_on(c.stats()).unwrap();
+        println!("TIER stats {}", s.tier.unwrap());
+        return;
+    }
+    let port = std::env::var("TIER_PORT").unwrap();
+    let subscribers: usize = std::env::var("TIER_SUBSCRIBERS").unwrap().parse().unwrap();
+    let channel = std::env::var("TIER_CHANNEL").unwrap();
+    let t = Instant::now();
+    loop {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "--raw", "PUBSUB", "NUMSUB", &channel])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse::<usize>().ok())
+            >= Some(subscribers)
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "subscribers never came: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let key = std::env::var("TIER_KEY").unwrap_or_default();
+    for i in 0..n {
+        let v = i.to_string();
+        if role == "cli" {
+            let st = std::process::Command::new("redis-cli")
+                .args(["-p", &port, "SET", &key, &v])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success());
+        } else {
+            rt.block_on(c.set("k", v.as_bytes(), None)).unwrap();
+        }
+        println!("TIER wrote {i} {}", wall_micros());
+        // Readers refill L1 between writes, so each write has an L1 to evict.
+        std::thread::sleep(Duration::from_millis(4));
+    }
+}
+
+/// Three processes, one Redis: after each of 1,000 writes in one, the
+/// two others read the new value; the time from the write's return to
+/// the reader seeing it (eviction + its next poll + one L2 GET) has a p99
+/// under 5 ms.
+fn cross_process(writer: &str, invalidation: &str, n: u64) {
+    let server = servers::redis_server();
+    let ns = unique_ns("tier-3p");
+    let url = redis_url(
+        server.port,
+        &ns,
+        &format!("&l1_invalidation={invalidation}"),
+    );
+    let env = |role: &str| {
+        vec![
+            ("TIER_ROLE", role.to_string()),
+            ("TIER_URL", url.clone()),
+            ("TIER_N", n.to_string()),
+            ("TIER_PORT", server.port.to_string()),
+            ("TIER_SUBSCRIBERS", "3".to_string()),
+            ("TIER_CHANNEL", format!("unicache:l1:0:{ns}")),
+            ("TIER_KEY", format!("{ns}:k")),
+        ]
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| common::spawn_self("tier_child", &env("reader")))
+        .collect();
+    let w = common::spawn_self("tier_child", &env(writer));
+    let wrote = marks(&w.wait_with_output().unwrap(), "wrote");
+    assert_eq!(wrote.len() as u64, n);
+    let mut lat = Vec::new();
+    for r in readers {
+        let out = r.wait_with_output().unwrap();
+        let seen = marks(&out, "seen");
+        assert!(
+            seen.contains_key(&(n - 1)),
+            "a reader never read the last value"
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let stats = text
+            .lines()
+            .find(|l| l.starts_with("TIER stats"))
+            .unwrap_or("");
+        println!("reader {stats}");
+        // Values a reader saw through L2 before it held them in L1 have no
+        // eviction to time; every value it did see is timed from its write.
+        for (i, at) in seen {
+            if i > 0 {
+                lat.push(at.saturating_sub(wrote[&i]));
+            }
+        }
+    }
+    lat.sort_unstable();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    println!(
+        "{writer} writes, {invalidation}: {} samples, write return -> read of the new value in the \
+         other processes: p50 {} us, p99 {} us, max {} us",
+        lat.len(),
+        p(0.5),
+        p(0.99),
+        lat[lat.len() - 1]
+    );
+    assert!(lat.len() as u64 >= n, "too few values seen: {}", lat.len());
+    // 5 ms is the bound on a machine with a free core; one whose run queue
+    // is longer than its cores (shared CI) delays every wake-up by whole
+    // time slices, so there only a 50 ms bound is checked (and said).
+    let load = overload();
+    let bound = if load > 1.0 { 50_000 } else { 5_000 };
+    if load > 1.0 {
+        println!("load average {load:.1}x the cores: checking p99 < 50 ms, not 5 ms");
+    }
+    assert!(p(0.99) < bound, "p99 {} us (load {load:.1}x)", p(0.99));
+}
+
+/// The 1-minute load average divided by the number of cores.
+fn overload() -> f64 {
+    let avg: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    avg / std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+#[test]
+fn three_processes_pubsub_p99_under_5ms() {
+    cross_process("tiered", "pubsub", 1000);
+}
+
+#[test]
+fn redis_cli_writes_evict_with_client_tracking() {
+    cross_process("cli", "tracking", 300);
+}
+
+async fn tier_stat(c: &dyn Cache, field: &str) -> u64 {
+    tier(&c.stats().await.unwrap(), field)
+}
+
+/// Waits until `c`'s L1 is subscribed again; returns how long it took.
+async fn wait_subscribed(c: &dyn Cache, within: Duration) -> Duration {
+    let t = Instant::now();
+    while c.stats().await.unwrap().tier.unwrap()["subscribed"] != true {
+        assert!(t.elapsed() < within, "not resubscribed within {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t.elapsed()
+}
+
+/// Fills `c`'s L1 with `k` = `v` and checks it is served from L1.
+async fn hold(c: &dyn Cache, w: &dyn Cache, v: &str) {
+    w.set("k", v.as_bytes(), None).await.unwrap();
+    // Until w's message for this write arrives, it may evict what c read.
+    let t = Instant::now();
+    loop {
+        let before = tier_stat(c, "l1_hits").await;
+        assert_eq!(c.get("k").await.unwrap().as_deref(), Some(v.as_bytes()));
+        if tier_stat(c, "l1_hits").await == before + 1 {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "never held in L1");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_subscription_never_serves_an_overwritten_value() {
+    let server = servers::redis_server();
+    let ns = unique_ns("tier-kill");
+    let url = redis_url(server.port, &ns, "");
+    let c = unicache::open(&url).await.unwrap();
+    let w = unicache::open(&url).await.unwrap();
+    let mut flush_times = Vec::new();
+    for i in 0..20 {
+        hold(&*c, &*w, &format!("old{i}")).await;
+        let flushes = tier_stat(&*c, "l1_flushes_after_lost_subscription").await;
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &server.port.to_string(),
+                "CLIENT",
+                "KILL",
+                "TYPE",
+                "pubsub",
+            ])
+            .output()
+            .unwrap();
+        let killed = Instant::now();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim() >= "1",
+            "{out:?}"
+        );
+        // A write after the kill: its message reaches no one killed.
+        let new = format!("new{i}");
+        w.set("k", new.as_bytes(), None).await.unwrap();
+        assert_eq!(
+            c.get("k").await.unwrap().as_deref(),
+            Some(new.as_bytes()),
+            "round {i}: L1 served a value overwritten after the kill"
+        );
+        while tier_stat(&*c, "l1_flushes_after_lost_subscription").await == flushes {
+            assert!(
+                killed.elapsed() < Duration::from_secs(1),
+                "L1 not flushed within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        flush_times.push(killed.elapsed());
+        wait_subscribed(&*c, Duration::from_secs(5)).await;
+    }
+    flush_times.sort();
+    println!(
+        "CLIENT KILL TYPE pubsub -> L1 flushed: median {:?}, max {:?} (20 kills)",
+        flush_times[10], flush_times[19]
+    );
+    // Subscribed again: invalidations flow and L1 serves.
+    hold(&*c, &*w, "after").await;
+    w.set("k", b"after2", None).await.unwrap();
+    wait_value(&*c, "k", Some(b"after2")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_flushes_l1_and_resubscribes() {
+    let mut server = servers::redis_server();
+    let ns = unique_ns("tier-restart");
+    let url = redis_url(server.port, &ns, "");
+    let c = unicache::open(&url).await.unwrap();
+    let w = unicache::open(&url).await.unwrap();
+    hold(&*c, &*w, "old").await;
+    let t = Instant::now();
+    server.restart(servers::redis_ready);
+    let restarted = t.elapsed();
+    // Written after the restart, to the new (empty) server.
+    let mut tries = 0;
+    while let Err(e) = w.set("k", b"new", None).await {
+        tries += 1;
+        assert!(tries < 100, "L2 never came back: {e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // c's own L2 connection may fail once more before it reconnects.
+    let mut got = c.get("k").await;
+    for _ in 0..50 {
+        if got.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        got = c.get("k").await;
+    }
+    assert_eq!(got.unwrap().as_deref(), Some(&b"new"[..]));
+    assert!(tier_stat(&*c, "l1_flushes_after_lost_subscription").await >= 1);
+    let again = wait_subscribed(&*c, Duration::from_secs(5)).await;
+    println!("redis restart took {restarted:?}; resubscribed {again:?} after it");
+    assert!(tier_stat(&*c, "resubscribes").await >= 1);
+    hold(&*c, &*w, "later").await;
+    w.set("k", b"later2", None).await.unwrap();
+    wait_value(&*c, "k", Some(b"later2")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_l2_at_open_is_the_same_error() {
+    let port = servers::free_port(false);
+    let plain = format!("redis://127.0.0.1:{port}?connect_timeout=1s");
+    let a = unicache::open(&plain).await.unwrap_err();
+    let b = unicache::open(&format!("{plain}&l1=100"))
+        .await
+        .unwrap_err();
+    assert_eq!(a.kind(), b.kind());
+    assert_eq!(
+        a.to_string(),
+        b.to_string().replace("&l1=100", ""),
+        "tiered open error differs"
+    );
+    // A backplane needs Redis: asking for one over SQLite is an error.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let e = unicache::open(&format!(
+        "sqlite:{}?l1=10&l1_invalidation=pubsub",
+        db.display()
+    ))
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("needs a Redis L2"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_down_later_reads_fall_back_to_l1_and_writes_fail() {
+    let mut mc = servers::memcached_server();
+    let url = format!(
+        "memcached://127.0.0.1:{}?namespace={}&l1=100&l1_ttl=1h&response_timeout=500ms",
+        mc.port,
+        unique_ns("tier-down")
+    );
+    let c = unicache::open(&url).await.unwrap();
+    c.set("held", b"v", None).await.unwrap();
+    mc.kill();
+    assert_eq!(c.get("held").await.unwrap().as_deref(), Some(&b"v"[..]));
+    let e = c.set("held", b"w", None).await.unwrap_err();
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    // The failed write left L1 as it was.
+    assert_eq!(c.get("held").await.unwrap().as_deref(), Some(&b"v"[..]));
+    let s = c.stats().await;
+    if let Ok(s) = s {
+        assert!(tier(&s, "l2_errors") >= 1, "{s:?}");
+    }
+}
+
+/// A writer of known TTLs and a reader through L1: no read returns a value
+/// after its L2 expiry (counted from the write's return) plus 10 ms.
+#[test]
+fn l1_never_outlives_l2_property() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ns = unique_ns("tier-prop");
+    let (a, b) = rt.block_on(async { (tiered(&ns).await, tiered(&ns).await) });
+    let cfg = ProptestConfig {
+        cases: 12,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let op = prop_oneof![
+        (0u8..3, 10u64..200, any::<bool>()).prop_map(|(k, t, by_a)| (0u8, k, t, by_a)),
+        (0u8..3).prop_map(|k| (1, k, 0, true)),
+        (0u64..60).prop_map(|ms| (2, 0, ms, true)),
+    ];
+    let next = std::sync::atomic::AtomicU64::new(0);
+    proptest!(cfg, |(ops in proptest::collection::vec(op, 1..25))| {
+        let r: Result<(), String> = rt.block_on(async {
+            // value -> when it expires in L2 at the latest
+            let mut expiry = std::collections::HashMap::new();
+            for (kind, k, n, by_a) in &ops {
+                let key = format!("p{k}");
+                match kind {
+                    0 => {
+                        let v = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string();
+                        let w = if *by_a { &a } else { &b };
+                        w.set(&key, v.as_bytes(), Some(Duration::from_millis(*n))).await.unwrap();
+                        expiry.insert(v, Instant::now() + Duration::from_millis(*n));
+                    }
+                    1 => {
+                        let asked = Instant::now();
+                        if let Some(v) = a.get(&key).await.unwrap() {
+                            let v = String::from_utf8(v.to_vec()).unwrap();
+                            if let Some(e) = expiry.get(&v) && asked > *e + Duration::from_millis(10) {
+                                return Err(format!("{key}={v} read {:?} after its expiry", asked - *e));
+                            }
+                        }
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(*n)).await,
+                }
+            }
+            Ok(())
+        });
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    });
+}
+
+/// On a cluster the backplane is sharded pub/sub on the channel's own
+/// shard: both processes' subscriptions sit on one master, none is a
+/// classic subscription, and writes on any slot invalidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_uses_sharded_pubsub_on_one_shard() {
+    let cluster = servers::shared_cluster();
+    // A namespace whose channel is not on the first seed, so both the
+    // subscriber and the publisher must follow MOVED.
+    let ns = (0..100)
+        .map(|_| unique_ns("tier-cl"))
+        .find(|ns| {
+            let req = format!("SPUBLISH unicache:l1:0:{ns} x\r\n");
+            servers::ask(cluster.nodes[0].port, &req).is_some_and(|r| r.starts_with("-MOVED"))
+        })
+        .unwrap();
+    let url = format!("{}?namespace={ns}&l1=1000", cluster.url());
+    let a = unicache::open(&url).await.unwrap();
+    let b = unicache::open(&url).await.unwrap();
+    let channel = format!("unicache:l1:0:{ns}");
+    let counts: Vec<(u64, u64)> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let ask = |sub: &str| {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "--raw", "PUBSUB", sub, &channel])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.lines()
+                    .nth(1)
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            (ask("SHARDNUMSUB"), ask("NUMSUB"))
+        })
+        .collect();
+    assert_eq!(counts.iter().map(|c| c.0).sum::<u64>(), 2, "{counts:?}");
+    assert_eq!(counts.iter().filter(|c| c.0 > 0).count(), 1, "{counts:?}");
+    assert_eq!(counts.iter().map(|c| c.1).sum::<u64>(), 0, "{counts:?}");
+    for i in 0..50 {
+        let k = format!("k{i}");
+        a.set(&k, b"1", None).await.unwrap();
+        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"1"[..]));
+        a.set(&k, b"2", None).await.unwrap();
+        wait_value(&*b, &k, Some(b"2")).await;
+    }
+    let s = b.stats().await.unwrap();
+    assert!(tier(&s, "invalidations_received") >= 50, "{s:?}");
+}
+
+/// A real Redis cache that counts the L2 calls the tier makes.
+#[derive(Debug)]
+struct Counting(Arc<dyn Cache>, std::sync::atomic::AtomicU64);
+
+impl Counting {
+    fn calls(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn count(&self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl Cache for Counting {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    fn endpoint(&self) -> String {
+        self.0.endpoint()
+    }
+    fn capabilities(&self) -> unicache::Capabilities {
+        self.0.capabilities()
+    }
+    fn get<'a>(&'a self, key: &'a str) -> unicache::CacheFuture<'a, Option<bytes::Bytes>> {
+        self.count();
+        self.0.get(key)
+    }
+    fn get_with_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> unicache::CacheFuture<'a, Option<unicache::ValueTtl>> {
+        self.count();
+        self.0.get_with_ttl(key)
+    }
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> unicache::CacheFuture<'a, ()> {
+        self.0.set(key, value, ttl)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> unicache::CacheFuture<'a, bool> {
+        self.0.delete(key)
+    }
+    fn contains<'a>(&'a self, key: &'a str) -> unicache::CacheFuture<'a, bool> {
+        self.0.contains(key)
+    }
+    async fn get_many(&self, keys: &[&str]) -> unicache::Result<Vec<Option<bytes::Bytes>>> {
+        self.count();
+        self.0.get_many(keys).await
+    }
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[&str],
+    ) -> unicache::Result<Vec<Option<unicache::ValueTtl>>> {
+        self.count();
+        self.0.get_many_with_ttl(keys).await
+    }
+    async fn set_many(&self, e: &[(&str, &[u8])], ttl: Option<Duration>) -> unicache::Result<()> {
+        self.0.set_many(e, ttl).await
+    }
+    async fn delete_many(&self, keys: &[&str]) -> unicache::Result<u64> {
+        self.0.delete_many(keys).await
+    }
+    async fn clear(&self) -> unicache::Result<()> {
+        self.0.clear().await
+    }
+    async fn len(&self) -> unicache::Result<u64> {
+        self.0.len().await
+    }
+    async fn stats(&self) -> unicache::Result<unicache::Stats> {
+        self.0.stats().await
+    }
+}
+
+/// 1,000 keys with half in L1: the other 500 are one L2 call (Redis
+/// pipelines it: one round trip), and L1 hits make none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_half_in_l1_is_one_l2_call() {
+    use unicache::tiered::{TierConfig, TieredCache};
+    let ns = unique_ns("tier-many");
+    let l2 = plain(&ns).await;
+    let keys: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let e: Vec<(&str, &[u8])> = refs.iter().map(|k| (*k, &b"v"[..])).collect();
+    l2.set_many(&e, None).await.unwrap();
+    let counting = Arc::new(Counting(l2, Default::default()));
+    let t = TieredCache::builder(TierConfig::new(10_000))
+        .options(&unicache::CacheOptions::new().namespace(ns.clone()))
+        .build(counting.clone())
+        .await
+        .unwrap();
+    t.get_many(&refs[..500]).await.unwrap();
+    assert_eq!(counting.calls(), 1);
+    let got = t.get_many(&refs).await.unwrap();
+    assert!(got.iter().all(|v| v.as_deref() == Some(&b"v"[..])));
+    assert_eq!(
+        counting.calls(),
+        2,
+        "more than one L2 call for the 500 misses"
+    );
+    t.get_many(&refs).await.unwrap();
+    t.get("m1").await.unwrap();
+    assert_eq!(counting.calls(), 2, "L1 hits went to L2");
+}
+
+/// A read-through `Handle` over the tier: 20 concurrent callers run the
+/// factory once; the value then comes from L1, and another process's
+/// instance (same Redis) reads it from L2 without running its factory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_set_single_flight_through_both_tiers() {
+    use unicache::{Fill, Handle};
+    let ns = unique_ns("tier-gos");
+    let h = Handle::new(tiered(&ns).await);
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (h, runs) = (h.clone(), runs.clone());
+            tokio::spawn(async move {
+                h.get_or_set("hot", Some(Duration::from_secs(60)), || async move {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(Fill::Cache(bytes::Bytes::from_static(b"computed")))
+                })
+                .await
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(&c.await.unwrap().unwrap()[..], b"computed");
+    }
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let before = tier_stat(&**h.cache(), "l1_hits").await;
+    let v = h
+        .get_or_set("hot", None, || async { Err("not called".into()) })
+        .await
+        .unwrap();
+    assert_eq!(&v[..], b"computed");
+    assert_eq!(tier_stat(&**h.cache(), "l1_hits").await, before + 1);
+    let other = Handle::new(tiered(&ns).await);
+    let v = other
+        .get_or_set("hot", None, || async { Err("not called".into()) })
+        .await
+        .unwrap();
+    assert_eq!(&v[..], b"computed");
+    assert_eq!(tier_stat(&**other.cache(), "l2_hits").await, 1);
+}
+
+/// Without a backplane (memcached) another process's write is seen once
+/// this L1's copy expires: staleness is bounded by `l1_ttl`, and this
+/// process's own writes are seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_backplane_l1_ttl_bounds_staleness() {
+    let mc = &servers::shared_memcached()[0];
+    let url = format!(
+        "memcached://127.0.0.1:{}?namespace={}&l1=100&l1_ttl=300ms",
+        mc.port,
+        unique_ns("tier-mc")
+    );
+    let a = unicache::open(&url).await.unwrap();
+    let b = unicache::open(&url).await.unwrap();
+    a.set("k", b"1", None).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"1"[..]));
+    let written = Instant::now();
+    a.set("k", b"2", None).await.unwrap();
+    assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        b.get("k").await.unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "stale within l1_ttl"
+    );
+    wait_value_within(&*b, "k", Some(b"2"), Duration::from_millis(400)).await;
+    assert!(written.elapsed() <= Duration::from_millis(400));
+}
+
+async fn wait_value_within(c: &dyn Cache, key: &str, want: Option<&[u8]>, within: Duration) {
+    let t = Instant::now();
+    while c.get(key).await.unwrap().as_deref() != want {
+        assert!(t.elapsed() < within, "{key} never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
