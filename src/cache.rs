@@ -518,6 +518,32 @@ pub(crate) fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// The counter [`Cache::incr`] computes: `current` (decimal `i64` text;
+/// `None`: absent, 0) plus `delta`. A non-integer value or an overflow is an
+/// [`ErrorKind::InvalidInput`] error naming the key.
+#[allow(dead_code)] // unused when only network backends are compiled in
+pub(crate) fn incr_value(
+    backend: &'static str,
+    key: &str,
+    current: Option<&[u8]>,
+    delta: i64,
+) -> Result<i64> {
+    let bad = |what: &str| {
+        Error::new(ErrorKind::InvalidInput, format!("incr: {what}"))
+            .with_backend(backend)
+            .with_context("key", key)
+    };
+    let n = match current {
+        None => 0,
+        Some(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| bad("the value is not a decimal 64-bit integer"))?,
+    };
+    n.checked_add(delta)
+        .ok_or_else(|| bad(&format!("{n} + {delta} overflows a 64-bit integer")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,8 @@
 //! namespace-only clear and namespaces that look nested (`app`, `app:v2`),
 //! one of two servers killed during a bulk write, a server frozen with
 //! SIGSTOP (fast failures, reuse once resumed, cancelled calls), a fake
-//! server answering garbage, and huge timeouts.
+//! server answering garbage, huge timeouts, and `incr` from four processes
+//! at once (both its `ma` and compare-and-set paths).
 
 mod common;
 
@@ -192,6 +193,24 @@ fn down_server_reads_are_misses_with_errors_and_a_restart_is_picked_up() {
         let s = c.stats().await.unwrap();
         assert!(s.errors >= 1 && s.misses >= 1, "{s:?}");
         assert!(c.set("k", b"v", None).await.is_err());
+        // Reads with TTL too; the atomic writes fail, transient at first.
+        assert_eq!(c.get_with_ttl("k").await.unwrap(), None);
+        assert_eq!(
+            c.get_many_with_ttl(&["k", "j"]).await.unwrap(),
+            [None, None]
+        );
+        for e in [
+            c.incr("n", 1).await.unwrap_err(),
+            c.add("a", b"v", None).await.unwrap_err(),
+            c.touch("k", None).await.unwrap_err(),
+        ] {
+            assert!(e.is_transient(), "{e}");
+        }
+        let s2 = c.stats().await.unwrap();
+        assert!(
+            s2.errors >= s.errors + 5 && s2.misses >= s.misses + 3,
+            "{s2:?}"
+        );
         m.restart(servers::memcached_ready);
         // Probed again within a second; then used as normal.
         let t = std::time::Instant::now();
@@ -628,6 +647,21 @@ fn a_server_answering_garbage_is_a_protocol_error_naming_it_not_a_timeout() {
         let e = c.get_many(&["a", "b"]).await.unwrap_err();
         assert!(e.to_string().contains("unexpected reply from"), "{e}");
         assert!(c.stats().await.unwrap().errors >= 6);
+        // And so do the atomic operations, fast and never as an answer.
+        let t = Instant::now();
+        let errors = [
+            c.get_with_ttl("k").await.unwrap_err(),
+            c.get_many_with_ttl(&["a", "b"]).await.unwrap_err(),
+            c.incr("n", 1).await.unwrap_err(),
+            c.incr("n", -1).await.unwrap_err(),
+            c.add("a", b"v", None).await.unwrap_err(),
+            c.touch("a", None).await.unwrap_err(),
+            c.ttl("a").await.unwrap_err(),
+        ];
+        for e in errors {
+            assert!(e.to_string().contains("unexpected reply from"), "{e}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     });
 }
 
@@ -777,5 +811,149 @@ fn a_restarted_server_is_used_at_once_through_new_connections() {
         assert_eq!(c.get("c").await.unwrap().as_deref(), Some(&b"c"[..]));
         assert_eq!(c.get("a").await.unwrap(), None);
         assert_eq!(c.stats().await.unwrap().errors, 0);
+    });
+}
+
+/// How many increments the cross-process test makes in all.
+const CROSS_INCRS: i64 = 2000;
+/// Processes of the cross-process test, and tasks in each.
+const PROCS: i64 = 4;
+const TASKS: i64 = 4;
+
+/// Child of `concurrent_incr_from_four_processes_ends_exact`: opens its own
+/// cache from `UC_INCR_URL` and makes `UC_INCR_N` `incr(KEY, 1)` from
+/// [`TASKS`] concurrent tasks. Does nothing without its environment.
+#[test]
+#[ignore]
+fn incr_child() {
+    let (Ok(url), Ok(key), Ok(n)) = (
+        std::env::var("UC_INCR_URL"),
+        std::env::var("UC_INCR_KEY"),
+        std::env::var("UC_INCR_N"),
+    ) else {
+        return;
+    };
+    let n: i64 = n.parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&url).await.unwrap();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let (c, key) = (c.clone(), key.clone());
+                tokio::spawn(async move {
+                    for _ in 0..n / TASKS {
+                        c.incr(&key, 1).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+/// Waits for `child` at most until `deadline`, killing it then.
+fn wait_until(mut child: std::process::Child, deadline: Instant) -> std::process::Output {
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Four processes, each with its own cache and four tasks, increment one
+/// key: the count is exact, from a missing key (`ma` with autovivify racing
+/// to create it) and from a negative start (the compare-and-set path across
+/// processes, then `ma` once the counter passes zero while other processes
+/// may still be in their CAS loop). Read back with a plain text `get`.
+#[test]
+fn concurrent_incr_from_four_processes_ends_exact() {
+    let m = servers::memcached_server();
+    let url = format!("memcached://127.0.0.1:{}", m.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt.block_on(unicache::open(&url)).unwrap();
+    for (key, start) in [("fresh", None), ("negative", Some(-CROSS_INCRS / 2))] {
+        if let Some(s) = start {
+            rt.block_on(c.set(key, s.to_string().as_bytes(), None))
+                .unwrap();
+        }
+        let env = [
+            ("UC_INCR_URL", url.clone()),
+            ("UC_INCR_KEY", key.to_string()),
+            ("UC_INCR_N", (CROSS_INCRS / PROCS).to_string()),
+        ];
+        let children: Vec<_> = (0..PROCS)
+            .map(|_| common::spawn_self("incr_child", &env))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for child in children {
+            let out = wait_until(child, deadline);
+            common::assert_exit(&out, 0);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("1 passed"), "the child ran: {stdout}");
+        }
+        let want = start.unwrap_or(0) + CROSS_INCRS;
+        let got = rt.block_on(c.get(key)).unwrap().unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want.to_string(), "{key}");
+        let raw = ask(m.port, &format!("get {key}\r\n")).unwrap();
+        assert!(raw.contains(&format!("\r\n{want}\r\n")), "{raw}");
+    }
+}
+
+/// The compare-and-set path keeps the TTL; overflows through `ma` are undone
+/// (the stored value is left as it was); memcached's own space-padded
+/// decrement result still counts.
+#[test]
+fn incr_paths_keep_ttl_and_leave_failures_unchanged() {
+    let m = servers::memcached_server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("memcached://127.0.0.1:{}?ttl=1h", m.port))
+            .await
+            .unwrap();
+        c.set("neg", b"-5", Some(Duration::from_secs(100)))
+            .await
+            .unwrap();
+        assert_eq!(c.incr("neg", 1).await.unwrap(), -4);
+        assert_eq!(c.incr("neg", 10).await.unwrap(), 6, "through zero");
+        assert_eq!(c.incr("neg", -2).await.unwrap(), 4, "CAS path, positive");
+        let t = c.ttl("neg").await.unwrap().unwrap().unwrap();
+        assert!(
+            t > Duration::from_secs(90) && t <= Duration::from_secs(100),
+            "{t:?}"
+        );
+        // A key created by incr gets the default TTL (1 h), on either path.
+        c.incr("up", 1).await.unwrap();
+        c.incr("down", -1).await.unwrap();
+        for k in ["up", "down"] {
+            let t = c.ttl(k).await.unwrap().unwrap().unwrap();
+            assert!(t > Duration::from_secs(3590), "{k}: {t:?}");
+        }
+        // Values ma would wrap or push past i64::MAX: an error, value unchanged.
+        for (stored, delta) in [
+            ("18446744073709551615", 1),
+            ("9223372036854775807", 1),
+            ("9223372036854775808", 0),
+            ("18446744073709551615", i64::MAX),
+        ] {
+            c.set("big", stored.as_bytes(), None).await.unwrap();
+            let e = c.incr("big", delta).await.unwrap_err();
+            assert_eq!(e.kind(), unicache::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("big"), "{e}");
+            let raw = ask(m.port, "get big\r\n").unwrap();
+            assert!(
+                raw.contains(&format!("\r\n{stored}\r\n")),
+                "{stored}: {raw}"
+            );
+        }
+        // memcached's own decr pads a shorter number with spaces.
+        ask(m.port, "set pad 0 0 2\r\n10\r\n").unwrap();
+        assert!(ask(m.port, "decr pad 1\r\n").unwrap().starts_with('9'));
+        assert_eq!(c.incr("pad", -10).await.unwrap(), -1);
+        assert_eq!(c.get("pad").await.unwrap().as_deref(), Some(&b"-1"[..]));
     });
 }

@@ -742,6 +742,15 @@ async fn stopped_server_calls_time_out(cache: &dyn Cache, addr: &str) {
     timed!("len", cache.len().await);
     timed!("clear", cache.clear().await);
     timed!("stats", cache.stats().await);
+    // Other keys: a late-running incr or add must not change `k`.
+    timed!("add", cache.add("a", b"1", None).await);
+    timed!("incr", cache.incr("n", 1).await);
+    timed!("touch", cache.touch("t", None).await);
+    timed!("get_with_ttl", cache.get_with_ttl("k").await);
+    timed!(
+        "get_many_with_ttl",
+        cache.get_many_with_ttl(&["k", "j"]).await
+    );
 }
 
 #[test]
@@ -785,13 +794,14 @@ fn a_stopped_cluster_master_times_out_each_call_and_the_cache_recovers() {
     let c = servers::redis_cluster_with(3, 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        // A hash-tag namespace: every key on the stopped master.
         let url = format!(
-            "{}?namespace=stop&response_timeout=500ms&connect_timeout=500ms",
+            "{}?namespace={{stop}}&response_timeout=500ms&connect_timeout=500ms",
             c.url()
         );
         let cache = unicache::open(&url).await.unwrap();
         cache.set("k", b"1", None).await.unwrap();
-        let slot = unicache::bench_support::redis::hash_slot(b"stop:k");
+        let slot = unicache::bench_support::redis::hash_slot(b"{stop}:k");
         let owner = (0..c.nodes.len())
             .find(|&i| {
                 redis_cli(
@@ -998,5 +1008,239 @@ fn cluster_mset_on_a_half_migrated_slot_gets_tryagain_and_still_lands() {
         for what in ["tryagain", "ask", "moved"] {
             assert!(routing[what].as_u64().unwrap() > 0, "no {what}: {routing}");
         }
+    });
+}
+
+// ---- atomic operations (issue 10) ----
+
+/// Child of the `incr_from_four_processes_*` tests: `UNICACHE_INCR_N`
+/// increments of `counter` in the cache at `UNICACHE_INCR_URL`, 8 at a time.
+/// Does nothing without them (a plain `--ignored` run).
+#[test]
+#[ignore]
+fn incr_child() {
+    let (Ok(url), Ok(n)) = (
+        std::env::var("UNICACHE_INCR_URL"),
+        std::env::var("UNICACHE_INCR_N"),
+    ) else {
+        return;
+    };
+    let n: usize = n.parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&url).await.unwrap();
+        let tasks = (0..8).map(|t| {
+            let c = c.clone();
+            async move {
+                for _ in (t..n).step_by(8) {
+                    c.incr("counter", 1).await.unwrap();
+                }
+            }
+        });
+        futures::future::join_all(tasks).await;
+    });
+    println!("incr_child did {n}");
+}
+
+/// 4 processes increment one counter `n / 4` times each; it ends at `n`.
+fn incr_from_four_processes(url: &str, n: usize) -> String {
+    let kids: Vec<_> = (0..4)
+        .map(|_| {
+            let env = [
+                ("UNICACHE_INCR_URL", url.to_string()),
+                ("UNICACHE_INCR_N", (n / 4).to_string()),
+            ];
+            common::spawn_self("incr_child", &env)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for mut k in kids {
+        while k.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = k.kill();
+                let _ = k.wait();
+                panic!("an incr child ran over 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = k.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", stderr(&out));
+        assert!(
+            text.contains(&format!("incr_child did {}", n / 4)),
+            "{text}"
+        );
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(url).await.unwrap();
+        let got = c.get("counter").await.unwrap().unwrap();
+        String::from_utf8(got.to_vec()).unwrap()
+    })
+}
+
+#[test]
+fn incr_from_four_processes_single_server() {
+    let port = shared_redis().port;
+    let ns = common::unique_ns("incr4");
+    let url = format!("redis://127.0.0.1:{port}?namespace={ns}");
+    assert_eq!(incr_from_four_processes(&url, 4000), "4000");
+    // Decimal text, as redis-cli reads it.
+    assert_eq!(redis_cli(port, &["GET", &format!("{ns}:counter")]), "4000");
+}
+
+#[test]
+fn incr_from_four_processes_cluster() {
+    let c = shared_cluster();
+    // No node knows the scripts: every process meets NOSCRIPT at once.
+    for n in &c.nodes {
+        redis_cli(n.port, &["SCRIPT", "FLUSH"]);
+    }
+    let ns = common::unique_ns("incr4");
+    let url = format!("{}?namespace={ns}", c.url());
+    assert_eq!(incr_from_four_processes(&url, 2000), "2000");
+    let key = format!("{ns}:counter");
+    assert_eq!(redis_cli(c.nodes[0].port, &["-c", "GET", &key]), "2000");
+}
+
+/// `INFO commandstats` calls of `cmd` (e.g. `evalsha`).
+fn calls(port: u16, cmd: &str) -> u64 {
+    let info = redis_cli(port, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn scripts_cost_one_command_per_key_and_are_loaded_once() {
+    let server = servers::redis_server();
+    let port = server.port;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("redis://127.0.0.1:{port}?namespace=s"))
+            .await
+            .unwrap();
+        redis_cli(port, &["SCRIPT", "FLUSH"]);
+        redis_cli(port, &["CONFIG", "RESETSTAT"]);
+        // First use: EVALSHA answered NOSCRIPT, then EVAL (which loads it).
+        assert_eq!(c.incr("n", 1).await.unwrap(), 1);
+        assert_eq!((calls(port, "evalsha"), calls(port, "eval")), (1, 1));
+        // From then on EVALSHA alone (the SHA-1 in the code is the script's).
+        for i in 2..=20 {
+            assert_eq!(c.incr("n", 1).await.unwrap(), i);
+        }
+        assert_eq!((calls(port, "evalsha"), calls(port, "eval")), (20, 1));
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        let vals: Vec<String> = keys.iter().map(|k| format!("v{k}")).collect();
+        c.set_many(&common::entries(&keys, &vals), None)
+            .await
+            .unwrap();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let got = c.get_many_with_ttl(&refs).await.unwrap();
+        assert!(got.iter().zip(&vals).all(|(g, v)| {
+            let g = g.as_ref().unwrap();
+            g.value == v.as_bytes() && g.ttl.is_none()
+        }));
+        // The GET+PTTL script, unknown to the server: one SCRIPT LOAD and
+        // the 100 EVALSHA again, never 100 copies of the script.
+        assert_eq!((calls(port, "evalsha"), calls(port, "eval")), (220, 1));
+        assert_eq!(calls(port, "script|load"), 1);
+        let got = c.get_many_with_ttl(&refs).await.unwrap();
+        assert!(got.iter().all(Option::is_some));
+        assert!(c.get_with_ttl("k1").await.unwrap().is_some());
+        assert_eq!((calls(port, "evalsha"), calls(port, "eval")), (321, 1));
+        // touch and add are plain commands.
+        assert!(c.touch("k1", Some(Duration::from_secs(9))).await.unwrap());
+        assert!(c.add("new", b"1", None).await.unwrap());
+        assert_eq!((calls(port, "pexpire"), calls(port, "set")), (1, 1));
+    });
+}
+
+#[test]
+fn atomic_ops_keep_redis_forms_ttls_and_exact_numbers() {
+    use unicache::ErrorKind;
+    let port = shared_redis().port;
+    let ns = common::unique_ns("forms");
+    let k = |key: &str| format!("{ns}:{key}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let base = format!("redis://127.0.0.1:{port}?namespace={ns}");
+        let c = unicache::open(&format!("{base}&ttl=60s")).await.unwrap();
+        // A new counter gets the default TTL; an existing one keeps none.
+        assert_eq!(c.incr("fresh", 5).await.unwrap(), 5);
+        let pttl: i64 = redis_cli(port, &["PTTL", &k("fresh")]).parse().unwrap();
+        assert!((55_000..=60_000).contains(&pttl), "{pttl}");
+        redis_cli(port, &["SET", &k("plain"), "7"]);
+        assert_eq!(c.incr("plain", 1).await.unwrap(), 8);
+        assert_eq!(redis_cli(port, &["PTTL", &k("plain")]), "-1");
+        // Beyond 2^53 (where Lua's doubles round) and up to i64::MAX, exact.
+        redis_cli(port, &["SET", &k("big"), "9007199254740993"]);
+        assert_eq!(c.incr("big", 2).await.unwrap(), 9_007_199_254_740_995);
+        redis_cli(port, &["SET", &k("max"), &(i64::MAX - 1).to_string()]);
+        assert_eq!(c.incr("max", 1).await.unwrap(), i64::MAX);
+        assert_eq!(redis_cli(port, &["GET", &k("max")]), i64::MAX.to_string());
+        // Another type under the key is not a number either.
+        redis_cli(port, &["RPUSH", &k("list"), "a"]);
+        let e = c.incr("list", 1).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("list"), "{e}");
+        // add and touch without a TTL take the default one.
+        assert!(c.add("a", b"x", None).await.unwrap());
+        let pttl: i64 = redis_cli(port, &["PTTL", &k("a")]).parse().unwrap();
+        assert!((55_000..=60_000).contains(&pttl), "{pttl}");
+        redis_cli(port, &["PERSIST", &k("a")]);
+        assert!(c.touch("a", None).await.unwrap());
+        let pttl: i64 = redis_cli(port, &["PTTL", &k("a")]).parse().unwrap();
+        assert!((55_000..=60_000).contains(&pttl), "{pttl}");
+        // Without a default TTL, touch(None) makes a key permanent.
+        let forever = unicache::open(&base).await.unwrap();
+        assert!(forever.touch("a", None).await.unwrap());
+        assert_eq!(redis_cli(port, &["PTTL", &k("a")]), "-1");
+        assert!(forever.touch("a", None).await.unwrap(), "already permanent");
+        assert!(!forever.touch("missing", None).await.unwrap());
+        // A huge TTL is clamped as for set, and reads back.
+        assert!(c.touch("a", Some(Duration::MAX)).await.unwrap());
+        let got = c.get_with_ttl("a").await.unwrap().unwrap();
+        assert!(got.ttl.unwrap() > Duration::from_secs(100 * 365 * 86_400));
+        assert!(c.add("huge", b"h", Some(Duration::MAX)).await.unwrap());
+        // get_with_ttl counts hits and misses like get.
+        let before = c.stats().await.unwrap();
+        assert!(c.get_with_ttl("nope").await.unwrap().is_none());
+        c.get_many_with_ttl(&["a", "nope"]).await.unwrap();
+        let after = c.stats().await.unwrap();
+        assert_eq!(
+            (after.hits - before.hits, after.misses - before.misses),
+            (1, 2)
+        );
+        c.clear().await.unwrap();
+    });
+}
+
+#[test]
+fn cluster_counters_during_a_reshard_count_every_incr_once() {
+    let _g = TOPO.lock().unwrap_or_else(|p| p.into_inner());
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = unicache::open(&format!("{}?namespace=ctr", c.url()))
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..500).map(|i| format!("c{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        while_resharding(&c, &*cache, "incr: rounds of 500", async |rounds| {
+            let incrs = refs.iter().map(|k| cache.incr(k, 1));
+            for n in futures::future::join_all(incrs).await {
+                assert_eq!(n.unwrap(), i64::from(rounds) + 1, "round {rounds}");
+            }
+            let got = cache.get_many_with_ttl(&refs).await.unwrap();
+            for (k, g) in refs.iter().zip(got) {
+                let g = g.unwrap_or_else(|| panic!("{k} missing in round {rounds}"));
+                assert_eq!(g.value, (rounds + 1).to_string().as_bytes());
+                assert_eq!(g.ttl, None);
+            }
+        })
+        .await;
     });
 }

@@ -1,6 +1,7 @@
 //! The `Cache` implementation of [`MemcachedCache`].
 
 use super::*;
+use crate::cache::ValueTtl;
 
 #[async_trait]
 impl Cache for MemcachedCache {
@@ -15,7 +16,7 @@ impl Cache for MemcachedCache {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             ttl: true,
-            read_ttl: false,
+            read_ttl: true,
             list_keys: false,
             count: false,
             persistent: false,
@@ -170,6 +171,33 @@ impl Cache for MemcachedCache {
         let n = deleted.into_inner() as u64;
         self.counters.delete(n);
         Ok(n)
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        self.counters.track(self.ttl_one(key).await)
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.counters.track(self.add_one(key, value, ttl).await)
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        self.counters.track(self.incr_one(key, delta).await)
+    }
+
+    async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.counters.track(self.touch_one(key, ttl).await)
+    }
+
+    fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
+        CacheFuture::boxed(self.get_ttl_one(key))
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.get_ttl_all(keys).await
     }
 
     async fn clear(&self) -> Result<()> {

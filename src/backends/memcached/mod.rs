@@ -1,5 +1,5 @@
 //! `memcached://h1:p1,h2:p2`: memcached through a small client of our own on
-//! the meta protocol (`ms`/`md`/`mg`/`mn`; `get_many` uses the ASCII many-key
+//! the meta protocol (`ms`/`md`/`mg`/`ma`/`mn`; `get_many` uses the ASCII many-key
 //! `get`, which the server answers about twice as fast per key), over several
 //! servers with consistent hashing.
 //!
@@ -15,6 +15,7 @@
 //! once a second. A reply outside the protocol is an error naming the
 //! server, and its connection is closed.
 
+mod atomic;
 mod cache_impl;
 mod config;
 mod keys;
@@ -310,21 +311,45 @@ impl MemcachedCache {
         (failures, send)
     }
 
-    async fn get_all(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let version = self.version().await;
-        let version = match version {
-            Ok(v) => v,
+    /// The namespace version for a read of `n` keys: `None` (the `n` keys
+    /// counted as misses and the failure as an error) when the namespace's
+    /// server is down, so everything reads as a miss; a reply outside the
+    /// protocol is an error.
+    async fn read_version(&self, n: usize) -> Result<Option<String>> {
+        match self.version().await {
+            Ok(v) => Ok(Some(v)),
             Err(e) if is_protocol_error(&e) => {
                 self.counters.error();
-                return Err(e);
+                Err(e)
             }
             Err(e) => {
-                // The namespace's server is down: everything is a miss.
                 self.counters.error();
                 tracing::debug!("{e}");
-                self.counters.miss(keys.len() as u64);
-                return Ok(vec![None; keys.len()]);
+                self.counters.miss(n as u64);
+                Ok(None)
             }
+        }
+    }
+
+    /// What a read's failed chunks mean: a server that answers outside the
+    /// protocol is an error, never a miss (the caller would take absence
+    /// for an answer); an unreachable server's keys read as misses
+    /// (documented), each failure counted as an error.
+    fn read_failures(&self, failed: Vec<(Vec<usize>, Error)>) -> Result<()> {
+        if let Some((_, e)) = failed.iter().find(|(_, e)| is_protocol_error(e)) {
+            self.counters.error();
+            return Err(e.clone());
+        }
+        for (_, e) in &failed {
+            self.counters.error();
+            tracing::debug!("{e}");
+        }
+        Ok(())
+    }
+
+    async fn get_all(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let Some(version) = self.read_version(keys.len()).await? else {
+            return Ok(vec![None; keys.len()]);
         };
         let full: Vec<String> = keys.iter().map(|k| self.server_key(&version, k)).collect();
         let out: StdMutex<Vec<Option<Bytes>>> = StdMutex::new(vec![None; keys.len()]);
@@ -338,17 +363,7 @@ impl MemcachedCache {
                 },
             )
             .await;
-        // A server that answers outside the protocol is an error, never a
-        // miss (the caller would take absence for an answer).
-        if let Some((_, e)) = failed.iter().find(|(_, e)| is_protocol_error(e)) {
-            self.counters.error();
-            return Err(e.clone());
-        }
-        // Documented: an unreachable server's keys read as misses, counted as errors.
-        for (_, e) in &failed {
-            self.counters.error();
-            tracing::debug!("{e}");
-        }
+        self.read_failures(failed)?;
         let out = out.into_inner().unwrap_or_else(|p| p.into_inner());
         self.counters.read(&out);
         Ok(out)

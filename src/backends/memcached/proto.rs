@@ -43,6 +43,10 @@ pub(super) struct Reply {
     pub code: Cow<'static, str>,
     pub opaque: Option<usize>,
     pub value: Option<Vec<u8>>,
+    /// The `t` flag of a meta reply: remaining seconds, -1 for never.
+    pub ttl: Option<i64>,
+    /// The `c` flag of a meta reply: the item's CAS value.
+    pub cas: Option<u64>,
     /// The whole line for uncommon codes, the key for `VALUE`, else empty.
     pub line: String,
 }
@@ -207,6 +211,8 @@ pub(super) fn parse_reply(b: &[u8]) -> Result<Option<(Reply, usize)>, Garbage> {
             opaque: None,
             value: Some(b[start..start + n].to_vec()),
             line: String::from_utf8_lossy(key).into_owned(),
+            ttl: None,
+            cas: None,
         };
         return Ok(Some((reply, start + n + 2)));
     }
@@ -215,10 +221,14 @@ pub(super) fn parse_reply(b: &[u8]) -> Result<Option<(Reply, usize)>, Garbage> {
     } else {
         None
     };
-    let mut opaque = None;
+    let (mut opaque, mut ttl, mut cas) = (None, None, None);
+    let meta = code_b == b"VA" || code_b == b"HD";
     for p in parts {
-        if let Some(o) = p.strip_prefix(b"O") {
-            opaque = std::str::from_utf8(o).ok().and_then(|o| o.parse().ok());
+        match p.split_first() {
+            Some((b'O', o)) => opaque = flag_num(o),
+            Some((b't', t)) if meta => ttl = flag_num(t),
+            Some((b'c', c)) if meta => cas = flag_num(c),
+            _ => {}
         }
     }
     let mut used = nl + 1;
@@ -239,8 +249,15 @@ pub(super) fn parse_reply(b: &[u8]) -> Result<Option<(Reply, usize)>, Garbage> {
         opaque,
         value,
         line,
+        ttl,
+        cas,
     };
     Ok(Some((reply, used)))
+}
+
+/// A flag's numeric token, if it is one.
+fn flag_num<T: std::str::FromStr>(t: &[u8]) -> Option<T> {
+    std::str::from_utf8(t).ok()?.parse().ok()
 }
 
 /// The code and kept line of a reply line, or None for an unknown code.
@@ -313,6 +330,12 @@ mod tests {
         // Incomplete value: wait for more bytes.
         assert!(parse_reply(&b[used + used2 + used3..]).unwrap().is_none());
         assert!(parse_reply(b"VA x\r\n").is_err());
+        let (r, _) = parse_reply(b"VA 2 c18446744073709551615 t-1 O2\r\n-8\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.cas, r.ttl, r.opaque), (Some(u64::MAX), Some(-1), Some(2)));
+        let (r, _) = parse_reply(b"HD t95\r\n").unwrap().unwrap();
+        assert_eq!((r.cas, r.ttl), (None, Some(95)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `Cache` implementation of [`RedisCache`].
 
 use super::*;
+use crate::cache::ValueTtl;
 
 #[async_trait]
 impl Cache for RedisCache {
@@ -113,6 +114,7 @@ impl Cache for RedisCache {
                     keys: &full,
                     single: &single,
                     multi: None,
+                    resend: true,
                 };
                 let r: Result<Vec<Option<Bytes>>> = Self::cluster_run(c, &self.endpoint, &b)
                     .await
@@ -152,6 +154,7 @@ impl Cache for RedisCache {
             keys: &full,
             single: &single,
             multi: if px.is_none() { Some(&mset) } else { None },
+            resend: true,
         };
         let failures: Vec<(usize, Error)> = Self::cluster_run(c, &self.endpoint, &b)
             .await
@@ -181,6 +184,7 @@ impl Cache for RedisCache {
                     keys: &full,
                     single: &single,
                     multi: None,
+                    resend: true,
                 };
                 Self::cluster_run(c, &self.endpoint, &b)
                     .await
@@ -272,6 +276,33 @@ impl Cache for RedisCache {
             ms if ms >= 0 => Some(Some(Duration::from_millis(ms as u64))),
             _ => None,
         })
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let r = self.add_impl(key, value, ttl).await;
+        self.counters.track(r)
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        let r = self.incr_impl(key, delta).await;
+        self.counters.track(r)
+    }
+
+    async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        let r = self.touch_impl(key, ttl).await;
+        self.counters.track(r)
+    }
+
+    fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
+        CacheFuture::boxed(async move {
+            let r = self.get_with_ttl_impl(key).await;
+            self.counters.track(r)
+        })
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        let r = self.get_many_with_ttl_impl(keys).await;
+        self.counters.track(r)
     }
 
     async fn keys(&self) -> Result<KeyStream> {

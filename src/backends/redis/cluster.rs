@@ -94,6 +94,10 @@ pub(super) struct Batch<'a> {
     pub keys: &'a [String],
     pub single: &'a (dyn Fn(usize) -> Cmd + Sync),
     pub multi: Option<MultiCmd<'a>>,
+    /// Whether a command that may have run (its connection failed or timed
+    /// out after sending) is sent again: only for commands that may run
+    /// twice (not `incr` or `add`: a lost reply must not count twice).
+    pub resend: bool,
 }
 
 /// Per-call state: what is pending, where, and why it last failed.
@@ -519,10 +523,13 @@ impl Cluster {
             let left = deadline.saturating_duration_since(Instant::now());
             let reply = match tokio::time::timeout(left, self.send(&node, &p)).await {
                 Ok(x) => x,
-                Err(_) => Err(node_error(
-                    ErrorKind::Timeout,
-                    format!("no answer within {:?}", self.response_timeout),
-                    &node,
+                Err(_) => Err((
+                    node_error(
+                        ErrorKind::Timeout,
+                        format!("no answer within {:?}", self.response_timeout),
+                        &node,
+                    ),
+                    true,
                 )),
             };
             (node, sent, reply)
@@ -531,10 +538,11 @@ impl Cluster {
         while let Some((node, sent, reply)) = replies.next().await {
             match reply {
                 Ok(vals) => self.file(r, &node, sent, vals),
-                Err(e) => {
+                Err((e, maybe_ran)) => {
                     if e.is_connection() {
                         self.forget(&node);
                     }
+                    let again = e.is_transient() && (b.resend || !maybe_ran);
                     if e.is_transient() {
                         r.refresh = Some(FAULT_REFRESH);
                         r.pause = true;
@@ -542,7 +550,7 @@ impl Cluster {
                     for s in sent {
                         for i in s.idx {
                             r.last[i] = Some(e.clone());
-                            if e.is_transient() {
+                            if again {
                                 r.pending.push((i, None));
                             } else {
                                 r.out[i] = Some(Err(e.clone()));
@@ -554,17 +562,18 @@ impl Cluster {
         }
     }
 
-    async fn send(&self, node: &str, p: &Pipeline) -> Result<Vec<Value>> {
-        let mut c = self.conn(node).await?;
+    /// The pipeline's replies; on failure, the error and whether the
+    /// commands may have reached the server.
+    async fn send(&self, node: &str, p: &Pipeline) -> std::result::Result<Vec<Value>, (Error, bool)> {
+        let mut c = self.conn(node).await.map_err(|e| (e, false))?;
         let n = p.len();
         match redis::aio::ConnectionLike::req_packed_commands(&mut c, p, 0, n).await {
             Ok(v) if v.len() == n => Ok(v),
-            Ok(_) => Err(node_error(
-                ErrorKind::Connection,
-                "short pipeline reply".into(),
-                node,
+            Ok(_) => Err((
+                node_error(ErrorKind::Connection, "short pipeline reply".into(), node),
+                true,
             )),
-            Err(e) => Err(redis_err(e).with_context("node", node)),
+            Err(e) => Err((redis_err(e).with_context("node", node), true)),
         }
     }
 

@@ -21,6 +21,7 @@ use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisError, RetryMethod,
 use crate::cache::{Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats};
 use crate::error::{Error, ErrorKind, Result};
 
+mod atomic;
 mod cache_impl;
 mod cluster;
 mod config;
@@ -225,6 +226,7 @@ impl RedisCache {
                     keys: &keys,
                     single: &single,
                     multi: None,
+                    resend: true,
                 };
                 let mut r = c.run(&b).await;
                 r.pop()
