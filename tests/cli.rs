@@ -1639,3 +1639,87 @@ fn bench_helper_flags_are_usage_errors_not_panics() {
         );
     }
 }
+
+/// Issue 10's commands on a SQLite file and a file log: `set --if-absent`,
+/// `incr KEY [DELTA]`, `touch KEY --ttl DUR`, `ttl KEY`, with their exit
+/// codes and one-line messages.
+#[test]
+fn atomic_commands_if_absent_incr_touch_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        format!("sqlite:{}", dir.path().join("a.sqlite3").display()),
+        format!("file:{}", dir.path().join("a.jsonl").display()),
+    ] {
+        let run = |args: &[&str]| {
+            let mut cmd = unicache();
+            cmd.arg(args[0]).args(["--cache", &url]).args(&args[1..]);
+            cmd.output().unwrap()
+        };
+        let text = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
+        // incr creates the store and the counter; DELTA may be negative.
+        let out = run(&["incr", "n"]);
+        common::assert_exit(&out, 0);
+        assert_eq!(text(&out), "1\n");
+        assert_eq!(text(&run(&["incr", "n", "41"])), "42\n");
+        assert_eq!(text(&run(&["incr", "n", "-50"])), "-8\n");
+        assert_eq!(text(&run(&["get", "n"])), "-8\n");
+
+        let out = run(&["set", "k", "first", "--if-absent"]);
+        common::assert_exit(&out, 0);
+        let out = run(&["set", "k", "second", "--if-absent"]);
+        common::assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("\"k\" already exists") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert_eq!(text(&run(&["get", "k"])), "first\n");
+
+        // ttl: "never", then milliseconds after touch; absent keys exit 1.
+        assert_eq!(text(&run(&["ttl", "k"])), "never\n");
+        common::assert_exit(&run(&["touch", "k", "--ttl", "5m"]), 0);
+        let ms: u64 = text(&run(&["ttl", "k"])).trim().parse().unwrap();
+        assert!(ms > 290_000 && ms <= 300_000, "{ms}");
+        assert_eq!(text(&run(&["get", "k"])), "first\n", "value kept");
+        for args in [&["ttl", "nope"][..], &["touch", "nope", "--ttl", "5m"]] {
+            let out = run(args);
+            common::assert_exit(&out, 1);
+            assert!(
+                stderr(&out).contains("\"nope\" not found"),
+                "{}",
+                stderr(&out)
+            );
+        }
+
+        // Errors: one line, exit 2.
+        let out = run(&["incr", "k"]);
+        common::assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("unicache: error: ") && err.contains("key=k"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        for args in [
+            &["touch", "k"][..],
+            &["touch", "k", "--ttl", "0"],
+            &["incr", "n", "x"],
+        ] {
+            let out = run(args);
+            common::assert_exit(&out, 2);
+            assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+        }
+    }
+    // Read-only commands on a missing store create nothing.
+    let missing = dir.path().join("missing.sqlite3");
+    let url = format!("sqlite:{}", missing.display());
+    for cmd in ["ttl", "touch"] {
+        let mut c = unicache();
+        c.args([cmd, "--cache", &url, "k"]);
+        if cmd == "touch" {
+            c.args(["--ttl", "5m"]);
+        }
+        common::assert_exit(&c.output().unwrap(), 2);
+    }
+    assert!(!missing.exists());
+}

@@ -888,3 +888,55 @@ fn a_compaction_sigkilled_mid_run_leaves_a_temp_file_the_next_open_removes() {
     }
     assert!(temps().is_empty(), "left behind: {:?}", temps());
 }
+
+/// `touch` and `incr` through one instance are seen by another on the same
+/// log (it catches up first), survive compaction and a reopen, and are
+/// plain `set` lines that `jq` reads: same value, new expiry.
+#[test]
+fn touch_and_incr_are_set_lines_seen_by_other_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let url = format!("file:{}", path.display());
+    rt().block_on(async {
+        let a = unicache::open(&url).await.unwrap();
+        let b = unicache::open(&url).await.unwrap();
+        a.set("k", b"value", Some(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert!(b.touch("k", Some(Duration::from_secs(3600))).await.unwrap());
+        let got = a.get_with_ttl("k").await.unwrap().unwrap();
+        assert_eq!(&got.value[..], b"value");
+        assert!(got.ttl.unwrap() > Duration::from_secs(3590), "{got:?}");
+        a.set("n", b"5", Some(Duration::from_secs(600)))
+            .await
+            .unwrap();
+        assert_eq!(b.incr("n", 2).await.unwrap(), 7);
+        assert_eq!(a.incr("n", 3).await.unwrap(), 10);
+        let last = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = last
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let touched = &lines[1];
+        assert_eq!(
+            (touched["op"].as_str(), touched["v"].as_str()),
+            (Some("set"), Some("value"))
+        );
+        let (x0, x1) = (
+            lines[0]["x"].as_u64().unwrap(),
+            touched["x"].as_u64().unwrap(),
+        );
+        assert!(x1 >= x0 + 3_500_000, "{x0} -> {x1}");
+        let counter = lines.last().unwrap();
+        assert_eq!(counter["v"].as_str(), Some("10"));
+        assert_eq!(counter["x"], lines[2]["x"], "incr keeps the expiry");
+        a.compact().await.unwrap();
+        drop((a, b));
+        let c = unicache::open(&url).await.unwrap();
+        assert!(c.ttl("k").await.unwrap().unwrap().unwrap() > Duration::from_secs(3590));
+        let n = c.get_with_ttl("n").await.unwrap().unwrap();
+        assert_eq!(&n.value[..], b"10");
+        assert!(n.ttl.unwrap() > Duration::from_secs(590));
+    });
+}

@@ -1151,6 +1151,15 @@ fn scripts_cost_one_command_per_key_and_are_loaded_once() {
         assert!(got.iter().all(Option::is_some));
         assert!(c.get_with_ttl("k1").await.unwrap().is_some());
         assert_eq!((calls(port, "evalsha"), calls(port, "eval")), (321, 1));
+        // Scripts flushed: get_with_ttl's direct connection steps aside on
+        // NOSCRIPT, the other one loads the script, and the next call is
+        // direct again.
+        redis_cli(port, &["SCRIPT", "FLUSH"]);
+        for _ in 0..2 {
+            let got = c.get_with_ttl("k1").await.unwrap().unwrap();
+            assert_eq!((&got.value[..], got.ttl), (&b"vk1"[..], None));
+        }
+        assert_eq!((calls(port, "evalsha"), calls(port, "eval")), (324, 2));
         // touch and add are plain commands.
         assert!(c.touch("k1", Some(Duration::from_secs(9))).await.unwrap());
         assert!(c.add("new", b"1", None).await.unwrap());

@@ -219,8 +219,9 @@ impl MemoryCache {
             return Err(Error::new(
                 ErrorKind::ValueTooLarge,
                 format!(
-                    "{} bytes do not fit in one shard of this cache (raise max_bytes)",
-                    value.len()
+                    "{} bytes of key and value do not fit in one shard of this cache \
+                     (raise max_bytes)",
+                    key.len() + value.len()
                 ),
             )
             .with_backend(BACKEND)

@@ -1,7 +1,8 @@
 //! Command-line interface: argument definitions and dispatch.
 //!
-//! Exit codes: 0 success; 1 partial (records skipped or failed, `get` found
-//! nothing, `delete` removed nothing); 2 fatal (usage, unreadable input,
+//! Exit codes: 0 success; 1 partial (records skipped or failed, `get`,
+//! `touch` or `ttl` found nothing, `delete` removed nothing, `set
+//! --if-absent` found the key there); 2 fatal (usage, unreadable input,
 //! unreachable target, unwritable output). Errors are one line on stderr,
 //! `unicache: error: ...`; a closed stdout is not an error.
 
@@ -90,6 +91,40 @@ enum Command {
         /// Time to live (30, 500ms, 5m, 2h, 31d).
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
+        /// Store only when KEY is absent or expired, atomically (exit 1 when
+        /// it was there: nothing is written).
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Add DELTA (default 1, may be negative) to the counter under KEY,
+    /// atomically, and print the new value; a missing key starts at 0.
+    Incr {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// The key.
+        key: String,
+        /// What to add (a 64-bit integer).
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Give KEY a new time to live without rewriting its value (exit 1 when
+    /// absent).
+    Touch {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// The key.
+        key: String,
+        /// The new time to live (30, 500ms, 5m, 2h, 31d).
+        #[arg(long, required = true, value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+    /// Print KEY's remaining time to live in milliseconds, or `never`
+    /// (exit 1 when absent).
+    Ttl {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// The key.
+        key: String,
     },
     /// Delete KEYs; prints how many existed (exit 1 when none did).
     Delete {
@@ -233,7 +268,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             key,
             value,
             ttl,
-        } => ops::set(&cache.at(dir)?, &key, &value, ttl).await,
+            if_absent,
+        } => ops::set(&cache.at(dir)?, &key, &value, ttl, if_absent).await,
+        Command::Incr { cache, key, delta } => ops::incr(&cache.at(dir)?, &key, delta).await,
+        Command::Touch { cache, key, ttl } => ops::touch(&cache.at(dir)?, &key, ttl).await,
+        Command::Ttl { cache, key } => ops::ttl(&cache.at(dir)?, &key).await,
         Command::Delete { cache, keys } => ops::delete(&cache.at(dir)?, &keys).await,
         Command::Clear { cache, all } => ops::clear(&cache.at(dir)?, all).await,
         Command::Stats { cache, format } => ops::stats(&cache.at(dir)?, format).await,

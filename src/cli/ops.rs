@@ -1,5 +1,6 @@
-//! Single-cache commands: get, set, delete, clear, stats, compact. All but
-//! `set` open only an existing store: they never create one.
+//! Single-cache commands: get, set, incr, touch, ttl, delete, clear, stats,
+//! compact. All but `set` and `incr` open only an existing store: they never
+//! create one.
 
 use std::io::Read;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub async fn set(
     key: &str,
     value: &str,
     ttl: Option<Duration>,
+    if_absent: bool,
 ) -> anyhow::Result<Outcome> {
     let cache = open_url(url, false).await?;
     let bytes = if value == "-" {
@@ -41,8 +43,58 @@ pub async fn set(
     } else {
         value.as_bytes().to_vec()
     };
+    if if_absent {
+        let stored = cache.add(key, &bytes, ttl).await?;
+        cache.close().await?;
+        if !stored {
+            note(&format!(
+                "key {key:?} already exists in {}; nothing written",
+                cache.endpoint()
+            ));
+            return Ok(Outcome::Partial);
+        }
+        return Ok(Outcome::Success);
+    }
     cache.set(key, &bytes, ttl).await?;
     cache.close().await?;
+    Ok(Outcome::Success)
+}
+
+pub async fn incr(url: &str, key: &str, delta: i64) -> anyhow::Result<Outcome> {
+    let cache = open_url(url, false).await?;
+    let n = cache.incr(key, delta).await?;
+    cache.close().await?;
+    stdout_write(format!("{n}\n").as_bytes())?;
+    Ok(Outcome::Success)
+}
+
+pub async fn touch(url: &str, key: &str, ttl: Duration) -> anyhow::Result<Outcome> {
+    let cache = open_url(url, true).await?;
+    let touched = cache.touch(key, Some(ttl)).await?;
+    cache.close().await?;
+    if touched {
+        Ok(Outcome::Success)
+    } else {
+        note(&format!("key {key:?} not found in {}", cache.endpoint()));
+        Ok(Outcome::Partial)
+    }
+}
+
+pub async fn ttl(url: &str, key: &str) -> anyhow::Result<Outcome> {
+    let cache = open_url(url, true).await?;
+    let ttl = match cache.ttl(key).await {
+        // A backend that reads TTLs only with the value.
+        Err(e) if e.is_unsupported() => cache.get_with_ttl(key).await?.map(|v| v.ttl),
+        other => other?,
+    };
+    match ttl {
+        Some(Some(d)) => stdout_write(format!("{}\n", d.as_millis()).as_bytes())?,
+        Some(None) => stdout_write(b"never\n")?,
+        None => {
+            note(&format!("key {key:?} not found in {}", cache.endpoint()));
+            return Ok(Outcome::Partial);
+        }
+    }
     Ok(Outcome::Success)
 }
 

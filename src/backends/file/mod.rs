@@ -12,6 +12,7 @@
 //! A `PATH` that is a symlink is resolved once at open: the lock, compaction's
 //! temporary file and its rename all go next to the real file.
 
+mod atomic;
 pub(crate) mod codec;
 mod compact;
 mod config;

@@ -16,7 +16,7 @@ use super::index::NS_OVERFLOW;
 use super::store::State;
 use super::{BACKEND, FileCache, Op, decode_line, ferr};
 use crate::cache::{
-    Cache, CacheFuture, Capabilities, Entry, EntryStream, KeyStream, Stats, now_millis,
+    Cache, CacheFuture, Capabilities, Entry, EntryStream, KeyStream, Stats, ValueTtl, now_millis,
 };
 use crate::error::Result;
 
@@ -238,6 +238,41 @@ impl Cache for FileCache {
                     .map(|x| Duration::from_millis(x.saturating_sub(now)))
             }))
         })
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.add_now(key, value, ttl)
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        self.incr_now(key, delta)
+    }
+
+    async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.touch_now(key, ttl)
+    }
+
+    fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
+        let r = self.with_state(|st| {
+            self.refresh(st, false)?;
+            self.lookup_with_ttl(st, key, now_millis())
+        });
+        if let Ok(v) = &r {
+            self.counters.read(std::slice::from_ref(v));
+        }
+        CacheFuture::ready(r)
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        let out = self.with_state(|st| {
+            self.refresh(st, false)?;
+            let now = now_millis();
+            keys.iter()
+                .map(|k| self.lookup_with_ttl(st, k, now))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        self.counters.read(&out);
+        Ok(out)
     }
 
     async fn keys(&self) -> Result<KeyStream> {

@@ -299,8 +299,36 @@ impl RedisCache {
         Ok(matches!(v, Value::Int(1)))
     }
 
-    /// The [`GET_TTL`] script.
+    /// The [`GET_TTL`] script: on the direct connection when it can, as
+    /// `get` does (a round trip through the multiplexed one costs more).
     pub(super) async fn get_with_ttl_impl(&self, key: &str) -> Result<Option<ValueTtl>> {
+        if let Some(d) = &self.direct_ttl {
+            let full = self.key(key);
+            let got = match d.value_ttl(GET_TTL.sha, full.as_bytes()).await {
+                direct::Got::Value(v) => v.map(|(v, ms)| {
+                    let ttl = u64::try_from(ms).ok().map(Duration::from_millis);
+                    ValueTtl::new(Bytes::from(v), ttl)
+                }),
+                direct::Got::TimedOut => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("no answer within {:?}", self.response_timeout),
+                    )
+                    .with_backend(BACKEND)
+                    .with_context("endpoint", &self.endpoint)
+                    .with_context("key", key));
+                }
+                direct::Got::Elsewhere => return self.get_with_ttl_managed(key).await,
+            };
+            self.counters.read(std::slice::from_ref(&got));
+            return Ok(got);
+        }
+        self.get_with_ttl_managed(key).await
+    }
+
+    /// [`RedisCache::get_with_ttl_impl`] through the connection manager or
+    /// the cluster router (NOSCRIPT handled).
+    async fn get_with_ttl_managed(&self, key: &str) -> Result<Option<ValueTtl>> {
         let v = self
             .eval_one(&GET_TTL, key, &[])
             .await

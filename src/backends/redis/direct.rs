@@ -41,15 +41,18 @@ struct Conn {
     busy: bool,
 }
 
-/// What a direct GET came to.
-pub(super) enum Got {
-    /// The value, or `None` when the key is absent.
-    Value(Option<Vec<u8>>),
+/// What a direct call came to.
+pub(super) enum Got<T = Option<Vec<u8>>> {
+    /// The answer (for GET: the value, or `None` when the key is absent).
+    Value(T),
     /// No answer within the response timeout.
     TimedOut,
     /// Not answered here: use the other connection.
     Elsewhere,
 }
+
+/// What a direct `get_with_ttl` came to: the value with its `PTTL`.
+pub(super) type GotTtl = Got<Option<(Vec<u8>, i64)>>;
 
 /// A reply we act on.
 #[derive(Debug, PartialEq)]
@@ -57,12 +60,24 @@ pub(super) enum Reply {
     Ok,
     Nil,
     Bulk(Vec<u8>),
+    Int(i64),
+    /// An array of plain replies (none nested).
+    Array(Vec<Reply>),
     /// An error or any other type: not for us to interpret.
     Other,
 }
 
+/// The number on a `$`, `*` or `:` line, if it is one.
+fn number(line: &[u8]) -> Option<i64> {
+    std::str::from_utf8(line.get(1..)?).ok()?.parse().ok()
+}
+
 /// Parses one reply from the front of `b`: `None` until complete.
 pub(super) fn parse(b: &[u8]) -> Option<(Reply, usize)> {
+    parse_at(b, true)
+}
+
+fn parse_at(b: &[u8], top: bool) -> Option<(Reply, usize)> {
     let nl = b.windows(2).position(|w| w == b"\r\n")?;
     let line = &b[..nl];
     let after = nl + 2;
@@ -85,14 +100,34 @@ pub(super) fn parse(b: &[u8]) -> Option<(Reply, usize)> {
             if n < 0 {
                 return Some((Reply::Nil, after));
             }
-            let end = after + n as usize;
+            // A length no buffer can hold is not a reply we act on.
+            let Some(end) = after.checked_add(n as usize).filter(|e| *e < usize::MAX - 2) else {
+                return Some((Reply::Other, b.len()));
+            };
             if b.len() < end + 2 {
                 return None;
             }
             Some((Reply::Bulk(b[after..end].to_vec()), end + 2))
         }
-        b'-' | b':' => Some((Reply::Other, after)),
-        // Aggregates are never the answer to GET/AUTH/SELECT.
+        b':' => Some((number(line).map_or(Reply::Other, Reply::Int), after)),
+        b'-' => Some((Reply::Other, after)),
+        // Only our own script's flat `{value, pttl}` reply is an array.
+        b'*' if top => {
+            let Some(n) = number(line) else {
+                return Some((Reply::Other, b.len()));
+            };
+            if n < 0 {
+                return Some((Reply::Nil, after));
+            }
+            let mut items = Vec::new();
+            let mut pos = after;
+            for _ in 0..n {
+                let (r, used) = parse_at(&b[pos..], false)?;
+                pos += used;
+                items.push(r);
+            }
+            Some((Reply::Array(items), pos))
+        }
         _ => Some((Reply::Other, b.len())),
     }
 }
@@ -200,17 +235,47 @@ impl Direct {
 
     /// GET `key` (see [`Got`]).
     pub(super) async fn get(&self, key: &[u8]) -> Got {
-        match self.try_get(key).await {
-            Some(Ok(v)) => Got::Value(v),
+        let req = redis::cmd("GET").arg(key).get_packed_command();
+        match self.request(&req, |r| matches!(r, Reply::Bulk(_) | Reply::Nil)).await {
+            Some(Ok(Reply::Bulk(v))) => Got::Value(Some(v)),
+            Some(Ok(_)) => Got::Value(None),
             Some(Err(())) => Got::TimedOut,
             None => Got::Elsewhere,
         }
     }
 
-    /// `Some(Ok(value or None))`, `Some(Err(()))` when the server did
-    /// not answer in time, `None` when the caller must use its other
-    /// connection (busy, down, or a reply not understood).
-    async fn try_get(&self, key: &[u8]) -> Option<std::result::Result<Option<Vec<u8>>, ()>> {
+    /// `EVALSHA sha 1 key`, for a script answering nil or `{value, pttl}`
+    /// (anything else, NOSCRIPT included: [`Got::Elsewhere`]).
+    pub(super) async fn value_ttl(&self, sha: &str, key: &[u8]) -> GotTtl {
+        let req = redis::cmd("EVALSHA")
+            .arg(sha)
+            .arg(1)
+            .arg(key)
+            .get_packed_command();
+        let pair = |r: &Reply| match r {
+            Reply::Array(v) => matches!(v.as_slice(), [Reply::Bulk(_), Reply::Int(_)]),
+            r => *r == Reply::Nil,
+        };
+        match self.request(&req, pair).await {
+            Some(Ok(Reply::Array(v))) => match <[Reply; 2]>::try_from(v) {
+                Ok([Reply::Bulk(v), Reply::Int(ms)]) => Got::Value(Some((v, ms))),
+                _ => Got::Elsewhere,
+            },
+            Some(Ok(_)) => Got::Value(None),
+            Some(Err(())) => Got::TimedOut,
+            None => Got::Elsewhere,
+        }
+    }
+
+    /// Sends `req` and reads one reply: `Some(Ok(reply))` when `accept`
+    /// takes it, `Some(Err(()))` when the server did not answer in time,
+    /// `None` when the caller must use its other connection (busy, down,
+    /// or a reply not accepted).
+    async fn request(
+        &self,
+        req: &[u8],
+        accept: impl Fn(&Reply) -> bool,
+    ) -> Option<std::result::Result<Reply, ()>> {
         let mut st = self.state.try_lock().ok()?;
         if st.conn.as_ref().is_some_and(|c| c.busy) {
             st.conn = None;
@@ -233,14 +298,12 @@ impl Direct {
             }
         }
         let conn = st.conn.as_mut()?;
-        let req = redis::cmd("GET").arg(key).get_packed_command();
         conn.busy = true;
-        let r = tokio::time::timeout(self.response_timeout, conn.exchange(&req, 1)).await;
+        let r = tokio::time::timeout(self.response_timeout, conn.exchange(req, 1)).await;
         conn.busy = false;
         match r {
             Ok(Ok(mut r)) => match r.pop() {
-                Some(Reply::Bulk(v)) => Some(Ok(Some(v))),
-                Some(Reply::Nil) => Some(Ok(None)),
+                Some(reply) if accept(&reply) => Some(Ok(reply)),
                 // An error reply (or anything else): the other connection
                 // will report it; this one is not trusted further.
                 _ => {
@@ -275,6 +338,23 @@ mod tests {
         assert_eq!(parse(b"$-1\r\n"), Some((Reply::Nil, 5)));
         assert_eq!(parse(b"+OK\r\n"), Some((Reply::Ok, 5)));
         assert_eq!(parse(b"-ERR wrong type\r\n"), Some((Reply::Other, 17)));
+        assert_eq!(parse(b":-12\r\n"), Some((Reply::Int(-12), 6)));
+        let pair = b"*2\r\n$1\r\nv\r\n:-1\r\n";
+        assert_eq!(
+            parse(pair),
+            Some((
+                Reply::Array(vec![Reply::Bulk(b"v".to_vec()), Reply::Int(-1)]),
+                pair.len()
+            ))
+        );
+        assert_eq!(parse(&pair[..pair.len() - 1]), None, "incomplete");
+        assert_eq!(parse(b"*-1\r\n"), Some((Reply::Nil, 5)));
+        // A huge length waits for the rest (bounded by the response
+        // timeout); it never overflows.
+        assert_eq!(parse(b"$9223372036854775807\r\n"), None);
+        // Nested arrays are not ours.
+        let nested = b"*1\r\n*0\r\n";
+        assert_eq!(parse(nested), Some((Reply::Array(vec![Reply::Other]), 8)));
         assert_eq!(parse(b"$3\r\nab"), None);
         assert_eq!(parse(b"$3"), None);
         assert_eq!(parse(b"$x\r\n"), Some((Reply::Other, 4)));

@@ -77,6 +77,9 @@ pub struct RedisCache {
     node_cache: NodeCache,
     /// Single plain-TCP server: the connection single GETs try first.
     direct: Option<direct::Direct>,
+    /// The same for `get_with_ttl`, its own so that it never takes `get`'s
+    /// (connected on first use).
+    direct_ttl: Option<direct::Direct>,
 }
 
 type NodeCache = Arc<std::sync::Mutex<HashMap<String, MultiplexedConnection>>>;
@@ -128,11 +131,12 @@ impl RedisCache {
             &endpoint,
         )
         .await?;
-        let direct = if cluster {
-            None
-        } else {
-            direct::Direct::new(&nodes[0], connect_timeout, response_timeout)
+        let new_direct = || {
+            (!cluster)
+                .then(|| direct::Direct::new(&nodes[0], connect_timeout, response_timeout))
+                .flatten()
         };
+        let (direct, direct_ttl) = (new_direct(), new_direct());
         let prefix = options
             .namespace
             .as_ref()
@@ -151,6 +155,7 @@ impl RedisCache {
             certs,
             node_cache: NodeCache::default(),
             direct,
+            direct_ttl,
         })
     }
 

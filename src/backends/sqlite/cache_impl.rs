@@ -154,6 +154,30 @@ impl Cache for SqliteCache {
         })
     }
 
+    async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.add_now(key, value, ttl)
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        self.incr_now(key, delta)
+    }
+
+    async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.touch_now(key, ttl)
+    }
+
+    fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
+        let r = self.with_conn(|c| self.read_with_ttl(c, key, now_millis() as i64));
+        if let Ok(v) = &r {
+            self.counters.read(std::slice::from_ref(v));
+        }
+        CacheFuture::ready(r)
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
+        self.read_many_with_ttl(keys)
+    }
+
     async fn keys(&self) -> Result<KeyStream> {
         // Pages by key so memory stays bounded whatever the table size. The
         // stream holds its own connection: it must not block this cache's.

@@ -18,10 +18,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use crate::cache::{
     Cache, CacheFuture, CacheOptions, Capabilities, Counters, Entry, EntryStream, KeyStream, Stats,
-    now_millis,
+    ValueTtl, incr_value, now_millis,
 };
 use crate::error::{Error, ErrorKind, Result};
 
+mod atomic;
 mod cache_impl;
 mod config;
 mod export;
@@ -249,6 +250,11 @@ impl SqliteCache {
     }
 
     fn read(&self, c: &Connection, key: &str, now: i64) -> Result<Option<Bytes>> {
+        Ok(self.read_with_ttl(c, key, now)?.map(|v| v.value))
+    }
+
+    /// The live value and its remaining TTL, from one SELECT.
+    fn read_with_ttl(&self, c: &Connection, key: &str, now: i64) -> Result<Option<ValueTtl>> {
         let row: Option<(Option<Vec<u8>>, Option<i64>)> = c
             .prepare_cached(SELECT)
             .and_then(|mut s| {
@@ -257,9 +263,10 @@ impl SqliteCache {
             })
             .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
         Ok(match row {
-            Some((v, exp)) if exp.is_none_or(|t| t > now) => {
-                Some(Bytes::from(v.ok_or_else(|| null_value(&self.path, key))?))
-            }
+            Some((v, exp)) if exp.is_none_or(|t| t > now) => Some(ValueTtl::new(
+                Bytes::from(v.ok_or_else(|| null_value(&self.path, key))?),
+                exp.map(|t| Duration::from_millis((t - now) as u64)),
+            )),
             _ => None,
         })
     }

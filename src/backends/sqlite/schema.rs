@@ -45,6 +45,17 @@ pub(super) const ENTRY_BATCH: usize = 512;
 /// longer ones are clamped to it.
 pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 pub(super) const DELETE: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)";
+/// `add`: inserts, or replaces only an expired row (?5 is now); one
+/// statement, so `changes()` says whether it stored.
+pub(super) const ADD: &str = "INSERT INTO cache (namespace, key, value, expires_at) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (namespace, key) DO UPDATE \
+     SET value = excluded.value, expires_at = excluded.expires_at \
+     WHERE cache.expires_at IS NOT NULL AND cache.expires_at <= ?5";
+/// `incr` on a live row: the new counter, the expiry kept.
+pub(super) const SET_VALUE: &str = "UPDATE cache SET value = ?3 WHERE namespace = ?1 AND key = ?2";
+/// `touch`: a new expiry for a live row only (?4 is now).
+pub(super) const TOUCH: &str = "UPDATE cache SET expires_at = ?3 WHERE namespace = ?1 AND key = ?2 \
+     AND (expires_at IS NULL OR expires_at > ?4)";
 pub(super) const DELETE_ANY: &str = "DELETE FROM cache WHERE namespace = ?1 AND key = ?2";
 
 /// Puts the database in WAL mode (a persistent property of the file).

@@ -1,0 +1,95 @@
+//! `add`, `incr`, `touch` and reads with TTL on the file log.
+//!
+//! Each read-modify-write runs like `set`: under the exclusive lock on
+//! `PATH.lock`, after catching up with what other processes appended, so no
+//! other process writes between the check and the append.
+//!
+//! `touch` appends an ordinary `set` line with the same value and the new
+//! expiry rather than a new line type: the index keeps one line per key that
+//! holds both value and expiry, and every reader (get, export, compaction's
+//! copy of raw lines, older unicache versions, `jq` users) reads both from
+//! that line. The price is rewriting the value's bytes.
+
+use std::time::Duration;
+
+use super::index::Loc;
+use super::store::State;
+use super::{BACKEND, FileCache};
+use crate::cache::{ValueTtl, incr_value, now_millis};
+use crate::error::Result;
+
+impl FileCache {
+    /// The live value under `key` with where its line is.
+    fn find_value(&self, st: &State, key: &str, now: u64) -> Result<Option<(Vec<u8>, Loc)>> {
+        let mut value = None;
+        let found = self.find(st, key, Some(now), Some(&mut value))?;
+        Ok(found.zip(value).map(|((_, loc), v)| (v, loc)))
+    }
+
+    /// The live value under `key` with its remaining TTL.
+    pub(super) fn lookup_with_ttl(
+        &self,
+        st: &State,
+        key: &str,
+        now: u64,
+    ) -> Result<Option<ValueTtl>> {
+        Ok(self.find_value(st, key, now)?.map(|(v, loc)| {
+            let ttl = loc
+                .expires
+                .map(|x| Duration::from_millis(x.saturating_sub(now)));
+            ValueTtl::new(v.into(), ttl)
+        }))
+    }
+
+    /// Runs `f` under the write lock, caught up with the file.
+    fn locked<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        self.with_state(|st| {
+            let _lock = self.lock()?;
+            self.refresh(st, true)?;
+            f(st)
+        })
+    }
+
+    /// `add`: appends only when no live entry is there.
+    pub(super) fn add_now(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let x = self.counters.track(self.expiry(ttl))?;
+        let stored = self.locked(|st| {
+            if self.find(st, key, Some(now_millis()), None)?.is_some() {
+                return Ok(false);
+            }
+            self.append_locked(st, &[(key, Some(value))], x)?;
+            Ok(true)
+        })?;
+        if stored {
+            self.counters.set(1);
+        }
+        Ok(stored)
+    }
+
+    /// `incr`: reads the counter and appends the new one, keeping the
+    /// expiry of a live entry (a new one gets the default TTL).
+    pub(super) fn incr_now(&self, key: &str, delta: i64) -> Result<i64> {
+        let default_x = self.counters.track(self.expiry(None))?;
+        let n = self.locked(|st| {
+            let current = self.find_value(st, key, now_millis())?;
+            let n = incr_value(BACKEND, key, current.as_ref().map(|(v, _)| &v[..]), delta)?;
+            let x = current.map_or(default_x, |(_, loc)| loc.expires);
+            self.append_locked(st, &[(key, Some(n.to_string().as_bytes()))], x)?;
+            Ok(n)
+        })?;
+        self.counters.set(1);
+        Ok(n)
+    }
+
+    /// `touch`: the live value appended again with the new expiry.
+    pub(super) fn touch_now(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        let x = self.counters.track(self.expiry(ttl))?;
+        self.locked(|st| {
+            let Some((value, _)) = self.find_value(st, key, now_millis())? else {
+                return Ok(false);
+            };
+            self.append_locked(st, &[(key, Some(&value))], x)?;
+            Ok(true)
+        })
+    }
+}
