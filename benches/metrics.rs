@@ -27,7 +27,7 @@ fn open() -> Arc<dyn Cache> {
             .unwrap()
             .unwrap();
     }
-    c
+    c.into()
 }
 
 fn bench(c: &mut Criterion) {

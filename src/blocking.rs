@@ -9,9 +9,15 @@
 //! from inside another runtime too (it only blocks that thread).
 //!
 //! ```
+//! use unicache::Fill;
+//!
 //! let cache = unicache::blocking::Cache::open("memory://").unwrap();
 //! cache.set("k", b"v", None).unwrap();
 //! assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+//! let v = cache
+//!     .get_or_set("user:1", None, || Ok(Fill::Cache("Ada".into())))
+//!     .unwrap();
+//! assert_eq!(&v[..], b"Ada");
 //! ```
 
 use std::future::Future;
@@ -24,8 +30,9 @@ use bytes::Bytes;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::cache::{Cache as AsyncCache, Stats};
+use crate::cache::{Cache as AsyncCache, Stats, ValueTtl};
 use crate::error::{Error, ErrorKind, Result};
+use crate::readthrough::{FactoryError, Fill, Handle, Produced, Role, check_ttl, lease};
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -86,7 +93,7 @@ impl Drop for Runtime {
 
 /// A blocking handle to any cache.
 pub struct Cache {
-    inner: Arc<dyn AsyncCache>,
+    inner: Handle,
     rt: Runtime,
     /// The backend finishes single-key operations inline
     /// ([`crate::Capabilities::inline`]): they run on the caller's thread.
@@ -118,8 +125,14 @@ impl Cache {
         })
     }
 
-    /// Wraps an already opened async cache.
+    /// Wraps an already opened async cache (its own read-through state).
     pub fn from_async(inner: Arc<dyn AsyncCache>) -> Result<Self> {
+        Self::from_handle(Handle::new(inner))
+    }
+
+    /// Wraps a handle: it and its clones, async or blocking, share one
+    /// single-flight table.
+    pub fn from_handle(inner: Handle) -> Result<Self> {
         Ok(Cache {
             inline: inner.capabilities().inline,
             inner,
@@ -129,6 +142,11 @@ impl Cache {
 
     /// The async cache behind this handle.
     pub fn inner(&self) -> &Arc<dyn AsyncCache> {
+        self.inner.cache()
+    }
+
+    /// The read-through handle behind this facade.
+    pub fn handle(&self) -> &Handle {
         &self.inner
     }
 
@@ -157,7 +175,7 @@ impl Cache {
         if let Some(r) = self.on_this_thread(|| self.inner.get(key)) {
             return r;
         }
-        let (c, k) = (self.inner.clone(), key.to_string());
+        let (c, k) = (self.inner.cache().clone(), key.to_string());
         self.run(async move { c.get(&k).await })
     }
 
@@ -166,7 +184,7 @@ impl Cache {
         if let Some(r) = self.on_this_thread(|| self.inner.set(key, value, ttl)) {
             return r;
         }
-        let (c, k, v) = (self.inner.clone(), key.to_string(), value.to_vec());
+        let (c, k, v) = (self.inner.cache().clone(), key.to_string(), value.to_vec());
         self.run(async move { c.set(&k, &v, ttl).await })
     }
 
@@ -175,7 +193,7 @@ impl Cache {
         if let Some(r) = self.on_this_thread(|| self.inner.delete(key)) {
             return r;
         }
-        let (c, k) = (self.inner.clone(), key.to_string());
+        let (c, k) = (self.inner.cache().clone(), key.to_string());
         self.run(async move { c.delete(&k).await })
     }
 
@@ -184,13 +202,13 @@ impl Cache {
         if let Some(r) = self.on_this_thread(|| self.inner.contains(key)) {
             return r;
         }
-        let (c, k) = (self.inner.clone(), key.to_string());
+        let (c, k) = (self.inner.cache().clone(), key.to_string());
         self.run(async move { c.contains(&k).await })
     }
 
     /// See [`AsyncCache::get_many`].
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let c = self.inner.clone();
+        let c = self.inner.cache().clone();
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         self.run(async move {
             let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -200,7 +218,7 @@ impl Cache {
 
     /// See [`AsyncCache::set_many`].
     pub fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        let c = self.inner.clone();
+        let c = self.inner.cache().clone();
         let owned: Vec<(String, Vec<u8>)> = entries
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_vec()))
@@ -216,13 +234,13 @@ impl Cache {
 
     /// See [`AsyncCache::clear`].
     pub fn clear(&self) -> Result<()> {
-        let c = self.inner.clone();
+        let c = self.inner.cache().clone();
         self.run(async move { c.clear().await })
     }
 
     /// See [`AsyncCache::len`].
     pub fn len(&self) -> Result<u64> {
-        let c = self.inner.clone();
+        let c = self.inner.cache().clone();
         self.run(async move { c.len().await })
     }
 
@@ -233,20 +251,138 @@ impl Cache {
 
     /// See [`AsyncCache::stats`].
     pub fn stats(&self) -> Result<Stats> {
-        let c = self.inner.clone();
+        let c = self.inner.cache().clone();
         self.run(async move { c.stats().await })
     }
 
     /// See [`AsyncCache::flush`].
     pub fn flush(&self) -> Result<()> {
-        let c = self.inner.clone();
+        let c = self.inner.cache().clone();
         self.run(async move { c.flush().await })
+    }
+}
+
+/// Read-through and atomic operations.
+impl Cache {
+    /// [`Handle::get_or_set`] with a synchronous factory, run on the
+    /// caller's thread. Callers of one facade (and of the [`Handle`] it was
+    /// made from) share one factory run per missing key. A sync closure
+    /// cannot be interrupted: one that returns after `factory_timeout`
+    /// gives every waiter the [`ErrorKind::Timeout`] error and its value is
+    /// not stored.
+    pub fn get_or_set<F>(&self, key: &str, ttl: Option<Duration>, factory: F) -> Result<Bytes>
+    where
+        F: FnOnce() -> std::result::Result<Fill, FactoryError>,
+    {
+        check_ttl(ttl)?;
+        if let Some(v) = self.lookup(key)? {
+            return Ok(v);
+        }
+        loop {
+            match self.inner.join(key) {
+                Role::Waiter(w) => {
+                    // A tokio watch channel needs no runtime to be waited on.
+                    if let Some(outcome) = futures::executor::block_on(w.wait()) {
+                        return outcome;
+                    }
+                }
+                Role::Leader(leader) => {
+                    let outcome = self.lead(key, ttl, factory);
+                    leader.finish(&outcome);
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    fn lookup(&self, key: &str) -> Result<Option<Bytes>> {
+        if self.inline
+            && let Some(r) = self.inner.lookup(key).now_or_never()
+        {
+            return r;
+        }
+        let (h, k) = (self.inner.clone(), key.to_string());
+        self.run(async move { h.lookup(&k).await })
+    }
+
+    fn lead<F>(&self, key: &str, ttl: Option<Duration>, factory: F) -> Result<Bytes>
+    where
+        F: FnOnce() -> std::result::Result<Fill, FactoryError>,
+    {
+        if let Some(v) = self.lookup(key)? {
+            return Ok(v);
+        }
+        let lease = if self.inner.config().lease {
+            let (h, k) = (self.inner.clone(), key.to_string());
+            match self.run(async move { lease::acquire(&h, &k).await })? {
+                lease::Acquired::Value(v) => return Ok(v),
+                lease::Acquired::Held(l) => Some(l),
+                lease::Acquired::GaveUp => None,
+            }
+        } else {
+            None
+        };
+        self.inner.count_factory_run();
+        let started = std::time::Instant::now();
+        let result = factory();
+        let result = match self.inner.config().factory_timeout {
+            Some(limit) if started.elapsed() > limit => Err(limit),
+            _ => Ok(result),
+        };
+        let outcome = match self.inner.settle(key, result, Ok) {
+            Ok(Produced::Return(v)) => Ok(v),
+            Ok(p) => {
+                let (h, k) = (self.inner.clone(), key.to_string());
+                self.run(async move { h.store(&k, p, ttl).await })
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(l) = lease {
+            let _ = self.run(async move {
+                l.release().await;
+                Ok(())
+            });
+        }
+        outcome
+    }
+
+    /// See [`AsyncCache::add`].
+    pub fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let (c, k, v) = (self.inner.cache().clone(), key.to_string(), value.to_vec());
+        self.run(async move { c.add(&k, &v, ttl).await })
+    }
+
+    /// See [`AsyncCache::incr`].
+    pub fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        let (c, k) = (self.inner.cache().clone(), key.to_string());
+        self.run(async move { c.incr(&k, delta).await })
+    }
+
+    /// See [`AsyncCache::touch`].
+    pub fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        let (c, k) = (self.inner.cache().clone(), key.to_string());
+        self.run(async move { c.touch(&k, ttl).await })
+    }
+
+    /// See [`AsyncCache::ttl`].
+    pub fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        let (c, k) = (self.inner.cache().clone(), key.to_string());
+        self.run(async move { c.ttl(&k).await })
+    }
+
+    /// See [`AsyncCache::get_with_ttl`].
+    pub fn get_with_ttl(&self, key: &str) -> Result<Option<ValueTtl>> {
+        if let Some(r) = self.on_this_thread(|| self.inner.get_with_ttl(key)) {
+            return r;
+        }
+        let (c, k) = (self.inner.cache().clone(), key.to_string());
+        self.run(async move { c.get_with_ttl(&k).await })
     }
 }
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        let c = self.inner.clone();
+        let c = self.inner.cache().clone();
         if let Err(e) = self.run(async move { c.close().await }) {
             tracing::warn!("closing cache: {e}");
         }

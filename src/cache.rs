@@ -333,6 +333,80 @@ pub struct CacheOptions {
     /// operation and, with the `metrics` feature, per-operation metrics.
     /// Applied by [`crate::open_with`]; off by default (no cost).
     pub observe: bool,
+    /// Read-through settings of the [`crate::Handle`] that
+    /// [`crate::open_with`] returns (`lock`, `lease_ttl`, `factory_timeout`,
+    /// `ttl_jitter` in the URL); the backend itself ignores them.
+    pub read_through: ReadThroughOptions,
+}
+
+/// How concurrent `get_or_set` callers of one missing key are coordinated
+/// beyond the in-process single-flight every handle does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockMode {
+    /// Only callers of one handle (and its clones) share a factory run.
+    #[default]
+    Local,
+    /// Also across processes: a lease key taken with [`Cache::add`]
+    /// (`lock=lease` in the URL).
+    Lease,
+}
+
+/// Read-through options (`get_or_set`); `None` fields take the defaults
+/// documented on [`crate::Handle`]. Options given in code win over the URL's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadThroughOptions {
+    /// `lock=local|lease`.
+    pub lock: Option<LockMode>,
+    /// `lease_ttl=DUR`: how long a cross-process lease lives (default 10 s).
+    pub lease_ttl: Option<Duration>,
+    /// `factory_timeout=DUR`: a factory still running then fails with
+    /// [`ErrorKind::Timeout`] for every waiter (default: no limit).
+    pub factory_timeout: Option<Duration>,
+    /// `ttl_jitter=DUR`: a random extra of up to this much on stored TTLs.
+    pub ttl_jitter: Option<Duration>,
+}
+
+impl ReadThroughOptions {
+    /// Options with nothing set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the lock mode.
+    pub fn lock(mut self, lock: LockMode) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// Sets the lease TTL.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the hard factory timeout.
+    pub fn factory_timeout(mut self, timeout: Duration) -> Self {
+        self.factory_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the TTL jitter bound.
+    pub fn ttl_jitter(mut self, bound: Duration) -> Self {
+        self.ttl_jitter = Some(bound);
+        self
+    }
+
+    /// These options, each unset field taken from `base`.
+    pub fn or(self, base: &ReadThroughOptions) -> Self {
+        ReadThroughOptions {
+            lock: self.lock.or(base.lock),
+            lease_ttl: self.lease_ttl.or(base.lease_ttl),
+            factory_timeout: self.factory_timeout.or(base.factory_timeout),
+            ttl_jitter: self.ttl_jitter.or(base.ttl_jitter),
+        }
+    }
 }
 
 impl CacheOptions {
@@ -362,6 +436,12 @@ impl CacheOptions {
     /// Turns the observability layer on (see [`CacheOptions::observe`]).
     pub fn observe(mut self, yes: bool) -> Self {
         self.observe = yes;
+        self
+    }
+
+    /// Sets the read-through options (see [`CacheOptions::read_through`]).
+    pub fn read_through(mut self, rt: ReadThroughOptions) -> Self {
+        self.read_through = rt;
         self
     }
 

@@ -42,6 +42,9 @@ pub enum ErrorKind {
     Serialization,
     /// Some entries of a batch failed; see [`Error::failures`].
     PartialBatch,
+    /// A read-through factory (`get_or_set`) returned an error; the
+    /// source is the factory's own error, shared by every waiter.
+    Factory,
 }
 
 impl ErrorKind {
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Backend => "backend error",
             ErrorKind::Serialization => "serialization error",
             ErrorKind::PartialBatch => "batch partly failed",
+            ErrorKind::Factory => "factory failed",
         }
     }
 }

@@ -20,7 +20,8 @@
 //! Modules: [`cache`] (the trait, options, stats), [`url`] (URL parsing),
 //! [`backends`] (one module per backend), [`records`] (streamed input),
 //! [`writer`] (bulk fan-out), [`blocking`] (a sync facade), [`observe`]
-//! (tracing spans and metrics per operation), [`error`].
+//! (tracing spans and metrics per operation), [`readthrough`]
+//! (`get_or_set` with single-flight), [`error`].
 #![warn(missing_docs)]
 
 pub mod backends;
@@ -28,44 +29,70 @@ pub mod blocking;
 pub mod cache;
 pub mod error;
 pub mod observe;
+pub mod readthrough;
 pub mod records;
 pub mod url;
 pub mod writer;
 
-use std::sync::Arc;
-
 pub use cache::{
     Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, Entry, EntryStream,
-    KeyStream, Stats, ValueTtl,
+    KeyStream, LockMode, ReadThroughOptions, Stats, ValueTtl,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use readthrough::{FactoryError, Fill, Handle, ReadThroughStats};
 
 #[doc(hidden)]
 pub use backends::bench_support;
 
 /// Opens a cache from a URL such as `memory://`, `sqlite:data/cache.sqlite3`,
 /// `file:data/cache.jsonl`,
-/// `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`.
-pub async fn open(url: &str) -> Result<Arc<dyn Cache>> {
+/// `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`, as a
+/// [`Handle`]: the [`Cache`] (through `Deref`) plus read-through
+/// ([`Handle::get_or_set`]) with the URL's `lock`, `lease_ttl`,
+/// `factory_timeout` and `ttl_jitter`.
+pub async fn open(url: &str) -> Result<Handle> {
     open_with(url, CacheOptions::default()).await
 }
 
 /// Like [`open`], with options that override the URL's query string.
 /// With [`CacheOptions::observe`] the cache comes wrapped in the
 /// [`observe`] layer (spans, and metrics with the `metrics` feature).
-pub async fn open_with(url: &str, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+pub async fn open_with(url: &str, options: CacheOptions) -> Result<Handle> {
     let parsed = url::parse(url)?;
     let observe = options.observe || parsed.options.observe;
     let namespace = options
         .namespace
         .clone()
         .or_else(|| parsed.options.namespace.clone());
+    let default_ttl = options.default_ttl.or(parsed.options.default_ttl);
+    let rt = options
+        .read_through
+        .clone()
+        .or(&parsed.options.read_through);
+    check_read_through(&rt)?;
     let cache = backends::open_parsed(parsed, options).await?;
-    Ok(if observe {
+    let cache = if observe {
         observe::instrument(cache, namespace.as_deref())
     } else {
         cache
-    })
+    };
+    let config = readthrough::Config::from_options(&rt, default_ttl, cache.capabilities().shared);
+    Ok(Handle::with_config(cache, config))
+}
+
+/// Zero lease or factory limits given in code (the URL parser refuses them
+/// itself) would make every lease or factory fail at once.
+fn check_read_through(rt: &ReadThroughOptions) -> Result<()> {
+    for (name, d) in [
+        ("lease_ttl", rt.lease_ttl),
+        ("factory_timeout", rt.factory_timeout),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            let msg = format!("{name} must be greater than zero");
+            return Err(Error::new(ErrorKind::InvalidInput, msg));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(doctest)]

@@ -160,12 +160,42 @@ impl Query {
             }
             o.default_ttl = Some(ttl);
         }
+        o.read_through = self.read_through()?;
         Ok(o)
+    }
+
+    /// The read-through options every backend's URL takes (used by
+    /// [`crate::Handle`], not by the backend).
+    fn read_through(&mut self) -> Result<crate::cache::ReadThroughOptions> {
+        use crate::cache::LockMode;
+        let mut rt = crate::cache::ReadThroughOptions::new();
+        rt.lock = match self.take("lock").as_deref() {
+            None => None,
+            Some("local") => Some(LockMode::Local),
+            Some("lease") => Some(LockMode::Lease),
+            Some(v) => {
+                let msg = format!("{}: lock={v:?} (use local or lease)", self.scheme);
+                return Err(url_err(msg));
+            }
+        };
+        for (name, slot) in [
+            ("lease_ttl", &mut rt.lease_ttl),
+            ("factory_timeout", &mut rt.factory_timeout),
+        ] {
+            *slot = self.take_duration(name)?;
+            if slot.is_some_and(|d| d.is_zero()) {
+                let msg = format!("{}: {name} must be greater than zero", self.scheme);
+                return Err(url_err(msg));
+            }
+        }
+        rt.ttl_jitter = self.take_duration("ttl_jitter")?;
+        Ok(rt)
     }
 
     pub(crate) fn finish(self, known: &[&str]) -> Result<()> {
         if let Some(k) = self.pairs.keys().next() {
             let mut all: Vec<&str> = known.to_vec();
+            all.extend(READ_THROUGH_OPTIONS);
             all.extend(["namespace", "ttl"]);
             return Err(url_err(format!(
                 "{}: unknown option {k:?} (known: {})",
@@ -176,6 +206,9 @@ impl Query {
         Ok(())
     }
 }
+
+/// Options of every URL that the read-through handle reads.
+const READ_THROUGH_OPTIONS: [&str; 4] = ["lock", "lease_ttl", "factory_timeout", "ttl_jitter"];
 
 const BAD_UTF8: &str = "is not valid UTF-8 after percent-decoding";
 

@@ -9,7 +9,10 @@ use unicache::Cache;
 
 async fn memory(_ns: &str) -> Arc<dyn Cache> {
     // Each memory:// URL is its own instance: the namespace is implicit.
-    unicache::open("memory://?capacity=100000").await.unwrap()
+    unicache::open("memory://?capacity=100000")
+        .await
+        .unwrap()
+        .into()
 }
 
 fn tmp() -> &'static tempfile::TempDir {
@@ -23,6 +26,7 @@ async fn sqlite(ns: &str) -> Arc<dyn Cache> {
     unicache::open(&format!("sqlite:{}?namespace={ns}", path.display()))
         .await
         .unwrap()
+        .into()
 }
 
 async fn file(ns: &str) -> Arc<dyn Cache> {
@@ -31,6 +35,7 @@ async fn file(ns: &str) -> Arc<dyn Cache> {
     unicache::open(&format!("file:{}?namespace={ns}", path.display()))
         .await
         .unwrap()
+        .into()
 }
 
 conformance_suite!(memory_backend, memory, 64);

@@ -20,6 +20,7 @@ async fn one(ns: &str) -> Arc<dyn Cache> {
     unicache::open(&format!("memcached://127.0.0.1:{}?namespace={ns}", a.port))
         .await
         .unwrap()
+        .into()
 }
 
 async fn two(ns: &str) -> Arc<dyn Cache> {
@@ -30,6 +31,7 @@ async fn two(ns: &str) -> Arc<dyn Cache> {
     ))
     .await
     .unwrap()
+    .into()
 }
 
 conformance_suite!(memcached_one, one, 16);

@@ -16,6 +16,7 @@ async fn single(ns: &str) -> Arc<dyn Cache> {
     unicache::open(&format!("redis://127.0.0.1:{port}?namespace={ns}"))
         .await
         .unwrap()
+        .into()
 }
 
 async fn cluster(ns: &str) -> Arc<dyn Cache> {
@@ -23,6 +24,7 @@ async fn cluster(ns: &str) -> Arc<dyn Cache> {
     unicache::open(&format!("{url}?namespace={ns}"))
         .await
         .unwrap()
+        .into()
 }
 
 conformance_suite!(redis_single, single, 16);

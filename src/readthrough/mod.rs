@@ -1,0 +1,450 @@
+//! Read-through caching: [`Handle::get_or_set`] ("get this, or compute it
+//! and store it") without stampedes.
+//!
+//! [`crate::open`] returns a [`Handle`]: the opened [`Cache`] (reached
+//! through `Deref`, so `handle.get(..)` is the backend's own call, at no
+//! extra cost) plus per-instance state: the single-flight table and the
+//! read-through [`Config`].
+//!
+//! - **A hit** is the backend's `get` and nothing else: no lock, no map
+//!   lookup ([`Handle::lookup`] is the one place that decides what a hit is).
+//! - **A miss** joins the key's flight: the first caller of a handle (or
+//!   any of its clones) runs the factory, the others wait for its outcome.
+//!   The factory's error reaches every waiter and is not cached. When the
+//!   running caller is cancelled (its future dropped) or its factory
+//!   panics, a waiter takes over and runs its own factory.
+//!   [`Fill::DoNotCache`] returns the value to every waiter and stores
+//!   nothing.
+//! - **Across processes** (`lock=lease`, on caches several processes
+//!   share): the leader also takes a lease, the key
+//!   `__unicache_lease:<key>` in the cache's own namespace, with
+//!   [`Cache::add`] and a TTL of `lease_ttl` (default 10 s). Other processes
+//!   poll (capped exponential backoff with jitter) for the value or the
+//!   lease's end, then read the value or take the lease over. The leader
+//!   deletes its lease after storing. Lease keys are ordinary short-lived
+//!   entries: `keys()` and `len()` count them while they live.
+//! - **`factory_timeout`**: a factory still running then is dropped and
+//!   every waiter gets an [`ErrorKind::Timeout`] error; nothing is stored.
+//! - **`ttl_jitter`**: stored TTLs get a random extra of up to the bound.
+//!
+//! What happens on a factory failure or timeout is decided in
+//! [`Handle::on_factory_failure`], what a stored value's TTL is in
+//! [`Config::store_ttl`]: fail-safe and refresh-ahead hook in there.
+
+mod config;
+pub(crate) mod flight;
+pub(crate) mod lease;
+mod many;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use config::{Config, DEFAULT_LEASE_TTL};
+pub use lease::LEASE_PREFIX;
+
+use crate::cache::Cache;
+use crate::error::{Error, ErrorKind, Result};
+use flight::Flights;
+pub(crate) use flight::Role;
+
+/// The error a factory returns; any `std::error::Error + Send + Sync`
+/// converts into it with `?` or `.into()`. It reaches callers as the source
+/// of an [`ErrorKind::Factory`] error.
+pub type FactoryError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a factory answers: a value to store and return, or one to return
+/// without storing (an answer too partial or too personal to cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fill<T = Bytes> {
+    /// Store the value (with the call's TTL) and return it.
+    Cache(T),
+    /// Return the value to every waiter; store nothing.
+    DoNotCache(T),
+}
+
+impl<T> Fill<T> {
+    /// The value, stored or not.
+    pub fn into_value(self) -> T {
+        match self {
+            Fill::Cache(v) | Fill::DoNotCache(v) => v,
+        }
+    }
+}
+
+/// Read-through counters of one handle and its clones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadThroughStats {
+    /// Factory runs started (batches count once).
+    pub factory_runs: u64,
+    /// Factory runs that failed or timed out.
+    pub factory_errors: u64,
+    /// Callers that waited for another caller's factory in this process.
+    pub coalesced: u64,
+    /// Fresh values whose store failed transiently (returned anyway).
+    pub store_errors: u64,
+    /// Times a lease was held elsewhere and this process waited.
+    pub lease_waits: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    factory_runs: AtomicU64,
+    factory_errors: AtomicU64,
+    coalesced: AtomicU64,
+    store_errors: AtomicU64,
+    lease_waits: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// State shared by a handle and its clones.
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    flights: Flights,
+    counters: Counters,
+}
+
+/// A cache with read-through: what [`crate::open`] returns.
+///
+/// `Deref<Target = dyn Cache>`, so every [`Cache`] and
+/// [`crate::CacheExt`] method is called on it directly. Cloning is cheap
+/// (two `Arc`s) and clones share the single-flight table; two handles made
+/// separately over one cache do not.
+#[derive(Clone)]
+pub struct Handle {
+    cache: Arc<dyn Cache>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("cache", &self.cache)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for Handle {
+    type Target = dyn Cache;
+    fn deref(&self) -> &(dyn Cache + 'static) {
+        &*self.cache
+    }
+}
+
+impl AsRef<dyn Cache> for Handle {
+    fn as_ref(&self) -> &(dyn Cache + 'static) {
+        &*self.cache
+    }
+}
+
+impl From<Handle> for Arc<dyn Cache> {
+    fn from(h: Handle) -> Self {
+        h.cache
+    }
+}
+
+impl From<Arc<dyn Cache>> for Handle {
+    fn from(cache: Arc<dyn Cache>) -> Self {
+        Handle::new(cache)
+    }
+}
+
+/// What one factory run produced, before storing.
+pub(crate) enum Produced {
+    /// Store it, then return it.
+    Store(Bytes),
+    /// Return it as it is.
+    Return(Bytes),
+}
+
+impl Handle {
+    /// Wraps any cache, with the default read-through settings (in-process
+    /// single-flight only, no timeout, no jitter).
+    pub fn new(cache: Arc<dyn Cache>) -> Self {
+        Handle::with_config(cache, Config::default())
+    }
+
+    /// Wraps any cache with these read-through settings.
+    pub fn with_config(cache: Arc<dyn Cache>, config: Config) -> Self {
+        Handle {
+            cache,
+            shared: Arc::new(Shared {
+                config,
+                flights: Flights::default(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The cache behind the handle.
+    pub fn cache(&self) -> &Arc<dyn Cache> {
+        &self.cache
+    }
+
+    /// The read-through settings.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Read-through counters of this handle and its clones.
+    pub fn read_through_stats(&self) -> ReadThroughStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ReadThroughStats {
+            factory_runs: get(&c.factory_runs),
+            factory_errors: get(&c.factory_errors),
+            coalesced: get(&c.coalesced),
+            store_errors: get(&c.store_errors),
+            lease_waits: get(&c.lease_waits),
+        }
+    }
+
+    /// Keys whose factory is running in this process now.
+    pub fn flights_running(&self) -> usize {
+        self.shared.flights.running()
+    }
+
+    /// The value under `key`, or the factory's value, stored with `ttl`
+    /// (`None`: the cache's default TTL, plus `ttl_jitter`).
+    ///
+    /// Errors: a zero `ttl` is [`ErrorKind::InvalidInput`] before anything
+    /// runs; the factory's error is [`ErrorKind::Factory`] (its error as
+    /// the source) and a factory past `factory_timeout` is
+    /// [`ErrorKind::Timeout`], both for every waiter; the backend's read
+    /// errors as they are. A store that fails transiently (connection,
+    /// timeout) still returns the value (logged, counted in
+    /// [`ReadThroughStats::store_errors`]); any other store error (value
+    /// too large...) is returned, since it would repeat on every call.
+    pub async fn get_or_set<F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        factory: F,
+    ) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Fill, FactoryError>>,
+    {
+        self.read_through(key, ttl, factory, |b: Bytes| Ok(b)).await
+    }
+
+    /// [`Handle::get_or_set`] for a typed value stored as compact JSON.
+    /// A stored value that is not a `T` is an [`ErrorKind::Serialization`]
+    /// error naming the key.
+    pub async fn get_or_set_json<T, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        factory: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Fill<T>, FactoryError>>,
+    {
+        let encode = |v: T| serde_json::to_vec(&v).map(Bytes::from).map_err(Error::from);
+        let bytes = self.read_through(key, ttl, factory, encode).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::from(e)
+                .with_backend(self.cache.backend())
+                .with_context("key", key)
+        })
+    }
+
+    /// The single-flight loop: a hit, the outcome of another caller's run,
+    /// or this caller's own run.
+    async fn read_through<V, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        factory: F,
+        encode: impl FnOnce(V) -> Result<Bytes>,
+    ) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
+    {
+        check_ttl(ttl)?;
+        if let Some(v) = self.lookup(key).await? {
+            return Ok(v);
+        }
+        loop {
+            match self.join(key) {
+                Role::Waiter(w) => {
+                    if let Some(outcome) = w.wait().await {
+                        return outcome;
+                    }
+                    // The leader was cancelled or panicked: go round and
+                    // lead (or wait for whoever got there first).
+                }
+                Role::Leader(leader) => {
+                    let outcome = self.lead(key, ttl, factory, encode).await;
+                    leader.finish(&outcome);
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    /// The leader's work: check again (a flight that just ended may have
+    /// stored the value), then run the factory, under a lease if asked.
+    async fn lead<V, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        factory: F,
+        encode: impl FnOnce(V) -> Result<Bytes>,
+    ) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
+    {
+        if let Some(v) = self.lookup(key).await? {
+            return Ok(v);
+        }
+        let lease = if self.shared.config.lease {
+            match lease::acquire(self, key).await? {
+                lease::Acquired::Value(v) => return Ok(v),
+                lease::Acquired::Held(l) => Some(l),
+                lease::Acquired::GaveUp => None,
+            }
+        } else {
+            None
+        };
+        let produced = self.run_factory(key, factory, encode).await;
+        let outcome = match produced {
+            Ok(p) => self.store(key, p, ttl).await,
+            Err(e) => Err(e),
+        };
+        if let Some(l) = lease {
+            l.release().await;
+        }
+        outcome
+    }
+
+    /// Joins or starts the flight of `key`.
+    pub(crate) fn join(&self, key: &str) -> Role<'_> {
+        let role = self.shared.flights.join(key);
+        if matches!(role, Role::Waiter(_)) {
+            bump(&self.shared.counters.coalesced);
+        }
+        role
+    }
+
+    /// What a hit is: the backend's `get`. The one place to change for an
+    /// envelope (fail-safe) or a TTL check (refresh-ahead).
+    pub(crate) async fn lookup(&self, key: &str) -> Result<Option<Bytes>> {
+        self.cache.get(key).await
+    }
+
+    /// Runs the factory under `factory_timeout` and encodes its value.
+    async fn run_factory<V, F, Fut>(
+        &self,
+        key: &str,
+        factory: F,
+        encode: impl FnOnce(V) -> Result<Bytes>,
+    ) -> Result<Produced>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
+    {
+        self.count_factory_run();
+        let run = factory();
+        let result = match self.shared.config.factory_timeout {
+            None => Ok(run.await),
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+        };
+        self.settle(key, result, encode)
+    }
+
+    pub(crate) fn count_factory_run(&self) {
+        bump(&self.shared.counters.factory_runs);
+    }
+
+    /// Turns a factory's result (or its timeout) into what to store.
+    pub(crate) fn settle<V>(
+        &self,
+        key: &str,
+        result: std::result::Result<std::result::Result<Fill<V>, FactoryError>, Duration>,
+        encode: impl FnOnce(V) -> Result<Bytes>,
+    ) -> Result<Produced> {
+        let failure = match result {
+            Ok(Ok(Fill::Cache(v))) => return encode(v).map(Produced::Store),
+            Ok(Ok(Fill::DoNotCache(v))) => return encode(v).map(Produced::Return),
+            Ok(Err(e)) => Ok(e),
+            Err(limit) => Err(limit),
+        };
+        let err = self.factory_error(failure).with_context("key", key);
+        self.on_factory_failure(key, err).map(Produced::Return)
+    }
+
+    /// The error for a factory's own error, or `Err(limit)`: a timeout.
+    pub(crate) fn factory_error(
+        &self,
+        failure: std::result::Result<FactoryError, Duration>,
+    ) -> Error {
+        let err = match failure {
+            Ok(e) => Error::new(ErrorKind::Factory, "").set_source(e),
+            Err(limit) => Error::new(
+                ErrorKind::Timeout,
+                format!("factory did not finish within {limit:?}"),
+            ),
+        };
+        err.with_backend(self.cache.backend())
+    }
+
+    /// What a failed or timed-out factory means for the callers: today the
+    /// error, for every waiter, nothing cached. Fail-safe (serve a kept
+    /// stale value) goes here.
+    fn on_factory_failure(&self, key: &str, err: Error) -> Result<Bytes> {
+        let _ = key;
+        bump(&self.shared.counters.factory_errors);
+        Err(err)
+    }
+
+    /// Stores a fresh value (see [`Handle::get_or_set`] for which store
+    /// errors are returned) and returns it.
+    pub(crate) async fn store(
+        &self,
+        key: &str,
+        produced: Produced,
+        ttl: Option<Duration>,
+    ) -> Result<Bytes> {
+        let value = match produced {
+            Produced::Return(v) => return Ok(v),
+            Produced::Store(v) => v,
+        };
+        let ttl = self.shared.config.store_ttl(ttl)?;
+        match self.cache.set(key, &value, ttl).await {
+            Ok(()) => Ok(value),
+            Err(e) if e.is_transient() => {
+                bump(&self.shared.counters.store_errors);
+                tracing::warn!("get_or_set: value for {key:?} computed but not stored: {e}");
+                Ok(value)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A zero TTL is refused before any read or factory run.
+pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<()> {
+    if ttl.is_some_and(|d| d.is_zero()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a TTL must be greater than zero",
+        ));
+    }
+    Ok(())
+}
