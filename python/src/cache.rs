@@ -1,17 +1,15 @@
 //! `unicache.Cache`: the blocking Python face of one `unicache` cache.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use unicache::{Cache as Backend, CacheOptions, KeyStream};
-
-use crate::flight::{Flights, Role};
 use crate::{ErrorClass, error_of, json_to_py, key_arg, run, ttl_arg, value_arg};
+use unicache::{CacheOptions, FactoryError, Fill, Handle, KeyStream};
 
 /// Keys fetched per round trip by the `keys()` iterator.
 const KEY_CHUNK: usize = 1000;
@@ -22,7 +20,7 @@ pub(crate) fn open(
     url: &str,
     namespace: Option<String>,
     default_ttl: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Arc<dyn Backend>> {
+) -> PyResult<Handle> {
     let mut options = CacheOptions::new();
     options.namespace = namespace;
     options.default_ttl = ttl_arg(default_ttl)?;
@@ -35,25 +33,23 @@ pub(crate) fn open(
 /// timedelta. Every call releases the GIL while the backend works.
 #[pyclass(module = "unicache", name = "Cache", frozen, subclass)]
 pub struct Cache {
-    inner: RwLock<Option<Arc<dyn Backend>>>,
+    inner: RwLock<Option<Handle>>,
     inline: bool,
     url: String,
-    flights: Flights,
 }
 
 impl Cache {
     /// Wraps an opened cache.
-    pub(crate) fn wrap(inner: Arc<dyn Backend>, url: &str) -> Self {
+    pub(crate) fn wrap(inner: Handle, url: &str) -> Self {
         Cache {
             inline: inner.capabilities().inline,
             inner: RwLock::new(Some(inner)),
             url: unicache::url::redact(url),
-            flights: Flights::default(),
         }
     }
 
     /// The open cache, or `ClosedError`.
-    pub(crate) fn backend(&self) -> PyResult<Arc<dyn Backend>> {
+    pub(crate) fn backend(&self) -> PyResult<Handle> {
         self.inner
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -90,6 +86,24 @@ impl Cache {
             }
         }
         run(py, c.set(key, value, ttl))
+    }
+}
+
+/// Runs a Python factory on a blocking-pool thread (there it may call the
+/// cache again, which the caller's thread, inside the runtime, may not).
+async fn call_factory(f: Py<PyAny>) -> Result<Fill, FactoryError> {
+    let made = tokio::task::spawn_blocking(move || {
+        Python::attach(|py| -> PyResult<Bytes> {
+            let v = f.bind(py).call0()?;
+            Ok(Bytes::from(value_arg(&v)?.into_owned()))
+        })
+    })
+    .await;
+    match made {
+        Ok(Ok(b)) => Ok(Fill::Cache(b)),
+        // The PyErr travels as the error's source: to_py raises it again.
+        Ok(Err(e)) => Err(Box::new(e)),
+        Err(e) => Err(format!("the factory's thread failed: {e}").into()),
     }
 }
 
@@ -344,8 +358,11 @@ impl Cache {
     }
 
     /// The value under `key`; on a miss, calls `factory()` once among the
-    /// concurrent callers of this handle, stores and returns its value. The
-    /// factory's exception reaches every waiting caller.
+    /// concurrent callers of this handle (unicache's single-flight), stores
+    /// and returns its value. The factory's exception reaches every waiting
+    /// caller and nothing is stored. The factory runs on a worker thread
+    /// while the caller waits; it may use this cache, but not call
+    /// `get_or_set` for the same key.
     #[pyo3(signature = (key, factory, ttl=None))]
     fn get_or_set<'py>(
         &self,
@@ -354,27 +371,9 @@ impl Cache {
         factory: &Bound<'py, PyAny>,
         ttl: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let (k, t) = (key_arg(key)?, ttl_arg(ttl)?);
-        if let Some(v) = self.get_bytes(py, &k)? {
-            return Ok(PyBytes::new(py, &v));
-        }
-        let v = match self.flights.join(&k)? {
-            Role::Wait(f) => f.wait(py)?,
-            Role::Lead(f) => {
-                let r = (|| {
-                    // A leader that just finished may have stored it.
-                    if let Some(v) = self.get_bytes(py, &k)? {
-                        return Ok(v);
-                    }
-                    let made = factory.call0()?;
-                    let bytes = Bytes::from(value_arg(&made)?.into_owned());
-                    self.set_bytes(py, &k, &bytes, t)?;
-                    Ok(bytes)
-                })();
-                self.flights.finish(py, &k, &f, &r);
-                r?
-            }
-        };
+        let (k, t, c) = (key_arg(key)?, ttl_arg(ttl)?, self.backend()?);
+        let f = factory.clone().unbind();
+        let v = run(py, c.get_or_set(&k, t, move || call_factory(f)))?;
         Ok(PyBytes::new(py, &v))
     }
 

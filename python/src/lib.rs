@@ -14,7 +14,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 mod cache;
-mod flight;
 mod write;
 
 /// The runtime every call runs on; its workers drive the network backends'
@@ -27,7 +26,7 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
             .unwrap_or(2);
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
-            .thread_name("unicache-py")
+            .thread_name(WORKER_NAME)
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the unicache runtime: {e}"))
@@ -42,14 +41,35 @@ pub(crate) fn run<T: Send>(
     fut: impl Future<Output = unicache::Result<T>> + Send,
 ) -> PyResult<T> {
     let rt = runtime()?;
-    if tokio::runtime::Handle::try_current().is_ok() {
+    if IN_RUN.get() {
+        // A nested block_on would panic.
         return Err(error_of(
             ErrorClass::Error,
-            "unicache: a blocking call from inside the unicache runtime (use AsyncCache there)"
-                .into(),
+            "unicache: a blocking call from inside a unicache call".into(),
         ));
     }
-    py.detach(|| rt.block_on(fut)).map_err(to_py)
+    let r = py.detach(|| {
+        IN_RUN.set(true);
+        // A panic (a bug) becomes an exception, never an abort.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(fut)));
+        IN_RUN.set(false);
+        r
+    });
+    match r {
+        Ok(r) => r.map_err(to_py),
+        Err(_) => Err(error_of(
+            ErrorClass::Error,
+            "unicache: internal error (a panic)".into(),
+        )),
+    }
+}
+
+/// The runtime's worker threads' name.
+const WORKER_NAME: &str = "unicache-py";
+
+thread_local! {
+    /// Set while this thread blocks in [`run`].
+    static IN_RUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Exception classes of `unicache.errors`, by the Rust error's kind.
@@ -88,6 +108,7 @@ impl ErrorClass {
             K::Backend => ErrorClass::Backend,
             K::Serialization => ErrorClass::Serialization,
             K::PartialBatch => ErrorClass::PartialBatch,
+            K::Factory => ErrorClass::Error,
             _ => ErrorClass::Error,
         }
     }
@@ -128,7 +149,16 @@ pub(crate) fn error_of(class: ErrorClass, message: String) -> PyErr {
 
 /// The Python exception for a unicache error: its class by kind, the Rust
 /// message (one line, passwords redacted by the library).
+/// A Python exception raised by a `get_or_set` factory comes back as the
+/// error's source and is raised again as it was.
 pub(crate) fn to_py(e: unicache::Error) -> PyErr {
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(py_err) = s.downcast_ref::<PyErr>() {
+            return Python::attach(|py| py_err.clone_ref(py));
+        }
+        source = s.source();
+    }
     error_of(ErrorClass::of(e.kind()), e.to_string())
 }
 

@@ -241,7 +241,7 @@ fn targets(
                     let cache = cache.get();
                     given.push(Target {
                         name: cache.redacted_url().to_string(),
-                        cache: cache.backend()?,
+                        cache: cache.backend()?.into(),
                     });
                 } else {
                     names.push(c.extract::<String>()?);
@@ -259,7 +259,7 @@ fn targets(
     let owned = names.len();
     for n in names {
         let url = unicache::url::resolve_name(&n, dir).map_err(crate::to_py)?;
-        let cache = open(py, &url, None, None)?;
+        let cache = open(py, &url, None, None)?.into();
         given.push(Target {
             name: unicache::url::redact(&n),
             cache,

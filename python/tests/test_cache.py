@@ -166,6 +166,16 @@ def test_get_or_set_single_flight(cache):
     assert cache.get_or_set("sf", lambda: pytest.fail("cached")) == b"made"
 
 
+def test_get_or_set_factory_may_use_the_cache(cache):
+    cache.set("base", "40")
+
+    def factory():
+        return str(int(cache.get("base")) + 2)
+
+    assert cache.get_or_set("derived", factory) == b"42"
+    assert cache.get("derived") == b"42"
+
+
 def test_get_or_set_exception_reaches_every_waiter(cache):
     barrier = threading.Barrier(4)
     errors = []
