@@ -64,10 +64,10 @@ impl Cache {
 
     fn get_bytes(&self, py: Python<'_>, key: &str) -> PyResult<Option<Bytes>> {
         let c = self.backend()?;
-        if self.inline {
-            if let Some(r) = py.detach(|| c.get(key).now_or_never()) {
-                return r.map_err(crate::to_py);
-            }
+        if self.inline
+            && let Some(r) = py.detach(|| c.get(key).now_or_never())
+        {
+            return r.map_err(crate::to_py);
         }
         run(py, c.get(key))
     }
@@ -80,10 +80,10 @@ impl Cache {
         ttl: Option<std::time::Duration>,
     ) -> PyResult<()> {
         let c = self.backend()?;
-        if self.inline {
-            if let Some(r) = py.detach(|| c.set(key, value, ttl).now_or_never()) {
-                return r.map_err(crate::to_py);
-            }
+        if self.inline
+            && let Some(r) = py.detach(|| c.set(key, value, ttl).now_or_never())
+        {
+            return r.map_err(crate::to_py);
         }
         run(py, c.set(key, value, ttl))
     }
@@ -185,10 +185,10 @@ impl Cache {
     /// Removes `key`; `True` if it was there.
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let (k, c) = (key_arg(key)?, self.backend()?);
-        if self.inline {
-            if let Some(r) = py.detach(|| c.delete(&k).now_or_never()) {
-                return r.map_err(crate::to_py);
-            }
+        if self.inline
+            && let Some(r) = py.detach(|| c.delete(&k).now_or_never())
+        {
+            return r.map_err(crate::to_py);
         }
         run(py, c.delete(&k))
     }
@@ -257,10 +257,10 @@ impl Cache {
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let (k, c) = (key_arg(key)?, self.backend()?);
-        if self.inline {
-            if let Some(r) = py.detach(|| c.contains(&k).now_or_never()) {
-                return r.map_err(crate::to_py);
-            }
+        if self.inline
+            && let Some(r) = py.detach(|| c.contains(&k).now_or_never())
+        {
+            return r.map_err(crate::to_py);
         }
         run(py, c.contains(&k))
     }

@@ -1,8 +1,8 @@
 //! Python bindings of unicache: the extension module `unicache._unicache`.
 //!
 //! Every backend call runs on one shared tokio runtime with the GIL released
-//! ([`run`]), so Python threads overlap their I/O. Errors become the
-//! exceptions of `unicache.errors` ([`to_py`]); nothing panics across the
+//! (`run`), so Python threads overlap their I/O. Errors become the
+//! exceptions of `unicache.errors` (`to_py`); nothing panics across the
 //! boundary.
 
 use std::future::Future;

@@ -124,9 +124,8 @@ fn open_source(
         let backends = if found == InputFormat::Seed {
             file.rewind()
                 .map_err(|e| error_of(ErrorClass::Io, format!("{path}: {e}")))?;
-            let b = scan_backends(&file, &path)
-                .map_err(|e| error_of(ErrorClass::InvalidInput, e.message))?;
-            b
+            scan_backends(&file, &path)
+                .map_err(|e| error_of(ErrorClass::InvalidInput, e.message))?
         } else {
             None
         };
