@@ -75,7 +75,7 @@ def line(what, ours, theirs, target, lower_is_better=True):
 
 
 def fmt(s):
-    return f"{s * 1e6:9.1f} us" if s < 0.1 else f"{s:9.3f} s "
+    return f"{s * 1e6:9.1f} us" if s < 0.01 else f"{s:9.3f} s "
 
 
 def bench_redis(n, big):
