@@ -28,3 +28,8 @@ fi
 
 # The packages start system services; the tests use their own servers.
 cargo test --all-features --no-fail-fast "$@"
+
+# The Python package (python/): builds and installs it into a venv under
+# target/ with its test dependencies, then runs pytest over it on every
+# backend, Django's and dogpile.cache's own cache test suites included.
+./python/test.sh

@@ -133,7 +133,7 @@ async fn local_caches(dir: &std::path::Path) -> Vec<std::sync::Arc<dyn Cache>> {
     ] {
         out.push(unicache::open(&url).await.unwrap().into());
     }
-    out
+    out.into_iter().map(Into::into).collect()
 }
 
 /// A TTL of zero and a non-integer counter: InvalidInput naming the key,

@@ -1,0 +1,452 @@
+//! `unicache.Cache`: the blocking Python face of one `unicache` cache.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, RwLock};
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use crate::{ErrorClass, error_of, json_to_py, key_arg, run, ttl_arg, value_arg};
+use unicache::{CacheOptions, FactoryError, Fill, Handle, KeyStream};
+
+/// Keys fetched per round trip by the `keys()` iterator.
+const KEY_CHUNK: usize = 1000;
+
+/// Opens a cache from a URL with the Python arguments' options.
+pub(crate) fn open(
+    py: Python<'_>,
+    url: &str,
+    namespace: Option<String>,
+    default_ttl: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Handle> {
+    let mut options = CacheOptions::new();
+    options.namespace = namespace;
+    options.default_ttl = ttl_arg(default_ttl)?;
+    run(py, unicache::open_with(url, options))
+}
+
+/// A cache opened from a URL (`memory://`, `sqlite:PATH`, `file:PATH`,
+/// `redis://HOST:PORT`, `redis+cluster://...`, `memcached://HOST:PORT`).
+/// Values are bytes (a str is stored as UTF-8); TTLs are seconds or a
+/// timedelta. Every call releases the GIL while the backend works.
+#[pyclass(module = "unicache", name = "Cache", frozen, subclass)]
+pub struct Cache {
+    inner: RwLock<Option<Handle>>,
+    inline: bool,
+    url: String,
+}
+
+impl Cache {
+    /// Wraps an opened cache.
+    pub(crate) fn wrap(inner: Handle, url: &str) -> Self {
+        Cache {
+            inline: inner.capabilities().inline,
+            inner: RwLock::new(Some(inner)),
+            url: unicache::url::redact(url),
+        }
+    }
+
+    /// The open cache, or `ClosedError`.
+    pub(crate) fn backend(&self) -> PyResult<Handle> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| error_of(ErrorClass::Closed, format!("cache {} is closed", self.url)))
+    }
+
+    /// The redacted URL.
+    pub(crate) fn redacted_url(&self) -> &str {
+        &self.url
+    }
+
+    fn get_bytes(&self, py: Python<'_>, key: &str) -> PyResult<Option<Bytes>> {
+        let c = self.backend()?;
+        if self.inline
+            && let Some(r) = py.detach(|| c.get(key).now_or_never())
+        {
+            return r.map_err(crate::to_py);
+        }
+        run(py, c.get(key))
+    }
+
+    fn set_bytes(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &[u8],
+        ttl: Option<std::time::Duration>,
+    ) -> PyResult<()> {
+        let c = self.backend()?;
+        if self.inline
+            && let Some(r) = py.detach(|| c.set(key, value, ttl).now_or_never())
+        {
+            return r.map_err(crate::to_py);
+        }
+        run(py, c.set(key, value, ttl))
+    }
+}
+
+/// Runs a Python factory on a blocking-pool thread (there it may call the
+/// cache again, which the caller's thread, inside the runtime, may not).
+async fn call_factory(f: Py<PyAny>) -> Result<Fill, FactoryError> {
+    let made = tokio::task::spawn_blocking(move || {
+        Python::attach(|py| -> PyResult<Bytes> {
+            let v = f.bind(py).call0()?;
+            Ok(Bytes::from(value_arg(&v)?.into_owned()))
+        })
+    })
+    .await;
+    match made {
+        Ok(Ok(b)) => Ok(Fill::Cache(b)),
+        // The PyErr travels as the error's source: to_py raises it again.
+        Ok(Err(e)) => Err(Box::new(e)),
+        Err(e) => Err(format!("the factory's thread failed: {e}").into()),
+    }
+}
+
+/// Keys as `String`s from a Python iterable of str.
+fn keys_of(keys: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    keys.try_iter()?.map(|k| key_arg(&k?)).collect()
+}
+
+#[pymethods]
+impl Cache {
+    #[new]
+    #[pyo3(signature = (url, namespace=None, default_ttl=None))]
+    fn new(
+        py: Python<'_>,
+        url: &str,
+        namespace: Option<String>,
+        default_ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(Cache::wrap(open(py, url, namespace, default_ttl)?, url))
+    }
+
+    /// The URL, password redacted.
+    #[getter]
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The backend's name (`memory`, `sqlite`, `file`, `redis`, ...).
+    #[getter]
+    fn backend_name(&self) -> PyResult<&'static str> {
+        Ok(self.backend()?.backend())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("unicache.Cache({:?})", self.url)
+    }
+
+    /// The value under `key` as bytes, or `default`.
+    #[pyo3(signature = (key, default=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.get_bytes(py, &key_arg(key)?)? {
+            Some(v) => Ok(PyBytes::new(py, &v).into_any()),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// Stores `value` (bytes or str) under `key`; `ttl` in seconds, or the default.
+    #[pyo3(signature = (key, value, ttl=None))]
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (k, v, t) = (key_arg(key)?, value_arg(value)?, ttl_arg(ttl)?);
+        self.set_bytes(py, &k, &v, t)
+    }
+
+    /// Stores only when `key` is absent, atomically; `True` when it stored.
+    #[pyo3(signature = (key, value, ttl=None))]
+    fn add(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let (k, v, t) = (key_arg(key)?, value_arg(value)?, ttl_arg(ttl)?);
+        let c = self.backend()?;
+        run(py, c.add(&k, &v, t))
+    }
+
+    /// Removes `key`; `True` if it was there.
+    fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let (k, c) = (key_arg(key)?, self.backend()?);
+        if self.inline
+            && let Some(r) = py.detach(|| c.delete(&k).now_or_never())
+        {
+            return r.map_err(crate::to_py);
+        }
+        run(py, c.delete(&k))
+    }
+
+    /// Adds `delta` to the decimal integer under `key` (a missing key counts
+    /// as 0), atomically; returns the new value.
+    #[pyo3(signature = (key, delta=1))]
+    fn incr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64) -> PyResult<i64> {
+        let (k, c) = (key_arg(key)?, self.backend()?);
+        run(py, c.incr(&k, delta))
+    }
+
+    /// `incr(key, -delta)`.
+    #[pyo3(signature = (key, delta=1))]
+    fn decr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64) -> PyResult<i64> {
+        let (k, c) = (key_arg(key)?, self.backend()?);
+        let d = delta.checked_neg().ok_or_else(|| {
+            error_of(
+                ErrorClass::InvalidInput,
+                format!("decr: delta {delta} out of range"),
+            )
+        })?;
+        run(py, c.incr(&k, d))
+    }
+
+    /// Gives `key` a new TTL (`None`: the default); `True` when it was there.
+    #[pyo3(signature = (key, ttl=None))]
+    fn touch(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let (k, t, c) = (key_arg(key)?, ttl_arg(ttl)?, self.backend()?);
+        run(py, c.touch(&k, t))
+    }
+
+    /// Remaining seconds to live of `key`: `None` when absent, `math.inf`
+    /// when it never expires.
+    fn ttl(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        let (k, c) = (key_arg(key)?, self.backend()?);
+        Ok(run(py, c.ttl(&k))?.map(|t| t.map_or(f64::INFINITY, |d| d.as_secs_f64())))
+    }
+
+    /// `(value, seconds left or math.inf)`, or `None` when absent; one round trip.
+    fn get_with_ttl<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let (k, c) = (key_arg(key)?, self.backend()?);
+        match run(py, c.get_with_ttl(&k))? {
+            None => Ok(None),
+            Some(v) => {
+                let ttl = v.ttl.map_or(f64::INFINITY, |d| d.as_secs_f64());
+                Ok(Some(PyTuple::new(
+                    py,
+                    [
+                        PyBytes::new(py, &v.value).into_any(),
+                        ttl.into_pyobject(py)?.into_any(),
+                    ],
+                )?))
+            }
+        }
+    }
+
+    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let (k, c) = (key_arg(key)?, self.backend()?);
+        if self.inline
+            && let Some(r) = py.detach(|| c.contains(&k).now_or_never())
+        {
+            return r.map_err(crate::to_py);
+        }
+        run(py, c.contains(&k))
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        let c = self.backend()?;
+        Ok(run(py, c.len())? as usize)
+    }
+
+    /// A dict of the keys present among `keys`; one round trip.
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (keys, c) = (keys_of(keys)?, self.backend()?);
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values = run(py, c.get_many(&refs))?;
+        let out = PyDict::new(py);
+        for (k, v) in keys.iter().zip(values) {
+            if let Some(v) = v {
+                out.set_item(k, PyBytes::new(py, &v))?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores every entry of a mapping (or an iterable of `(key, value)`
+    /// pairs); one round trip or transaction.
+    #[pyo3(signature = (entries, ttl=None))]
+    fn set_many(
+        &self,
+        py: Python<'_>,
+        entries: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (t, c) = (ttl_arg(ttl)?, self.backend()?);
+        let pairs = match entries.cast::<PyDict>() {
+            Ok(d) => d.items().into_any(),
+            Err(_) => entries.clone(),
+        };
+        let mut held: Vec<(String, Bound<'_, PyAny>)> = Vec::new();
+        for p in pairs.try_iter()? {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = p?.extract()?;
+            held.push((key_arg(&k)?, v));
+        }
+        let values: Vec<_> = held
+            .iter()
+            .map(|(_, v)| value_arg(v))
+            .collect::<PyResult<_>>()?;
+        let refs: Vec<(&str, &[u8])> = held
+            .iter()
+            .zip(&values)
+            .map(|((k, _), v)| (k.as_str(), v.as_ref()))
+            .collect();
+        run(py, c.set_many(&refs, t))
+    }
+
+    /// Removes `keys`; returns how many were there.
+    fn delete_many(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let (keys, c) = (keys_of(keys)?, self.backend()?);
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        run(py, c.delete_many(&refs))
+    }
+
+    /// Removes every entry of this cache's namespace, and nothing else.
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        let c = self.backend()?;
+        run(py, c.clear())
+    }
+
+    /// Removes everything in the store, every namespace (Redis FLUSHDB,
+    /// memcached flush_all).
+    fn clear_all(&self, py: Python<'_>) -> PyResult<()> {
+        let c = self.backend()?;
+        run(py, c.clear_all())
+    }
+
+    /// Counters and the backend's own figures, as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.backend()?;
+        let s = run(py, c.stats())?;
+        let text = serde_json::to_string(&s)
+            .map_err(|e| error_of(ErrorClass::Serialization, format!("stats: {e}")))?;
+        json_to_py(py, &text)
+    }
+
+    /// An iterator over the namespace's live keys, fetched in chunks.
+    fn keys(&self, py: Python<'_>) -> PyResult<KeyIter> {
+        let c = self.backend()?;
+        let stream = run(py, async move { c.keys().await })?;
+        Ok(KeyIter {
+            state: Mutex::new((Some(stream), VecDeque::new())),
+        })
+    }
+
+    /// The value under `key`; on a miss, calls `factory()` once among the
+    /// concurrent callers of this handle (unicache's single-flight), stores
+    /// and returns its value. The factory's exception reaches every waiting
+    /// caller and nothing is stored. The factory runs on a worker thread
+    /// while the caller waits; it may use this cache, but not call
+    /// `get_or_set` for the same key.
+    #[pyo3(signature = (key, factory, ttl=None))]
+    fn get_or_set<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        factory: &Bound<'py, PyAny>,
+        ttl: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (k, t, c) = (key_arg(key)?, ttl_arg(ttl)?, self.backend()?);
+        let f = factory.clone().unbind();
+        let v = run(py, c.get_or_set(&k, t, move || call_factory(f)))?;
+        Ok(PyBytes::new(py, &v))
+    }
+
+    /// Flushes and releases the cache; later calls raise `ClosedError`.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self.inner.write().unwrap_or_else(|p| p.into_inner()).take();
+        match taken {
+            Some(c) => run(py, async move { c.close().await }),
+            None => Ok(()),
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // An unclosed handle is closed in the background (flushes the file log).
+        let taken = self.inner.get_mut().ok().and_then(|c| c.take());
+        if let (Some(c), Ok(rt)) = (taken, crate::runtime()) {
+            rt.spawn(async move {
+                let _ = c.close().await;
+            });
+        }
+    }
+}
+
+/// Iterator returned by `Cache.keys()`.
+#[pyclass(module = "unicache")]
+pub struct KeyIter {
+    state: Mutex<(Option<KeyStream>, VecDeque<String>)>,
+}
+
+#[pymethods]
+impl KeyIter {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        // try_lock: blocking on it with the GIL held could deadlock with a
+        // thread that holds it while waiting for the GIL.
+        let Ok(mut st) = self.state.try_lock() else {
+            return Err(error_of(
+                ErrorClass::Error,
+                "keys(): the iterator is in use by another thread".into(),
+            ));
+        };
+        if st.1.is_empty() {
+            let Some(mut stream) = st.0.take() else {
+                return Ok(None);
+            };
+            let (chunk, more) = run(py, async move {
+                let mut chunk = Vec::new();
+                while chunk.len() < KEY_CHUNK {
+                    match stream.next().await {
+                        Some(k) => chunk.push(k?),
+                        None => return Ok((chunk, None)),
+                    }
+                }
+                Ok((chunk, Some(stream)))
+            })?;
+            st.0 = more;
+            st.1.extend(chunk);
+        }
+        Ok(st.1.pop_front())
+    }
+}

@@ -1,0 +1,241 @@
+//! Python bindings of unicache: the extension module `unicache._unicache`.
+//!
+//! Every backend call runs on one shared tokio runtime with the GIL released
+//! (`run`), so Python threads overlap their I/O. Errors become the
+//! exceptions of `unicache.errors` (`to_py`); nothing panics across the
+//! boundary.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+mod cache;
+mod write;
+
+/// The runtime every call runs on; its workers drive the network backends'
+/// connections while callers block (GIL released) on their own threads.
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get().clamp(2, 4))
+            .unwrap_or(2);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(WORKER_NAME)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the unicache runtime: {e}"))
+    });
+    rt.as_ref()
+        .map_err(|e| error_of(ErrorClass::Error, e.clone()))
+}
+
+/// Runs `fut` to completion with the GIL released and maps its error.
+pub(crate) fn run<T: Send>(
+    py: Python<'_>,
+    fut: impl Future<Output = unicache::Result<T>> + Send,
+) -> PyResult<T> {
+    let rt = runtime()?;
+    if IN_RUN.get() {
+        // A nested block_on would panic.
+        return Err(error_of(
+            ErrorClass::Error,
+            "unicache: a blocking call from inside a unicache call".into(),
+        ));
+    }
+    let r = py.detach(|| {
+        IN_RUN.set(true);
+        // A panic (a bug) becomes an exception, never an abort.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(fut)));
+        IN_RUN.set(false);
+        r
+    });
+    match r {
+        Ok(r) => r.map_err(to_py),
+        Err(_) => Err(error_of(
+            ErrorClass::Error,
+            "unicache: internal error (a panic)".into(),
+        )),
+    }
+}
+
+/// The runtime's worker threads' name.
+const WORKER_NAME: &str = "unicache-py";
+
+thread_local! {
+    /// Set while this thread blocks in [`run`].
+    static IN_RUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Exception classes of `unicache.errors`, by the Rust error's kind.
+#[derive(Clone, Copy)]
+pub(crate) enum ErrorClass {
+    Error,
+    InvalidUrl,
+    Unsupported,
+    InvalidInput,
+    ValueTooLarge,
+    Io,
+    NotFound,
+    Corrupt,
+    Connection,
+    Timeout,
+    Backend,
+    Serialization,
+    PartialBatch,
+    Closed,
+    Write,
+}
+
+impl ErrorClass {
+    fn of(kind: unicache::ErrorKind) -> Self {
+        use unicache::ErrorKind as K;
+        match kind {
+            K::InvalidUrl | K::UnknownBackend => ErrorClass::InvalidUrl,
+            K::FeatureDisabled | K::Unsupported => ErrorClass::Unsupported,
+            K::InvalidInput => ErrorClass::InvalidInput,
+            K::ValueTooLarge => ErrorClass::ValueTooLarge,
+            K::Io => ErrorClass::Io,
+            K::NotFound => ErrorClass::NotFound,
+            K::Corrupt => ErrorClass::Corrupt,
+            K::Connection => ErrorClass::Connection,
+            K::Timeout => ErrorClass::Timeout,
+            K::Backend => ErrorClass::Backend,
+            K::Serialization => ErrorClass::Serialization,
+            K::PartialBatch => ErrorClass::PartialBatch,
+            K::Factory => ErrorClass::Error,
+            _ => ErrorClass::Error,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Error => "Error",
+            ErrorClass::InvalidUrl => "InvalidUrlError",
+            ErrorClass::Unsupported => "UnsupportedError",
+            ErrorClass::InvalidInput => "InvalidInputError",
+            ErrorClass::ValueTooLarge => "ValueTooLargeError",
+            ErrorClass::Io => "IoError",
+            ErrorClass::NotFound => "NotFoundError",
+            ErrorClass::Corrupt => "CorruptError",
+            ErrorClass::Connection => "ConnectionError",
+            ErrorClass::Timeout => "TimeoutError",
+            ErrorClass::Backend => "BackendError",
+            ErrorClass::Serialization => "SerializationError",
+            ErrorClass::PartialBatch => "PartialBatchError",
+            ErrorClass::Closed => "ClosedError",
+            ErrorClass::Write => "WriteError",
+        }
+    }
+}
+
+/// A `unicache.errors` exception of `class` with `message`.
+pub(crate) fn error_of(class: ErrorClass, message: String) -> PyErr {
+    Python::attach(|py| {
+        match py
+            .import("unicache.errors")
+            .and_then(|m| m.getattr(class.name()))
+        {
+            Ok(t) => PyErr::from_type(t.cast_into().expect("exception type"), message),
+            Err(e) => e,
+        }
+    })
+}
+
+/// The Python exception for a unicache error: its class by kind, the Rust
+/// message (one line, passwords redacted by the library).
+/// A Python exception raised by a `get_or_set` factory comes back as the
+/// error's source and is raised again as it was.
+pub(crate) fn to_py(e: unicache::Error) -> PyErr {
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(py_err) = s.downcast_ref::<PyErr>() {
+            return Python::attach(|py| py_err.clone_ref(py));
+        }
+        source = s.source();
+    }
+    error_of(ErrorClass::of(e.kind()), e.to_string())
+}
+
+/// A TTL argument: seconds (int or float) or a `datetime.timedelta`.
+pub(crate) fn ttl_arg(ttl: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(t) = ttl else { return Ok(None) };
+    if t.is_none() {
+        return Ok(None);
+    }
+    let secs: f64 = match t.extract::<f64>() {
+        Ok(s) => s,
+        Err(_) if t.hasattr("total_seconds")? => t.call_method0("total_seconds")?.extract()?,
+        Err(_) => {
+            return Err(PyTypeError::new_err(format!(
+                "ttl must be seconds (int or float) or a timedelta, not {}",
+                t.get_type().name()?
+            )));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map(Some).map_err(|_| {
+        error_of(
+            ErrorClass::InvalidInput,
+            format!("invalid ttl {secs}: must be a positive number of seconds"),
+        )
+    })
+}
+
+/// A value argument as bytes: `bytes` as is (borrowed), `str` as UTF-8,
+/// `bytearray` and `memoryview` copied.
+pub(crate) fn value_arg<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Cow<'a, [u8]>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(std::borrow::Cow::Borrowed(b.as_bytes()));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(std::borrow::Cow::Owned(
+            s.to_cow()?.into_owned().into_bytes(),
+        ));
+    }
+    let name = v.get_type().name()?;
+    if name == "bytearray" || name == "memoryview" {
+        let b = v.py().get_type::<PyBytes>().call1((v,))?;
+        return Ok(std::borrow::Cow::Owned(
+            b.cast::<PyBytes>()?.as_bytes().to_vec(),
+        ));
+    }
+    Err(PyTypeError::new_err(format!(
+        "a cache value must be bytes or str, not {name}"
+    )))
+}
+
+/// A key argument: a `str`.
+pub(crate) fn key_arg(k: &Bound<'_, PyAny>) -> PyResult<String> {
+    match k.cast::<PyString>() {
+        Ok(s) => Ok(s.to_cow()?.into_owned()),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "a cache key must be str, not {}",
+            k.get_type().name()?
+        ))),
+    }
+}
+
+/// Converts a JSON text to Python objects with the `json` module.
+pub(crate) fn json_to_py<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1("loads", (text,))
+}
+
+#[pymodule]
+fn _unicache(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<cache::Cache>()?;
+    m.add_class::<cache::KeyIter>()?;
+    m.add_function(wrap_pyfunction!(write::write, m)?)?;
+    m.add_function(wrap_pyfunction!(path_url_body, m)?)?;
+    Ok(())
+}
+
+/// The body of a `sqlite:`/`file:` URL for a local path (`%`, `?`, `#` escaped).
+#[pyfunction]
+fn path_url_body(path: std::path::PathBuf) -> String {
+    unicache::url::path_to_url_body(&path)
+}

@@ -1,0 +1,83 @@
+"""unicache.cachelib.UnicacheCache: cachelib's BaseCache semantics on every backend."""
+
+import time
+
+import pytest
+
+pytest.importorskip("cachelib")
+
+from cachelib.serializers import BaseSerializer  # noqa: E402
+
+from unicache.cachelib import UnicacheCache  # noqa: E402
+
+
+@pytest.fixture
+def lib(cache_url):
+    c = UnicacheCache(cache_url, default_timeout=60, key_prefix="p:")
+    yield c
+    c.cache.close()
+
+
+def test_values_round_trip(lib):
+    for v in [1, -5, "s", b"b", 1.5, [1, "a"], {"x": (1, 2)}, None, True]:
+        assert lib.set("k", v) is True
+        assert lib.get("k") == v
+    assert lib.get("missing") is None
+    assert lib.cache.get("p:k") is not None  # key_prefix applies
+
+
+def test_add_has_delete(lib):
+    assert lib.add("a", 1) is True
+    assert lib.add("a", 2) is False
+    assert lib.get("a") == 1
+    assert lib.has("a") and not lib.has("b")
+    assert lib.delete("a") is True and lib.delete("a") is False
+
+
+def test_many(lib):
+    assert sorted(lib.set_many({"a": 1, "b": "x"})) == ["a", "b"]
+    assert lib.get_many("a", "b", "c") == [1, "x", None]
+    assert lib.get_dict("a", "c") == {"a": 1, "c": None}
+    assert sorted(lib.delete_many("a", "b")) == ["a", "b"]
+    assert lib.get_many("a", "b") == [None, None]
+
+
+def test_inc_dec_atomic_on_store(lib):
+    lib.set("n", 10)
+    assert lib.inc("n") == 11
+    assert lib.dec("n", 5) == 6
+    assert lib.get("n") == 6
+    assert lib.inc("fresh", 3) == 3
+
+
+def test_timeouts(lib):
+    lib.set("forever", "v", timeout=0)
+    assert lib.cache.ttl("p:forever") == float("inf")
+    lib.set("default", "v")
+    assert 50 < lib.cache.ttl("p:default") <= 60
+    lib.set("short", "v", timeout=1)
+    time.sleep(2.1)
+    assert lib.get("short") is None
+    assert lib.get("forever") == "v"
+
+
+def test_callable_prefix_and_serializer(cache_url):
+    class Upper(BaseSerializer):
+        def dumps(self, value, protocol=None):
+            return value.upper().encode()
+
+        def loads(self, bvalue):
+            return bvalue.decode()
+
+    c = UnicacheCache(cache_url, key_prefix=lambda: "dyn:")
+    c.serializer = Upper()
+    c.set("k", "abc")
+    assert c.get("k") == "ABC"
+    assert c.cache.get("dyn:k") == b"ABC"
+    c.cache.close()
+
+
+def test_clear(lib):
+    lib.set("a", 1)
+    assert lib.clear() is True
+    assert lib.get("a") is None

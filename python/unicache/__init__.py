@@ -1,0 +1,27 @@
+"""unicache: one cache interface over memory, SQLite, a file log, Redis and
+memcached, with a compiled Rust core.
+
+>>> import unicache
+>>> with unicache.Cache("memory://") as c:
+...     c.set("k", "v")
+...     c.get("k")
+b'v'
+"""
+
+from ._unicache import Cache, write
+from .aio import AsyncCache
+from .errors import *  # noqa: F401,F403
+from .errors import __all__ as _errors
+from .seed import WriteResult, create_cache, run, write_to_caches
+
+__all__ = [
+    "Cache",
+    "AsyncCache",
+    "write",
+    "create_cache",
+    "write_to_caches",
+    "run",
+    "WriteResult",
+    *_errors,
+]
+__version__ = "0.1.0"
