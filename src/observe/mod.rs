@@ -512,5 +512,8 @@ mod meters {
 
 pub mod writer;
 
+#[cfg(feature = "otel")]
+pub mod otel;
+
 #[cfg(all(test, feature = "prometheus", feature = "memory"))]
 mod tests;
