@@ -37,7 +37,19 @@ pub(super) const FIELDS: usize = 9;
 /// x86 prefetches lines in pairs).
 #[repr(align(128))]
 #[derive(Default)]
-struct Slot([AtomicU64; FIELDS]);
+pub(crate) struct Slot([AtomicU64; FIELDS]);
+
+impl Slot {
+    /// Adds `n` to field `f`; only the slot's own thread may call it.
+    /// Returns the new value.
+    #[inline]
+    pub(super) fn bump(&self, f: usize, n: u64) -> u64 {
+        let c = &self.0[f];
+        let v = c.load(Relaxed).wrapping_add(n);
+        c.store(v, Relaxed);
+        v
+    }
+}
 
 /// The facade's side of a fold: gets the counts added since the last one.
 pub(super) trait Sink: Send + Sync {
@@ -145,14 +157,10 @@ impl Local {
         }
     }
 
-    /// Adds `n` to field `f` of slot `i`, which must be this thread's own
-    /// (below [`SLOTS`]); returns the new value.
+    /// Slot `i`, which must be this thread's own (below [`SLOTS`]).
     #[inline]
-    pub(super) fn bump_own(&self, i: usize, f: usize, n: u64) -> u64 {
-        let c = &self.slots[i.min(SLOTS)].0[f];
-        let v = c.load(Relaxed).wrapping_add(n);
-        c.store(v, Relaxed);
-        v
+    pub(super) fn own_slot(&self, i: usize) -> &Slot {
+        &self.slots[i.min(SLOTS - 1)]
     }
 
     /// Adds `n` to field `f` of this thread's slot.

@@ -167,7 +167,7 @@ impl Meters {
     /// with a slot, no DEBUG spans wanted, and not the call in
     /// [`INLINE_SAMPLE_EVERY`] that is timed.
     #[inline]
-    pub(super) fn fast_get(&self) -> super::FastGet {
+    pub(super) fn fast_get(&self) -> super::FastGet<'_, local::Slot> {
         let Some(l) = &self.local else {
             return super::FastGet::Full(self.clock_single());
         };
@@ -175,27 +175,27 @@ impl Meters {
         if i >= local::SLOTS || tracing::level_enabled!(tracing::Level::DEBUG) {
             return super::FastGet::Full(self.clock_single());
         }
-        let n = l.bump_own(i, TICK, 1);
+        let slot = l.own_slot(i);
+        let n = slot.bump(TICK, 1);
         if n.is_multiple_of(INLINE_SAMPLE_EVERY as u64) {
             if n.is_multiple_of(INLINE_PUBLISH_EVERY as u64) {
                 l.fold(false);
             }
             return super::FastGet::Full(Some(Instant::now()));
         }
-        super::FastGet::Go(i)
+        super::FastGet::Go(slot)
     }
 
-    /// Counts a get that took the fast path on slot `i`.
+    /// Counts a get that took the fast path on this thread's `slot`.
     #[inline]
-    pub(super) fn fast_done(&self, i: usize, r: &Result<Option<bytes::Bytes>>) {
-        let Some(l) = &self.local else { return };
+    pub(super) fn fast_done(&self, slot: &local::Slot, r: &Result<Option<bytes::Bytes>>) {
         match r {
             Ok(Some(v)) => {
-                l.bump_own(i, HITS, 1);
-                l.bump_own(i, BYTES_READ, v.len() as u64);
+                slot.bump(HITS, 1);
+                slot.bump(BYTES_READ, v.len() as u64);
             }
             Ok(None) => {
-                l.bump_own(i, MISSES, 1);
+                slot.bump(MISSES, 1);
             }
             Err(_) => self.done(super::Op::Get, r, None, None),
         }

@@ -140,10 +140,10 @@ impl Op {
 }
 
 /// How a get goes through the layer.
-pub(crate) enum FastGet {
-    /// Counted in this thread's slot (its index) without a span or a clock.
+pub(crate) enum FastGet<'a, S> {
+    /// Counted in this thread's slot, without a span or a clock.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    Go(usize),
+    Go(&'a S),
     /// The full path: a span, and timed from this instant when sampled.
     Full(Option<std::time::Instant>),
 }
@@ -494,11 +494,11 @@ mod meters {
             None
         }
         #[inline]
-        pub(super) fn fast_get(&self) -> super::FastGet {
+        pub(super) fn fast_get(&self) -> super::FastGet<'_, ()> {
             super::FastGet::Full(None)
         }
         #[inline]
-        pub(super) fn fast_done<T>(&self, _: usize, _: &Result<T>) {}
+        pub(super) fn fast_done<T>(&self, _: &(), _: &Result<T>) {}
         #[inline]
         pub(super) fn done<T>(&self, _: Op, _: &Result<T>, _: Option<Instant>, _: Option<u64>) {}
         #[inline]
