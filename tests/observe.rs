@@ -677,11 +677,15 @@ fn read_http_request(conn: &mut BufReader<std::net::TcpStream>) -> Option<(Strin
     Some((path, body))
 }
 
+/// Requests received: path, body, when.
+#[cfg(feature = "otel")]
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, Instant)>>>;
+
 /// A tiny OTLP/HTTP receiver: every `POST` body with when it arrived.
 #[cfg(feature = "otel")]
 struct Receiver {
     addr: std::net::SocketAddr,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, Instant)>>>,
+    got: Received,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
