@@ -18,7 +18,7 @@
 //! | `unicache_hits_total`, `unicache_misses_total` | counter | reads (`get`, `get_many`, `get_with_ttl`, `get_many_with_ttl`) |
 //! | `unicache_errors_total` | counter | failed calls, with label `kind` |
 //! | `unicache_bytes_read_total`, `unicache_bytes_written_total` | counter | value bytes returned (the reads above) / stored (`set`, `set_many`, an `add` that stored) |
-//! | `unicache_operation_duration_seconds` | histogram | latency; in-process backends time 1 call in 16 |
+//! | `unicache_operation_duration_seconds` | histogram | latency; in-process backends time 1 call in 128 |
 //! | `unicache_evictions_total`, `unicache_entries` | counter, gauge | the backend's own figures, published on each [`Cache::stats`] call |
 //!
 //! In-process backends keep their single-key counts (get, set, delete,
