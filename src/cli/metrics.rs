@@ -39,7 +39,6 @@ fn prometheus_builder() -> anyhow::Result<PrometheusBuilder> {
 
 /// The recorders a command installed: Prometheus for `/metrics`, an
 /// OTLP/HTTP pipeline for `--otlp-endpoint`, or both through a fan-out.
-#[derive(Default)]
 pub struct Recorders {
     /// Renders the exposition, when Prometheus was asked for.
     pub prometheus: Option<PrometheusHandle>,
@@ -54,7 +53,8 @@ impl Recorders {
         let Some((endpoint, every)) = otlp else {
             return Ok(Recorders {
                 prometheus: prometheus.then(install).transpose()?,
-                ..Default::default()
+                #[cfg(feature = "otel")]
+                otlp: None,
             });
         };
         #[cfg(feature = "otel")]
