@@ -651,3 +651,251 @@ fn bench_run_rate_counts_a_stall_against_every_request_it_delayed() {
     // Paced: about the rate, not faster.
     assert!(r["ops_per_sec"].as_f64().unwrap() < 1100.0, "{r}");
 }
+
+/// One OTLP/HTTP request read off `conn`: its path and body (None at EOF).
+#[cfg(feature = "otel")]
+fn read_http_request(conn: &mut BufReader<std::net::TcpStream>) -> Option<(String, Vec<u8>)> {
+    let mut line = String::new();
+    conn.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    let path = line.split(' ').nth(1)?.to_string();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        conn.read_line(&mut h).ok().filter(|&n| n > 0)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).ok()?;
+    Some((path, body))
+}
+
+/// Requests received: path, body, when.
+#[cfg(feature = "otel")]
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, Instant)>>>;
+
+/// A tiny OTLP/HTTP receiver: every `POST` body with when it arrived.
+#[cfg(feature = "otel")]
+struct Receiver {
+    addr: std::net::SocketAddr,
+    got: Received,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(feature = "otel")]
+impl Receiver {
+    fn start() -> Self {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, s) = (got.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().unwrap();
+                    let mut r = BufReader::new(conn);
+                    // Keep-alive: one connection may carry many exports.
+                    while let Some((path, body)) = read_http_request(&mut r) {
+                        g.lock().unwrap().push((path, body, Instant::now()));
+                        let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n";
+                        if w.write_all(ok.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Receiver { addr, got, stop }
+    }
+}
+
+#[cfg(feature = "otel")]
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+/// Sum data points of an OTLP export: (metric name, attributes) -> value.
+#[cfg(feature = "otel")]
+fn otlp_sums(body: &[u8]) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    use prost::Message;
+    let req = ExportMetricsServiceRequest::decode(body).expect("an OTLP protobuf body");
+    let mut out = Vec::new();
+    for rm in &req.resource_metrics {
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                let points = match &m.data {
+                    Some(Data::Sum(s)) => &s.data_points,
+                    Some(Data::Gauge(g)) => &g.data_points,
+                    _ => continue,
+                };
+                for p in points {
+                    let attrs = p
+                        .attributes
+                        .iter()
+                        .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                            Any::StringValue(s) => Some((kv.key.clone(), s.clone())),
+                            _ => None,
+                        })
+                        .collect();
+                    let v = match p.value {
+                        Some(Value::AsInt(i)) => i as f64,
+                        Some(Value::AsDouble(d)) => d,
+                        None => continue,
+                    };
+                    out.push((m.name.clone(), attrs, v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `write --otlp-endpoint` pushes protobuf exports to a collector during
+/// the write and a last one after it, whose counters equal the summary's.
+#[cfg(feature = "otel")]
+#[test]
+fn otlp_exports_during_a_write_decode_to_the_summary_figures() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = common::unicache_std()
+        .args(["bench", "gen", "--records", "200000"])
+        .output()
+        .unwrap();
+    std::fs::write(&input, &out.stdout).unwrap();
+    let db = dir.path().join("c.sqlite3");
+    let summary = dir.path().join("s.json");
+    let endpoint = format!("http://{}", rx.addr);
+    let started = Instant::now();
+    let status = common::unicache_std()
+        .args(["write", "-q", "--otlp-interval", "100ms", "--otlp-endpoint"])
+        .arg(&endpoint)
+        .arg("--input")
+        .arg(&input)
+        .arg("--cache")
+        .arg(format!("sqlite:{}", db.display()))
+        .args(["--cache", "memory://?namespace=otel"])
+        .arg("--output")
+        .arg(&summary)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let ended = Instant::now();
+    assert_eq!(status.code(), Some(0));
+    let got = rx.got.lock().unwrap().clone();
+    assert!(!got.is_empty(), "no OTLP export arrived");
+    assert!(got.iter().all(|(p, _, _)| p == "/v1/metrics"), "{got:?}");
+    // Periodic exports came while the write ran, not only the last one.
+    let sum: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let total = sum["records_written"].as_f64().unwrap();
+    assert_eq!(total, 200_000.0);
+    let mid_run = got.iter().filter(|(_, body, at)| {
+        *at > started && *at < ended && {
+            let s = otlp_sums(body);
+            s.iter().any(|(n, _, v)| {
+                n == "unicache_writer_records_written_total" && *v > 0.0 && *v < total
+            })
+        }
+    });
+    assert!(
+        mid_run.count() > 0,
+        "no export showed the write in progress"
+    );
+    // The last export holds the final figures.
+    check_final_export(&otlp_sums(&got.last().unwrap().1), &sum);
+}
+
+/// The counters of the last OTLP export equal the write summary's.
+#[cfg(feature = "otel")]
+fn check_final_export(last: &[(String, BTreeMap<String, String>, f64)], sum: &Value) {
+    let find = |name: &str, want: &[(&str, &str)]| -> f64 {
+        last.iter()
+            .filter(|(n, a, _)| {
+                n == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| a.get(*k).map(String::as_str) == Some(v))
+            })
+            .map(|(_, _, v)| *v)
+            .sum()
+    };
+    assert_eq!(
+        find("unicache_writer_records_read_total", &[]),
+        sum["records_read"].as_f64().unwrap()
+    );
+    for target in sum["targets"].as_array().unwrap() {
+        let name = target["name"].as_str().unwrap();
+        let backend = target["backend"].as_str().unwrap();
+        let written = target["written"].as_f64().unwrap();
+        assert_eq!(written, 200_000.0);
+        assert_eq!(
+            find("unicache_writer_records_written_total", &[("target", name)]),
+            written,
+            "{name}"
+        );
+        assert_eq!(
+            find("unicache_writer_records_failed_total", &[("target", name)]),
+            0.0
+        );
+        let op = [("backend", backend), ("operation", "set_many")];
+        assert_eq!(find("unicache_keys_total", &op), written, "{name}");
+        assert_eq!(
+            find("unicache_operations_total", &op),
+            (written / 1000.0).ceil()
+        );
+    }
+    assert!(
+        last.iter()
+            .any(|(_, a, _)| a.get("namespace").map(String::as_str) == Some("otel"))
+    );
+}
+
+/// A bad --otlp-endpoint is refused before anything is written.
+#[cfg(feature = "otel")]
+#[test]
+fn otlp_endpoint_must_be_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"key\":\"a\"}\n").unwrap();
+    let db = dir.path().join("c.sqlite3");
+    let out = common::unicache_std()
+        .args([
+            "write",
+            "--otlp-endpoint",
+            "grpc://127.0.0.1:4317",
+            "--cache",
+        ])
+        .arg(format!("sqlite:{}", db.display()))
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("s.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("grpc://127.0.0.1:4317"), "{err}");
+    assert!(!db.exists(), "the target was created");
+}

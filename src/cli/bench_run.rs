@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// clients), instead of sharing one instance as a program would.
     #[arg(long)]
     connection_per_worker: bool,
+    /// Threads that run the workers (the runtime's; redis-benchmark runs
+    /// its clients on 1).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: u64,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,

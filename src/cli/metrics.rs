@@ -26,11 +26,84 @@ const BUCKETS: &[f64] = &[
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
-        .context("metrics buckets")?
+    prometheus_builder()?
         .install_recorder()
         .context("installing the metrics recorder")
+}
+
+fn prometheus_builder() -> anyhow::Result<PrometheusBuilder> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+        .context("metrics buckets")
+}
+
+/// The recorders a command installed: Prometheus for `/metrics`, an
+/// OTLP/HTTP pipeline for `--otlp-endpoint`, or both through a fan-out.
+pub struct Recorders {
+    /// Renders the exposition, when Prometheus was asked for.
+    pub prometheus: Option<PrometheusHandle>,
+    #[cfg(feature = "otel")]
+    otlp: Option<unicache::observe::otel::OtlpMetrics>,
+}
+
+impl Recorders {
+    /// Installs what was asked for as the process's recorder: Prometheus
+    /// with `prometheus`, OTLP/HTTP pushes to `otlp` (endpoint, interval).
+    pub fn install(prometheus: bool, otlp: Option<(&str, Duration)>) -> anyhow::Result<Self> {
+        let Some((endpoint, every)) = otlp else {
+            return Ok(Recorders {
+                prometheus: prometheus.then(install).transpose()?,
+                #[cfg(feature = "otel")]
+                otlp: None,
+            });
+        };
+        #[cfg(feature = "otel")]
+        {
+            let pipeline = unicache::observe::otel::OtlpMetrics::new(endpoint, every)?;
+            let mut fanout =
+                metrics_util::layers::FanoutBuilder::default().add_recorder(pipeline.recorder());
+            let mut handle = None;
+            if prometheus {
+                let recorder = prometheus_builder()?.build_recorder();
+                handle = Some(recorder.handle());
+                fanout = fanout.add_recorder(recorder);
+            }
+            metrics::set_global_recorder(fanout.build())
+                .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
+            Ok(Recorders {
+                prometheus: handle,
+                otlp: Some(pipeline),
+            })
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (endpoint, every);
+            anyhow::bail!(
+                "--otlp-endpoint: this unicache was built without OpenTelemetry; rebuild with --features otel"
+            )
+        }
+    }
+
+    /// Whether any recorder counts (the observe layer is worth turning on).
+    pub fn any(&self) -> bool {
+        #[cfg(feature = "otel")]
+        if self.otlp.is_some() {
+            return true;
+        }
+        self.prometheus.is_some()
+    }
+
+    /// Pushes the final figures to the OTLP endpoint (a failure is a
+    /// warning: the command's own work is done).
+    pub async fn finish(self) {
+        #[cfg(feature = "otel")]
+        if let Some(p) = self.otlp {
+            let done = tokio::task::spawn_blocking(move || p.shutdown()).await;
+            if let Ok(Err(e)) = done {
+                super::note(&format!("warning: {e}"));
+            }
+        }
+    }
 }
 
 /// Refreshes the caches' own figures (the observe layer publishes them on

@@ -236,8 +236,12 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .event_format(OneLine)
         .init();
+    let threads = match &cli.command {
+        Command::Bench(bench::BenchCmd::Run(args)) => args.threads as usize,
+        _ => 2,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {

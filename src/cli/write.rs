@@ -68,6 +68,14 @@ pub struct WriteArgs {
     /// been scraped once, at most this long (30, 500ms, 5m).
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_span, requires = "metrics_addr")]
     metrics_linger: Duration,
+    /// Push the same metrics to an OpenTelemetry collector over OTLP/HTTP
+    /// (protobuf): a base URL (http://127.0.0.1:4318, /v1/metrics appended)
+    /// or the full metrics URL. Needs the `otel` cargo feature.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// How often the OTLP pipeline pushes (a last push follows the write).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_span, requires = "otlp_endpoint")]
+    otlp_interval: Duration,
 }
 
 /// An input stream the reader thread can own.
@@ -189,14 +197,18 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
     }
 
     // The recorder goes in before the targets open: their handles register with it.
-    let recorder = match &args.metrics_addr {
-        Some(addr) => {
-            let listener = super::metrics::Server::bind(addr).await?;
-            super::observe(true);
-            Some((listener, super::metrics::install()?))
-        }
+    let listener = match &args.metrics_addr {
+        Some(addr) => Some(super::metrics::Server::bind(addr).await?),
         None => None,
     };
+    let otlp = args
+        .otlp_endpoint
+        .as_deref()
+        .map(|e| (e, args.otlp_interval));
+    let recorders = super::metrics::Recorders::install(listener.is_some(), otlp)?;
+    if recorders.any() {
+        super::observe(true);
+    }
 
     // Open every target first: an unreachable one is fatal before anything is written.
     let mut targets = Vec::new();
@@ -209,8 +221,8 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
         });
     }
 
-    let server = match recorder {
-        Some((listener, handle)) => {
+    let server = match (listener, recorders.prometheus.clone()) {
+        (Some(listener), Some(handle)) => {
             let caches = targets.iter().map(|t| t.cache.clone()).collect();
             let s = super::metrics::Server::start(listener, handle, caches)?;
             super::note(&format!("metrics: serving http://{}/metrics", s.addr));
@@ -236,6 +248,7 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
         }
     }
     let outcome = finish(&report, summary_file, quiet);
+    recorders.finish().await;
     if let Some(s) = server {
         s.linger(args.metrics_linger).await;
     }

@@ -86,3 +86,63 @@ fn without_the_switch_there_is_no_layer() {
         .unwrap();
     assert!(format!("{:?}", c.cache()).starts_with("Observed"));
 }
+
+/// Gets from many threads (more than there are slots, and threads that
+/// exit and hand their slot on) all reach the facade: after `stats()` the
+/// figures are exact.
+#[test]
+fn per_thread_counts_from_many_threads_add_up_exactly() {
+    let h = handle();
+    let opts = crate::CacheOptions::new().namespace("t3").observe(true);
+    let c = crate::open_with("memory://", opts)
+        .now_or_never()
+        .unwrap()
+        .unwrap();
+    c.set("k", b"abc", None).now_or_never().unwrap().unwrap();
+    let threads = local::SLOTS + 6;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let c = &c;
+            s.spawn(move || {
+                for i in 0..(1000 + t) {
+                    let key = if i % 3 == 0 { "absent" } else { "k" };
+                    c.get(key).now_or_never().unwrap().unwrap();
+                }
+            });
+        }
+    });
+    // A second wave reuses the slots the first gave back.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..5000 {
+                    c.contains("k").now_or_never().unwrap().unwrap();
+                }
+            });
+        }
+    });
+    let gets: usize = (0..threads).map(|t| 1000 + t).sum();
+    let misses: usize = (0..threads).map(|t| (1000 + t).div_ceil(3)).sum();
+    c.stats().now_or_never().unwrap().unwrap();
+    let text = h.render();
+    let ns = "namespace=\"t3\"";
+    let get = "operation=\"get\"";
+    let f = |name, op| sample(&text, name, &[ns, op]);
+    assert_eq!(f("unicache_operations_total", get), gets as f64, "{text}");
+    assert_eq!(f("unicache_misses_total", get), misses as f64);
+    assert_eq!(f("unicache_hits_total", get), (gets - misses) as f64);
+    assert_eq!(
+        f("unicache_bytes_read_total", get),
+        3.0 * (gets - misses) as f64
+    );
+    let contains = "operation=\"contains\"";
+    assert_eq!(f("unicache_operations_total", contains), 20_000.0);
+    // Dropping the cache hands on what it counted since.
+    c.get("k").now_or_never().unwrap().unwrap();
+    drop(c);
+    let text = h.render();
+    assert_eq!(
+        sample(&text, "unicache_operations_total", &[ns, get]),
+        gets as f64 + 1.0
+    );
+}
