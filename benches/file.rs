@@ -30,15 +30,9 @@ fn bench_log(c: &mut Criterion, path: &std::path::Path) {
         path.display(),
         t.elapsed().as_secs_f64()
     );
-    let keys: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
+    let (keys, _) = support::data(n);
     let mut g = c.benchmark_group(format!("log_get_{n}"));
-    let mut i = 0usize;
-    g.bench_function("file", |b| {
-        b.iter(|| {
-            i = (i + 7919) % n;
-            f.get(&keys[i]).now_or_never().unwrap().unwrap().unwrap()
-        })
-    });
+    support::bench_get(&mut g, "file", &f, &keys);
     g.finish();
     drop(f);
     let mut g = c.benchmark_group(format!("log_open_{n}"));
@@ -83,19 +77,8 @@ fn bench(c: &mut Criterion) {
     s.set_many(&entries, None).now_or_never().unwrap().unwrap();
 
     let mut g = c.benchmark_group(format!("get_{n}"));
-    let mut i = 0usize;
-    g.bench_function("file", |b| {
-        b.iter(|| {
-            i = (i + 7919) % n;
-            f.get(&keys[i]).now_or_never().unwrap().unwrap()
-        })
-    });
-    g.bench_function("sqlite", |b| {
-        b.iter(|| {
-            i = (i + 7919) % n;
-            s.get(&keys[i]).now_or_never().unwrap().unwrap()
-        })
-    });
+    support::bench_get(&mut g, "file", &f, &keys);
+    support::bench_get(&mut g, "sqlite", &s, &keys);
     g.finish();
 
     let mut g = c.benchmark_group(format!("open_{n}"));

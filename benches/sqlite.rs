@@ -67,13 +67,7 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .unwrap();
     let mut g = c.benchmark_group(format!("sqlite_get_{n}"));
-    let mut i = 0usize;
-    g.bench_function("unicache_get", |b| {
-        b.iter(|| {
-            i = (i + 7919) % n;
-            cache.get(&keys[i]).now_or_never().unwrap().unwrap()
-        })
-    });
+    support::bench_get(&mut g, "unicache_get", &cache, &keys);
     g.finish();
 }
 

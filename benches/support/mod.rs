@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use criterion::BenchmarkGroup;
+use criterion::measurement::WallTime;
 use futures::FutureExt;
 use unicache::Cache;
 use unicache::backends::file::{FileCache, FileConfig, SyncPolicy};
@@ -71,4 +73,27 @@ pub fn time_fresh_set_many<C: Cache>(
         total += t.elapsed();
     }
     total
+}
+
+/// Benchmarks `name` in `g`: one get per iteration on `cache`, which holds
+/// every key of `keys`, striding through them by a prime so consecutive gets
+/// hit unrelated keys. A miss fails the bench: it would time the wrong path.
+pub fn bench_get<C: Cache + ?Sized>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    cache: &C,
+    keys: &[String],
+) {
+    let mut i = 0usize;
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            i = (i + 7919) % keys.len();
+            cache
+                .get(&keys[i])
+                .now_or_never()
+                .expect("a local store answers at once")
+                .unwrap()
+                .expect("the key was stored")
+        })
+    });
 }

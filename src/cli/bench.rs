@@ -89,20 +89,6 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 300)]
         rounds: usize,
     },
-    /// Crash-test writer: set_many batches of 100 entries `RUN:I` ->
-    /// `value-RUN-I-...` and print `ack N` after each returns (N acknowledged
-    /// so far). Used by the SIGKILL test; runs until killed or BATCHES done.
-    CrashWriter {
-        /// Cache URL.
-        #[arg(long)]
-        cache: String,
-        /// Key prefix of this run.
-        #[arg(long)]
-        run: String,
-        /// Batches to write.
-        #[arg(long, default_value_t = 1_000_000)]
-        batches: u64,
-    },
     /// Raw rusqlite baseline: INSERT OR REPLACE of N records (keys key:I,
     /// the same compact JSON values `gen` makes) in one transaction, on
     /// unicache's schema, into a fresh file. Prints records/s as JSON.
@@ -133,7 +119,6 @@ pub(super) fn record(i: u64, pad: &str) -> String {
     format!("{{\"key\":\"key:{i}\",\"v\":\"{pad}\"}}")
 }
 
-#[allow(clippy::too_many_lines)]
 pub async fn run(cmd: BenchCmd, quiet: bool, dir: &std::path::Path) -> anyhow::Result<Outcome> {
     match cmd {
         BenchCmd::Run(args) => super::bench_run::run(args, quiet, dir).await,
@@ -151,53 +136,11 @@ pub async fn run(cmd: BenchCmd, quiet: bool, dir: &std::path::Path) -> anyhow::R
             keys,
             rounds,
         } => baselines::memcached_get_many(&cache, keys, rounds).await,
-        BenchCmd::CrashWriter {
-            cache,
-            run,
-            batches,
-        } => {
-            let c = unicache::open(&cache).await?;
-            let mut out = std::io::stdout().lock();
-            for b in 0..batches {
-                let keys: Vec<String> = (b * 100..b * 100 + 100)
-                    .map(|i| format!("{run}:{i}"))
-                    .collect();
-                let vals: Vec<String> = keys.iter().map(|k| crash_value(k)).collect();
-                let entries: Vec<(&str, &[u8])> = keys
-                    .iter()
-                    .zip(&vals)
-                    .map(|(k, v)| (k.as_str(), v.as_bytes()))
-                    .collect();
-                c.set_many(&entries, None).await?;
-                writeln!(out, "ack {}", (b + 1) * 100)?;
-                out.flush()?;
-            }
-            Ok(Outcome::Success)
-        }
         BenchCmd::SetMany {
             cache,
             records,
             value_size,
-        } => {
-            let c = unicache::open(&cache).await?;
-            let keys: Vec<String> = (0..records).map(|i| format!("key:{i}")).collect();
-            let value = vec![b'x'; value_size];
-            let entries: Vec<(&str, &[u8])> = keys
-                .iter()
-                .map(|k| (k.as_str(), value.as_slice()))
-                .collect();
-            let t = Instant::now();
-            c.set_many(&entries, None).await?;
-            c.flush().await?;
-            let secs = t.elapsed().as_secs_f64();
-            print_json(&serde_json::json!({
-                "backend": c.backend(),
-                "records": records,
-                "seconds": secs,
-                "records_per_second": records as f64 / secs,
-            }))?;
-            Ok(Outcome::Success)
-        }
+        } => set_many(&cache, records, value_size).await,
         BenchCmd::GetLatency {
             cache,
             requests,
@@ -221,29 +164,54 @@ pub async fn run(cmd: BenchCmd, quiet: bool, dir: &std::path::Path) -> anyhow::R
             records,
             value_size,
             seed,
-        } => {
-            let pad = "x".repeat(value_size);
-            let out = std::io::stdout().lock();
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
-            if seed {
-                writeln!(w, "{{\"records\": [")?;
-            }
-            for i in 0..records {
-                let sep = if seed && i + 1 < records { "," } else { "" };
-                writeln!(w, "{}{sep}", record(i, &pad))?;
-            }
-            if seed {
-                writeln!(w, "], \"backends\": [\"sqlite\"]}}")?;
-            }
-            w.flush()?;
-            Ok(Outcome::Success)
-        }
+        } => generate(records, value_size, seed),
         BenchCmd::SqliteRaw {
             records,
             value_size,
             db,
         } => baselines::sqlite_raw(records, value_size, &db),
     }
+}
+
+/// `bench set-many`: one `set_many` of `records` entries and a flush, timed.
+async fn set_many(cache: &str, records: u64, value_size: usize) -> anyhow::Result<Outcome> {
+    let c = unicache::open(cache).await?;
+    let keys: Vec<String> = (0..records).map(|i| format!("key:{i}")).collect();
+    let value = vec![b'x'; value_size];
+    let entries: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|k| (k.as_str(), value.as_slice()))
+        .collect();
+    let t = Instant::now();
+    c.set_many(&entries, None).await?;
+    c.flush().await?;
+    let secs = t.elapsed().as_secs_f64();
+    print_json(&serde_json::json!({
+        "backend": c.backend(),
+        "records": records,
+        "seconds": secs,
+        "records_per_second": records as f64 / secs,
+    }))?;
+    Ok(Outcome::Success)
+}
+
+/// `bench gen`: `records` JSON Lines records, or the seed's object with `seed`.
+fn generate(records: u64, value_size: usize, seed: bool) -> anyhow::Result<Outcome> {
+    let pad = "x".repeat(value_size);
+    let out = std::io::stdout().lock();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+    if seed {
+        writeln!(w, "{{\"records\": [")?;
+    }
+    for i in 0..records {
+        let sep = if seed && i + 1 < records { "," } else { "" };
+        writeln!(w, "{}{sep}", record(i, &pad))?;
+    }
+    if seed {
+        writeln!(w, "], \"backends\": [\"sqlite\"]}}")?;
+    }
+    w.flush()?;
+    Ok(Outcome::Success)
 }
 
 async fn get_latency(cache: String, requests: u64) -> anyhow::Result<Outcome> {
@@ -265,11 +233,6 @@ async fn get_latency(cache: String, requests: u64) -> anyhow::Result<Outcome> {
         "mean_us": lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0,
     }))?;
     Ok(Outcome::Success)
-}
-
-/// The value the crash writer stores under `key` (the test recomputes it).
-pub fn crash_value(key: &str) -> String {
-    format!("value-{key}-{}", "z".repeat(key.len() % 50))
 }
 
 /// Prints one JSON line; a closed stdout ends the command quietly

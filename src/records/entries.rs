@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{InputError, InputFormat, Item, Position, Record, json_error};
+use super::{InputError, InputFormat, Item, Position, Record, for_each_line, json_error};
 
 /// JSON Lines (`export`'s default) or the seed's one object? Decided from
 /// the document's structure, however large its entries: a JSON Lines
@@ -209,36 +209,24 @@ fn ttl_ms(t: &str) -> Option<u64> {
 /// Reads export lines; a line that is not an entry stops the read (the
 /// entries before it are written and accounted for).
 pub(super) fn read_lines<R: BufRead>(
-    mut r: R,
+    r: R,
     source: &str,
     sink: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), InputError> {
-    let mut buf = Vec::with_capacity(4096);
-    let (mut line, mut record) = (0u64, 0u64);
-    loop {
-        buf.clear();
-        let n = r.read_until(b'\n', &mut buf).map_err(|e| InputError {
-            message: format!("{source}: line {}: cannot read: {e}", line + 1),
-        })?;
-        if n == 0 {
-            return Ok(());
-        }
-        line += 1;
-        if buf.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        record += 1;
-        let position = Position { record, line };
-        let text = std::str::from_utf8(&buf).map_err(|e| InputError {
+    for_each_line(r, source, |buf, position| {
+        let text = std::str::from_utf8(buf).map_err(|e| InputError {
             message: format!(
-                "{source}: line {line}: not valid UTF-8 at byte {}",
+                "{source}: line {}: not valid UTF-8 at byte {}",
+                position.line,
                 e.valid_up_to()
             ),
         })?;
-        if !sink(Item::Record(parse_line(text.trim_end(), position, source)?)) {
-            return Ok(());
-        }
-    }
+        Ok(sink(Item::Record(parse_line(
+            text.trim_end(),
+            position,
+            source,
+        )?)))
+    })
 }
 
 /// Streams the seed's `{"key": "value", ...}` object; memory stays bounded.

@@ -395,29 +395,12 @@ pub fn read_records<R: Read>(
 }
 
 fn read_jsonl<R: BufRead>(
-    mut r: R,
+    r: R,
     source: &str,
     policy: &KeyPolicy,
     sink: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), InputError> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut line = 0u64;
-    let mut record = 0u64;
-    loop {
-        buf.clear();
-        let n = r.read_until(b'\n', &mut buf).map_err(|e| InputError {
-            message: format!("{source}: line {}: cannot read: {e}", line + 1),
-        })?;
-        if n == 0 {
-            return Ok(());
-        }
-        line += 1;
-        let text = &buf[..];
-        if text.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        record += 1;
-        let position = Position { record, line };
+    for_each_line(r, source, |text, position| {
         let item = match std::str::from_utf8(text) {
             Err(e) => Item::Rejected(Rejected {
                 position,
@@ -440,7 +423,35 @@ fn read_jsonl<R: BufRead>(
                 Ok(raw) => key_record(raw.get(), position, policy, source)?,
             },
         };
-        if !sink(item) {
+        Ok(sink(item))
+    })
+}
+
+/// Hands each non-blank line of `r` (its bytes, newline included) and its
+/// position to `each`, until the input ends or `each` says stop (`false`);
+/// the line-oriented formats (JSON Lines, export lines) share it, so they
+/// count lines and records alike.
+fn for_each_line<R: BufRead>(
+    mut r: R,
+    source: &str,
+    mut each: impl FnMut(&[u8], Position) -> Result<bool, InputError>,
+) -> Result<(), InputError> {
+    let mut buf = Vec::with_capacity(4096);
+    let (mut line, mut record) = (0u64, 0u64);
+    loop {
+        buf.clear();
+        let n = r.read_until(b'\n', &mut buf).map_err(|e| InputError {
+            message: format!("{source}: line {}: cannot read: {e}", line + 1),
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+        line += 1;
+        if buf.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        record += 1;
+        if !each(&buf, Position { record, line })? {
             return Ok(());
         }
     }
