@@ -126,14 +126,15 @@ async fn file_log_incr_from_four_processes_loses_nothing() {
 
 /// Every local backend, fresh.
 async fn local_caches(dir: &std::path::Path) -> Vec<std::sync::Arc<dyn Cache>> {
-    let mut out = vec![unicache::open("memory://").await.unwrap().into()];
+    let mut out: Vec<std::sync::Arc<dyn Cache>> =
+        vec![unicache::open("memory://").await.unwrap().into()];
     for url in [
         format!("sqlite:{}", dir.join("bad.sqlite3").display()),
         format!("file:{}", dir.join("bad.jsonl").display()),
     ] {
         out.push(unicache::open(&url).await.unwrap().into());
     }
-    out.into_iter().map(Into::into).collect()
+    out
 }
 
 /// A TTL of zero and a non-integer counter: InvalidInput naming the key,
