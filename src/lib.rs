@@ -72,7 +72,7 @@ pub async fn open_with(url: &str, options: CacheOptions) -> Result<Handle> {
         .clone()
         .or(&parsed.options.read_through);
     check_read_through(&rt)?;
-    let cache = backends::open_parsed(parsed, options).await?;
+    let cache = open_parsed(parsed, options).await?;
     let cache = if observe {
         observe::instrument(cache, namespace.as_deref())
     } else {
@@ -80,6 +80,23 @@ pub async fn open_with(url: &str, options: CacheOptions) -> Result<Handle> {
     };
     let config = readthrough::Config::from_options(&rt, default_ttl, cache.capabilities().shared);
     Ok(Handle::with_config(cache, config))
+}
+
+/// Opens the cache a parsed URL describes, with its tier when the URL asks
+/// for one (`l1=...`); `overrides` win over the URL's options. No observe
+/// layer and no [`Handle`]: [`open_with`] adds those.
+pub async fn open_parsed(
+    parsed: url::ParsedUrl,
+    overrides: CacheOptions,
+) -> Result<std::sync::Arc<dyn Cache>> {
+    let tier = parsed.tier.clone();
+    let backend = parsed.backend.clone();
+    let options = backends::merged_options(&parsed, overrides.clone());
+    let l2 = backends::open_parsed(parsed, overrides).await?;
+    match tier {
+        None => Ok(l2),
+        Some(tier) => tiered::wrap(l2, tier, &backend, &options).await,
+    }
 }
 
 /// Zero lease or factory limits given in code (the URL parser refuses them

@@ -151,8 +151,16 @@ fn disabled(backend: &str, feature: &str) -> Error {
     )
 }
 
-/// Opens the cache a parsed URL describes; `overrides` win over the URL's options.
+/// Opens the backend a parsed URL describes; `overrides` win over the URL's
+/// options. The URL's tier (`l1=...`) is not applied here: that is a layer
+/// above the backends ([`crate::open_parsed`]).
 pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<dyn Cache>> {
+    let options = merged_options(&url, overrides);
+    open_config(url.backend, options).await
+}
+
+/// The URL's options with `overrides` applied.
+pub(crate) fn merged_options(url: &ParsedUrl, overrides: CacheOptions) -> CacheOptions {
     let mut options = url.options.clone();
     if overrides.namespace.is_some() {
         options.namespace = overrides.namespace;
@@ -162,13 +170,7 @@ pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<
     }
     // Either side asking for an existing store is enough.
     options.must_exist |= overrides.must_exist;
-    match url.tier {
-        None => open_config(url.backend, options).await,
-        Some(tier) => {
-            let l2 = open_config(url.backend.clone(), options.clone()).await?;
-            crate::tiered::wrap(l2, tier, &url.backend, &options).await
-        }
-    }
+    options
 }
 
 /// Runs `open` (files, schema) off the async workers.

@@ -426,7 +426,7 @@ pub async fn open_url(url: &str, must_exist: bool) -> anyhow::Result<Arc<dyn uni
         parsed.options.must_exist = true;
     }
     let namespace = parsed.options.namespace.clone();
-    match unicache::backends::open_parsed(parsed, Default::default()).await {
+    match unicache::open_parsed(parsed, Default::default()).await {
         Ok(c) if OBSERVE.load(Ordering::Relaxed) => {
             Ok(unicache::observe::instrument(c, namespace.as_deref()))
         }
