@@ -27,5 +27,7 @@ fi
 export CARGO_TARGET_DIR="$PWD/target/python"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q "./python[test]"
-cd python
-exec "../$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+# From inside tests/: run from python/, the source folder unicache/ (no
+# compiled _unicache in a fresh clone) would shadow the installed package.
+cd python/tests
+exec "../../$venv/bin/python" -m pytest -q -p no:cacheprovider . "$@"
