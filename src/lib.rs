@@ -39,7 +39,7 @@ pub use cache::{
     KeyStream, LockMode, ReadThroughOptions, Stats, ValueTtl,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use readthrough::{FactoryError, Fill, Handle, ReadThroughStats};
+pub use readthrough::{FactoryError, FailSafeOptions, Fill, Got, Handle, ReadThroughStats};
 
 #[doc(hidden)]
 pub use backends::bench_support;
@@ -70,6 +70,7 @@ pub async fn open_with(url: &str, options: CacheOptions) -> Result<Handle> {
         .clone()
         .or(&parsed.options.read_through);
     check_read_through(&rt)?;
+    rt.fail_safe.check()?;
     let cache = backends::open_parsed(parsed, options).await?;
     let cache = if observe {
         observe::instrument(cache, namespace.as_deref())

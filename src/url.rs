@@ -101,7 +101,7 @@ fn number_and_unit(s: &str) -> Option<Duration> {
 
 /// A URL's query options, taken one by one by the backend that knows them.
 pub(crate) struct Query {
-    scheme: &'static str,
+    pub(crate) scheme: &'static str,
     pairs: BTreeMap<String, String>,
 }
 
@@ -189,6 +189,7 @@ impl Query {
             }
         }
         rt.ttl_jitter = self.take_duration("ttl_jitter")?;
+        rt.fail_safe = crate::readthrough::FailSafeOptions::from_url(self)?;
         Ok(rt)
     }
 
@@ -196,6 +197,7 @@ impl Query {
         if let Some(k) = self.pairs.keys().next() {
             let mut all: Vec<&str> = known.to_vec();
             all.extend(READ_THROUGH_OPTIONS);
+            all.extend(crate::readthrough::failsafe::URL_OPTIONS);
             all.extend(["namespace", "ttl"]);
             return Err(url_err(format!(
                 "{}: unknown option {k:?} (known: {})",
