@@ -243,3 +243,106 @@ async fn bad_options_are_refused() {
         assert_eq!(e.kind(), ErrorKind::InvalidUrl, "{q}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_timeout_returns_stale_fast_and_stores_the_late_value() {
+    tokio::time::timeout(LIMIT, async {
+        let port = shared_redis().port;
+        let ns = common::unique_ns("fs");
+        let q = format!("{FS}&soft_timeout=100ms&factory_timeout=5s");
+        let h = unicache::open(&redis_url(port, &ns, &q)).await.unwrap();
+        cache_then_expire(&h, "k").await;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let started = std::time::Instant::now();
+        let got = h
+            .get_or_set_with_info("k", Some(Duration::from_secs(60)), move || async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                ok("late").await
+            })
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!((&got.value[..], got.stale), (&b"v1"[..], true));
+        assert!(took < Duration::from_millis(500), "waited {took:?}");
+        // Callers meanwhile join the running flight: no second factory run.
+        let got = h.get_or_set_with_info("k", SHORT, fail).await.unwrap();
+        assert_eq!((&got.value[..], got.stale), (&b"v1"[..], true));
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(&h.get("k").await.unwrap().unwrap()[..], b"late");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let ttl = h.get_with_ttl("k").await.unwrap().unwrap().ttl.unwrap();
+        assert!(
+            ttl > Duration::from_secs(50),
+            "stored with the call's TTL: {ttl:?}"
+        );
+        // No stale value: the soft timeout does not apply, the hard one does.
+        let q = format!("{FS}&soft_timeout=50ms&factory_timeout=300ms");
+        let h = unicache::open(&redis_url(port, &ns, &q)).await.unwrap();
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            ok("never").await
+        };
+        let e = h
+            .get_or_set_with_info("fresh", SHORT, slow)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_one_background_run_under_100_hits_callers_never_wait() {
+    tokio::time::timeout(LIMIT, async {
+        let port = shared_redis().port;
+        let ns = common::unique_ns("fs");
+        let h = unicache::open(&redis_url(port, &ns, "refresh_ahead=0.5"))
+            .await
+            .unwrap();
+        let ttl = Some(Duration::from_millis(1_000));
+        h.get_or_set("k", ttl, || ok("v1")).await.unwrap();
+        // Before half the TTL: a plain hit, nothing refreshed.
+        h.get_or_set_with_info("k", ttl, fail).await.unwrap();
+        assert_eq!(h.read_through_stats().background_runs, 0);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let started = std::time::Instant::now();
+        let calls = (0..100).map(|_| {
+            let (h, r) = (h.clone(), runs.clone());
+            tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let got = h
+                    .get_or_set_with_info("k", ttl, move || async move {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        ok("v2").await
+                    })
+                    .await
+                    .unwrap();
+                (got, t.elapsed())
+            })
+        });
+        for r in futures::future::join_all(calls).await {
+            let (got, took) = r.unwrap();
+            assert_eq!((&got.value[..], got.stale), (&b"v1"[..], false));
+            assert!(
+                took < Duration::from_millis(150),
+                "a caller waited {took:?}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_millis(400));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(h.read_through_stats().background_runs, 1);
+        assert_eq!(&h.get("k").await.unwrap().unwrap()[..], b"v2");
+        // Plain get never refreshes.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        h.get("k").await.unwrap();
+        assert_eq!(h.read_through_stats().background_runs, 1);
+    })
+    .await
+    .unwrap();
+}

@@ -88,6 +88,11 @@ impl Flights {
         })
     }
 
+    /// Whether a flight of `key` is running.
+    pub(crate) fn is_running(&self, key: &str) -> bool {
+        self.lock().contains_key(key)
+    }
+
     /// How many flights are running (tests, stats).
     pub(crate) fn running(&self) -> usize {
         self.lock().len()
