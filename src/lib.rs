@@ -49,7 +49,9 @@ pub use backends::bench_support;
 /// `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`, as a
 /// [`Handle`]: the [`Cache`] (through `Deref`) plus read-through
 /// ([`Handle::get_or_set`]) with the URL's `lock`, `lease_ttl`,
-/// `factory_timeout` and `ttl_jitter`.
+/// `factory_timeout`, `ttl_jitter` and fail-safe options (`fail_safe`,
+/// `fail_safe_max`, `fail_safe_throttle`, `soft_timeout`, `refresh_ahead`:
+/// values then go through the [`readthrough::envelope`] layer).
 pub async fn open(url: &str) -> Result<Handle> {
     open_with(url, CacheOptions::default()).await
 }

@@ -27,9 +27,8 @@
 //!   every waiter gets an [`ErrorKind::Timeout`] error; nothing is stored.
 //! - **`ttl_jitter`**: stored TTLs get a random extra of up to the bound.
 //!
-//! What happens on a factory failure or timeout is decided in
-//! `Handle::on_factory_failure`, what a stored value's TTL is in
-//! `Config::store_ttl`: fail-safe and refresh-ahead hook in there.
+//! - **Fail-safe, soft timeout, refresh-ahead** (opt-in): see
+//!   [`failsafe`], [`envelope`] and [`Handle::get_or_set_with_info`].
 
 mod config;
 pub mod envelope;
@@ -108,8 +107,9 @@ pub struct ReadThroughStats {
     pub store_errors: u64,
     /// Times a lease was held elsewhere and this process waited.
     pub lease_waits: u64,
-    /// Stale values served by fail-safe after a factory failure or timeout
-    /// (once per factory run, not per waiter).
+    /// Stale values served by fail-safe: once per failed or timed-out
+    /// factory run (not per waiter), and once per caller answered at the
+    /// soft timeout.
     pub fail_safe_served: u64,
     /// Background refreshes started (refresh-ahead, or a factory that
     /// outlived the soft timeout).
