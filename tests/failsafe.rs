@@ -346,3 +346,40 @@ async fn refresh_ahead_one_background_run_under_100_hits_callers_never_wait() {
     .await
     .unwrap();
 }
+
+/// The blocking facade serves the stale value too (unflagged).
+#[test]
+fn blocking_facade_serves_stale_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}?{FS}", dir.path().join("b.sqlite3").display());
+    let c = unicache::blocking::Cache::open(&url).unwrap();
+    let v = c
+        .get_or_set("k", SHORT, || Ok(Fill::Cache("v1".into())))
+        .unwrap();
+    assert_eq!(&v[..], b"v1");
+    std::thread::sleep(Duration::from_millis(450));
+    assert_eq!(c.get("k").unwrap(), None);
+    let v = c
+        .get_or_set("k", SHORT, || Err("origin down".into()))
+        .unwrap();
+    assert_eq!(&v[..], b"v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_value_served_on_memory_and_memcached() {
+    let mc = servers::shared_memcached()[0].port;
+    let ns = common::unique_ns("fs");
+    for url in [
+        format!("memory://?{FS}"),
+        format!("memcached://127.0.0.1:{mc}?namespace={ns}&{FS}"),
+    ] {
+        let h = unicache::open(&url).await.unwrap();
+        // memcached expiry has 1 s resolution: a longer logical TTL.
+        let ttl = Some(Duration::from_secs(1));
+        h.get_or_set("k", ttl, || ok("v1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert_eq!(h.get("k").await.unwrap(), None, "{url}");
+        let got = h.get_or_set_with_info("k", ttl, fail).await.unwrap();
+        assert_eq!((&got.value[..], got.stale), (&b"v1"[..], true), "{url}");
+    }
+}
