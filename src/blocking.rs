@@ -337,7 +337,7 @@ impl Cache {
             }
             Err(e) => {
                 let (h, k) = (self.inner.clone(), key.to_string());
-                self.run(async move { h.fail_safe(&k, e).await })
+                self.run(async move { h.fail_safe(&k, e).await.map(|(v, _)| v) })
             }
         };
         if let Some(l) = lease {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Handle, bump};
+use crate::cache::now_millis;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How long entries are kept past their logical expiry by default (as in
@@ -203,8 +204,9 @@ impl FailSafe {
 impl Handle {
     /// After a failed or timed-out factory: the stale value of `key` when
     /// fail-safe keeps one (stored again for the throttle period), or the
-    /// error.
-    pub(crate) async fn fail_safe(&self, key: &str, err: Error) -> Result<Bytes> {
+    /// error. `(value, true)`; a fresh value stored meanwhile (by another
+    /// process) is returned as it is, `(value, false)`.
+    pub(crate) async fn fail_safe(&self, key: &str, err: Error) -> Result<(Bytes, bool)> {
         let fs = &self.shared.config.fail_safe;
         let Some(env) = self.shared.envelope.as_ref().filter(|_| fs.enabled) else {
             return Err(err);
@@ -213,6 +215,7 @@ impl Handle {
             return Err(err);
         }
         let stale = match env.raw(key).await {
+            Ok(Some(s)) if !s.is_stale(now_millis()) => return Ok((s.value, false)),
             Ok(Some(s)) => s.value,
             Ok(None) => return Err(err),
             Err(read) => {
@@ -225,6 +228,6 @@ impl Handle {
         if let Err(e) = env.store(key, &stale, Some(fs.throttle)).await {
             tracing::warn!("get_or_set: keeping stale {key:?} for the throttle: {e}");
         }
-        Ok(stale)
+        Ok((stale, true))
     }
 }

@@ -383,7 +383,7 @@ impl Handle {
         let produced = self.run_factory(key, factory, encode).await;
         let outcome = match produced {
             Ok(p) => self.store(key, p, ttl).await.map(|v| (v, false)),
-            Err(e) => self.fail_safe(key, e).await.map(|v| (v, true)),
+            Err(e) => self.fail_safe(key, e).await,
         };
         if let Some(l) = lease {
             l.release().await;
