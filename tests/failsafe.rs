@@ -258,18 +258,18 @@ async fn soft_timeout_returns_stale_fast_and_stores_the_late_value() {
         let got = h
             .get_or_set_with_info("k", Some(Duration::from_secs(60)), move || async move {
                 r.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(700)).await;
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
                 ok("late").await
             })
             .await
             .unwrap();
         let took = started.elapsed();
         assert_eq!((&got.value[..], got.stale), (&b"v1"[..], true));
-        assert!(took < Duration::from_millis(500), "waited {took:?}");
+        assert!(took < Duration::from_millis(1_000), "waited {took:?}");
         // Callers meanwhile join the running flight: no second factory run.
         let got = h.get_or_set_with_info("k", SHORT, fail).await.unwrap();
         assert_eq!((&got.value[..], got.stale), (&b"v1"[..], true));
-        tokio::time::sleep(Duration::from_millis(900)).await;
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
         assert_eq!(&h.get("k").await.unwrap().unwrap()[..], b"late");
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         let ttl = h.get_with_ttl("k").await.unwrap().unwrap().ttl.unwrap();
@@ -302,12 +302,12 @@ async fn refresh_ahead_one_background_run_under_100_hits_callers_never_wait() {
         let h = unicache::open(&redis_url(port, &ns, "refresh_ahead=0.5"))
             .await
             .unwrap();
-        let ttl = Some(Duration::from_millis(1_000));
+        let ttl = Some(Duration::from_millis(3_000));
         h.get_or_set("k", ttl, || ok("v1")).await.unwrap();
         // Before half the TTL: a plain hit, nothing refreshed.
         h.get_or_set_with_info("k", ttl, fail).await.unwrap();
         assert_eq!(h.read_through_stats().background_runs, 0);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
         let runs = Arc::new(AtomicUsize::new(0));
         let started = std::time::Instant::now();
         let calls = (0..100).map(|_| {
@@ -317,7 +317,7 @@ async fn refresh_ahead_one_background_run_under_100_hits_callers_never_wait() {
                 let got = h
                     .get_or_set_with_info("k", ttl, move || async move {
                         r.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(Duration::from_millis(1_000)).await;
                         ok("v2").await
                     })
                     .await
@@ -329,17 +329,17 @@ async fn refresh_ahead_one_background_run_under_100_hits_callers_never_wait() {
             let (got, took) = r.unwrap();
             assert_eq!((&got.value[..], got.stale), (&b"v1"[..], false));
             assert!(
-                took < Duration::from_millis(150),
+                took < Duration::from_millis(600),
                 "a caller waited {took:?}"
             );
         }
-        assert!(started.elapsed() < Duration::from_millis(400));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(started.elapsed() < Duration::from_millis(900));
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(h.read_through_stats().background_runs, 1);
         assert_eq!(&h.get("k").await.unwrap().unwrap()[..], b"v2");
         // Plain get never refreshes.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
         h.get("k").await.unwrap();
         assert_eq!(h.read_through_stats().background_runs, 1);
     })
