@@ -400,8 +400,8 @@ impl Handle {
         role
     }
 
-    /// What a hit is: the backend's `get`. The one place to change for an
-    /// envelope (fail-safe) or a TTL check (refresh-ahead).
+    /// What a hit is: the cache's `get` (with fail-safe or refresh-ahead
+    /// on, the [`Enveloped`] layer's: logically fresh values only).
     pub(crate) async fn lookup(&self, key: &str) -> Result<Option<Bytes>> {
         self.cache.get(key).await
     }
