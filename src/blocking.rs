@@ -335,7 +335,10 @@ impl Cache {
                 let (h, k) = (self.inner.clone(), key.to_string());
                 self.run(async move { h.store(&k, p, ttl).await })
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                let (h, k) = (self.inner.clone(), key.to_string());
+                self.run(async move { h.fail_safe(&k, e).await.map(|(v, _)| v) })
+            }
         };
         if let Some(l) = lease {
             let _ = self.run(async move {

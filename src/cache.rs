@@ -366,6 +366,9 @@ pub struct ReadThroughOptions {
     pub factory_timeout: Option<Duration>,
     /// `ttl_jitter=DUR`: a random extra of up to this much on stored TTLs.
     pub ttl_jitter: Option<Duration>,
+    /// `fail_safe`, `fail_safe_max`, `fail_safe_throttle`, `soft_timeout`,
+    /// `refresh_ahead`.
+    pub fail_safe: crate::readthrough::FailSafeOptions,
 }
 
 impl ReadThroughOptions {
@@ -398,6 +401,12 @@ impl ReadThroughOptions {
         self
     }
 
+    /// Sets the fail-safe, soft-timeout and refresh-ahead options.
+    pub fn fail_safe(mut self, o: crate::readthrough::FailSafeOptions) -> Self {
+        self.fail_safe = o;
+        self
+    }
+
     /// These options, each unset field taken from `base`.
     pub fn or(self, base: &ReadThroughOptions) -> Self {
         ReadThroughOptions {
@@ -405,6 +414,7 @@ impl ReadThroughOptions {
             lease_ttl: self.lease_ttl.or(base.lease_ttl),
             factory_timeout: self.factory_timeout.or(base.factory_timeout),
             ttl_jitter: self.ttl_jitter.or(base.ttl_jitter),
+            fail_safe: self.fail_safe.or(&base.fail_safe),
         }
     }
 }

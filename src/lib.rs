@@ -41,7 +41,7 @@ pub use cache::{
     KeyStream, LockMode, ReadThroughOptions, Stats, ValueTtl,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use readthrough::{FactoryError, Fill, Handle, ReadThroughStats};
+pub use readthrough::{FactoryError, FailSafeOptions, Fill, Got, Handle, ReadThroughStats};
 
 #[doc(hidden)]
 pub use backends::bench_support;
@@ -51,7 +51,9 @@ pub use backends::bench_support;
 /// `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`, as a
 /// [`Handle`]: the [`Cache`] (through `Deref`) plus read-through
 /// ([`Handle::get_or_set`]) with the URL's `lock`, `lease_ttl`,
-/// `factory_timeout` and `ttl_jitter`.
+/// `factory_timeout`, `ttl_jitter` and fail-safe options (`fail_safe`,
+/// `fail_safe_max`, `fail_safe_throttle`, `soft_timeout`, `refresh_ahead`:
+/// values then go through the [`readthrough::envelope`] layer).
 pub async fn open(url: &str) -> Result<Handle> {
     open_with(url, CacheOptions::default()).await
 }
@@ -72,6 +74,7 @@ pub async fn open_with(url: &str, options: CacheOptions) -> Result<Handle> {
         .clone()
         .or(&parsed.options.read_through);
     check_read_through(&rt)?;
+    rt.fail_safe.check()?;
     let cache = open_parsed(parsed, options).await?;
     let cache = if observe {
         observe::instrument(cache, namespace.as_deref())

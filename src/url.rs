@@ -103,7 +103,7 @@ fn number_and_unit(s: &str) -> Option<Duration> {
 
 /// A URL's query options, taken one by one by the backend that knows them.
 pub(crate) struct Query {
-    scheme: &'static str,
+    pub(crate) scheme: &'static str,
     pairs: BTreeMap<String, String>,
 }
 
@@ -191,6 +191,7 @@ impl Query {
             }
         }
         rt.ttl_jitter = self.take_duration("ttl_jitter")?;
+        rt.fail_safe = crate::readthrough::FailSafeOptions::from_url(self)?;
         Ok(rt)
     }
 
@@ -198,6 +199,7 @@ impl Query {
         if let Some(k) = self.pairs.keys().next() {
             let mut all: Vec<&str> = known.to_vec();
             all.extend(READ_THROUGH_OPTIONS);
+            all.extend(crate::readthrough::failsafe::URL_OPTIONS);
             all.extend(["namespace", "ttl"]);
             return Err(url_err(format!(
                 "{}: unknown option {k:?} (known: {})",

@@ -426,7 +426,13 @@ pub async fn open_url(url: &str, must_exist: bool) -> anyhow::Result<Arc<dyn uni
         parsed.options.must_exist = true;
     }
     let namespace = parsed.options.namespace.clone();
-    match unicache::open_parsed(parsed, Default::default()).await {
+    // Fail-safe / refresh-ahead caches: values read and written through the envelope.
+    let (rt, ttl) = (
+        parsed.options.read_through.clone(),
+        parsed.options.default_ttl,
+    );
+    let opened = unicache::open_parsed(parsed, Default::default()).await;
+    match opened.map(|c| unicache::readthrough::envelope::layer(c, &rt, ttl)) {
         Ok(c) if OBSERVE.load(Ordering::Relaxed) => {
             Ok(unicache::observe::instrument(c, namespace.as_deref()))
         }

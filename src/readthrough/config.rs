@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::failsafe::FailSafe;
 use crate::cache::{LockMode, ReadThroughOptions};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -24,6 +25,8 @@ pub struct Config {
     /// The cache's default TTL, for calls with `ttl: None` (jitter is added
     /// to it too).
     pub default_ttl: Option<Duration>,
+    /// Fail-safe, soft timeout and refresh-ahead.
+    pub fail_safe: FailSafe,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             factory_timeout: None,
             ttl_jitter: None,
             default_ttl: None,
+            fail_safe: FailSafe::default(),
         }
     }
 }
@@ -53,6 +57,7 @@ impl Config {
             factory_timeout: rt.factory_timeout,
             ttl_jitter: rt.ttl_jitter.filter(|d| !d.is_zero()),
             default_ttl,
+            fail_safe: FailSafe::from_options(&rt.fail_safe),
         }
     }
 

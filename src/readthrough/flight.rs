@@ -21,6 +21,8 @@ pub(crate) enum State {
     Running,
     /// The leader's result: the value (stored or not) or the shared error.
     Done(Result<Bytes>),
+    /// A stale value served by fail-safe.
+    Stale(Bytes),
     /// The leader went away without a result: take over.
     Abandoned,
 }
@@ -86,6 +88,11 @@ impl Flights {
         })
     }
 
+    /// Whether a flight of `key` is running.
+    pub(crate) fn is_running(&self, key: &str) -> bool {
+        self.lock().contains_key(key)
+    }
+
     /// How many flights are running (tests, stats).
     pub(crate) fn running(&self) -> usize {
         self.lock().len()
@@ -102,10 +109,23 @@ impl Flights {
 impl Leader<'_> {
     /// Publishes the outcome to every waiter and ends the flight; later
     /// callers read the cache (or start a new flight after an error).
-    pub(crate) fn finish(mut self, outcome: &Result<Bytes>) {
+    pub(crate) fn finish(self, outcome: &Result<Bytes>) {
+        self.finish_with(State::Done(outcome.clone()));
+    }
+
+    /// [`Leader::finish`], saying whether the value is a stale one.
+    pub(crate) fn finish_served(self, outcome: &Result<(Bytes, bool)>) {
+        self.finish_with(match outcome {
+            Ok((v, true)) => State::Stale(v.clone()),
+            Ok((v, false)) => State::Done(Ok(v.clone())),
+            Err(e) => State::Done(Err(e.clone())),
+        });
+    }
+
+    fn finish_with(mut self, state: State) {
         self.finished = true;
         self.flights.remove(&self.key, &self.flight);
-        self.flight.tx.send_replace(State::Done(outcome.clone()));
+        self.flight.tx.send_replace(state);
     }
 }
 
@@ -121,13 +141,19 @@ impl Drop for Leader<'_> {
 impl Waiter {
     /// The leader's outcome: `Some(result)`, or `None` when it was
     /// abandoned and the caller should try to lead.
-    pub(crate) async fn wait(mut self) -> Option<Result<Bytes>> {
+    pub(crate) async fn wait(self) -> Option<Result<Bytes>> {
+        self.wait_served().await.map(|r| r.map(|(v, _)| v))
+    }
+
+    /// [`Waiter::wait`], with whether the value is a stale one.
+    pub(crate) async fn wait_served(mut self) -> Option<Result<(Bytes, bool)>> {
         let state = match self.rx.wait_for(|s| !matches!(s, State::Running)).await {
             Ok(s) => s.clone(),
             Err(_) => State::Abandoned, // sender gone: the leader is gone
         };
         match state {
-            State::Done(r) => Some(r),
+            State::Done(r) => Some(r.map(|v| (v, false))),
+            State::Stale(v) => Some(Ok((v, true))),
             State::Running | State::Abandoned => None,
         }
     }

@@ -27,14 +27,16 @@
 //!   every waiter gets an [`ErrorKind::Timeout`] error; nothing is stored.
 //! - **`ttl_jitter`**: stored TTLs get a random extra of up to the bound.
 //!
-//! What happens on a factory failure or timeout is decided in
-//! `Handle::on_factory_failure`, what a stored value's TTL is in
-//! `Config::store_ttl`: fail-safe and refresh-ahead hook in there.
+//! - **Fail-safe, soft timeout, refresh-ahead** (opt-in): see
+//!   [`failsafe`], [`envelope`] and [`Handle::get_or_set_with_info`].
 
 mod config;
+pub mod envelope;
+pub mod failsafe;
 pub(crate) mod flight;
 pub(crate) mod lease;
 mod many;
+mod refresh;
 
 use std::fmt;
 use std::future::Future;
@@ -46,6 +48,8 @@ use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use config::{Config, DEFAULT_LEASE_TTL};
+pub use envelope::Enveloped;
+pub use failsafe::{FailSafe, FailSafeOptions};
 pub use lease::LEASE_PREFIX;
 
 use crate::cache::Cache;
@@ -77,6 +81,18 @@ impl<T> Fill<T> {
     }
 }
 
+/// What [`Handle::get_or_set_with_info`] returns: the value and whether it
+/// is a stale one served by fail-safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Got {
+    /// The value.
+    pub value: Bytes,
+    /// `true` when the factory failed or timed out (or outlived the soft
+    /// timeout) and this is the kept stale value.
+    pub stale: bool,
+}
+
 /// Read-through counters of one handle and its clones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -91,6 +107,13 @@ pub struct ReadThroughStats {
     pub store_errors: u64,
     /// Times a lease was held elsewhere and this process waited.
     pub lease_waits: u64,
+    /// Stale values served by fail-safe: once per failed or timed-out
+    /// factory run (not per waiter), and once per caller answered at the
+    /// soft timeout.
+    pub fail_safe_served: u64,
+    /// Background refreshes started (refresh-ahead, or a factory that
+    /// outlived the soft timeout).
+    pub background_runs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +123,8 @@ struct Counters {
     coalesced: AtomicU64,
     store_errors: AtomicU64,
     lease_waits: AtomicU64,
+    fail_safe_served: AtomicU64,
+    background_runs: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -112,6 +137,8 @@ struct Shared {
     config: Config,
     flights: Flights,
     counters: Counters,
+    /// The envelope layer (also `cache`) when fail-safe or refresh-ahead is on.
+    envelope: Option<Arc<Enveloped>>,
 }
 
 /// A cache with read-through: what [`crate::open`] returns.
@@ -176,13 +203,24 @@ impl Handle {
     }
 
     /// Wraps any cache with these read-through settings.
+    /// With fail-safe or refresh-ahead on, the cache is wrapped in the
+    /// [`Enveloped`] layer first (its values get a logical expiry).
     pub fn with_config(cache: Arc<dyn Cache>, config: Config) -> Self {
+        let fs = config.fail_safe;
+        let envelope = fs
+            .needs_envelope()
+            .then(|| Arc::new(Enveloped::new(cache.clone(), fs.keep(), config.default_ttl)));
+        let cache = match &envelope {
+            Some(e) => e.clone() as Arc<dyn Cache>,
+            None => cache,
+        };
         Handle {
             cache,
             shared: Arc::new(Shared {
                 config,
                 flights: Flights::default(),
                 counters: Counters::default(),
+                envelope,
             }),
         }
     }
@@ -207,6 +245,8 @@ impl Handle {
             coalesced: get(&c.coalesced),
             store_errors: get(&c.store_errors),
             lease_waits: get(&c.lease_waits),
+            fail_safe_served: get(&c.fail_safe_served),
+            background_runs: get(&c.background_runs),
         }
     }
 
@@ -236,7 +276,8 @@ impl Handle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Fill, FactoryError>>,
     {
-        self.read_through(key, ttl, factory, |b: Bytes| Ok(b)).await
+        let served = self.read_through(key, ttl, factory, |b: Bytes| Ok(b));
+        served.await.map(|(v, _)| v)
     }
 
     /// [`Handle::get_or_set`] for a typed value stored as compact JSON.
@@ -254,7 +295,7 @@ impl Handle {
         Fut: Future<Output = std::result::Result<Fill<T>, FactoryError>>,
     {
         let encode = |v: T| serde_json::to_vec(&v).map(Bytes::from).map_err(Error::from);
-        let bytes = self.read_through(key, ttl, factory, encode).await?;
+        let (bytes, _) = self.read_through(key, ttl, factory, encode).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::from(e)
                 .with_backend(self.cache.backend())
@@ -270,14 +311,14 @@ impl Handle {
         ttl: Option<Duration>,
         factory: F,
         encode: impl FnOnce(V) -> Result<Bytes>,
-    ) -> Result<Bytes>
+    ) -> Result<(Bytes, bool)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
     {
         check_ttl(ttl)?;
         if let Some(v) = self.lookup(key).await? {
-            return Ok(v);
+            return Ok((v, false));
         }
         // Boxed: the miss path's state (flight, lease, timers) would
         // otherwise make every hit's future that large too.
@@ -291,7 +332,7 @@ impl Handle {
         ttl: Option<Duration>,
         factory: F,
         encode: impl FnOnce(V) -> Result<Bytes>,
-    ) -> Result<Bytes>
+    ) -> Result<(Bytes, bool)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
@@ -299,7 +340,7 @@ impl Handle {
         loop {
             match self.join(key) {
                 Role::Waiter(w) => {
-                    if let Some(outcome) = w.wait().await {
+                    if let Some(outcome) = w.wait_served().await {
                         return outcome;
                     }
                     // The leader was cancelled or panicked: go round and
@@ -307,7 +348,7 @@ impl Handle {
                 }
                 Role::Leader(leader) => {
                     let outcome = self.lead(key, ttl, factory, encode).await;
-                    leader.finish(&outcome);
+                    leader.finish_served(&outcome);
                     return outcome;
                 }
             }
@@ -322,17 +363,17 @@ impl Handle {
         ttl: Option<Duration>,
         factory: F,
         encode: impl FnOnce(V) -> Result<Bytes>,
-    ) -> Result<Bytes>
+    ) -> Result<(Bytes, bool)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
     {
         if let Some(v) = self.lookup(key).await? {
-            return Ok(v);
+            return Ok((v, false));
         }
         let lease = if self.shared.config.lease {
             match lease::acquire(self, key).await? {
-                lease::Acquired::Value(v) => return Ok(v),
+                lease::Acquired::Value(v) => return Ok((v, false)),
                 lease::Acquired::Held(l) => Some(l),
                 lease::Acquired::GaveUp => None,
             }
@@ -341,8 +382,8 @@ impl Handle {
         };
         let produced = self.run_factory(key, factory, encode).await;
         let outcome = match produced {
-            Ok(p) => self.store(key, p, ttl).await,
-            Err(e) => Err(e),
+            Ok(p) => self.store(key, p, ttl).await.map(|v| (v, false)),
+            Err(e) => self.fail_safe(key, e).await,
         };
         if let Some(l) = lease {
             l.release().await;
@@ -359,8 +400,8 @@ impl Handle {
         role
     }
 
-    /// What a hit is: the backend's `get`. The one place to change for an
-    /// envelope (fail-safe) or a TTL check (refresh-ahead).
+    /// What a hit is: the cache's `get` (with fail-safe or refresh-ahead
+    /// on, the [`Enveloped`] layer's: logically fresh values only).
     pub(crate) async fn lookup(&self, key: &str) -> Result<Option<Bytes>> {
         self.cache.get(key).await
     }
@@ -421,9 +462,9 @@ impl Handle {
         err.with_backend(self.cache.backend())
     }
 
-    /// What a failed or timed-out factory means for the callers: today the
-    /// error, for every waiter, nothing cached. Fail-safe (serve a kept
-    /// stale value) goes here.
+    /// What a failed or timed-out factory means for the callers: the error,
+    /// for every waiter, nothing cached; the async callers then try
+    /// fail-safe (`Handle::fail_safe`).
     fn on_factory_failure(&self, key: &str, err: Error) -> Result<Bytes> {
         let _ = key;
         bump(&self.shared.counters.factory_errors);
