@@ -70,18 +70,7 @@ impl SqliteCache {
 
     /// `get_many_with_ttl`: one read transaction, one SELECT per key.
     pub(super) fn read_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<ValueTtl>>> {
-        let out = self.with_conn(|c| {
-            let tx = c.transaction().map_err(|e| sql_err(&self.path, e))?;
-            let now = now_millis() as i64;
-            let out = keys
-                .iter()
-                .map(|k| self.read_with_ttl(&tx, k, now))
-                .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sql_err(&self.path, e))?;
-            Ok(out)
-        })?;
-        self.counters.read(&out);
-        Ok(out)
+        self.read_each(keys, Self::read_with_ttl)
     }
 }
 

@@ -59,18 +59,7 @@ impl Cache for SqliteCache {
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let out = self.with_conn(|c| {
-            let tx = c.transaction().map_err(|e| sql_err(&self.path, e))?;
-            let now = now_millis() as i64;
-            let out = keys
-                .iter()
-                .map(|k| self.read(&tx, k, now))
-                .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sql_err(&self.path, e))?;
-            Ok(out)
-        })?;
-        self.counters.read(&out);
-        Ok(out)
+        self.read_each(keys, Self::read)
     }
 
     async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {

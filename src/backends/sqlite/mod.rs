@@ -249,6 +249,27 @@ impl SqliteCache {
         Ok(ttl.map(|d| (now_millis() as i64).saturating_add(ms(d))))
     }
 
+    /// `read` for each key in one read transaction, counted as hits and
+    /// misses: `get_many` and `get_many_with_ttl`.
+    fn read_each<T>(
+        &self,
+        keys: &[&str],
+        read: impl Fn(&Self, &Connection, &str, i64) -> Result<Option<T>>,
+    ) -> Result<Vec<Option<T>>> {
+        let out = self.with_conn(|c| {
+            let tx = c.transaction().map_err(|e| sql_err(&self.path, e))?;
+            let now = now_millis() as i64;
+            let out = keys
+                .iter()
+                .map(|k| read(self, &tx, k, now))
+                .collect::<Result<Vec<_>>>()?;
+            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+            Ok(out)
+        })?;
+        self.counters.read(&out);
+        Ok(out)
+    }
+
     fn read(&self, c: &Connection, key: &str, now: i64) -> Result<Option<Bytes>> {
         Ok(self.read_with_ttl(c, key, now)?.map(|v| v.value))
     }
