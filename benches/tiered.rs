@@ -10,58 +10,27 @@
 //!
 //! cargo bench --bench tiered
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use std::hint::black_box;
 use unicache::Cache;
 
+/// The test harness's server start-up (free port, ready check, killed on drop).
+#[allow(dead_code)]
+#[path = "../tests/common/servers.rs"]
+mod servers;
+
 const N: usize = 1_000;
 
-/// A redis-server on a free port, killed on drop.
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis() -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Server(child, port)
-}
-
 fn bench(c: &mut Criterion) {
-    let server = redis();
+    let server = servers::redis_server();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let keys: Vec<String> = (0..N).map(|i| format!("key:{i}")).collect();
     let value = vec![7u8; 100];
-    let base = format!("redis://127.0.0.1:{}?namespace=bench", server.1);
+    let base = format!("redis://127.0.0.1:{}?namespace=bench", server.port);
     let open = |u: String| -> Arc<dyn Cache> { rt.block_on(unicache::open(&u)).unwrap().into() };
     let memory = open("memory://?capacity=10000".into());
     // L1 entries always carry an expiry (the cap), so a hit reads the clock.
