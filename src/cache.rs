@@ -457,13 +457,23 @@ impl CacheOptions {
 
     /// The TTL to apply for a call's `ttl` argument, rejecting zero.
     pub fn effective_ttl(&self, ttl: Option<Duration>) -> Result<Option<Duration>> {
-        match ttl.or(self.default_ttl) {
-            Some(d) if d.is_zero() => Err(Error::new(
-                ErrorKind::InvalidInput,
-                "a TTL must be greater than zero",
-            )),
-            other => Ok(other),
-        }
+        resolve_ttl(ttl, self.default_ttl)
+    }
+}
+
+/// A call's `ttl`, or `default` when it has none; a zero TTL is an
+/// [`ErrorKind::InvalidInput`] error. Every layer that applies a default
+/// TTL goes through this one rule.
+pub(crate) fn resolve_ttl(
+    ttl: Option<Duration>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>> {
+    match ttl.or(default) {
+        Some(d) if d.is_zero() => Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a TTL must be greater than zero",
+        )),
+        other => Ok(other),
     }
 }
 

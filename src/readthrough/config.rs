@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::failsafe::FailSafe;
 use crate::cache::{LockMode, ReadThroughOptions};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// How long a cross-process lease lives when `lease_ttl` is not set.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
@@ -64,15 +64,7 @@ impl Config {
     /// The TTL to store a fresh value with: the call's (or the default),
     /// plus the jitter. Zero is refused before any factory runs.
     pub(crate) fn store_ttl(&self, ttl: Option<Duration>) -> Result<Option<Duration>> {
-        let ttl = match ttl.or(self.default_ttl) {
-            Some(d) if d.is_zero() => {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    "a TTL must be greater than zero",
-                ));
-            }
-            t => t,
-        };
+        let ttl = crate::cache::resolve_ttl(ttl, self.default_ttl)?;
         Ok(match (ttl, self.ttl_jitter) {
             (Some(t), Some(bound)) => Some(t.saturating_add(random_upto(bound))),
             (t, _) => t,
@@ -90,6 +82,7 @@ pub(crate) fn random_upto(bound: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn store_ttl_refuses_zero_and_jitters_within_bound() {

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use crate::cache::{
     Cache, CacheFuture, Capabilities, Entry, EntryStream, KeyStream, Stats, ValueTtl, now_millis,
 };
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// First byte of an enveloped value.
 pub const MAGIC: u8 = 0xF5;
@@ -157,14 +157,8 @@ impl Enveloped {
 
     /// The call's TTL or the default; zero refused.
     fn logical_ttl(&self, ttl: Option<Duration>) -> Result<Option<Duration>> {
-        match ttl.or(self.default_ttl) {
-            Some(d) if d.is_zero() => Err(Error::new(
-                ErrorKind::InvalidInput,
-                "a TTL must be greater than zero",
-            )
-            .with_backend(self.inner.backend())),
-            t => Ok(t),
-        }
+        crate::cache::resolve_ttl(ttl, self.default_ttl)
+            .map_err(|e| e.with_backend(self.inner.backend()))
     }
 
     /// Stores `value` with a logical `ttl` and a physical one `keep` longer.

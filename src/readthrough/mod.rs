@@ -498,11 +498,5 @@ impl Handle {
 
 /// A zero TTL is refused before any read or factory run.
 pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<()> {
-    if ttl.is_some_and(|d| d.is_zero()) {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "a TTL must be greater than zero",
-        ));
-    }
-    Ok(())
+    crate::cache::resolve_ttl(ttl, None).map(drop)
 }
