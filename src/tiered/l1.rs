@@ -6,13 +6,21 @@
 //! epoch. A reader takes a [`Ticket`] (both counters) before it asks L2 and
 //! fills L1 only when neither moved meanwhile, checking again after the
 //! insert, so a message that arrives while an L2 read is in flight is never
-//! undone by that read. Each L1 value carries the L2 expiry it was read with
-//! (8 bytes before the value), so L1 never outlives L2 and
-//! `get_with_ttl` answers from L1 with L2's remaining TTL.
+//! undone by that read. Each L1 value carries a 16-byte header: its own
+//! expiry (the L1 cap or L2's expiry, whichever comes first) and the L2
+//! expiry it was read with, so L1 never outlives L2 and `get_with_ttl`
+//! answers from L1 with L2's remaining TTL.
+//!
+//! A hit checks the expiry against the coarse monotonic clock (on Linux
+//! `CLOCK_MONOTONIC_COARSE`: a read of the vDSO page, no clock source),
+//! which lags the precise one by at most its resolution (4 ms at HZ=250).
+//! Expiries are stored that much plus 1 ms early, so an entry may leave L1
+//! a few milliseconds before L2 drops it, never after. The memory cache
+//! underneath keeps L1's entries without a TTL of its own, so a hit reads
+//! no precise clock at all (that read was a third of a hit's cost).
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::FutureExt;
@@ -24,17 +32,83 @@ use crate::cache::{Cache, CacheOptions, ValueTtl};
 
 /// Generation counters; a power of two.
 const STRIPES: usize = 4096;
-/// Header: L2's expiry in microseconds since [`base`], `u64::MAX` for never.
-const HEADER: usize = 8;
+/// Header: L1's expiry on the coarse clock (already moved early by the
+/// clock's lag), then L2's expiry on the precise clock; microseconds,
+/// `u64::MAX` for never.
+const HEADER: usize = 16;
 const NEVER: u64 = u64::MAX;
 
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
+/// The monotonic clocks, in microseconds from an arbitrary start.
+mod clock {
+    /// The precise clock.
+    #[cfg(target_os = "linux")]
+    pub fn precise() -> u64 {
+        read(libc::CLOCK_MONOTONIC)
+    }
+
+    /// The coarse clock: behind [`precise`] by at most [`lag`].
+    #[cfg(target_os = "linux")]
+    pub fn coarse() -> u64 {
+        read(libc::CLOCK_MONOTONIC_COARSE)
+    }
+
+    /// How far [`coarse`] may be behind [`precise`], with 1 ms to spare.
+    #[cfg(target_os = "linux")]
+    pub fn lag() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec.
+        let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0;
+        let res = if ok {
+            ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+        } else {
+            10_000
+        };
+        res + 1_000
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read(id: libc::clockid_t) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the monotonic clocks
+        // exist on every Linux this builds for.
+        unsafe { libc::clock_gettime(id, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+    }
+
+    /// Elsewhere: one clock, `Instant`.
+    #[cfg(not(target_os = "linux"))]
+    pub fn precise() -> u64 {
+        use std::sync::OnceLock;
+        use std::time::Instant;
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn coarse() -> u64 {
+        precise()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn lag() -> u64 {
+        0
+    }
 }
 
-fn micros_of(t: Instant) -> u64 {
-    t.saturating_duration_since(base()).as_micros() as u64
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(NEVER)
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(h)
 }
 
 /// What a reader or writer saw before it went to L2.
@@ -43,7 +117,8 @@ pub(crate) struct Ticket {
     epoch: u64,
     stripe: usize,
     generation: u64,
-    start: Instant,
+    /// When the ticket was taken, on the precise clock (µs).
+    start: u64,
 }
 
 /// The guarded L1 and the tier's counters.
@@ -55,6 +130,10 @@ pub(crate) struct L1 {
     epoch: AtomicU64,
     /// L1 may serve and take entries: no backplane, or its subscription is up.
     live: AtomicBool,
+    /// How far the coarse clock may lag (µs).
+    lag: u64,
+    /// Hits of the memory cache underneath that L1 found expired.
+    expired: AtomicU64,
     pub stats: TierStats,
 }
 
@@ -65,13 +144,14 @@ impl L1 {
         if let Some(b) = cfg.max_bytes {
             mc = mc.max_bytes(b);
         }
-        let _ = base();
         L1 {
             mem: MemoryCache::open(mc, CacheOptions::new()),
             cap: cfg.l1_ttl,
             gens: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(live),
+            lag: clock::lag(),
+            expired: AtomicU64::new(0),
             stats: TierStats::default(),
         }
     }
@@ -85,12 +165,19 @@ impl L1 {
         self.live.load(Ordering::Acquire)
     }
 
-    /// The raw L1 entry (header + value), when live.
+    /// The raw L1 entry (header + value), when live and not expired.
     fn raw(&self, key: &str) -> Option<Bytes> {
         if !self.is_live() {
             return None;
         }
-        self.mem.get_now(key).filter(|b| b.len() >= HEADER)
+        let b = self.mem.get_now(key)?;
+        if b.len() >= HEADER && clock::coarse() < read_u64(&b, 0) {
+            return Some(b);
+        }
+        // Expired (or not ours): gone, and not an L1 hit after all.
+        self.expired.fetch_add(1, Ordering::Relaxed);
+        self.remove(key);
+        None
     }
 
     /// The value L1 holds for `key`.
@@ -103,23 +190,23 @@ impl L1 {
 
     /// Reads L1 answered with a value (its own counters).
     pub fn hits(&self) -> u64 {
-        self.mem
+        let hits = self
+            .mem
             .stats()
             .now_or_never()
             .and_then(|r| r.ok())
-            .map_or(0, |s| s.hits)
+            .map_or(0, |s| s.hits);
+        hits.saturating_sub(self.expired.load(Ordering::Relaxed))
     }
 
     /// The value and L2's remaining TTL, from L1.
     pub fn get_with_ttl(&self, key: &str) -> Option<ValueTtl> {
         let b = self.raw(key)?;
-        let mut h = [0u8; HEADER];
-        h.copy_from_slice(&b[..HEADER]);
-        let deadline = u64::from_le_bytes(h);
+        let deadline = read_u64(&b, 8);
         let ttl = if deadline == NEVER {
             None
         } else {
-            let left = deadline.checked_sub(micros_of(Instant::now()))?;
+            let left = deadline.checked_sub(clock::precise())?;
             Some(Duration::from_micros(left.max(1)))
         };
         Some(ValueTtl::new(b.slice(HEADER..), ttl))
@@ -127,7 +214,7 @@ impl L1 {
 
     /// Whether L1 holds `key`.
     pub fn contains(&self, key: &str) -> bool {
-        self.is_live() && matches!(self.mem.contains(key).now_or_never(), Some(Ok(true)))
+        self.raw(key).is_some()
     }
 
     /// Taken before a read or write goes to L2.
@@ -137,7 +224,7 @@ impl L1 {
             epoch: self.epoch.load(Ordering::Acquire),
             stripe,
             generation: self.gens[stripe].load(Ordering::Acquire),
-            start: Instant::now(),
+            start: clock::precise(),
         }
     }
 
@@ -149,24 +236,21 @@ impl L1 {
     /// Stores `value` that L2 holds for `l2_ttl` more (`None`: forever), as
     /// of `t.start`; `true` when it went in.
     fn put(&self, key: &str, t: &Ticket, value: &[u8], l2_ttl: Option<Duration>) -> bool {
-        let elapsed = t.start.elapsed();
-        let (ttl, deadline) = match l2_ttl {
-            None => (self.cap, NEVER),
-            Some(r) => (
-                self.cap.min(r.saturating_sub(elapsed)),
-                t.start.checked_add(r).map_or(NEVER, micros_of),
-            ),
-        };
-        if ttl.is_zero() {
+        let now = clock::precise();
+        let l2_deadline = l2_ttl.map_or(NEVER, |r| t.start.saturating_add(micros(r)));
+        let l1_deadline = now.saturating_add(micros(self.cap)).min(l2_deadline);
+        // Compared with the coarse clock, which may be `lag` behind.
+        let l1_expiry = l1_deadline.saturating_sub(self.lag);
+        if l1_expiry <= now {
             return false;
         }
         let mut b = BytesMut::with_capacity(HEADER + value.len());
-        b.put_u64_le(deadline);
+        b.put_u64_le(l1_expiry);
+        b.put_u64_le(l2_deadline);
         b.put_slice(value);
-        matches!(
-            self.mem.set(key, &b, Some(ttl)).now_or_never(),
-            Some(Ok(()))
-        )
+        // No TTL in the memory cache: the header's expiry is checked on
+        // reads, and capacity evicts what is never read again.
+        matches!(self.mem.set(key, &b, None).now_or_never(), Some(Ok(())))
     }
 
     /// Fills L1 after an L2 hit read under ticket `t`, unless the key was
@@ -219,12 +303,14 @@ impl L1 {
 
     /// Turns L1 on after a subscription is confirmed: flushed first, so
     /// nothing from before is served.
+    #[cfg(feature = "redis")]
     pub fn go_live(&self) {
         self.flush();
         self.live.store(true, Ordering::Release);
     }
 
     /// The subscription is lost: L1 off and flushed (counted once per loss).
+    #[cfg(feature = "redis")]
     pub fn lose(&self) {
         if self.live.swap(false, Ordering::AcqRel) {
             add(&self.stats.l1_flushes, 1);
@@ -293,6 +379,23 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_bounds_l1_and_an_expired_entry_is_no_hit() {
+        let c = L1::new(
+            &TierConfig::new(100).l1_ttl(Duration::from_millis(40)),
+            true,
+        );
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", None);
+        assert_eq!(c.get("k").as_deref(), Some(&b"v"[..]));
+        assert_eq!(c.hits(), 1);
+        std::thread::sleep(Duration::from_millis(45));
+        assert_eq!(c.get("k"), None, "past the cap");
+        assert!(!c.contains("k"));
+        assert_eq!(c.hits(), 1, "the expired entry is not counted as a hit");
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
     fn a_lost_subscription_turns_l1_off_until_live_again() {
         let c = l1();
         let t = c.ticket("k");

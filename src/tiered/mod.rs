@@ -56,12 +56,13 @@ pub(crate) async fn wrap(
 ) -> Result<Arc<dyn Cache>> {
     #[cfg(feature = "memory")]
     {
-        let mut b = TieredCache::builder(tier).options(options);
+        let b = TieredCache::builder(tier).options(options);
         #[cfg(feature = "redis")]
         #[allow(irrefutable_let_patterns)]
-        if let BackendConfig::Redis(r) = backend {
-            b = b.backplane(r.clone());
-        }
+        let b = match backend {
+            BackendConfig::Redis(r) => b.backplane(r.clone()),
+            _ => b,
+        };
         Ok(Arc::new(b.build(l2).await?))
     }
     #[cfg(not(feature = "memory"))]
@@ -79,6 +80,7 @@ mod imp {
     #[cfg(feature = "redis")]
     use super::backplane::{Backplane, Msg};
     use super::l1::L1;
+    #[cfg(feature = "redis")]
     use super::stats::add;
 
     /// Builds a [`TieredCache`] in code.

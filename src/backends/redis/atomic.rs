@@ -1,6 +1,7 @@
 //! Atomic operations (issue 10): `add` as `SET NX PX`, `touch` as `PEXPIRE`
 //! (or a script doing `EXISTS` + `PERSIST`), `incr` and `get_with_ttl` as
-//! Lua scripts. One command per key, so they route by slot in a cluster like
+//! Lua scripts (a single `get_with_ttl` on a plain server is `GET` + `PTTL`
+//! pipelined on the direct connection instead). One command per key, so they route by slot in a cluster like
 //! every other single-key command; scripts go as `EVALSHA`, and only a node
 //! that answers `NOSCRIPT` (first use, restart, `SCRIPT FLUSH`) gets `EVAL`
 //! with the text, which also loads it there.
@@ -299,12 +300,13 @@ impl RedisCache {
         Ok(matches!(v, Value::Int(1)))
     }
 
-    /// The [`GET_TTL`] script: on the direct connection when it can, as
-    /// `get` does (a round trip through the multiplexed one costs more).
+    /// `GET` + `PTTL` pipelined on the direct connection when it can, as
+    /// `get` does (a round trip through the multiplexed one costs more);
+    /// else the [`GET_TTL`] script.
     pub(super) async fn get_with_ttl_impl(&self, key: &str) -> Result<Option<ValueTtl>> {
         if let Some(d) = &self.direct_ttl {
             let full = self.key(key);
-            let got = match d.value_ttl(GET_TTL.sha, full.as_bytes()).await {
+            let got = match d.get_pttl(full.as_bytes()).await {
                 direct::Got::Value(v) => v.map(|(v, ms)| {
                     let ttl = u64::try_from(ms).ok().map(Duration::from_millis);
                     ValueTtl::new(Bytes::from(v), ttl)

@@ -61,8 +61,6 @@ pub(super) enum Reply {
     Nil,
     Bulk(Vec<u8>),
     Int(i64),
-    /// An array of plain replies (none nested).
-    Array(Vec<Reply>),
     /// An error or any other type: not for us to interpret.
     Other,
 }
@@ -74,10 +72,6 @@ fn number(line: &[u8]) -> Option<i64> {
 
 /// Parses one reply from the front of `b`: `None` until complete.
 pub(super) fn parse(b: &[u8]) -> Option<(Reply, usize)> {
-    parse_at(b, true)
-}
-
-fn parse_at(b: &[u8], top: bool) -> Option<(Reply, usize)> {
     let nl = b.windows(2).position(|w| w == b"\r\n")?;
     let line = &b[..nl];
     let after = nl + 2;
@@ -111,23 +105,6 @@ fn parse_at(b: &[u8], top: bool) -> Option<(Reply, usize)> {
         }
         b':' => Some((number(line).map_or(Reply::Other, Reply::Int), after)),
         b'-' => Some((Reply::Other, after)),
-        // Only our own script's flat `{value, pttl}` reply is an array.
-        b'*' if top => {
-            let Some(n) = number(line) else {
-                return Some((Reply::Other, b.len()));
-            };
-            if n < 0 {
-                return Some((Reply::Nil, after));
-            }
-            let mut items = Vec::new();
-            let mut pos = after;
-            for _ in 0..n {
-                let (r, used) = parse_at(&b[pos..], false)?;
-                pos += used;
-                items.push(r);
-            }
-            Some((Reply::Array(items), pos))
-        }
         _ => Some((Reply::Other, b.len())),
     }
 }
@@ -236,29 +213,10 @@ impl Direct {
     /// GET `key` (see [`Got`]).
     pub(super) async fn get(&self, key: &[u8]) -> Got {
         let req = redis::cmd("GET").arg(key).get_packed_command();
-        match self.request(&req, |r| matches!(r, Reply::Bulk(_) | Reply::Nil)).await {
-            Some(Ok(Reply::Bulk(v))) => Got::Value(Some(v)),
-            Some(Ok(_)) => Got::Value(None),
-            Some(Err(())) => Got::TimedOut,
-            None => Got::Elsewhere,
-        }
-    }
-
-    /// `EVALSHA sha 1 key`, for a script answering nil or `{value, pttl}`
-    /// (anything else, NOSCRIPT included: [`Got::Elsewhere`]).
-    pub(super) async fn value_ttl(&self, sha: &str, key: &[u8]) -> GotTtl {
-        let req = redis::cmd("EVALSHA")
-            .arg(sha)
-            .arg(1)
-            .arg(key)
-            .get_packed_command();
-        let pair = |r: &Reply| match r {
-            Reply::Array(v) => matches!(v.as_slice(), [Reply::Bulk(_), Reply::Int(_)]),
-            r => *r == Reply::Nil,
-        };
-        match self.request(&req, pair).await {
-            Some(Ok(Reply::Array(v))) => match <[Reply; 2]>::try_from(v) {
-                Ok([Reply::Bulk(v), Reply::Int(ms)]) => Got::Value(Some((v, ms))),
+        let one = |r: &[Reply]| matches!(r, [Reply::Bulk(_) | Reply::Nil]);
+        match self.request(&req, 1, one).await {
+            Some(Ok(mut r)) if matches!(r[0], Reply::Bulk(_)) => match r.swap_remove(0) {
+                Reply::Bulk(v) => Got::Value(Some(v)),
                 _ => Got::Elsewhere,
             },
             Some(Ok(_)) => Got::Value(None),
@@ -267,15 +225,40 @@ impl Direct {
         }
     }
 
-    /// Sends `req` and reads one reply: `Some(Ok(reply))` when `accept`
-    /// takes it, `Some(Err(()))` when the server did not answer in time,
+    /// `GET key` and `PTTL key` pipelined in one write: one round trip, two
+    /// of the server's cheapest commands (a script doing both costs a Lua
+    /// call per read). The server runs both before reading from another
+    /// client when they arrive together, as one write sends them; should
+    /// another write land between them anyway, the tier's generation check
+    /// refuses the fill (its invalidation arrives after the read started).
+    /// A key gone between the two (`PTTL` -2) is returned with a zero TTL,
+    /// so it is served once and not kept.
+    pub(super) async fn get_pttl(&self, key: &[u8]) -> GotTtl {
+        let mut req = redis::cmd("GET").arg(key).get_packed_command();
+        req.extend(redis::cmd("PTTL").arg(key).get_packed_command());
+        let pair = |r: &[Reply]| matches!(r, [Reply::Bulk(_) | Reply::Nil, Reply::Int(_)]);
+        match self.request(&req, 2, pair).await {
+            Some(Ok(mut r)) => match (r.swap_remove(0), &r[0]) {
+                // -2: gone since the GET (expired or deleted).
+                (Reply::Bulk(v), Reply::Int(-2)) => Got::Value(Some((v, 0))),
+                (Reply::Bulk(v), Reply::Int(ms)) => Got::Value(Some((v, *ms))),
+                _ => Got::Value(None),
+            },
+            Some(Err(())) => Got::TimedOut,
+            None => Got::Elsewhere,
+        }
+    }
+
+    /// Sends `req` and reads `replies` replies: `Some(Ok(replies))` when
+    /// `accept` takes them, `Some(Err(()))` when the server did not answer in time,
     /// `None` when the caller must use its other connection (busy, down,
     /// or a reply not accepted).
     async fn request(
         &self,
         req: &[u8],
-        accept: impl Fn(&Reply) -> bool,
-    ) -> Option<std::result::Result<Reply, ()>> {
+        replies: usize,
+        accept: impl Fn(&[Reply]) -> bool,
+    ) -> Option<std::result::Result<Vec<Reply>, ()>> {
         let mut st = self.state.try_lock().ok()?;
         if st.conn.as_ref().is_some_and(|c| c.busy) {
             st.conn = None;
@@ -299,11 +282,11 @@ impl Direct {
         }
         let conn = st.conn.as_mut()?;
         conn.busy = true;
-        let r = tokio::time::timeout(self.response_timeout, conn.exchange(req, 1)).await;
+        let r = tokio::time::timeout(self.response_timeout, conn.exchange(req, replies)).await;
         conn.busy = false;
         match r {
-            Ok(Ok(mut r)) => match r.pop() {
-                Some(reply) if accept(&reply) => Some(Ok(reply)),
+            Ok(Ok(r)) => match r {
+                r if accept(&r) => Some(Ok(r)),
                 // An error reply (or anything else): the other connection
                 // will report it; this one is not trusted further.
                 _ => {
@@ -339,22 +322,12 @@ mod tests {
         assert_eq!(parse(b"+OK\r\n"), Some((Reply::Ok, 5)));
         assert_eq!(parse(b"-ERR wrong type\r\n"), Some((Reply::Other, 17)));
         assert_eq!(parse(b":-12\r\n"), Some((Reply::Int(-12), 6)));
-        let pair = b"*2\r\n$1\r\nv\r\n:-1\r\n";
-        assert_eq!(
-            parse(pair),
-            Some((
-                Reply::Array(vec![Reply::Bulk(b"v".to_vec()), Reply::Int(-1)]),
-                pair.len()
-            ))
-        );
-        assert_eq!(parse(&pair[..pair.len() - 1]), None, "incomplete");
-        assert_eq!(parse(b"*-1\r\n"), Some((Reply::Nil, 5)));
         // A huge length waits for the rest (bounded by the response
         // timeout); it never overflows.
         assert_eq!(parse(b"$9223372036854775807\r\n"), None);
-        // Nested arrays are not ours.
-        let nested = b"*1\r\n*0\r\n";
-        assert_eq!(parse(nested), Some((Reply::Array(vec![Reply::Other]), 8)));
+        // Arrays are not ours (the direct connection sends no command
+        // answering one).
+        assert_eq!(parse(b"*1\r\n$1\r\nv\r\n").map(|r| r.0), Some(Reply::Other));
         assert_eq!(parse(b"$3\r\nab"), None);
         assert_eq!(parse(b"$3"), None);
         assert_eq!(parse(b"$x\r\n"), Some((Reply::Other, 4)));
