@@ -269,7 +269,14 @@ async fn measure(caches: Vec<Arc<dyn unicache::Cache>>, plan: Arc<Plan>, c: u64)
     let tasks: Vec<_> = caches
         .into_iter()
         .enumerate()
-        .map(|(w, cache)| tokio::spawn(worker(cache, plan.clone(), w as u64, start)))
+        .map(|(w, cache)| {
+            // With --rate, worker w's schedule is shifted by w/c of an
+            // interval, so requests arrive evenly instead of c at a time.
+            let phase = plan
+                .interval
+                .map_or(Duration::ZERO, |iv| iv.mul_f64(w as f64 / c as f64));
+            tokio::spawn(worker(cache, plan.clone(), w as u64, start + phase))
+        })
         .collect();
     let mut hist = new_histogram();
     let (mut requests, mut errors) = (0, 0);
@@ -329,8 +336,8 @@ async fn worker(
         let due = match plan.interval {
             Some(iv) => {
                 let due = start + iv.mul_f64(n as f64);
-                tokio::time::sleep_until(due.into()).await;
-                due
+                wait_for(due).await;
+                due.min(Instant::now())
             }
             None => Instant::now(),
         };
@@ -353,6 +360,20 @@ async fn worker(
         errors += u64::from(!ok);
     }
     (hist, n, errors)
+}
+
+/// Waits for `due` on tokio's timer, which wakes on whole milliseconds
+/// (up to 1 ms late, which --rate would count as latency): it aims 1 ms
+/// early, so a request goes out within about a millisecond before its time,
+/// and [`worker`] times an early one from when it was sent.
+async fn wait_for(due: Instant) {
+    const TIMER: Duration = Duration::from_millis(1);
+    if due
+        .checked_duration_since(Instant::now())
+        .is_some_and(|a| a > TIMER)
+    {
+        tokio::time::sleep_until((due - TIMER).into()).await;
+    }
 }
 
 /// xorshift64*: fast, and good enough to pick keys.
