@@ -220,6 +220,22 @@ pub(crate) fn key_arg(k: &Bound<'_, PyAny>) -> PyResult<String> {
     }
 }
 
+/// A key argument (a `str`) as its UTF-8 `bytes`, to borrow from.
+pub(crate) fn key_utf8<'py>(k: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    match k.cast::<PyString>() {
+        Ok(s) => s.encode_utf8(),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "a cache key must be str, not {}",
+            k.get_type().name()?
+        ))),
+    }
+}
+
+/// `bytes` from [`key_utf8`] as `&str` (CPython's encoder wrote valid UTF-8).
+pub(crate) fn utf8(b: &[u8]) -> PyResult<&str> {
+    std::str::from_utf8(b).map_err(|e| PyTypeError::new_err(format!("a cache key: {e}")))
+}
+
 /// Converts a JSON text to Python objects with the `json` module.
 pub(crate) fn json_to_py<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
     py.import("json")?.call_method1("loads", (text,))

@@ -1,4 +1,4 @@
-//! The settings of a `file:PATH?sync=batch&compact_ratio=50` log, from its URL.
+//! The settings of a `file:PATH?sync=periodic&compact_ratio=50` log, from its URL.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,9 +18,14 @@ pub const DEFAULT_COMPACT_RATIO: u8 = 50;
 pub enum SyncPolicy {
     /// fsync after every write.
     Always,
-    /// fsync once per batch (and per single write); the default.
-    #[default]
+    /// fsync once per batch (and per single write).
     Batch,
+    /// fsync within about a second of a write, by a background thread,
+    /// and at `flush`/`close`; the default (a cache's writes need not wait
+    /// for the disk: a killed process loses nothing, a power loss at most
+    /// about a second).
+    #[default]
+    Periodic,
     /// Leave it to the OS (writes still reach the OS before returning).
     Never,
 }
@@ -38,7 +43,7 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    /// The log at `path`, with the defaults (`sync=batch`, `compact_ratio=50`).
+    /// The log at `path`, with the defaults (`sync=periodic`, `compact_ratio=50`).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileConfig {
             path: path.into(),
@@ -67,12 +72,13 @@ impl BackendSpec for FileConfig {
         let mut q = Query::parse("file", q)?;
         let options = q.common()?;
         let sync = match q.take("sync").as_deref() {
-            None | Some("batch") => SyncPolicy::Batch,
+            None | Some("periodic") => SyncPolicy::Periodic,
+            Some("batch") => SyncPolicy::Batch,
             Some("always") => SyncPolicy::Always,
             Some("never") => SyncPolicy::Never,
             Some(other) => {
                 return Err(url_err(format!(
-                    "file: sync={other:?} (use always, batch or never)"
+                    "file: sync={other:?} (use periodic, always, batch or never)"
                 )));
             }
         };

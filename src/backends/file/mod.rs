@@ -18,6 +18,7 @@ mod compact;
 mod config;
 mod files;
 mod index;
+mod periodic;
 mod read;
 mod store;
 
@@ -53,6 +54,8 @@ pub struct FileCache {
     real: PathBuf,
     lock_path: PathBuf,
     sync: SyncPolicy,
+    /// With `sync=periodic`: written since the background thread's last fsync.
+    dirty: Option<std::sync::Arc<periodic::Dirty>>,
     compact_ratio: u8,
     ns: String,
     /// Hash seed of `ns`.
@@ -80,6 +83,16 @@ fn ferr(path: &Path, op: &str, e: std::io::Error) -> Error {
     err.with_backend(BACKEND)
         .with_context("path", path.display())
         .with_context("op", op.to_string())
+}
+
+impl Drop for FileCache {
+    /// With `sync=periodic`, what the background thread has not synced yet.
+    fn drop(&mut self) {
+        if self.dirty.as_ref().is_some_and(|d| d.take()) {
+            let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+            let _ = st.file.sync_data();
+        }
+    }
 }
 
 /// Holds `PATH.lock` exclusively until dropped.
@@ -122,11 +135,13 @@ impl FileCache {
         }
         let state = State::load(&real, &lock_path, false, create)?;
         let ns = options.namespace.clone().unwrap_or_default();
+        let dirty = (sync == SyncPolicy::Periodic).then(|| periodic::Dirty::register(real.clone()));
         Ok(FileCache {
             path: path.to_path_buf(),
             real,
             lock_path,
             sync,
+            dirty,
             compact_ratio,
             seed: ns_seed(&ns),
             ns,
@@ -351,6 +366,9 @@ impl FileCache {
             st.file
                 .sync_data()
                 .map_err(|e| ferr(&self.real, "fsync", e))?;
+        }
+        if let Some(d) = &self.dirty {
+            d.mark();
         }
         self.maybe_compact(st)
     }
