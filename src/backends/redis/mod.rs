@@ -299,11 +299,17 @@ impl RedisCache {
                 // less work per key on both sides than a SET each.
                 None => {
                     for part in g.chunks(MSET_PAIRS) {
-                        let c = p.cmd("MSET");
+                        // Sized up front: growing it copied every pair again.
+                        let bytes: usize = part
+                            .iter()
+                            .map(|&i| full[i].len() + entries[i].1.len())
+                            .sum();
+                        let mut c = redis::Cmd::with_capacity(1 + 2 * part.len(), 4 + bytes);
+                        c.arg("MSET");
                         for &i in part {
                             c.arg(&full[i]).arg(entries[i].1);
                         }
-                        c.ignore();
+                        p.add_command(c).ignore();
                     }
                 }
                 Some(_) => {
