@@ -782,3 +782,221 @@ async fn wait_value_within(c: &dyn Cache, key: &str, want: Option<&[u8]>, within
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// `redis-cli ARGS...` against `port`; returns its stdout, trimmed.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("redis-cli not found: sudo apt-get install -y redis-tools");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `redis-cli -c SET key v` through the node on `port` (following `MOVED`).
+fn cli_set(port: u16, key: &str, v: &str) {
+    assert_eq!(cli(port, &["-c", "SET", key, v]), "OK", "SET {key}");
+}
+
+/// The index of the live master that holds `key` (it answers without `MOVED`).
+fn owner(cluster: &servers::Cluster, key: &str) -> usize {
+    (0..cluster.nodes.len())
+        .find(|&i| {
+            servers::ask(cluster.nodes[i].port, &format!("EXISTS {key}\r\n"))
+                .is_some_and(|r| r.starts_with(':'))
+        })
+        .unwrap_or_else(|| panic!("no node holds {key}"))
+}
+
+/// One key (without the namespace) per master, as (master index, key).
+fn key_per_master(cluster: &servers::Cluster, ns: &str) -> Vec<(usize, String)> {
+    let masters = (0..cluster.nodes.len())
+        .filter(|&i| cluster.is_master(i))
+        .count();
+    let mut out: Vec<(usize, String)> = Vec::new();
+    for i in 0..1000 {
+        let k = format!("k{i}");
+        let o = owner(cluster, &format!("{ns}:{k}"));
+        if !out.iter().any(|(m, _)| *m == o) {
+            out.push((o, k));
+        }
+        if out.len() == masters {
+            break;
+        }
+    }
+    out
+}
+
+/// Reads `key` through `c` until it is `want` and served from L1.
+async fn held_in_l1(c: &dyn Cache, key: &str, want: &str) {
+    let t = Instant::now();
+    loop {
+        let before = tier_stat(c, "l1_hits").await;
+        let got = c.get(key).await.unwrap();
+        if got.as_deref() == Some(want.as_bytes()) && tier_stat(c, "l1_hits").await == before + 1 {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{key} never held in L1 as {want}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Ids of the clients on `port` with client tracking on (`t` in `flags`).
+fn tracking_clients(port: u16) -> Vec<String> {
+    cli(port, &["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .filter_map(|l| Some(l.split(' ').next()?.strip_prefix("id=")?.to_string()))
+        .collect()
+}
+
+fn tracking_url(cluster: &servers::Cluster, ns: &str) -> String {
+    format!(
+        "{}?namespace={ns}&l1=1000&l1_invalidation=tracking",
+        cluster.url()
+    )
+}
+
+/// Client tracking is accepted on a cluster: one RESP3 connection per
+/// master with `CLIENT TRACKING ON BCAST`, beside the sharded subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_opens_one_tracking_connection_per_master() {
+    let cluster = servers::shared_cluster();
+    let ns = unique_ns("tier-cltr-open");
+    let c = unicache::open(&tracking_url(cluster, &ns)).await.unwrap();
+    let s = c.stats().await.unwrap();
+    let t = s.tier.as_ref().unwrap();
+    assert_eq!(t["invalidation"], "tracking", "{t}");
+    assert_eq!(t["subscribed"], true, "{t}");
+    assert_eq!(tier(&s, "tracked_masters"), 3, "{t}");
+    for n in &cluster.nodes {
+        let list = cli(n.port, &["CLIENT", "LIST"]);
+        assert!(
+            list.lines().any(|l| l.contains("resp=3")
+                && l.split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('t') && f.contains('B'))),
+            "no BCAST tracking client on {}: {list}",
+            n.port
+        );
+    }
+}
+
+/// `redis-cli -c SET` on keys held by each of the three masters evicts
+/// them from L1; the time from `redis-cli` returning to this process
+/// reading the new value is measured over 300 writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_redis_cli_writes_on_every_shard_evict() {
+    let cluster = servers::shared_cluster();
+    let ns = unique_ns("tier-cltr-cli");
+    let c = unicache::open(&tracking_url(cluster, &ns)).await.unwrap();
+    let keys = key_per_master(cluster, &ns);
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let seed = cluster.nodes[0].port;
+    for (_, k) in &keys {
+        cli_set(seed, &format!("{ns}:{k}"), "init");
+    }
+    let mut lat = Vec::new();
+    for i in 0..300 {
+        let (_, k) = &keys[i % 3];
+        let old = if i < 3 {
+            "init".to_string()
+        } else {
+            format!("v{}", i - 3)
+        };
+        held_in_l1(&*c, k, &old).await;
+        let new = format!("v{i}");
+        cli_set(seed, &format!("{ns}:{k}"), &new);
+        let t = Instant::now();
+        while c.get(k).await.unwrap().as_deref() != Some(new.as_bytes()) {
+            assert!(t.elapsed() < Duration::from_secs(1), "{k} never evicted");
+            tokio::task::yield_now().await;
+        }
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    lat.sort_unstable();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    println!(
+        "cluster tracking, redis-cli -c SET on 3 masters, 300 writes: redis-cli return -> new value \
+         read here: p50 {} us, p99 {} us, max {} us",
+        p(0.5),
+        p(0.99),
+        lat[lat.len() - 1]
+    );
+    let s = c.stats().await.unwrap();
+    assert!(tier(&s, "invalidations_received") >= 300, "{s:?}");
+    assert_eq!(tier(&s, "l1_flushes_after_lost_subscription"), 0, "{s:?}");
+    let load = overload();
+    let bound = if load > 1.0 { 50_000 } else { 5_000 };
+    assert!(p(0.99) < bound, "p99 {} us (load {load:.1}x)", p(0.99));
+}
+
+/// `CLIENT KILL ID` of the tracking connection on one master (each in
+/// turn): L1 is flushed within 1 s, a value written after the kill is
+/// never served from L1, and tracking comes back on that master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_killed_connection_flushes_l1() {
+    let cluster = servers::redis_cluster();
+    let ns = unique_ns("tier-cltr-kill");
+    let c = unicache::open(&tracking_url(&cluster, &ns)).await.unwrap();
+    let keys = key_per_master(&cluster, &ns);
+    let seed = cluster.nodes[0].port;
+    let mut flush_times = Vec::new();
+    for round in 0..6 {
+        let (m, k) = &keys[round % 3];
+        let full = format!("{ns}:{k}");
+        let old = format!("old{round}");
+        cli_set(seed, &full, &old);
+        held_in_l1(&*c, k, &old).await;
+        let flushes = tier_stat(&*c, "l1_flushes_after_lost_subscription").await;
+        let port = cluster.nodes[*m].port;
+        // The connections replaced at the last loss close asynchronously.
+        let t = Instant::now();
+        let mut ids = tracking_clients(port);
+        while ids.len() != 1 {
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "tracking clients on {port}: {ids:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            ids = tracking_clients(port);
+        }
+        assert_eq!(cli(port, &["CLIENT", "KILL", "ID", &ids[0]]), "1");
+        let killed = Instant::now();
+        let new = format!("new{round}");
+        cli_set(seed, &full, &new);
+        assert_eq!(
+            c.get(k).await.unwrap().as_deref(),
+            Some(new.as_bytes()),
+            "round {round}: L1 served a value overwritten after the kill"
+        );
+        while tier_stat(&*c, "l1_flushes_after_lost_subscription").await == flushes {
+            assert!(
+                killed.elapsed() < Duration::from_secs(1),
+                "L1 not flushed within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        flush_times.push(killed.elapsed());
+        wait_subscribed(&*c, Duration::from_secs(5)).await;
+        // Tracked again on that master: the next write there evicts.
+        held_in_l1(&*c, k, &new).await;
+        cli_set(seed, &full, "again");
+        wait_value(&*c, k, Some(b"again")).await;
+    }
+    flush_times.sort_unstable();
+    println!(
+        "cluster tracking, CLIENT KILL ID of one master's tracking connection -> L1 flush seen (after a \
+         redis-cli SET and a get): \
+         median {:?}, max {:?} over {} kills",
+        flush_times[flush_times.len() / 2],
+        flush_times[flush_times.len() - 1],
+        flush_times.len()
+    );
+}

@@ -29,6 +29,8 @@ pub use config::{DEFAULT_L1_CAPACITY, DEFAULT_L1_TTL, Invalidation, TierConfig};
 mod backplane;
 #[cfg(feature = "memory")]
 mod cache_impl;
+#[cfg(all(feature = "memory", feature = "redis"))]
+mod cluster_tracking;
 #[cfg(feature = "memory")]
 mod l1;
 #[cfg(feature = "memory")]
