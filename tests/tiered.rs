@@ -1000,3 +1000,188 @@ async fn cluster_tracking_killed_connection_flushes_l1() {
         flush_times.len()
     );
 }
+
+/// Moves `key`'s slot (and every key in it) from master `from` to `to`, as
+/// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, MIGRATE, NODE.
+fn move_slot(cluster: &servers::Cluster, key: &str, from: usize, to: usize) {
+    let (fp, tp) = (cluster.nodes[from].port, cluster.nodes[to].port);
+    let slot = cli(fp, &["CLUSTER", "KEYSLOT", key]);
+    let (fid, tid) = (cluster.node_id(from), cluster.node_id(to));
+    assert_eq!(
+        cli(tp, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &fid]),
+        "OK"
+    );
+    assert_eq!(
+        cli(fp, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &tid]),
+        "OK"
+    );
+    for k in cli(fp, &["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]).lines() {
+        let to_port = tp.to_string();
+        assert_eq!(
+            cli(fp, &["MIGRATE", "127.0.0.1", &to_port, k, "0", "5000"]),
+            "OK"
+        );
+    }
+    assert_eq!(cli(tp, &["CLUSTER", "SETSLOT", &slot, "NODE", &tid]), "OK");
+    assert_eq!(cli(fp, &["CLUSTER", "SETSLOT", &slot, "NODE", &tid]), "OK");
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        if i != from && i != to && cluster.is_master(i) {
+            cli(n.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &tid]);
+        }
+    }
+}
+
+/// Waits until `c` is subscribed with `masters` tracked and `resubscribes`
+/// past `after`; returns how long it took.
+async fn wait_tracking(c: &dyn Cache, masters: u64, after: u64, within: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        // Stats read L2 too, which fails while a slot has no master.
+        let s = c.stats().await;
+        if let Ok(s) = &s
+            && s.tier.as_ref().unwrap()["subscribed"] == true
+            && tier(s, "tracked_masters") == masters
+            && tier(s, "resubscribes") > after
+        {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < within, "tracking not re-established: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A slot moving between tracked masters needs no reconnection (MIGRATE's
+/// delete at the source invalidates, the target is tracked); a master
+/// added to the cluster is tracked within a heartbeat or two, before
+/// slots move to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_follows_slot_moves_and_a_new_master() {
+    let mut cluster = servers::redis_cluster();
+    let ns = unique_ns("tier-cltr-move");
+    let c = unicache::open(&tracking_url(&cluster, &ns)).await.unwrap();
+    let (k, full) = ("moving", format!("{ns}:moving"));
+    let a = owner(&cluster, &full);
+    let b = (a + 1) % 3;
+    cli_set(cluster.nodes[0].port, &full, "v1");
+    held_in_l1(&*c, k, "v1").await;
+    let before = c.stats().await.unwrap();
+    move_slot(&cluster, &full, a, b);
+    let t = Instant::now();
+    while tier_stat(&*c, "invalidations_received").await == tier(&before, "invalidations_received")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "MIGRATE did not invalidate"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    held_in_l1(&*c, k, "v1").await;
+    let bp = cluster.nodes[b].port;
+    assert_eq!(cli(bp, &["SET", &full, "v2"]), "OK");
+    wait_value(&*c, k, Some(b"v2")).await;
+    let s = c.stats().await.unwrap();
+    for f in ["resubscribes", "l1_flushes_after_lost_subscription"] {
+        assert_eq!(tier(&s, f), tier(&before, f), "{f}: {s:?}");
+    }
+    let joined = Instant::now();
+    let n = cluster.add_master();
+    let joined = joined.elapsed();
+    cluster.wait_ok();
+    let took = wait_tracking(&*c, 4, tier(&s, "resubscribes"), Duration::from_secs(5)).await;
+    println!("new master: add-node took {joined:?}; tracked {took:?} after it");
+    let np = cluster.nodes[n].port;
+    assert_eq!(tracking_clients(np).len(), 1);
+    held_in_l1(&*c, k, "v2").await;
+    move_slot(&cluster, &full, b, n);
+    held_in_l1(&*c, k, "v2").await;
+    assert_eq!(cli(np, &["SET", &full, "v3"]), "OK");
+    wait_value(&*c, k, Some(b"v3")).await;
+}
+
+/// Reads `key` until it is `want` from L1, retrying L2 errors for `within`
+/// (a slot without a master while a failover completes).
+async fn held_after_failover(c: &dyn Cache, key: &str, want: &str, within: Duration) {
+    let t = Instant::now();
+    while c.get(key).await.is_err() || c.stats().await.is_err() {
+        assert!(t.elapsed() < within, "{key} unreadable after the failover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    held_in_l1(c, key, want).await;
+}
+
+/// Failovers: a manual one (the replica takes over, the old master stays
+/// as its replica) is a changed master set, so tracking moves to the new
+/// master; a crashed master flushes L1 at once, and tracking comes back on
+/// the replica promoted in its place. Replicas are never tracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_follows_failovers() {
+    use unicache::tiered::{Invalidation, TierConfig, TieredCache};
+    let mut cluster = servers::redis_cluster_with(3, 1);
+    let ns = unique_ns("tier-cltr-fo");
+    // Built by hand for `l1_live`: stats read L2, which fails mid-failover.
+    let parsed = unicache::url::parse(&format!("{}?namespace={ns}", cluster.url())).unwrap();
+    let unicache::backends::BackendConfig::Redis(redis) = parsed.backend.clone() else {
+        panic!("not a Redis URL");
+    };
+    let options = unicache::CacheOptions::new().namespace(ns.clone());
+    let l2 = unicache::backends::open_parsed(parsed, options.clone())
+        .await
+        .unwrap();
+    let c = TieredCache::builder(TierConfig::new(1000).invalidation(Invalidation::Tracking))
+        .options(&options)
+        .backplane(redis)
+        .build(l2)
+        .await
+        .unwrap();
+    assert_eq!(tier_stat(&c, "tracked_masters").await, 3);
+    let (k, full) = ("failing", format!("{ns}:failing"));
+    let m = owner(&cluster, &full);
+    let mp = cluster.nodes[m].port.to_string();
+    let r = (0..cluster.nodes.len())
+        .find(|&i| !cluster.is_master(i) && cli(cluster.nodes[i].port, &["ROLE"]).contains(&mp))
+        .expect("a replica of the key's master");
+    for i in (0..cluster.nodes.len()).filter(|&i| !cluster.is_master(i)) {
+        assert!(
+            tracking_clients(cluster.nodes[i].port).is_empty(),
+            "replica tracked"
+        );
+    }
+    cli_set(cluster.nodes[m].port, &full, "v1");
+    held_in_l1(&c, k, "v1").await;
+    let resubs = tier_stat(&c, "resubscribes").await;
+    let rp = cluster.nodes[r].port;
+    assert_eq!(cli(rp, &["CLUSTER", "FAILOVER"]), "OK");
+    let t = Instant::now();
+    while !cluster.is_master(r) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "manual failover never done"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = wait_tracking(&c, 3, resubs, Duration::from_secs(3)).await;
+    println!("manual failover: tracking on the new master {took:?} after the promotion was seen");
+    assert_eq!(tracking_clients(rp).len(), 1);
+    held_after_failover(&c, k, "v1", Duration::from_secs(5)).await;
+    assert_eq!(cli(rp, &["SET", &full, "v2"]), "OK");
+    wait_value(&c, k, Some(b"v2")).await;
+    // The new master crashes: L1 is off until the old one is promoted back.
+    held_in_l1(&c, k, "v2").await;
+    let resubs = tier_stat(&c, "resubscribes").await;
+    cluster.nodes[r].kill();
+    let killed = Instant::now();
+    while c.l1_live() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "L1 still on 1 s after the master died"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let flushed = killed.elapsed();
+    let took = wait_tracking(&c, 3, resubs, Duration::from_secs(15)).await;
+    println!("master crash: L1 flushed {flushed:?} after the kill; tracking back {took:?} later");
+    assert!(cluster.is_master(m));
+    held_after_failover(&c, k, "v2", Duration::from_secs(5)).await;
+    assert_eq!(cli(cluster.nodes[m].port, &["SET", &full, "v3"]), "OK");
+    wait_value(&c, k, Some(b"v3")).await;
+}
