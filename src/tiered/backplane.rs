@@ -11,11 +11,15 @@
 //! its own origin. A receiver only evicts; it never reads L2.
 //!
 //! The subscriber is one RESP3 connection whose pushes are handled inside
-//! the connection's own task (no hop), by [`PushHandler`]. When it drops
+//! the connection's own task (no hop), by [`PushHandler`]. With
+//! `l1_invalidation=tracking` it also runs client tracking (`tracking`); on
+//! a cluster, tracking is one more connection per master instead
+//! (`cluster_tracking`), with the same handler. When any of them drops
 //! (the library's disconnection push, an unsolicited unsubscribe, or a
-//! heartbeat PING unanswered within 1 s) L1 is turned off and flushed at
-//! once, and stays off (reads go to L2, nothing is filled) until a new
-//! subscription is confirmed; then it is flushed again and turned on.
+//! heartbeat PING unanswered within 1 s), or a cluster's masters change,
+//! L1 is turned off and flushed at once, and stays off (reads go to L2,
+//! nothing is filled) until all are re-established; then it is flushed
+//! again and turned on.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -575,5 +579,23 @@ mod tests {
         assert!(l1.get("x").is_none());
         apply(&l1, 1, b"garbage");
         apply(&l1, 1, b"");
+    }
+
+    #[test]
+    fn a_node_url_takes_a_new_address_and_keeps_the_rest() {
+        let base = "redis://user:pw@127.0.0.1:7000/2";
+        assert_eq!(
+            with_addr(base, "10.0.0.5:7001").as_deref(),
+            Some("redis://user:pw@10.0.0.5:7001/2")
+        );
+        for v6 in ["::1:7002", "[::1]:7002"] {
+            assert_eq!(
+                with_addr(base, v6).as_deref(),
+                Some("redis://user:pw@[::1]:7002/2")
+            );
+        }
+        for bad in ["nohost", "h:port", "h:70000", ""] {
+            assert_eq!(with_addr(base, bad), None, "{bad}");
+        }
     }
 }
