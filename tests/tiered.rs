@@ -932,8 +932,10 @@ async fn cluster_tracking_redis_cli_writes_on_every_shard_evict() {
     let s = c.stats().await.unwrap();
     assert!(tier(&s, "invalidations_received") >= 300, "{s:?}");
     assert_eq!(tier(&s, "l1_flushes_after_lost_subscription"), 0, "{s:?}");
+    // 10 ms, not the single-server test's 5: the other tests of this
+    // binary run at once and the load average lags them.
     let load = overload();
-    let bound = if load > 1.0 { 50_000 } else { 5_000 };
+    let bound = if load > 1.0 { 50_000 } else { 10_000 };
     assert!(p(0.99) < bound, "p99 {} us (load {load:.1}x)", p(0.99));
 }
 

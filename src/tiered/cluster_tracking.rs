@@ -103,12 +103,17 @@ impl Trackers {
         });
         let mut via = via.clone();
         let (pings, now) = tokio::join!(futures::future::join_all(pings), ask_masters(&mut via));
-        let same = now.is_ok_and(|m| m == self.masters);
-        if !same {
-            tracing::info!(
-                "tiered cache: cluster masters changed; re-establishing client tracking"
-            );
-        }
+        let same = match now {
+            Ok(m) if m == self.masters => true,
+            Ok(m) => {
+                tracing::info!(
+                    "tiered cache: cluster masters changed ({} now); re-establishing client tracking",
+                    m.len()
+                );
+                false
+            }
+            Err(_) => false,
+        };
         same && pings.iter().all(Result::is_ok)
     }
 }
