@@ -782,3 +782,408 @@ async fn wait_value_within(c: &dyn Cache, key: &str, want: Option<&[u8]>, within
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// `redis-cli ARGS...` against `port`; returns its stdout, trimmed.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("redis-cli not found: sudo apt-get install -y redis-tools");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `redis-cli -c SET key v` through the node on `port` (following `MOVED`).
+fn cli_set(port: u16, key: &str, v: &str) {
+    assert_eq!(cli(port, &["-c", "SET", key, v]), "OK", "SET {key}");
+}
+
+/// The index of the live master that holds `key` (it answers without `MOVED`).
+fn owner(cluster: &servers::Cluster, key: &str) -> usize {
+    (0..cluster.nodes.len())
+        .find(|&i| {
+            servers::ask(cluster.nodes[i].port, &format!("EXISTS {key}\r\n"))
+                .is_some_and(|r| r.starts_with(':'))
+        })
+        .unwrap_or_else(|| panic!("no node holds {key}"))
+}
+
+/// One key (without the namespace) per master, as (master index, key).
+fn key_per_master(cluster: &servers::Cluster, ns: &str) -> Vec<(usize, String)> {
+    let masters = (0..cluster.nodes.len())
+        .filter(|&i| cluster.is_master(i))
+        .count();
+    let mut out: Vec<(usize, String)> = Vec::new();
+    for i in 0..1000 {
+        let k = format!("k{i}");
+        let o = owner(cluster, &format!("{ns}:{k}"));
+        if !out.iter().any(|(m, _)| *m == o) {
+            out.push((o, k));
+        }
+        if out.len() == masters {
+            break;
+        }
+    }
+    out
+}
+
+/// Reads `key` through `c` until it is `want` and served from L1.
+async fn held_in_l1(c: &dyn Cache, key: &str, want: &str) {
+    let t = Instant::now();
+    loop {
+        let before = tier_stat(c, "l1_hits").await;
+        let got = c.get(key).await.unwrap();
+        if got.as_deref() == Some(want.as_bytes()) && tier_stat(c, "l1_hits").await == before + 1 {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{key} never held in L1 as {want}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Ids of the clients on `port` with client tracking on (`t` in `flags`).
+fn tracking_clients(port: u16) -> Vec<String> {
+    cli(port, &["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .filter_map(|l| Some(l.split(' ').next()?.strip_prefix("id=")?.to_string()))
+        .collect()
+}
+
+fn tracking_url(cluster: &servers::Cluster, ns: &str) -> String {
+    format!(
+        "{}?namespace={ns}&l1=1000&l1_invalidation=tracking",
+        cluster.url()
+    )
+}
+
+/// Client tracking is accepted on a cluster: one RESP3 connection per
+/// master with `CLIENT TRACKING ON BCAST`, beside the sharded subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_opens_one_tracking_connection_per_master() {
+    let cluster = servers::shared_cluster();
+    let ns = unique_ns("tier-cltr-open");
+    let c = unicache::open(&tracking_url(cluster, &ns)).await.unwrap();
+    let s = c.stats().await.unwrap();
+    let t = s.tier.as_ref().unwrap();
+    assert_eq!(t["invalidation"], "tracking", "{t}");
+    assert_eq!(t["subscribed"], true, "{t}");
+    assert_eq!(tier(&s, "tracked_masters"), 3, "{t}");
+    for n in &cluster.nodes {
+        let list = cli(n.port, &["CLIENT", "LIST"]);
+        assert!(
+            list.lines().any(|l| l.contains("resp=3")
+                && l.split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('t') && f.contains('B'))),
+            "no BCAST tracking client on {}: {list}",
+            n.port
+        );
+    }
+}
+
+/// `redis-cli -c SET` on keys held by each of the three masters evicts
+/// them from L1; the time from `redis-cli` returning to this process
+/// reading the new value is measured over 300 writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_redis_cli_writes_on_every_shard_evict() {
+    let cluster = servers::shared_cluster();
+    let ns = unique_ns("tier-cltr-cli");
+    let c = unicache::open(&tracking_url(cluster, &ns)).await.unwrap();
+    let keys = key_per_master(cluster, &ns);
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let seed = cluster.nodes[0].port;
+    for (_, k) in &keys {
+        cli_set(seed, &format!("{ns}:{k}"), "init");
+    }
+    let mut lat = Vec::new();
+    for i in 0..300 {
+        let (_, k) = &keys[i % 3];
+        let old = if i < 3 {
+            "init".to_string()
+        } else {
+            format!("v{}", i - 3)
+        };
+        held_in_l1(&*c, k, &old).await;
+        let new = format!("v{i}");
+        cli_set(seed, &format!("{ns}:{k}"), &new);
+        let t = Instant::now();
+        while c.get(k).await.unwrap().as_deref() != Some(new.as_bytes()) {
+            assert!(t.elapsed() < Duration::from_secs(1), "{k} never evicted");
+            tokio::task::yield_now().await;
+        }
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    lat.sort_unstable();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    println!(
+        "cluster tracking, redis-cli -c SET on 3 masters, 300 writes: redis-cli return -> new value \
+         read here: p50 {} us, p99 {} us, max {} us",
+        p(0.5),
+        p(0.99),
+        lat[lat.len() - 1]
+    );
+    let s = c.stats().await.unwrap();
+    assert!(tier(&s, "invalidations_received") >= 300, "{s:?}");
+    assert_eq!(tier(&s, "l1_flushes_after_lost_subscription"), 0, "{s:?}");
+    // 10 ms, not the single-server test's 5: the other tests of this
+    // binary run at once and the load average lags them.
+    let load = overload();
+    let bound = if load > 1.0 { 50_000 } else { 10_000 };
+    assert!(p(0.99) < bound, "p99 {} us (load {load:.1}x)", p(0.99));
+}
+
+/// `CLIENT KILL ID` of the tracking connection on one master (each in
+/// turn): L1 is flushed within 1 s, a value written after the kill is
+/// never served from L1, and tracking comes back on that master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_killed_connection_flushes_l1() {
+    let cluster = servers::redis_cluster();
+    let ns = unique_ns("tier-cltr-kill");
+    let c = unicache::open(&tracking_url(&cluster, &ns)).await.unwrap();
+    let keys = key_per_master(&cluster, &ns);
+    let seed = cluster.nodes[0].port;
+    let mut flush_times = Vec::new();
+    for round in 0..6 {
+        let (m, k) = &keys[round % 3];
+        let full = format!("{ns}:{k}");
+        let old = format!("old{round}");
+        cli_set(seed, &full, &old);
+        held_in_l1(&*c, k, &old).await;
+        let flushes = tier_stat(&*c, "l1_flushes_after_lost_subscription").await;
+        let port = cluster.nodes[*m].port;
+        // The connections replaced at the last loss close asynchronously.
+        let t = Instant::now();
+        let mut ids = tracking_clients(port);
+        while ids.len() != 1 {
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "tracking clients on {port}: {ids:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            ids = tracking_clients(port);
+        }
+        assert_eq!(cli(port, &["CLIENT", "KILL", "ID", &ids[0]]), "1");
+        let killed = Instant::now();
+        let new = format!("new{round}");
+        cli_set(seed, &full, &new);
+        assert_eq!(
+            c.get(k).await.unwrap().as_deref(),
+            Some(new.as_bytes()),
+            "round {round}: L1 served a value overwritten after the kill"
+        );
+        while tier_stat(&*c, "l1_flushes_after_lost_subscription").await == flushes {
+            assert!(
+                killed.elapsed() < Duration::from_secs(1),
+                "L1 not flushed within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        flush_times.push(killed.elapsed());
+        wait_subscribed(&*c, Duration::from_secs(5)).await;
+        // Tracked again on that master: the next write there evicts.
+        held_in_l1(&*c, k, &new).await;
+        cli_set(seed, &full, "again");
+        wait_value(&*c, k, Some(b"again")).await;
+    }
+    flush_times.sort_unstable();
+    println!(
+        "cluster tracking, CLIENT KILL ID of one master's tracking connection -> L1 flush seen (after a \
+         redis-cli SET and a get): \
+         median {:?}, max {:?} over {} kills",
+        flush_times[flush_times.len() / 2],
+        flush_times[flush_times.len() - 1],
+        flush_times.len()
+    );
+}
+
+/// Moves `key`'s slot (and every key in it) from master `from` to `to`, as
+/// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, MIGRATE, NODE.
+fn move_slot(cluster: &servers::Cluster, key: &str, from: usize, to: usize) {
+    let (fp, tp) = (cluster.nodes[from].port, cluster.nodes[to].port);
+    let slot = cli(fp, &["CLUSTER", "KEYSLOT", key]);
+    let (fid, tid) = (cluster.node_id(from), cluster.node_id(to));
+    assert_eq!(
+        cli(tp, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &fid]),
+        "OK"
+    );
+    assert_eq!(
+        cli(fp, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &tid]),
+        "OK"
+    );
+    for k in cli(fp, &["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]).lines() {
+        let to_port = tp.to_string();
+        assert_eq!(
+            cli(fp, &["MIGRATE", "127.0.0.1", &to_port, k, "0", "5000"]),
+            "OK"
+        );
+    }
+    assert_eq!(cli(tp, &["CLUSTER", "SETSLOT", &slot, "NODE", &tid]), "OK");
+    assert_eq!(cli(fp, &["CLUSTER", "SETSLOT", &slot, "NODE", &tid]), "OK");
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        if i != from && i != to && cluster.is_master(i) {
+            cli(n.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &tid]);
+        }
+    }
+}
+
+/// Waits until `c` is subscribed with `masters` tracked and `resubscribes`
+/// past `after`; returns how long it took.
+async fn wait_tracking(c: &dyn Cache, masters: u64, after: u64, within: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        // Stats read L2 too, which fails while a slot has no master.
+        let s = c.stats().await;
+        if let Ok(s) = &s
+            && s.tier.as_ref().unwrap()["subscribed"] == true
+            && tier(s, "tracked_masters") == masters
+            && tier(s, "resubscribes") > after
+        {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < within, "tracking not re-established: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A slot moving between tracked masters needs no reconnection (MIGRATE's
+/// delete at the source invalidates, the target is tracked); a master
+/// added to the cluster is tracked within a heartbeat or two, before
+/// slots move to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_follows_slot_moves_and_a_new_master() {
+    let mut cluster = servers::redis_cluster();
+    let ns = unique_ns("tier-cltr-move");
+    let c = unicache::open(&tracking_url(&cluster, &ns)).await.unwrap();
+    let (k, full) = ("moving", format!("{ns}:moving"));
+    let a = owner(&cluster, &full);
+    let b = (a + 1) % 3;
+    cli_set(cluster.nodes[0].port, &full, "v1");
+    held_in_l1(&*c, k, "v1").await;
+    let before = c.stats().await.unwrap();
+    move_slot(&cluster, &full, a, b);
+    let t = Instant::now();
+    while tier_stat(&*c, "invalidations_received").await == tier(&before, "invalidations_received")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "MIGRATE did not invalidate"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    held_in_l1(&*c, k, "v1").await;
+    let bp = cluster.nodes[b].port;
+    assert_eq!(cli(bp, &["SET", &full, "v2"]), "OK");
+    wait_value(&*c, k, Some(b"v2")).await;
+    let s = c.stats().await.unwrap();
+    for f in ["resubscribes", "l1_flushes_after_lost_subscription"] {
+        assert_eq!(tier(&s, f), tier(&before, f), "{f}: {s:?}");
+    }
+    let joined = Instant::now();
+    let n = cluster.add_master();
+    let joined = joined.elapsed();
+    cluster.wait_ok();
+    let took = wait_tracking(&*c, 4, tier(&s, "resubscribes"), Duration::from_secs(5)).await;
+    println!("new master: add-node took {joined:?}; tracked {took:?} after it");
+    let np = cluster.nodes[n].port;
+    assert_eq!(tracking_clients(np).len(), 1);
+    held_in_l1(&*c, k, "v2").await;
+    move_slot(&cluster, &full, b, n);
+    held_in_l1(&*c, k, "v2").await;
+    assert_eq!(cli(np, &["SET", &full, "v3"]), "OK");
+    wait_value(&*c, k, Some(b"v3")).await;
+}
+
+/// Reads `key` until it is `want` from L1, retrying L2 errors for `within`
+/// (a slot without a master while a failover completes).
+async fn held_after_failover(c: &dyn Cache, key: &str, want: &str, within: Duration) {
+    let t = Instant::now();
+    while c.get(key).await.is_err() || c.stats().await.is_err() {
+        assert!(t.elapsed() < within, "{key} unreadable after the failover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    held_in_l1(c, key, want).await;
+}
+
+/// Failovers: a manual one (the replica takes over, the old master stays
+/// as its replica) is a changed master set, so tracking moves to the new
+/// master; a crashed master flushes L1 at once, and tracking comes back on
+/// the replica promoted in its place. Replicas are never tracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tracking_follows_failovers() {
+    use unicache::tiered::{Invalidation, TierConfig, TieredCache};
+    let mut cluster = servers::redis_cluster_with(3, 1);
+    let ns = unique_ns("tier-cltr-fo");
+    // Built by hand for `l1_live`: stats read L2, which fails mid-failover.
+    let parsed = unicache::url::parse(&format!("{}?namespace={ns}", cluster.url())).unwrap();
+    let unicache::backends::BackendConfig::Redis(redis) = parsed.backend.clone() else {
+        panic!("not a Redis URL");
+    };
+    let options = unicache::CacheOptions::new().namespace(ns.clone());
+    let l2 = unicache::backends::open_parsed(parsed, options.clone())
+        .await
+        .unwrap();
+    let c = TieredCache::builder(TierConfig::new(1000).invalidation(Invalidation::Tracking))
+        .options(&options)
+        .backplane(redis)
+        .build(l2)
+        .await
+        .unwrap();
+    assert_eq!(tier_stat(&c, "tracked_masters").await, 3);
+    let (k, full) = ("failing", format!("{ns}:failing"));
+    let m = owner(&cluster, &full);
+    let mp = cluster.nodes[m].port.to_string();
+    let r = (0..cluster.nodes.len())
+        .find(|&i| !cluster.is_master(i) && cli(cluster.nodes[i].port, &["ROLE"]).contains(&mp))
+        .expect("a replica of the key's master");
+    for i in (0..cluster.nodes.len()).filter(|&i| !cluster.is_master(i)) {
+        assert!(
+            tracking_clients(cluster.nodes[i].port).is_empty(),
+            "replica tracked"
+        );
+    }
+    cli_set(cluster.nodes[m].port, &full, "v1");
+    held_in_l1(&c, k, "v1").await;
+    let resubs = tier_stat(&c, "resubscribes").await;
+    let rp = cluster.nodes[r].port;
+    assert_eq!(cli(rp, &["CLUSTER", "FAILOVER"]), "OK");
+    let t = Instant::now();
+    while !cluster.is_master(r) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "manual failover never done"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = wait_tracking(&c, 3, resubs, Duration::from_secs(3)).await;
+    println!("manual failover: tracking on the new master {took:?} after the promotion was seen");
+    assert_eq!(tracking_clients(rp).len(), 1);
+    held_after_failover(&c, k, "v1", Duration::from_secs(5)).await;
+    assert_eq!(cli(rp, &["SET", &full, "v2"]), "OK");
+    wait_value(&c, k, Some(b"v2")).await;
+    // The new master crashes: L1 is off until the old one is promoted back.
+    held_in_l1(&c, k, "v2").await;
+    let resubs = tier_stat(&c, "resubscribes").await;
+    cluster.nodes[r].kill();
+    let killed = Instant::now();
+    while c.l1_live() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "L1 still on 1 s after the master died"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let flushed = killed.elapsed();
+    let took = wait_tracking(&c, 3, resubs, Duration::from_secs(15)).await;
+    println!("master crash: L1 flushed {flushed:?} after the kill; tracking back {took:?} later");
+    assert!(cluster.is_master(m));
+    held_after_failover(&c, k, "v2", Duration::from_secs(5)).await;
+    assert_eq!(cli(cluster.nodes[m].port, &["SET", &full, "v3"]), "OK");
+    wait_value(&c, k, Some(b"v3")).await;
+}

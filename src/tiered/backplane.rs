@@ -11,11 +11,15 @@
 //! its own origin. A receiver only evicts; it never reads L2.
 //!
 //! The subscriber is one RESP3 connection whose pushes are handled inside
-//! the connection's own task (no hop), by [`PushHandler`]. When it drops
+//! the connection's own task (no hop), by [`PushHandler`]. With
+//! `l1_invalidation=tracking` it also runs client tracking (`tracking`); on
+//! a cluster, tracking is one more connection per master instead
+//! (`cluster_tracking`), with the same handler. When any of them drops
 //! (the library's disconnection push, an unsolicited unsubscribe, or a
-//! heartbeat PING unanswered within 1 s) L1 is turned off and flushed at
-//! once, and stays off (reads go to L2, nothing is filled) until a new
-//! subscription is confirmed; then it is flushed again and turned on.
+//! heartbeat PING unanswered within 1 s), or a cluster's masters change,
+//! L1 is turned off and flushed at once, and stays off (reads go to L2,
+//! nothing is filled) until all are re-established; then it is flushed
+//! again and turned on.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,9 +29,10 @@ use redis::{
     AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
 };
 
+use super::cluster_tracking::Trackers;
 use super::config::Invalidation;
 use super::l1::L1;
-use super::stats::add;
+use super::stats::{add, set};
 use super::tracking;
 use crate::backends::redis::RedisConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -122,23 +127,31 @@ impl Route {
     /// `node` with its host and port replaced by a `MOVED` target
     /// (`host:port`, as redis-rs's `redirect_node` gives it with the slot).
     fn redirect(&self, node: &str, addr: &str) {
-        let Some((host, port)) = addr.rsplit_once(':') else {
-            return self.next_seed(node);
-        };
-        if let Ok(mut u) = url::Url::parse(node)
-            && let Ok(port) = port.parse::<u16>()
-            && u.set_host(Some(host.trim_matches(['[', ']']))).is_ok()
-            && u.set_port(Some(port)).is_ok()
-        {
-            self.set_node(u.to_string());
-        } else {
-            self.next_seed(node);
+        match with_addr(node, addr) {
+            Some(u) => self.set_node(u),
+            None => self.next_seed(node),
         }
     }
 }
 
+/// The URL `node` (credentials, database, scheme kept) with its host and
+/// port replaced by `addr` (`host:port`, an IPv6 host bracketed or not).
+pub(super) fn with_addr(node: &str, addr: &str) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_matches(['[', ']']);
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let mut u = url::Url::parse(node).ok()?;
+    u.set_host(Some(&host)).ok()?;
+    u.set_port(Some(port.parse::<u16>().ok()?)).ok()?;
+    Some(u.to_string())
+}
+
 /// The settings both connections need.
-struct Link {
+pub(super) struct Link {
     route: Route,
     cluster: bool,
     connect_timeout: Duration,
@@ -147,11 +160,11 @@ struct Link {
 }
 
 impl Link {
-    fn err(&self, kind: ErrorKind, what: &str, e: impl std::fmt::Display) -> Error {
+    pub(super) fn err(&self, kind: ErrorKind, what: &str, e: impl std::fmt::Display) -> Error {
         Error::new(kind, format!("{what} at {}: {e}", self.endpoint)).with_backend("tiered")
     }
 
-    fn client(&self, node: &str, resp3: bool) -> Result<redis::Client> {
+    pub(super) fn client(&self, node: &str, resp3: bool) -> Result<redis::Client> {
         let info = node
             .into_connection_info()
             .map_err(|e| self.err(ErrorKind::InvalidUrl, "backplane", e))?;
@@ -167,7 +180,7 @@ impl Link {
         redis::Client::open(info).map_err(|e| self.err(ErrorKind::InvalidUrl, "backplane", e))
     }
 
-    fn config(&self) -> AsyncConnectionConfig {
+    pub(super) fn config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
@@ -231,15 +244,6 @@ impl Backplane {
                 ErrorKind::Unsupported,
                 format!(
                     "{}: the L1 backplane does not take tls_ca yet; use l1_invalidation=none",
-                    cfg.endpoint
-                ),
-            ));
-        }
-        if mode == Invalidation::Tracking && cfg.cluster {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "{}: l1_invalidation=tracking needs a single Redis server; use pubsub on a cluster",
                     cfg.endpoint
                 ),
             ));
@@ -357,14 +361,37 @@ struct Subscriber {
     l1: Arc<L1>,
 }
 
-/// A live subscription: its connection and the signal that it was lost.
+/// A live subscription: its connection, the tracking connections to every
+/// master on a cluster, and the signal that one of them was lost.
 struct Live {
     conn: MultiplexedConnection,
+    trackers: Option<Trackers>,
     lost: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
+impl Live {
+    /// Whether every connection answers (and, on a cluster with tracking,
+    /// the masters are the same); the caller bounds the time.
+    async fn healthy(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let ping = async move {
+            redis::cmd("PING")
+                .query_async::<Value>(&mut conn)
+                .await
+                .is_ok()
+        };
+        match &self.trackers {
+            None => ping.await,
+            Some(t) => {
+                let (a, b) = tokio::join!(ping, t.healthy(&self.conn));
+                a && b
+            }
+        }
+    }
+}
+
 /// Handles pushes inside the connection's task: evicts at once.
-struct PushHandler {
+pub(super) struct PushHandler {
     sub: Arc<Subscriber>,
     lost: tokio::sync::mpsc::UnboundedSender<()>,
 }
@@ -393,17 +420,48 @@ impl AsyncPushSender for PushHandler {
     }
 }
 
+type Lost = tokio::sync::mpsc::UnboundedSender<()>;
+
 impl Subscriber {
-    /// Connects, subscribes (following `MOVED` on a cluster) and turns L1 on.
+    /// Connects, subscribes (following `MOVED` on a cluster), on a cluster
+    /// with tracking opens the tracking connections, and turns L1 on.
     async fn connect(self: &Arc<Self>) -> Result<Live> {
+        let (mut live, tx) = self.subscribe().await?;
+        if self.tracking && self.link.cluster {
+            let node = self.link.route.node();
+            let handler = || PushHandler {
+                sub: self.clone(),
+                lost: tx.clone(),
+            };
+            let t = Trackers::connect(
+                &self.link,
+                &node,
+                &mut live.conn,
+                self.prefix.as_deref(),
+                handler,
+            )
+            .await?;
+            set(&self.l1.stats.tracked_masters, t.len() as u64);
+            live.trackers = Some(t);
+        }
+        drop(tx);
+        // A connection lost while the others were being opened.
+        if live.lost.try_recv().is_ok() {
+            return Err(self
+                .link
+                .err(ErrorKind::Connection, "subscribing", "connection lost"));
+        }
+        self.l1.go_live();
+        Ok(live)
+    }
+
+    /// The subscription, with a sender of its loss signal for more connections.
+    async fn subscribe(self: &Arc<Self>) -> Result<(Live, Lost)> {
         let mut last = None;
         for _ in 0..4 {
             let node = self.link.route.node();
             match self.try_node(&node).await {
-                Ok(live) => {
-                    self.l1.go_live();
-                    return Ok(live);
-                }
+                Ok(live) => return Ok(live),
                 Err((e, redirect)) => {
                     match redirect {
                         Some(addr) => self.link.route.redirect(&node, &addr),
@@ -422,12 +480,12 @@ impl Subscriber {
     async fn try_node(
         self: &Arc<Self>,
         node: &str,
-    ) -> std::result::Result<Live, (Error, Option<String>)> {
+    ) -> std::result::Result<(Live, Lost), (Error, Option<String>)> {
         let l = &self.link;
         let (tx, lost) = tokio::sync::mpsc::unbounded_channel();
         let handler = PushHandler {
             sub: self.clone(),
-            lost: tx,
+            lost: tx.clone(),
         };
         let client = l.client(node, true).map_err(|e| (e, None))?;
         let mut conn = client
@@ -443,12 +501,18 @@ impl Subscriber {
             let to = e.redirect_node().map(|(addr, _slot)| addr.to_string());
             return Err((l.err(ErrorKind::Connection, "subscribing", e), to));
         }
-        if self.tracking {
+        // On a cluster, each master gets its own tracking connection.
+        if self.tracking && !l.cluster {
             tracking::enable(&mut conn, self.prefix.as_deref())
                 .await
                 .map_err(|e| (l.err(ErrorKind::Backend, "client tracking", e), None))?;
         }
-        Ok(Live { conn, lost })
+        let live = Live {
+            conn,
+            trackers: None,
+            lost,
+        };
+        Ok((live, tx))
     }
 
     /// Keeps the subscription up: waits for its loss (or a failed
@@ -481,10 +545,8 @@ impl Subscriber {
             tokio::select! {
                 _ = l.lost.recv() => return,
                 _ = tokio::time::sleep(HEARTBEAT) => {
-                    let cmd = redis::cmd("PING");
-                    let ping = cmd.query_async::<Value>(&mut l.conn);
-                    match tokio::time::timeout(HEARTBEAT_TIMEOUT, ping).await {
-                        Ok(Ok(_)) => {}
+                    match tokio::time::timeout(HEARTBEAT_TIMEOUT, l.healthy()).await {
+                        Ok(true) => {}
                         _ => return,
                     }
                 }
@@ -517,5 +579,23 @@ mod tests {
         assert!(l1.get("x").is_none());
         apply(&l1, 1, b"garbage");
         apply(&l1, 1, b"");
+    }
+
+    #[test]
+    fn a_node_url_takes_a_new_address_and_keeps_the_rest() {
+        let base = "redis://user:pw@127.0.0.1:7000/2";
+        assert_eq!(
+            with_addr(base, "10.0.0.5:7001").as_deref(),
+            Some("redis://user:pw@10.0.0.5:7001/2")
+        );
+        for v6 in ["::1:7002", "[::1]:7002"] {
+            assert_eq!(
+                with_addr(base, v6).as_deref(),
+                Some("redis://user:pw@[::1]:7002/2")
+            );
+        }
+        for bad in ["nohost", "h:port", "h:70000", ""] {
+            assert_eq!(with_addr(base, bad), None, "{bad}");
+        }
     }
 }

@@ -23,7 +23,9 @@ pub enum Invalidation {
     PubSub,
     /// [`Invalidation::PubSub`] plus Redis 6+ client-side caching
     /// (`CLIENT TRACKING ON BCAST PREFIX ns:` over RESP3), so writes by any
-    /// client (`redis-cli`, other languages) evict too. Single server only.
+    /// client (`redis-cli`, other languages) evict too. On a Redis Cluster,
+    /// one tracking connection per master (followed through failovers and
+    /// added nodes).
     Tracking,
 }
 

@@ -12,8 +12,8 @@
 //!   error leaves L1 as it was, except when the write may have landed (a
 //!   timeout, a partly failed batch): those keys are evicted.
 //! - **Invalidation** ([`Invalidation`]): on Redis, key-only pub/sub messages
-//!   (sharded on a cluster) and optionally the server's client tracking; see
-//!   `backplane`. Without a backplane (memcached, SQLite, file) another
+//!   (sharded on a cluster) and optionally the servers' client tracking
+//!   (one connection per master on a cluster); see `backplane`. Without a backplane (memcached, SQLite, file) another
 //!   process's write is seen when the L1 copy expires: staleness is bounded
 //!   by the L1 TTL cap (`l1_ttl`, 30 s by default).
 //!
@@ -29,6 +29,8 @@ pub use config::{DEFAULT_L1_CAPACITY, DEFAULT_L1_TTL, Invalidation, TierConfig};
 mod backplane;
 #[cfg(feature = "memory")]
 mod cache_impl;
+#[cfg(all(feature = "memory", feature = "redis"))]
+mod cluster_tracking;
 #[cfg(feature = "memory")]
 mod l1;
 #[cfg(feature = "memory")]

@@ -14,11 +14,20 @@ pub(crate) struct TierStats {
     pub resubscribes: AtomicU64,
     pub l2_errors: AtomicU64,
     pub publish_errors: AtomicU64,
+    /// Client tracking connections on a cluster (one per master) when last
+    /// connected.
+    pub tracked_masters: AtomicU64,
 }
 
 /// Adds `n` to `c`.
 pub(crate) fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Sets `c` to `n`.
+#[cfg(feature = "redis")]
+pub(crate) fn set(c: &AtomicU64, n: u64) {
+    c.store(n, Ordering::Relaxed);
 }
 
 impl TierStats {
@@ -42,6 +51,7 @@ impl TierStats {
             "resubscribes": g(&self.resubscribes),
             "l2_errors": g(&self.l2_errors),
             "publish_errors": g(&self.publish_errors),
+            "tracked_masters": g(&self.tracked_masters),
             "invalidation": invalidation,
             "subscribed": live,
             "l1": l1,

@@ -1,7 +1,8 @@
 //! Redis 6+ client-side caching as an invalidation source: the subscriber
 //! connection (RESP3) also runs `CLIENT TRACKING ON BCAST PREFIX ns:`, so the
 //! server pushes `invalidate` for every key under the namespace that any
-//! client changes (`redis-cli SET`, other languages, expiry, eviction).
+//! client changes (`redis-cli SET`, other languages, expiry, eviction). On a
+//! cluster each master gets a connection of its own (`cluster_tracking`).
 //! Without a namespace the whole database is tracked. Our own writes come
 //! back too and evict the entry this process just stored: one extra miss,
 //! never a stale read.
