@@ -185,6 +185,7 @@ impl RedisCache {
             if cluster {
                 let c = cluster::Cluster::connect(
                     nodes,
+                    #[allow(clippy::clone_on_copy)] // `Certs` is `Option<()>` without `tls`
                     certs.clone(),
                     connect_timeout,
                     response_timeout,
