@@ -27,7 +27,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # The packages start system services; the tests use their own servers.
-cargo test --all-features --no-fail-fast "$@"
+if [ $# -eq 0 ]; then
+    # The tier's cross-process latency tests (p99 of write -> eviction in
+    # other processes) run on their own after the rest, so the suite's other
+    # servers and processes do not stand in the run queue with them.
+    timed=(three_processes_pubsub_p99_under_5ms redis_cli_writes_evict_with_client_tracking)
+    cargo test --all-features --no-fail-fast -- "${timed[@]/#/--skip=}"
+    cargo test --all-features --test tiered -- --exact "${timed[@]}" --nocapture
+else
+    cargo test --all-features --no-fail-fast "$@"
+fi
 
 # The Python package (python/): builds and installs it into a venv under
 # target/ with its test dependencies, then runs pytest over it on every

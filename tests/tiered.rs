@@ -234,7 +234,7 @@ fn tier_child() {
 /// two others read the new value; the time from the write's return to
 /// the reader seeing it (eviction + its next poll + one L2 GET) has a p99
 /// under 5 ms.
-fn cross_process(writer: &str, invalidation: &str, n: u64) {
+fn cross_process(writer: &str, invalidation: &str, n: u64) -> u64 {
     let server = servers::redis_server();
     let ns = unique_ns("tier-3p");
     let url = redis_url(
@@ -292,15 +292,31 @@ fn cross_process(writer: &str, invalidation: &str, n: u64) {
         lat[lat.len() - 1]
     );
     assert!(lat.len() as u64 >= n, "too few values seen: {}", lat.len());
-    // 5 ms is the bound on a machine with a free core; one whose run queue
-    // is longer than its cores (shared CI) delays every wake-up by whole
-    // time slices, so there only a 50 ms bound is checked (and said).
-    let load = overload();
-    let bound = if load > 1.0 { 50_000 } else { 5_000 };
-    if load > 1.0 {
-        println!("load average {load:.1}x the cores: checking p99 < 50 ms, not 5 ms");
+    p(0.99)
+}
+
+/// [`cross_process`] held to its bound: p99 under 5 ms, or, on a machine
+/// whose run queue is longer than its cores (shared CI), where every
+/// wake-up waits for whole time slices, under 50 ms (said when so). A noisy
+/// machine gets a second run; a broken eviction (an L1 serving until its
+/// TTL) fails both. `scripts/test.sh` runs these two tests on their own,
+/// after the rest of the suite.
+fn cross_process_within_bound(writer: &str, invalidation: &str, n: u64) {
+    let mut worst = 0;
+    for attempt in 1..=2 {
+        let p99 = cross_process(writer, invalidation, n);
+        let load = overload();
+        let bound = if load > 1.0 { 50_000 } else { 5_000 };
+        if load > 1.0 {
+            println!("load average {load:.1}x the cores: checking p99 < 50 ms, not 5 ms");
+        }
+        if p99 < bound {
+            return;
+        }
+        println!("attempt {attempt}: p99 {p99} us over {bound} us (load {load:.1}x)");
+        worst = p99;
     }
-    assert!(p(0.99) < bound, "p99 {} us (load {load:.1}x)", p(0.99));
+    panic!("p99 {worst} us in both runs");
 }
 
 /// The 1-minute load average divided by the number of cores.
@@ -314,12 +330,12 @@ fn overload() -> f64 {
 
 #[test]
 fn three_processes_pubsub_p99_under_5ms() {
-    cross_process("tiered", "pubsub", 1000);
+    cross_process_within_bound("tiered", "pubsub", 1000);
 }
 
 #[test]
 fn redis_cli_writes_evict_with_client_tracking() {
-    cross_process("cli", "tracking", 300);
+    cross_process_within_bound("cli", "tracking", 300);
 }
 
 async fn tier_stat(c: &dyn Cache, field: &str) -> u64 {
