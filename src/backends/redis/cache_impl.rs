@@ -134,13 +134,13 @@ impl Cache for RedisCache {
             return Ok(());
         }
         let px = self.counters.track(self.px(ttl))?;
-        let full: Vec<String> = entries.iter().map(|(k, _)| self.key(k)).collect();
         let Conn::Cluster(c) = &self.conn else {
             self.counters
-                .track(self.set_many_single(&full, entries, px).await)?;
+                .track(self.set_many_single(entries, px).await)?;
             self.counters.set(entries.len() as u64);
             return Ok(());
         };
+        let full: Vec<String> = entries.iter().map(|(k, _)| self.key(k)).collect();
         let single = |i: usize| Self::set_command(&full[i], entries[i].1, px);
         // Without a TTL, one MSET per slot group: far less work per key.
         let mset = |idx: &[usize]| {

@@ -102,6 +102,18 @@ impl std::fmt::Debug for RedisCache {
     }
 }
 
+/// `prefix` + `k`, written into `buf` (reused from key to key); `k` itself
+/// without a prefix.
+fn full_key<'a>(buf: &'a mut String, prefix: &str, k: &'a str) -> &'a str {
+    if prefix.is_empty() {
+        return k;
+    }
+    buf.clear();
+    buf.push_str(prefix);
+    buf.push_str(k);
+    buf
+}
+
 impl RedisCache {
     /// Connects to the node(s) of `cfg`.
     pub async fn connect(cfg: RedisConfig, options: CacheOptions) -> Result<Self> {
@@ -284,50 +296,45 @@ impl RedisCache {
         Ok(out)
     }
 
-    async fn set_many_single(
-        &self,
-        full: &[String],
-        entries: &[(&str, &[u8])],
-        px: Option<u64>,
-    ) -> Result<()> {
+    /// `set_many` on one server: pipelines of `MSET` (no TTL) or `SET PX`,
+    /// several in flight. Full keys are written into one reusable buffer
+    /// (the command copies them), not allocated one by one.
+    async fn set_many_single(&self, entries: &[(&str, &[u8])], px: Option<u64>) -> Result<()> {
         let Conn::Single(conn) = &self.conn else {
             return Err(Error::new(ErrorKind::Backend, "not a single server"));
         };
         // Without a TTL a pipeline is one MSET: ~100 KiB for small values,
         // which the allocator reuses; 10,000 pairs made a 1 MiB buffer
         // that came fresh from the OS (page faults) for every chunk.
-        let groups = match px {
-            None => (0..full.len())
-                .collect::<Vec<_>>()
-                .chunks(MSET_PAIRS)
-                .map(<[usize]>::to_vec)
-                .collect(),
-            Some(_) => Self::groups(full),
-        };
-        futures::stream::iter(groups.into_iter().map(|g| async move {
+        let per_pipeline = if px.is_none() { MSET_PAIRS } else { CHUNK };
+        let prefix = self.prefix.as_str();
+        // Index ranges, not `chunks`: a future borrowing a chunk of
+        // `entries` trips the async closure's lifetime inference.
+        let starts = (0..entries.len()).step_by(per_pipeline);
+        futures::stream::iter(starts.map(|start| async move {
+            let g = &entries[start..(start + per_pipeline).min(entries.len())];
             let mut p = redis::pipe();
+            let mut key = String::new();
             match px {
-                // Without a TTL, MSET: one command per 1,000 pairs, far
-                // less work per key on both sides than a SET each.
+                // Without a TTL, MSET: far less work per key on both sides
+                // than a SET each.
                 None => {
-                    for part in g.chunks(MSET_PAIRS) {
-                        // Sized up front: growing it copied every pair again.
-                        let bytes: usize = part
-                            .iter()
-                            .map(|&i| full[i].len() + entries[i].1.len())
-                            .sum();
-                        let mut c = redis::Cmd::with_capacity(1 + 2 * part.len(), 4 + bytes);
-                        c.arg("MSET");
-                        for &i in part {
-                            c.arg(&full[i]).arg(entries[i].1);
-                        }
-                        p.add_command(c).ignore();
+                    // Sized up front: growing it copied every pair again.
+                    let bytes: usize = g
+                        .iter()
+                        .map(|(k, v)| prefix.len() + k.len() + v.len())
+                        .sum();
+                    let mut c = redis::Cmd::with_capacity(1 + 2 * g.len(), 4 + bytes);
+                    c.arg("MSET");
+                    for (k, v) in g {
+                        c.arg(full_key(&mut key, prefix, k)).arg(*v);
                     }
+                    p.add_command(c).ignore();
                 }
                 Some(_) => {
-                    for &i in &g {
-                        p.add_command(Self::set_command(&full[i], entries[i].1, px))
-                            .ignore();
+                    for (k, v) in g {
+                        let c = Self::set_command(full_key(&mut key, prefix, k), v, px);
+                        p.add_command(c).ignore();
                     }
                 }
             }
