@@ -342,6 +342,19 @@ async fn tier_stat(c: &dyn Cache, field: &str) -> u64 {
     tier(&c.stats().await.unwrap(), field)
 }
 
+/// Waits (at most 1 s after `killed`) until `c` counts a flush after a lost
+/// subscription beyond `flushes`; returns the time since `killed`.
+async fn flushed_since(c: &dyn Cache, flushes: u64, killed: Instant) -> Duration {
+    while tier_stat(c, "l1_flushes_after_lost_subscription").await == flushes {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "L1 not flushed within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    killed.elapsed()
+}
+
 /// Waits until `c`'s L1 is subscribed again; returns how long it took.
 async fn wait_subscribed(c: &dyn Cache, within: Duration) -> Duration {
     let t = Instant::now();
@@ -403,14 +416,7 @@ async fn killed_subscription_never_serves_an_overwritten_value() {
             Some(new.as_bytes()),
             "round {i}: L1 served a value overwritten after the kill"
         );
-        while tier_stat(&*c, "l1_flushes_after_lost_subscription").await == flushes {
-            assert!(
-                killed.elapsed() < Duration::from_secs(1),
-                "L1 not flushed within 1 s"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        flush_times.push(killed.elapsed());
+        flush_times.push(flushed_since(&*c, flushes, killed).await);
         wait_subscribed(&*c, Duration::from_secs(5)).await;
     }
     flush_times.sort();
@@ -994,14 +1000,7 @@ async fn cluster_tracking_killed_connection_flushes_l1() {
             Some(new.as_bytes()),
             "round {round}: L1 served a value overwritten after the kill"
         );
-        while tier_stat(&*c, "l1_flushes_after_lost_subscription").await == flushes {
-            assert!(
-                killed.elapsed() < Duration::from_secs(1),
-                "L1 not flushed within 1 s"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        flush_times.push(killed.elapsed());
+        flush_times.push(flushed_since(&*c, flushes, killed).await);
         wait_subscribed(&*c, Duration::from_secs(5)).await;
         // Tracked again on that master: the next write there evicts.
         held_in_l1(&*c, k, &new).await;
