@@ -509,10 +509,33 @@ async fn l2_down_later_reads_fall_back_to_l1_and_writes_fail() {
     assert!(e.to_string().contains("127.0.0.1"), "{e}");
     // The failed write left L1 as it was.
     assert_eq!(c.get("held").await.unwrap().as_deref(), Some(&b"v"[..]));
-    let s = c.stats().await;
-    if let Ok(s) = s {
-        assert!(tier(&s, "l2_errors") >= 1, "{s:?}");
-    }
+    // Stats still answer (memcached's with each server's error).
+    let s = c.stats().await.unwrap();
+    assert!(tier(&s, "l2_errors") >= 1, "{s:?}");
+    assert_eq!(tier(&s, "l1_hits"), 2, "{s:?}");
+}
+
+/// A Redis L2 whose `stats` fails (the server is gone): the tier's counters
+/// still come back, with L2's error beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_answer_with_the_tier_while_l2_is_down() {
+    let mut server = servers::redis_server();
+    let url = redis_url(
+        server.port,
+        &unique_ns("tier-stats-down"),
+        "&l1_invalidation=none&response_timeout=500ms&connect_timeout=500ms",
+    );
+    let c = unicache::open(&url).await.unwrap();
+    c.set("held", b"v", None).await.unwrap();
+    assert_eq!(c.get("held").await.unwrap().as_deref(), Some(&b"v"[..]));
+    server.kill();
+    assert_eq!(c.get("held").await.unwrap().as_deref(), Some(&b"v"[..]));
+    let s = c.stats().await.unwrap();
+    assert_eq!(tier(&s, "l1_hits"), 2, "{s:?}");
+    assert!(tier(&s, "l2_errors") >= 1, "{s:?}");
+    let why = s.tier.as_ref().unwrap()["l2_stats_error"].as_str().unwrap();
+    assert!(why.contains("127.0.0.1"), "{why}");
+    assert_eq!((s.backend.as_str(), s.errors), ("redis", 1));
 }
 
 /// A writer of known TTLs and a reader through L1: no read returns a value
