@@ -1267,3 +1267,41 @@ fn cluster_counters_during_a_reshard_count_every_incr_once() {
         .await;
     });
 }
+
+/// An error reply on the direct connection (a key of another type) is
+/// reported through the other connection, and the direct one, still in
+/// step, is kept: no reconnect per call.
+#[test]
+fn error_replies_keep_the_direct_connection() {
+    let server = servers::redis_server();
+    let port = server.port;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = unicache::open(&format!("redis://127.0.0.1:{port}?namespace=e"))
+            .await
+            .unwrap();
+        redis_cli(port, &["RPUSH", "e:list", "x"]);
+        // Both direct connections (get, get_with_ttl) are open after these.
+        assert_eq!(c.get("absent").await.unwrap(), None);
+        assert_eq!(c.get_with_ttl("absent").await.unwrap(), None);
+        let connections = || {
+            redis_cli(port, &["INFO", "stats"])
+                .lines()
+                .find_map(|l| l.strip_prefix("total_connections_received:"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let before = connections();
+        for _ in 0..3 {
+            let e = c.get("list").await.unwrap_err();
+            assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+            let e = c.get_with_ttl("list").await.unwrap_err();
+            assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+        }
+        // +1: the second INFO's own redis-cli connection.
+        assert_eq!(connections(), before + 1, "a connection per error reply");
+        assert_eq!(c.get("absent").await.unwrap(), None);
+    });
+}

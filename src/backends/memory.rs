@@ -248,6 +248,20 @@ impl MemoryCache {
         v
     }
 
+    /// The value under `key`, if live, without counting a hit or miss or
+    /// marking it recently used (the tier's `contains`).
+    pub(crate) fn peek_now(&self, key: &str) -> Option<Bytes> {
+        let e = self.map.peek(key)?;
+        e.live(Instant::now()).then_some(e.value)
+    }
+
+    /// Removes `key` if it still holds `value` (the same bytes, not equal
+    /// ones): a value stored since is left alone.
+    pub(crate) fn remove_if_same(&self, key: &str, value: &Bytes) {
+        self.map
+            .remove_if(key, |v| v.value.as_ptr() == value.as_ptr() && v.value.len() == value.len());
+    }
+
     fn lookup(&self, key: &str) -> Option<Entry> {
         let e = self.map.get(key)?;
         // Only entries with an expiry pay for reading the clock.

@@ -61,7 +61,9 @@ pub(super) enum Reply {
     Nil,
     Bulk(Vec<u8>),
     Int(i64),
-    /// An error or any other type: not for us to interpret.
+    /// An error reply (one whole line: the stream stays in step).
+    Error,
+    /// Any other type: not for us to interpret.
     Other,
 }
 
@@ -104,7 +106,7 @@ pub(super) fn parse(b: &[u8]) -> Option<(Reply, usize)> {
             Some((Reply::Bulk(b[after..end].to_vec()), end + 2))
         }
         b':' => Some((number(line).map_or(Reply::Other, Reply::Int), after)),
-        b'-' => Some((Reply::Other, after)),
+        b'-' => Some((Reply::Error, after)),
         _ => Some((Reply::Other, b.len())),
     }
 }
@@ -287,10 +289,14 @@ impl Direct {
         match r {
             Ok(Ok(r)) => match r {
                 r if accept(&r) => Some(Ok(r)),
-                // An error reply (or anything else): the other connection
-                // will report it; this one is not trusted further.
-                _ => {
-                    st.conn = None;
+                // An error reply (wrong type, an ACL refusing PTTL...): the
+                // other connection will report it. The stream is still in
+                // step, so this connection stays; anything else we do not
+                // understand, and it is dropped.
+                r => {
+                    if r.contains(&Reply::Other) {
+                        st.conn = None;
+                    }
                     None
                 }
             },
@@ -320,7 +326,7 @@ mod tests {
         );
         assert_eq!(parse(b"$-1\r\n"), Some((Reply::Nil, 5)));
         assert_eq!(parse(b"+OK\r\n"), Some((Reply::Ok, 5)));
-        assert_eq!(parse(b"-ERR wrong type\r\n"), Some((Reply::Other, 17)));
+        assert_eq!(parse(b"-ERR wrong type\r\n"), Some((Reply::Error, 17)));
         assert_eq!(parse(b":-12\r\n"), Some((Reply::Int(-12), 6)));
         // A huge length waits for the rest (bounded by the response
         // timeout); it never overflows.
