@@ -31,6 +31,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200000}
 RUNS=${2:-3}
+for tool in redis-server redis-cli redis-benchmark /usr/bin/time; do
+    command -v "$tool" >/dev/null || { echo "bench_run_redis.sh: needs $tool (apt-get install -y redis-server redis-tools time)" >&2; exit 1; }
+done
 cargo build --release -q
 U=$PWD/target/release/unicache
 T=$(mktemp -d)

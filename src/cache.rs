@@ -204,7 +204,9 @@ pub trait Cache: Send + Sync + fmt::Debug {
     }
 
     /// The value under `key` with its remaining TTL, read in one round trip.
-    /// Counts as a hit or miss like [`Cache::get`].
+    /// Counts as a hit or miss like [`Cache::get`]. A TTL of zero means the
+    /// entry expired or was deleted just after its value was read (Redis's
+    /// pipelined `GET` + `PTTL`): the value is returned, not to be kept.
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
         let _ = key;
         CacheFuture::ready(Err(self.unsupported("get_with_ttl")))

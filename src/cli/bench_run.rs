@@ -50,7 +50,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
     /// Target rate in requests per second (all workers together); latency
-    /// is then measured from each request's scheduled start.
+    /// is then measured from each request's scheduled start (or its send,
+    /// when the timer let it go out up to 1 ms early).
     #[arg(long)]
     rate: Option<f64>,
     /// Open the cache once per worker (own connections, as redis-benchmark's

@@ -368,7 +368,7 @@ impl FileCache {
                 .map_err(|e| ferr(&self.real, "fsync", e))?;
         }
         if let Some(d) = &self.dirty {
-            d.mark();
+            d.mark(&st.file, st.ino);
         }
         self.maybe_compact(st)
     }

@@ -1,42 +1,56 @@
 //! `sync=periodic` (the default): writes reach the OS before they return,
 //! and one background thread per process fsyncs every log written since
 //! its last round, once a second (Redis's `appendfsync everysec`). A power
-//! loss costs at most about a second of writes; a killed process nothing.
-//! `flush`/`close` and dropping the cache fsync at once.
+//! loss costs about a second of writes (plus the time the round's fsyncs
+//! take); a killed process nothing. `flush`/`close` and dropping the cache
+//! fsync at once. The thread syncs through a descriptor of the file last
+//! written (taken again when a compaction or reload replaced it), never by
+//! path: a log deleted, or a relative path after `chdir`, cannot send the
+//! fsync elsewhere.
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the thread looks for logs to fsync.
 pub(super) const PERIOD: Duration = Duration::from_secs(1);
 
-/// One log's "written since the last fsync" flag.
+/// A log file written to: its (device, inode) and a descriptor of it.
+type Written = ((u64, u64), Arc<File>);
+
+/// One log's "written since the last fsync" flag, and the file written.
 #[derive(Debug)]
 pub(super) struct Dirty {
     flag: AtomicBool,
-    /// The real file (after a compaction's rename: the new one, which is
-    /// the one whose pages are not yet on disk).
+    /// For messages.
     path: PathBuf,
+    /// The file last written, by its (device, inode).
+    file: Mutex<Option<Written>>,
 }
 
 /// fsyncs done by the background thread (for tests and stats).
 pub(super) static BACKGROUND_SYNCS: AtomicU64 = AtomicU64::new(0);
 
-fn registry() -> &'static Mutex<Vec<Weak<Dirty>>> {
-    static LOGS: OnceLock<Mutex<Vec<Weak<Dirty>>>> = OnceLock::new();
+/// The logs the thread watches; `None` when the thread could not start
+/// (then nothing is registered: writes still reach the OS, and
+/// flush/close/drop still fsync).
+fn registry() -> Option<&'static Mutex<Vec<Weak<Dirty>>>> {
+    static LOGS: OnceLock<Option<Mutex<Vec<Weak<Dirty>>>>> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let spawned = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("unicache-fsync".into())
-            .spawn(run);
-        if let Err(e) = spawned {
-            // Writes still reach the OS; flush/close still fsync.
-            tracing::warn!("file log: no periodic fsync thread: {e}");
+            .spawn(run)
+        {
+            Ok(_) => Some(Mutex::new(Vec::new())),
+            Err(e) => {
+                tracing::warn!("file log: no periodic fsync thread: {e}");
+                None
+            }
         }
-        Mutex::new(Vec::new())
     })
+    .as_ref()
 }
 
 impl Dirty {
@@ -45,16 +59,25 @@ impl Dirty {
         let d = Arc::new(Dirty {
             flag: AtomicBool::new(false),
             path,
+            file: Mutex::new(None),
         });
-        registry()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&d));
+        if let Some(logs) = registry() {
+            logs.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Arc::downgrade(&d));
+        }
         d
     }
 
-    /// After a write reached the OS.
-    pub(super) fn mark(&self) {
+    /// After a write to `file` (identified by `id`) reached the OS.
+    pub(super) fn mark(&self, file: &File, id: (u64, u64)) {
+        let mut cur = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.as_ref().is_none_or(|(i, _)| *i != id)
+            && let Ok(f) = file.try_clone()
+        {
+            *cur = Some((id, Arc::new(f)));
+        }
+        drop(cur);
         self.flag.store(true, Ordering::Release);
     }
 
@@ -62,29 +85,37 @@ impl Dirty {
     pub(super) fn take(&self) -> bool {
         self.flag.swap(false, Ordering::AcqRel)
     }
+
+    /// fsyncs the file last written (outside the lock: writers go on).
+    fn sync(&self) -> std::io::Result<()> {
+        let f = self.file.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, f)| f.clone());
+        f.map_or(Ok(()), |f| f.sync_data())
+    }
 }
 
 fn run() {
+    let Some(logs) = registry() else { return };
     loop {
-        std::thread::sleep(PERIOD);
+        let started = Instant::now();
         let due: Vec<Arc<Dirty>> = {
-            let mut logs = registry().lock().unwrap_or_else(|p| p.into_inner());
+            let mut logs = logs.lock().unwrap_or_else(|p| p.into_inner());
             logs.retain(|w| w.strong_count() > 0);
             logs.iter().filter_map(Weak::upgrade).collect()
         };
         for d in due.iter().filter(|d| d.take()) {
-            // Any descriptor of the file syncs its pages.
-            match File::open(&d.path).and_then(|f| f.sync_data()) {
+            match d.sync() {
                 Ok(()) => {
                     BACKGROUND_SYNCS.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     // Tried again next round; flush/close report it.
-                    d.mark();
+                    d.flag.store(true, Ordering::Release);
                     tracing::warn!("file log {}: periodic fsync: {e}", d.path.display());
                 }
             }
         }
+        drop(due);
+        std::thread::sleep(PERIOD.saturating_sub(started.elapsed()));
     }
 }
 
