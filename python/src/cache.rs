@@ -1,6 +1,7 @@
 //! `unicache.Cache`: the blocking Python face of one `unicache` cache.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
@@ -20,11 +21,11 @@ pub(crate) fn open(
     url: &str,
     namespace: Option<String>,
     default_ttl: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Handle> {
+) -> PyResult<(Handle, CacheOptions)> {
     let mut options = CacheOptions::new();
     options.namespace = namespace;
     options.default_ttl = ttl_arg(default_ttl)?;
-    run(py, unicache::open_with(url, options))
+    Ok((run(py, unicache::open_with(url, options.clone()))?, options))
 }
 
 /// A cache opened from a URL (`memory://`, `sqlite:PATH`, `file:PATH`,
@@ -36,25 +37,60 @@ pub struct Cache {
     inner: RwLock<Option<Handle>>,
     inline: bool,
     url: String,
+    /// How it was opened, to open it again in a forked child.
+    source: String,
+    options: CacheOptions,
+    /// The process that opened `inner`.
+    pid: AtomicU32,
 }
 
 impl Cache {
     /// Wraps an opened cache.
-    pub(crate) fn wrap(inner: Handle, url: &str) -> Self {
+    pub(crate) fn wrap(inner: Handle, url: &str, options: CacheOptions) -> Self {
         Cache {
             inline: inner.capabilities().inline,
             inner: RwLock::new(Some(inner)),
             url: unicache::url::redact(url),
+            source: url.to_string(),
+            options,
+            pid: AtomicU32::new(std::process::id()),
         }
     }
 
     /// The open cache, or `ClosedError`.
     pub(crate) fn backend(&self) -> PyResult<Handle> {
+        if self.pid.load(Ordering::Acquire) != std::process::id() {
+            self.reopen_after_fork()?;
+        }
         self.inner
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| error_of(ErrorClass::Closed, format!("cache {} is closed", self.url)))
+    }
+
+    /// In a forked child: the inherited handle's connections belong to the
+    /// parent's runtime, whose threads are not here (its first call would
+    /// hang), and SQLite connections must not cross a fork. Opens the cache
+    /// again on this process's runtime; the inherited handle is leaked, not
+    /// dropped (closing it could wait on those threads). A `memory://`
+    /// cache keeps the child's copy of its entries.
+    fn reopen_after_fork(&self) -> PyResult<()> {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let pid = std::process::id();
+        if self.pid.load(Ordering::Acquire) == pid {
+            return Ok(()); // another thread did it
+        }
+        if let Some(old) = inner.as_ref()
+            && old.backend() != "memory"
+        {
+            let fresh = crate::runtime()?
+                .block_on(unicache::open_with(&self.source, self.options.clone()))
+                .map_err(crate::to_py)?;
+            std::mem::forget(inner.replace(fresh));
+        }
+        self.pid.store(pid, Ordering::Release);
+        Ok(())
     }
 
     /// The redacted URL.
@@ -122,7 +158,8 @@ impl Cache {
         namespace: Option<String>,
         default_ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        Ok(Cache::wrap(open(py, url, namespace, default_ttl)?, url))
+        let (handle, options) = open(py, url, namespace, default_ttl)?;
+        Ok(Cache::wrap(handle, url, options))
     }
 
     /// The URL, password redacted.
@@ -412,6 +449,11 @@ impl Drop for Cache {
     fn drop(&mut self) {
         // An unclosed handle is closed in the background (flushes the file log).
         let taken = self.inner.get_mut().ok().and_then(|c| c.take());
+        if self.pid.load(Ordering::Acquire) != std::process::id() {
+            // Inherited through fork() and never used here: the parent's.
+            std::mem::forget(taken);
+            return;
+        }
         if let (Some(c), Ok(rt)) = (taken, crate::runtime()) {
             rt.spawn(async move {
                 let _ = c.close().await;

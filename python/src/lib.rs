@@ -6,7 +6,7 @@
 //! boundary.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
@@ -18,21 +18,36 @@ mod write;
 
 /// The runtime every call runs on; its workers drive the network backends'
 /// connections while callers block (GIL released) on their own threads.
+/// A process forked after it started (gunicorn `--preload`, multiprocessing's
+/// `fork`) has none of its threads, so it gets a runtime of its own (the
+/// parent's is left alone: dropping it would wait for threads that are not
+/// there).
 fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get().clamp(2, 4))
-            .unwrap_or(2);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name(WORKER_NAME)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the unicache runtime: {e}"))
-    });
-    rt.as_ref()
-        .map_err(|e| error_of(ErrorClass::Error, e.clone()))
+    static RT: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut rt = RT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((owner, rt)) = *rt
+        && owner == pid
+    {
+        return Ok(rt);
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get().clamp(2, 4))
+        .unwrap_or(2);
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(WORKER_NAME)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            error_of(
+                ErrorClass::Error,
+                format!("cannot start the unicache runtime: {e}"),
+            )
+        })?;
+    let built: &'static tokio::runtime::Runtime = Box::leak(Box::new(built));
+    *rt = Some((pid, built));
+    Ok(built)
 }
 
 /// Runs `fut` to completion with the GIL released and maps its error.

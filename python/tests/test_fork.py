@@ -1,0 +1,50 @@
+"""A process forked after using unicache (gunicorn --preload, multiprocessing's
+fork start method): the runtime's threads do not survive fork(), so the child
+gets a runtime of its own and reopens the caches it inherited, instead of
+hanging on their first call."""
+
+import os
+import signal
+
+import pytest
+
+import unicache
+
+
+def _in_child(body):
+    """Runs body() in a forked child; its exit status (0: it held)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(10)  # a hang fails the test, not the run
+            body()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_forked_child_uses_inherited_and_new_caches(cache_url):
+    c = unicache.Cache(cache_url)
+    c.set("before", b"parent")
+    assert c.get("before") == b"parent"
+
+    def child():
+        assert c.get("before") == b"parent"
+        c.set("child", b"hello")
+        assert c.get("child") == b"hello"
+        if c.backend_name == "memory":
+            return  # the child's own copy
+        fresh = unicache.Cache(cache_url)
+        assert fresh.get("child") == b"hello"
+        fresh.close()
+
+    assert _in_child(child) == 0
+    if c.backend_name != "memory":
+        assert c.get("child") == b"hello", "the child's write is in the shared store"
+    c.set("after", b"parent again")
+    assert c.get("after") == b"parent again"
+    c.close()
