@@ -295,6 +295,19 @@ impl Cache for TieredCache {
     /// still comes back (an outage is when it is wanted), beside the L2
     /// error in `tier.l2_stats_error`; L2's own figures are then absent.
     async fn stats(&self) -> Result<Stats> {
+        let (mut s, failed) = match self.l2.stats().await {
+            Ok(s) => (s, None),
+            Err(e) => {
+                add(&self.l1.stats.l2_errors, 1);
+                let s = Stats {
+                    backend: self.l2.backend().to_string(),
+                    endpoint: self.l2.endpoint(),
+                    errors: 1,
+                    ..Stats::default()
+                };
+                (s, Some(e.to_string()))
+            }
+        };
         let l1_hits = self.l1.hits();
         let mut tier = self.l1.stats.json(
             l1_hits,
@@ -302,20 +315,9 @@ impl Cache for TieredCache {
             self.mode_name(),
             self.l1.is_live(),
         );
-        let mut s = match self.l2.stats().await {
-            Ok(s) => s,
-            Err(e) => {
-                add(&self.l1.stats.l2_errors, 1);
-                tier["l2_errors"] = (tier["l2_errors"].as_u64().unwrap_or(0) + 1).into();
-                tier["l2_stats_error"] = e.to_string().into();
-                Stats {
-                    backend: self.l2.backend().to_string(),
-                    endpoint: self.l2.endpoint(),
-                    errors: 1,
-                    ..Stats::default()
-                }
-            }
-        };
+        if let Some(why) = failed {
+            tier["l2_stats_error"] = why.into();
+        }
         s.hits += l1_hits;
         s.tier = Some(tier);
         Ok(s)

@@ -63,11 +63,7 @@ mod clock {
         };
         // SAFETY: `ts` is a valid, writable timespec.
         let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0;
-        let res = if ok {
-            ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-        } else {
-            10_000
-        };
+        let res = if ok { micros(&ts) } else { 10_000 };
         (2 * res).max(2_000)
     }
 
@@ -80,6 +76,11 @@ mod clock {
         // SAFETY: `ts` is a valid, writable timespec; the monotonic clocks
         // exist on every Linux this builds for.
         unsafe { libc::clock_gettime(id, &mut ts) };
+        micros(&ts)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn micros(ts: &libc::timespec) -> u64 {
         ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
     }
 

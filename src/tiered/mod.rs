@@ -13,8 +13,8 @@
 //!   timeout, a partly failed batch): those keys are evicted.
 //! - **Invalidation** ([`Invalidation`]): on Redis, key-only pub/sub messages
 //!   (sharded on a cluster) and optionally the servers' client tracking
-//!   (one connection per master on a cluster); see `backplane`. Without a backplane (memcached, SQLite, file) another
-//!   process's write is seen when the L1 copy expires: staleness is bounded
+//!   (one connection per master on a cluster); see `backplane`. Without a
+//!   backplane (memcached, SQLite, file) another process's write is seen when the L1 copy expires: staleness is bounded
 //!   by the L1 TTL cap (`l1_ttl`, 30 s by default).
 //!
 //! URL form: any cache URL plus `l1=<entries>` (and optionally
@@ -60,7 +60,6 @@ pub(crate) async fn wrap(
     {
         let b = TieredCache::builder(tier).options(options);
         #[cfg(feature = "redis")]
-        #[allow(irrefutable_let_patterns)]
         let b = match backend {
             BackendConfig::Redis(r) => b.backplane(r.clone()),
             _ => b,

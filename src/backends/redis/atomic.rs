@@ -1,10 +1,11 @@
 //! Atomic operations (issue 10): `add` as `SET NX PX`, `touch` as `PEXPIRE`
 //! (or a script doing `EXISTS` + `PERSIST`), `incr` and `get_with_ttl` as
 //! Lua scripts (a single `get_with_ttl` on a plain server is `GET` + `PTTL`
-//! pipelined on the direct connection instead). One command per key, so they route by slot in a cluster like
-//! every other single-key command; scripts go as `EVALSHA`, and only a node
-//! that answers `NOSCRIPT` (first use, restart, `SCRIPT FLUSH`) gets `EVAL`
-//! with the text, which also loads it there.
+//! pipelined on the direct connection instead). One command per key, so
+//! they route by slot in a cluster like every other single-key command;
+//! scripts go as `EVALSHA`, and only a node that answers `NOSCRIPT` (first
+//! use, restart, `SCRIPT FLUSH`) gets `EVAL` with the text, which also
+//! loads it there.
 
 use super::*;
 use crate::cache::ValueTtl;

@@ -217,11 +217,10 @@ impl Direct {
         let req = redis::cmd("GET").arg(key).get_packed_command();
         let one = |r: &[Reply]| matches!(r, [Reply::Bulk(_) | Reply::Nil]);
         match self.request(&req, 1, one).await {
-            Some(Ok(mut r)) if matches!(r[0], Reply::Bulk(_)) => match r.swap_remove(0) {
-                Reply::Bulk(v) => Got::Value(Some(v)),
-                _ => Got::Elsewhere,
+            Some(Ok(mut r)) => match r.pop() {
+                Some(Reply::Bulk(v)) => Got::Value(Some(v)),
+                _ => Got::Value(None),
             },
-            Some(Ok(_)) => Got::Value(None),
             Some(Err(())) => Got::TimedOut,
             None => Got::Elsewhere,
         }
@@ -287,19 +286,16 @@ impl Direct {
         let r = tokio::time::timeout(self.response_timeout, conn.exchange(req, replies)).await;
         conn.busy = false;
         match r {
-            Ok(Ok(r)) => match r {
-                r if accept(&r) => Some(Ok(r)),
-                // An error reply (wrong type, an ACL refusing PTTL...): the
-                // other connection will report it. The stream is still in
-                // step, so this connection stays; anything else we do not
-                // understand, and it is dropped.
-                r => {
-                    if r.contains(&Reply::Other) {
-                        st.conn = None;
-                    }
-                    None
+            Ok(Ok(r)) if accept(&r) => Some(Ok(r)),
+            // An error reply (wrong type, an ACL refusing PTTL...): the other
+            // connection will report it. The stream is still in step, so this
+            // connection stays; after anything we do not understand it goes.
+            Ok(Ok(r)) => {
+                if r.contains(&Reply::Other) {
+                    st.conn = None;
                 }
-            },
+                None
+            }
             Err(_) => {
                 st.conn = None;
                 st.failed_at = Some(Instant::now());
