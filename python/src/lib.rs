@@ -226,13 +226,8 @@ pub(crate) fn value_arg<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Co
 
 /// A key argument: a `str`.
 pub(crate) fn key_arg(k: &Bound<'_, PyAny>) -> PyResult<String> {
-    match k.cast::<PyString>() {
-        Ok(s) => Ok(s.to_cow()?.into_owned()),
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "a cache key must be str, not {}",
-            k.get_type().name()?
-        ))),
-    }
+    let b = key_utf8(k)?;
+    utf8(b.as_bytes()).map(str::to_owned)
 }
 
 /// A key argument (a `str`) as its UTF-8 `bytes`, to borrow from.
