@@ -29,6 +29,7 @@ pub mod backends;
 pub mod blocking;
 pub mod cache;
 pub mod error;
+pub mod layer;
 pub mod observe;
 pub mod readthrough;
 pub mod records;
@@ -41,6 +42,7 @@ pub use cache::{
     KeyStream, LockMode, ReadThroughOptions, Stats, ValueTtl,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use layer::Layer;
 pub use readthrough::{FactoryError, FailSafeOptions, Fill, Got, Handle, ReadThroughStats};
 
 #[doc(hidden)]

@@ -41,8 +41,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use crate::cache::{Cache, CacheFuture, Capabilities, EntryStream, KeyStream, Stats, ValueTtl};
+use crate::cache::{Cache, CacheFuture, EntryStream, KeyStream, Stats, ValueTtl};
 use crate::error::Result;
+use crate::layer::Layer;
 
 #[cfg(feature = "metrics")]
 pub use meters::{INLINE_PUBLISH_EVERY, INLINE_SAMPLE_EVERY};
@@ -176,11 +177,6 @@ impl Observed {
         }
     }
 
-    /// The wrapped cache.
-    pub fn inner(&self) -> &Arc<dyn Cache> {
-        &self.inner
-    }
-
     /// A single-key operation: timed, counted, inside a DEBUG span. A
     /// finished future stays finished (no allocation on in-process hits).
     fn single<'a, T: Unpin + Send + 'a>(
@@ -254,17 +250,13 @@ fn value_len(v: &Option<Bytes>) -> u64 {
 }
 
 #[async_trait]
-impl Cache for Observed {
+impl Layer for Observed {
+    fn inner(&self) -> &Arc<dyn Cache> {
+        &self.inner
+    }
+
     fn backend(&self) -> &'static str {
         self.backend
-    }
-
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {

@@ -25,10 +25,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::cache::{
-    Cache, CacheFuture, Capabilities, Entry, EntryStream, KeyStream, Stats, ValueTtl, now_millis,
-};
+use crate::cache::{Cache, CacheFuture, Entry, EntryStream, ValueTtl, now_millis};
 use crate::error::Result;
+use crate::layer::Layer;
 
 /// First byte of an enveloped value.
 pub const MAGIC: u8 = 0xF5;
@@ -145,11 +144,6 @@ impl Enveloped {
         }
     }
 
-    /// The wrapped cache.
-    pub fn inner(&self) -> &Arc<dyn Cache> {
-        &self.inner
-    }
-
     /// The entry under `key` whether logically fresh or stale.
     pub(crate) async fn raw(&self, key: &str) -> Result<Option<Stored>> {
         Ok(self.inner.get(key).await?.map(decode))
@@ -174,17 +168,9 @@ impl Enveloped {
 }
 
 #[async_trait]
-impl Cache for Enveloped {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl Layer for Enveloped {
+    fn inner(&self) -> &Arc<dyn Cache> {
+        &self.inner
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
@@ -201,10 +187,6 @@ impl Cache for Enveloped {
         ttl: Option<Duration>,
     ) -> CacheFuture<'a, ()> {
         CacheFuture::boxed(self.store(key, value, ttl))
-    }
-
-    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
-        self.inner.delete(key)
     }
 
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
@@ -235,25 +217,8 @@ impl Cache for Enveloped {
         self.inner.set_many(&refs, physical).await
     }
 
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.inner.delete_many(keys).await
-    }
-
-    async fn clear(&self) -> Result<()> {
-        self.inner.clear().await
-    }
-
-    async fn clear_all(&self) -> Result<()> {
-        self.inner.clear_all().await
-    }
-
-    /// Entries physically kept, stale ones included.
-    async fn len(&self) -> Result<u64> {
-        self.inner.len().await
-    }
-
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
-        Ok(self.get_with_ttl(key).await?.map(|v| v.ttl))
+        Ok(Layer::get_with_ttl(self, key).await?.map(|v| v.ttl))
     }
 
     /// Enveloped too, but with no fail-safe extension: `add` is for locks
@@ -298,10 +263,6 @@ impl Cache for Enveloped {
             .collect())
     }
 
-    async fn keys(&self) -> Result<KeyStream> {
-        self.inner.keys().await
-    }
-
     async fn entries(&self) -> Result<EntryStream<'_>> {
         let now = now_millis();
         let inner = self.inner.entries().await?;
@@ -314,22 +275,6 @@ impl Cache for Enveloped {
                 }
             })
             .boxed())
-    }
-
-    async fn stats(&self) -> Result<Stats> {
-        self.inner.stats().await
-    }
-
-    async fn compact(&self) -> Result<()> {
-        self.inner.compact().await
-    }
-
-    async fn flush(&self) -> Result<()> {
-        self.inner.flush().await
-    }
-
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
     }
 }
 

@@ -1,6 +1,7 @@
-//! The `Cache` impl of [`TieredCache`]: L1 first for reads, L2 first for
+//! The [`Layer`] impl of [`TieredCache`]: L1 first for reads, L2 first for
 //! writes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,8 +9,9 @@ use bytes::Bytes;
 
 use super::TieredCache;
 use super::stats::add;
-use crate::cache::{Cache, CacheFuture, Capabilities, EntryStream, KeyStream, Stats, ValueTtl};
+use crate::cache::{Cache, CacheFuture, Capabilities, Stats, ValueTtl};
 use crate::error::{Error, ErrorKind, Result};
+use crate::layer::Layer;
 
 /// An error after which the write may have reached L2 (no reply in time,
 /// or part of a batch). Any other failure left L2 as it was, so L1 stays.
@@ -138,13 +140,9 @@ impl TieredCache {
 }
 
 #[async_trait]
-impl Cache for TieredCache {
-    fn backend(&self) -> &'static str {
-        self.l2.backend()
-    }
-
-    fn endpoint(&self) -> String {
-        self.l2.endpoint()
+impl Layer for TieredCache {
+    fn inner(&self) -> &Arc<dyn Cache> {
+        &self.l2
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -275,22 +273,6 @@ impl Cache for TieredCache {
         self.cleared(r).await
     }
 
-    async fn len(&self) -> Result<u64> {
-        self.l2.len().await
-    }
-
-    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
-        self.l2.ttl(key).await
-    }
-
-    async fn keys(&self) -> Result<KeyStream> {
-        self.l2.keys().await
-    }
-
-    async fn entries(&self) -> Result<EntryStream<'_>> {
-        self.l2.entries().await
-    }
-
     /// L2's stats with the tier's section. With L2 down, the tier's section
     /// still comes back (an outage is when it is wanted), beside the L2
     /// error in `tier.l2_stats_error`; L2's own figures are then absent.
@@ -321,14 +303,6 @@ impl Cache for TieredCache {
         s.hits += l1_hits;
         s.tier = Some(tier);
         Ok(s)
-    }
-
-    async fn compact(&self) -> Result<()> {
-        self.l2.compact().await
-    }
-
-    async fn flush(&self) -> Result<()> {
-        self.l2.flush().await
     }
 
     async fn close(&self) -> Result<()> {
