@@ -319,6 +319,7 @@ pub struct Capabilities {
 }
 
 /// Options common to every backend, from the URL query or set in code.
+/// The layers above the backends own their options (see [`crate::open`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheOptions {
@@ -331,94 +332,6 @@ pub struct CacheOptions {
     /// of creating it. Read-only commands set this so a mistyped path creates
     /// nothing.
     pub must_exist: bool,
-    /// Wrap the cache in [`crate::observe::Observed`]: a `tracing` span per
-    /// operation and, with the `metrics` feature, per-operation metrics.
-    /// Applied by [`crate::open_with`]; off by default (no cost).
-    pub observe: bool,
-    /// Read-through settings of the [`crate::Handle`] that
-    /// [`crate::open_with`] returns (`lock`, `lease_ttl`, `factory_timeout`,
-    /// `ttl_jitter` in the URL); the backend itself ignores them.
-    pub read_through: ReadThroughOptions,
-}
-
-/// How concurrent `get_or_set` callers of one missing key are coordinated
-/// beyond the in-process single-flight every handle does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LockMode {
-    /// Only callers of one handle (and its clones) share a factory run.
-    #[default]
-    Local,
-    /// Also across processes: a lease key taken with [`Cache::add`]
-    /// (`lock=lease` in the URL).
-    Lease,
-}
-
-/// Read-through options (`get_or_set`); `None` fields take the defaults
-/// documented on [`crate::Handle`]. Options given in code win over the URL's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReadThroughOptions {
-    /// `lock=local|lease`.
-    pub lock: Option<LockMode>,
-    /// `lease_ttl=DUR`: how long a cross-process lease lives (default 10 s).
-    pub lease_ttl: Option<Duration>,
-    /// `factory_timeout=DUR`: a factory still running then fails with
-    /// [`ErrorKind::Timeout`] for every waiter (default: no limit).
-    pub factory_timeout: Option<Duration>,
-    /// `ttl_jitter=DUR`: a random extra of up to this much on stored TTLs.
-    pub ttl_jitter: Option<Duration>,
-    /// `fail_safe`, `fail_safe_max`, `fail_safe_throttle`, `soft_timeout`,
-    /// `refresh_ahead`.
-    pub fail_safe: crate::readthrough::FailSafeOptions,
-}
-
-impl ReadThroughOptions {
-    /// Options with nothing set.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets the lock mode.
-    pub fn lock(mut self, lock: LockMode) -> Self {
-        self.lock = Some(lock);
-        self
-    }
-
-    /// Sets the lease TTL.
-    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = Some(ttl);
-        self
-    }
-
-    /// Sets the hard factory timeout.
-    pub fn factory_timeout(mut self, timeout: Duration) -> Self {
-        self.factory_timeout = Some(timeout);
-        self
-    }
-
-    /// Sets the TTL jitter bound.
-    pub fn ttl_jitter(mut self, bound: Duration) -> Self {
-        self.ttl_jitter = Some(bound);
-        self
-    }
-
-    /// Sets the fail-safe, soft-timeout and refresh-ahead options.
-    pub fn fail_safe(mut self, o: crate::readthrough::FailSafeOptions) -> Self {
-        self.fail_safe = o;
-        self
-    }
-
-    /// These options, each unset field taken from `base`.
-    pub fn or(self, base: &ReadThroughOptions) -> Self {
-        ReadThroughOptions {
-            lock: self.lock.or(base.lock),
-            lease_ttl: self.lease_ttl.or(base.lease_ttl),
-            factory_timeout: self.factory_timeout.or(base.factory_timeout),
-            ttl_jitter: self.ttl_jitter.or(base.ttl_jitter),
-            fail_safe: self.fail_safe.or(&base.fail_safe),
-        }
-    }
 }
 
 impl CacheOptions {
@@ -442,18 +355,6 @@ impl CacheOptions {
     /// Opens only an existing store (see [`CacheOptions::must_exist`]).
     pub fn must_exist(mut self, yes: bool) -> Self {
         self.must_exist = yes;
-        self
-    }
-
-    /// Turns the observability layer on (see [`CacheOptions::observe`]).
-    pub fn observe(mut self, yes: bool) -> Self {
-        self.observe = yes;
-        self
-    }
-
-    /// Sets the read-through options (see [`CacheOptions::read_through`]).
-    pub fn read_through(mut self, rt: ReadThroughOptions) -> Self {
-        self.read_through = rt;
         self
     }
 

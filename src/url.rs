@@ -1,9 +1,9 @@
-//! Cache URLs: the one place where `memory://`, `sqlite:PATH`, `file:PATH`,
-//! `redis://`, `redis+cluster://` and `memcached://` are parsed.
+//! The pieces of cache URLs that every backend's parser uses: the query
+//! ([`Query`]), durations, local paths, credentials and their redaction.
 //!
-//! Parsing never touches the network or the disk. Passwords are kept only in
-//! the parsed config and replaced by `***` in [`ParsedUrl::redacted`], which is
-//! what errors, stats and summaries show.
+//! This module sits below the backends and knows none of them: turning a
+//! whole URL into a backend and its layers is [`crate::open`]'s job.
+//! Nothing here touches the network or the disk.
 
 // Each helper below serves some backends' parsers: unused when those are compiled out.
 #![cfg_attr(
@@ -24,31 +24,6 @@ use std::time::Duration;
 use crate::cache::CacheOptions;
 use crate::error::{Error, ErrorKind, Result};
 
-/// A parsed cache URL: which backend, its settings, the common options.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ParsedUrl {
-    /// Backend-specific settings.
-    pub backend: BackendConfig,
-    /// Namespace and default TTL.
-    pub options: CacheOptions,
-    /// The URL with any password replaced by `***`.
-    pub redacted: String,
-    /// The in-process L1 asked for with `l1=N` (see [`crate::tiered`]).
-    pub tier: Option<crate::tiered::TierConfig>,
-}
-
-impl std::fmt::Debug for ParsedUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The config may hold a password: show only the redacted URL.
-        f.debug_struct("ParsedUrl")
-            .field("url", &self.redacted)
-            .finish_non_exhaustive()
-    }
-}
-
-pub use crate::backends::BackendConfig;
-
 /// What a backend's URL parser is handed: the scheme (lower case), the text
 /// after `scheme:`, and the redacted URL for its messages.
 pub(crate) struct Target<'a> {
@@ -58,6 +33,9 @@ pub(crate) struct Target<'a> {
     pub rest: &'a str,
     /// The whole URL with any password replaced by `***`.
     pub redacted: &'a str,
+    /// The options the layers above the backend read (named in the
+    /// unknown-option message).
+    pub layer_options: &'a [&'a str],
 }
 
 /// Parses a duration: bare seconds (`30`) or humantime (`500ms`, `5m`, `1h30m`, `31d`).
@@ -162,45 +140,16 @@ impl Query {
             }
             o.default_ttl = Some(ttl);
         }
-        o.read_through = self.read_through()?;
         Ok(o)
     }
 
-    /// The read-through options every backend's URL takes (used by
-    /// [`crate::Handle`], not by the backend).
-    fn read_through(&mut self) -> Result<crate::cache::ReadThroughOptions> {
-        use crate::cache::LockMode;
-        let mut rt = crate::cache::ReadThroughOptions::new();
-        rt.lock = match self.take("lock").as_deref() {
-            None => None,
-            Some("local") => Some(LockMode::Local),
-            Some("lease") => Some(LockMode::Lease),
-            Some(v) => {
-                let msg = format!("{}: lock={v:?} (use local or lease)", self.scheme);
-                return Err(url_err(msg));
-            }
-        };
-        for (name, slot) in [
-            ("lease_ttl", &mut rt.lease_ttl),
-            ("factory_timeout", &mut rt.factory_timeout),
-        ] {
-            *slot = self.take_duration(name)?;
-            if slot.is_some_and(|d| d.is_zero()) {
-                let msg = format!("{}: {name} must be greater than zero", self.scheme);
-                return Err(url_err(msg));
-            }
-        }
-        rt.ttl_jitter = self.take_duration("ttl_jitter")?;
-        rt.fail_safe = crate::readthrough::FailSafeOptions::from_url(self)?;
-        Ok(rt)
-    }
-
-    pub(crate) fn finish(self, known: &[&str]) -> Result<()> {
+    /// Refuses any option left: `known` are the backend's own, `target`
+    /// names the layers' for the message.
+    pub(crate) fn finish(self, known: &[&str], target: &Target<'_>) -> Result<()> {
         if let Some(k) = self.pairs.keys().next() {
             let mut all: Vec<&str> = known.to_vec();
-            all.extend(READ_THROUGH_OPTIONS);
-            all.extend(crate::readthrough::failsafe::URL_OPTIONS);
             all.extend(["namespace", "ttl"]);
+            all.extend(target.layer_options);
             return Err(url_err(format!(
                 "{}: unknown option {k:?} (known: {})",
                 self.scheme,
@@ -210,9 +159,6 @@ impl Query {
         Ok(())
     }
 }
-
-/// Options of every URL that the read-through handle reads.
-const READ_THROUGH_OPTIONS: [&str; 4] = ["lock", "lease_ttl", "factory_timeout", "ttl_jitter"];
 
 const BAD_UTF8: &str = "is not valid UTF-8 after percent-decoding";
 
@@ -224,6 +170,35 @@ fn decode(s: &str) -> std::result::Result<String, std::str::Utf8Error> {
 
 pub(crate) fn url_err(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidUrl, msg)
+}
+
+/// Takes the query options `claims` names out of a URL body (after
+/// `scheme:`), returning the body without them and the raw `k=v` parts
+/// taken. The query is what follows the first `?` after the last `@`, as
+/// every backend reads it (a password may hold `?`).
+pub(crate) fn take_query_parts(rest: &str, claims: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+    let from = rest.rfind('@').map_or(0, |i| i + 1);
+    let Some(q) = rest[from..].find('?').map(|i| from + i) else {
+        return (rest.to_string(), Vec::new());
+    };
+    let (mut kept, mut taken) = (Vec::new(), Vec::new());
+    for part in rest[q + 1..].split('&') {
+        let name = part.split_once('=').map_or(part, |(k, _)| k);
+        if !part.is_empty() && claims(name) {
+            taken.push(part.to_string());
+        } else {
+            kept.push(part);
+        }
+    }
+    if taken.is_empty() {
+        return (rest.to_string(), taken);
+    }
+    let body = if kept.iter().all(|p| p.is_empty()) {
+        rest[..q].to_string()
+    } else {
+        format!("{}?{}", &rest[..q], kept.join("&"))
+    };
+    (body, taken)
 }
 
 /// Splits `rest` at the first `?` into (body, query).
@@ -307,11 +282,6 @@ pub fn path_to_url_body(path: &std::path::Path) -> String {
     out
 }
 
-/// Schemes that name a local store and never carry credentials.
-fn is_local(scheme: &str) -> bool {
-    crate::backends::lookup(&scheme.to_ascii_lowercase()).is_some_and(|e| e.local)
-}
-
 /// Splits what follows `scheme://` into (userinfo, the rest). The userinfo
 /// is everything up to the LAST `@`, so a password may hold `@ / ? # ,`
 /// unencoded; an `@` in an option value must then be written `%40`.
@@ -324,14 +294,13 @@ pub(crate) fn split_userinfo(body: &str) -> (Option<&str>, &str) {
 
 /// Replaces the password of `scheme://user:pass@host` forms (and of a
 /// `password=` option) by `***`. Done on the raw text before any parsing,
-/// so it holds for URLs that do not parse.
-pub fn redact(url: &str) -> String {
+/// so it holds for URLs that do not parse. For URLs of network stores:
+/// [`crate::open::redact`] leaves local stores' paths (which may hold `@`)
+/// as they are.
+pub fn redact_credentials(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once(':') else {
         return url.to_string();
     };
-    if is_local(scheme) {
-        return url.to_string();
-    }
     let (slashes, body) = match rest.strip_prefix("//") {
         Some(b) => ("//", b),
         None => ("", rest),
@@ -403,34 +372,6 @@ pub(crate) fn driver_userinfo(scheme: &str, userinfo: Option<&str>) -> Result<St
     })
 }
 
-/// Parses a cache URL: the scheme picks the backend (see
-/// [`crate::backends`]), whose own code reads the rest. Bare names are not
-/// accepted here (see [`resolve_name`]); unknown schemes get
-/// [`ErrorKind::UnknownBackend`], compiled-out ones
-/// [`ErrorKind::FeatureDisabled`].
-pub fn parse(url: &str) -> Result<ParsedUrl> {
-    let url = url.trim();
-    let (scheme, rest) = match url.split_once(':') {
-        Some((s, r)) if !s.is_empty() => (s.to_ascii_lowercase(), r),
-        _ => return Err(unknown_backend(url)),
-    };
-    let redacted = redact(url);
-    let entry = crate::backends::lookup(&scheme).ok_or_else(|| unknown_backend(url))?;
-    let (rest, tier) = crate::tiered::split_tier(rest, &redacted)?;
-    let target = Target {
-        scheme: &scheme,
-        rest: &rest,
-        redacted: &redacted,
-    };
-    let (backend, options) = entry.parse(&target)?;
-    Ok(ParsedUrl {
-        backend,
-        options,
-        redacted,
-        tier,
-    })
-}
-
 /// Checks one `host[:port][/db]` (credentials already split off); errors
 /// show `shown`, the redacted URL.
 pub(crate) fn check_host_port(shown: &str, hp: &str) -> Result<()> {
@@ -446,236 +387,9 @@ pub(crate) fn check_host_port(shown: &str, hp: &str) -> Result<()> {
     }
 }
 
-fn unknown_backend(url: &str) -> Error {
-    let shown = redact(url);
-    Error::new(
-        ErrorKind::UnknownBackend,
-        format!(
-            "{shown:?} (known: {}; bare names: memory, file, sqlite, redis, memcached)",
-            crate::backends::examples().join(", ")
-        ),
-    )
-}
-
-/// Resolves one of the seed's bare backend names (`memory`, `file`,
-/// `sqlite`, plus `redis` and `memcached` on their default local ports) to a
-/// URL; persistent stores go in `dir`. Anything containing `:` is returned
-/// as-is (it is already a URL).
-pub fn resolve_name(name: &str, dir: &std::path::Path) -> Result<String> {
-    let n = name.trim();
-    if n.contains(':') {
-        return Ok(n.to_string());
-    }
-    let path = |file: &str| path_to_url_body(&dir.join(file));
-    match n.to_ascii_lowercase().as_str() {
-        "memory" => Ok("memory://".into()),
-        "file" => Ok(format!("file:{}", path("cache_file.jsonl"))),
-        "sqlite" => Ok(format!("sqlite:{}", path("cache.sqlite3"))),
-        "redis" => Ok("redis://127.0.0.1:6379".into()),
-        "memcached" => Ok("memcached://127.0.0.1:11211".into()),
-        _ => Err(unknown_backend(n)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(feature = "sqlite")]
-    #[test]
-    fn sqlite_paths() {
-        let p = |u: &str| match parse(u).unwrap().backend {
-            BackendConfig::Sqlite(c) => c.path,
-            _ => panic!(),
-        };
-        assert_eq!(p("sqlite:data/c.db"), PathBuf::from("data/c.db"));
-        assert_eq!(p("sqlite:///abs/c.db"), PathBuf::from("/abs/c.db"));
-        assert_eq!(p("sqlite:/abs/c.db"), PathBuf::from("/abs/c.db"));
-        assert_eq!(p("sqlite://rel/c.db?ttl=5s"), PathBuf::from("rel/c.db"));
-        assert!(parse("sqlite:").is_err());
-        assert!(parse("sqlite::memory:").is_err());
-    }
-
-    #[cfg(feature = "memory")]
-    #[test]
-    fn memory_options() {
-        let u = parse("memory://?capacity=10&ttl=5m&namespace=a").unwrap();
-        assert_eq!(
-            u.backend,
-            BackendConfig::Memory(crate::backends::memory::MemoryConfig {
-                capacity: 10,
-                max_bytes: None
-            })
-        );
-        assert_eq!(u.options.default_ttl, Some(Duration::from_secs(300)));
-        assert_eq!(u.options.namespace.as_deref(), Some("a"));
-        let e = parse("memory://?capcity=10").unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidUrl);
-        assert!(e.to_string().contains("capcity"), "{e}");
-        assert!(parse("memory://?capacity=x").is_err());
-        assert!(parse("memory://?ttl=0").is_err());
-    }
-
-    #[test]
-    fn unknown_scheme_and_names() {
-        assert_eq!(
-            parse("mongo://x").unwrap_err().kind(),
-            ErrorKind::UnknownBackend
-        );
-        assert_eq!(
-            parse("memory").unwrap_err().kind(),
-            ErrorKind::UnknownBackend
-        );
-        let d = std::path::Path::new("out");
-        assert_eq!(resolve_name("memory", d).unwrap(), "memory://");
-        assert_eq!(
-            resolve_name("sqlite", d).unwrap(),
-            "sqlite:out/cache.sqlite3"
-        );
-        assert!(resolve_name("mongo", d).is_err());
-    }
-
-    #[test]
-    fn passwords_redacted() {
-        let u = "redis://user:s3cret@host:6379/0";
-        assert_eq!(redact(u), "redis://user:***@host:6379/0");
-        assert_eq!(redact("redis://s3cret@h:1"), "redis://***@h:1");
-        // One userinfo for every node, up to the last `@`: per-node
-        // credentials are not a form (a password may hold `,` and `@`).
-        assert_eq!(
-            redact("redis+cluster://:pw@a:1,b:2"),
-            "redis+cluster://:***@a:1,b:2"
-        );
-        assert_eq!(
-            redact("redis+cluster://:pw@a:1,:pw@b:2"),
-            "redis+cluster://:***@b:2"
-        );
-        #[cfg(feature = "redis")]
-        {
-            let p = parse(u).unwrap();
-            assert!(!p.redacted.contains("s3cret"));
-            assert!(!format!("{p:?}").contains("s3cret"));
-            assert!(!format!("{:?}", p.backend).contains("s3cret"));
-        }
-        let e = parse("redis://user:s3cret@host:notaport").unwrap_err();
-        assert!(!e.to_string().contains("s3cret"), "{e}");
-        let e = parse("bogus://user:s3cret@host").unwrap_err();
-        assert!(!e.to_string().contains("s3cret"), "{e}");
-    }
-
-    /// Passwords not percent-encoded, holding `? , / # @ :` or `%`: the
-    /// userinfo runs to the last `@`; nothing shown holds the password; the
-    /// driver gets it back exactly.
-    #[cfg(feature = "redis")]
-    #[test]
-    fn unencoded_passwords_are_never_shown_and_reach_the_driver() {
-        for pw in [
-            "QM?ARKsecret",
-            "a,b,c",
-            "x/y/z",
-            "h#sh",
-            "at@sign",
-            "c:o:l",
-            "50%off",
-            "p%3Fq",
-        ] {
-            for scheme in ["redis", "rediss", "redis+cluster"] {
-                let url = format!("{scheme}://alice:{pw}@host:6379?namespace=n");
-                let p = parse(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
-                assert_eq!(
-                    p.redacted,
-                    format!("{scheme}://alice:***@host:6379?namespace=n")
-                );
-                assert_eq!(p.options.namespace.as_deref(), Some("n"));
-                let BackendConfig::Redis(c) = p.backend else {
-                    panic!()
-                };
-                let nodes = c.nodes;
-                let info =
-                    redis::IntoConnectionInfo::into_connection_info(nodes[0].as_str()).unwrap();
-                let want = percent_encoding::percent_decode_str(pw)
-                    .decode_utf8()
-                    .unwrap();
-                assert_eq!(info.redis_settings().password(), Some(&*want), "{url}");
-                assert_eq!(info.redis_settings().username(), Some("alice"));
-                for bad in [
-                    format!("{url}&bogus=1"),
-                    format!("{url}&ttl=x"),
-                    url.replace(":6379", ":99999"),
-                ] {
-                    let e = parse(&bad).unwrap_err().to_string();
-                    assert!(!e.contains(pw), "{e}");
-                }
-            }
-            let e = parse(&format!("memcached://u:{pw}@h:1"))
-                .unwrap_err()
-                .to_string();
-            assert!(!e.contains(pw) && e.contains("credentials"), "{e}");
-            assert!(!redact(&format!("mongo://u:{pw}@h")).contains(pw));
-        }
-        let e = parse("redis://alice:QM?ARKsecret@host").unwrap();
-        assert_eq!(e.redacted, "redis://alice:***@host");
-        match parse("redis+cluster://u:p,w@a:1,b:2").unwrap().backend {
-            BackendConfig::Redis(c) => {
-                assert_eq!(c.nodes, ["redis://u:p%2Cw@a:1", "redis://u:p%2Cw@b:2"])
-            }
-            _ => panic!(),
-        }
-    }
-
-    /// Bare names in a directory whose name holds URL syntax resolve to a
-    /// URL that parses back to exactly that directory.
-    #[cfg(all(feature = "sqlite", feature = "file"))]
-    #[test]
-    fn bare_names_round_trip_any_directory() {
-        for dir in [
-            "pct%41dir",
-            "q?x=1",
-            "h#sh",
-            "with space",
-            "a+b",
-            "//srv/share",
-            "/abs/d",
-            "ü",
-        ] {
-            let d = std::path::Path::new(dir);
-            for (name, file) in [("sqlite", "cache.sqlite3"), ("file", "cache_file.jsonl")] {
-                let url = resolve_name(name, d).unwrap();
-                let path = match parse(&url).unwrap().backend {
-                    BackendConfig::Sqlite(c) => c.path,
-                    BackendConfig::File(c) => c.path,
-                    _ => panic!(),
-                };
-                assert_eq!(path, d.join(file), "{dir} -> {url}");
-            }
-        }
-        assert_eq!(
-            resolve_name("sqlite", "out".as_ref()).unwrap(),
-            "sqlite:out/cache.sqlite3"
-        );
-    }
-
-    #[cfg(all(feature = "redis", feature = "memcached"))]
-    #[test]
-    fn redis_and_memcached() {
-        match parse("redis+cluster://a:1,b:2?namespace=x")
-            .unwrap()
-            .backend
-        {
-            BackendConfig::Redis(c) => {
-                assert!(c.cluster);
-                assert_eq!(c.nodes, vec!["redis://a:1", "redis://b:2"]);
-            }
-            _ => panic!(),
-        }
-        assert!(parse("redis://a:1,b:2").is_err());
-        match parse("memcached://a,b:2").unwrap().backend {
-            BackendConfig::Memcached(c) => {
-                assert_eq!(c.servers, vec!["a:11211", "b:2"])
-            }
-            _ => panic!(),
-        }
-    }
 
     #[test]
     fn durations() {

@@ -66,7 +66,7 @@ proptest! {
         Just("rediss+cluster://"), Just("memcached://")
     ]) {
         let url = format!("{scheme}{s}");
-        if let Ok(p) = unicache::url::parse(&url) {
+        if let Ok(p) = unicache::open::parse(&url) {
             // Whatever parses shows no password in its redacted form.
             let pw = url
                 .split_once("://")
@@ -79,8 +79,8 @@ proptest! {
                 prop_assert!(!p.redacted.contains(&shown), "{}", p.redacted);
             }
         }
-        let _ = unicache::url::redact(&url);
-        let _ = unicache::url::resolve_name(&s, std::path::Path::new("."));
+        let _ = unicache::open::redact(&url);
+        let _ = unicache::open::resolve_name(&s, std::path::Path::new("."));
     }
 }
 
@@ -106,9 +106,9 @@ proptest! {
         ],
     ) {
         let url = format!("{scheme}://{user}:{pw}@host:6379{tail}");
-        let shown = unicache::url::redact(&url);
+        let shown = unicache::open::redact(&url);
         prop_assert!(!shown.contains(&pw), "redact: {}", shown);
-        match unicache::url::parse(&url) {
+        match unicache::open::parse(&url) {
             Ok(p) => {
                 prop_assert!(!p.redacted.contains(&pw), "{}", p.redacted);
                 prop_assert!(!format!("{p:?}").contains(&pw), "{:?}", p);
@@ -118,8 +118,8 @@ proptest! {
         // The password alone in the user slot (where a `:` would start it).
         let pw = pw.replace(':', "");
         let url = format!("{scheme}://{pw}@host:1{tail}");
-        prop_assert!(!unicache::url::redact(&url).contains(&pw));
-        if let Err(e) = unicache::url::parse(&url) {
+        prop_assert!(!unicache::open::redact(&url).contains(&pw));
+        if let Err(e) = unicache::open::parse(&url) {
             prop_assert!(!e.to_string().contains(&pw), "{}", e);
         }
     }

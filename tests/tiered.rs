@@ -1159,12 +1159,12 @@ async fn cluster_tracking_follows_failovers() {
     let mut cluster = servers::redis_cluster_with(3, 1);
     let ns = unique_ns("tier-cltr-fo");
     // Built by hand for `l1_live`: stats read L2, which fails mid-failover.
-    let parsed = unicache::url::parse(&format!("{}?namespace={ns}", cluster.url())).unwrap();
+    let parsed = unicache::open::parse(&format!("{}?namespace={ns}", cluster.url())).unwrap();
     let unicache::backends::BackendConfig::Redis(redis) = parsed.backend.clone() else {
         panic!("not a Redis URL");
     };
     let options = unicache::CacheOptions::new().namespace(ns.clone());
-    let l2 = unicache::backends::open_parsed(parsed, options.clone())
+    let l2 = unicache::backends::open(parsed.backend, options.clone())
         .await
         .unwrap();
     let c = TieredCache::builder(TierConfig::new(1000).invalidation(Invalidation::Tracking))

@@ -50,7 +50,7 @@ impl Cache {
         Cache {
             inline: inner.capabilities().inline,
             inner: RwLock::new(Some(inner)),
-            url: unicache::url::redact(url),
+            url: unicache::open::redact(url),
             source: url.to_string(),
             options,
             pid: AtomicU32::new(std::process::id()),

@@ -257,10 +257,10 @@ fn targets(
     }
     let owned = names.len();
     for n in names {
-        let url = unicache::url::resolve_name(&n, dir).map_err(crate::to_py)?;
+        let url = unicache::open::resolve_name(&n, dir).map_err(crate::to_py)?;
         let cache = open(py, &url, None, None)?.0.into();
         given.push(Target {
-            name: unicache::url::redact(&n),
+            name: unicache::open::redact(&n),
             cache,
         });
     }

@@ -85,7 +85,7 @@ impl super::BackendSpec for MemoryConfig {
             return Err(url_err("memory: capacity must be at least 1"));
         }
         let max_bytes = q.take_u64("max_bytes")?;
-        q.finish(&["capacity", "max_bytes"])?;
+        q.finish(&["capacity", "max_bytes"], t)?;
         Ok((
             MemoryConfig {
                 capacity,

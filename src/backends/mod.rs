@@ -1,15 +1,17 @@
 //! One module per backend, each behind its cargo feature, and the registry
-//! that maps URL schemes to them: each backend parses its own URL options
-//! into its own config (`BackendSpec`) and opens from it. Adding a backend
-//! is its module, its feature and one line in `registry!`'s invocation
-//! below (docs/ARCHITECTURE.md, "Adding a backend").
+//! that maps URL schemes and bare names to them: each backend parses its
+//! own URL options into its own config (`BackendSpec`), names its local
+//! files, and opens from it. Adding a backend is its module, its feature
+//! and one line in `registry!`'s invocation below (docs/ARCHITECTURE.md,
+//! "Adding a backend"). The layers above and whole-URL parsing
+//! ([`crate::open`]) are not known here.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::cache::{Cache, CacheOptions};
 use crate::error::{Error, ErrorKind, Result};
-use crate::url::{ParsedUrl, Target};
+use crate::url::Target;
 
 /// What each backend's config provides to the registry.
 #[allow(dead_code)] // unused only with every backend compiled out
@@ -19,6 +21,19 @@ pub(crate) trait BackendSpec: Sized + Into<BackendConfig> {
     fn from_url(target: &Target<'_>) -> Result<(Self, CacheOptions)>;
     /// Opens the cache this config describes.
     fn open(self, options: CacheOptions) -> impl Future<Output = Result<Arc<dyn Cache>>> + Send;
+    /// The files a local store keeps (the store first); none for servers.
+    fn local_files(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
+}
+
+/// What a backend's bare name (`"sqlite"` in the seed's config) opens.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bare {
+    /// This URL.
+    Url(&'static str),
+    /// A store in the caller's directory: the scheme and the file name.
+    File(&'static str, &'static str),
 }
 
 type ParseFn = fn(&Target<'_>) -> Result<(BackendConfig, CacheOptions)>;
@@ -40,6 +55,8 @@ pub(crate) struct Entry {
     pub examples: &'static [&'static str],
     /// A local store: its URLs never carry credentials.
     pub local: bool,
+    /// What the backend's bare name opens.
+    pub bare: Bare,
     /// `None` when the backend was compiled out.
     parse: Option<ParseFn>,
 }
@@ -58,7 +75,7 @@ impl Entry {
 /// the dispatch to each backend's `open`: one line per backend.
 macro_rules! registry {
     ($( $module:ident: $variant:ident($config:ident), $feature:literal, [$($scheme:literal),+],
-        examples [$($example:literal),+], local: $local:literal; )+) => {
+        examples [$($example:literal),+], local: $local:literal, bare: $bare:expr; )+) => {
         $( #[cfg(feature = $feature)] pub mod $module; )+
 
         /// Backend-specific settings from a URL: each backend's own config.
@@ -87,6 +104,7 @@ macro_rules! registry {
                 schemes: &[$($scheme),+],
                 examples: &[$($example),+],
                 local: $local,
+                bare: $bare,
                 #[cfg(feature = $feature)]
                 parse: Some(parse_as::<$module::$config>),
                 #[cfg(not(feature = $feature))]
@@ -94,24 +112,42 @@ macro_rules! registry {
             },
         )+];
 
+        /// Opens the backend `config` describes, with `options`. The layers
+        /// above it are [`crate::open`]'s.
         #[allow(unused_variables)]
-        async fn open_config(config: BackendConfig, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+        pub async fn open(config: BackendConfig, options: CacheOptions) -> Result<Arc<dyn Cache>> {
             match config {
                 $( #[cfg(feature = $feature)] BackendConfig::$variant(c) => c.open(options).await, )+
+            }
+        }
+
+        impl BackendConfig {
+            /// The files a local store keeps, the store itself first
+            /// (SQLite: its `-wal`, `-shm`, `-journal`; the file log: its
+            /// `.lock`); empty for servers.
+            #[allow(unreachable_code)]
+            pub fn local_files(&self) -> Vec<std::path::PathBuf> {
+                match self {
+                    $( #[cfg(feature = $feature)] BackendConfig::$variant(c) => c.local_files(), )+
+                }
             }
         }
     };
 }
 
 registry! {
-    memory: Memory(MemoryConfig), "memory", ["memory", "mem"], examples ["memory://"], local: true;
-    file: File(FileConfig), "file", ["file"], examples ["file:PATH"], local: true;
-    sqlite: Sqlite(SqliteConfig), "sqlite", ["sqlite", "sqlite3"], examples ["sqlite:PATH"], local: true;
+    memory: Memory(MemoryConfig), "memory", ["memory", "mem"], examples ["memory://"],
+        local: true, bare: Bare::Url("memory://");
+    file: File(FileConfig), "file", ["file"], examples ["file:PATH"],
+        local: true, bare: Bare::File("file", "cache_file.jsonl");
+    sqlite: Sqlite(SqliteConfig), "sqlite", ["sqlite", "sqlite3"], examples ["sqlite:PATH"],
+        local: true, bare: Bare::File("sqlite", "cache.sqlite3");
     redis: Redis(RedisConfig), "redis",
         ["redis", "rediss", "redis+cluster", "rediss+cluster", "redis-cluster"],
-        examples ["redis://host:port", "redis+cluster://h1:p1,h2:p2"], local: false;
+        examples ["redis://host:port", "redis+cluster://h1:p1,h2:p2"],
+        local: false, bare: Bare::Url("redis://127.0.0.1:6379");
     memcached: Memcached(MemcachedConfig), "memcached", ["memcached", "memcache"],
-        examples ["memcached://h1:p1"], local: false;
+        examples ["memcached://h1:p1"], local: false, bare: Bare::Url("memcached://127.0.0.1:11211");
 }
 
 #[doc(hidden)]
@@ -120,6 +156,16 @@ pub mod bench_support;
 /// The backend a scheme (lower case) names, compiled in or not.
 pub(crate) fn lookup(scheme: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.schemes.contains(&scheme))
+}
+
+/// The backend a bare name (its registry name, any case) names.
+pub(crate) fn lookup_name(name: &str) -> Option<&'static Entry> {
+    REGISTRY.iter().find(|e| e.name.eq_ignore_ascii_case(name))
+}
+
+/// Every backend's bare name, for messages.
+pub(crate) fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
 }
 
 /// Every backend's URL forms, for messages.
@@ -151,26 +197,17 @@ fn disabled(backend: &str, feature: &str) -> Error {
     )
 }
 
-/// Opens the backend a parsed URL describes; `overrides` win over the URL's
-/// options. The URL's tier (`l1=...`) is not applied here: that is a layer
-/// above the backends ([`crate::open_parsed`]).
-pub async fn open_parsed(url: ParsedUrl, overrides: CacheOptions) -> Result<Arc<dyn Cache>> {
-    let options = merged_options(&url, overrides);
-    open_config(url.backend, options).await
-}
-
-/// The URL's options with `overrides` applied.
-pub(crate) fn merged_options(url: &ParsedUrl, overrides: CacheOptions) -> CacheOptions {
-    let mut options = url.options.clone();
-    if overrides.namespace.is_some() {
-        options.namespace = overrides.namespace;
-    }
-    if overrides.default_ttl.is_some() {
-        options.default_ttl = overrides.default_ttl;
-    }
-    // Either side asking for an existing store is enough.
-    options.must_exist |= overrides.must_exist;
-    options
+/// `path` with each suffix appended (`""`: the path itself).
+#[allow(dead_code)] // only the local backends use it
+pub(crate) fn with_suffixes(path: &std::path::Path, suffixes: &[&str]) -> Vec<std::path::PathBuf> {
+    suffixes
+        .iter()
+        .map(|suffix| {
+            let mut s = path.as_os_str().to_os_string();
+            s.push(suffix);
+            std::path::PathBuf::from(s)
+        })
+        .collect()
 }
 
 /// Runs `open` (files, schema) off the async workers.

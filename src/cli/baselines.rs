@@ -109,8 +109,8 @@ pub fn sqlite_raw(records: u64, value_size: usize, db: &Path) -> anyhow::Result<
 /// get_many through unicache against the same keys fetched raw with one
 /// `mg` pipeline per server; prints both p50 latencies.
 pub async fn memcached_get_many(url: &str, nkeys: usize, rounds: usize) -> anyhow::Result<Outcome> {
-    let parsed = unicache::url::parse(url)?;
-    let unicache::url::BackendConfig::Memcached(config) = parsed.backend.clone() else {
+    let parsed = unicache::open::parse(url)?;
+    let unicache::backends::BackendConfig::Memcached(config) = parsed.backend.clone() else {
         anyhow::bail!("--cache must be a memcached:// URL");
     };
     let servers = config.servers.clone();

@@ -154,8 +154,8 @@ pub async fn run(args: RunArgs, quiet: bool, dir: &std::path::Path) -> anyhow::R
     let bar = progress(quiet, steps);
     let mut results = Vec::new();
     for name in &args.caches {
-        let url = unicache::url::resolve_name(name, dir)?;
-        let shown = unicache::url::redact(name);
+        let url = unicache::open::resolve_name(name, dir)?;
+        let shown = unicache::open::redact(name);
         let cache = open_url(&url, false)
             .await
             .with_context(|| format!("cache {shown}"))?;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use unicache::url::BackendConfig;
+use unicache::backends::BackendConfig;
 
 /// What a path is, whatever it was called.
 #[derive(Debug, PartialEq, Eq)]

@@ -294,7 +294,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
 impl CacheArg {
     /// The cache's URL, bare names resolved under `dir`.
     fn at(&self, dir: &Path) -> anyhow::Result<String> {
-        Ok(unicache::url::resolve_name(&self.cache, dir)?)
+        Ok(unicache::open::resolve_name(&self.cache, dir)?)
     }
 }
 
@@ -408,7 +408,7 @@ pub fn observe(on: bool) {
 /// (every command but `write`, `set` and `import`) a local store that is not
 /// there is an error naming it, and nothing is created.
 pub async fn open_url(url: &str, must_exist: bool) -> anyhow::Result<Arc<dyn unicache::Cache>> {
-    let mut parsed = unicache::url::parse(url)?;
+    let mut parsed = unicache::open::parse(url)?;
     let store = files::store_file(&parsed.backend);
     let redacted = parsed.redacted.clone();
     let missing = |p: &Path| {
@@ -425,17 +425,8 @@ pub async fn open_url(url: &str, must_exist: bool) -> anyhow::Result<Arc<dyn uni
         }
         parsed.options.must_exist = true;
     }
-    let namespace = parsed.options.namespace.clone();
-    // Fail-safe / refresh-ahead caches: values read and written through the envelope.
-    let (rt, ttl) = (
-        parsed.options.read_through.clone(),
-        parsed.options.default_ttl,
-    );
-    let opened = unicache::open_parsed(parsed, Default::default()).await;
-    match opened.map(|c| unicache::readthrough::envelope::layer(c, &rt, ttl)) {
-        Ok(c) if OBSERVE.load(Ordering::Relaxed) => {
-            Ok(unicache::observe::instrument(c, namespace.as_deref()))
-        }
+    let stack = unicache::Stack::new(parsed).observe(OBSERVE.load(Ordering::Relaxed));
+    match stack.open_cache().await {
         Ok(c) => Ok(c),
         Err(e) if e.kind() == unicache::ErrorKind::NotFound => match &store {
             Some(p) if !p.exists() => Err(missing(p)),

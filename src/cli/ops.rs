@@ -154,7 +154,7 @@ pub async fn stats(url: &str, format: StatsFormat) -> anyhow::Result<Outcome> {
 /// file sizes: top-level numbers of `server`) as gauges, labelled like the
 /// observe layer's metrics plus `field`.
 fn publish_stats(s: &unicache::Stats, url: &str) {
-    let namespace = unicache::url::parse(url)
+    let namespace = unicache::open::parse(url)
         .ok()
         .and_then(|p| p.options.namespace)
         .unwrap_or_default();

@@ -44,7 +44,7 @@ pub async fn export(
         format
     };
     if output != "-" {
-        let parsed = unicache::url::parse(url)?;
+        let parsed = unicache::open::parse(url)?;
         let own: Vec<_> = store_files(&parsed.backend)
             .into_iter()
             .map(|p| (format!("a file of the cache {}", parsed.redacted), p))
@@ -243,7 +243,7 @@ fn refuse_import_overlaps(args: &ImportArgs, url: &str) -> anyhow::Result<()> {
     if args.input != "-" {
         protected.push(("the input".to_string(), PathBuf::from(&args.input)));
     }
-    if let Ok(parsed) = unicache::url::parse(url) {
+    if let Ok(parsed) = unicache::open::parse(url) {
         for p in store_files(&parsed.backend) {
             protected.push((format!("a file of the cache {}", parsed.redacted), p));
         }

@@ -182,7 +182,7 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
     let bare_dir = dir.unwrap_or(&out_dir);
     let mut urls = Vec::new();
     for name in &names {
-        urls.push(unicache::url::resolve_name(name, bare_dir)?);
+        urls.push(unicache::open::resolve_name(name, bare_dir)?);
     }
     refuse_own_files(&args, &urls)?;
 
@@ -214,9 +214,9 @@ pub async fn run(args: WriteArgs, quiet: bool, dir: Option<&Path>) -> anyhow::Re
     let mut targets = Vec::new();
     let opened = futures::future::join_all(urls.iter().map(|u| open_url(u, false))).await;
     for (name, cache) in names.iter().zip(opened) {
-        let cache = cache.with_context(|| format!("target {}", unicache::url::redact(name)))?;
+        let cache = cache.with_context(|| format!("target {}", unicache::open::redact(name)))?;
         targets.push(Target {
-            name: unicache::url::redact(name),
+            name: unicache::open::redact(name),
             cache,
         });
     }
@@ -282,7 +282,7 @@ fn refuse_own_files(args: &WriteArgs, urls: &[String]) -> anyhow::Result<()> {
     let mut stores = Vec::new();
     for url in urls {
         // A URL that does not parse fails when it is opened, with its own message.
-        let Ok(parsed) = unicache::url::parse(url) else {
+        let Ok(parsed) = unicache::open::parse(url) else {
             continue;
         };
         for p in store_files(&parsed.backend) {

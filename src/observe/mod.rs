@@ -140,6 +140,21 @@ impl Op {
     }
 }
 
+/// The URL options this layer reads.
+pub(crate) const URL_OPTIONS: [&str; 1] = ["observe"];
+
+/// `observe=1` turns the layer on.
+pub(crate) fn from_query(q: &mut crate::url::Query) -> crate::Result<bool> {
+    match q.take("observe").as_deref() {
+        None | Some("0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) => Err(crate::url::url_err(format!(
+            "{}: observe={v:?} (use 1 or 0)",
+            q.scheme
+        ))),
+    }
+}
+
 /// How a get goes through the layer.
 pub(crate) enum FastGet<'a, S> {
     /// Counted in this thread's slot, without a span or a clock.

@@ -25,8 +25,7 @@ fn sample(text: &str, name: &str, has: &[&str]) -> f64 {
 #[test]
 fn layer_counts_hits_misses_bytes_errors_and_evictions() {
     let h = handle();
-    let opts = crate::CacheOptions::new().namespace("t1").observe(true);
-    let c = crate::open_with("memory://?capacity=2", opts)
+    let c = crate::open("memory://?capacity=2&namespace=t1&observe=1")
         .now_or_never()
         .unwrap()
         .unwrap();
@@ -79,8 +78,10 @@ fn layer_counts_hits_misses_bytes_errors_and_evictions() {
 fn without_the_switch_there_is_no_layer() {
     let c = crate::open("memory://").now_or_never().unwrap().unwrap();
     assert!(!format!("{:?}", c.cache()).contains("Observed"));
-    let opts = crate::CacheOptions::new().observe(true);
-    let c = crate::open_with("memory://", opts)
+    let c = crate::Stack::from_url("memory://")
+        .unwrap()
+        .observe(true)
+        .open()
         .now_or_never()
         .unwrap()
         .unwrap();
@@ -93,8 +94,11 @@ fn without_the_switch_there_is_no_layer() {
 #[test]
 fn per_thread_counts_from_many_threads_add_up_exactly() {
     let h = handle();
-    let opts = crate::CacheOptions::new().namespace("t3").observe(true);
-    let c = crate::open_with("memory://", opts)
+    let opts = crate::CacheOptions::new().namespace("t3");
+    let c = crate::Stack::from_url("memory://?observe=1")
+        .unwrap()
+        .options(opts)
+        .open()
         .now_or_never()
         .unwrap()
         .unwrap();

@@ -111,20 +111,6 @@ pub(crate) fn decode(raw: Bytes) -> Stored {
     }
 }
 
-/// `cache` in the [`Enveloped`] layer when `rt` turns fail-safe or
-/// refresh-ahead on (as [`crate::open`] does), else `cache` as it is.
-pub fn layer(
-    cache: Arc<dyn Cache>,
-    rt: &crate::cache::ReadThroughOptions,
-    default_ttl: Option<Duration>,
-) -> Arc<dyn Cache> {
-    let fs = super::FailSafe::from_options(&rt.fail_safe);
-    if !fs.needs_envelope() {
-        return cache;
-    }
-    Arc::new(Enveloped::new(cache, fs.keep(), default_ttl))
-}
-
 /// The [`Cache`] layer of enveloped caches (see the module docs).
 #[derive(Debug)]
 pub struct Enveloped {
@@ -142,6 +128,14 @@ impl Enveloped {
             keep,
             default_ttl,
         }
+    }
+
+    /// `cache` in this layer when `config` turns fail-safe or refresh-ahead
+    /// on; `None` when values stay the raw bytes.
+    pub fn for_config(cache: &Arc<dyn Cache>, config: &super::Config) -> Option<Arc<Self>> {
+        let fs = config.fail_safe;
+        fs.needs_envelope()
+            .then(|| Arc::new(Enveloped::new(cache.clone(), fs.keep(), config.default_ttl)))
     }
 
     /// The entry under `key` whether logically fresh or stale.

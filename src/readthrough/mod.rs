@@ -47,7 +47,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use config::{Config, DEFAULT_LEASE_TTL};
+pub(crate) use config::URL_OPTIONS;
+pub use config::{Config, DEFAULT_LEASE_TTL, LockMode, ReadThroughOptions};
 pub use envelope::Enveloped;
 pub use failsafe::{FailSafe, FailSafeOptions};
 pub use lease::LEASE_PREFIX;
@@ -206,14 +207,22 @@ impl Handle {
     /// With fail-safe or refresh-ahead on, the cache is wrapped in the
     /// [`Enveloped`] layer first (its values get a logical expiry).
     pub fn with_config(cache: Arc<dyn Cache>, config: Config) -> Self {
-        let fs = config.fail_safe;
-        let envelope = fs
-            .needs_envelope()
-            .then(|| Arc::new(Enveloped::new(cache.clone(), fs.keep(), config.default_ttl)));
+        let envelope = Enveloped::for_config(&cache, &config);
         let cache = match &envelope {
             Some(e) => e.clone() as Arc<dyn Cache>,
             None => cache,
         };
+        Handle::over(cache, config, envelope)
+    }
+
+    /// A handle over `cache`, an already stacked cache whose envelope layer
+    /// (somewhere under it) is `envelope` ([`crate::open::Stack`] builds
+    /// both).
+    pub(crate) fn over(
+        cache: Arc<dyn Cache>,
+        config: Config,
+        envelope: Option<Arc<Enveloped>>,
+    ) -> Self {
         Handle {
             cache,
             shared: Arc::new(Shared {

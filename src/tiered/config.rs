@@ -91,35 +91,22 @@ impl TierConfig {
     }
 }
 
-const KNOWN: &str = "l1, l1_ttl, l1_max_bytes, l1_invalidation";
+/// The tier's URL options.
+pub(crate) const URL_OPTIONS: [&str; 4] = ["l1", "l1_ttl", "l1_max_bytes", "l1_invalidation"];
 
-/// Takes the `l1*` options out of a URL body (after `scheme:`), returning
-/// the body without them and the tier they describe (`None` without `l1=`).
-/// The query is what follows the first `?` after the last `@`, as every
-/// backend reads it (a password may hold `?`).
-pub(crate) fn split_tier(rest: &str, shown: &str) -> Result<(String, Option<TierConfig>)> {
-    let from = rest.rfind('@').map_or(0, |i| i + 1);
-    let Some(q) = rest[from..].find('?').map(|i| from + i) else {
-        return Ok((rest.to_string(), None));
-    };
-    let (mut kept, mut tier) = (Vec::new(), Vec::new());
-    for part in rest[q + 1..].split('&') {
-        let name = part.split_once('=').map_or(part, |(k, _)| k);
-        if name == "l1" || name.starts_with("l1_") {
-            tier.push(part);
-        } else {
-            kept.push(part);
-        }
+/// Whether a URL option is the tier's (`l1` and `l1_*`).
+pub(crate) fn claims(name: &str) -> bool {
+    name == "l1" || name.starts_with("l1_")
+}
+
+/// The tier the URL's `l1*` options describe (raw `k=v` parts, as
+/// [`crate::url::take_query_parts`] took them), `None` without any.
+pub(crate) fn from_url_parts(parts: &[String], shown: &str) -> Result<Option<TierConfig>> {
+    if parts.is_empty() {
+        return Ok(None);
     }
-    if tier.is_empty() {
-        return Ok((rest.to_string(), None));
-    }
-    let body = if kept.iter().all(|p| p.is_empty()) {
-        rest[..q].to_string()
-    } else {
-        format!("{}?{}", &rest[..q], kept.join("&"))
-    };
-    Ok((body, Some(parse_tier(&tier, shown)?)))
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    parse_tier(&parts, shown).map(Some)
 }
 
 fn parse_tier(parts: &[&str], shown: &str) -> Result<TierConfig> {
@@ -147,7 +134,8 @@ fn parse_tier(parts: &[&str], shown: &str) -> Result<TierConfig> {
             }
             _ => {
                 return Err(url_err(format!(
-                    "{shown}: unknown tier option {k:?} (known: {KNOWN})"
+                    "{shown}: unknown tier option {k:?} (known: {})",
+                    URL_OPTIONS.join(", ")
                 )));
             }
         }
@@ -163,6 +151,11 @@ fn parse_tier(parts: &[&str], shown: &str) -> Result<TierConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn split_tier(rest: &str, shown: &str) -> Result<(String, Option<TierConfig>)> {
+        let (body, parts) = crate::url::take_query_parts(rest, claims);
+        Ok((body, from_url_parts(&parts, shown)?))
+    }
 
     #[test]
     fn tier_options_come_out_of_the_query() {

@@ -22,8 +22,8 @@
 //! e.g. `redis://127.0.0.1:6379?namespace=app&l1=10000&l1_ttl=30s`.
 
 mod config;
-pub(crate) use config::split_tier;
 pub use config::{DEFAULT_L1_CAPACITY, DEFAULT_L1_TTL, Invalidation, TierConfig};
+pub(crate) use config::{URL_OPTIONS, claims, from_url_parts};
 
 #[cfg(all(feature = "memory", feature = "redis"))]
 mod backplane;
@@ -107,35 +107,6 @@ mod imp {
         pub fn backplane(mut self, cfg: crate::backends::redis::RedisConfig) -> Self {
             self.redis = Some(cfg);
             self
-        }
-
-        /// Opens the L2 from `url` (its `l1*` options, if any, are
-        /// refused: the tier is this builder's) and builds over it.
-        pub async fn open(mut self, url: &str) -> Result<Arc<dyn Cache>> {
-            let parsed = crate::url::parse(url)?;
-            if parsed.tier.is_some() {
-                return Err(Error::new(
-                    ErrorKind::InvalidUrl,
-                    format!(
-                        "{}: l1 options given twice (URL and builder)",
-                        parsed.redacted
-                    ),
-                ));
-            }
-            #[cfg(feature = "redis")]
-            #[allow(irrefutable_let_patterns)]
-            if let BackendConfig::Redis(r) = &parsed.backend {
-                self.redis = Some(r.clone());
-            }
-            let o = self.options.clone();
-            if o.namespace.is_none() {
-                self.options.namespace = parsed.options.namespace.clone();
-            }
-            if o.default_ttl.is_none() {
-                self.options.default_ttl = parsed.options.default_ttl;
-            }
-            let l2 = crate::backends::open_parsed(parsed, o).await?;
-            Ok(Arc::new(self.build(l2).await?))
         }
 
         /// Builds the tier over `l2`; subscribes first when there is a backplane.

@@ -87,13 +87,17 @@ impl BackendSpec for FileConfig {
             Some(r) if (1..=99).contains(&r) => r as u8,
             Some(r) => return Err(url_err(format!("file: compact_ratio={r} (use 1..99)"))),
         };
-        q.finish(&["sync", "compact_ratio"])?;
+        q.finish(&["sync", "compact_ratio"], t)?;
         let config = FileConfig {
             path,
             sync,
             compact_ratio,
         };
         Ok((config, options))
+    }
+
+    fn local_files(&self) -> Vec<std::path::PathBuf> {
+        crate::backends::with_suffixes(&self.path, &["", ".lock"])
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {

@@ -85,7 +85,7 @@ impl BackendSpec for MemcachedConfig {
         let response_timeout = q
             .take_duration("response_timeout")?
             .unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
-        q.finish(&["connect_timeout", "response_timeout"])?;
+        q.finish(&["connect_timeout", "response_timeout"], t)?;
         let servers: Vec<String> = body
             .split(',')
             .filter(|s| !s.is_empty())
@@ -119,14 +119,24 @@ impl BackendSpec for MemcachedConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<MemcachedConfig> {
+        let rest = url.strip_prefix("memcached:").unwrap();
+        let t = Target {
+            scheme: "memcached",
+            rest,
+            redacted: url,
+            layer_options: &[],
+        };
+        MemcachedConfig::from_url(&t).map(|(c, _)| c)
+    }
+
     #[test]
     fn an_empty_path_is_fine_any_other_is_an_invalid_url() {
-        let p = crate::url::parse("memcached://127.0.0.1:11211/").unwrap();
-        let crate::url::BackendConfig::Memcached(c) = p.backend else {
-            panic!("not memcached")
-        };
+        let c = parse("memcached://127.0.0.1:11211/").unwrap();
         assert_eq!(c.servers, ["127.0.0.1:11211"]);
-        let e = crate::url::parse("memcached://127.0.0.1:11211/3").unwrap_err();
+        let e = parse("memcached://127.0.0.1:11211/3").unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::InvalidUrl, "{e}");
     }
 }

@@ -13,7 +13,7 @@ use crate::backends::BackendSpec;
 use crate::cache::{Cache, CacheOptions};
 use crate::error::{Error, Result};
 use crate::url::{
-    Query, Target, check_host_port, driver_userinfo, redact, split_query, split_userinfo, url_err,
+    Query, Target, check_host_port, driver_userinfo, redact_credentials, split_query, split_userinfo, url_err,
 };
 
 /// Default connect timeout.
@@ -44,7 +44,7 @@ impl std::fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field(
                 "nodes",
-                &self.nodes.iter().map(|n| redact(n)).collect::<Vec<_>>(),
+                &self.nodes.iter().map(|n| redact_credentials(n)).collect::<Vec<_>>(),
             )
             .field("cluster", &self.cluster)
             .finish_non_exhaustive()
@@ -57,7 +57,7 @@ impl RedisConfig {
     /// endpoint shown is the first node's URL, redacted.
     pub fn new(nodes: Vec<String>, cluster: bool) -> Self {
         RedisConfig {
-            endpoint: nodes.first().map(|n| redact(n)).unwrap_or_default(),
+            endpoint: nodes.first().map(|n| redact_credentials(n)).unwrap_or_default(),
             nodes,
             cluster,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -93,7 +93,7 @@ struct RedisQuery {
     tls_ca: Option<PathBuf>,
 }
 
-fn parse_query(q: Option<&str>, tls: bool) -> Result<RedisQuery> {
+fn parse_query(t: &Target<'_>, q: Option<&str>, tls: bool) -> Result<RedisQuery> {
     let mut q = Query::parse("redis", q)?;
     let options = q.common()?;
     let connect_timeout = q
@@ -106,7 +106,7 @@ fn parse_query(q: Option<&str>, tls: bool) -> Result<RedisQuery> {
     if tls_ca.is_some() && !tls {
         return Err(url_err("redis: tls_ca needs rediss:// (TLS)"));
     }
-    q.finish(&["connect_timeout", "response_timeout", "tls_ca"])?;
+    q.finish(&["connect_timeout", "response_timeout", "tls_ca"], t)?;
     Ok(RedisQuery {
         options,
         connect_timeout,
@@ -126,7 +126,7 @@ impl BackendSpec for RedisConfig {
             .ok_or_else(|| url_err(format!("{scheme}: expected {scheme}://host:port")))?;
         let (userinfo, after) = split_userinfo(body_q);
         let (body, q) = split_query(after);
-        let q = parse_query(q, tls)?;
+        let q = parse_query(t, q, tls)?;
         let base = if tls { "rediss" } else { "redis" };
         // One userinfo, before the host list, for every node.
         let creds = driver_userinfo("redis", userinfo)?;

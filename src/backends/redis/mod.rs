@@ -423,7 +423,7 @@ impl RedisCache {
                 .map_err(|e| self.err(e))?
                 .get_multiplexed_async_connection_with_config(&cfg)
                 .await
-                .map_err(|e| redis_err(e).with_context("endpoint", crate::url::redact(u)))?;
+                .map_err(|e| redis_err(e).with_context("endpoint", crate::url::redact_credentials(u)))?;
             self.node_cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -49,8 +49,12 @@ impl BackendSpec for SqliteConfig {
         let busy_timeout = q
             .take_duration("busy_timeout")?
             .unwrap_or(DEFAULT_BUSY_TIMEOUT);
-        q.finish(&["busy_timeout"])?;
+        q.finish(&["busy_timeout"], t)?;
         Ok((SqliteConfig { path, busy_timeout }, options))
+    }
+
+    fn local_files(&self) -> Vec<std::path::PathBuf> {
+        crate::backends::with_suffixes(&self.path, &["", "-wal", "-shm", "-journal"])
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
