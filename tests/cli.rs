@@ -1885,6 +1885,18 @@ fn bench_run_leaves_a_users_redis_keys_alone_and_nothing_behind() {
     assert_eq!(redis_cmd(p, "DBSIZE"), ":21");
 }
 
+/// A child killed (and waited for) if the test fails while it runs.
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// What `bench run` writes has a TTL (a killed run leaves nothing for
 /// good), and Ctrl-C stops it and deletes what it wrote (exit 2).
 #[test]
@@ -1894,21 +1906,24 @@ fn bench_run_keys_expire_and_ctrl_c_cleans_up() {
     let before = redis_state(p);
     let url = format!("redis://127.0.0.1:{p}");
     for signal in [libc::SIGKILL, libc::SIGINT] {
-        let mut child = common::unicache_std()
-            .args(["bench", "run", "-q", "-c", &url, "--ops", "get,set"])
-            .args(["--keys", "500", "--concurrency", "2", "--duration", "30s"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped(Some(
+            common::unicache_std()
+                .args(["bench", "run", "-q", "-c", &url, "--ops", "get,set"])
+                .args(["--keys", "500", "--concurrency", "2", "--duration", "30s"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
         let t = std::time::Instant::now();
         while redis_cmd(p, "DBSIZE") != ":520" {
             assert!(t.elapsed().as_secs() < 20, "the prefill never finished");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let out = child.wait_with_output().unwrap();
+        let c = child.0.take().unwrap();
+        unsafe { libc::kill(c.id() as i32, signal) };
+        let out = c.wait_with_output().unwrap();
         assert!(t.elapsed().as_secs() < 20, "it did not stop at once");
         if signal == libc::SIGKILL {
             // Every key it wrote expires; then they are removed here.
@@ -2135,4 +2150,56 @@ fn bench_baselines_leave_the_users_data_alone() {
         .unwrap();
     common::assert_exit(&out, 0);
     assert_eq!(files_in(dir.path()), ["mine.db"]);
+}
+
+/// `import - --rejects in.jsonl < in.jsonl` replaced its input with the
+/// rejects (stdin was not known to the guard there): an output that is the
+/// file stdin is redirected from is refused, the file intact.
+#[test]
+fn an_output_that_is_the_redirected_stdin_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = "{\"key\":\"a\",\"value\":\"1\"}\nnot json\n";
+    write_file(d, "in.jsonl", text);
+    for args in [
+        &[
+            "import",
+            "-q",
+            "-c",
+            "sqlite:c.db",
+            "-",
+            "--rejects",
+            "in.jsonl",
+        ][..],
+        &[
+            "import",
+            "-q",
+            "-c",
+            "sqlite:c.db",
+            "-",
+            "--rejects",
+            "./in.jsonl",
+        ],
+        &[
+            "write",
+            "-q",
+            "-i",
+            "-",
+            "-c",
+            "memory://",
+            "-o",
+            "in.jsonl",
+        ],
+    ] {
+        // A real redirection (`< in.jsonl`): stdin is the file itself.
+        let stdin = std::fs::File::open(d.join("in.jsonl")).unwrap();
+        let out = common::unicache_std()
+            .current_dir(d)
+            .args(args)
+            .stdin(stdin)
+            .output()
+            .unwrap();
+        assert_fatal(&out, &["in.jsonl", "refusing"]);
+        assert_eq!(std::fs::read_to_string(d.join("in.jsonl")).unwrap(), text);
+    }
 }

@@ -134,13 +134,19 @@ pub fn store_file(backend: &BackendConfig) -> Option<PathBuf> {
 }
 
 /// Refuses any output (flag, path) that is the same file as a protected
-/// one (description, path) or as another output. Outputs that exist and
-/// are not regular files (`/dev/null`, a FIFO) are never truncated, so they
-/// are not checked.
+/// one (description, path), as another output, or as the file that standard
+/// input is redirected from (`import - --rejects in.jsonl < in.jsonl`
+/// replaced its input). Outputs that exist and are not regular files
+/// (`/dev/null`, a FIFO) are never truncated, so they are not checked.
 pub fn refuse_overlaps(
     outputs: &[(&str, &Path)],
     protected: &[(String, PathBuf)],
 ) -> anyhow::Result<()> {
+    let mut protected = protected.to_vec();
+    let stdin = Path::new("/dev/stdin");
+    if cfg!(unix) && std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) {
+        protected.push(("the standard input".to_string(), stdin.to_path_buf()));
+    }
     for (i, (flag, out)) in outputs.iter().enumerate() {
         let Some(id) = identity(out) else { continue };
         let others = outputs[..i]

@@ -4,6 +4,7 @@
 //! overwritten, and nothing the bench wrote stays behind. Imports no sibling.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -149,26 +150,43 @@ impl Scratch {
 /// Set by SIGINT / SIGTERM once [`catch_interrupts`] ran.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Told when [`INTERRUPTED`] is set, so that waiting tasks wake at once (a
+/// signal handler can only set a flag; one task watches it).
+fn stop() -> &'static tokio::sync::watch::Sender<bool> {
+    static STOP: OnceLock<tokio::sync::watch::Sender<bool>> = OnceLock::new();
+    STOP.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
 /// From now on, the first Ctrl-C (or SIGTERM) asks the bench to stop and
 /// clean up ([`interrupted`]); a second one exits at once (what was
-/// written then expires with its TTL, where it has one).
+/// written then expires with its TTL, where it has one). Call from within
+/// the runtime.
 pub fn catch_interrupts() {
-    #[cfg(target_os = "linux")]
-    {
-        extern "C" fn on_signal(_: libc::c_int) {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                // SAFETY: _exit is async-signal-safe.
-                unsafe { libc::_exit(130) };
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(target_os = "linux")]
+        {
+            extern "C" fn on_signal(_: libc::c_int) {
+                if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                    // SAFETY: _exit is async-signal-safe.
+                    unsafe { libc::_exit(130) };
+                }
+            }
+            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            // SAFETY: the handler only touches an atomic and calls _exit,
+            // both async-signal-safe.
+            unsafe {
+                libc::signal(libc::SIGINT, handler);
+                libc::signal(libc::SIGTERM, handler);
             }
         }
-        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        // SAFETY: the handler only touches an atomic and calls _exit, both
-        // async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGINT, handler);
-            libc::signal(libc::SIGTERM, handler);
-        }
-    }
+        tokio::spawn(async {
+            while !interrupted() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            stop().send_replace(true);
+        });
+    });
 }
 
 /// Whether the user asked the bench to stop.
@@ -176,12 +194,10 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
-/// Resolves once the user asked the bench to stop (polled: a signal
-/// handler can only set a flag).
+/// Resolves once the user asked the bench to stop.
 pub async fn until_interrupted() {
-    while !interrupted() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut rx = stop().subscribe();
+    let _ = rx.wait_for(|stopped| *stopped).await;
 }
 
 /// The error a bench stopped by the user ends with (exit 2).
