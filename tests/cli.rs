@@ -2060,9 +2060,10 @@ fn bench_run_on_a_sqlite_file_touches_nothing_of_the_users() {
 }
 
 /// The baselines that write into a user's server (`set-many`,
-/// `get-latency`, `memcached-raw`, `memcached-get-many`) use keys of their
-/// own and delete them; `sqlite-raw` refuses an existing file (it used to
-/// delete it) and removes its own.
+/// `get-latency`, `memcached-raw`, `memcached-get-many`), and `bench run` on
+/// memcached (its namespace's version key included), use keys of their own
+/// and delete them; `sqlite-raw` refuses an existing file (it used to delete
+/// it) and removes its own.
 #[test]
 fn bench_baselines_leave_the_users_data_alone() {
     let server = redis_with_users_bench_keys();
@@ -2122,6 +2123,18 @@ fn bench_baselines_leave_the_users_data_alone() {
             "3",
         ],
         &["set-many", "--cache", &murl, "--records", "2000"],
+        &[
+            "run",
+            "-q",
+            "-c",
+            &murl,
+            "--keys",
+            "50",
+            "--requests",
+            "100",
+            "--ops",
+            "get,set",
+        ],
     ] {
         let out = unicache().arg("bench").args(args).output().unwrap();
         common::assert_exit(&out, 0);
