@@ -609,6 +609,82 @@ fn outputs_naming_the_input_or_a_store_are_refused_before_anything_is_touched() 
     );
 }
 
+/// A file log opened through a symlink locks `REAL.lock` (README "The file
+/// log", Symlinks): an output naming the real file or that lock, by the real
+/// name or the link's, is one of the store's files. `--rejects
+/// real/x.log.lock` used to replace the real lock (the guard knew only
+/// `link.log.lock`).
+#[test]
+fn outputs_naming_the_real_file_behind_a_symlinked_store_are_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("real")).unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::os::unix::fs::symlink("real/x.log", d.join("link.log")).unwrap();
+    // The link to the directory names the same lock another way.
+    std::os::unix::fs::symlink("real", d.join("dirlink")).unwrap();
+    write_file(d, "in.jsonl", "{\"key\":\"a\",\"v\":1}\n");
+    let set = unicache()
+        .current_dir(d)
+        .args(["set", "-c", "file:link.log", "k", "v"])
+        .output()
+        .unwrap();
+    common::assert_exit(&set, 0);
+    let state = |p: &str| {
+        let p = d.join(p);
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        (m.ino(), std::fs::read(&p).unwrap())
+    };
+    let (log, lock) = (state("real/x.log"), state("real/x.log.lock"));
+    assert!(
+        std::fs::symlink_metadata(d.join("link.log"))
+            .unwrap()
+            .is_symlink()
+    );
+    let names = [
+        "real/x.log",
+        "real/x.log.lock",
+        "dirlink/x.log.lock",
+        "sub/../real/x.log.lock",
+        "link.log",
+    ];
+    for cache in ["file:link.log", "file:dirlink/../link.log"] {
+        for path in names {
+            let runs: [&[&str]; 4] = [
+                &["write", "-q", "-i", "in.jsonl", "-c", cache, "-o", path],
+                &[
+                    "write",
+                    "-q",
+                    "-i",
+                    "in.jsonl",
+                    "-c",
+                    cache,
+                    "-o",
+                    "s.json",
+                    "--rejects",
+                    path,
+                ],
+                &["import", "-q", "-c", cache, "in.jsonl", "--rejects", path],
+                &["export", "-c", cache, "-o", path],
+            ];
+            for args in runs {
+                let out = unicache().current_dir(d).args(args).output().unwrap();
+                assert_fatal(&out, &[path, "refusing"]);
+            }
+        }
+    }
+    assert_eq!(state("real/x.log"), log, "the log was replaced");
+    assert_eq!(state("real/x.log.lock"), lock, "the lock was replaced");
+    assert_eq!(files_in(&d.join("real")), ["x.log", "x.log.lock"]);
+    let get = unicache()
+        .current_dir(d)
+        .args(["get", "-c", "file:real/x.log", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "v\n");
+}
+
 #[test]
 fn a_run_that_stops_before_writing_leaves_the_previous_summary_and_rejects() {
     let dir = tempfile::tempdir().unwrap();
@@ -1722,4 +1798,421 @@ fn atomic_commands_if_absent_incr_touch_ttl() {
         common::assert_exit(&c.output().unwrap(), 2);
     }
     assert!(!missing.exists());
+}
+
+/// One inline command to the Redis on `port`; its reply, trimmed.
+fn redis_cmd(port: u16, cmd: &str) -> String {
+    common::servers::ask(port, &format!("{cmd}\r\n"))
+        .unwrap_or_else(|| panic!("no reply to {cmd}"))
+        .trim_end()
+        .to_string()
+}
+
+/// Every key, value and whether it has a TTL (`PTTL` > 0), sorted.
+fn redis_state(port: u16) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for i in 0..20 {
+        let k = format!("bench:{i}");
+        let v = redis_cmd(port, &format!("GET {k}"));
+        let ttl: i64 = redis_cmd(port, &format!("PTTL {k}"))
+            .trim_start_matches(':')
+            .parse()
+            .unwrap();
+        out.push((k, v, ttl > 0));
+    }
+    out
+}
+
+/// The user's keys `bench:0..20` (half with a TTL) in db 0 of a fresh
+/// redis-server.
+fn redis_with_users_bench_keys() -> common::servers::Process {
+    let server = common::servers::redis_server();
+    for i in 0..20 {
+        let ex = if i % 2 == 0 { " EX 600" } else { "" };
+        assert_eq!(
+            redis_cmd(server.port, &format!("SET bench:{i} user-{i}{ex}")),
+            "+OK"
+        );
+    }
+    server
+}
+
+/// `bench run` against a Redis db that holds the user's `bench:0..20`: it
+/// used to overwrite them (and leave 50 keys without TTL). Now it works in a
+/// namespace of its own and deletes what it wrote; a namespace that holds
+/// anything is refused.
+#[test]
+fn bench_run_leaves_a_users_redis_keys_alone_and_nothing_behind() {
+    let server = redis_with_users_bench_keys();
+    let p = server.port;
+    let before = redis_state(p);
+    let url = format!("redis://127.0.0.1:{p}");
+    let out = unicache()
+        .args(["bench", "run", "-q", "-c", &url, "--ops", "get,set,mixed"])
+        .args(["--keys", "50", "--concurrency", "1,4", "--requests", "300"])
+        .arg("--json")
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 6, "{rows}");
+    assert!(
+        rows.as_array().unwrap().iter().all(|r| r["errors"] == 0),
+        "{rows}"
+    );
+    assert_eq!(redis_state(p), before, "the user's keys changed");
+    assert_eq!(redis_cmd(p, "DBSIZE"), ":20", "something was left behind");
+
+    // A namespace that holds anything is refused, by URL or by flag.
+    assert_eq!(redis_cmd(p, "SET mine:bench:3 x"), "+OK");
+    for args in [
+        vec!["-c".to_string(), format!("{url}/0?namespace=mine")],
+        vec![
+            "-c".to_string(),
+            url.clone(),
+            "--namespace".into(),
+            "mine".into(),
+        ],
+    ] {
+        let out = unicache()
+            .args(["bench", "run", "-q", "--requests", "10"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_fatal(&out, &["namespace \"mine\" already holds 1 entries"]);
+        assert_eq!(redis_cmd(p, "GET mine:bench:3"), "$1\r\nx");
+    }
+    assert_eq!(redis_cmd(p, "DBSIZE"), ":21");
+}
+
+/// A child killed (and waited for) if the test fails while it runs.
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What `bench run` writes has a TTL (a killed run leaves nothing for
+/// good), and Ctrl-C stops it and deletes what it wrote (exit 2).
+#[test]
+fn bench_run_keys_expire_and_ctrl_c_cleans_up() {
+    let server = redis_with_users_bench_keys();
+    let p = server.port;
+    let before = redis_state(p);
+    let url = format!("redis://127.0.0.1:{p}");
+    for signal in [libc::SIGKILL, libc::SIGINT] {
+        let mut child = Reaped(Some(
+            common::unicache_std()
+                .args(["bench", "run", "-q", "-c", &url, "--ops", "get,set"])
+                .args(["--keys", "500", "--concurrency", "2", "--duration", "30s"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+        let t = std::time::Instant::now();
+        while redis_cmd(p, "DBSIZE") != ":520" {
+            assert!(t.elapsed().as_secs() < 20, "the prefill never finished");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let c = child.0.take().unwrap();
+        unsafe { libc::kill(c.id() as i32, signal) };
+        let out = c.wait_with_output().unwrap();
+        assert!(t.elapsed().as_secs() < 20, "it did not stop at once");
+        if signal == libc::SIGKILL {
+            // Every key it wrote expires; then they are removed here.
+            let keys = redis_cmd(p, "KEYS unicache-bench-*");
+            let names: Vec<&str> = keys
+                .lines()
+                .filter(|l| !l.starts_with(['*', '$']))
+                .collect();
+            assert_eq!(names.len(), 500, "{keys}");
+            for k in names {
+                let ttl: i64 = redis_cmd(p, &format!("PTTL {k}"))
+                    .trim_start_matches(':')
+                    .parse()
+                    .unwrap();
+                assert!(ttl > 0 && ttl <= 3_600_000 + 2 * 30_000 * 2, "{k}: {ttl}");
+                redis_cmd(p, &format!("DEL {k}"));
+            }
+        } else {
+            common::assert_exit(&out, 2);
+            assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+        }
+        assert_eq!(redis_cmd(p, "DBSIZE"), ":20");
+        assert_eq!(redis_state(p), before, "the user's keys changed");
+    }
+}
+
+/// A SQLite file holding the user's `bench:0..20` (half with a TTL): `bench
+/// run` leaves them as they were and nothing of its own; a store it created
+/// is removed; a non-empty namespace is refused. `--report` naming the
+/// store is refused before anything runs.
+#[test]
+fn bench_run_on_a_sqlite_file_touches_nothing_of_the_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let entries: String = (0..20)
+        .map(|i| {
+            let ttl = if i % 2 == 0 { ",\"ttl_ms\":600000" } else { "" };
+            format!("{{\"key\":\"bench:{i}\",\"value\":\"user-{i}\"{ttl}}}\n")
+        })
+        .collect();
+    let input = write_file(d, "user.jsonl", &entries);
+    let db = format!("sqlite:{}", d.join("user.db").display());
+    common::assert_exit(
+        &unicache()
+            .args(["import", "-q", "-c", &db, &input])
+            .output()
+            .unwrap(),
+        0,
+    );
+    let export = || -> Vec<(String, String, bool)> {
+        let out = unicache().args(["export", "-c", &db]).output().unwrap();
+        common::assert_exit(&out, 0);
+        let mut v: Vec<_> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let e: Value = serde_json::from_str(l).unwrap();
+                let ttl = e["ttl_ms"].as_u64();
+                assert!(ttl.is_none_or(|t| t > 500_000), "{l}");
+                (
+                    e["key"].as_str().unwrap().to_string(),
+                    e["value"].as_str().unwrap().to_string(),
+                    ttl.is_some(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = export();
+    assert_eq!(before.len(), 20);
+    let fresh = d.join("fresh.db");
+    let out = unicache()
+        .args(["bench", "run", "-q", "-c", &db, "-c"])
+        .arg(format!("sqlite:{}", fresh.display()))
+        .args(["--ops", "get,set", "--keys", "50", "--concurrency", "1,2"])
+        .args(["--requests", "200", "--json"])
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert_eq!(export(), before, "the user's entries changed");
+    assert!(!fresh.exists(), "the store it created is still there");
+    let rows: i64 = rusqlite::Connection::open(d.join("user.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM cache", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 20, "rows of another namespace were left behind");
+
+    // A namespace that holds anything is refused, by URL or by flag; an
+    // empty --namespace (the default namespace) too.
+    let mine = format!("{db}?namespace=mine");
+    let out = unicache()
+        .args(["set", "-c", &mine, "bench:1", "x"])
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    for args in [
+        &["-c", mine.as_str()][..],
+        &["-c", &db, "--namespace", "mine"],
+        &["-c", &db, "--namespace", ""],
+    ] {
+        let out = unicache()
+            .args(["bench", "run", "-q", "--requests", "5"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_fatal(&out, &["namespace"]);
+    }
+    assert_eq!(export(), before);
+    let out = unicache()
+        .args(["get", "-c", &mine, "bench:1"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "x\n");
+
+    // --report naming the store (or its journal) is refused first.
+    for report in ["user.db", "user.db-wal"] {
+        let out = unicache()
+            .current_dir(d)
+            .args([
+                "bench",
+                "run",
+                "-q",
+                "-c",
+                "sqlite:user.db",
+                "--requests",
+                "5",
+            ])
+            .args(["--report", report])
+            .output()
+            .unwrap();
+        assert_fatal(&out, &["--report", report, "refusing"]);
+    }
+    assert_eq!(export(), before);
+}
+
+/// The baselines that write into a user's server (`set-many`,
+/// `get-latency`, `memcached-raw`, `memcached-get-many`), and `bench run` on
+/// memcached (its namespace's version key included), use keys of their own
+/// and delete them; `sqlite-raw` refuses an existing file (it used to delete
+/// it) and removes its own.
+#[test]
+fn bench_baselines_leave_the_users_data_alone() {
+    let server = redis_with_users_bench_keys();
+    let p = server.port;
+    assert_eq!(redis_cmd(p, "SET key:3 user"), "+OK");
+    assert_eq!(redis_cmd(p, "SET key:latency user"), "+OK");
+    let url = format!("redis://127.0.0.1:{p}");
+    for args in [
+        &["set-many", "--cache", &url, "--records", "2000"][..],
+        &["get-latency", "--cache", &url, "--requests", "100"],
+    ] {
+        let out = unicache().arg("bench").args(args).output().unwrap();
+        common::assert_exit(&out, 0);
+    }
+    assert_eq!(redis_cmd(p, "DBSIZE"), ":22");
+    assert_eq!(redis_cmd(p, "GET key:3"), "$4\r\nuser");
+    assert_eq!(redis_cmd(p, "GET key:latency"), "$4\r\nuser");
+
+    let mc = common::servers::memcached_server();
+    let m = mc.port;
+    let items = || {
+        let stats = common::servers::ask(m, "stats\r\n").unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT curr_items "))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert!(
+        common::servers::ask(m, "set key:3 0 0 4\r\nuser\r\n")
+            .unwrap()
+            .starts_with("STORED")
+    );
+    assert!(
+        common::servers::ask(m, "set gm:3 0 0 4\r\nuser\r\n")
+            .unwrap()
+            .starts_with("STORED")
+    );
+    let murl = format!("memcached://127.0.0.1:{m}");
+    let server_arg = format!("127.0.0.1:{m}");
+    for args in [
+        &[
+            "memcached-raw",
+            "--server",
+            &server_arg,
+            "--records",
+            "3000",
+        ][..],
+        &[
+            "memcached-get-many",
+            "--cache",
+            &murl,
+            "--keys",
+            "200",
+            "--rounds",
+            "3",
+        ],
+        &["set-many", "--cache", &murl, "--records", "2000"],
+        &[
+            "run",
+            "-q",
+            "-c",
+            &murl,
+            "--keys",
+            "50",
+            "--requests",
+            "100",
+            "--ops",
+            "get,set",
+        ],
+    ] {
+        let out = unicache().arg("bench").args(args).output().unwrap();
+        common::assert_exit(&out, 0);
+        assert_eq!(items(), "2", "{args:?} left items behind");
+    }
+    for k in ["key:3", "gm:3"] {
+        let got = common::servers::ask(m, &format!("get {k}\r\n")).unwrap();
+        assert!(got.contains("\r\nuser\r\n"), "{k}: {got}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mine.db");
+    std::fs::write(&db, "precious").unwrap();
+    let out = unicache()
+        .args(["bench", "sqlite-raw", "--records", "10", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_fatal(&out, &["exists", "refusing"]);
+    assert_eq!(std::fs::read(&db).unwrap(), b"precious");
+    let fresh = dir.path().join("raw.db");
+    let out = unicache()
+        .args(["bench", "sqlite-raw", "--records", "10", "--db"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0);
+    assert_eq!(files_in(dir.path()), ["mine.db"]);
+}
+
+/// `import - --rejects in.jsonl < in.jsonl` replaced its input with the
+/// rejects (stdin was not known to the guard there): an output that is the
+/// file stdin is redirected from is refused, the file intact.
+#[test]
+fn an_output_that_is_the_redirected_stdin_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = "{\"key\":\"a\",\"value\":\"1\"}\nnot json\n";
+    write_file(d, "in.jsonl", text);
+    for args in [
+        &[
+            "import",
+            "-q",
+            "-c",
+            "sqlite:c.db",
+            "-",
+            "--rejects",
+            "in.jsonl",
+        ][..],
+        &[
+            "import",
+            "-q",
+            "-c",
+            "sqlite:c.db",
+            "-",
+            "--rejects",
+            "./in.jsonl",
+        ],
+        &[
+            "write",
+            "-q",
+            "-i",
+            "-",
+            "-c",
+            "memory://",
+            "-o",
+            "in.jsonl",
+        ],
+    ] {
+        // A real redirection (`< in.jsonl`): stdin is the file itself.
+        let stdin = std::fs::File::open(d.join("in.jsonl")).unwrap();
+        let out = common::unicache_std()
+            .current_dir(d)
+            .args(args)
+            .stdin(stdin)
+            .output()
+            .unwrap();
+        assert_fatal(&out, &["in.jsonl", "refusing"]);
+        assert_eq!(std::fs::read_to_string(d.join("in.jsonl")).unwrap(), text);
+    }
 }

@@ -79,21 +79,49 @@ fn existing(_: &std::fs::Metadata, p: &Path) -> FileId {
 }
 
 /// The files a store of this backend lives in (the main file and the
-/// companions it creates beside it); none for servers and memory.
+/// companions it creates beside it); none for servers and memory. A path
+/// that is a symlink adds the real file's companions: the file log locks
+/// `REAL.lock` and SQLite names its journals after the real file, so an
+/// output named after the real file is one of the store's too.
 pub fn store_files(backend: &BackendConfig) -> Vec<PathBuf> {
-    let with = |p: &Path, suffix: &str| {
-        let mut s = p.as_os_str().to_os_string();
-        s.push(suffix);
-        PathBuf::from(s)
+    let (path, suffixes): (&Path, &[&str]) = match backend {
+        BackendConfig::Sqlite(c) => (&c.path, &["", "-wal", "-shm", "-journal"]),
+        BackendConfig::File(c) => (&c.path, &["", ".lock"]),
+        _ => return Vec::new(),
     };
-    match backend {
-        BackendConfig::Sqlite(c) => ["", "-wal", "-shm", "-journal"]
-            .iter()
-            .map(|s| with(&c.path, s))
-            .collect(),
-        BackendConfig::File(c) => vec![c.path.clone(), with(&c.path, ".lock")],
-        _ => Vec::new(),
+    let mut bases = vec![path.to_path_buf()];
+    if let Some(real) = resolve_links(path).filter(|r| r != path) {
+        bases.push(real);
     }
+    let mut out = Vec::new();
+    for base in &bases {
+        for suffix in suffixes {
+            let mut s = base.as_os_str().to_os_string();
+            s.push(suffix);
+            out.push(PathBuf::from(s));
+        }
+    }
+    out
+}
+
+/// Follows symlinks at `path` (at most 40, as the kernel does) to the file
+/// they name, as the file log does at open; a dangling link gives the path it
+/// names. `None` for a loop or an unreadable link.
+fn resolve_links(path: &Path) -> Option<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p).ok()?;
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Some(p),
+        }
+    }
+    None
 }
 
 /// The main file of a local store, when the backend has one.
@@ -106,13 +134,19 @@ pub fn store_file(backend: &BackendConfig) -> Option<PathBuf> {
 }
 
 /// Refuses any output (flag, path) that is the same file as a protected
-/// one (description, path) or as another output. Outputs that exist and
-/// are not regular files (`/dev/null`, a FIFO) are never truncated, so they
-/// are not checked.
+/// one (description, path), as another output, or as the file that standard
+/// input is redirected from (`import - --rejects in.jsonl < in.jsonl`
+/// replaced its input). Outputs that exist and are not regular files
+/// (`/dev/null`, a FIFO) are never truncated, so they are not checked.
 pub fn refuse_overlaps(
     outputs: &[(&str, &Path)],
     protected: &[(String, PathBuf)],
 ) -> anyhow::Result<()> {
+    let mut protected = protected.to_vec();
+    let stdin = Path::new("/dev/stdin");
+    if cfg!(unix) && std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) {
+        protected.push(("the standard input".to_string(), stdin.to_path_buf()));
+    }
     for (i, (flag, out)) in outputs.iter().enumerate() {
         let Some(id) = identity(out) else { continue };
         let others = outputs[..i]

@@ -9,13 +9,10 @@
 // Short functions (clippy.toml: at most 80 lines).
 #![warn(clippy::too_many_lines)]
 
-mod baselines;
 mod bench;
-mod bench_run;
 mod files;
 mod metrics;
 mod ops;
-mod report;
 mod transfer;
 mod write;
 

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use super::bench_run::{RunResult, table};
+use super::results::{RunResult, table};
 
 const PALETTE: [&str; 12] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",

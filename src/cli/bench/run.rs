@@ -8,6 +8,9 @@
 //! second) and a request's latency runs from when it was due, not from when
 //! it was sent (wrk2's and memtier_benchmark's answer to coordinated
 //! omission): a stall counts against every request it delayed.
+//!
+//! It writes only in a namespace of its own ([`super::scratch`]), found
+//! empty first, with a TTL as a safety net, and deletes its keys at the end.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,10 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
 use super::report;
-use super::{Outcome, open_url, parse_span};
+use super::results::{RunResult, Workload, table};
+use super::scratch::{self, Scratch};
+use crate::cli::files::{refuse_overlaps, store_files};
+use crate::cli::{MAX_TTL, Outcome, open_url, parse_span};
 
 /// What `bench run` measures.
 #[derive(Args, Debug, Clone)]
@@ -34,7 +39,8 @@ pub struct RunArgs {
     /// Share of gets in the mixed workload, 0 to 1.
     #[arg(long, default_value_t = 0.9)]
     read_ratio: f64,
-    /// Distinct keys (bench:0 .. bench:N-1, at most 10 million), chosen uniformly at random.
+    /// Distinct keys (bench:0 .. bench:N-1 in the bench's namespace, at most
+    /// 10 million), chosen uniformly at random.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     keys: u64,
     /// Bytes per value.
@@ -68,71 +74,20 @@ pub struct RunArgs {
     /// Write an HTML (or, for a .svg name, SVG) report with plots; mode 0600.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-}
-
-/// One workload.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Workload {
-    /// Gets of prefilled keys.
-    Get,
-    /// Sets.
-    Set,
-    /// Gets and sets, --read-ratio of them gets.
-    Mixed,
-}
-
-impl Workload {
-    fn name(self) -> &'static str {
-        match self {
-            Workload::Get => "get",
-            Workload::Set => "set",
-            Workload::Mixed => "mixed",
-        }
-    }
-}
-
-/// The figures of one run (cache x workload x concurrency).
-#[derive(Debug, Clone, Serialize)]
-pub struct RunResult {
-    /// The cache as given (password redacted).
-    pub cache: String,
-    /// Backend name.
-    pub backend: String,
-    /// Workload.
-    pub op: Workload,
-    /// Workers.
-    pub concurrency: u64,
-    /// Requests completed.
-    pub requests: u64,
-    /// Requests that failed (counted in the latencies too).
-    pub errors: u64,
-    /// Wall time of the run.
-    pub seconds: f64,
-    /// Requests per second.
-    pub ops_per_sec: f64,
-    /// Target rate, when one was given.
-    pub target_rate: Option<f64>,
-    /// Latency percentiles and extremes, microseconds.
-    pub mean_us: f64,
-    /// Median.
-    pub p50_us: f64,
-    /// 90th percentile.
-    pub p90_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// Slowest.
-    pub max_us: f64,
+    /// The namespace to write in (default: the URL's `namespace=`, else a
+    /// fresh `unicache-bench-<pid>-<random>`); it must be empty.
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
 }
 
 /// Settings every worker of a run shares.
 struct Plan {
     op: Workload,
     read_ratio: f64,
-    keys: Vec<String>,
+    keys: Arc<Vec<String>>,
     value: Vec<u8>,
+    /// The TTL of every write: the safety net should cleanup not happen.
+    ttl: Duration,
     deadline: Option<Instant>,
     budget: Option<u64>,
     /// Time between one worker's requests, with --rate.
@@ -143,44 +98,121 @@ struct Plan {
 /// Runs the benchmark; bare names (sqlite, file) resolve under `dir`.
 pub async fn run(args: RunArgs, quiet: bool, dir: &std::path::Path) -> anyhow::Result<Outcome> {
     check(&args)?;
+    let urls = args
+        .caches
+        .iter()
+        .map(|name| unicache::open::resolve_name(name, dir))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(p) = &args.report {
+        refuse_report_in_stores(p, &urls)?;
         // An unwritable report fails now, not after the whole run.
         drop(
             unicache::writer::OutputFile::create(p)
                 .map_err(|e| anyhow::anyhow!("cannot write report to {e}"))?,
         );
     }
+    scratch::catch_interrupts();
+    let keys = Arc::new((0..args.keys).map(|k| format!("bench:{k}")).collect());
     let steps = (args.caches.len() * args.ops.len() * args.concurrency.len()) as u64;
     let bar = progress(quiet, steps);
     let mut results = Vec::new();
-    for name in &args.caches {
-        let url = unicache::open::resolve_name(name, dir)?;
+    for (name, url) in args.caches.iter().zip(&urls) {
         let shown = unicache::open::redact(name);
-        let cache = open_url(&url, false)
-            .await
+        let place = Scratch::new(url, args.namespace.as_deref())
             .with_context(|| format!("cache {shown}"))?;
-        prefill(&*cache, &args).await?;
-        for &op in &args.ops {
-            for &c in &args.concurrency {
-                if let Some(b) = &bar {
-                    b.set_message(format!("{shown} {} x{c}", op.name()));
-                }
-                let caches = workers_caches(&cache, &url, &args, c).await?;
-                let mut r = measure(caches, plan(&args, op, c), c).await;
-                r.cache = shown.clone();
-                results.push(r);
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
-            }
-        }
-        let _ = cache.close().await;
+        let run = bench_cache(&place, &args, &keys, bar.as_ref(), &shown).await;
+        place.remove_created_files();
+        results.extend(run.with_context(|| format!("cache {shown}"))?);
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     output(&args, &results)?;
     Ok(Outcome::Success)
+}
+
+/// One cache: opened in the bench's namespace, checked empty, prefilled,
+/// measured, and its keys deleted whatever happened after the check.
+async fn bench_cache(
+    place: &Scratch,
+    args: &RunArgs,
+    keys: &Arc<Vec<String>>,
+    bar: Option<&indicatif::ProgressBar>,
+    shown: &str,
+) -> anyhow::Result<Vec<RunResult>> {
+    let cache = open_url(&place.url, false).await?;
+    if let Err(e) = place.ensure_empty(&*cache, keys).await {
+        let _ = cache.close().await;
+        return Err(e);
+    }
+    let measured = measure_all(&cache, place, args, keys, bar, shown).await;
+    let removed = place.remove(&*cache, keys).await;
+    let _ = cache.close().await;
+    let results = measured?;
+    removed.context("deleting the bench's keys")?;
+    if scratch::interrupted() {
+        return Err(scratch::interrupted_error());
+    }
+    Ok(results)
+}
+
+/// Every workload and concurrency on one cache; stops early when interrupted.
+async fn measure_all(
+    cache: &Arc<dyn unicache::Cache>,
+    place: &Scratch,
+    args: &RunArgs,
+    keys: &Arc<Vec<String>>,
+    bar: Option<&indicatif::ProgressBar>,
+    shown: &str,
+) -> anyhow::Result<Vec<RunResult>> {
+    let ttl = safety_ttl(args);
+    prefill(&**cache, args, keys, ttl).await?;
+    let mut results = Vec::new();
+    for &op in &args.ops {
+        for &c in &args.concurrency {
+            if scratch::interrupted() {
+                return Ok(results);
+            }
+            if let Some(b) = bar {
+                b.set_message(format!("{shown} {} x{c}", op.name()));
+            }
+            let caches = workers_caches(cache, &place.url, args, c).await?;
+            let mut r = measure(caches, plan(args, op, c, keys, ttl), c).await;
+            r.cache = shown.to_string();
+            results.push(r);
+            if let Some(b) = bar {
+                b.inc(1);
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// The TTL of what the bench writes, a safety net for keys that cleanup
+/// could not delete (a killed process): an hour plus twice the planned
+/// time of one cache's runs, or a day with --requests (no planned time).
+fn safety_ttl(args: &RunArgs) -> Duration {
+    let runs = (args.ops.len() * args.concurrency.len()) as u32;
+    let ttl = match args.requests {
+        Some(_) => Duration::from_secs(24 * 3600),
+        None => Duration::from_secs(3600).saturating_add(args.duration.saturating_mul(2 * runs)),
+    };
+    ttl.min(MAX_TTL)
+}
+
+/// Refuses a report path that is one of the caches' store files (the run
+/// would replace a SQLite file or log with its HTML).
+fn refuse_report_in_stores(report: &std::path::Path, urls: &[String]) -> anyhow::Result<()> {
+    let mut stores = Vec::new();
+    for url in urls {
+        // A URL that does not parse fails when it is opened, with its own message.
+        if let Ok(parsed) = unicache::open::parse(url) {
+            for p in store_files(&parsed.backend) {
+                stores.push((format!("a file of the cache {}", parsed.redacted), p));
+            }
+        }
+    }
+    refuse_overlaps(&[("--report", report)], &stores)
 }
 
 fn check(args: &RunArgs) -> anyhow::Result<()> {
@@ -211,21 +243,25 @@ fn progress(quiet: bool, steps: u64) -> Option<indicatif::ProgressBar> {
 }
 
 /// Stores every key once, so gets hit.
-async fn prefill(cache: &dyn unicache::Cache, args: &RunArgs) -> anyhow::Result<()> {
+async fn prefill(
+    cache: &dyn unicache::Cache,
+    args: &RunArgs,
+    keys: &[String],
+    ttl: Duration,
+) -> anyhow::Result<()> {
     if !args.ops.iter().any(|o| *o != Workload::Set) {
         return Ok(());
     }
     let value = vec![b'x'; args.value_size as usize];
-    let mut i = 0;
-    while i < args.keys {
-        let end = (i + 1000).min(args.keys);
-        let keys: Vec<String> = (i..end).map(|k| format!("bench:{k}")).collect();
-        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &value[..])).collect();
+    for chunk in keys.chunks(1000) {
+        if scratch::interrupted() {
+            break;
+        }
+        let entries: Vec<(&str, &[u8])> = chunk.iter().map(|k| (k.as_str(), &value[..])).collect();
         cache
-            .set_many(&entries, None)
+            .set_many(&entries, Some(ttl))
             .await
             .context("prefilling the keys")?;
-        i = end;
     }
     Ok(())
 }
@@ -247,13 +283,20 @@ async fn workers_caches(
     opened.into_iter().collect()
 }
 
-fn plan(args: &RunArgs, op: Workload, concurrency: u64) -> Arc<Plan> {
+fn plan(
+    args: &RunArgs,
+    op: Workload,
+    concurrency: u64,
+    keys: &Arc<Vec<String>>,
+    ttl: Duration,
+) -> Arc<Plan> {
     let now = Instant::now();
     Arc::new(Plan {
         op,
         read_ratio: args.read_ratio,
-        keys: (0..args.keys).map(|k| format!("bench:{k}")).collect(),
+        keys: keys.clone(),
         value: vec![b'x'; args.value_size as usize],
+        ttl,
         deadline: args.requests.is_none().then(|| now + args.duration),
         budget: args.requests,
         interval: args
@@ -329,6 +372,9 @@ async fn worker(
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let (mut n, mut errors) = (0u64, 0u64);
     loop {
+        if scratch::interrupted() {
+            break;
+        }
         if let Some(b) = plan.budget
             && plan.issued.fetch_add(1, Ordering::Relaxed) >= b
         {
@@ -354,7 +400,7 @@ async fn worker(
         let ok = if read {
             cache.get(key).await.is_ok()
         } else {
-            cache.set(key, &plan.value, None).await.is_ok()
+            cache.set(key, &plan.value, Some(plan.ttl)).await.is_ok()
         };
         hist.saturating_record((due.elapsed().as_nanos() as u64).max(1));
         n += 1;
@@ -373,7 +419,10 @@ async fn wait_for(due: Instant) {
         .checked_duration_since(Instant::now())
         .is_some_and(|a| a > TIMER)
     {
-        tokio::time::sleep_until((due - TIMER).into()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until((due - TIMER).into()) => {}
+            () = scratch::until_interrupted() => {}
+        }
     }
 }
 
@@ -395,9 +444,11 @@ impl Rng {
 /// Table or JSON on stdout, and the report file.
 fn output(args: &RunArgs, results: &[RunResult]) -> anyhow::Result<()> {
     if args.json {
-        super::stdout_write(format!("{}\n", serde_json::to_string_pretty(results)?).as_bytes())?;
+        crate::cli::stdout_write(
+            format!("{}\n", serde_json::to_string_pretty(results)?).as_bytes(),
+        )?;
     } else {
-        super::stdout_write(table(results).as_bytes())?;
+        crate::cli::stdout_write(table(results).as_bytes())?;
     }
     if let Some(path) = &args.report {
         let svg = path
@@ -415,33 +466,4 @@ fn output(args: &RunArgs, results: &[RunResult]) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write report to {e}"))?;
     }
     Ok(())
-}
-
-/// The results as an aligned text table.
-pub fn table(results: &[RunResult]) -> String {
-    let w = results
-        .iter()
-        .map(|r| r.cache.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let mut out = format!(
-        "{:<w$}  {:<5}  {:>5}  {:>12}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}\n",
-        "cache", "op", "conc", "ops/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "errors"
-    );
-    for r in results {
-        out.push_str(&format!(
-            "{:<w$}  {:<5}  {:>5}  {:>12.0}  {:>9.1}  {:>9.1}  {:>9.1}  {:>9.1}  {:>7}\n",
-            r.cache,
-            r.op.name(),
-            r.concurrency,
-            r.ops_per_sec,
-            r.p50_us,
-            r.p90_us,
-            r.p99_us,
-            r.p999_us,
-            r.errors
-        ));
-    }
-    out
 }
