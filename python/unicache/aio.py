@@ -66,7 +66,8 @@ class AsyncCache:
         """The value under ``key``, or ``factory()``'s, stored with ``ttl``.
 
         A plain callable runs in a worker thread through
-        :meth:`unicache.Cache.get_or_set`. A coroutine function gets the same
+        :meth:`unicache.Cache.get_or_set` (a cancelled caller cannot stop
+        it there: its value is stored). A coroutine function gets the same
         single-flight: concurrent callers of one key in this event loop, and
         the cache's blocking callers in other threads, share one factory
         run; its exception reaches them all and nothing is stored. A caller
@@ -86,13 +87,13 @@ class AsyncCache:
         if flight is None:
             flight = _Flight(loop, self._cache, key, factory, ttl)
             flights[key] = flight
-            flight.task.add_done_callback(lambda _: _forget(flights, key, flight))
+            flight.done.add_done_callback(lambda _: _forget(flights, key, flight))
         flight.callers += 1
         try:
-            return await asyncio.shield(flight.task)
+            return await asyncio.shield(flight.done)
         finally:
             flight.callers -= 1
-            if flight.callers == 0 and not flight.task.done():
+            if flight.callers == 0 and not flight.done.done():
                 # Every caller was cancelled: no one wants the value.
                 _forget(flights, key, flight)
                 flight.cancel()
@@ -151,7 +152,7 @@ class _Flight:
                 pass  # the loop is closed: no one waits
 
         threading.Thread(target=work, name="unicache-aio-flight", daemon=True).start()
-        self.task = asyncio.ensure_future(done)
+        self.done = done  # the engine's answer, set from the thread
 
     def cancel(self):
         """Cancels the coroutine (or its start); nothing is stored."""
@@ -160,7 +161,7 @@ class _Flight:
             running = self._running
         if running is not None:
             running.cancel()
-        self.task.cancel()
+        self.done.cancel()
 
 
 def _settle(done, result, error):
