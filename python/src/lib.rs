@@ -108,9 +108,9 @@ fn partial_to_py<T>(py: Python<'_>, e: &unicache::Error, keys: &[&str]) -> PyRes
 /// handlers: Ctrl-C reaches Python within this (plus the handler's time).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
-/// Runs `fut` to completion on the runtime with the GIL released. Every
-/// [`SIGNAL_POLL`] it takes the GIL to run Python's pending signal
-/// handlers (only the main thread has any); when one raises
+/// Runs `fut` to completion on the runtime with the GIL released. On
+/// Python's main thread, every [`SIGNAL_POLL`] it takes the GIL to run
+/// Python's pending signal handlers (no other thread runs them); when one raises
 /// (`KeyboardInterrupt`), `fut` is dropped, which cancels the operation
 /// (a `get_or_set` leader's flight is handed over to a waiter), and the
 /// exception is returned.
@@ -123,11 +123,18 @@ pub(crate) fn block<T: Send>(py: Python<'_>, fut: impl Future<Output = T> + Send
             "unicache: a blocking call from inside a unicache call".into(),
         ));
     }
+    let signals = on_main_thread(py);
     let r = py.detach(|| {
         IN_RUN.set(true);
         // A panic (a bug) becomes an exception, never an abort.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rt.block_on(interruptible(fut))
+            rt.block_on(async {
+                if signals {
+                    interruptible(fut).await
+                } else {
+                    Ok(fut.await)
+                }
+            })
         }));
         IN_RUN.set(false);
         r
@@ -139,6 +146,31 @@ pub(crate) fn block<T: Send>(py: Python<'_>, fut: impl Future<Output = T> + Send
             "unicache: internal error (a panic)".into(),
         )),
     }
+}
+
+/// Whether this is Python's main thread, the one that runs signal handlers
+/// (elsewhere `check_signals` does nothing, so waits there arm no timer).
+/// Asked once per thread and process (a fork makes the forking thread the
+/// child's main thread).
+fn on_main_thread(py: Python<'_>) -> bool {
+    thread_local! {
+        static MAIN: std::cell::Cell<Option<(u32, bool)>> = const { std::cell::Cell::new(None) };
+    }
+    let pid = std::process::id();
+    if let Some((owner, main)) = MAIN.get()
+        && owner == pid
+    {
+        return main;
+    }
+    let ask = || -> PyResult<bool> {
+        let threading = py.import("threading")?;
+        let main = threading.call_method0("main_thread")?.getattr("ident")?;
+        main.eq(threading.call_method0("get_ident")?)
+    };
+    // When in doubt, poll: the cost is a timer per wait.
+    let main = ask().unwrap_or(true);
+    MAIN.set(Some((pid, main)));
+    main
 }
 
 /// `fut`'s output, or the exception a Python signal handler raised while
