@@ -48,7 +48,7 @@ def cachelib_tests_dir():
                  "delete_many_with_prefix.py", "serializer.py"]:
         shutil.copy(tests / name, run / name)
     (run / "xprocess.py").write_text("class ProcessStarter:\n    pass\n")
-    shutil.copy(Path(__file__).parent / "cachelib_suite" / "test_unicache_suite.py",
+    shutil.copy(Path(__file__).parent / "cachelib_suite" / "unicache_suite.py",
                 run / "test_unicache_suite.py")
     return run
 

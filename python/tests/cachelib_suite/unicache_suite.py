@@ -1,7 +1,8 @@
 """cachelib's own generic test classes (its source's tests/common.py,
 clear.py, has.py, delete_many_with_prefix.py, serializer.py) against
 unicache.cachelib.UnicacheCache, per backend. Copied beside those files
-and run with pytest by ../test_cachelib_suite.py; the URLs come from the
+as test_unicache_suite.py and run with pytest by ../test_cachelib_suite.py (not
+collected here: it imports cachelib's test modules); the URLs come from the
 environment (UNICACHE_CACHELIB_<BACKEND>)."""
 
 import os
