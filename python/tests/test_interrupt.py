@@ -28,12 +28,11 @@ def wait():
 started = threading.Event()
 t = threading.Thread(target=wait)
 t.start()
-t0 = time.monotonic()
 try:
     threading.Timer(0.3, started.set).start()
     c.get_or_set("k", factory)
 except KeyboardInterrupt:
-    print(f"interrupted after {time.monotonic() - t0:.2f}s", flush=True)
+    print(f"interrupted at {time.monotonic():.3f}", flush=True)
     t.join(10)
     print("waiter got", other, flush=True)
     print("stored", c.get("k"), flush=True)
@@ -53,7 +52,7 @@ print("started", flush=True)
 try:
     c.get_or_set("k", functools.partial(hashlib.pbkdf2_hmac, "sha256", b"pw", b"salt", rounds))
 except KeyboardInterrupt:
-    print("interrupted", flush=True)
+    print(f"interrupted at {time.monotonic():.3f}", flush=True)
     print("stored", c.get("k"), flush=True)
     sys.exit(42)
 print("not interrupted", flush=True)
@@ -66,11 +65,10 @@ c.set("k", "v")
 print("ready", flush=True)
 sys.stdin.readline()
 print("getting", flush=True)
-t0 = time.monotonic()
 try:
     c.get("k")
 except KeyboardInterrupt:
-    print(f"interrupted after {time.monotonic() - t0:.2f}s", flush=True)
+    print(f"interrupted at {time.monotonic():.3f}", flush=True)
     sys.exit(42)
 print("not interrupted", flush=True)
 """
@@ -96,7 +94,9 @@ def expect_line(p, prefix, timeout=20):
 
 
 def interrupt(p, within):
-    """SIGINT, then the child's exit within `within` seconds: (seconds, rest of stdout)."""
+    """SIGINT, then the child's exit within `within` seconds: (seconds until
+    the child caught KeyboardInterrupt, by the system-wide monotonic clock;
+    rest of stdout)."""
     t = time.monotonic()
     p.send_signal(signal.SIGINT)
     try:
@@ -105,9 +105,9 @@ def interrupt(p, within):
         p.kill()
         p.communicate()
         raise AssertionError(f"the child ignored SIGINT for {within}s") from None
-    took = time.monotonic() - t
     assert p.returncode == 42, (p.returncode, out, err[-2000:])
-    return took, out
+    caught = [float(w.split()[-1]) for w in out.splitlines() if w.startswith("interrupted at")]
+    return (caught[0] - t if caught else None), out
 
 
 def test_ctrl_c_stops_a_long_factory_and_a_waiter_takes_over(tmp_path):
@@ -116,7 +116,8 @@ def test_ctrl_c_stops_a_long_factory_and_a_waiter_takes_over(tmp_path):
     expect_line(p, "started")
     time.sleep(0.5)  # the waiter thread is waiting on the flight
     took, out = interrupt(p, within=5)
-    assert took < 1.0, (took, out)
+    print(f"KeyboardInterrupt {took:.3f}s after SIGINT")
+    assert took < 0.5, (took, out)  # 50 ms polls; slack for a loaded machine
     assert "waiter got [b'taken over']" in out, out
     # The interrupted factory's value was never stored; the waiter's was.
     assert "stored b'taken over'" in out, out
@@ -142,7 +143,8 @@ def test_ctrl_c_stops_a_get_to_a_frozen_server():
         expect_line(p, "getting")
         time.sleep(0.3)
         took, out = interrupt(p, within=15)
-        assert took < 1.0, (took, out)
+        print(f"KeyboardInterrupt {took:.3f}s after SIGINT")
+        assert took < 0.5, (took, out)
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
         server.stop()
