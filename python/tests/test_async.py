@@ -1,6 +1,7 @@
 """unicache.AsyncCache: the same methods as coroutines."""
 
 import asyncio
+import contextvars
 import time
 
 import pytest
@@ -135,3 +136,35 @@ async def test_coroutine_and_blocking_callers_share_one_run(acache):
     got = await asyncio.to_thread(acache.sync.get_or_set, "s", sync_factory)
     assert (got, await task) == (b"v", b"v")
     assert (f.runs, sync_runs) == (1, [])
+
+
+@pytest.mark.asyncio
+async def test_cancelled_sole_caller_drops_a_plain_factorys_value(acache):
+    runs = []
+
+    def slow():
+        runs.append(1)
+        time.sleep(0.5)
+        return b"late"
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(acache.get_or_set("p", slow), 0.2)
+    await asyncio.sleep(0.8)
+    assert runs == [1]
+    assert await acache.get("p") is None
+
+
+REQUEST = contextvars.ContextVar("request", default=None)
+
+
+@pytest.mark.asyncio
+async def test_factories_run_in_the_callers_context(acache):
+    async def coro():
+        return f"coro:{REQUEST.get()}".encode()
+
+    def plain():
+        return f"plain:{REQUEST.get()}".encode()
+
+    REQUEST.set("r1")
+    assert await acache.get_or_set("ctx1", coro) == b"coro:r1"
+    assert await acache.get_or_set("ctx2", plain) == b"plain:r1"

@@ -7,6 +7,7 @@ while the backend works, so calls overlap); the event loop never blocks.
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 import threading
@@ -28,7 +29,7 @@ class AsyncCache:
 
     ``keys()`` returns a list; ``contains(key)`` and ``len()`` stand for
     ``in`` and ``len()``. ``get_or_set``'s factory may be a plain callable or
-    a coroutine function.
+    a coroutine function (see :meth:`get_or_set`).
     """
 
     def __init__(self, url, namespace=None, default_ttl=None):
@@ -65,19 +66,18 @@ class AsyncCache:
     async def get_or_set(self, key, factory, ttl=None):
         """The value under ``key``, or ``factory()``'s, stored with ``ttl``.
 
-        A plain callable runs in a worker thread through
-        :meth:`unicache.Cache.get_or_set` (a cancelled caller cannot stop
-        it there: its value is stored). A coroutine function gets the same
-        single-flight: concurrent callers of one key in this event loop, and
-        the cache's blocking callers in other threads, share one factory
-        run; its exception reaches them all and nothing is stored. A caller
-        cancelled while others still wait just leaves: the factory goes on
-        for them and its value is stored. When every caller waiting in this
-        loop has been cancelled, the factory is cancelled and nothing is
-        stored; a blocking caller still waiting then runs its own factory.
+        ``factory`` is a coroutine function or a plain callable (run in a
+        thread). Concurrent callers of one key in this event loop, and the
+        cache's blocking callers in other threads, share one factory run
+        (:meth:`unicache.Cache.get_or_set`'s single-flight); it runs in the
+        first caller's context (``contextvars``). Its exception reaches them
+        all and nothing is stored. A caller cancelled (``asyncio.wait_for``)
+        while others still wait just leaves: the factory goes on for them
+        and its value is stored. When every caller waiting in this loop has
+        been cancelled, a coroutine factory is cancelled, a plain one's value
+        is dropped, and nothing is stored; a blocking caller still waiting
+        then runs its own factory.
         """
-        if not inspect.iscoroutinefunction(factory):
-            return await asyncio.to_thread(self._cache.get_or_set, key, factory, ttl)
         value = await self.get(key)
         if value is not None:
             return value
@@ -112,14 +112,15 @@ def _forget(flights, key, flight):
 
 
 class _Flight:
-    """One coroutine factory run for one key in one event loop.
+    """One factory run for one key in one event loop.
 
     The single-flight itself is the Rust engine's
     (:meth:`unicache.Cache.get_or_set`, so blocking callers in other
-    threads join it too), called from a thread of the flight's own: its
-    factory schedules the coroutine on the loop and waits for it. A
-    dedicated thread, not the loop's executor: a factory that awaits other
-    cache calls needs the executor's threads while this one waits.
+    threads join it too), called from a thread of the flight's own, in the
+    first caller's context: a plain factory runs there, a coroutine is
+    scheduled on the loop and waited for. A dedicated thread, not the
+    loop's executor: a factory that awaits other cache calls needs the
+    executor's threads while this one waits.
     """
 
     def __init__(self, loop, cache, key, factory, ttl):
@@ -127,13 +128,21 @@ class _Flight:
         self._running = None  # the coroutine's concurrent.futures.Future
         self._cancelled = False
         self.callers = 0
-        done = loop.create_future()
+        self.done = loop.create_future()  # the engine's answer, set from the thread
+        coroutine = inspect.iscoroutinefunction(factory)
 
         def produce():
             with self._lock:
                 if self._cancelled:
                     raise asyncio.CancelledError
-                self._running = asyncio.run_coroutine_threadsafe(factory(), loop)
+                if coroutine:
+                    self._running = asyncio.run_coroutine_threadsafe(factory(), loop)
+            if not coroutine:
+                value = factory()
+                with self._lock:
+                    if self._cancelled:
+                        raise asyncio.CancelledError  # no caller left: not stored
+                return value
             try:
                 return self._running.result()
             except concurrent.futures.CancelledError:
@@ -147,15 +156,18 @@ class _Flight:
             except BaseException as e:  # noqa: BLE001 - handed to the loop
                 result, error = None, e
             try:
-                loop.call_soon_threadsafe(_settle, done, result, error)
+                loop.call_soon_threadsafe(_settle, self.done, result, error)
             except RuntimeError:
                 pass  # the loop is closed: no one waits
 
-        threading.Thread(target=work, name="unicache-aio-flight", daemon=True).start()
-        self.done = done  # the engine's answer, set from the thread
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(work,), name="unicache-aio-flight", daemon=True
+        ).start()
 
     def cancel(self):
-        """Cancels the coroutine (or its start); nothing is stored."""
+        """Cancels the coroutine (or its start) and drops a plain factory's
+        value: nothing is stored."""
         with self._lock:
             self._cancelled = True
             running = self._running
