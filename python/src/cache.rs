@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
+use futures::future::Either;
 use futures::{FutureExt, StreamExt};
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
@@ -125,26 +127,44 @@ impl Cache {
     }
 }
 
-/// Runs a Python factory on a blocking-pool thread (there it may call the
-/// cache again, which the caller's thread, inside the runtime, may not).
-async fn call_factory(f: Py<PyAny>) -> Result<Fill, FactoryError> {
-    let made = tokio::task::spawn_blocking(move || {
+/// Runs a Python factory on the caller's thread (from inside the blocking
+/// call, where it may use the cache again). An exception that is not an
+/// `Exception` (`KeyboardInterrupt`, `SystemExit`, `asyncio.CancelledError`),
+/// or a signal handler's exception raised as the factory returns (a signal
+/// that arrived while C code ran), means the caller was interrupted: it is
+/// sent on `abort` and the factory never finishes, so the caller drops the
+/// flight (a waiter takes over) and nothing is stored.
+async fn call_factory(
+    f: Py<PyAny>,
+    abort: tokio::sync::oneshot::Sender<PyErr>,
+) -> Result<Fill, FactoryError> {
+    let made = crate::call_back(|| {
         Python::attach(|py| -> PyResult<Bytes> {
             let v = f.bind(py).call0()?;
-            Ok(Bytes::from(value_arg(&v)?.into_owned()))
+            let b = Bytes::from(value_arg(&v)?.into_owned());
+            py.check_signals()?;
+            Ok(b)
         })
-    })
-    .await;
+    });
     match made {
-        Ok(Ok(b)) => Ok(Fill::Cache(b)),
+        Ok(b) => Ok(Fill::Cache(b)),
+        Err(e) if Python::attach(|py| !e.is_instance_of::<PyException>(py)) => {
+            let _ = abort.send(e);
+            std::future::pending().await
+        }
         // The PyErr travels as the error's source: to_py raises it again.
-        Ok(Err(e)) => Err(Box::new(e)),
-        Err(e) => Err(format!("the factory's thread failed: {e}").into()),
+        Err(e) => Err(Box::new(e)),
     }
 }
 
-/// Keys as `String`s from a Python iterable of str.
+/// Keys as `String`s from a Python iterable of str. A str is refused, not
+/// taken for its characters (`get_many("abc")` is a mistake for `["abc"]`).
 fn keys_of(keys: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if keys.is_instance_of::<pyo3::types::PyString>() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "keys must be an iterable of str, not a str (a list of one key: [key])",
+        ));
+    }
     keys.try_iter()?.map(|k| key_arg(&k?)).collect()
 }
 
@@ -315,7 +335,7 @@ impl Cache {
     ) -> PyResult<Bound<'py, PyDict>> {
         let (keys, c) = (keys_of(keys)?, self.backend()?);
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let values = run(py, c.get_many(&refs))?;
+        let values = crate::run_batch(py, &refs, c.get_many(&refs))?;
         let out = PyDict::new(py);
         for (k, v) in keys.iter().zip(values) {
             if let Some(v) = v {
@@ -364,14 +384,15 @@ impl Cache {
             .zip(&values)
             .map(|((k, _), v)| Ok((utf8(k.as_bytes())?, v.as_ref())))
             .collect::<PyResult<_>>()?;
-        run(py, c.set_many(&refs, t))
+        let keys: Vec<&str> = refs.iter().map(|(k, _)| *k).collect();
+        crate::run_batch(py, &keys, c.set_many(&refs, t))
     }
 
     /// Removes `keys`; returns how many were there.
     fn delete_many(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<u64> {
         let (keys, c) = (keys_of(keys)?, self.backend()?);
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        run(py, c.delete_many(&refs))
+        crate::run_batch(py, &refs, c.delete_many(&refs))
     }
 
     /// Removes every entry of this cache's namespace, and nothing else.
@@ -408,9 +429,12 @@ impl Cache {
     /// The value under `key`; on a miss, calls `factory()` once among the
     /// concurrent callers of this handle (unicache's single-flight), stores
     /// and returns its value. The factory's exception reaches every waiting
-    /// caller and nothing is stored. The factory runs on a worker thread
-    /// while the caller waits; it may use this cache, but not call
-    /// `get_or_set` for the same key.
+    /// caller and nothing is stored. The factory runs on the caller's
+    /// thread (its thread-locals and context variables are the caller's);
+    /// it may use this cache, but not call `get_or_set` for the same key.
+    /// Ctrl-C interrupts the caller within 0.1 s, whether it runs the
+    /// factory or waits: its factory's value is not stored, and a waiting
+    /// caller of the same key takes over and runs its own factory.
     #[pyo3(signature = (key, factory, ttl=None))]
     fn get_or_set<'py>(
         &self,
@@ -421,7 +445,18 @@ impl Cache {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let (k, t, c) = (key_arg(key)?, ttl_arg(ttl)?, self.backend()?);
         let f = factory.clone().unbind();
-        let v = run(py, c.get_or_set(&k, t, move || call_factory(f)))?;
+        let (abort, aborted) = tokio::sync::oneshot::channel();
+        let work = c.get_or_set(&k, t, move || call_factory(f, abort));
+        let v = crate::block(py, async move {
+            let work = std::pin::pin!(work);
+            match futures::future::select(work, aborted).await {
+                Either::Left((r, _)) => r.map_err(crate::to_py),
+                // Interrupted: `work` is dropped here, abandoning the flight.
+                Either::Right((Ok(interrupt), _)) => Err(interrupt),
+                // The factory finished without an interruption.
+                Either::Right((Err(_), work)) => work.await.map_err(crate::to_py),
+            }
+        })??;
         Ok(PyBytes::new(py, &v))
     }
 

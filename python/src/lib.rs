@@ -51,10 +51,70 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
 }
 
 /// Runs `fut` to completion with the GIL released and maps its error.
+/// Ctrl-C (any signal handler's exception) ends the wait: see [`block`].
 pub(crate) fn run<T: Send>(
     py: Python<'_>,
     fut: impl Future<Output = unicache::Result<T>> + Send,
 ) -> PyResult<T> {
+    block(py, fut)?.map_err(to_py)
+}
+
+/// [`run`] for a batch over `keys`: a `PartialBatchError` says which keys
+/// failed (in its message, and as `keys` and `failures`).
+pub(crate) fn run_batch<T: Send>(
+    py: Python<'_>,
+    keys: &[&str],
+    fut: impl Future<Output = unicache::Result<T>> + Send,
+) -> PyResult<T> {
+    match block(py, fut)? {
+        Ok(v) => Ok(v),
+        Err(e) if e.kind() == unicache::ErrorKind::PartialBatch => partial_to_py(py, &e, keys),
+        Err(e) => Err(to_py(e)),
+    }
+}
+
+/// Keys named in a `PartialBatchError`'s message; the rest are counted.
+const SHOWN_KEYS: usize = 5;
+
+/// A `PartialBatchError` for `e` over the batch `keys`: `keys` lists the
+/// failed keys in batch order, `failures` maps each to its own exception.
+fn partial_to_py<T>(py: Python<'_>, e: &unicache::Error, keys: &[&str]) -> PyResult<T> {
+    let failed: Vec<(&str, &unicache::Error)> = e
+        .failures()
+        .iter()
+        .filter_map(|(i, err)| keys.get(*i).map(|k| (*k, err)))
+        .collect();
+    let mut message = format!("{e}: ");
+    for (n, (k, err)) in failed.iter().take(SHOWN_KEYS).enumerate() {
+        let sep = if n == 0 { "" } else { ", " };
+        message.push_str(&format!("{sep}{k:?} ({err})"));
+    }
+    if failed.len() > SHOWN_KEYS {
+        message.push_str(&format!(" and {} more", failed.len() - SHOWN_KEYS));
+    }
+    let failures = pyo3::types::PyDict::new(py);
+    for (k, err) in &failed {
+        let one = error_of(ErrorClass::of(err.kind()), err.to_string());
+        failures.set_item(*k, one.value(py))?;
+    }
+    let names: Vec<&str> = failed.iter().map(|(k, _)| *k).collect();
+    let exc = error_of(ErrorClass::PartialBatch, message);
+    exc.value(py).setattr("keys", names)?;
+    exc.value(py).setattr("failures", failures)?;
+    Err(exc)
+}
+
+/// How often a caller blocked in [`block`] lets Python run its signal
+/// handlers: Ctrl-C reaches Python within this (plus the handler's time).
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// Runs `fut` to completion on the runtime with the GIL released. On
+/// Python's main thread, every [`SIGNAL_POLL`] it takes the GIL to run
+/// Python's pending signal handlers (no other thread runs them); when one raises
+/// (`KeyboardInterrupt`), `fut` is dropped, which cancels the operation
+/// (a `get_or_set` leader's flight is handed over to a waiter), and the
+/// exception is returned.
+pub(crate) fn block<T: Send>(py: Python<'_>, fut: impl Future<Output = T> + Send) -> PyResult<T> {
     let rt = runtime()?;
     if IN_RUN.get() {
         // A nested block_on would panic.
@@ -63,20 +123,81 @@ pub(crate) fn run<T: Send>(
             "unicache: a blocking call from inside a unicache call".into(),
         ));
     }
+    let signals = on_main_thread(py);
     let r = py.detach(|| {
         IN_RUN.set(true);
         // A panic (a bug) becomes an exception, never an abort.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(fut)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(async {
+                if signals {
+                    interruptible(fut).await
+                } else {
+                    Ok(fut.await)
+                }
+            })
+        }));
         IN_RUN.set(false);
         r
     });
     match r {
-        Ok(r) => r.map_err(to_py),
+        Ok(r) => r,
         Err(_) => Err(error_of(
             ErrorClass::Error,
             "unicache: internal error (a panic)".into(),
         )),
     }
+}
+
+/// Whether this is Python's main thread, the one that runs signal handlers
+/// (elsewhere `check_signals` does nothing, so waits there arm no timer).
+/// Asked once per thread and process (a fork makes the forking thread the
+/// child's main thread).
+fn on_main_thread(py: Python<'_>) -> bool {
+    thread_local! {
+        static MAIN: std::cell::Cell<Option<(u32, bool)>> = const { std::cell::Cell::new(None) };
+    }
+    let pid = std::process::id();
+    if let Some((owner, main)) = MAIN.get()
+        && owner == pid
+    {
+        return main;
+    }
+    let ask = || -> PyResult<bool> {
+        let threading = py.import("threading")?;
+        let main = threading.call_method0("main_thread")?.getattr("ident")?;
+        main.eq(threading.call_method0("get_ident")?)
+    };
+    // When in doubt, poll: the cost is a timer per wait.
+    let main = ask().unwrap_or(true);
+    MAIN.set(Some((pid, main)));
+    main
+}
+
+/// `fut`'s output, or the exception a Python signal handler raised while
+/// it waited (`fut` is then dropped). A call that finishes on its first
+/// poll never arms the timer.
+async fn interruptible<F: Future>(fut: F) -> PyResult<F::Output> {
+    use futures::future::{Either, select};
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let tick = std::pin::pin!(tokio::time::sleep(SIGNAL_POLL));
+        match select(fut.as_mut(), tick).await {
+            Either::Left((out, _)) => return Ok(out),
+            Either::Right(((), _)) => Python::attach(|py| py.check_signals())?,
+        }
+    }
+}
+
+/// Runs `f` (Python code: a `get_or_set` factory) on this thread from
+/// inside [`block`]: outside the runtime's context, so `f` may call the
+/// cache again (a nested [`block`]).
+pub(crate) fn call_back<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(|| {
+        let was = IN_RUN.replace(false);
+        let r = f();
+        IN_RUN.set(was);
+        r
+    })
 }
 
 /// The runtime's worker threads' name.

@@ -211,7 +211,18 @@ pub fn write<'py>(
             let _ = t.cache.close().await;
         }
         report
-    })?;
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            // Interrupted (Ctrl-C) before it closed the caches it opened:
+            // close them now, so a file log keeps what was written.
+            for t in &targets[targets.len() - owned..] {
+                let _ = run(py, async { t.cache.close().await });
+            }
+            return Err(e);
+        }
+    };
     let text = serde_json::to_string(&report)
         .map_err(|e| error_of(ErrorClass::Serialization, format!("summary: {e}")))?;
     let summary = json_to_py(py, &text)?;

@@ -81,3 +81,27 @@ def test_clear(lib):
     lib.set("a", 1)
     assert lib.clear() is True
     assert lib.get("a") is None
+
+
+def test_ignore_delete_many_errors_is_accepted(cache_url):
+    c = UnicacheCache(cache_url, ignore_delete_many_errors=False)
+    assert c.ignore_delete_many_errors is False
+    c.set("bacon", "spam")
+    assert c.delete_many("eggs", "bacon") == ["eggs", "bacon"]
+    c.cache.close()
+
+
+def test_clear_with_a_prefix_deletes_only_its_keys_without_a_namespace(redis_server):
+    import unicache
+
+    raw = unicache.Cache(redis_server.url)
+    other = f"other:{time.time_ns()}"
+    raw.set(other, "kept")
+    c = UnicacheCache(redis_server.url, key_prefix=f"mine{time.time_ns()}:")
+    c.set_many({"a": 1, "b": 2})
+    assert c.clear() is True
+    assert c.get_many("a", "b") == [None, None]
+    assert raw.get(other) == b"kept"
+    raw.delete(other)
+    raw.close()
+    c.cache.close()

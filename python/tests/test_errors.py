@@ -69,3 +69,23 @@ def test_sqlite_file_is_private(tmp_path):
     with unicache.Cache(f"sqlite:{tmp_path}/c.sqlite3") as c:
         c.set("k", "v")
     assert os.stat(tmp_path / "c.sqlite3").st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("method", ["get_many", "delete_many"])
+def test_a_str_is_not_a_list_of_keys(method):
+    with unicache.Cache("memory://") as c:
+        c.set("a", "1")
+        with pytest.raises(TypeError, match="not a str"):
+            getattr(c, method)("abc")
+        assert c.get("a") == b"1"
+
+
+def test_partial_batch_error_names_the_failed_keys(memcached_server):
+    with unicache.Cache(memcached_server.url + "?namespace=partial") as c:
+        big = b"x" * (2 << 20)  # over memcached's 1 MB item limit
+        with pytest.raises(unicache.PartialBatchError) as e:
+            c.set_many({"ok": b"1", "big": big, "ok2": b"2"})
+        assert e.value.keys == ["big"]
+        assert isinstance(e.value.failures["big"], unicache.ValueTooLargeError)
+        assert '"big"' in str(e.value)
+        assert c.get_many(["ok", "ok2", "big"]) == {"ok": b"1", "ok2": b"2"}

@@ -124,3 +124,61 @@ def test_write_to_servers(redis_server, memcached_server):
     for u in urls:
         with unicache.Cache(u) as c:
             assert json.loads(c.get("r1999"))["i"] == 1999
+
+
+def seed_file_cache_write(path, records):
+    """What the seed's write_to_caches(records, ["file"], dir) leaves in
+    cache_file.json: its FileCache.set per record, each rewriting the whole
+    store with json.dumps (one JSON object, no newline)."""
+    store = {}
+    for rec in records:
+        store[str(rec.get("key", ""))] = json.dumps(rec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(store), encoding="utf-8")
+    return store
+
+
+def test_create_cache_file_reads_the_seeds_cache_file(tmp_path, caplog):
+    records = seed_records()["records"] + [{"key": "k:ü", "n": 1}]
+    path = tmp_path / "cache_file.json"
+    store = seed_file_cache_write(path, records)
+    seed_text = path.read_bytes()
+    c = unicache.create_cache("file", path)
+    for key, value in store.items():
+        assert c.get(key) == value
+    assert c.stats()["size"] == len(store)
+    c.set("new", "x")
+    c.close()
+    assert "converted" in caplog.text
+    # The seed's file is kept beside the log, untouched.
+    assert (tmp_path / "cache_file.json.seed").read_bytes() == seed_text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cache_file.json", "cache_file.json.lock", "cache_file.json.seed"]
+    # Opened again: a unicache log now, nothing converted twice.
+    c = unicache.create_cache("file", path)
+    assert c.get("new") == "x" and c.get("k:ü") == store["k:ü"]
+    c.close()
+    assert not (tmp_path / "cache_file.json.seed.1").exists()
+
+
+def test_seed_cache_file_values_that_are_not_strings(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"s": "v", "n": 5, "o": {"a": [1]}, "z": None}))
+    (tmp_path / "c.json.seed").write_text("an older backup")
+    c = unicache.create_cache("file", path)
+    assert (c.get("s"), c.get("n"), c.get("o"), c.get("z")) == ("v", "5", '{"a":[1]}', None)
+    c.close()
+    assert (tmp_path / "c.json.seed").read_text() == "an older backup"
+    assert json.loads((tmp_path / "c.json.seed.1").read_text())["n"] == 5
+
+
+def test_run_over_a_seed_cache_file(tmp_path):
+    cfg = seed_records()
+    cfg["backends"] = ["file"]
+    seed_file_cache_write(tmp_path / "cache_file.json", [{"key": "old", "n": 0}])
+    inp = tmp_path / "in.json"
+    inp.write_text(json.dumps(cfg), encoding="utf-8")
+    unicache.run(inp, tmp_path / "summary.json")
+    c = unicache.create_cache("file", tmp_path / "cache_file.json")
+    assert json.loads(c.get("old")) == {"key": "old", "n": 0}
+    c.close()

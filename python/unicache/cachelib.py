@@ -9,7 +9,10 @@ cachelib's semantics: ``timeout=None`` uses ``default_timeout``, ``0`` never
 expires; ``key_prefix`` is a string or a callable returning one; values go
 through ``serializer`` (assignable; by default cachelib's Redis serializer:
 integers as decimal text so ``inc``/``dec`` are atomic on the server,
-everything else pickled).
+everything else pickled); ``ignore_delete_many_errors=False`` makes
+``delete_many`` raise ``RuntimeError`` naming the keys that failed.
+``clear()`` with a ``key_prefix`` deletes that prefix's keys (see
+:meth:`UnicacheCache.clear`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import unicache
 
 __all__ = ["UnicacheCache"]
 
+# Keys per delete_many call when clear() deletes a key_prefix's keys.
+_CLEAR_CHUNK = 1000
+
 
 class UnicacheCache(BaseCache):
     """A ``cachelib.BaseCache`` over a unicache URL or an open :class:`unicache.Cache`."""
@@ -35,8 +41,13 @@ class UnicacheCache(BaseCache):
         default_timeout: int = 300,
         key_prefix: str | _t.Callable[[], str] | None = None,
         namespace: str | None = None,
+        ignore_delete_many_errors: bool = True,
     ):
-        super().__init__(default_timeout)
+        try:
+            super().__init__(default_timeout, ignore_delete_many_errors=ignore_delete_many_errors)
+        except TypeError:  # cachelib before 0.14 has no such argument
+            super().__init__(default_timeout)
+            self.ignore_delete_many_errors = ignore_delete_many_errors
         self.cache = url if isinstance(url, unicache.Cache) else unicache.Cache(url, namespace=namespace)
         self.key_prefix = key_prefix or ""
 
@@ -80,8 +91,16 @@ class UnicacheCache(BaseCache):
         return self.cache.delete(self._key(key))
 
     def delete_many(self, *keys: str) -> list[_t.Any]:
-        if keys:
-            self.cache.delete_many([self._key(k) for k in keys])
+        made = [self._key(k) for k in keys]
+        try:
+            if made:
+                self.cache.delete_many(made)
+        except unicache.PartialBatchError as e:
+            failed = set(e.keys)
+            if not self.ignore_delete_many_errors:
+                names = [k for k, m in zip(keys, made) if m in failed]
+                raise RuntimeError(f"Failed to delete keys: {names}") from e
+            return [k for k, m in zip(keys, made) if m not in failed]
         # Keys that did not exist count as deleted, as in cachelib's Redis cache.
         return list(keys)
 
@@ -89,7 +108,26 @@ class UnicacheCache(BaseCache):
         return self._key(key) in self.cache
 
     def clear(self) -> bool:
-        self.cache.clear()
+        """With a ``key_prefix``: deletes the keys that start with it (as
+        cachelib's Redis cache does), where the backend lists keys. Else the
+        namespace's entries (the whole store for memory, SQLite and file);
+        without a namespace, Redis and memcached are flushed whole
+        (``FLUSHDB``, ``flush_all``), as cachelib's own caches do."""
+        prefix = self.key_prefix() if callable(self.key_prefix) else self.key_prefix
+        if prefix:
+            try:
+                keys = [k for k in self.cache.keys() if k.startswith(prefix)]
+            except unicache.UnsupportedError:
+                keys = None  # memcached cannot list keys: cachelib flushes it too
+            if keys is not None:
+                for i in range(0, len(keys), _CLEAR_CHUNK):
+                    self.cache.delete_many(keys[i : i + _CLEAR_CHUNK])
+                return True
+        try:
+            self.cache.clear()
+        except unicache.UnsupportedError:
+            # Redis or memcached without a namespace.
+            self.cache.clear_all()
         return True
 
     def inc(self, key: str, delta: int = 1) -> int | None:

@@ -24,12 +24,22 @@ with one ``LOCATION``. ``close()`` keeps that handle open, like Django's
 Redis backend. ``clear()`` removes the namespace's entries; without a
 namespace, Redis and memcached caches are flushed whole (``FLUSHDB``,
 ``flush_all``), as Django's own Redis and memcached backends do.
+
+``OPTIONS`` takes ``namespace``, and on ``memory://`` ``MAX_ENTRIES`` (the
+cache's capacity: at most that many entries, the least useful evicted one
+at a time) and ``CULL_FREQUENCY`` (accepted; eviction is per entry, so it
+changes nothing). Any other key, or ``MAX_ENTRIES``/``CULL_FREQUENCY`` on
+another backend, is an ``ImproperlyConfigured`` error naming it: a bound
+that is silently dropped lets a ported ``LocMemCache`` or
+``FileBasedCache`` setting grow without one. SQLite and file bounds are
+not there yet; Redis and memcached are bounded by the server's memory limit.
 """
 
 import pickle
 import threading
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
 
 import unicache
 
@@ -49,6 +59,46 @@ def _shared(location, namespace):
         return cache
 
 
+def _configure(location, params):
+    """``(location, namespace)`` from ``LOCATION`` and ``OPTIONS``; any
+    option this backend cannot honour is an ``ImproperlyConfigured`` error
+    naming it (a silently dropped bound would let the cache grow unbounded)."""
+    options = dict(params.get("OPTIONS") or {})
+    namespace = options.pop("namespace", None)
+    max_entries = options.pop("MAX_ENTRIES", None)
+    cull = options.pop("CULL_FREQUENCY", None)
+    if options:
+        raise ImproperlyConfigured(
+            f"unicache.django.UnicacheCache: unknown OPTIONS {', '.join(map(repr, sorted(options)))}"
+            " (known: 'namespace', and 'MAX_ENTRIES', 'CULL_FREQUENCY' on memory://)"
+        )
+    memory = location.startswith("memory:")
+    for name, value in (("MAX_ENTRIES", max_entries), ("CULL_FREQUENCY", cull)):
+        if value is not None and not memory:
+            raise ImproperlyConfigured(
+                f"unicache.django.UnicacheCache: OPTIONS {name!r} is not supported on "
+                f"{location.split(':', 1)[0]} caches yet (only memory:// keeps a bound); "
+                "remove it: Redis and memcached evict by the server's own memory limit"
+            )
+    if max_entries is not None:
+        try:
+            n = int(max_entries)
+        except (TypeError, ValueError):
+            n = 0
+        if n <= 0:
+            raise ImproperlyConfigured(
+                f"unicache.django.UnicacheCache: OPTIONS 'MAX_ENTRIES' must be a positive "
+                f"integer, not {max_entries!r}"
+            )
+        if "capacity=" in location:
+            raise ImproperlyConfigured(
+                "unicache.django.UnicacheCache: OPTIONS 'MAX_ENTRIES' and the LOCATION's "
+                "capacity both bound the cache: keep one"
+            )
+        location += ("&" if "?" in location else "?") + f"capacity={n}"
+    return location, namespace
+
+
 class IncrTypeError(unicache.InvalidInputError, TypeError):
     """``incr``/``decr`` of a value that is not an integer."""
 
@@ -62,9 +112,7 @@ class UnicacheCache(BaseCache):
         super().__init__(params)
         if isinstance(server, (list, tuple)):
             server = server[0] if len(server) == 1 else ",".join(server)
-        self._location = server or "memory://"
-        options = dict(params.get("OPTIONS") or {})
-        self._namespace = options.pop("namespace", None)
+        self._location, self._namespace = _configure(server or "memory://", params)
         self._cache = None
 
     @property

@@ -6,6 +6,7 @@ so ``except ConnectionError`` or ``except ValueError`` code keeps working.
 """
 
 import builtins
+import types
 
 __all__ = [
     "Error",
@@ -75,7 +76,13 @@ class SerializationError(Error, ValueError):
 
 
 class PartialBatchError(Error):
-    """Some entries of a batch failed."""
+    """Some entries of a batch (``set_many``, ``get_many``, ``delete_many``)
+    failed; the others were done. The message names the first failed keys;
+    ``keys`` lists every failed key in batch order and ``failures`` maps
+    each to its own exception (a :class:`ValueTooLargeError`...)."""
+
+    keys = ()
+    failures = types.MappingProxyType({})
 
 
 class ClosedError(Error):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import tempfile
 import weakref
@@ -64,6 +65,82 @@ class SeedCache:
             cleanup()
 
 
+# The first line of a unicache file log.
+_LOG_HEADER = b'{"unicache":"file-log","version":1}\n'
+
+
+def _seed_entries(path: Path) -> dict | None:
+    """The entries of the seed's cache file at ``path`` (one JSON object,
+    ``{"key": "value", ...}``), or ``None`` when there is no such file (a
+    unicache log, anything else: the file backend judges it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_LOG_HEADER))
+            if not head or head == _LOG_HEADER[: len(head)]:
+                return None
+            if not head.lstrip().startswith(b"{"):
+                return None
+            text = head + f.read()
+        entries = json.loads(text.decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return entries if isinstance(entries, dict) else None
+
+
+def _convert_seed_file(path: Path) -> None:
+    """Turns the seed's cache file at ``path`` into a unicache file log with
+    the same entries, so a seed user's existing cache keeps working (the
+    seed's ``FileCache`` wrote the whole store as one JSON object).
+
+    String values are kept as they are, other JSON values as their compact
+    JSON text (as ``unicache import`` does), nulls are left out (the seed
+    read them as misses). The log is written beside it first and then
+    replaces it in one rename; the seed's file is kept as
+    ``<name>.seed`` (``.seed.1``... if taken). Two processes opening the
+    same seed file for the first time at once may convert it twice; the
+    later one finds a log and leaves it alone only if the first finished.
+    """
+    entries = _seed_entries(path)
+    if entries is None:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.converting")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".lock")):
+        leftover.unlink(missing_ok=True)
+    log = Cache(f"file:{path_url_body(str(tmp))}")
+    try:
+        batch: dict[str, str] = {}
+        for key, value in entries.items():
+            if value is None:
+                continue
+            batch[key] = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            if len(batch) >= _CHUNK:
+                log.set_many(batch)
+                batch = {}
+        if batch:
+            log.set_many(batch)
+        log.close()
+        if _seed_entries(path) is None:
+            return  # converted meanwhile by another process
+        backup = path.with_name(path.name + ".seed")
+        n = 0
+        while True:
+            try:
+                os.link(path, backup)  # never overwrites a kept file
+                break
+            except FileExistsError:
+                n += 1
+                backup = path.with_name(f"{path.name}.seed.{n}")
+        os.replace(tmp, path)
+    finally:
+        log.close()
+        for leftover in (tmp, tmp.with_name(tmp.name + ".lock")):
+            leftover.unlink(missing_ok=True)
+    logging.getLogger("unicache").warning(
+        "%s was the seed's cache file: converted to a unicache file log (%d entries); "
+        "the original is kept as %s", path, len(entries), backup.name,
+    )
+
+
 def _local(scheme: str, path: Path) -> Cache:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,13 +149,16 @@ def _local(scheme: str, path: Path) -> Cache:
 
 def create_cache(backend: str, path: Path | None = None):
     """A cache by the seed's backend name: ``memory``, ``file`` (at ``path``,
-    default ``data/cache.json``), ``sqlite`` (at ``path``, else a temporary
+    default ``data/cache.json``; a cache file the seed wrote there is
+    converted first, see :func:`_convert_seed_file`), ``sqlite`` (at ``path``, else a temporary
     file removed at close), ``redis``/``memcached`` on their local default
     ports, or any unicache URL."""
     if backend == "memory":
         return SeedCache("memory", Cache("memory://"))
     elif backend == "file":
-        return SeedCache("file", _local("file", path or Path("data/cache.json")))
+        path = Path(path or Path("data/cache.json"))
+        _convert_seed_file(path)
+        return SeedCache("file", _local("file", path))
     elif backend == "sqlite":
         if path:
             return SeedCache("sqlite", _local("sqlite", path))
