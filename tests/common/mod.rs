@@ -8,14 +8,27 @@ use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The `unicache` binary under test (the workspace's `cli` crate, which
+/// `cargo test` at the root builds with the library).
+pub fn unicache_bin() -> std::path::PathBuf {
+    let p = assert_cmd::cargo::cargo_bin("unicache");
+    assert!(
+        p.exists(),
+        "the unicache binary is not built at {}: run the tests from the workspace root \
+         (./scripts/test.sh, or cargo test, which builds the CLI too), or cargo build -p unicache-cli first",
+        p.display()
+    );
+    p
+}
+
 /// The `unicache` binary under test, for `assert_cmd` runs.
 pub fn unicache() -> assert_cmd::Command {
-    assert_cmd::Command::cargo_bin("unicache").unwrap()
+    assert_cmd::Command::new(unicache_bin())
 }
 
 /// The `unicache` binary under test, for spawned (long-running) children.
 pub fn unicache_std() -> std::process::Command {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("unicache"))
+    std::process::Command::new(unicache_bin())
 }
 
 /// A process's stderr as text.

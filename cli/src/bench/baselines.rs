@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 
 use super::scratch::{self, Scratch};
 use super::shared::{print_json, record};
-use crate::cli::Outcome;
+use crate::Outcome;
 
 /// Runs `body` on `url` opened in a fresh namespace, found empty; deletes
 /// `keys` (all that `body` writes) afterwards, whatever happened. Ctrl-C

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::shared::record;
-use crate::cli::Outcome;
+use crate::Outcome;
 
 /// `bench gen`: `records` JSON Lines records, or the seed's object with `seed`.
 pub fn generate(records: u64, value_size: usize, seed: bool) -> anyhow::Result<Outcome> {

@@ -19,6 +19,6 @@ pub fn record(i: u64, pad: &str) -> String {
 /// Prints one JSON line; a closed stdout ends the command quietly
 /// (`println!` would panic).
 pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
-    crate::cli::stdout_write(format!("{v}\n").as_bytes())?;
+    crate::stdout_write(format!("{v}\n").as_bytes())?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::Output;
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{stderr, unicache};

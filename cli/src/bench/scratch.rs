@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 use unicache::{Cache, ErrorKind};
 
-use crate::cli::files::{store_file, store_files};
+use crate::files::{store_file, store_files};
 
 /// Keys deleted per `delete_many` when cleaning up (and read per `get_many`
 /// when checking a namespace that cannot be counted).
@@ -59,7 +59,10 @@ impl Scratch {
             bail!("--namespace must not be empty (that is the default namespace: the user's keys)");
         }
         let parsed = unicache::open::parse(url)?;
-        let memcached = matches!(parsed.backend, unicache::backends::BackendConfig::Memcached(_));
+        let memcached = matches!(
+            parsed.backend,
+            unicache::backends::BackendConfig::Memcached(_)
+        );
         let (url_out, namespace, fresh) = match (&parsed.options.namespace, given) {
             (Some(ns), Some(g)) if ns != g => {
                 bail!("--namespace {g:?} differs from the URL's namespace={ns:?}; give one")

@@ -24,8 +24,8 @@ use hdrhistogram::Histogram;
 use super::report;
 use super::results::{RunResult, Workload, table};
 use super::scratch::{self, Scratch};
-use crate::cli::files::{refuse_overlaps, store_files};
-use crate::cli::{MAX_TTL, Outcome, open_url, parse_span};
+use crate::files::{refuse_overlaps, store_files};
+use crate::{MAX_TTL, Outcome, open_url, parse_span};
 
 /// What `bench run` measures.
 #[derive(Args, Debug, Clone)]
@@ -444,11 +444,9 @@ impl Rng {
 /// Table or JSON on stdout, and the report file.
 fn output(args: &RunArgs, results: &[RunResult]) -> anyhow::Result<()> {
     if args.json {
-        crate::cli::stdout_write(
-            format!("{}\n", serde_json::to_string_pretty(results)?).as_bytes(),
-        )?;
+        crate::stdout_write(format!("{}\n", serde_json::to_string_pretty(results)?).as_bytes())?;
     } else {
-        crate::cli::stdout_write(table(results).as_bytes())?;
+        crate::stdout_write(table(results).as_bytes())?;
     }
     if let Some(path) = &args.report {
         let svg = path
