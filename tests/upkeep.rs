@@ -143,7 +143,7 @@ fn a_committed_change_on_a_full_disk_exits_0_with_a_warning() {
         assert!(
             err.starts_with("unicache: warning: ")
                 && err.contains(what)
-                && err.contains("the change stands")
+                && err.contains("which does not undo it")
                 && err.contains("disk full")
                 && err.lines().count() == 1,
             "{err}"

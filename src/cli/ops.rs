@@ -18,7 +18,7 @@ use super::{Outcome, note, open_url, stdout_write};
 async fn close_after(cache: &dyn unicache::Cache, done: &str) {
     if let Err(e) = cache.close().await {
         note(&format!(
-            "warning: {done} in {}, but closing the cache failed (the change stands): {e}",
+            "warning: {done} in {}; closing the cache failed afterwards, which does not undo it: {e}",
             cache.endpoint()
         ));
     }
@@ -60,8 +60,12 @@ pub async fn set(
     };
     if if_absent {
         let stored = cache.add(key, &bytes, ttl).await?;
-        let done = if stored { "stored" } else { "nothing written" };
-        close_after(&*cache, &format!("{done} {key:?}")).await;
+        let done = if stored {
+            format!("stored {key:?}")
+        } else {
+            format!("{key:?} was there, nothing stored")
+        };
+        close_after(&*cache, &done).await;
         if !stored {
             note(&format!(
                 "key {key:?} already exists in {}; nothing written",
