@@ -1162,6 +1162,21 @@ fn a_dead_server_takes_only_its_own_keys_in_every_namespace() {
                 assert_eq!(c.get(k).await.unwrap().as_deref(), Some(&b"one"[..]), "tok{n} {k}");
             }
         }
+        // delete_many deletes the live server's keys and lists the dead
+        // one's as failures (it failed whole before, the count lost).
+        let all: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (stored, _) = set_each(&*caches[1], "del", Duration::from_millis(900)).await;
+        let e = caches[1].delete_many(&refs).await.unwrap_err();
+        assert_eq!(e.kind(), unicache::ErrorKind::PartialBatch, "{e}");
+        assert_eq!(e.failures().len(), 60 - stored.len(), "{e}");
+        assert!(
+            e.failures().iter().all(|(i, f)| !stored.contains(&all[*i])
+                && f.to_string().contains(&dead_addr)),
+            "{e}"
+        );
+        assert_eq!(e.context("deleted"), Some(stored.len().to_string().as_str()));
+        assert_eq!(caches[1].get(&stored[0]).await.unwrap(), None);
         let kept = {
             let (stored, _) = set_each(&*caches[0], "kept", Duration::from_millis(900)).await;
             stored[0].clone()

@@ -50,7 +50,16 @@ impl Cache for MemcachedCache {
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
-        CacheFuture::boxed(async move { Ok(self.delete_many(&[key]).await? > 0) })
+        CacheFuture::boxed(async move {
+            match self.delete_many(&[key]).await {
+                Ok(n) => Ok(n > 0),
+                Err(e) if e.kind() == ErrorKind::PartialBatch => match e.failures().first() {
+                    Some((_, first)) => Err(first.clone()),
+                    None => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        })
     }
 
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
@@ -132,7 +141,8 @@ impl Cache for MemcachedCache {
             return Ok(0);
         }
         let version = self.counters.track(self.version().await)?;
-        let mut full: Vec<String> = keys.iter().map(|k| self.server_key(&version, k)).collect();
+        let mapped: Vec<String> = keys.iter().map(|k| self.server_key(&version, k)).collect();
+        let mut full = mapped.clone();
         full.sort();
         full.dedup();
         let deleted = AtomicUsize::new(0);
@@ -164,13 +174,28 @@ impl Cache for MemcachedCache {
                 },
             )
             .await;
-        if let Some((_, e)) = failed.into_iter().next() {
-            self.counters.error();
-            return Err(e);
-        }
         let n = deleted.into_inner() as u64;
         self.counters.delete(n);
-        Ok(n)
+        if failed.is_empty() {
+            return Ok(n);
+        }
+        // The other servers' deletes are done: only the failed servers'
+        // keys are failures (by index into `keys`), with the count deleted.
+        self.counters.error();
+        let full = &full;
+        let why: HashMap<&str, &Error> = failed
+            .iter()
+            .flat_map(|(idx, e)| idx.iter().map(move |&j| (full[j].as_str(), e)))
+            .collect();
+        let failures = mapped
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let e = why.get(m.as_str())?;
+                Some((i, (*e).clone().with_context("key", keys[i])))
+            })
+            .collect();
+        Err(Error::partial(failures).with_context("deleted", n))
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
