@@ -152,8 +152,8 @@ impl FileCache {
     }
 
     fn lock(&self) -> Result<WriteLock> {
-        let f =
-            files::open_lock(&self.lock_path, &self.real).map_err(|e| ferr(&self.lock_path, "open lock", e))?;
+        let f = files::open_lock(&self.lock_path, &self.real)
+            .map_err(|e| ferr(&self.lock_path, "open lock", e))?;
         f.lock().map_err(|e| ferr(&self.lock_path, "lock", e))?;
         Ok(WriteLock(f))
     }
