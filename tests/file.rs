@@ -940,3 +940,54 @@ fn touch_and_incr_are_set_lines_seen_by_other_instances() {
         assert!(n.ttl.unwrap() > Duration::from_secs(590));
     });
 }
+
+/// Owner, group and mode of `path`.
+fn owner_mode(path: &std::path::Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+/// Compaction, `clear` and `clear_all` replace the log with a new file: it
+/// keeps the old one's owner, group and mode (a shared 0664 log of another
+/// user and group stayed 0600 root:root before). A lock file created next to
+/// an existing log takes its owner, group and read/write bits, so whoever may
+/// write the log may lock it. As root the owner and group are another
+/// user's; otherwise our own (the mode is still checked).
+#[test]
+fn compaction_and_clear_keep_the_logs_owner_group_and_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("shared.log");
+    let lock = dir.path().join("shared.log.lock");
+    let me = owner_mode(dir.path());
+    let root = me.0 == 0;
+    let (uid, gid) = if root { (4321, 4322) } else { (me.0, me.1) };
+    rt().block_on(async {
+        let c = fopen(&log, Default::default()).unwrap();
+        c.set("a", b"1", None).await.unwrap();
+        assert_eq!(owner_mode(&log).2, 0o600, "a new log is private");
+        drop(c);
+        std::fs::remove_file(&lock).unwrap();
+        std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let c = fopen(&log, Default::default()).unwrap();
+        c.set("b", b"2", None).await.unwrap();
+        assert_eq!(owner_mode(&lock), (uid, gid, 0o664), "lock file");
+        for name in ["compact", "clear", "clear_all"] {
+            c.set("k", b"v", None).await.unwrap();
+            let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).unwrap());
+            match name {
+                "compact" => c.compact().await,
+                "clear" => c.clear().await,
+                _ => c.clear_all().await,
+            }
+            .unwrap();
+            let after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).unwrap());
+            assert_ne!(ino, after, "{name} did not replace the file");
+            assert_eq!(owner_mode(&log), (uid, gid, 0o664), "after {name}");
+        }
+        c.set("c", b"3", None).await.unwrap();
+        assert_eq!(c.get("c").await.unwrap().as_deref(), Some(&b"3"[..]));
+    });
+}

@@ -959,3 +959,230 @@ fn incr_paths_keep_ttl_and_leave_failures_unchanged() {
         assert_eq!(c.get("pad").await.unwrap().as_deref(), Some(&b"-1"[..]));
     });
 }
+
+/// Sets `k0..k59` one by one on `c`: the keys that stored (their server is
+/// up) and the errors of those that did not, each within `fast`.
+async fn set_each(c: &dyn Cache, tag: &str, fast: Duration) -> (Vec<String>, Vec<unicache::Error>) {
+    let (mut stored, mut failed) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        let k = format!("k{i}");
+        let t = Instant::now();
+        let r = c.set(&k, tag.as_bytes(), None).await;
+        assert!(t.elapsed() < fast, "set {k} took {:?}", t.elapsed());
+        match r {
+            Ok(()) => stored.push(k),
+            Err(e) => failed.push(e),
+        }
+    }
+    (stored, failed)
+}
+
+/// One of two servers is down before open (killed, then frozen with
+/// SIGSTOP): open succeeds with the other and marks it down. Keys hashed to
+/// the live server are stored and read back, in a namespace (whose version
+/// token every server keeps a copy of, so the dead one's copy is not
+/// needed); keys hashed to the dead one fail at once naming it (reads are
+/// misses); once it is back it is used again. Both servers down: open
+/// fails, naming the problem. Before, open failed whenever either was down.
+#[test]
+fn open_succeeds_with_one_of_two_servers_down_and_uses_it_when_back() {
+    let mut dead = servers::memcached_server();
+    let live = servers::memcached_server();
+    let dead_addr = format!("127.0.0.1:{}", dead.port);
+    let url = |ns: &str| {
+        format!(
+            "memcached://{dead_addr},127.0.0.1:{}?namespace={ns}&connect_timeout=500ms&response_timeout=1s",
+            live.port
+        )
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Both up: the namespace's token is on both.
+        let c = unicache::open(&url("half")).await.unwrap();
+        c.set("before", b"1", None).await.unwrap();
+        drop(c);
+        dead.kill();
+        let t = Instant::now();
+        let c = unicache::open(&url("half")).await.unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let (stored, failed) = set_each(&*c, "down", Duration::from_millis(900)).await;
+        assert!(
+            stored.len() >= 10 && failed.len() >= 10,
+            "{stored:?} {failed:?}"
+        );
+        for e in &failed {
+            let msg = e.to_string();
+            assert!(msg.contains(&dead_addr), "{msg}");
+        }
+        for k in &stored {
+            assert_eq!(
+                c.get(k).await.unwrap().as_deref(),
+                Some(&b"down"[..]),
+                "{k}"
+            );
+        }
+        let all: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let got = c.get_many(&refs).await.unwrap();
+        assert_eq!(got.iter().filter(|v| v.is_some()).count(), stored.len());
+        // A fresh namespace, first used while a server is down, works too.
+        let fresh = unicache::open(&url("fresh")).await.unwrap();
+        let (s2, _) = set_each(&*fresh, "f", Duration::from_millis(900)).await;
+        assert!(!s2.is_empty());
+        assert_eq!(fresh.get(&s2[0]).await.unwrap().as_deref(), Some(&b"f"[..]));
+
+        // Back (empty, restarted): probed within a second, then used again;
+        // the namespace keeps its token (from the live server's copy).
+        dead.restart(servers::memcached_ready);
+        let t = Instant::now();
+        loop {
+            let (s, f) = set_each(&*c, "back", Duration::from_secs(3)).await;
+            if f.is_empty() {
+                assert_eq!(s.len(), 60);
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "never used again: {f:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let got = c.get_many(&refs).await.unwrap();
+        assert!(
+            got.iter().all(|v| v.as_deref() == Some(&b"back"[..])),
+            "{got:?}"
+        );
+
+        // Both down: open fails, naming a server.
+        dead.kill();
+        let e = unicache::open(&format!(
+            "memcached://{dead_addr},{dead_addr}?connect_timeout=500ms"
+        ))
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains(&dead_addr), "{e}");
+    });
+}
+
+/// A frozen (SIGSTOPped) server at open costs one response timeout, not a
+/// failed open; its keys then fail at once, `clear_all` flushes the other
+/// server and names it (it stopped at the first failing server before), and
+/// it is used again once resumed.
+#[test]
+fn open_succeeds_with_one_of_two_servers_frozen() {
+    let frozen = Freezable::start();
+    let live = servers::memcached_server();
+    let frozen_addr = format!("127.0.0.1:{}", frozen.port);
+    let url = format!(
+        "memcached://{frozen_addr},127.0.0.1:{}?namespace=frozen&connect_timeout=500ms&response_timeout=1s",
+        live.port
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        frozen.freeze();
+        let t = Instant::now();
+        let c = unicache::open(&url).await.unwrap();
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // Fail fast: at most one probe (1 s) while the loop runs.
+        let t = Instant::now();
+        let (stored, failed) = set_each(&*c, "v", Duration::from_millis(1500)).await;
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(
+            stored.len() >= 10 && failed.len() >= 10,
+            "{stored:?} {failed:?}"
+        );
+        for e in &failed {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&frozen_addr) && msg.contains("not answering"),
+                "{msg}"
+            );
+        }
+        assert_eq!(c.get(&stored[0]).await.unwrap().as_deref(), Some(&b"v"[..]));
+        // clear_all flushes the live server and names the frozen one.
+        let e = c.clear_all().await.unwrap_err();
+        assert!(e.to_string().contains(&frozen_addr), "{e}");
+        assert_eq!(c.get(&stored[0]).await.unwrap(), None);
+        frozen.signal(libc::SIGCONT);
+        let t = Instant::now();
+        loop {
+            let (_, f) = set_each(&*c, "w", Duration::from_secs(3)).await;
+            if f.is_empty() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(6),
+                "never used again: {f:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(c.get("k0").await.unwrap().as_deref(), Some(&b"w"[..]));
+    });
+}
+
+/// A server killed under running caches takes only its own keys: in each of
+/// eight namespaces (whose version tokens, before, lived on one server each,
+/// so about half the namespaces lost every key with it) the keys hashed to
+/// the live server are still stored and read once the token is read again.
+/// `clear_all` flushes the live server although the dead one is listed
+/// first (it stopped at the first failure before) and names the dead one.
+#[test]
+fn a_dead_server_takes_only_its_own_keys_in_every_namespace() {
+    let mut dead = servers::memcached_server();
+    let live = servers::memcached_server();
+    let dead_addr = format!("127.0.0.1:{}", dead.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut caches = Vec::new();
+        for n in 0..8 {
+            let c = unicache::open(&format!(
+                "memcached://{dead_addr},127.0.0.1:{}?namespace=tok{n}&connect_timeout=500ms&response_timeout=1s",
+                live.port
+            ))
+            .await
+            .unwrap();
+            let (_, failed) = set_each(&*c, "both", Duration::from_secs(2)).await;
+            assert!(failed.is_empty(), "{failed:?}");
+            caches.push(c);
+        }
+        dead.kill();
+        // Past the 1 s a namespace's token is cached for: read again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for (n, c) in caches.iter().enumerate() {
+            let (stored, failed) = set_each(&**c, "one", Duration::from_millis(900)).await;
+            assert!(
+                stored.len() >= 10 && failed.len() >= 10,
+                "namespace tok{n}: {} stored, {} failed, first: {:?}",
+                stored.len(),
+                failed.len(),
+                failed.first().map(ToString::to_string)
+            );
+            for k in &stored {
+                assert_eq!(c.get(k).await.unwrap().as_deref(), Some(&b"one"[..]), "tok{n} {k}");
+            }
+        }
+        // delete_many deletes the live server's keys and lists the dead
+        // one's as failures (it failed whole before, the count lost).
+        let all: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (stored, _) = set_each(&*caches[1], "del", Duration::from_millis(900)).await;
+        let e = caches[1].delete_many(&refs).await.unwrap_err();
+        assert_eq!(e.kind(), unicache::ErrorKind::PartialBatch, "{e}");
+        assert_eq!(e.failures().len(), 60 - stored.len(), "{e}");
+        assert!(
+            e.failures().iter().all(|(i, f)| !stored.contains(&all[*i])
+                && f.to_string().contains(&dead_addr)),
+            "{e}"
+        );
+        assert_eq!(e.context("deleted"), Some(stored.len().to_string().as_str()));
+        assert_eq!(caches[1].get(&stored[0]).await.unwrap(), None);
+        let kept = {
+            let (stored, _) = set_each(&*caches[0], "kept", Duration::from_millis(900)).await;
+            stored[0].clone()
+        };
+        let e = caches[0].clear_all().await.unwrap_err();
+        assert!(e.to_string().contains(&dead_addr), "{e}");
+        assert_eq!(caches[0].get(&kept).await.unwrap(), None, "live server not flushed");
+    });
+}

@@ -1,6 +1,8 @@
 //! Single-cache commands: get, set, incr, touch, ttl, delete, clear, stats,
 //! compact. All but `set` and `incr` open only an existing store: they never
-//! create one.
+//! create one. A change the backend acknowledged is made: a failure while
+//! closing afterwards (SQLite's checkpoint on a full disk) is a warning, and
+//! the exit code is the operation's (README, "Exit codes").
 
 use std::io::Read;
 use std::time::Duration;
@@ -8,6 +10,19 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{Outcome, note, open_url, stdout_write};
+
+/// Closes `cache` after `done` (what the command changed) was committed:
+/// closing only syncs or tidies up (a checkpoint, a purge), so its failure
+/// does not undo the change; it is reported as a warning, not as the
+/// command's error.
+async fn close_after(cache: &dyn unicache::Cache, done: &str) {
+    if let Err(e) = cache.close().await {
+        note(&format!(
+            "warning: {done} in {}; closing the cache failed afterwards, which does not undo it: {e}",
+            cache.endpoint()
+        ));
+    }
+}
 
 pub async fn get(url: &str, key: &str, raw: bool) -> anyhow::Result<Outcome> {
     let cache = open_url(url, true).await?;
@@ -45,7 +60,12 @@ pub async fn set(
     };
     if if_absent {
         let stored = cache.add(key, &bytes, ttl).await?;
-        cache.close().await?;
+        let done = if stored {
+            format!("stored {key:?}")
+        } else {
+            format!("{key:?} was there, nothing stored")
+        };
+        close_after(&*cache, &done).await;
         if !stored {
             note(&format!(
                 "key {key:?} already exists in {}; nothing written",
@@ -56,14 +76,14 @@ pub async fn set(
         return Ok(Outcome::Success);
     }
     cache.set(key, &bytes, ttl).await?;
-    cache.close().await?;
+    close_after(&*cache, &format!("stored {key:?}")).await;
     Ok(Outcome::Success)
 }
 
 pub async fn incr(url: &str, key: &str, delta: i64) -> anyhow::Result<Outcome> {
     let cache = open_url(url, false).await?;
     let n = cache.incr(key, delta).await?;
-    cache.close().await?;
+    close_after(&*cache, &format!("{key:?} is now {n}")).await;
     stdout_write(format!("{n}\n").as_bytes())?;
     Ok(Outcome::Success)
 }
@@ -71,7 +91,8 @@ pub async fn incr(url: &str, key: &str, delta: i64) -> anyhow::Result<Outcome> {
 pub async fn touch(url: &str, key: &str, ttl: Duration) -> anyhow::Result<Outcome> {
     let cache = open_url(url, true).await?;
     let touched = cache.touch(key, Some(ttl)).await?;
-    cache.close().await?;
+    let done = if touched { "touched" } else { "did not find" };
+    close_after(&*cache, &format!("{done} {key:?}")).await;
     if touched {
         Ok(Outcome::Success)
     } else {
@@ -102,7 +123,7 @@ pub async fn delete(url: &str, keys: &[String]) -> anyhow::Result<Outcome> {
     let cache = open_url(url, true).await?;
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let n = cache.delete_many(&refs).await?;
-    cache.close().await?;
+    close_after(&*cache, &format!("deleted {n} key(s)")).await;
     stdout_write(format!("{n}\n").as_bytes())?;
     Ok(if n > 0 {
         Outcome::Success
@@ -118,7 +139,12 @@ pub async fn clear(url: &str, all: bool) -> anyhow::Result<Outcome> {
     } else {
         cache.clear().await?;
     }
-    cache.close().await?;
+    let what = if all {
+        "cleared everything"
+    } else {
+        "cleared the namespace"
+    };
+    close_after(&*cache, what).await;
     Ok(Outcome::Success)
 }
 

@@ -31,7 +31,11 @@ impl FileCache {
         files::remove_stale_temps(&self.real);
         let (tmp, out) =
             files::create_temp(&self.real).map_err(|e| ferr(&self.real, "create temp file", e))?;
-        let copied = self.copy_live(st, &out, &tmp, omit);
+        // The new file replaces the log: same owner, group and mode, not the
+        // temp file's 0600 and this process's user.
+        let copied = files::keep_owner_and_mode(&st.file, &out, 0o777)
+            .map_err(|e| ferr(&tmp, "copy owner and mode", e))
+            .and_then(|()| self.copy_live(st, &out, &tmp, omit));
         let result = copied.and_then(|(end, whole)| {
             out.sync_all().map_err(|e| ferr(&tmp, "fsync", e))?;
             self.install(st, &tmp, end, whole)

@@ -45,14 +45,56 @@ pub(super) fn open_private(path: &Path, append: bool, create: bool) -> io::Resul
 }
 
 /// Opens the lock file, refusing a symlink there (nothing is ever written to
-/// it, but it must not create files elsewhere).
-pub(super) fn open_lock(path: &Path) -> io::Result<File> {
+/// it, but it must not create files elsewhere). A lock file created here
+/// takes the owner, group and read/write bits of the log `like` when it
+/// exists, so everyone who may write a shared log (0664, group `daemon`) may
+/// also lock it; 0600 otherwise.
+pub(super) fn open_lock(path: &Path, like: &Path) -> io::Result<File> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(io::Error::other(
             "the lock file is a symbolic link; refusing to follow it",
         ));
     }
-    open_private(path, false, true)
+    let created = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(f) => {
+            if let Ok(log) = File::open(like) {
+                keep_owner_and_mode(&log, &f, 0o666)?;
+            }
+            Ok(f)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_private(path, false, false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives `to` the owner, group and permission bits (within `bits`) of
+/// `from`: a file that replaces or accompanies a log must not change who may
+/// read and write it. The owner and group are set as far as this process may
+/// (root: both; otherwise the group when it is one of ours), with a warning
+/// when they cannot be; the mode always (chmod after chown, which clears
+/// set-id bits).
+pub(super) fn keep_owner_and_mode(from: &File, to: &File, bits: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = from.metadata()?;
+    let t = to.metadata()?;
+    if (m.uid(), m.gid()) != (t.uid(), t.gid())
+        && std::os::unix::fs::fchown(to, Some(m.uid()), Some(m.gid())).is_err()
+        && std::os::unix::fs::fchown(to, None, Some(m.gid())).is_err()
+    {
+        tracing::warn!(
+            uid = m.uid(),
+            gid = m.gid(),
+            "cannot give the rewritten file the log's owner and group (not permitted); \
+             it is owned by this process's user"
+        );
+    }
+    to.set_permissions(std::fs::Permissions::from_mode(m.mode() & bits))
 }
 
 /// An unpredictable 64-bit number (std's per-process random hash keys, the

@@ -152,8 +152,8 @@ impl FileCache {
     }
 
     fn lock(&self) -> Result<WriteLock> {
-        let f =
-            files::open_lock(&self.lock_path).map_err(|e| ferr(&self.lock_path, "open lock", e))?;
+        let f = files::open_lock(&self.lock_path, &self.real)
+            .map_err(|e| ferr(&self.lock_path, "open lock", e))?;
         f.lock().map_err(|e| ferr(&self.lock_path, "lock", e))?;
         Ok(WriteLock(f))
     }
@@ -373,10 +373,17 @@ impl FileCache {
         self.maybe_compact(st)
     }
 
+    /// Compacts when dead bytes pass the ratio. Runs after a write is in the
+    /// log: a compaction that fails (a full disk has no room for the copy)
+    /// is a warning, never that write's error; the log stays as it was and
+    /// the next write tries again.
     fn maybe_compact(&self, st: &mut State) -> Result<()> {
         let dead = st.end.saturating_sub(st.ix.live_bytes);
-        if st.end >= MIN_COMPACT_BYTES && dead * 100 > st.end * self.compact_ratio as u64 {
-            self.compact_locked(st, Omit::Nothing)?;
+        if st.end >= MIN_COMPACT_BYTES
+            && dead * 100 > st.end * self.compact_ratio as u64
+            && let Err(e) = self.compact_locked(st, Omit::Nothing)
+        {
+            tracing::warn!("compaction after a write failed (the write stands): {e}");
         }
         Ok(())
     }

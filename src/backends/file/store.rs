@@ -297,7 +297,7 @@ fn write_header(file: &mut File, path: &Path, lock_path: &Path, locked: bool) ->
     let lock = if locked {
         None
     } else {
-        let l = files::open_lock(lock_path).map_err(|e| ferr(lock_path, "open lock", e))?;
+        let l = files::open_lock(lock_path, path).map_err(|e| ferr(lock_path, "open lock", e))?;
         l.lock().map_err(|e| ferr(lock_path, "lock", e))?;
         Some(WriteLock(l))
     };

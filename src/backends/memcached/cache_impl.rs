@@ -50,7 +50,16 @@ impl Cache for MemcachedCache {
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
-        CacheFuture::boxed(async move { Ok(self.delete_many(&[key]).await? > 0) })
+        CacheFuture::boxed(async move {
+            match self.delete_many(&[key]).await {
+                Ok(n) => Ok(n > 0),
+                Err(e) if e.kind() == ErrorKind::PartialBatch => match e.failures().first() {
+                    Some((_, first)) => Err(first.clone()),
+                    None => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        })
     }
 
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
@@ -132,7 +141,8 @@ impl Cache for MemcachedCache {
             return Ok(0);
         }
         let version = self.counters.track(self.version().await)?;
-        let mut full: Vec<String> = keys.iter().map(|k| self.server_key(&version, k)).collect();
+        let mapped: Vec<String> = keys.iter().map(|k| self.server_key(&version, k)).collect();
+        let mut full = mapped.clone();
         full.sort();
         full.dedup();
         let deleted = AtomicUsize::new(0);
@@ -164,13 +174,28 @@ impl Cache for MemcachedCache {
                 },
             )
             .await;
-        if let Some((_, e)) = failed.into_iter().next() {
-            self.counters.error();
-            return Err(e);
-        }
         let n = deleted.into_inner() as u64;
         self.counters.delete(n);
-        Ok(n)
+        if failed.is_empty() {
+            return Ok(n);
+        }
+        // The other servers' deletes are done: only the failed servers'
+        // keys are failures (by index into `keys`), with the count deleted.
+        self.counters.error();
+        let full = &full;
+        let why: HashMap<&str, &Error> = failed
+            .iter()
+            .flat_map(|(idx, e)| idx.iter().map(move |&j| (full[j].as_str(), e)))
+            .collect();
+        let failures = mapped
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let e = why.get(m.as_str())?;
+                Some((i, (*e).clone().with_context("key", keys[i])))
+            })
+            .collect();
+        Err(Error::partial(failures).with_context("deleted", n))
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
@@ -212,33 +237,81 @@ impl Cache for MemcachedCache {
             .with_context("endpoint", &self.endpoint));
         };
         // A new version token: every key of the old one becomes unreachable
-        // (and ages out of memcached's LRU); nothing else is touched.
+        // (and ages out of memcached's LRU); nothing else is touched. Every
+        // reachable server gets a copy; the newest token wins on reading, so
+        // the clear stands as soon as one server took it.
         let fresh = fresh_token();
-        let s = &self.servers[self.server_of(vk.as_bytes())];
         let req = format!("ms {vk} {}\r\n{fresh}\r\n", fresh.len());
-        let replies = self
-            .counters
-            .track(self.call(s, req.as_bytes(), None, 1).await)?;
-        match replies.first() {
-            Some(r) if r.code == "HD" => {
+        let targets = self.reachable();
+        let sent = futures::future::join_all(
+            targets
+                .iter()
+                .map(|s| self.call(s, req.as_bytes(), None, 1)),
+        )
+        .await;
+        let mut first_err = None;
+        let mut stored = false;
+        for (s, r) in targets.iter().zip(sent) {
+            let r = r.and_then(|replies| match replies.first() {
+                Some(r) if r.code == "HD" => Ok(()),
+                Some(r) => Err(unexpected(&s.addr, r).with_context("op", "clear")),
+                None => Err(proto_err(&s.addr, "clear: no reply".into())),
+            });
+            match r {
+                Ok(()) => stored = true,
+                Err(e) => {
+                    self.counters.error();
+                    tracing::warn!("clear: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if !stored => Err(e),
+            _ => {
                 *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((fresh, Instant::now()));
                 Ok(())
             }
-            Some(r) => Err(unexpected(&s.addr, r).with_context("op", "clear")),
-            None => Err(proto_err(&s.addr, "clear: no reply".into())),
         }
     }
 
+    /// `flush_all` on every server, each tried even when another fails; an
+    /// error naming the servers that were not flushed.
     async fn clear_all(&self) -> Result<()> {
-        for s in &self.servers {
-            let replies = self.call(s, b"flush_all\r\n", None, 1).await?;
-            if replies.first().is_none_or(|r| r.code != "OK") {
-                return Err(proto_err(&s.addr, "flush_all was refused".into()));
+        let flushed = futures::future::join_all(
+            self.servers
+                .iter()
+                .map(|s| self.call(s, b"flush_all\r\n", None, 1)),
+        )
+        .await;
+        *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut failed: Vec<String> = Vec::new();
+        let mut first_err = None;
+        for (s, r) in self.servers.iter().zip(flushed) {
+            let r = r.and_then(|replies| match replies.first() {
+                Some(r) if r.code == "OK" => Ok(()),
+                _ => Err(proto_err(&s.addr, "flush_all was refused".into())),
+            });
+            if let Err(e) = r {
+                failed.push(s.addr.clone());
+                first_err.get_or_insert(e);
             }
         }
-        *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        Ok(())
+        match first_err {
+            None => Ok(()),
+            Some(e) => Err(Error::new(
+                e.kind(),
+                format!(
+                    "flush_all failed on {} of {} servers ({}); the others were flushed",
+                    failed.len(),
+                    self.servers.len(),
+                    failed.join(", ")
+                ),
+            )
+            .with_backend(BACKEND)
+            .set_source(e)),
+        }
     }
 
     async fn len(&self) -> Result<u64> {

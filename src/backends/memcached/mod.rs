@@ -9,11 +9,13 @@
 //! dependency marked experimental. Every key is mapped to a legal memcached
 //! key (see `keys::map_key`); a namespace is a version token folded into every
 //! key, so `clear` invalidates only this namespace and never flushes a
-//! server. A server that is unreachable or leaves a request unanswered for
-//! the response timeout is marked down: its reads are misses (counted as
-//! errors), its writes fail per key at once, and it is probed again at most
-//! once a second. A reply outside the protocol is an error naming the
-//! server, and its connection is closed.
+//! server; every server keeps a copy of the token and the newest one wins,
+//! so no single server holds the whole namespace. A server that is
+//! unreachable or leaves a request unanswered for the response timeout is
+//! marked down (at open too: open needs one server that answers): its reads
+//! are misses (counted as errors), its writes fail per key at once, and it is
+//! probed again at most once a second. A reply outside the protocol is an
+//! error naming the server, and its connection is closed.
 
 mod atomic;
 mod cache_impl;
@@ -82,8 +84,11 @@ fn now_unix() -> u64 {
 }
 
 impl MemcachedCache {
-    /// Connects to every server once (to learn its item size limit); an
-    /// unreachable server at open is an error naming it.
+    /// Connects to every server once, all at once (to learn their item size
+    /// limit). Servers that are unreachable or do not answer within the
+    /// response timeout are marked down (see the module doc) and open still
+    /// succeeds; with none answering, open fails naming the first server's
+    /// problem. A server answering outside the protocol fails the open.
     pub async fn connect(config: MemcachedConfig, options: CacheOptions) -> Result<Self> {
         let MemcachedConfig {
             servers,
@@ -109,21 +114,7 @@ impl MemcachedCache {
         };
         let ring = build_ring(&servers);
         let servers: Vec<Server> = servers.into_iter().map(Server::new).collect();
-        let mut item_size_max = usize::MAX;
-        for s in &servers {
-            let replies = s
-                .exchange(b"stats settings\r\n", Some("END"), 0, timeouts)
-                .await
-                .map_err(|e| e.with_context("op", "connect"))?;
-            for r in &replies {
-                if let Some(v) = r.line.strip_prefix("STAT item_size_max ") {
-                    item_size_max = item_size_max.min(v.trim().parse().unwrap_or(1024 * 1024));
-                }
-            }
-        }
-        if item_size_max == usize::MAX {
-            item_size_max = 1024 * 1024;
-        }
+        let item_size_max = item_size_max(&servers, timeouts).await?;
         Ok(MemcachedCache {
             servers,
             ring,
@@ -188,38 +179,89 @@ impl MemcachedCache {
         {
             return Ok(v);
         }
-        let s = &self.servers[self.server_of(vk.as_bytes())];
-        let req = format!("mg {vk} v\r\n");
-        let replies = self.call(s, req.as_bytes(), None, 1).await?;
-        let v = match replies.first() {
-            Some(Reply { value: Some(v), .. }) if is_token(v) => {
-                String::from_utf8_lossy(v).into_owned()
-            }
-            // Not a token of ours (written by something else): replace it,
-            // since a version with `:` would make keys ambiguous.
-            Some(Reply { value: Some(_), .. }) => self.new_version(s, &vk, "").await?,
-            // Missing (first use, evicted, restarted): a fresh token, so
-            // entries of an older version can never come back. Add mode
-            // (`ME`) loses to a process that created it first.
-            _ => self.new_version(s, &vk, " ME").await?,
-        };
+        let v = self.agreed_version(&vk).await?;
         *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((v.clone(), Instant::now()));
         Ok(v)
     }
 
-    /// Stores a fresh version token under `vk` (`mode`: "" sets, " ME" adds)
-    /// and returns the one memcached then holds.
-    async fn new_version(&self, s: &Server, vk: &str, mode: &str) -> Result<String> {
-        let fresh = fresh_token();
-        let req = format!("ms {vk} {}{mode}\r\n{fresh}\r\nmg {vk} v\r\n", fresh.len());
-        let replies = self.call(s, req.as_bytes(), None, 2).await?;
-        Ok(match replies.get(1) {
-            Some(Reply { value: Some(v), .. }) if is_token(v) => {
-                String::from_utf8_lossy(v).into_owned()
+    /// The servers a namespace-wide call goes to: those not marked down (a
+    /// down one would hold every such call for a probe's timeout), or all
+    /// when every one is down (so one of them is probed).
+    fn reachable(&self) -> Vec<&Server> {
+        let up: Vec<&Server> = self.servers.iter().filter(|s| !s.is_down()).collect();
+        if up.is_empty() {
+            self.servers.iter().collect()
+        } else {
+            up
+        }
+    }
+
+    /// The namespace's token, from every reachable server at once: each keeps
+    /// a copy under `vk`, and the newest (tokens start with their creation
+    /// time) wins, so a server that is down, restarted or missed a `clear`
+    /// neither hides the namespace nor brings back cleared entries while one
+    /// that saw the latest `clear` answers. Servers holding another token or
+    /// none are given the winner. Missing everywhere (first use, evicted,
+    /// restarted): a fresh token, added (`ME`, so a process that created one
+    /// first wins) to each. Fails only when no server answers.
+    async fn agreed_version(&self, vk: &str) -> Result<String> {
+        let req = format!("mg {vk} v\r\n");
+        let targets = self.reachable();
+        let read = futures::future::join_all(
+            targets
+                .iter()
+                .map(|s| self.call(s, req.as_bytes(), None, 1)),
+        )
+        .await;
+        let mut held: Vec<(&Server, Option<String>)> = Vec::new();
+        let mut first_err = None;
+        for (s, r) in targets.iter().zip(read) {
+            match r {
+                Ok(replies) => held.push((s, replies.first().and_then(token_of))),
+                Err(e) if is_protocol_error(&e) => return Err(e),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
-            _ => fresh,
-        })
+        }
+        if let Some(e) = first_err.filter(|_| held.is_empty()) {
+            return Err(e);
+        }
+        let newest = |tokens: &mut dyn Iterator<Item = String>| {
+            tokens.max_by(|a, b| token_order(a).cmp(&token_order(b)))
+        };
+        let v = match newest(&mut held.iter().filter_map(|(_, t)| t.clone())) {
+            Some(v) => v,
+            None => {
+                let fresh = fresh_token();
+                let added = futures::future::join_all(
+                    held.iter().map(|(s, _)| self.new_version(s, vk, " ME", &fresh)),
+                )
+                .await;
+                let mut got = added.into_iter().filter_map(Result::ok);
+                newest(&mut got).unwrap_or(fresh)
+            }
+        };
+        let stale = held.iter().filter(|(_, t)| t.as_deref() != Some(v.as_str()));
+        let repairs = stale.map(|(s, _)| self.new_version(s, vk, "", &v));
+        // Best effort: the next refresh tries again.
+        futures::future::join_all(repairs).await;
+        Ok(v)
+    }
+
+    /// Stores `token` under `vk` on `s` (`mode`: "" sets, " ME" adds) and
+    /// returns the one `s` then holds.
+    async fn new_version(&self, s: &Server, vk: &str, mode: &str, token: &str) -> Result<String> {
+        let req = format!(
+            "ms {vk} {}{mode}\r\n{token}\r\nmg {vk} v\r\n",
+            token.len()
+        );
+        let replies = self.call(s, req.as_bytes(), None, 2).await?;
+        Ok(replies
+            .get(1)
+            .and_then(token_of)
+            .unwrap_or_else(|| token.to_string()))
     }
 
     /// The key sent to memcached for `key` under `version`: see [`map_key`].
@@ -368,6 +410,59 @@ impl MemcachedCache {
         self.counters.read(&out);
         Ok(out)
     }
+}
+
+/// Asks every server for its settings at once: the smallest `item_size_max`
+/// of those that answer (1 MiB, memcached's default, when none says). Those
+/// that do not answer are marked down by the call itself; an error only when
+/// none answers, or one answers outside the protocol.
+async fn item_size_max(servers: &[Server], timeouts: Timeouts) -> Result<usize> {
+    let asked = futures::future::join_all(
+        servers
+            .iter()
+            .map(|s| s.exchange(b"stats settings\r\n", Some("END"), 0, timeouts)),
+    )
+    .await;
+    let mut limit: Option<usize> = None;
+    let mut first_err = None;
+    let mut answered = false;
+    for (s, r) in servers.iter().zip(asked) {
+        match r {
+            Ok(replies) => {
+                answered = true;
+                for r in &replies {
+                    if let Some(v) = r.line.strip_prefix("STAT item_size_max ") {
+                        let n = v.trim().parse().unwrap_or(1024 * 1024);
+                        limit = Some(limit.map_or(n, |l| l.min(n)));
+                    }
+                }
+            }
+            Err(e) if is_protocol_error(&e) => return Err(e.with_context("op", "connect")),
+            Err(e) => {
+                tracing::warn!("memcached server {} is down at open: {e}", s.addr);
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) if !answered => Err(e.with_context("op", "connect")),
+        _ => Ok(limit.unwrap_or(1024 * 1024)),
+    }
+}
+
+/// The version token in a reply, if it holds one of ours.
+fn token_of(r: &Reply) -> Option<String> {
+    r.value
+        .as_deref()
+        .filter(|v| is_token(v))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// How tokens are ordered, oldest first: by their leading creation time
+/// (nanoseconds, hex), then as text.
+fn token_order(t: &str) -> (u128, &str) {
+    let time = t.split('.').next().unwrap_or("");
+    (u128::from_str_radix(time, 16).unwrap_or(0), t)
 }
 
 /// A reply outside memcached's protocol (see `request::unexpected`), as

@@ -126,6 +126,14 @@ impl Server {
         }
     }
 
+    /// Whether the server is marked down now.
+    pub fn is_down(&self) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     fn mark_up(&self) {
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
         if down.is_some() {

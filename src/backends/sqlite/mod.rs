@@ -152,7 +152,11 @@ impl SqliteCache {
             writes_since_purge: AtomicU64::new(0),
             busy_timeout,
         };
-        cache.with_conn(|c| cache.purge(c))?;
+        // Upkeep, not the open's work: a purge that fails (a full disk) must
+        // not keep the cache from being read.
+        if let Err(e) = cache.with_conn(|c| cache.purge(c)) {
+            tracing::warn!("purging expired rows at open failed: {e}");
+        }
         Ok(cache)
     }
 
@@ -193,9 +197,15 @@ impl SqliteCache {
         Ok(n as u64)
     }
 
+    /// Counts `n` committed writes and purges every [`PURGE_EVERY`]. The
+    /// writes are committed already: a purge that fails (a full disk) is a
+    /// warning, never the write's error (and is tried again next write), so
+    /// this is always `Ok` (a `Result` for the callers' `?`).
     fn note_writes(&self, c: &Connection, n: u64) -> Result<()> {
-        if self.writes_since_purge.fetch_add(n, Ordering::Relaxed) + n >= PURGE_EVERY {
-            self.purge(c)?;
+        if self.writes_since_purge.fetch_add(n, Ordering::Relaxed) + n >= PURGE_EVERY
+            && let Err(e) = self.purge(c)
+        {
+            tracing::warn!("purging expired rows after a committed write failed: {e}");
         }
         Ok(())
     }
