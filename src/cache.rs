@@ -659,8 +659,9 @@ pub(crate) fn incr_value(
     };
     let n = match current {
         None => 0,
-        Some(b) => parse_counter(b)
-            .ok_or_else(|| bad("the value is not a decimal 64-bit integer"))?,
+        Some(b) => {
+            parse_counter(b).ok_or_else(|| bad("the value is not a decimal 64-bit integer"))?
+        }
     };
     n.checked_add(delta)
         .ok_or_else(|| bad(&format!("{n} + {delta} overflows a 64-bit integer")))

@@ -137,19 +137,31 @@ async fn incr_under_fail_safe_counts_enveloped_expired_and_plain_values() {
         for (name, url, plain) in &stores {
             let h = unicache::open(url).await.unwrap();
             // memcached keeps whole seconds: a logical TTL of 1 s.
-            h.set("old", b"5", Some(Duration::from_secs(1))).await.unwrap();
+            h.set("old", b"5", Some(Duration::from_secs(1)))
+                .await
+                .unwrap();
             opened.push((*name, h, plain.clone()));
         }
         tokio::time::sleep(Duration::from_millis(1_300)).await;
         for (name, h, plain) in &opened {
             assert_eq!(h.get("old").await.unwrap(), None, "{name}");
             assert_eq!(h.incr("old", 3).await.unwrap(), 3, "{name}: restarted at 0");
-            assert_eq!(h.get("old").await.unwrap().as_deref(), Some(&b"3"[..]), "{name}");
+            assert_eq!(
+                h.get("old").await.unwrap().as_deref(),
+                Some(&b"3"[..]),
+                "{name}"
+            );
 
-            h.set("cnt", b"5", Some(Duration::from_secs(60))).await.unwrap();
+            h.set("cnt", b"5", Some(Duration::from_secs(60)))
+                .await
+                .unwrap();
             assert_eq!(h.incr("cnt", 2).await.unwrap(), 7, "{name}");
             assert_eq!(h.incr("cnt", -10).await.unwrap(), -3, "{name}");
-            assert_eq!(h.get("cnt").await.unwrap().as_deref(), Some(&b"-3"[..]), "{name}");
+            assert_eq!(
+                h.get("cnt").await.unwrap().as_deref(),
+                Some(&b"-3"[..]),
+                "{name}"
+            );
             let ttl = h.ttl("cnt").await.unwrap().unwrap().unwrap();
             assert!(
                 ttl > Duration::from_secs(50) && ttl <= Duration::from_secs(60),
@@ -176,7 +188,9 @@ async fn incr_under_fail_safe_counts_enveloped_expired_and_plain_values() {
             }
 
             // Concurrent increments of one enveloped counter lose nothing.
-            h.set("many", b"0", Some(Duration::from_secs(60))).await.unwrap();
+            h.set("many", b"0", Some(Duration::from_secs(60)))
+                .await
+                .unwrap();
             let tasks: Vec<_> = (0..4)
                 .map(|_| {
                     let h = h.clone();
@@ -232,7 +246,10 @@ async fn foreign_values_that_look_like_envelopes_read_as_their_bytes() {
                 let vt = h.get_with_ttl(k).await.unwrap().unwrap();
                 assert_eq!(&vt.value[..], &v[..], "{name} {k}");
                 let ttl = vt.ttl.unwrap();
-                assert!(ttl <= Duration::from_secs(100) && ttl > Duration::from_secs(90), "{name} {k}: {ttl:?}");
+                assert!(
+                    ttl <= Duration::from_secs(100) && ttl > Duration::from_secs(90),
+                    "{name} {k}: {ttl:?}"
+                );
                 assert!(h.contains(k).await.unwrap(), "{name} {k}");
             }
             if h.capabilities().list_keys {
@@ -245,8 +262,10 @@ async fn foreign_values_that_look_like_envelopes_read_as_their_bytes() {
                     .collect()
                     .await;
                 got.sort();
-                let mut want: Vec<(String, Vec<u8>)> =
-                    values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                let mut want: Vec<(String, Vec<u8>)> = values
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
                 want.sort();
                 assert_eq!(got, want, "{name}");
             }
@@ -299,8 +318,14 @@ async fn incr_grammar_is_the_same_on_every_backend() {
         let mut caches: Vec<(String, Handle)> = Vec::new();
         for (name, url, plain) in stores(dir.path()) {
             let plain = plain.unwrap_or_else(|| "memory://".into());
-            caches.push((format!("{name} plain"), unicache::open(&plain).await.unwrap()));
-            caches.push((format!("{name} fail-safe"), unicache::open(&url).await.unwrap()));
+            caches.push((
+                format!("{name} plain"),
+                unicache::open(&plain).await.unwrap(),
+            ));
+            caches.push((
+                format!("{name} fail-safe"),
+                unicache::open(&url).await.unwrap(),
+            ));
         }
         let mut wrong = Vec::new();
         for (name, c) in &caches {
@@ -317,7 +342,10 @@ async fn incr_grammar_is_the_same_on_every_backend() {
                     Err(e) => panic!("{name}: {v:?}: {e}"),
                 };
                 if got != *want {
-                    wrong.push(format!("{name}: {:?} gave {got:?}", v.escape_ascii().to_string()));
+                    wrong.push(format!(
+                        "{name}: {:?} gave {got:?}",
+                        v.escape_ascii().to_string()
+                    ));
                 }
             }
         }

@@ -215,7 +215,9 @@ impl Enveloped {
     /// Stores `value` with a logical `ttl` and a physical one `keep` longer.
     pub(crate) async fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let ttl = self.logical_ttl(ttl)?;
-        self.inner.set(key, &encode(value, ttl), self.physical(ttl)).await
+        self.inner
+            .set(key, &encode(value, ttl), self.physical(ttl))
+            .await
     }
 
     fn fresh(s: Stored, now: u64) -> Option<Bytes> {
@@ -250,7 +252,11 @@ impl Enveloped {
         if !s.enveloped {
             // Still plain: refused for good unless it changed into a counter.
             let fits = parse_counter(&raw).and_then(|n| n.checked_add(delta));
-            return if fits.is_some() { Ok(None) } else { Err(refused) };
+            return if fits.is_some() {
+                Ok(None)
+            } else {
+                Err(refused)
+            };
         }
         let now = now_millis();
         let (n, new, physical) = if s.is_stale(now) {
@@ -260,7 +266,10 @@ impl Enveloped {
             let new = encode_at(n.to_string().as_bytes(), s.expires_at, s.ttl_ms);
             (n, new, self.physical(s.remaining(now)))
         };
-        let stored = self.inner.compare_and_set(key, &raw, &new, physical).await?;
+        let stored = self
+            .inner
+            .compare_and_set(key, &raw, &new, physical)
+            .await?;
         Ok(stored.then_some(n))
     }
 }
@@ -389,7 +398,9 @@ impl Cache for Enveloped {
             let stored = if s.enveloped {
                 let new = encode(&s.value, ttl);
                 let physical = self.physical(ttl);
-                self.inner.compare_and_set(key, &raw, &new, physical).await?
+                self.inner
+                    .compare_and_set(key, &raw, &new, physical)
+                    .await?
             } else {
                 self.inner.compare_and_set(key, &raw, &raw, ttl).await?
             };
