@@ -354,3 +354,108 @@ async fn incr_grammar_is_the_same_on_every_backend() {
     .await
     .unwrap();
 }
+
+/// `compare_and_set` itself on every backend (and a Redis Cluster), plain
+/// and through the envelope: stores only over exactly the expected live
+/// bytes, with the TTL given (or the default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_on_every_backend_and_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = servers::shared_cluster();
+    let ns = common::unique_ns("cas");
+    tokio::time::timeout(LIMIT, async {
+        let mut urls: Vec<(String, String)> = Vec::new();
+        for (name, url, plain) in stores(dir.path()) {
+            let plain = plain.unwrap_or_else(|| "memory://".into());
+            urls.push((format!("{name} plain"), plain));
+            urls.push((format!("{name} fail-safe"), url));
+        }
+        let c = format!("{}?namespace={ns}", cluster.url());
+        urls.push(("cluster plain".into(), c.clone()));
+        urls.push(("cluster fail-safe".into(), format!("{c}&{FS}")));
+        let mut opened = Vec::new();
+        for (i, (name, url)) in urls.into_iter().enumerate() {
+            // Plain and fail-safe views share a store: keys of their own.
+            let h = unicache::open(&url).await.unwrap();
+            let name = format!("{name} #{i}");
+            // memcached keeps whole seconds.
+            h.set(&format!("short{i}"), b"s", Some(Duration::from_secs(1)))
+                .await
+                .unwrap();
+            opened.push((i, name, h));
+        }
+        let ttl = Some(Duration::from_secs(100));
+        for (i, name, h) in &opened {
+            let (none, k, n) = (format!("none{i}"), format!("k{i}"), format!("n{i}"));
+            let (none, k, n) = (none.as_str(), k.as_str(), n.as_str());
+            assert!(
+                !h.compare_and_set(none, b"", b"x", None).await.unwrap(),
+                "{name}"
+            );
+            assert_eq!(h.get(none).await.unwrap(), None, "{name}: nothing stored");
+            h.set(k, b"a\0b", None).await.unwrap();
+            for wrong in [&b"a"[..], b"a\0", b"a\0bc", b""] {
+                let r = h.compare_and_set(k, wrong, b"x", None).await.unwrap();
+                assert!(!r, "{name}: {wrong:?}");
+            }
+            assert_eq!(
+                h.get(k).await.unwrap().as_deref(),
+                Some(&b"a\0b"[..]),
+                "{name}"
+            );
+            assert!(
+                h.compare_and_set(k, b"a\0b", b"new", ttl).await.unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                h.get(k).await.unwrap().as_deref(),
+                Some(&b"new"[..]),
+                "{name}"
+            );
+            let t = h.ttl(k).await.unwrap().unwrap().unwrap();
+            assert!(
+                t > Duration::from_secs(90) && t <= Duration::from_secs(100),
+                "{name}: {t:?}"
+            );
+            assert!(
+                h.compare_and_set(k, b"new", b"", None).await.unwrap(),
+                "{name}"
+            );
+            assert_eq!(h.get(k).await.unwrap().as_deref(), Some(&b""[..]), "{name}");
+            assert_eq!(h.ttl(k).await.unwrap(), Some(None), "{name}: no TTL now");
+            // A counter incr wrote (TEXT on SQLite) equals its digits.
+            h.incr(n, 7).await.unwrap();
+            assert!(
+                h.compare_and_set(n, b"7", b"8", None).await.unwrap(),
+                "{name}"
+            );
+            assert_eq!(h.incr(n, 1).await.unwrap(), 9, "{name}");
+            let e = h
+                .compare_and_set(k, b"", b"x", Some(Duration::ZERO))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name}: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        for (i, name, h) in &opened {
+            let short = format!("short{i}");
+            let r = h
+                .compare_and_set(&short, b"s", b"back", None)
+                .await
+                .unwrap();
+            assert!(!r, "{name}: an expired key is never equal");
+            assert_eq!(h.get(&short).await.unwrap(), None, "{name}");
+        }
+        // The touch race and an enveloped counter on the cluster too.
+        let (damage, touched) = touch_race(&format!("{c}&{FS}"), 300).await;
+        assert_eq!(damage, Damage::default(), "cluster");
+        assert!(touched > 0);
+        let h = unicache::open(&format!("{c}&{FS}")).await.unwrap();
+        h.set("cnt", b"5", Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(h.incr("cnt", 2).await.unwrap(), 7);
+    })
+    .await
+    .unwrap();
+}
