@@ -187,9 +187,11 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// Adds `delta` (may be negative) to the integer stored under `key` as
     /// decimal text and returns the new value, atomically. A missing key
     /// starts at 0 and is created with the cache's default TTL; an existing
-    /// key keeps its TTL. A value that is not a decimal `i64`, or a result
-    /// that overflows `i64`, is an [`ErrorKind::InvalidInput`] error naming
-    /// the key.
+    /// key keeps its TTL. A value that is not a decimal `i64` in Redis's
+    /// form (`0`, or an optional `-`, a digit 1-9, digits: no `+`, leading
+    /// zeros or spaces, the same on every backend), or a result that
+    /// overflows `i64`, is an [`ErrorKind::InvalidInput`] error naming the
+    /// key, and the value is left unchanged.
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
         let _ = (key, delta);
         Err(self.unsupported("incr"))
