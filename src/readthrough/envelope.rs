@@ -366,7 +366,10 @@ impl Cache for Enveloped {
     /// A plain or missing counter is the inner cache's own `incr` (plain
     /// decimal text, readable as it is); an enveloped one (`set k 5`
     /// through this layer) is counted under compare-and-set keeping its
-    /// logical expiry, and a logically expired one restarts at 0.
+    /// logical expiry, and a logically expired one restarts at 0. The
+    /// backend's own `incr` goes first (plain counters, the usual kind, take
+    /// one call); on an enveloped one it is refused, which the backend
+    /// counts in its `errors`.
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
         for _ in 0..RACE_RETRIES {
             let refused = match self.inner.incr(key, delta).await {
@@ -377,6 +380,7 @@ impl Cache for Enveloped {
             if let Some(n) = self.incr_enveloped(key, delta, refused).await? {
                 return Ok(n);
             }
+            lost_race().await;
         }
         Err(self.lost("incr", key))
     }
@@ -407,6 +411,7 @@ impl Cache for Enveloped {
             if stored {
                 return Ok(true);
             }
+            lost_race().await;
         }
         Err(self.lost("touch", key))
     }
@@ -438,6 +443,7 @@ impl Cache for Enveloped {
             {
                 return Ok(true);
             }
+            lost_race().await;
         }
         Err(self.lost("compare_and_set", key))
     }
@@ -493,6 +499,13 @@ impl Cache for Enveloped {
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }
+}
+
+/// After a lost compare-and-set: lets the writer that won (another task
+/// of this runtime, maybe) go on before reading again. No timer: this
+/// layer runs on any executor.
+async fn lost_race() {
+    tokio::task::yield_now().await;
 }
 
 /// A stored value and physical TTL as the plain value and logical TTL;
