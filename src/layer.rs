@@ -107,6 +107,16 @@ pub trait Layer: Send + Sync + fmt::Debug {
         self.inner().touch(key, ttl).await
     }
 
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        self.inner().compare_and_set(key, expected, new, ttl).await
+    }
+
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
         self.inner().get_with_ttl(key)
     }
@@ -223,6 +233,16 @@ impl<L: Layer> Cache for L {
 
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         Layer::touch(self, key, ttl).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        Layer::compare_and_set(self, key, expected, new, ttl).await
     }
 
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {

@@ -69,11 +69,11 @@ async fn envelope_on_get_and_export_show_the_plain_value() {
     h.set("k", b"plain", Some(Duration::from_secs(60)))
         .await
         .unwrap();
-    // On the server: header (magic 0xF5, version 1, expiry, TTL) + value,
-    // physically kept fail_safe_max longer.
+    // On the server: header (magic F5 "uce", version 2, expiry, TTL,
+    // check) + value, physically kept fail_safe_max longer.
     let raw = redis_cli(port, &["--no-raw", "GET", &format!("{ns}:k")]);
     assert!(
-        raw.starts_with("\"\\xf5\\x01") && raw.ends_with("plain\""),
+        raw.starts_with("\"\\xf5uce\\x02") && raw.ends_with("plain\""),
         "{raw}"
     );
     let pttl: u64 = redis_cli(port, &["PTTL", &format!("{ns}:k")])

@@ -906,9 +906,10 @@ fn concurrent_incr_from_four_processes_ends_exact() {
     }
 }
 
-/// The compare-and-set path keeps the TTL; overflows through `ma` are undone
-/// (the stored value is left as it was); memcached's own space-padded
-/// decrement result still counts.
+/// The compare-and-set path keeps the TTL; overflows are refused before
+/// anything is written (the stored value is left as it was); memcached's own
+/// space-padded decrement result is not a counter in the one grammar every
+/// backend shares (Redis's) and is left as it was too.
 #[test]
 fn incr_paths_keep_ttl_and_leave_failures_unchanged() {
     let m = servers::memcached_server();
@@ -952,11 +953,12 @@ fn incr_paths_keep_ttl_and_leave_failures_unchanged() {
                 "{stored}: {raw}"
             );
         }
-        // memcached's own decr pads a shorter number with spaces.
+        // memcached's own decr pads a shorter number with spaces: "9 ".
         ask(m.port, "set pad 0 0 2\r\n10\r\n").unwrap();
         assert!(ask(m.port, "decr pad 1\r\n").unwrap().starts_with('9'));
-        assert_eq!(c.incr("pad", -10).await.unwrap(), -1);
-        assert_eq!(c.get("pad").await.unwrap().as_deref(), Some(&b"-1"[..]));
+        let e = c.incr("pad", -10).await.unwrap_err();
+        assert_eq!(e.kind(), unicache::ErrorKind::InvalidInput, "{e}");
+        assert_eq!(c.get("pad").await.unwrap().as_deref(), Some(&b"9 "[..]));
     });
 }
 

@@ -5,8 +5,8 @@
 //! expiry instant is stored beside the value and an expired entry is removed
 //! and reported as a miss when read. It never blocks on I/O.
 //!
-//! `add`, `incr` and `touch` are atomic per key through quick_cache's
-//! `entry` API: the live entry is checked and changed under its shard's
+//! `add`, `incr`, `touch` and `compare_and_set` are atomic per key through
+//! quick_cache's `entry` API: the live entry is checked and changed under its shard's
 //! write lock; an absent key gets a placeholder that concurrent `add`/`incr`
 //! of the same key wait on, so `get` and `set` pay nothing for them.
 
@@ -342,6 +342,38 @@ impl MemoryCache {
         Ok(delta)
     }
 
+    /// `compare_and_set`: the live entry is compared and replaced in place
+    /// under its shard's write lock (quick_cache re-weighs it after), so
+    /// `get` and `set` take no extra lock. An absent key's placeholder is
+    /// released at once: nothing is stored.
+    fn compare_and_set_now(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let mut new = Some(self.entry(key, new, ttl)?);
+        let now = Instant::now();
+        let r = self.map.entry(key, None, |_, e: &mut Entry| {
+            if !e.live(now) {
+                return EntryAction::Remove;
+            }
+            match new.take() {
+                Some(n) if e.value[..] == *expected => {
+                    *e = n;
+                    EntryAction::Retain(true)
+                }
+                _ => EntryAction::Retain(false),
+            }
+        });
+        let stored = matches!(r, EntryResult::Retained(true));
+        if stored {
+            self.counters.set(1);
+        }
+        Ok(stored)
+    }
+
     /// `touch`: a new expiry for a live entry, value untouched.
     fn touch_now(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let ttl = self.options.effective_ttl(ttl)?;
@@ -490,6 +522,17 @@ impl Cache for MemoryCache {
 
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         self.counters.track(self.touch_now(key, ttl))
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        self.counters
+            .track(self.compare_and_set_now(key, expected, new, ttl))
     }
 
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {

@@ -79,11 +79,12 @@ pub enum Op {
     Touch,
     GetWithTtl,
     GetManyWithTtl,
+    CompareAndSet,
 }
 
 impl Op {
     /// Every operation, in label order.
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 22] = [
         Op::Get,
         Op::Set,
         Op::Delete,
@@ -105,6 +106,7 @@ impl Op {
         Op::Touch,
         Op::GetWithTtl,
         Op::GetManyWithTtl,
+        Op::CompareAndSet,
     ];
 
     /// A single-key operation (`get`, `set`, `delete`, `contains`).
@@ -136,6 +138,7 @@ impl Op {
             Op::Touch => "touch",
             Op::GetWithTtl => "get_with_ttl",
             Op::GetManyWithTtl => "get_many_with_ttl",
+            Op::CompareAndSet => "compare_and_set",
         }
     }
 }
@@ -403,6 +406,17 @@ impl Layer for Observed {
 
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         self.batch(Op::Touch, 1, self.inner.touch(key, ttl)).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let call = self.inner.compare_and_set(key, expected, new, ttl);
+        self.batch(Op::CompareAndSet, 1, call).await
     }
 
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {

@@ -1,22 +1,47 @@
 //! The value envelope of caches with fail-safe or refresh-ahead on.
 //!
-//! Such a cache stores each value behind an 18-byte header:
+//! Such a cache stores each value behind a 29-byte header:
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 0 | magic `0xF5` (never the first byte of UTF-8 text or JSON) |
-//! | 1 | version, `1` |
-//! | 2..10 | logical expiry, Unix milliseconds, big-endian; `0`: none |
-//! | 10..18 | the logical TTL it was stored with, milliseconds; `0`: none |
+//! | 0..4 | magic `F5 75 63 65` (`0xF5` is never a byte of UTF-8 text or JSON; then `uce`) |
+//! | 4 | version, `2` |
+//! | 5..13 | logical expiry, Unix milliseconds, big-endian; `0`: none |
+//! | 13..21 | the logical TTL it was stored with, milliseconds, big-endian; `0`: none |
+//! | 21..29 | check: xxh3-64 of bytes 0..21, big-endian |
 //!
 //! and a physical TTL of the logical TTL plus `fail_safe_max`, so an entry
 //! whose logical expiry passed is still there for fail-safe. [`Enveloped`]
 //! is the [`Cache`] layer that writes and reads it: every read (`get`,
 //! `get_many`, `get_with_ttl`, `ttl`, `contains`, `entries` and so
 //! `export`) returns the plain value and treats a logically expired entry as
-//! absent. Values without the header (written by `incr`, or by a cache
-//! opened without these options) read as they are. Caches without the
-//! options never see this layer: their values are exactly the bytes given.
+//! absent. Caches without the options never see this layer: their values
+//! are exactly the bytes given.
+//!
+//! A stored value is an envelope only when all of this holds: at least 29
+//! bytes, the magic and version, the check, and expiry and TTL consistent
+//! (both 0, or both set with the expiry at least the TTL: it was written at
+//! expiry - TTL, not before 1970). Anything else (counters written by
+//! `incr`, values of a cache opened without these options, other clients'
+//! values) reads as exactly its bytes, with its own TTL. A foreign value is
+//! taken for an envelope only if it starts with these 5 bytes and its next
+//! 16 bytes hash to its next 8: for values that are not built to collide,
+//! a chance of 2^-64 per value that already starts with the magic.
+//!
+//! Version 1 (18 bytes: `F5 01`, expiry, TTL, no check), written before,
+//! is not read as an envelope: any value starting `F5 01` could be one, and
+//! telling them apart is what version 2 is for. Such entries read as their
+//! raw bytes (header included) until they expire (their logical TTL plus
+//! `fail_safe_max`); clear the namespace after upgrading to drop them at
+//! once.
+//!
+//! `touch`, `incr` and `compare_and_set` through this layer are atomic
+//! read-modify-writes: the raw bytes read are the `expected` of the inner
+//! cache's [`Cache::compare_and_set`], retried a bounded number of times
+//! when another writer changed them meanwhile (a value a `set` changed is
+//! then touched or counted as it now is, a deleted one is not brought
+//! back). Where the inner cache has no `compare_and_set` they are
+//! `Unsupported`, never a plain read then write.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,16 +50,23 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::cache::{Cache, CacheFuture, Entry, EntryStream, ValueTtl, now_millis};
-use crate::error::Result;
+use crate::cache::{
+    Cache, CacheFuture, Entry, EntryStream, ValueTtl, incr_value, now_millis, parse_counter,
+};
+use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
 
-/// First byte of an enveloped value.
-pub const MAGIC: u8 = 0xF5;
+/// First bytes of an enveloped value.
+pub const MAGIC: [u8; 4] = [0xF5, b'u', b'c', b'e'];
 /// Envelope format version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Length of the header before the value.
-pub const HEADER_LEN: usize = 18;
+pub const HEADER_LEN: usize = 29;
+/// Bytes the check covers: magic, version, expiry and TTL.
+const CHECKED: usize = 21;
+/// How many times `touch`, `incr` and `compare_and_set` read again after
+/// another writer changed the value between their read and their write.
+const RACE_RETRIES: usize = 32;
 
 /// One stored value with its logical expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +77,8 @@ pub(crate) struct Stored {
     pub expires_at: u64,
     /// The logical TTL it was stored with, in milliseconds; `0`: none.
     pub ttl_ms: u64,
+    /// Whether it was stored behind the header (else: plain bytes).
+    pub enveloped: bool,
 }
 
 impl Stored {
@@ -71,43 +105,61 @@ impl Stored {
 
 /// `value` behind a header for a logical `ttl` from now.
 pub fn encode(value: &[u8], ttl: Option<Duration>) -> Vec<u8> {
-    let ttl_ms = ttl.map_or(0, |t| {
-        u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
-    });
-    let expires_at = if ttl_ms == 0 {
-        0
-    } else {
-        now_millis().saturating_add(ttl_ms)
+    let Some(ttl) = ttl else {
+        return encode_at(value, 0, 0);
     };
+    let now = now_millis();
+    // At least 1 ms, and never past u64::MAX: expiry - TTL stays the write
+    // time, which `decode` checks.
+    let ttl_ms = u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, u64::MAX - now);
+    encode_at(value, now + ttl_ms, ttl_ms)
+}
+
+/// `value` behind a header with this logical expiry and TTL (both 0: none).
+pub(crate) fn encode_at(value: &[u8], expires_at: u64, ttl_ms: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + value.len());
-    out.push(MAGIC);
+    out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&expires_at.to_be_bytes());
     out.extend_from_slice(&ttl_ms.to_be_bytes());
+    let check = xxhash_rust::xxh3::xxh3_64(&out[..CHECKED]);
+    out.extend_from_slice(&check.to_be_bytes());
     out.extend_from_slice(value);
     out
 }
 
-/// Splits a stored value into header and plain value; a value without the
-/// header is plain with no logical expiry.
+/// The big-endian u64 at `at`.
+fn word(raw: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&raw[at..at + 8]);
+    u64::from_be_bytes(b)
+}
+
+/// Splits a stored value into header and plain value; a value that is not
+/// an envelope (see the module docs) is plain with no logical expiry.
 pub(crate) fn decode(raw: Bytes) -> Stored {
-    if raw.len() < HEADER_LEN || raw[0] != MAGIC || raw[1] != VERSION {
-        return Stored {
-            value: raw,
-            expires_at: 0,
-            ttl_ms: 0,
-        };
-    }
-    let word = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&raw[at..at + 8]);
-        u64::from_be_bytes(b)
+    let plain = |raw| Stored {
+        value: raw,
+        expires_at: 0,
+        ttl_ms: 0,
+        enveloped: false,
     };
-    let (expires_at, ttl_ms) = (word(2), word(10));
+    if raw.len() < HEADER_LEN || raw[..4] != MAGIC || raw[4] != VERSION {
+        return plain(raw);
+    }
+    let (expires_at, ttl_ms) = (word(&raw, 5), word(&raw, 13));
+    let checked = word(&raw, CHECKED) == xxhash_rust::xxh3::xxh3_64(&raw[..CHECKED]);
+    let consistent = (expires_at == 0) == (ttl_ms == 0) && expires_at >= ttl_ms;
+    if !(checked && consistent) {
+        return plain(raw);
+    }
     Stored {
         value: raw.slice(HEADER_LEN..),
         expires_at,
         ttl_ms,
+        enveloped: true,
     }
 }
 
@@ -152,12 +204,62 @@ impl Enveloped {
     /// Stores `value` with a logical `ttl` and a physical one `keep` longer.
     pub(crate) async fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let ttl = self.logical_ttl(ttl)?;
-        let physical = ttl.map(|t| t.saturating_add(self.keep));
-        self.inner.set(key, &encode(value, ttl), physical).await
+        self.inner
+            .set(key, &encode(value, ttl), self.physical(ttl))
+            .await
     }
 
     fn fresh(s: Stored, now: u64) -> Option<Bytes> {
         (!s.is_stale(now)).then_some(s.value)
+    }
+
+    /// The physical TTL of an entry with logical `ttl`.
+    fn physical(&self, ttl: Option<Duration>) -> Option<Duration> {
+        ttl.map(|t| t.saturating_add(self.keep))
+    }
+
+    /// The error of a read-modify-write that lost every race.
+    fn lost(&self, op: &str, key: &str) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("{op}: another writer changed the value {RACE_RETRIES} times in a row"),
+        )
+        .with_backend(self.inner.backend())
+        .with_context("key", key)
+    }
+
+    /// `incr` on a value the inner cache's own `incr` refused with
+    /// `refused`: an enveloped counter is counted and written back under
+    /// compare-and-set, keeping its logical expiry; a logically expired one
+    /// restarts at 0 as a new plain counter (the default TTL). `None`: the
+    /// value changed or went meanwhile, try again.
+    async fn incr_enveloped(&self, key: &str, delta: i64, refused: Error) -> Result<Option<i64>> {
+        let Some(raw) = self.inner.get(key).await? else {
+            return Ok(None);
+        };
+        let s = decode(raw.clone());
+        if !s.enveloped {
+            // Still plain: refused for good unless it changed into a counter.
+            let fits = parse_counter(&raw).and_then(|n| n.checked_add(delta));
+            return if fits.is_some() {
+                Ok(None)
+            } else {
+                Err(refused)
+            };
+        }
+        let now = now_millis();
+        let (n, new, physical) = if s.is_stale(now) {
+            (delta, delta.to_string().into_bytes(), None)
+        } else {
+            let n = incr_value(self.inner.backend(), key, Some(&s.value), delta)?;
+            let new = encode_at(n.to_string().as_bytes(), s.expires_at, s.ttl_ms);
+            (n, new, self.physical(s.remaining(now)))
+        };
+        let stored = self
+            .inner
+            .compare_and_set(key, &raw, &new, physical)
+            .await?;
+        Ok(stored.then_some(n))
     }
 }
 
@@ -207,8 +309,7 @@ impl Layer for Enveloped {
             .zip(&encoded)
             .map(|((k, _), v)| (*k, &v[..]))
             .collect();
-        let physical = ttl.map(|t| t.saturating_add(self.keep));
-        self.inner.set_many(&refs, physical).await
+        self.inner.set_many(&refs, self.physical(ttl)).await
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
@@ -222,21 +323,89 @@ impl Layer for Enveloped {
         self.inner.add(key, &encode(value, ttl), ttl).await
     }
 
-    /// Counters stay plain decimal text (no envelope), readable as they are.
+    /// A plain or missing counter is the inner cache's own `incr` (plain
+    /// decimal text, readable as it is); an enveloped one (`set k 5`
+    /// through this layer) is counted under compare-and-set keeping its
+    /// logical expiry, and a logically expired one restarts at 0. The
+    /// backend's own `incr` goes first (plain counters, the usual kind, take
+    /// one call); on an enveloped one it is refused, which the backend
+    /// counts in its `errors`.
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
-        self.inner.incr(key, delta).await
+        for _ in 0..RACE_RETRIES {
+            let refused = match self.inner.incr(key, delta).await {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::InvalidInput => e,
+                Err(e) => return Err(e),
+            };
+            if let Some(n) = self.incr_enveloped(key, delta, refused).await? {
+                return Ok(n);
+            }
+            lost_race().await;
+        }
+        Err(self.lost("incr", key))
     }
 
-    /// Rewrites the value with a new logical expiry (not atomic with a
-    /// concurrent `set`); `false` when absent or logically expired.
+    /// A new logical expiry (and physical one `keep` later) written under
+    /// compare-and-set with the raw bytes read; a plain value gets `ttl` as
+    /// its physical TTL, its bytes unchanged. `false` when absent or
+    /// logically expired.
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
-        match self.raw(key).await? {
-            Some(s) if !s.is_stale(now_millis()) => {
-                self.store(key, &s.value, ttl).await?;
-                Ok(true)
+        let ttl = self.logical_ttl(ttl)?;
+        for _ in 0..RACE_RETRIES {
+            let Some(raw) = self.inner.get(key).await? else {
+                return Ok(false);
+            };
+            let s = decode(raw.clone());
+            if s.is_stale(now_millis()) {
+                return Ok(false);
             }
-            _ => Ok(false),
+            let stored = if s.enveloped {
+                let new = encode(&s.value, ttl);
+                let physical = self.physical(ttl);
+                self.inner
+                    .compare_and_set(key, &raw, &new, physical)
+                    .await?
+            } else {
+                self.inner.compare_and_set(key, &raw, &raw, ttl).await?
+            };
+            if stored {
+                return Ok(true);
+            }
+            lost_race().await;
         }
+        Err(self.lost("touch", key))
+    }
+
+    /// Compares the plain value (logically fresh only) and stores `new`
+    /// enveloped, as `set` does, under the inner compare-and-set.
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let ttl = self.logical_ttl(ttl)?;
+        let encoded = encode(new, ttl);
+        for _ in 0..RACE_RETRIES {
+            let Some(raw) = self.inner.get(key).await? else {
+                return Ok(false);
+            };
+            let s = decode(raw.clone());
+            if s.is_stale(now_millis()) || s.value[..] != *expected {
+                return Ok(false);
+            }
+            let physical = self.physical(ttl);
+            if self
+                .inner
+                .compare_and_set(key, &raw, &encoded, physical)
+                .await?
+            {
+                return Ok(true);
+            }
+            lost_race().await;
+        }
+        Err(self.lost("compare_and_set", key))
     }
 
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
@@ -272,6 +441,13 @@ impl Layer for Enveloped {
     }
 }
 
+/// After a lost compare-and-set: lets the writer that won (another task
+/// of this runtime, maybe) go on before reading again. No timer: this
+/// layer runs on any executor.
+async fn lost_race() {
+    tokio::task::yield_now().await;
+}
+
 /// A stored value and physical TTL as the plain value and logical TTL;
 /// `None` when logically expired. Plain values keep their physical TTL.
 fn with_logical_ttl(v: ValueTtl, now: u64) -> Option<ValueTtl> {
@@ -279,11 +455,7 @@ fn with_logical_ttl(v: ValueTtl, now: u64) -> Option<ValueTtl> {
     if s.is_stale(now) {
         return None;
     }
-    let ttl = if s.expires_at == 0 && s.ttl_ms == 0 {
-        v.ttl
-    } else {
-        s.remaining(now)
-    };
+    let ttl = if s.enveloped { s.remaining(now) } else { v.ttl };
     Some(ValueTtl::new(s.value, ttl))
 }
 
@@ -296,6 +468,7 @@ mod tests {
         let raw = Bytes::from(encode(b"hello", Some(Duration::from_secs(10))));
         assert_eq!(raw.len(), HEADER_LEN + 5);
         let s = decode(raw);
+        assert!(s.enveloped);
         assert_eq!(&s.value[..], b"hello");
         assert_eq!(s.ttl_ms, 10_000);
         let now = now_millis();
@@ -303,12 +476,41 @@ mod tests {
         assert!(!s.in_refresh_window(now, 800));
         assert!(s.in_refresh_window(now + 8_500, 800));
         let never = decode(Bytes::from(encode(b"x", None)));
-        assert!(!never.is_stale(u64::MAX) && never.remaining(0).is_none());
-        // Anything without the header, even short or near-miss, is plain.
-        for plain in [&b""[..], b"\xF5", b"\xF5\x02xxxxxxxxxxxxxxxxxxxx", b"42"] {
+        assert!(never.enveloped && !never.is_stale(u64::MAX) && never.remaining(0).is_none());
+        // The longest TTL still decodes (expiry - TTL is the write time).
+        let huge = decode(Bytes::from(encode(b"h", Some(Duration::MAX))));
+        assert!(huge.enveloped && huge.expires_at == u64::MAX, "{huge:?}");
+        // Anything without a valid header, even short or near-miss, is plain.
+        let v1 = [&[0xF5, 0x01][..], &[0xFF; 16], b"x"].concat();
+        let mut bad_check = encode(b"v", Some(Duration::from_secs(1)));
+        bad_check[CHECKED] ^= 1;
+        let mut bad_field = encode(b"v", Some(Duration::from_secs(1)));
+        bad_field[12] ^= 1;
+        let inconsistent = |exp: u64, ttl: u64| {
+            let mut v = encode_at(b"v", exp, ttl);
+            let check = xxhash_rust::xxh3::xxh3_64(&v[..CHECKED]);
+            v[CHECKED..HEADER_LEN].copy_from_slice(&check.to_be_bytes());
+            v
+        };
+        for plain in [
+            &b""[..],
+            b"\xF5",
+            b"\xF5\x02xxxxxxxxxxxxxxxxxxxx",
+            b"42",
+            &v1,
+            &bad_check,
+            &bad_field,
+            &inconsistent(5, 0),
+            &inconsistent(0, 5),
+            &inconsistent(5, 6),
+            &encode(b"", None)[..HEADER_LEN - 1],
+        ] {
             let s = decode(Bytes::copy_from_slice(plain));
+            assert!(!s.enveloped, "{plain:?}");
             assert_eq!(&s.value[..], plain);
             assert_eq!((s.expires_at, s.ttl_ms), (0, 0));
         }
+        // A consistent, checked header built by hand is one (as encode_at).
+        assert!(decode(Bytes::from(inconsistent(7, 5))).enveloped);
     }
 }

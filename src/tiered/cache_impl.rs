@@ -263,6 +263,19 @@ impl Layer for TieredCache {
         self.evicting(key, self.l2.touch(key, ttl)).await
     }
 
+    /// Like `incr`: L2 decides, L1 forgets the key (here and, through the
+    /// backplane, elsewhere).
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let cas = self.l2.compare_and_set(key, expected, new, ttl);
+        self.evicting(key, cas).await
+    }
+
     async fn clear(&self) -> Result<()> {
         let r = self.l2.clear().await;
         self.cleared(r).await

@@ -1,4 +1,5 @@
-//! `add`, `incr`, `touch` and reads with TTL on the file log.
+//! `add`, `incr`, `touch`, `compare_and_set` and reads with TTL on the
+//! file log.
 //!
 //! Each read-modify-write runs like `set`: under the exclusive lock on
 //! `PATH.lock`, after catching up with what other processes appended, so no
@@ -79,6 +80,30 @@ impl FileCache {
         })?;
         self.counters.set(1);
         Ok(n)
+    }
+
+    /// `compare_and_set`: appends `new` only when the live value is exactly
+    /// `expected`.
+    pub(super) fn compare_and_set_now(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let x = self.counters.track(self.expiry(ttl))?;
+        let stored = self.locked(|st| {
+            match self.find_value(st, key, now_millis())? {
+                Some((v, _)) if v == expected => {}
+                _ => return Ok(false),
+            }
+            self.append_locked(st, &[(key, Some(new))], x)?;
+            Ok(true)
+        })?;
+        if stored {
+            self.counters.set(1);
+        }
+        Ok(stored)
     }
 
     /// `touch`: the live value appended again with the new expiry.

@@ -252,6 +252,16 @@ impl Cache for FileCache {
         self.touch_now(key, ttl)
     }
 
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        self.compare_and_set_now(key, expected, new, ttl)
+    }
+
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
         let r = self.with_state(|st| {
             self.refresh(st, false)?;

@@ -6,13 +6,14 @@
 //! - `ttl`: `mg <key> t`; `get_with_ttl`: `mg <key> v t` (`t`: remaining
 //!   seconds, -1 for never); many keys: quiet `mg <key> v t q O<i>` lines
 //!   closed by `mn`, one pipelined write per server;
-//! - `incr`: `ma` where memcached's unsigned arithmetic gives the exact
-//!   result, else a compare-and-set loop (see [`MemcachedCache::incr_one`]).
+//! - `incr`: the value read and checked, then `ma` or `ms` under its CAS
+//!   token (see [`MemcachedCache::incr_one`]);
+//! - `compare_and_set`: `mg <key> v c`, then `ms ... C<cas>`.
 
 use super::*;
-use crate::cache::ValueTtl;
+use crate::cache::{ValueTtl, parse_counter};
 
-/// Longest pause between two compare-and-set attempts of `incr`.
+/// Longest pause between two compare-and-set attempts.
 const CAS_BACKOFF_MAX_MS: u64 = 8;
 
 /// The remaining TTL a meta `t` flag gives: -1 (or absent) is "never".
@@ -26,13 +27,6 @@ fn ttl_of(t: Option<i64>) -> Option<Duration> {
 /// ` T<exptime>` for an expiry, empty for "never".
 fn ttl_flag(exp: Option<u64>) -> String {
     exp.map(|e| format!(" T{e}")).unwrap_or_default()
-}
-
-/// A stored value as `incr` reads it: decimal `i64` text (memcached's own
-/// in-place decrement pads a shorter number with spaces: allowed).
-fn parse_counter(v: &[u8]) -> Option<i64> {
-    let end = v.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
-    std::str::from_utf8(&v[..end]).ok()?.parse().ok()
 }
 
 fn not_integer(key: &str) -> Error {
@@ -189,105 +183,118 @@ impl MemcachedCache {
         Ok(out)
     }
 
-    /// [`Cache::incr`]. memcached's `ma` works on unsigned 64-bit decimal
-    /// text and floors decrements at 0, so it is used only where it is exact:
-    /// a non-negative delta on a non-negative counter (`ma <key> N<exptime>
-    /// J<delta> D<delta> MI v`: a missing key is created at `delta` with the
-    /// default TTL; an existing one keeps its TTL). A result past `i64::MAX`
-    /// (or a 64-bit wrap) is undone at once by a second `ma` adding
-    /// 2^64 - delta, and is an error. Negative deltas, and counters below
-    /// zero (which `ma` calls non-numeric), take a compare-and-set loop.
+    /// [`Cache::incr`]: read, check, write back under the item's CAS token,
+    /// again while another writer wins (up to the response timeout).
+    ///
+    /// memcached's own `ma` parses a value with `strtoull`, which takes
+    /// `+5`, `007`, ` 5` and `5\n`, and floors decrements at 0; so the value
+    /// is read first (`mg <key> v c t`) and checked with the one grammar
+    /// every backend uses ([`parse_counter`]: Redis's), and only then
+    /// written: `ma <key> C<cas> MI D<delta> v` for a non-negative delta on a
+    /// non-negative counter (memcached's arithmetic, exact there, keeps the
+    /// TTL to the second it had), else `ms <key> <len> T<remaining> C<cas>`
+    /// with the new text; a missing key is `ms <key> <len> T<default> ME`.
+    /// `EX`/`NS`/`NF` (another writer between read and write): again.
     pub(super) async fn incr_one(&self, key: &str, delta: i64) -> Result<i64> {
         let exp = self.exptime(None)?;
         let (k, s) = self.locate(key).await?;
-        if let Ok(d) = u64::try_from(delta)
-            && let Some(n) = self.incr_native(s, &k, key, d, exp).await?
-        {
-            return Ok(n);
-        }
-        self.incr_cas(s, &k, key, delta, exp).await
-    }
-
-    /// `ma` for a non-negative delta: `None` when the stored value is not
-    /// an unsigned number (negative, or not a number: the CAS path decides).
-    async fn incr_native(
-        &self,
-        s: &Server,
-        k: &str,
-        key: &str,
-        d: u64,
-        exp: Option<u64>,
-    ) -> Result<Option<i64>> {
-        let req = format!("ma {k} N{} J{d} D{d} MI v\r\n", exp.unwrap_or(0));
-        let r = self.ask_one(s, req.as_bytes()).await?;
-        match r.code.as_ref() {
-            "VA" => {}
-            "CLIENT_ERROR" if r.line.contains("non-numeric") => return Ok(None),
-            _ => return Err(unexpected(&s.addr, &r).with_context("key", key)),
-        }
-        let n = r
-            .value
-            .as_deref()
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim_end().parse::<u64>().ok())
-            .ok_or_else(|| unexpected(&s.addr, &r).with_context("key", key))?;
-        // The result is below the delta only when the unsigned sum wrapped.
-        let wrapped = n < d;
-        if let (false, Ok(n)) = (wrapped, i64::try_from(n)) {
-            return Ok(Some(n));
-        }
-        if d > 0 {
-            // memcached's incr wraps modulo 2^64: adding 2^64 - d undoes it.
-            let undo = format!("ma {k} MI D{}\r\n", d.wrapping_neg());
-            let r = self.ask_one(s, undo.as_bytes()).await?;
-            if !matches!(r.code.as_ref(), "HD" | "NF") {
-                return Err(unexpected(&s.addr, &r).with_context("key", key));
-            }
-        }
-        if !wrapped && n - d <= i64::MAX as u64 {
-            Err(overflow(key, d as i64))
-        } else {
-            Err(not_integer(key))
-        }
-    }
-
-    /// The compare-and-set loop: `mg <key> v c t`, then `ms <key> ... C<cas>
-    /// T<remaining>` (or `ms ... ME` for a missing key), again on `EX`/`NS`/
-    /// `NF` until the response timeout has passed.
-    async fn incr_cas(
-        &self,
-        s: &Server,
-        k: &str,
-        key: &str,
-        delta: i64,
-        exp: Option<u64>,
-    ) -> Result<i64> {
-        let started = Instant::now();
         let read = format!("mg {k} v c t\r\n");
+        self.cas_loop(key, "incr", || {
+            let (read, k) = (&read, &k);
+            async move {
+                let r = self.ask_one(s, read.as_bytes()).await?;
+                let (new, req) = match (r.code.as_ref(), r.value.as_deref(), r.cas) {
+                    ("EN", _, _) => {
+                        let text = delta.to_string();
+                        let req = format!("ms {k} {}{} ME\r\n{text}\r\n", text.len(), ttl_flag(exp));
+                        (delta, req)
+                    }
+                    ("VA", Some(v), Some(cas)) => {
+                        let old = parse_counter(v).ok_or_else(|| not_integer(key))?;
+                        let new = old.checked_add(delta).ok_or_else(|| overflow(key, delta))?;
+                        let req = if old >= 0 && delta >= 0 {
+                            format!("ma {k} C{cas} MI D{delta} v\r\n")
+                        } else {
+                            // Keep the TTL: re-send what remains (at least 1 s, as set does).
+                            let remaining = ttl_of(r.ttl).map(|t| exptime(t, now_unix()));
+                            let text = new.to_string();
+                            format!("ms {k} {}{} C{cas}\r\n{text}\r\n", text.len(), ttl_flag(remaining))
+                        };
+                        (new, req)
+                    }
+                    _ => return Err(unexpected(&s.addr, &r).with_context("key", key)),
+                };
+                let w = self.ask_one(s, req.as_bytes()).await?;
+                match w.code.as_ref() {
+                    "HD" | "VA" => {
+                        self.counters.set(1);
+                        Ok(Some(new))
+                    }
+                    // Another writer got there first (or the key went): again.
+                    "EX" | "NS" | "NF" => Ok(None),
+                    _ => Err(unexpected(&s.addr, &w).with_context("key", key)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// [`Cache::compare_and_set`]: `mg <key> v c`, the bytes compared here,
+    /// then `ms <key> <len> T<exp> C<cas>`. `EX`/`NF` (written or deleted
+    /// between): read again, so a rewrite of the same bytes does not fail it.
+    pub(super) async fn compare_and_set_one(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let exp = self.exptime(ttl)?;
+        let (k, s) = self.locate(key).await?;
+        let (mut failures, _) = self.split_oversized(&[(key, new)], std::slice::from_ref(&k));
+        if let Some((_, e)) = failures.pop() {
+            return Err(e);
+        }
+        let read = format!("mg {k} v c\r\n");
+        self.cas_loop(key, "compare_and_set", || {
+            let (read, k) = (&read, &k);
+            async move {
+                let r = self.ask_one(s, read.as_bytes()).await?;
+                let cas = match (r.code.as_ref(), r.value.as_deref(), r.cas) {
+                    ("EN", _, _) => return Ok(Some(false)),
+                    ("VA", Some(v), Some(cas)) if v == expected => cas,
+                    ("VA", Some(_), Some(_)) => return Ok(Some(false)),
+                    _ => return Err(unexpected(&s.addr, &r).with_context("key", key)),
+                };
+                let mut req = format!("ms {k} {}{} C{cas}\r\n", new.len(), ttl_flag(exp)).into_bytes();
+                req.extend_from_slice(new);
+                req.extend_from_slice(b"\r\n");
+                let w = self.ask_one(s, &req).await?;
+                match w.code.as_ref() {
+                    "HD" => {
+                        self.counters.set(1);
+                        Ok(Some(true))
+                    }
+                    "EX" | "NF" | "NS" => Ok(None),
+                    _ => Err(unexpected(&s.addr, &w).with_context("key", key)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `step` until it gives an answer (`Some`), with a short jittered
+    /// pause from the third attempt, for up to the response timeout (then a
+    /// `Timeout` error naming `op`).
+    async fn cas_loop<T, F, Fut>(&self, key: &str, op: &str, mut step: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let started = Instant::now();
         for attempt in 0u64.. {
-            let r = self.ask_one(s, read.as_bytes()).await?;
-            let (new, mode) = match (r.code.as_ref(), r.value.as_deref(), r.cas) {
-                ("EN", _, _) => (delta, format!("{} ME", ttl_flag(exp))),
-                ("VA", Some(v), Some(cas)) => {
-                    let old = parse_counter(v).ok_or_else(|| not_integer(key))?;
-                    let new = old.checked_add(delta).ok_or_else(|| overflow(key, delta))?;
-                    // Keep the TTL: re-send what remains (at least 1 s, as set does).
-                    let remaining = ttl_of(r.ttl).map(|t| exptime(t, now_unix()));
-                    (new, format!("{} C{cas}", ttl_flag(remaining)))
-                }
-                _ => return Err(unexpected(&s.addr, &r).with_context("key", key)),
-            };
-            let text = new.to_string();
-            let req = format!("ms {k} {}{mode}\r\n{text}\r\n", text.len());
-            let w = self.ask_one(s, req.as_bytes()).await?;
-            match w.code.as_ref() {
-                "HD" => {
-                    self.counters.set(1);
-                    return Ok(new);
-                }
-                // Another writer got there first (or the key went): again.
-                "EX" | "NS" | "NF" => {}
-                _ => return Err(unexpected(&s.addr, &w).with_context("key", key)),
+            if let Some(v) = step().await? {
+                return Ok(v);
             }
             if started.elapsed() >= self.timeouts.response {
                 break;
@@ -301,7 +308,7 @@ impl MemcachedCache {
         Err(Error::new(
             ErrorKind::Timeout,
             format!(
-                "incr lost every compare-and-set to other writers for {:?}",
+                "{op} lost every compare-and-set to other writers for {:?}",
                 self.timeouts.response
             ),
         )
@@ -321,17 +328,6 @@ fn now_unix_nanos() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counters_parse_as_signed_decimal_with_memcached_padding() {
-        assert_eq!(parse_counter(b"42"), Some(42));
-        assert_eq!(parse_counter(b"-8"), Some(-8));
-        assert_eq!(parse_counter(b"9  "), Some(9));
-        assert_eq!(parse_counter(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [&b""[..], b" ", b"x", b"1.5", b"9223372036854775808", b" 1"] {
-            assert_eq!(parse_counter(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn meta_ttl_flags() {

@@ -214,6 +214,17 @@ impl Cache for MemcachedCache {
         self.counters.track(self.touch_one(key, ttl).await)
     }
 
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        self.counters
+            .track(self.compare_and_set_one(key, expected, new, ttl).await)
+    }
+
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
         CacheFuture::boxed(self.get_ttl_one(key))
     }

@@ -1,6 +1,6 @@
 //! Atomic operations (issue 10): `add` as `SET NX PX`, `touch` as `PEXPIRE`
-//! (or a script doing `EXISTS` + `PERSIST`), `incr` and `get_with_ttl` as
-//! Lua scripts (a single `get_with_ttl` on a plain server is `GET` + `PTTL`
+//! (or a script doing `EXISTS` + `PERSIST`), `incr`, `compare_and_set` and
+//! `get_with_ttl` as Lua scripts (a single `get_with_ttl` on a plain server is `GET` + `PTTL`
 //! pipelined on the direct connection instead). One command per key, so
 //! they route by slot in a cluster like every other single-key command;
 //! scripts go as `EVALSHA`, and only a node that answers `NOSCRIPT` (first
@@ -26,6 +26,18 @@ pub(super) const INCR: Script = Script {
            if e == 0 and ARGV[2] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
            return redis.call('GET', KEYS[1])",
     sha: "7a66dc72533b3d8cd0692782e342180840233576",
+    resend: false,
+};
+
+/// `compare_and_set`: `SET` (`PX ARGV[3]` when given; without, the key
+/// loses any TTL, as with `set`) only when `GET` is exactly `ARGV[1]`.
+/// 1 stored, 0 not. A missing key's `GET` is `false`, never equal. Not
+/// resent: a first run that landed would make a second answer 0.
+pub(super) const COMPARE_AND_SET: Script = Script {
+    text: "local v = redis.call('GET', KEYS[1]) if v ~= ARGV[1] then return 0 end \
+           if ARGV[3] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
+           else redis.call('SET', KEYS[1], ARGV[2]) end return 1",
+    sha: "c00bd352221d87c2c3c0fb174f2b86371ead2356",
     resend: false,
 };
 
@@ -283,6 +295,30 @@ impl RedisCache {
             })?;
         self.counters.set(1);
         Ok(n)
+    }
+
+    /// The [`COMPARE_AND_SET`] script.
+    pub(super) async fn compare_and_set_impl(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let px = self.px(ttl)?.map(|ms| ms.to_string());
+        let mut args: Vec<&[u8]> = vec![expected, new];
+        if let Some(px) = &px {
+            args.push(px.as_bytes());
+        }
+        let v = self
+            .eval_one(&COMPARE_AND_SET, key, &args)
+            .await
+            .map_err(|e| e.with_context("key", key))?;
+        let stored = matches!(v, Value::Int(1));
+        if stored {
+            self.counters.set(1);
+        }
+        Ok(stored)
     }
 
     /// `PEXPIRE`, or the [`PERSIST`] script when the TTL is "never".

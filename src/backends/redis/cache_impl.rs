@@ -293,6 +293,17 @@ impl Cache for RedisCache {
         self.counters.track(r)
     }
 
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let r = self.compare_and_set_impl(key, expected, new, ttl).await;
+        self.counters.track(r)
+    }
+
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
         CacheFuture::boxed(async move {
             let r = self.get_with_ttl_impl(key).await;

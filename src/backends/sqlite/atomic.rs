@@ -1,9 +1,16 @@
-//! `add`, `incr` and `touch` on SQLite: `add` and `touch` are one statement
-//! each; `incr` reads, parses and writes in one `BEGIN IMMEDIATE`
+//! `add`, `incr`, `touch` and `compare_and_set` on SQLite: `add`, `touch`
+//! and `compare_and_set` are one statement each; `incr` reads, parses and writes in one `BEGIN IMMEDIATE`
 //! transaction, which takes the database's write lock first, so no other
 //! connection or process writes between the read and the write.
 
 use super::*;
+
+/// `compare_and_set`: replaces value and expiry of a live row whose value
+/// is exactly ?5 (?6 is now). The value is compared as read, through
+/// `CAST(value AS BLOB)`, so a TEXT counter equals its digits' bytes.
+const COMPARE_AND_SET: &str = "UPDATE cache SET value = ?3, expires_at = ?4 \
+     WHERE namespace = ?1 AND key = ?2 AND CAST(value AS BLOB) = ?5 \
+     AND (expires_at IS NULL OR expires_at > ?6)";
 
 impl SqliteCache {
     /// `add`: one `INSERT ... ON CONFLICT DO UPDATE ... WHERE` expired.
@@ -66,6 +73,33 @@ impl SqliteCache {
                 .map(|n| n > 0)
                 .map_err(|e| sql_err(&self.path, e).with_context("key", key))
         })
+    }
+
+    /// `compare_and_set`: one conditional UPDATE; `changes()` says whether
+    /// it stored.
+    pub(super) fn compare_and_set_now(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let exp = self.counters.track(self.expiry(ttl))?;
+        let stored = self.with_conn(|c| {
+            let now = now_millis() as i64;
+            let n = c
+                .prepare_cached(COMPARE_AND_SET)
+                .and_then(|mut s| {
+                    s.execute(params![self.namespace, key, new, exp, expected, now])
+                })
+                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
+            self.note_writes(c, n as u64)?;
+            Ok(n > 0)
+        })?;
+        if stored {
+            self.counters.set(1);
+        }
+        Ok(stored)
     }
 
     /// `get_many_with_ttl`: one read transaction, one SELECT per key.

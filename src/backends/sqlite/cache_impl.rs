@@ -155,6 +155,16 @@ impl Cache for SqliteCache {
         self.touch_now(key, ttl)
     }
 
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        self.compare_and_set_now(key, expected, new, ttl)
+    }
+
     fn get_with_ttl<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<ValueTtl>> {
         let r = self.with_conn(|c| self.read_with_ttl(c, key, now_millis() as i64));
         if let Ok(v) = &r {
