@@ -686,7 +686,11 @@ pub async fn ttl_never_above_what_was_set(c: Shared) {
     }
     let longer = Duration::from_secs(1200);
     assert!(c.touch("a", Some(longer)).await.unwrap());
-    let v = c.get_with_ttl("a").await.unwrap().expect("touched, present");
+    let v = c
+        .get_with_ttl("a")
+        .await
+        .unwrap()
+        .expect("touched, present");
     assert_eq!(&v.value[..], b"1", "touch keeps the value");
     assert_ttl_within(v.ttl, longer, "get_with_ttl after touch to 1200 s");
     if caps.read_ttl {
@@ -695,7 +699,11 @@ pub async fn ttl_never_above_what_was_set(c: Shared) {
     }
     let shorter = Duration::from_secs(100);
     assert!(c.touch("a", Some(shorter)).await.unwrap());
-    let v = c.get_with_ttl("a").await.unwrap().expect("touched, present");
+    let v = c
+        .get_with_ttl("a")
+        .await
+        .unwrap()
+        .expect("touched, present");
     assert_ttl_within(v.ttl, shorter, "get_with_ttl after touch to 100 s");
     c.set("f", b"x", None).await.unwrap();
     assert_eq!(c.get_with_ttl("f").await.unwrap().unwrap().ttl, None);
@@ -703,7 +711,11 @@ pub async fn ttl_never_above_what_was_set(c: Shared) {
         assert_eq!(c.ttl("f").await.unwrap(), Some(None));
     }
     assert!(c.touch("f", Some(set)).await.unwrap());
-    let v = c.get_with_ttl("f").await.unwrap().expect("touched, present");
+    let v = c
+        .get_with_ttl("f")
+        .await
+        .unwrap()
+        .expect("touched, present");
     assert_ttl_within(v.ttl, set, "a TTL-less entry touched to 600 s");
 }
 
@@ -767,7 +779,9 @@ pub async fn value_at_declared_limit(c: Shared) {
         return;
     }
     let v = vec![b'x'; limit as usize];
-    for len in [1usize, 100, 200, 205, 210, 215, 220, 225, 230, 235, 240, 250] {
+    for len in [
+        1usize, 100, 200, 205, 210, 215, 220, 225, 230, 235, 240, 250,
+    ] {
         let k = "k".repeat(len);
         c.set(&k, &v, None).await.unwrap_or_else(|e| {
             panic!("a value of the declared limit ({limit} bytes) under a {len}-byte key: {e}")
@@ -784,7 +798,10 @@ pub async fn clear_only_this_namespace(a: Shared, b: Shared, foreign: Option<Sha
     a.set("k", b"a", None).await.unwrap();
     a.set_many(&[("k2", b"a2")], None).await.unwrap();
     assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
-    assert_eq!(a.get_many(&["k2"]).await.unwrap()[0].as_deref(), Some(&b"a2"[..]));
+    assert_eq!(
+        a.get_many(&["k2"]).await.unwrap()[0].as_deref(),
+        Some(&b"a2"[..])
+    );
     b.set("k", b"b", None).await.unwrap();
     if let Some(f) = &foreign {
         f.set("k", b"f", None).await.unwrap();
@@ -868,32 +885,55 @@ pub async fn foreign_bytes_read_back_exactly(
     }
     let caps = c.capabilities();
     let keys: Vec<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
+    // Every misread is listed, not just the first: which keys and which
+    // read paths a layer gets wrong is the point of the case.
+    let mut bad: Vec<String> = Vec::new();
+    let mut check =
+        |what: String, got: Option<Vec<u8>>, ttl_got: Option<Option<Duration>>, v: &[u8]| {
+            if got.as_deref() != Some(v) {
+                bad.push(format!("{what}: {got:?}, written {v:?}"));
+            } else if let Some(t) = ttl_got
+                && !t.is_some_and(|t| t <= ttl && t + Duration::from_secs(30) > ttl)
+            {
+                bad.push(format!("{what}: TTL {t:?}, written with {ttl:?}"));
+            }
+        };
     // Twice: a tier's second answers come from L1.
     for round in 0..2 {
         for (k, v) in &want {
-            let what = format!("round {round}: {k:?}");
-            let got = c.get(k).await.unwrap();
-            assert_eq!(got.as_deref(), Some(&v[..]), "{what}: get");
-            assert!(c.contains(k).await.unwrap(), "{what}: contains");
+            let what = |op: &str| format!("round {round}: {op}({k:?})");
+            let got = c.get(k).await.unwrap().map(|b| b.to_vec());
+            check(what("get"), got, None, v);
+            if !c.contains(k).await.unwrap() {
+                check(what("contains"), None, None, v);
+            }
             let got = c.get_with_ttl(k).await.unwrap();
-            let got = got.unwrap_or_else(|| panic!("{what}: get_with_ttl: missing"));
-            assert_eq!(&got.value[..], &v[..], "{what}: get_with_ttl");
-            assert_ttl_within(got.ttl, ttl, &format!("{what}: get_with_ttl"));
+            let ttl_got = got.as_ref().map(|g| g.ttl);
+            check(
+                what("get_with_ttl"),
+                got.map(|g| g.value.to_vec()),
+                ttl_got,
+                v,
+            );
             if caps.read_ttl {
                 let t = c.ttl(k).await.unwrap();
-                let t = t.unwrap_or_else(|| panic!("{what}: ttl: missing"));
-                assert_ttl_within(t, ttl, &format!("{what}: ttl"));
+                check(what("ttl"), t.map(|_| v.clone()), t, v);
             }
         }
         let got = c.get_many(&keys).await.unwrap();
         for ((k, v), g) in want.iter().zip(got) {
-            assert_eq!(g.as_deref(), Some(&v[..]), "round {round}: get_many {k:?}");
+            check(
+                format!("round {round}: get_many {k:?}"),
+                g.map(|b| b.to_vec()),
+                None,
+                v,
+            );
         }
         let got = c.get_many_with_ttl(&keys).await.unwrap();
         for ((k, v), g) in want.iter().zip(got) {
-            let g = g.unwrap_or_else(|| panic!("round {round}: get_many_with_ttl {k:?}: missing"));
-            assert_eq!(&g.value[..], &v[..], "round {round}: get_many_with_ttl {k:?}");
-            assert_ttl_within(g.ttl, ttl, &format!("get_many_with_ttl {k:?}"));
+            let ttl_got = g.as_ref().map(|g| g.ttl);
+            let what = format!("round {round}: get_many_with_ttl {k:?}");
+            check(what, g.map(|g| g.value.to_vec()), ttl_got, v);
         }
     }
     if caps.list_keys {
@@ -901,12 +941,20 @@ pub async fn foreign_bytes_read_back_exactly(
         let mut got = HashMap::new();
         while let Some(e) = s.next().await {
             let e = e.unwrap();
-            got.insert(e.key, e.value);
+            got.insert(e.key, (e.value.to_vec(), e.ttl));
         }
         for (k, v) in &want {
-            assert_eq!(got.get(k).map(|b| &b[..]), Some(&v[..]), "entries: {k:?}");
+            let g = got.remove(k);
+            let ttl_got = g.as_ref().map(|g| g.1).filter(|_| caps.read_ttl);
+            check(format!("entries {k:?}"), g.map(|g| g.0), ttl_got, v);
         }
     }
+    assert!(
+        bad.is_empty(),
+        "{} misreads of bytes another client wrote:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
     if let Some(f) = &foreign {
         assert_eq!(c.incr("digits", 1).await.unwrap(), 6, "a foreign counter");
         assert_eq!(f.get("digits").await.unwrap().as_deref(), Some(&b"6"[..]));
@@ -941,7 +989,8 @@ pub async fn touch_races_set_and_delete(c: Shared, second: Option<Shared>) {
     );
 }
 
-/// One race: `w` sets and reads back, `o` touches and deletes and reads.
+/// One race: `w` sets and reads back, `o` touches (two tasks) and deletes
+/// and reads.
 async fn race(w: Shared, o: Shared, label: &'static str) -> Vec<String> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -975,19 +1024,22 @@ async fn race(w: Shared, o: Shared, label: &'static str) -> Vec<String> {
             done.store(true, SeqCst);
         })
     };
-    let toucher = {
-        let (o, done) = (o.clone(), done.clone());
-        tokio::spawn(async move {
-            for _ in 0..ROUNDS * 20 {
-                if done.load(SeqCst) {
-                    break;
+    // Two touchers: a touch that is a read then a write has a narrow window.
+    let touchers: Vec<_> = (0..2)
+        .map(|_| {
+            let (o, done) = (o.clone(), done.clone());
+            tokio::spawn(async move {
+                for _ in 0..ROUNDS * 20 {
+                    if done.load(SeqCst) {
+                        break;
+                    }
+                    let t = o.touch(KEY, ttl).await;
+                    t.unwrap_or_else(|e| panic!("{label}: touch: {e}"));
+                    tokio::task::yield_now().await;
                 }
-                let t = o.touch(KEY, ttl).await;
-                t.unwrap_or_else(|e| panic!("{label}: touch: {e}"));
-                tokio::task::yield_now().await;
-            }
+            })
         })
-    };
+        .collect();
     let deleter = {
         let (o, acked, done, bad) = (o.clone(), acked.clone(), done.clone(), bad.clone());
         tokio::spawn(async move {
@@ -1013,11 +1065,16 @@ async fn race(w: Shared, o: Shared, label: &'static str) -> Vec<String> {
         })
     };
     writer.await.unwrap();
-    toucher.await.unwrap();
+    for t in touchers {
+        t.await.unwrap();
+    }
     deleter.await.unwrap();
     // Quiet again: the last write is what the writer's handle reads.
     w.set(KEY, b"final", ttl).await.unwrap();
-    assert!(o.touch(KEY, ttl).await.unwrap(), "{label}: touch after the race");
+    assert!(
+        o.touch(KEY, ttl).await.unwrap(),
+        "{label}: touch after the race"
+    );
     assert_eq!(w.get(KEY).await.unwrap().as_deref(), Some(&b"final"[..]));
     assert!(w.delete(KEY).await.unwrap());
     assert_eq!(w.get(KEY).await.unwrap(), None);
@@ -1053,7 +1110,9 @@ fn debug<T: std::fmt::Debug>(v: T) -> String {
 }
 
 fn value_ttl(v: Option<unicache::ValueTtl>) -> String {
-    v.map_or("None".into(), |v| format!("{:?} {}", v.value, ttl_bucket(v.ttl)))
+    v.map_or("None".into(), |v| {
+        format!("{:?} {}", v.value, ttl_bucket(v.ttl))
+    })
 }
 
 fn ttl_answer(t: Option<Option<Duration>>) -> String {
@@ -1077,11 +1136,19 @@ async fn parity_script(c: &Shared) -> Vec<String> {
     let many = c.get_many(&["a", "b", "missing", "a"]).await;
     log("get_many", show(many, debug));
     for k in ["a", "b", "missing"] {
-        log(&format!("get_with_ttl {k}"), show(c.get_with_ttl(k).await, value_ttl));
+        log(
+            &format!("get_with_ttl {k}"),
+            show(c.get_with_ttl(k).await, value_ttl),
+        );
         log(&format!("ttl {k}"), show(c.ttl(k).await, ttl_answer));
     }
     let many = c.get_many_with_ttl(&["a", "b", "missing"]).await;
-    log("get_many_with_ttl", show(many, |v| debug(v.into_iter().map(value_ttl).collect::<Vec<_>>())));
+    log(
+        "get_many_with_ttl",
+        show(many, |v| {
+            debug(v.into_iter().map(value_ttl).collect::<Vec<_>>())
+        }),
+    );
     log("add a", show(c.add("a", b"x", None).await, debug));
     log("add d", show(c.add("d", b"4", Some(d(600))).await, debug));
     log("get d", show(c.get("d").await, debug));
@@ -1098,12 +1165,16 @@ async fn parity_script(c: &Shared) -> Vec<String> {
     log("touch b", show(c.touch("b", Some(d(1200))).await, debug));
     log("ttl b", show(c.ttl("b").await, ttl_answer));
     log("get_with_ttl b", show(c.get_with_ttl("b").await, value_ttl));
-    log("touch missing", show(c.touch("missing", Some(d(60))).await, debug));
+    log(
+        "touch missing",
+        show(c.touch("missing", Some(d(60))).await, debug),
+    );
     log("len", show(c.len().await, debug));
     log("is_empty", show(c.is_empty().await, debug));
     let keys = match c.keys().await {
         Ok(s) => {
-            let got: unicache::Result<Vec<String>> = s.collect::<Vec<_>>().await.into_iter().collect();
+            let got: unicache::Result<Vec<String>> =
+                s.collect::<Vec<_>>().await.into_iter().collect();
             show(got, |mut k| {
                 k.sort();
                 debug(k)
@@ -1178,7 +1249,11 @@ pub async fn same_answers_as_plain(c: Shared, plain: Shared) {
         .filter(|(g, w)| g != w)
         .map(|(g, w)| format!("{g}   (plain: {w})"))
         .collect();
-    assert!(differ.is_empty(), "answers differ from the plain backend's:\n{}", differ.join("\n"));
+    assert!(
+        differ.is_empty(),
+        "answers differ from the plain backend's:\n{}",
+        differ.join("\n")
+    );
 }
 
 /// Expands to the whole suite for one cache factory. `$factory` is an
