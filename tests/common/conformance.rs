@@ -1078,8 +1078,7 @@ async fn race(w: Shared, o: Shared, label: &'static str) -> Vec<String> {
     assert_eq!(w.get(KEY).await.unwrap().as_deref(), Some(&b"final"[..]));
     assert!(w.delete(KEY).await.unwrap());
     assert_eq!(w.get(KEY).await.unwrap(), None);
-    let bad = bad.lock().unwrap().clone();
-    bad
+    bad.lock().unwrap().clone()
 }
 
 /// A remaining TTL as the parity script compares it: the TTL it was set
