@@ -1360,10 +1360,10 @@ macro_rules! stack_cases {
             // In-process calls take about a microsecond, so a touch that
             // reads then writes leaves a window of ~100 ns: memory:// (the
             // one store no second handle reaches) needs many more rounds
-            // (20,000 take ~2 s) than a store behind a socket or a file.
+            // (50,000 take a few seconds) than a store behind a socket or a file.
             let rounds = match BACKEND.shared() {
                 true => 200,
-                false => 20_000,
+                false => 50_000,
             };
             suite::touch_races_set_and_delete(c, second, rounds).await
         }
