@@ -44,16 +44,6 @@ pub enum Stack {
 }
 
 impl Stack {
-    /// Every stack, plain first.
-    pub const ALL: [Stack; 6] = [
-        Stack::Plain,
-        Stack::Observed,
-        Stack::Enveloped,
-        Stack::Tiered,
-        Stack::TierEnvelope,
-        Stack::All,
-    ];
-
     fn observe(self) -> bool {
         matches!(self, Stack::Observed | Stack::All)
     }
