@@ -8,6 +8,9 @@ mod common;
 // Every case over every backend and each stack of layers over it (plain,
 // observed, enveloped, tiered, tier + envelope, all): `memory::tiered::batches`.
 // The last argument is how many random sequences each model test runs.
+// 902 tests; measured 263-279 s for the binary on the 2-core machine with
+// other builds running (load 11-17), mostly the 2.1 s waits of the expiry
+// cases (five per stack) and the touch races.
 #[cfg(feature = "memory")]
 stack_suite!(memory, Memory, 64);
 #[cfg(feature = "sqlite")]
