@@ -1,9 +1,16 @@
-//! One behaviour suite for every backend.
+//! One behaviour suite for every backend and every stack of layers.
 //!
-//! `conformance_suite!(name, factory)` expands to one test per case below;
-//! `factory(namespace)` must return a fresh, empty cache isolated by that
-//! namespace (and `factory` called twice with the same namespace must open
-//! the same data). Cases gate on `Capabilities` where backends differ.
+//! `stack_suite!(name, Backend, cases)` expands to one test per case below
+//! for each stack of `stacks::Stack` over that backend
+//! (`name::enveloped::atomic_incr`); `stacks::open_stack` is how each is
+//! opened. `conformance_suite!(name, factory, cases)` runs the original
+//! cases over any factory: `factory(namespace)` must return a fresh, empty
+//! cache isolated by that namespace (and `factory` called twice with the
+//! same namespace must open the same data). Cases gate on `Capabilities`
+//! where backends differ.
+
+#[path = "stacks.rs"]
+pub mod stacks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -626,113 +633,854 @@ pub async fn with_ttl(c: Shared) {
     assert_eq!(&many[1].as_ref().unwrap().value[..], b"f");
 }
 
-/// Expands to the whole suite for one backend. `$factory` is an async fn
-/// taking a namespace and returning `Arc<dyn Cache>`; `$cases` is how many
-/// random sequences the model test runs.
+// The cases below catch a layer (observe, envelope, tier) that breaks a
+// promise the backend under it keeps. They run over every stack of
+// `stacks::Stack` (`stack_suite!`), the plain backend included.
+
+/// Asserts a remaining TTL is there, at most `set` and not far below it.
+fn assert_ttl_within(t: Option<Duration>, set: Duration, what: &str) {
+    let t = t.unwrap_or_else(|| panic!("{what}: no TTL, but {set:?} was set"));
+    assert!(t <= set, "{what}: {t:?} is above the {set:?} that was set");
+    assert!(
+        t + Duration::from_secs(30) > set,
+        "{what}: {t:?} is far below the {set:?} that was set"
+    );
+}
+
+/// `get_with_ttl`, `get_many_with_ttl`, `ttl` and `entries` never answer
+/// more than the TTL that was set (twice: a tier's second answer is L1's);
+/// `touch` extends and shortens; an entry without a TTL has none until
+/// touched.
+pub async fn ttl_never_above_what_was_set(c: Shared) {
+    use futures::StreamExt;
+    let set = Duration::from_secs(600);
+    c.set("a", b"1", Some(set)).await.unwrap();
+    c.set_many(&[("b", b"2")], Some(set)).await.unwrap();
+    assert!(c.add("c", b"3", Some(set)).await.unwrap());
+    let caps = c.capabilities();
+    for round in 0..2 {
+        for k in ["a", "b", "c"] {
+            let v = c.get_with_ttl(k).await.unwrap();
+            let v = v.unwrap_or_else(|| panic!("{k} is missing"));
+            assert_ttl_within(v.ttl, set, &format!("round {round}: get_with_ttl({k})"));
+            if caps.read_ttl {
+                let t = c.ttl(k).await.unwrap().expect("present");
+                assert_ttl_within(t, set, &format!("round {round}: ttl({k})"));
+            }
+        }
+        let many = c.get_many_with_ttl(&["a", "b", "c"]).await.unwrap();
+        for (k, v) in ["a", "b", "c"].iter().zip(many) {
+            let what = format!("round {round}: get_many_with_ttl({k})");
+            assert_ttl_within(v.expect("present").ttl, set, &what);
+        }
+    }
+    if caps.list_keys && caps.read_ttl {
+        let mut s = c.entries().await.unwrap();
+        let mut n = 0;
+        while let Some(e) = s.next().await {
+            let e = e.unwrap();
+            assert_ttl_within(e.ttl, set, &format!("entries: {}", e.key));
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+    let longer = Duration::from_secs(1200);
+    assert!(c.touch("a", Some(longer)).await.unwrap());
+    let v = c
+        .get_with_ttl("a")
+        .await
+        .unwrap()
+        .expect("touched, present");
+    assert_eq!(&v.value[..], b"1", "touch keeps the value");
+    assert_ttl_within(v.ttl, longer, "get_with_ttl after touch to 1200 s");
+    if caps.read_ttl {
+        let t = c.ttl("a").await.unwrap().expect("present");
+        assert_ttl_within(t, longer, "ttl after touch to 1200 s");
+    }
+    let shorter = Duration::from_secs(100);
+    assert!(c.touch("a", Some(shorter)).await.unwrap());
+    let v = c
+        .get_with_ttl("a")
+        .await
+        .unwrap()
+        .expect("touched, present");
+    assert_ttl_within(v.ttl, shorter, "get_with_ttl after touch to 100 s");
+    c.set("f", b"x", None).await.unwrap();
+    assert_eq!(c.get_with_ttl("f").await.unwrap().unwrap().ttl, None);
+    if caps.read_ttl {
+        assert_eq!(c.ttl("f").await.unwrap(), Some(None));
+    }
+    assert!(c.touch("f", Some(set)).await.unwrap());
+    let v = c
+        .get_with_ttl("f")
+        .await
+        .unwrap()
+        .expect("touched, present");
+    assert_ttl_within(v.ttl, set, "a TTL-less entry touched to 600 s");
+}
+
+/// `incr` counts on from a value `set` (or `set_many`, `add`) wrote, and a
+/// key whose TTL passed counts from 0, as a new counter without a TTL.
+pub async fn incr_on_set_and_expired_values(c: Shared) {
+    c.set("k", b"5", None).await.unwrap();
+    assert_eq!(c.incr("k", 1).await.unwrap(), 6, "incr after set k \"5\"");
+    assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"6"[..]));
+    c.set_many(&[("m", b"5")], None).await.unwrap();
+    assert_eq!(c.incr("m", 1).await.unwrap(), 6, "incr after set_many");
+    assert!(c.add("a", b"5", None).await.unwrap());
+    assert_eq!(c.incr("a", 1).await.unwrap(), 6, "incr after add");
+    c.set("e", b"5", Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    // Second-granularity backends (memcached) may keep a 1 s entry up to 2 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        c.incr("e", 1).await.unwrap(),
+        1,
+        "a key whose TTL passed starts at 0"
+    );
+    let v = c.get_with_ttl("e").await.unwrap().expect("counter");
+    assert_eq!((&v.value[..], v.ttl), (&b"1"[..], None), "a new counter");
+}
+
+/// `delete` and `delete_many` say whether the keys were there, whichever
+/// call wrote them, and a deleted key is gone on every read path.
+pub async fn delete_reports_whether_it_existed(c: Shared) {
+    assert!(!c.delete("never").await.unwrap());
+    c.set("x", b"1", None).await.unwrap();
+    assert_eq!(c.get("x").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(c.delete("x").await.unwrap());
+    assert!(!c.delete("x").await.unwrap());
+    assert_eq!(c.get("x").await.unwrap(), None);
+    assert_eq!(c.get_with_ttl("x").await.unwrap(), None);
+    assert!(!c.contains("x").await.unwrap());
+    let ttl = Some(Duration::from_secs(600));
+    c.set_many(&[("a", b"1"), ("b", b"2")], ttl).await.unwrap();
+    assert_eq!(c.get_many(&["a", "b"]).await.unwrap().len(), 2);
+    assert_eq!(c.delete_many(&["a", "b", "never"]).await.unwrap(), 2);
+    assert_eq!(c.delete_many(&["a", "b", "never"]).await.unwrap(), 0);
+    assert_eq!(c.get_many(&["a", "b"]).await.unwrap(), vec![None, None]);
+    assert!(c.add("y", b"1", None).await.unwrap());
+    assert!(c.delete("y").await.unwrap(), "added");
+    c.incr("z", 1).await.unwrap();
+    assert!(c.delete("z").await.unwrap(), "a counter");
+    assert_eq!(c.get("z").await.unwrap(), None);
+}
+
+/// The declared `max_value_bytes` is a promise: a value of exactly that
+/// size is stored under any key (memcached's limit is what its longest
+/// stored key leaves). Only small limits are checked (filling Redis's 512
+/// MB would cost more than it tells).
+pub async fn value_at_declared_limit(c: Shared) {
+    let Some(limit) = c.capabilities().max_value_bytes else {
+        return;
+    };
+    if limit > 8 << 20 {
+        return;
+    }
+    let v = vec![b'x'; limit as usize];
+    for len in [
+        1usize, 100, 200, 205, 210, 215, 220, 225, 230, 235, 240, 250,
+    ] {
+        let k = "k".repeat(len);
+        c.set(&k, &v, None).await.unwrap_or_else(|e| {
+            panic!("a value of the declared limit ({limit} bytes) under a {len}-byte key: {e}")
+        });
+        assert_eq!(c.get(&k).await.unwrap().map(|b| b.len()), Some(v.len()));
+        assert!(c.delete(&k).await.unwrap());
+    }
+}
+
+/// `clear` empties this namespace on every read path (a tier's L1 too) and
+/// leaves another namespace of the same stack and a plain client's
+/// namespace on the same store alone.
+pub async fn clear_only_this_namespace(a: Shared, b: Shared, foreign: Option<Shared>) {
+    a.set("k", b"a", None).await.unwrap();
+    a.set_many(&[("k2", b"a2")], None).await.unwrap();
+    assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+    assert_eq!(
+        a.get_many(&["k2"]).await.unwrap()[0].as_deref(),
+        Some(&b"a2"[..])
+    );
+    b.set("k", b"b", None).await.unwrap();
+    if let Some(f) = &foreign {
+        f.set("k", b"f", None).await.unwrap();
+    }
+    a.clear().await.unwrap();
+    assert_eq!(a.get("k").await.unwrap(), None);
+    assert_eq!(a.get_with_ttl("k").await.unwrap(), None);
+    assert!(!a.contains("k").await.unwrap());
+    assert_eq!(a.get_many(&["k", "k2"]).await.unwrap(), vec![None, None]);
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
+    if let Some(f) = &foreign {
+        assert_eq!(f.get("k").await.unwrap().as_deref(), Some(&b"f"[..]));
+    }
+    if a.capabilities().count {
+        assert_eq!(a.len().await.unwrap(), 0);
+        assert_eq!(b.len().await.unwrap(), 1);
+        if let Some(f) = &foreign {
+            assert_eq!(f.len().await.unwrap(), 1);
+        }
+    }
+    a.set("k", b"again", None).await.unwrap();
+    assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+/// Values another client may have written: empty, binary, and bytes that
+/// start like the envelope's header (`0xF5 0x01`, its old magic and
+/// version), with expiry fields in the past, the future and zero.
+fn foreign_values() -> Vec<(&'static str, Vec<u8>)> {
+    let header = |expires_at: u64, ttl_ms: u64, rest: &[u8]| {
+        let mut v = vec![0xF5, 0x01];
+        v.extend_from_slice(&expires_at.to_be_bytes());
+        v.extend_from_slice(&ttl_ms.to_be_bytes());
+        v.extend_from_slice(rest);
+        v
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let hour = 3_600_000;
+    vec![
+        ("empty", vec![]),
+        ("f5", vec![0xF5]),
+        ("f5-01", vec![0xF5, 0x01]),
+        ("f5-01-short", b"\xF5\x01short".to_vec()),
+        ("old-magic-stale", header(1, 1000, b"stale")),
+        ("old-magic-fresh", header(now + hour, hour, b"fresh")),
+        ("old-magic-zero", header(0, 0, b"zero")),
+        ("old-magic-bare", header(now + hour, hour, b"")),
+        ("f5-02", [&[0xF5, 0x02][..], &[0; 16], b"v2"].concat()),
+        ("binary", (0..=255u8).collect()),
+        ("json", br#"{"a":1}"#.to_vec()),
+        ("digits", b"5".to_vec()),
+    ]
+}
+
+/// Bytes another client wrote (the plain backend on the same store, and on
+/// Redis a raw `SET` in its own protocol) read back through the stack as
+/// exactly those bytes, on every read path, with at most the TTL they were
+/// written with; a counter they wrote counts on. On memory://, which no
+/// other client reaches, the stack's own round trip of the same bytes.
+pub async fn foreign_bytes_read_back_exactly(
+    c: Shared,
+    foreign: Option<Shared>,
+    raw_redis: Option<(u16, String)>,
+) {
+    use futures::StreamExt;
+    let ttl = Duration::from_secs(600);
+    let mut want: Vec<(String, Vec<u8>)> = Vec::new();
+    for (k, v) in foreign_values() {
+        match &foreign {
+            Some(f) => f.set(k, &v, Some(ttl)).await.unwrap(),
+            None => c.set(k, &v, Some(ttl)).await.unwrap(),
+        }
+        if let Some((port, ns)) = &raw_redis {
+            let key = format!("raw-{k}");
+            stacks::redis_raw_set(*port, &format!("{ns}:{key}"), &v, ttl);
+            want.push((key, v.clone()));
+        }
+        want.push((k.to_string(), v));
+    }
+    let caps = c.capabilities();
+    let keys: Vec<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
+    // Every misread is listed, not just the first: which keys and which
+    // read paths a layer gets wrong is the point of the case.
+    let mut bad: Vec<String> = Vec::new();
+    let mut check =
+        |what: String, got: Option<Vec<u8>>, ttl_got: Option<Option<Duration>>, v: &[u8]| {
+            if got.as_deref() != Some(v) {
+                bad.push(format!("{what}: {got:?}, written {v:?}"));
+            } else if let Some(t) = ttl_got
+                && !t.is_some_and(|t| t <= ttl && t + Duration::from_secs(30) > ttl)
+            {
+                bad.push(format!("{what}: TTL {t:?}, written with {ttl:?}"));
+            }
+        };
+    // Twice: a tier's second answers come from L1.
+    for round in 0..2 {
+        for (k, v) in &want {
+            let what = |op: &str| format!("round {round}: {op}({k:?})");
+            let got = c.get(k).await.unwrap().map(|b| b.to_vec());
+            check(what("get"), got, None, v);
+            if !c.contains(k).await.unwrap() {
+                check(what("contains"), None, None, v);
+            }
+            let got = c.get_with_ttl(k).await.unwrap();
+            let ttl_got = got.as_ref().map(|g| g.ttl);
+            check(
+                what("get_with_ttl"),
+                got.map(|g| g.value.to_vec()),
+                ttl_got,
+                v,
+            );
+            if caps.read_ttl {
+                let t = c.ttl(k).await.unwrap();
+                check(what("ttl"), t.map(|_| v.clone()), t, v);
+            }
+        }
+        let got = c.get_many(&keys).await.unwrap();
+        for ((k, v), g) in want.iter().zip(got) {
+            check(
+                format!("round {round}: get_many {k:?}"),
+                g.map(|b| b.to_vec()),
+                None,
+                v,
+            );
+        }
+        let got = c.get_many_with_ttl(&keys).await.unwrap();
+        for ((k, v), g) in want.iter().zip(got) {
+            let ttl_got = g.as_ref().map(|g| g.ttl);
+            let what = format!("round {round}: get_many_with_ttl {k:?}");
+            check(what, g.map(|g| g.value.to_vec()), ttl_got, v);
+        }
+    }
+    if caps.list_keys {
+        let mut s = c.entries().await.unwrap();
+        let mut got = HashMap::new();
+        while let Some(e) = s.next().await {
+            let e = e.unwrap();
+            got.insert(e.key, (e.value.to_vec(), e.ttl));
+        }
+        for (k, v) in &want {
+            let g = got.remove(k);
+            let ttl_got = g.as_ref().map(|g| g.1).filter(|_| caps.read_ttl);
+            check(format!("entries {k:?}"), g.map(|g| g.0), ttl_got, v);
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} misreads of bytes another client wrote:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    if let Some(f) = &foreign {
+        assert_eq!(c.incr("digits", 1).await.unwrap(), 6, "a foreign counter");
+        assert_eq!(f.get("digits").await.unwrap().as_deref(), Some(&b"6"[..]));
+    }
+}
+
+/// The value `set` writes in round `i` of the race, and back.
+fn version(i: u64) -> Vec<u8> {
+    format!("v{i:06}").into_bytes()
+}
+
+fn version_of(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b).ok()?.strip_prefix('v')?.parse().ok()
+}
+
+/// `touch` racing `set` and `delete` on one key: after each acknowledged
+/// `set` of version i a read returns version i or a newer one (or nothing,
+/// a delete having run), never an older; after an acknowledged `delete`
+/// that began once version j was acknowledged, a read never returns
+/// version j or older. Tasks on one handle, then (where the store is
+/// shared) the toucher and deleter on a second handle. `rounds` sets each.
+pub async fn touch_races_set_and_delete(c: Shared, second: Option<Shared>, rounds: u64) {
+    let mut bad = race(c.clone(), c.clone(), "one handle", rounds).await;
+    if let Some(s) = second {
+        bad.extend(race(c, s, "two handles", rounds).await);
+    }
+    assert!(
+        bad.is_empty(),
+        "{} stale reads, the first: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(8)]
+    );
+}
+
+/// One race: `w` sets and reads back, `o` touches (two tasks) and deletes
+/// and reads.
+async fn race(w: Shared, o: Shared, label: &'static str, rounds: u64) -> Vec<String> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    const KEY: &str = "raced";
+    let ttl = Some(Duration::from_secs(60));
+    let acked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(Mutex::new(Vec::<String>::new()));
+    // All four tasks start together, and each yields after every step, so
+    // they interleave even where every call finishes at once (memory://).
+    let start = Arc::new(tokio::sync::Barrier::new(4));
+    let writer = {
+        let (w, acked, done, bad) = (w.clone(), acked.clone(), done.clone(), bad.clone());
+        let start = start.clone();
+        tokio::spawn(async move {
+            start.wait().await;
+            for i in 1..=rounds {
+                let set = w.set(KEY, &version(i), ttl).await;
+                set.unwrap_or_else(|e| panic!("{label}: set: {e}"));
+                acked.store(i, SeqCst);
+                // Every read path in turn.
+                let got = match i % 3 {
+                    0 => w.get(KEY).await,
+                    1 => w.get_with_ttl(KEY).await.map(|v| v.map(|v| v.value)),
+                    _ => w.get_many(&[KEY]).await.map(|mut v| v.pop().unwrap()),
+                };
+                let got = got.unwrap_or_else(|e| panic!("{label}: read: {e}"));
+                if let Some(v) = got
+                    && version_of(&v).is_none_or(|j| j < i)
+                {
+                    let msg = format!("{label}: read {v:?} after the set of v{i:06} returned");
+                    bad.lock().unwrap().push(msg);
+                }
+                tokio::task::yield_now().await;
+            }
+            done.store(true, SeqCst);
+        })
+    };
+    // Two touchers: a touch that is a read then a write has a narrow window.
+    let touchers: Vec<_> = (0..2)
+        .map(|_| {
+            let (o, done, start) = (o.clone(), done.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                for _ in 0..rounds * 20 {
+                    if done.load(SeqCst) {
+                        break;
+                    }
+                    let t = o.touch(KEY, ttl).await;
+                    t.unwrap_or_else(|e| panic!("{label}: touch: {e}"));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let deleter = {
+        let (o, acked, done, bad) = (o.clone(), acked.clone(), done.clone(), bad.clone());
+        tokio::spawn(async move {
+            start.wait().await;
+            for _ in 0..rounds * 20 {
+                if done.load(SeqCst) {
+                    break;
+                }
+                let before = acked.load(SeqCst);
+                let d = o.delete(KEY).await;
+                d.unwrap_or_else(|e| panic!("{label}: delete: {e}"));
+                let got = o.get(KEY).await;
+                let got = got.unwrap_or_else(|e| panic!("{label}: read: {e}"));
+                if let Some(v) = got
+                    && version_of(&v).is_none_or(|j| j <= before)
+                {
+                    let msg = format!(
+                        "{label}: read {v:?} after a delete that began once v{before:06} was set"
+                    );
+                    bad.lock().unwrap().push(msg);
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    writer.await.unwrap();
+    for t in touchers {
+        t.await.unwrap();
+    }
+    deleter.await.unwrap();
+    // Quiet again: the last write is what the writer's handle reads.
+    w.set(KEY, b"final", ttl).await.unwrap();
+    assert!(
+        o.touch(KEY, ttl).await.unwrap(),
+        "{label}: touch after the race"
+    );
+    assert_eq!(w.get(KEY).await.unwrap().as_deref(), Some(&b"final"[..]));
+    assert!(w.delete(KEY).await.unwrap());
+    assert_eq!(w.get(KEY).await.unwrap(), None);
+    bad.lock().unwrap().clone()
+}
+
+/// A remaining TTL as the parity script compares it: the TTL it was set
+/// with when near it, else its exact value (which then differs).
+fn ttl_bucket(t: Option<Duration>) -> String {
+    let Some(t) = t else {
+        return "never".into();
+    };
+    for set in [100, 600, 1200] {
+        let set = Duration::from_secs(set);
+        if t <= set && t + Duration::from_secs(30) > set {
+            return format!("~{set:?}");
+        }
+    }
+    format!("{t:?}")
+}
+
+/// A result as the parity script compares it: errors by kind.
+fn show<T>(r: unicache::Result<T>, f: impl FnOnce(T) -> String) -> String {
+    match r {
+        Ok(v) => f(v),
+        Err(e) => format!("Err({:?})", e.kind()),
+    }
+}
+
+fn debug<T: std::fmt::Debug>(v: T) -> String {
+    format!("{v:?}")
+}
+
+fn value_ttl(v: Option<unicache::ValueTtl>) -> String {
+    v.map_or("None".into(), |v| {
+        format!("{:?} {}", v.value, ttl_bucket(v.ttl))
+    })
+}
+
+fn ttl_answer(t: Option<Option<Duration>>) -> String {
+    t.map_or("absent".into(), ttl_bucket)
+}
+
+/// Every trait operation (but `clear_all`, which would empty the shared
+/// servers) on `c`, one line per answer.
+async fn parity_script(c: &Shared) -> Vec<String> {
+    use futures::StreamExt;
+    let d = Duration::from_secs;
+    let mut out = Vec::new();
+    let mut log = |op: &str, answer: String| out.push(format!("{op} -> {answer}"));
+    log("get missing", show(c.get("missing").await, debug));
+    log("set a", show(c.set("a", b"1", None).await, debug));
+    log("get a", show(c.get("a").await, debug));
+    log("contains a", show(c.contains("a").await, debug));
+    log("contains missing", show(c.contains("missing").await, debug));
+    let many = c.set_many(&[("b", b"2"), ("c", b"3")], Some(d(600))).await;
+    log("set_many b c", show(many, debug));
+    let many = c.get_many(&["a", "b", "missing", "a"]).await;
+    log("get_many", show(many, debug));
+    for k in ["a", "b", "missing"] {
+        log(
+            &format!("get_with_ttl {k}"),
+            show(c.get_with_ttl(k).await, value_ttl),
+        );
+        log(&format!("ttl {k}"), show(c.ttl(k).await, ttl_answer));
+    }
+    let many = c.get_many_with_ttl(&["a", "b", "missing"]).await;
+    log(
+        "get_many_with_ttl",
+        show(many, |v| {
+            debug(v.into_iter().map(value_ttl).collect::<Vec<_>>())
+        }),
+    );
+    log("add a", show(c.add("a", b"x", None).await, debug));
+    log("add d", show(c.add("d", b"4", Some(d(600))).await, debug));
+    log("get d", show(c.get("d").await, debug));
+    log("ttl d", show(c.ttl("d").await, ttl_answer));
+    log("set n", show(c.set("n", b"5", None).await, debug));
+    log("incr n 1", show(c.incr("n", 1).await, debug));
+    log("incr n -10", show(c.incr("n", -10).await, debug));
+    log("get n", show(c.get("n").await, debug));
+    log("incr fresh 2", show(c.incr("fresh", 2).await, debug));
+    log("ttl fresh", show(c.ttl("fresh").await, ttl_answer));
+    log("set text", show(c.set("text", b"abc", None).await, debug));
+    log("incr text", show(c.incr("text", 1).await, debug));
+    log("get text", show(c.get("text").await, debug));
+    log("touch b", show(c.touch("b", Some(d(1200))).await, debug));
+    log("ttl b", show(c.ttl("b").await, ttl_answer));
+    log("get_with_ttl b", show(c.get_with_ttl("b").await, value_ttl));
+    log(
+        "touch missing",
+        show(c.touch("missing", Some(d(60))).await, debug),
+    );
+    log("len", show(c.len().await, debug));
+    log("is_empty", show(c.is_empty().await, debug));
+    let keys = match c.keys().await {
+        Ok(s) => {
+            let got: unicache::Result<Vec<String>> =
+                s.collect::<Vec<_>>().await.into_iter().collect();
+            show(got, |mut k| {
+                k.sort();
+                debug(k)
+            })
+        }
+        Err(e) => show::<()>(Err(e), debug),
+    };
+    log("keys", keys);
+    let entries = match c.entries().await {
+        Ok(s) => {
+            let got: unicache::Result<Vec<unicache::Entry>> =
+                s.collect::<Vec<_>>().await.into_iter().collect();
+            show(got, |e| {
+                let mut e: Vec<String> = e
+                    .into_iter()
+                    .map(|e| format!("{} {:?} {}", e.key, e.value, ttl_bucket(e.ttl)))
+                    .collect();
+                e.sort();
+                debug(e)
+            })
+        }
+        Err(e) => show::<()>(Err(e), debug),
+    };
+    log("entries", entries);
+    log("delete a", show(c.delete("a").await, debug));
+    log("delete a again", show(c.delete("a").await, debug));
+    let n = c.delete_many(&["b", "c", "missing"]).await;
+    log("delete_many b c missing", show(n, debug));
+    log("delete_many b", show(c.delete_many(&["b"]).await, debug));
+    let all = ["a", "b", "c", "d", "n", "fresh", "text"];
+    log("get_many all", show(c.get_many(&all).await, debug));
+    log("stats", show(c.stats().await, |s| s.backend));
+    log("compact", show(c.compact().await, debug));
+    log("flush", show(c.flush().await, debug));
+    log("clear", show(c.clear().await, debug));
+    log("get_many after clear", show(c.get_many(&all).await, debug));
+    log("len after clear", show(c.len().await, debug));
+    log("close", show(c.close().await, debug));
+    out
+}
+
+/// Every trait operation answers through the stack as on the plain
+/// backend (a layer that forgets to forward one falls to the trait's
+/// `Unsupported` default, or answers differently), and the stack reports
+/// the backend's capabilities (but `inline`, which a tier is not, and
+/// `max_value_bytes`, which `value_at_declared_limit` checks) and keeps
+/// them: `keys`, `len` and `ttl` work exactly when it says so.
+pub async fn same_answers_as_plain(c: Shared, plain: Shared) {
+    assert_eq!(c.backend(), plain.backend());
+    let flags = |c: unicache::Capabilities| {
+        (
+            c.ttl,
+            c.read_ttl,
+            c.list_keys,
+            c.count,
+            c.persistent,
+            c.shared,
+            c.evicts,
+            c.batch_concurrency,
+        )
+    };
+    let caps = c.capabilities();
+    assert_eq!(flags(caps), flags(plain.capabilities()), "capabilities");
+    assert_eq!(c.keys().await.is_ok(), caps.list_keys, "keys vs list_keys");
+    assert_eq!(c.len().await.is_ok(), caps.count, "len vs count");
+    assert_eq!(c.ttl("x").await.is_ok(), caps.read_ttl, "ttl vs read_ttl");
+    let got = parity_script(&c).await;
+    let want = parity_script(&plain).await;
+    let differ: Vec<String> = got
+        .iter()
+        .zip(&want)
+        .filter(|(g, w)| g != w)
+        .map(|(g, w)| format!("{g}   (plain: {w})"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "answers differ from the plain backend's:\n{}",
+        differ.join("\n")
+    );
+}
+
+/// Expands to the whole suite for one cache factory. `$factory` is an
+/// async fn taking a namespace and returning `Arc<dyn Cache>`; `$cases` is
+/// how many random sequences the model test runs. (The suite over every
+/// stack of layers is `stack_suite!`.)
 #[macro_export]
 macro_rules! conformance_suite {
     ($name:ident, $factory:path, $cases:expr) => {
         mod $name {
             use super::*;
-            use $crate::common::conformance as suite;
 
-            async fn fresh() -> suite::Shared {
-                $factory(&$crate::common::unique_ns("t")).await
+            async fn open(ns: &str) -> $crate::common::conformance::Shared {
+                $factory(ns).await
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn set_get_delete() {
-                suite::set_get_delete(fresh().await).await
+            $crate::conformance_cases!($cases);
+        }
+    };
+}
+
+/// The whole suite over `Backend::$backend` and each stack of layers
+/// (`stacks::Stack`), one module per stack: `$name::enveloped::atomic_incr`.
+/// `$cases` is how many random sequences each stack's model test runs.
+#[macro_export]
+macro_rules! stack_suite {
+    ($name:ident, $backend:ident, $cases:expr) => {
+        mod $name {
+            $crate::stack_suite!(@stack $backend, plain, Plain, $cases);
+            $crate::stack_suite!(@stack $backend, observed, Observed, $cases);
+            $crate::stack_suite!(@stack $backend, enveloped, Enveloped, $cases);
+            $crate::stack_suite!(@stack $backend, tiered, Tiered, $cases);
+            $crate::stack_suite!(@stack $backend, tier_envelope, TierEnvelope, $cases);
+            $crate::stack_suite!(@stack $backend, all, All, $cases);
+        }
+    };
+    (@stack $backend:ident, $name:ident, $stack:ident, $cases:expr) => {
+        mod $name {
+            use $crate::common::conformance::stacks::{self, Backend, Stack};
+            const BACKEND: Backend = Backend::$backend;
+            const STACK: Stack = Stack::$stack;
+
+            async fn open(ns: &str) -> $crate::common::conformance::Shared {
+                stacks::open_stack(BACKEND, STACK, ns).await
             }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn binary_empty_and_unicode() {
-                suite::binary_empty_and_unicode(fresh().await).await
+
+            $crate::conformance_cases!($cases);
+            $crate::stack_cases!();
+        }
+    };
+}
+
+/// The cases that need to know the backend and stack (`BACKEND`, `STACK`
+/// and `open` in scope): a plain client beside the stack, a second handle.
+#[macro_export]
+macro_rules! stack_cases {
+    () => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ttl_never_above_what_was_set() {
+            suite::ttl_never_above_what_was_set(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn incr_on_set_and_expired_values() {
+            suite::incr_on_set_and_expired_values(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn delete_reports_whether_it_existed() {
+            suite::delete_reports_whether_it_existed(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn value_at_declared_limit() {
+            suite::value_at_declared_limit(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn clear_only_this_namespace() {
+            let ns = $crate::common::unique_ns("iso");
+            let a = open(&ns).await;
+            let b = open(&format!("{ns}-other")).await;
+            let f = stacks::foreign(BACKEND, STACK, &format!("{ns}-foreign")).await;
+            suite::clear_only_this_namespace(a, b, f).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn foreign_bytes_read_back_exactly() {
+            let ns = $crate::common::unique_ns("foreign");
+            let c = open(&ns).await;
+            let f = stacks::foreign(BACKEND, STACK, &ns).await;
+            let raw = BACKEND.raw_redis_port().map(|p| (p, ns.clone()));
+            suite::foreign_bytes_read_back_exactly(c, f, raw).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn touch_races_set_and_delete() {
+            let ns = $crate::common::unique_ns("race");
+            let c = open(&ns).await;
+            let second = match BACKEND.shared() {
+                true => Some(open(&ns).await),
+                false => None,
+            };
+            // In-process calls take about a microsecond, so a touch that
+            // reads then writes leaves a window of ~100 ns: memory:// (the
+            // one store no second handle reaches) needs many more rounds
+            // (50,000 take a few seconds) than a store behind a socket or a file.
+            let rounds = match BACKEND.shared() {
+                true => 200,
+                false => 50_000,
+            };
+            suite::touch_races_set_and_delete(c, second, rounds).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn same_answers_as_plain() {
+            let c = fresh().await;
+            let ns = $crate::common::unique_ns("plain");
+            let plain = stacks::open_stack(BACKEND, Stack::Plain, &ns).await;
+            suite::same_answers_as_plain(c, plain).await
+        }
+    };
+}
+
+/// The suite's cases as tests, for a module with `async fn open(ns)`
+/// returning a fresh cache in that namespace (the same data for the same
+/// namespace); `$cases` is how many random sequences the model test runs.
+#[macro_export]
+macro_rules! conformance_cases {
+    ($cases:expr) => {
+        use $crate::common::conformance as suite;
+
+        async fn fresh() -> suite::Shared {
+            open(&$crate::common::unique_ns("t")).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn set_get_delete() {
+            suite::set_get_delete(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn binary_empty_and_unicode() {
+            suite::binary_empty_and_unicode(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn large_value() {
+            suite::large_value(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn batches() {
+            suite::batches(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ttl_expiry() {
+            suite::ttl_expiry(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn huge_ttl() {
+            suite::huge_ttl(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn clear_and_len() {
+            suite::clear_and_len(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn stats_count() {
+            suite::stats_count(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn blocking_facade() {
+            suite::blocking_facade(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn typed_json() {
+            suite::typed_json(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn list_keys() {
+            suite::list_keys(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn atomic_add() {
+            suite::atomic_add(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn atomic_incr() {
+            suite::atomic_incr(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn atomic_touch() {
+            suite::atomic_touch(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn with_ttl() {
+            suite::with_ttl(fresh().await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn clear_keeps_other_namespaces() {
+            let ns = $crate::common::unique_ns("iso");
+            let a = open(&ns).await;
+            let b = open(&format!("{ns}-other")).await;
+            a.set("k", b"a", None).await.unwrap();
+            b.set("k", b"b", None).await.unwrap();
+            a.clear().await.unwrap();
+            assert_eq!(a.get("k").await.unwrap(), None);
+            assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
+            if b.capabilities().count {
+                assert_eq!(b.len().await.unwrap(), 1);
             }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn large_value() {
-                suite::large_value(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn batches() {
-                suite::batches(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn ttl_expiry() {
-                suite::ttl_expiry(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn huge_ttl() {
-                suite::huge_ttl(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn clear_and_len() {
-                suite::clear_and_len(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn stats_count() {
-                suite::stats_count(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn blocking_facade() {
-                suite::blocking_facade(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn typed_json() {
-                suite::typed_json(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn list_keys() {
-                suite::list_keys(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn atomic_add() {
-                suite::atomic_add(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn atomic_incr() {
-                suite::atomic_incr(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn atomic_touch() {
-                suite::atomic_touch(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn with_ttl() {
-                suite::with_ttl(fresh().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn clear_keeps_other_namespaces() {
-                let ns = $crate::common::unique_ns("iso");
-                let a = $factory(&ns).await;
-                let b = $factory(&format!("{ns}-other")).await;
-                a.set("k", b"a", None).await.unwrap();
-                b.set("k", b"b", None).await.unwrap();
-                a.clear().await.unwrap();
-                assert_eq!(a.get("k").await.unwrap(), None);
-                assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
-                if b.capabilities().count {
-                    assert_eq!(b.len().await.unwrap(), 1);
-                }
-            }
-            #[test]
-            fn model() {
-                use proptest::prelude::*;
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let cache = rt.block_on(fresh());
-                let cfg = ProptestConfig {
-                    cases: $cases,
-                    failure_persistence: None,
-                    ..ProptestConfig::default()
-                };
-                proptest!(cfg, |(ops in proptest::collection::vec(suite::op_strategy(), 1..60))| {
-                    let r = rt.block_on(suite::run_model(&cache, &ops));
-                    prop_assert!(r.is_ok(), "{}", r.unwrap_err());
-                });
-            }
+        }
+        #[test]
+        fn model() {
+            use proptest::prelude::*;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let cache = rt.block_on(fresh());
+            let cfg = ProptestConfig {
+                cases: $cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            };
+            proptest!(cfg, |(ops in proptest::collection::vec(suite::op_strategy(), 1..60))| {
+                let r = rt.block_on(suite::run_model(&cache, &ops));
+                prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+            });
         }
     };
 }
