@@ -2,14 +2,13 @@
 //! over, and how each is opened.
 //!
 //! [`open_stack`] is the one place that knows how to open "stack X over
-//! backend Y" through the public API (URL query options plus
-//! `CacheOptions`, as `unicache::open_with` takes them today): when the
-//! stack builder changes, only it changes.
+//! backend Y": through the library's stack builder (`unicache::Stack`),
+//! each layer turned on by its URL option, as users do.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use unicache::{Cache, CacheOptions};
+use unicache::Cache;
 
 use crate::common::servers;
 
@@ -117,8 +116,10 @@ pub async fn open_stack(backend: Backend, stack: Stack, ns: &str) -> Arc<dyn Cac
     if stack.envelope() {
         url.push_str("&fail_safe=1");
     }
-    let options = CacheOptions::new().observe(stack.observe());
-    match unicache::open_with(&url, options).await {
+    if stack.observe() {
+        url.push_str("&observe=1");
+    }
+    match unicache::Stack::from_url(&url).unwrap().open().await {
         Ok(h) => h.into(),
         Err(e) => panic!("cannot open {stack:?} over {backend:?} ({url}): {e}"),
     }
