@@ -9,6 +9,10 @@
 //! unreachable target, unwritable output). Errors are one line on stderr,
 //! `unicache: error: ...`; a closed stdout is not an error.
 
+#![forbid(unsafe_code)]
+// Short functions everywhere (clippy.toml: at most 80 lines).
+#![warn(clippy::too_many_lines)]
+
 mod bench;
 mod files;
 mod metrics;

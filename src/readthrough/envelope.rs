@@ -51,7 +51,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::cache::{
-    Cache, CacheFuture, Entry, EntryStream, ValueTtl, incr_value, now_millis, parse_counter,
+    Cache, CacheFuture, Capabilities, Entry, EntryStream, ValueTtl, incr_value, now_millis,
+    parse_counter,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
@@ -269,6 +270,51 @@ impl Layer for Enveloped {
         &self.inner
     }
 
+    /// The inner cache's, with the header taken off the largest value.
+    fn capabilities(&self) -> Capabilities {
+        let c = self.inner.capabilities();
+        Capabilities {
+            max_value_bytes: c
+                .max_value_bytes
+                .map(|m| m.saturating_sub(HEADER_LEN as u64)),
+            ..c
+        }
+    }
+
+    /// `true` only for a logically fresh entry; a stale one (kept for
+    /// fail-safe) is removed too. One read more than the inner `delete`.
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
+        CacheFuture::boxed(async move {
+            let before = self.raw(key).await?;
+            let deleted = self.inner.delete(key).await?;
+            Ok(deleted && !before.is_some_and(|s| s.is_stale(now_millis())))
+        })
+    }
+
+    /// Counts logically fresh entries only, as `delete` does.
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let now = now_millis();
+        let stale = self.inner.get_many(keys).await?;
+        let stale = stale
+            .into_iter()
+            .filter(|v| v.clone().is_some_and(|b| decode(b).is_stale(now)))
+            .count() as u64;
+        Ok(self.inner.delete_many(keys).await?.saturating_sub(stale))
+    }
+
+    /// Logically fresh entries, counted by reading them (entries kept past
+    /// their logical expiry for fail-safe are not counted): one pass over
+    /// the namespace, as `export` makes.
+    async fn len(&self) -> Result<u64> {
+        let mut n = 0;
+        let mut entries = Layer::entries(self).await?;
+        while let Some(e) = entries.next().await {
+            e?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Bytes>> {
         CacheFuture::boxed(async move {
             let now = now_millis();
@@ -318,9 +364,28 @@ impl Layer for Enveloped {
 
     /// Enveloped too, but with no fail-safe extension: `add` is for locks
     /// and leases, which must end when their TTL does.
+    /// A key whose logical expiry passed (kept only for fail-safe) counts
+    /// as absent: it is replaced under compare-and-set.
     async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let ttl = self.logical_ttl(ttl)?;
-        self.inner.add(key, &encode(value, ttl), ttl).await
+        let encoded = encode(value, ttl);
+        for _ in 0..RACE_RETRIES {
+            if self.inner.add(key, &encoded, ttl).await? {
+                return Ok(true);
+            }
+            let Some(raw) = self.inner.get(key).await? else {
+                lost_race().await;
+                continue; // gone meanwhile: add again
+            };
+            if !decode(raw.clone()).is_stale(now_millis()) {
+                return Ok(false);
+            }
+            if self.inner.compare_and_set(key, &raw, &encoded, ttl).await? {
+                return Ok(true);
+            }
+            lost_race().await;
+        }
+        Err(self.lost("add", key))
     }
 
     /// A plain or missing counter is the inner cache's own `incr` (plain

@@ -8,9 +8,6 @@
 //! whitespace (number spelling and field order are kept). Nothing is dropped
 //! silently: a record that cannot be stored comes out as a [`Rejected`].
 
-// Short functions (clippy.toml: at most 80 lines).
-#![warn(clippy::too_many_lines)]
-
 use std::fmt;
 use std::io::{BufRead, Read};
 

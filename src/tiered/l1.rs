@@ -62,6 +62,7 @@ mod clock {
             tv_nsec: 0,
         };
         // SAFETY: `ts` is a valid, writable timespec.
+        #[allow(unsafe_code)]
         let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0;
         let res = if ok { micros(&ts) } else { 10_000 };
         (2 * res).max(2_000)
@@ -75,7 +76,10 @@ mod clock {
         };
         // SAFETY: `ts` is a valid, writable timespec; the monotonic clocks
         // exist on every Linux this builds for.
-        unsafe { libc::clock_gettime(id, &mut ts) };
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::clock_gettime(id, &mut ts)
+        };
         micros(&ts)
     }
 

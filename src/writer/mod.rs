@@ -10,9 +10,6 @@
 //! `give_up_after` is treated as down: its remaining records fail at once,
 //! so a frozen server cannot stretch a run to hours.
 
-// Short functions (clippy.toml: at most 80 lines).
-#![warn(clippy::too_many_lines)]
-
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::bail;
 use unicache::{Cache, ErrorKind};
@@ -167,29 +166,35 @@ fn stop() -> &'static tokio::sync::watch::Sender<bool> {
 pub fn catch_interrupts() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        #[cfg(target_os = "linux")]
-        {
-            extern "C" fn on_signal(_: libc::c_int) {
-                if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                    // SAFETY: _exit is async-signal-safe.
-                    unsafe { libc::_exit(130) };
-                }
-            }
-            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            // SAFETY: the handler only touches an atomic and calls _exit,
-            // both async-signal-safe.
-            unsafe {
-                libc::signal(libc::SIGINT, handler);
-                libc::signal(libc::SIGTERM, handler);
-            }
-        }
+        // tokio's handlers: the first Ctrl-C (or SIGTERM) asks for a stop
+        // and the cleanup; a second one leaves at once (the TTL cleans up).
         tokio::spawn(async {
-            while !interrupted() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            first_signal().await;
+            INTERRUPTED.store(true, Ordering::SeqCst);
             stop().send_replace(true);
+            first_signal().await;
+            std::process::exit(130);
         });
     });
+}
+
+/// The next SIGINT or SIGTERM (Ctrl-C only, off Unix).
+async fn first_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Whether the user asked the bench to stop.
