@@ -84,20 +84,18 @@ fn existing(_: &std::fs::Metadata, p: &Path) -> FileId {
 /// `REAL.lock` and SQLite names its journals after the real file, so an
 /// output named after the real file is one of the store's too.
 pub fn store_files(backend: &BackendConfig) -> Vec<PathBuf> {
-    let (path, suffixes): (&Path, &[&str]) = match backend {
-        BackendConfig::Sqlite(c) => (&c.path, &["", "-wal", "-shm", "-journal"]),
-        BackendConfig::File(c) => (&c.path, &["", ".lock"]),
-        _ => return Vec::new(),
+    // The backend names its files (the registry's `local_files`).
+    let files = backend.local_files();
+    let Some(path) = files.first() else {
+        return files;
     };
-    let mut bases = vec![path.to_path_buf()];
+    let mut out = files.clone();
     if let Some(real) = resolve_links(path).filter(|r| r != path) {
-        bases.push(real);
-    }
-    let mut out = Vec::new();
-    for base in &bases {
-        for suffix in suffixes {
-            let mut s = base.as_os_str().to_os_string();
-            s.push(suffix);
+        let base = path.as_os_str().as_encoded_bytes().len();
+        for f in &files {
+            let suffix = String::from_utf8_lossy(&f.as_os_str().as_encoded_bytes()[base..]);
+            let mut s = real.as_os_str().to_os_string();
+            s.push(&*suffix);
             out.push(PathBuf::from(s));
         }
     }
@@ -126,11 +124,7 @@ fn resolve_links(path: &Path) -> Option<PathBuf> {
 
 /// The main file of a local store, when the backend has one.
 pub fn store_file(backend: &BackendConfig) -> Option<PathBuf> {
-    match backend {
-        BackendConfig::Sqlite(c) => Some(c.path.clone()),
-        BackendConfig::File(c) => Some(c.path.clone()),
-        _ => None,
-    }
+    backend.local_files().into_iter().next()
 }
 
 /// Refuses any output (flag, path) that is the same file as a protected
