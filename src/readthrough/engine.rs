@@ -92,7 +92,7 @@ impl Handle {
     }
 
     /// [`Handle::begin`] after a miss: wait for the key's flight, or lead it.
-    async fn begin_miss(&self, key: &str, ttl: Option<Duration>) -> Result<Begin> {
+    pub(super) async fn begin_miss(&self, key: &str, ttl: Option<Duration>) -> Result<Begin> {
         loop {
             match self.join(key) {
                 Role::Waiter(w) => {
@@ -160,17 +160,19 @@ impl Handle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
     {
-        match self.begin(key, ttl).await? {
-            Begin::Done(got) => Ok(got),
-            Begin::Lead(leader) => Box::pin(leader.run(factory, encode)).await,
+        if let Some(value) = self.hit(key, ttl).await? {
+            return Ok(Got::fresh(value));
         }
+        // Boxed, as in `begin`; the factory's future is in there too.
+        Box::pin(async move { self.begin_miss(key, ttl).await?.run(factory, encode).await }).await
     }
+}
 
-    /// [`Handle::read_through`] after a miss the caller has seen itself.
-    pub(super) async fn read_through_miss<V, F, Fut>(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
+impl Begin {
+    /// The answer, or the leader's: its factory run under
+    /// `factory_timeout`, then completed.
+    pub(super) async fn run<V, F, Fut>(
+        self,
         factory: F,
         encode: impl FnOnce(V) -> Result<Bytes>,
     ) -> Result<Got>
@@ -178,9 +180,12 @@ impl Handle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
     {
-        match self.begin_miss(key, ttl).await? {
+        match self {
             Begin::Done(got) => Ok(got),
-            Begin::Lead(leader) => leader.run(factory, encode).await,
+            Begin::Lead(leader) => {
+                let result = leader.state.handle.timed(factory()).await;
+                leader.finish(result, encode).await
+            }
         }
     }
 }
@@ -233,20 +238,6 @@ impl Leader {
         let limit = self.factory_timeout();
         let limit = limit.unwrap_or_else(|| self.state.started.elapsed());
         self.finish::<Bytes>(Err(limit), Ok).await
-    }
-
-    /// Runs an async factory under `factory_timeout`, then completes.
-    async fn run<V, F, Fut>(
-        self,
-        factory: F,
-        encode: impl FnOnce(V) -> Result<Bytes>,
-    ) -> Result<Got>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
-    {
-        let result = self.state.handle.timed(factory()).await;
-        self.finish(result, encode).await
     }
 
     /// Stores (or fails over to a stale value), releases the lease, then

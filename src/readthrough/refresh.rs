@@ -64,7 +64,7 @@ impl Handle {
             (Some(stale), Some(soft), Some(rt)) => {
                 self.miss_soft(key, ttl, factory, stale, soft, &rt).await
             }
-            _ => Box::pin(self.read_through_miss(key, ttl, factory, Ok)).await,
+            _ => Box::pin(async { self.begin_miss(key, ttl).await?.run(factory, Ok).await }).await,
         }
     }
 
@@ -84,7 +84,7 @@ impl Handle {
         Fut: Future<Output = std::result::Result<Fill, FactoryError>> + Send + 'static,
     {
         let (h, k) = (self.clone(), key.to_string());
-        let mut task = rt.spawn(async move { h.read_through_miss(&k, ttl, factory, Ok).await });
+        let mut task = rt.spawn(async move { h.begin_miss(&k, ttl).await?.run(factory, Ok).await });
         match tokio::time::timeout(soft, &mut task).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
