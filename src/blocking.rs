@@ -2,6 +2,8 @@
 //!
 //! reqwest's pattern: the facade owns one thread running a current-thread
 //! tokio runtime, and each call sends a job there and waits for the answer.
+//! Jobs run as tasks side by side: one caller's `get_or_set` may wait there
+//! for a key's factory while its leader's thread sends the value in.
 //! Backends that work in process (memory, SQLite, file: see
 //! [`crate::Capabilities::inline`]) answer single-key calls on the caller's
 //! thread instead, without the round trip to that thread.
@@ -32,7 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::{Cache as AsyncCache, Stats, ValueTtl};
 use crate::error::{Error, ErrorKind, Result};
-use crate::readthrough::{FactoryError, Fill, Handle, Produced, Role, check_ttl, lease};
+use crate::readthrough::{Begin, FactoryError, Fill, Handle};
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -54,7 +56,7 @@ impl Runtime {
             .spawn(move || {
                 rt.block_on(async move {
                     while let Some(job) = rx.recv().await {
-                        job.await;
+                        tokio::spawn(job);
                     }
                 })
             })
@@ -269,84 +271,26 @@ impl Cache {
     /// made from) share one factory run per missing key. A sync closure
     /// cannot be interrupted: one that returns after `factory_timeout`
     /// gives every waiter the [`ErrorKind::Timeout`] error and its value is
-    /// not stored.
+    /// not stored. A factory that panics hands the key over to a waiting
+    /// caller, as a cancelled async one does.
     pub fn get_or_set<F>(&self, key: &str, ttl: Option<Duration>, factory: F) -> Result<Bytes>
     where
         F: FnOnce() -> std::result::Result<Fill, FactoryError>,
     {
-        check_ttl(ttl)?;
-        if let Some(v) = self.lookup(key)? {
-            return Ok(v);
-        }
-        loop {
-            match self.inner.join(key) {
-                Role::Waiter(w) => {
-                    // A tokio watch channel needs no runtime to be waited on.
-                    if let Some(outcome) = futures::executor::block_on(w.wait()) {
-                        return outcome;
-                    }
-                }
-                Role::Leader(leader) => {
-                    let outcome = self.lead(key, ttl, factory);
-                    leader.finish(&outcome);
-                    return outcome;
-                }
-            }
-        }
-    }
-
-    fn lookup(&self, key: &str) -> Result<Option<Bytes>> {
+        // In-process backends answer a hit here, without the round trip.
         if self.inline
-            && let Some(r) = self.inner.lookup(key).now_or_never()
+            && let Some(hit) = self.inner.hit(key, ttl).now_or_never()
+            && let Some(v) = hit?
         {
-            return r;
+            return Ok(v);
         }
         let (h, k) = (self.inner.clone(), key.to_string());
-        self.run(async move { h.lookup(&k).await })
-    }
-
-    fn lead<F>(&self, key: &str, ttl: Option<Duration>, factory: F) -> Result<Bytes>
-    where
-        F: FnOnce() -> std::result::Result<Fill, FactoryError>,
-    {
-        if let Some(v) = self.lookup(key)? {
-            return Ok(v);
-        }
-        let lease = if self.inner.config().lease {
-            let (h, k) = (self.inner.clone(), key.to_string());
-            match self.run(async move { lease::acquire(&h, &k).await })? {
-                lease::Acquired::Value(v) => return Ok(v),
-                lease::Acquired::Held(l) => Some(l),
-                lease::Acquired::GaveUp => None,
-            }
-        } else {
-            None
+        let leader = match self.run(async move { h.begin(&k, ttl).await })? {
+            Begin::Done(got) => return Ok(got.value),
+            Begin::Lead(leader) => leader,
         };
-        self.inner.count_factory_run();
-        let started = std::time::Instant::now();
         let result = factory();
-        let result = match self.inner.config().factory_timeout {
-            Some(limit) if started.elapsed() > limit => Err(limit),
-            _ => Ok(result),
-        };
-        let outcome = match self.inner.settle(key, result, Ok) {
-            Ok(Produced::Return(v)) => Ok(v),
-            Ok(p) => {
-                let (h, k) = (self.inner.clone(), key.to_string());
-                self.run(async move { h.store(&k, p, ttl).await })
-            }
-            Err(e) => {
-                let (h, k) = (self.inner.clone(), key.to_string());
-                self.run(async move { h.fail_safe(&k, e).await.map(|(v, _)| v) })
-            }
-        };
-        if let Some(l) = lease {
-            let _ = self.run(async move {
-                l.release().await;
-                Ok(())
-            });
-        }
-        outcome
+        self.run(leader.complete(result)).map(|got| got.value)
     }
 
     /// See [`AsyncCache::add`].

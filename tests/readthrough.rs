@@ -598,3 +598,113 @@ fn lease_across_processes_sqlite() {
 fn lease_across_processes_file() {
     lease_across_processes("file");
 }
+
+/// The two-step engine: callers of `get_or_set` wait for a [`Leader`]
+/// from `begin` and get what it completes with; their own factories never
+/// run. A leader stopped at `factory_timeout` gives them the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn begin_and_complete_serve_get_or_set_waiters() {
+    let h = open("memory", "factory_timeout=5s").await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    for (key, timed_out) in [("ok", false), ("late", true)] {
+        let unicache::readthrough::Begin::Lead(leader) = h.begin(key, TTL).await.unwrap() else {
+            panic!("a miss must lead");
+        };
+        assert_eq!(leader.key(), key);
+        assert_eq!(leader.factory_timeout(), Some(Duration::from_secs(5)));
+        let before = h.read_through_stats().coalesced;
+        let waiters = {
+            let (h, runs) = (h.clone(), runs.clone());
+            let fill = Err("a waiter's factory must not run");
+            tokio::spawn(async move { callers(&h, key, 20, &runs, Duration::ZERO, fill).await })
+        };
+        while h.read_through_stats().coalesced < before + 20 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let got = if timed_out {
+            let e = leader.timed_out().await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+            None
+        } else {
+            let got = leader.complete(Ok(Fill::Cache("led".into()))).await;
+            Some(got.unwrap())
+        };
+        let results = tokio::time::timeout(LIMIT, waiters).await.unwrap().unwrap();
+        for r in results {
+            match &got {
+                Some(g) => assert_eq!(r.unwrap(), g.value),
+                None => assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout),
+            }
+        }
+        let stored = h.get(key).await.unwrap();
+        assert_eq!(stored.as_deref(), got.map(|g| g.value).as_deref());
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    // A hit is `Done` at once.
+    let begun = h.begin("ok", TTL).await.unwrap();
+    assert!(matches!(begun, unicache::readthrough::Begin::Done(g) if &g.value[..] == b"led"));
+}
+
+/// A leader dropped on a thread without a runtime (a sync factory that
+/// panicked in the blocking facade) hands the key over and frees its
+/// lease at once: the next caller does not wait out `lease_ttl`. Before,
+/// the lease was only deleted when the drop happened inside a runtime.
+#[test]
+fn blocking_panicking_factory_frees_its_lease() {
+    let url = url("sqlite", "lock=lease&lease_ttl=30s");
+    let c = unicache::blocking::Cache::open(&url).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.get_or_set("k", TTL, || panic!("factory bug"))
+    }));
+    assert!(panicked.is_err());
+    let t = std::time::Instant::now();
+    let v = c
+        .get_or_set("k", TTL, || Ok(Fill::Cache("after".into())))
+        .unwrap();
+    assert_eq!(&v[..], b"after");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "waited {:?} for the dropped lease",
+        t.elapsed()
+    );
+    let lease = format!("{}k", unicache::readthrough::LEASE_PREFIX);
+    assert_eq!(c.get(&lease).unwrap(), None, "lease left behind");
+}
+
+/// The blocking facade and async callers of one handle share one flight;
+/// a sync factory that returns after `factory_timeout` is a timeout for
+/// all of them and its value is not stored.
+#[test]
+fn blocking_and_async_callers_share_one_flight() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(open("redis", "factory_timeout=300ms"));
+    let c = Arc::new(unicache::blocking::Cache::from_handle(h.clone()).unwrap());
+    let runs = Arc::new(AtomicUsize::new(0));
+    for (key, sleep) in [("shared", 100), ("late", 500)] {
+        let leader = {
+            let (c, runs) = (c.clone(), runs.clone());
+            std::thread::spawn(move || {
+                c.get_or_set(key, TTL, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(sleep));
+                    Ok(Fill::Cache("sync".into()))
+                })
+            })
+        };
+        while h.flights_running() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let fill = Err("an async waiter's factory must not run");
+        let waiters = rt.block_on(callers(&h, key, 20, &runs, Duration::ZERO, fill));
+        let led = leader.join().unwrap();
+        for r in waiters.into_iter().chain([led]) {
+            match sleep {
+                100 => assert_eq!(&r.unwrap()[..], b"sync"),
+                _ => assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout),
+            }
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(c.get("late").unwrap(), None);
+    drop(c);
+}

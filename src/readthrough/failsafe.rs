@@ -11,9 +11,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
-use super::{Handle, bump};
+use super::{Got, Handle, bump};
 use crate::cache::now_millis;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -203,10 +201,10 @@ impl FailSafe {
 
 impl Handle {
     /// After a failed or timed-out factory: the stale value of `key` when
-    /// fail-safe keeps one (stored again for the throttle period), or the
-    /// error. `(value, true)`; a fresh value stored meanwhile (by another
-    /// process) is returned as it is, `(value, false)`.
-    pub(crate) async fn fail_safe(&self, key: &str, err: Error) -> Result<(Bytes, bool)> {
+    /// fail-safe keeps one (stored again for the throttle period, flagged
+    /// [`Got::stale`]), or the error. A fresh value stored meanwhile (by
+    /// another process) is returned as it is.
+    pub(super) async fn fail_safe(&self, key: &str, err: Error) -> Result<Got> {
         let fs = &self.shared.config.fail_safe;
         let Some(env) = self.shared.envelope.as_ref().filter(|_| fs.enabled) else {
             return Err(err);
@@ -215,7 +213,7 @@ impl Handle {
             return Err(err);
         }
         let stale = match env.raw(key).await {
-            Ok(Some(s)) if !s.is_stale(now_millis()) => return Ok((s.value, false)),
+            Ok(Some(s)) if !s.is_stale(now_millis()) => return Ok(Got::fresh(s.value)),
             Ok(Some(s)) => s.value,
             Ok(None) => return Err(err),
             Err(read) => {
@@ -228,6 +226,9 @@ impl Handle {
         if let Err(e) = env.store(key, &stale, Some(fs.throttle)).await {
             tracing::warn!("get_or_set: keeping stale {key:?} for the throttle: {e}");
         }
-        Ok((stale, true))
+        Ok(Got {
+            value: stale,
+            stale: true,
+        })
     }
 }

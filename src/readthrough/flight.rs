@@ -2,9 +2,14 @@
 //!
 //! The first caller of a missing key becomes the leader and inserts a
 //! [`Flight`]; later callers find it and wait on its `watch` channel. The
-//! leader publishes the outcome through [`Leader::finish`]; when it is
-//! dropped first (its future cancelled, its factory panicking) the flight
-//! is marked abandoned and the waiters go round again: one of them leads.
+//! leader publishes the outcome through [`Slot::finish`]; when its [`Slot`]
+//! is dropped first (its future cancelled, its factory panicking, a
+//! front-end dropping its [`super::Leader`]) the flight is marked
+//! abandoned and the waiters go round again: one of them leads.
+//!
+//! The slot owns what it needs (no borrow of the handle), so a leader can
+//! move to another thread: the blocking facade runs its factory on the
+//! caller's thread, the Python package in a coroutine.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::Got;
 use crate::error::Result;
 
 /// What waiters see of a flight.
@@ -36,21 +42,21 @@ struct Flight {
 /// The flights of one handle and its clones, by key.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, Arc<Flight>>>,
+    map: Arc<Mutex<HashMap<String, Arc<Flight>>>>,
 }
 
 /// A caller's part in a key's flight.
-pub(crate) enum Role<'a> {
-    /// Run the factory, then [`Leader::finish`].
-    Leader(Leader<'a>),
+pub(crate) enum Role {
+    /// Run the factory, then [`Slot::finish`].
+    Leader(Slot),
     /// Wait for the leader with [`Waiter::wait`].
     Waiter(Waiter),
 }
 
 /// Held by the caller that runs the factory; dropping it unfinished
 /// abandons the flight.
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
+pub(crate) struct Slot {
+    map: Arc<Mutex<HashMap<String, Arc<Flight>>>>,
     key: String,
     flight: Arc<Flight>,
     finished: bool,
@@ -61,16 +67,16 @@ pub(crate) struct Waiter {
     rx: watch::Receiver<State>,
 }
 
-impl Flights {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Flight>>> {
-        // A panic cannot happen while the map is locked (only map
-        // operations run under it), but never propagate poison anyway.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// The map's lock. A panic cannot happen while it is held (only map
+/// operations run under it), but never propagate poison anyway.
+fn lock(map: &Mutex<HashMap<String, Arc<Flight>>>) -> MutexGuard<'_, HashMap<String, Arc<Flight>>> {
+    map.lock().unwrap_or_else(|p| p.into_inner())
+}
 
+impl Flights {
     /// Joins the running flight of `key`, or starts one.
-    pub(crate) fn join(&self, key: &str) -> Role<'_> {
-        let mut map = self.lock();
+    pub(crate) fn join(&self, key: &str) -> Role {
+        let mut map = lock(&self.map);
         if let Some(f) = map.get(key) {
             return Role::Waiter(Waiter {
                 rx: f.tx.subscribe(),
@@ -80,8 +86,8 @@ impl Flights {
             tx: watch::Sender::new(State::Running),
         });
         map.insert(key.to_string(), flight.clone());
-        Role::Leader(Leader {
-            flights: self,
+        Role::Leader(Slot {
+            map: self.map.clone(),
             key: key.to_string(),
             flight,
             finished: false,
@@ -90,50 +96,51 @@ impl Flights {
 
     /// Whether a flight of `key` is running.
     pub(crate) fn is_running(&self, key: &str) -> bool {
-        self.lock().contains_key(key)
+        lock(&self.map).contains_key(key)
     }
 
     /// How many flights are running (tests, stats).
     pub(crate) fn running(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn remove(&self, key: &str, flight: &Arc<Flight>) {
-        let mut map = self.lock();
-        if map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
-            map.remove(key);
-        }
+        lock(&self.map).len()
     }
 }
 
-impl Leader<'_> {
-    /// Publishes the outcome to every waiter and ends the flight; later
-    /// callers read the cache (or start a new flight after an error).
-    pub(crate) fn finish(self, outcome: &Result<Bytes>) {
-        self.finish_with(State::Done(outcome.clone()));
+impl Slot {
+    /// The flight's key.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
     }
 
-    /// [`Leader::finish`], saying whether the value is a stale one.
-    pub(crate) fn finish_served(self, outcome: &Result<(Bytes, bool)>) {
-        self.finish_with(match outcome {
-            Ok((v, true)) => State::Stale(v.clone()),
-            Ok((v, false)) => State::Done(Ok(v.clone())),
+    /// Publishes the outcome to every waiter and ends the flight; later
+    /// callers read the cache (or start a new flight after an error).
+    pub(crate) fn finish(mut self, outcome: &Result<Got>) {
+        self.finished = true;
+        self.end(match outcome {
+            Ok(g) if g.stale => State::Stale(g.value.clone()),
+            Ok(g) => State::Done(Ok(g.value.clone())),
             Err(e) => State::Done(Err(e.clone())),
         });
     }
 
-    fn finish_with(mut self, state: State) {
-        self.finished = true;
-        self.flights.remove(&self.key, &self.flight);
+    /// Takes the flight out of the map, then tells the waiters.
+    fn end(&self, state: State) {
+        {
+            let mut map = lock(&self.map);
+            if map
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                map.remove(&self.key);
+            }
+        }
         self.flight.tx.send_replace(state);
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         if !self.finished {
-            self.flights.remove(&self.key, &self.flight);
-            self.flight.tx.send_replace(State::Abandoned);
+            self.end(State::Abandoned);
         }
     }
 }
@@ -141,19 +148,14 @@ impl Drop for Leader<'_> {
 impl Waiter {
     /// The leader's outcome: `Some(result)`, or `None` when it was
     /// abandoned and the caller should try to lead.
-    pub(crate) async fn wait(self) -> Option<Result<Bytes>> {
-        self.wait_served().await.map(|r| r.map(|(v, _)| v))
-    }
-
-    /// [`Waiter::wait`], with whether the value is a stale one.
-    pub(crate) async fn wait_served(mut self) -> Option<Result<(Bytes, bool)>> {
+    pub(crate) async fn wait(mut self) -> Option<Result<Got>> {
         let state = match self.rx.wait_for(|s| !matches!(s, State::Running)).await {
             Ok(s) => s.clone(),
             Err(_) => State::Abandoned, // sender gone: the leader is gone
         };
         match state {
-            State::Done(r) => Some(r.map(|v| (v, false))),
-            State::Stale(v) => Some(Ok((v, true))),
+            State::Done(r) => Some(r.map(Got::fresh)),
+            State::Stale(value) => Some(Ok(Got { value, stale: true })),
             State::Running | State::Abandoned => None,
         }
     }

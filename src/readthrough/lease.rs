@@ -38,13 +38,18 @@ pub(crate) enum Acquired {
 }
 
 /// A lease this process holds; [`Lease::release`] deletes it, dropping it
-/// unreleased (a cancelled leader) deletes it from a spawned task.
+/// unreleased (a cancelled leader) deletes it from a task spawned on the
+/// runtime that took it.
 pub(crate) struct Lease {
     cache: Arc<dyn Cache>,
     key: String,
     taken: Instant,
     ttl: Duration,
     released: bool,
+    /// Where the delete of a dropped lease runs: a leader may be dropped
+    /// on a thread without a runtime (the blocking facade's caller, whose
+    /// sync factory panicked; a Python thread).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The lease key of `key`.
@@ -74,6 +79,7 @@ pub(crate) async fn acquire(h: &Handle, key: &str) -> Result<Acquired> {
                 taken,
                 ttl,
                 released: false,
+                runtime: tokio::runtime::Handle::try_current().ok(),
             };
             // The previous holder may have stored the value and released.
             if let Some(v) = h.lookup(key).await? {
@@ -131,7 +137,8 @@ impl Drop for Lease {
         }
         // A cancelled or panicking leader: free the lease without waiting
         // for its TTL when a runtime is there to do it.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let here = || tokio::runtime::Handle::try_current().ok();
+        if let Some(rt) = self.runtime.take().or_else(here) {
             let (cache, key) = (self.cache.clone(), std::mem::take(&mut self.key));
             rt.spawn(async move {
                 let _ = cache.delete(&key).await;

@@ -44,12 +44,7 @@ impl Handle {
         }
         let asked: Vec<String> = missing.iter().map(|&i| keys[i].to_string()).collect();
         bump(&self.shared.counters.factory_runs);
-        let run = factory(asked);
-        let result = match self.shared.config.factory_timeout {
-            None => Ok(run.await),
-            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
-        };
-        let fills = match result {
+        let fills = match self.timed(factory(asked)).await {
             Ok(Ok(f)) if f.len() == missing.len() => f,
             Ok(Ok(f)) => {
                 let msg = format!("returned {} values for {} keys", f.len(), missing.len());

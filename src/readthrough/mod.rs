@@ -26,15 +26,21 @@
 //! - **`factory_timeout`**: a factory still running then is dropped and
 //!   every waiter gets an [`ErrorKind::Timeout`] error; nothing is stored.
 //! - **`ttl_jitter`**: stored TTLs get a random extra of up to the bound.
+//! - **One engine for every front-end**: [`Handle::get_or_set`] is
+//!   [`Handle::begin`] (a hit, another caller's outcome, or a [`Leader`]),
+//!   the factory, then [`Leader::complete`]. The blocking facade runs a
+//!   sync factory between the two, the Python package a coroutine; both
+//!   share the handle's flights with async callers.
 //!
 //! - **Fail-safe, soft timeout, refresh-ahead** (opt-in): see
 //!   [`failsafe`], [`envelope`] and [`Handle::get_or_set_with_info`].
 
 mod config;
+mod engine;
 pub mod envelope;
 pub mod failsafe;
-pub(crate) mod flight;
-pub(crate) mod lease;
+mod flight;
+mod lease;
 mod many;
 mod refresh;
 
@@ -49,14 +55,14 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub(crate) use config::URL_OPTIONS;
 pub use config::{Config, DEFAULT_LEASE_TTL, LockMode, ReadThroughOptions};
+pub use engine::{Begin, Leader};
 pub use envelope::Enveloped;
 pub use failsafe::{FailSafe, FailSafeOptions};
 pub use lease::LEASE_PREFIX;
 
 use crate::cache::Cache;
 use crate::error::{Error, ErrorKind, Result};
-use flight::Flights;
-pub(crate) use flight::Role;
+use flight::{Flights, Role};
 
 /// The error a factory returns; any `std::error::Error + Send + Sync`
 /// converts into it with `?` or `.into()`. It reaches callers as the source
@@ -189,7 +195,8 @@ impl From<Arc<dyn Cache>> for Handle {
 }
 
 /// What one factory run produced, before storing.
-pub(crate) enum Produced {
+#[derive(Debug)]
+enum Produced {
     /// Store it, then return it.
     Store(Bytes),
     /// Return it as it is.
@@ -275,6 +282,11 @@ impl Handle {
     /// timeout) still returns the value (logged, counted in
     /// [`ReadThroughStats::store_errors`]); any other store error (value
     /// too large...) is returned, since it would repeat on every call.
+    ///
+    /// It is [`Handle::begin`], then the factory under `factory_timeout`,
+    /// then [`Leader::complete`]; front-ends whose factories are not Rust
+    /// futures (a sync closure, a Python coroutine) make those calls
+    /// themselves.
     pub async fn get_or_set<F, Fut>(
         &self,
         key: &str,
@@ -286,7 +298,7 @@ impl Handle {
         Fut: Future<Output = std::result::Result<Fill, FactoryError>>,
     {
         let served = self.read_through(key, ttl, factory, |b: Bytes| Ok(b));
-        served.await.map(|(v, _)| v)
+        served.await.map(|got| got.value)
     }
 
     /// [`Handle::get_or_set`] for a typed value stored as compact JSON.
@@ -304,104 +316,16 @@ impl Handle {
         Fut: Future<Output = std::result::Result<Fill<T>, FactoryError>>,
     {
         let encode = |v: T| serde_json::to_vec(&v).map(Bytes::from).map_err(Error::from);
-        let (bytes, _) = self.read_through(key, ttl, factory, encode).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        let got = self.read_through(key, ttl, factory, encode).await?;
+        serde_json::from_slice(&got.value).map_err(|e| {
             Error::from(e)
                 .with_backend(self.cache.backend())
                 .with_context("key", key)
         })
     }
 
-    /// The single-flight loop: a hit, the outcome of another caller's run,
-    /// or this caller's own run.
-    async fn read_through<V, F, Fut>(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-        factory: F,
-        encode: impl FnOnce(V) -> Result<Bytes>,
-    ) -> Result<(Bytes, bool)>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
-    {
-        check_ttl(ttl)?;
-        if let Some(v) = self.lookup(key).await? {
-            return Ok((v, false));
-        }
-        // Boxed: the miss path's state (flight, lease, timers) would
-        // otherwise make every hit's future that large too.
-        Box::pin(self.miss(key, ttl, factory, encode)).await
-    }
-
-    /// A miss: wait for this key's running factory, or run it.
-    async fn miss<V, F, Fut>(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-        factory: F,
-        encode: impl FnOnce(V) -> Result<Bytes>,
-    ) -> Result<(Bytes, bool)>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
-    {
-        loop {
-            match self.join(key) {
-                Role::Waiter(w) => {
-                    if let Some(outcome) = w.wait_served().await {
-                        return outcome;
-                    }
-                    // The leader was cancelled or panicked: go round and
-                    // lead (or wait for whoever got there first).
-                }
-                Role::Leader(leader) => {
-                    let outcome = self.lead(key, ttl, factory, encode).await;
-                    leader.finish_served(&outcome);
-                    return outcome;
-                }
-            }
-        }
-    }
-
-    /// The leader's work: check again (a flight that just ended may have
-    /// stored the value), then run the factory, under a lease if asked.
-    async fn lead<V, F, Fut>(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-        factory: F,
-        encode: impl FnOnce(V) -> Result<Bytes>,
-    ) -> Result<(Bytes, bool)>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
-    {
-        if let Some(v) = self.lookup(key).await? {
-            return Ok((v, false));
-        }
-        let lease = if self.shared.config.lease {
-            match lease::acquire(self, key).await? {
-                lease::Acquired::Value(v) => return Ok((v, false)),
-                lease::Acquired::Held(l) => Some(l),
-                lease::Acquired::GaveUp => None,
-            }
-        } else {
-            None
-        };
-        let produced = self.run_factory(key, factory, encode).await;
-        let outcome = match produced {
-            Ok(p) => self.store(key, p, ttl).await.map(|v| (v, false)),
-            Err(e) => self.fail_safe(key, e).await,
-        };
-        if let Some(l) = lease {
-            l.release().await;
-        }
-        outcome
-    }
-
     /// Joins or starts the flight of `key`.
-    pub(crate) fn join(&self, key: &str) -> Role<'_> {
+    fn join(&self, key: &str) -> Role {
         let role = self.shared.flights.join(key);
         if matches!(role, Role::Waiter(_)) {
             bump(&self.shared.counters.coalesced);
@@ -411,36 +335,26 @@ impl Handle {
 
     /// What a hit is: the cache's `get` (with fail-safe or refresh-ahead
     /// on, the [`Enveloped`] layer's: logically fresh values only).
-    pub(crate) async fn lookup(&self, key: &str) -> Result<Option<Bytes>> {
+    async fn lookup(&self, key: &str) -> Result<Option<Bytes>> {
         self.cache.get(key).await
     }
 
-    /// Runs the factory under `factory_timeout` and encodes its value.
-    async fn run_factory<V, F, Fut>(
-        &self,
-        key: &str,
-        factory: F,
-        encode: impl FnOnce(V) -> Result<Bytes>,
-    ) -> Result<Produced>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Fill<V>, FactoryError>>,
-    {
-        self.count_factory_run();
-        let run = factory();
-        let result = match self.shared.config.factory_timeout {
+    /// Runs a factory's future under `factory_timeout`: `Err(limit)` when
+    /// it was stopped there.
+    async fn timed<T>(&self, run: impl Future<Output = T>) -> std::result::Result<T, Duration> {
+        match self.shared.config.factory_timeout {
             None => Ok(run.await),
             Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
-        };
-        self.settle(key, result, encode)
+        }
     }
 
-    pub(crate) fn count_factory_run(&self) {
+    fn count_factory_run(&self) {
         bump(&self.shared.counters.factory_runs);
     }
 
-    /// Turns a factory's result (or its timeout) into what to store.
-    pub(crate) fn settle<V>(
+    /// Turns a factory's result (or its timeout) into what to store; a
+    /// failure is counted and becomes the error every waiter gets.
+    fn settle<V>(
         &self,
         key: &str,
         result: std::result::Result<std::result::Result<Fill<V>, FactoryError>, Duration>,
@@ -452,15 +366,12 @@ impl Handle {
             Ok(Err(e)) => Ok(e),
             Err(limit) => Err(limit),
         };
-        let err = self.factory_error(failure).with_context("key", key);
-        self.on_factory_failure(key, err).map(Produced::Return)
+        bump(&self.shared.counters.factory_errors);
+        Err(self.factory_error(failure).with_context("key", key))
     }
 
     /// The error for a factory's own error, or `Err(limit)`: a timeout.
-    pub(crate) fn factory_error(
-        &self,
-        failure: std::result::Result<FactoryError, Duration>,
-    ) -> Error {
+    fn factory_error(&self, failure: std::result::Result<FactoryError, Duration>) -> Error {
         let err = match failure {
             Ok(e) => Error::new(ErrorKind::Factory, "").set_source(e),
             Err(limit) => Error::new(
@@ -471,23 +382,9 @@ impl Handle {
         err.with_backend(self.cache.backend())
     }
 
-    /// What a failed or timed-out factory means for the callers: the error,
-    /// for every waiter, nothing cached; the async callers then try
-    /// fail-safe (`Handle::fail_safe`).
-    fn on_factory_failure(&self, key: &str, err: Error) -> Result<Bytes> {
-        let _ = key;
-        bump(&self.shared.counters.factory_errors);
-        Err(err)
-    }
-
     /// Stores a fresh value (see [`Handle::get_or_set`] for which store
     /// errors are returned) and returns it.
-    pub(crate) async fn store(
-        &self,
-        key: &str,
-        produced: Produced,
-        ttl: Option<Duration>,
-    ) -> Result<Bytes> {
+    async fn store(&self, key: &str, produced: Produced, ttl: Option<Duration>) -> Result<Bytes> {
         let value = match produced {
             Produced::Return(v) => return Ok(v),
             Produced::Store(v) => v,
@@ -505,7 +402,17 @@ impl Handle {
     }
 }
 
+impl Got {
+    /// A fresh (not stale) value.
+    fn fresh(value: Bytes) -> Self {
+        Got {
+            value,
+            stale: false,
+        }
+    }
+}
+
 /// A zero TTL is refused before any read or factory run.
-pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<()> {
+fn check_ttl(ttl: Option<Duration>) -> Result<()> {
     crate::cache::resolve_ttl(ttl, None).map(drop)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::envelope::{Enveloped, Stored};
-use super::{FactoryError, Fill, Got, Handle, Produced, Role, bump, check_ttl};
+use super::{FactoryError, Fill, Got, Handle, Role, bump, check_ttl};
 use crate::cache::now_millis;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -40,8 +40,7 @@ impl Handle {
     {
         check_ttl(ttl)?;
         let Some(env) = self.shared.envelope.clone() else {
-            let (value, stale) = self.read_through(key, ttl, factory, Ok).await?;
-            return Ok(Got { value, stale });
+            return self.read_through(key, ttl, factory, Ok).await;
         };
         let fs = self.shared.config.fail_safe;
         let now = now_millis();
@@ -61,13 +60,12 @@ impl Handle {
             _ => None,
         };
         let runtime = tokio::runtime::Handle::try_current().ok();
-        let (value, stale) = match (stale, fs.soft_timeout, runtime) {
+        match (stale, fs.soft_timeout, runtime) {
             (Some(stale), Some(soft), Some(rt)) => {
-                self.miss_soft(key, ttl, factory, stale, soft, &rt).await?
+                self.miss_soft(key, ttl, factory, stale, soft, &rt).await
             }
-            _ => Box::pin(self.miss(key, ttl, factory, Ok)).await?,
-        };
-        Ok(Got { value, stale })
+            _ => Box::pin(async { self.begin_miss(key, ttl).await?.run(factory, Ok).await }).await,
+        }
     }
 
     /// A miss with a stale value at hand: the flight runs in a spawned
@@ -80,13 +78,13 @@ impl Handle {
         stale: Bytes,
         soft: Duration,
         rt: &tokio::runtime::Handle,
-    ) -> Result<(Bytes, bool)>
+    ) -> Result<Got>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Fill, FactoryError>> + Send + 'static,
     {
         let (h, k) = (self.clone(), key.to_string());
-        let mut task = rt.spawn(async move { h.miss(&k, ttl, factory, Ok).await });
+        let mut task = rt.spawn(async move { h.begin_miss(&k, ttl).await?.run(factory, Ok).await });
         match tokio::time::timeout(soft, &mut task).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -97,7 +95,10 @@ impl Handle {
                 tracing::info!("get_or_set: {key:?} past soft timeout {soft:?}: serving stale");
                 bump(&self.shared.counters.fail_safe_served);
                 bump(&self.shared.counters.background_runs);
-                Ok((stale, true))
+                Ok(Got {
+                    value: stale,
+                    stale: true,
+                })
             }
         }
     }
@@ -129,7 +130,7 @@ impl Handle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Fill, FactoryError>>,
     {
-        let Role::Leader(leader) = self.join(key) else {
+        let Role::Leader(slot) = self.join(key) else {
             return; // another caller is refreshing or filling it
         };
         let permille = self.shared.config.fail_safe.refresh_ahead_permille;
@@ -140,14 +141,9 @@ impl Handle {
             _ => {
                 bump(&self.shared.counters.background_runs);
                 self.count_factory_run();
-                let run = f();
-                let result = match self.shared.config.factory_timeout {
-                    None => Ok(run.await),
-                    Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
-                };
+                let result = self.timed(f()).await;
                 match self.settle(key, result, Ok) {
-                    Ok(p @ Produced::Store(_)) => self.store(key, p, ttl).await,
-                    Ok(Produced::Return(v)) => Ok(v),
+                    Ok(p) => self.store(key, p, ttl).await,
                     Err(e) => Err(e),
                 }
             }
@@ -158,8 +154,8 @@ impl Handle {
         // Waiters that joined meanwhile get the new value; on an error they
         // go round and read the (still fresh) cached one.
         match outcome {
-            Ok(v) => leader.finish(&Ok(v)),
-            Err(_) => drop(leader),
+            Ok(v) => slot.finish(&Ok(Got::fresh(v))),
+            Err(_) => drop(slot),
         }
     }
 }
