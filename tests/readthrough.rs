@@ -181,7 +181,11 @@ async fn do_not_cache_returns_to_every_waiter_and_stores_nothing() {
         let h = open(backend, "").await;
         let runs = Arc::new(AtomicUsize::new(0));
         let fill = Ok(Fill::DoNotCache(Bytes::from_static(b"private")));
-        let results = callers(&h, "dnc", 200, &runs, Duration::from_millis(50), fill).await;
+        // Nothing is stored, so a caller that arrives after the run ended
+        // runs the factory again: the run outlasts the 200 callers' start
+        // even on a loaded machine (50 ms did not, once).
+        let slow = Duration::from_millis(500);
+        let results = callers(&h, "dnc", 200, &runs, slow, fill).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         for r in results {
             assert_eq!(&r.unwrap()[..], b"private");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 
-use unicache::records::{InputFormat, KeyPolicy, MissingKey, scan_backends, sniff};
+use unicache::records::{InputFormat, KeyPolicy, MissingKey, sniff};
 use unicache::writer::{OutputFile, Progress, Target, WriteOptions, WriteReport, write_records};
 
 use super::files::{refuse_input_in_stores, refuse_overlaps, store_files};
@@ -134,27 +134,31 @@ fn prepare_input(args: &WriteArgs) -> anyhow::Result<Prepared> {
             backends,
         });
     }
-    // Reads only as far as the format shows (any first-record size, any
-    // read sizes from a pipe) and puts those bytes back.
-    let (format, r) = sniff(raw, &args.input, args.format).map_err(|e| anyhow!(e.message))?;
-    if format != InputFormat::Seed {
-        let (input, backends) = (Box::new(r), None);
-        return Ok(Prepared {
-            input,
-            format,
-            backends,
-        });
-    }
     let mut seekable = match file {
         Some(f) => {
-            drop(r);
+            drop(raw);
             f
         }
-        None => spool(r)?,
+        // Stdin: sniffed first (any read sizes from a pipe, the bytes put
+        // back), spooled only when it is the seed's object.
+        None => {
+            let (format, r) =
+                sniff(raw, &args.input, args.format).map_err(|e| anyhow!(e.message))?;
+            if format != InputFormat::Seed {
+                let (input, backends) = (Box::new(r), None);
+                return Ok(Prepared {
+                    input,
+                    format,
+                    backends,
+                });
+            }
+            spool(r)?
+        }
     };
     seekable.rewind().context("cannot rewind the input")?;
-    let backends = scan_backends(&seekable, &args.input).map_err(|e| anyhow!(e.message))?;
-    seekable.rewind().context("cannot rewind the input")?;
+    let (format, backends) =
+        unicache::records::prepare_seekable(&mut seekable, &args.input, args.format)
+            .map_err(|e| anyhow!(e.message))?;
     Ok(Prepared {
         input: Box::new(seekable),
         format,

@@ -3,14 +3,14 @@
 //! dicts, returning the summary as a dict.
 
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use unicache::records::{InputFormat, KeyPolicy, scan_backends, sniff};
+use unicache::records::{InputFormat, KeyPolicy};
 use unicache::writer::{Progress, Target, WriteOptions, write_records};
 
 use crate::cache::{Cache, open};
@@ -116,21 +116,8 @@ fn open_source(
         if !want_backends {
             return Ok((Box::new(file), path, format, None));
         }
-        let probe = file
-            .try_clone()
-            .map_err(|e| error_of(ErrorClass::Io, format!("{path}: {e}")))?;
-        let (found, _) = sniff(probe, &path, format)
+        let (found, backends) = unicache::records::prepare_seekable(&mut file, &path, format)
             .map_err(|e| error_of(ErrorClass::InvalidInput, e.message))?;
-        let backends = if found == InputFormat::Seed {
-            file.rewind()
-                .map_err(|e| error_of(ErrorClass::Io, format!("{path}: {e}")))?;
-            scan_backends(&file, &path)
-                .map_err(|e| error_of(ErrorClass::InvalidInput, e.message))?
-        } else {
-            None
-        };
-        file.rewind()
-            .map_err(|e| error_of(ErrorClass::Io, format!("{path}: {e}")))?;
         return Ok((Box::new(file), path, found, backends));
     }
     if source.hasattr("read")? {

@@ -528,6 +528,35 @@ impl<'de> Visitor<'de> for SeedConfig<'_, '_> {
     }
 }
 
+/// A seekable input's format (sniffed only as far as it shows) and, for
+/// the seed's config object, its `backends` list (which may follow the
+/// records); the file is rewound, ready for the writer. The one way the
+/// CLI (a file, or stdin spooled to one) and the Python package prepare an
+/// input whose targets come from the seed's config.
+pub fn prepare_seekable(
+    file: &mut std::fs::File,
+    source: &str,
+    format: InputFormat,
+) -> Result<(InputFormat, Option<Vec<String>>), InputError> {
+    use std::io::Seek;
+    let rewind = |f: &mut std::fs::File| {
+        f.rewind().map_err(|e| InputError {
+            message: format!("{source}: cannot rewind the input: {e}"),
+        })
+    };
+    let (found, sniffed) = sniff(&mut *file, source, format)?;
+    drop(sniffed);
+    rewind(file)?;
+    let backends = if found == InputFormat::Seed {
+        let backends = scan_backends(&mut *file, source)?;
+        rewind(file)?;
+        backends
+    } else {
+        None
+    };
+    Ok((found, backends))
+}
+
 /// Reads only the seed config's `backends` (records are skipped, not kept).
 pub fn scan_backends<R: Read>(input: R, source: &str) -> Result<Option<Vec<String>>, InputError> {
     struct Scan;
