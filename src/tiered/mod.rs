@@ -47,6 +47,21 @@ use crate::error::{Error, ErrorKind, Result};
 #[cfg(feature = "memory")]
 pub use imp::{TieredBuilder, TieredCache};
 
+/// How coarsely `l2` counts TTLs: a remaining TTL it reports may be this
+/// much longer than the entry really has left, so L1 keeps an entry that
+/// much less. memcached counts whole seconds off a clock it advances once
+/// a second (a key set for 2 s goes after 1-2 s; a remaining "1" is 0-1 s);
+/// Redis counts milliseconds (`PX`/`PTTL`); SQLite and the file log keep
+/// exact expiry times, and the memory cache is in process. (Known by the
+/// backend's name: `Capabilities` has no field for it yet.)
+pub(crate) fn ttl_granularity(l2: &dyn Cache) -> std::time::Duration {
+    match l2.backend() {
+        "memcached" => std::time::Duration::from_secs(1),
+        "redis" => std::time::Duration::from_millis(1),
+        _ => std::time::Duration::ZERO,
+    }
+}
+
 /// Puts the L1 `tier` describes in front of `l2`, opened from `backend`
 /// (a Redis L2 gets the backplane).
 #[allow(unused_variables)]
@@ -141,7 +156,8 @@ mod imp {
         /// Builds the tier over `l2`; subscribes first when there is a backplane.
         pub async fn build(self, l2: Arc<dyn Cache>) -> Result<TieredCache> {
             let mode = self.mode(&*l2)?;
-            let l1 = Arc::new(L1::new(&self.tier, mode == Invalidation::None));
+            let grain = ttl_granularity(&*l2);
+            let l1 = Arc::new(L1::new(&self.tier, mode == Invalidation::None, grain));
             #[cfg(feature = "redis")]
             let backplane = match (&self.redis, mode) {
                 (Some(r), Invalidation::PubSub | Invalidation::Tracking) => Some(
@@ -227,13 +243,20 @@ mod imp {
         }
 
         /// Tells the other processes that `keys` changed (or, with no
-        /// keys, that the namespace was cleared). A failure is counted and
-        /// logged, not returned: the write itself succeeded.
-        pub(super) async fn announce(&self, keys: &[&str], clear: bool) {
+        /// keys, that the namespace was cleared), within what is left of
+        /// the response timeout of a write that began at `started`. A
+        /// failure is counted and logged, not returned (the write's own
+        /// outcome is); the message is sent again in the background.
+        pub(super) async fn announce(
+            &self,
+            keys: &[&str],
+            clear: bool,
+            started: std::time::Instant,
+        ) {
             #[cfg(feature = "redis")]
             if let Some(b) = &self.backplane {
                 let msg = if clear { Msg::Clear } else { Msg::Keys(keys) };
-                match b.publish(msg).await {
+                match b.publish(msg, started).await {
                     Ok(()) => add(
                         &self.l1.stats.invalidations_sent,
                         if clear { 1 } else { keys.len() as u64 },
@@ -244,7 +267,7 @@ mod imp {
                     }
                 }
             }
-            let _ = (keys, clear);
+            let _ = (keys, clear, started);
         }
 
         /// The invalidation mode's name, for stats.
