@@ -65,7 +65,10 @@ fn staleness_child() {
             let key = format!("k{}", v % KEYS);
             // A write that fails (its subscription or connection was just
             // killed) is not acknowledged: not logged.
-            if rt.block_on(c.set(&key, v.to_string().as_bytes(), None)).is_ok() {
+            if rt
+                .block_on(c.set(&key, v.to_string().as_bytes(), None))
+                .is_ok()
+            {
                 writeln!(out, "W {} {v} {}", v % KEYS, mono()).unwrap();
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -161,7 +164,11 @@ fn run(invalidation: &str, secs: u64) -> Figures {
     let mut acked: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
     let mut writes = 0;
     for f in lines(&wtext, "W ") {
-        let (k, v, at) = (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap());
+        let (k, v, at) = (
+            f[0].parse().unwrap(),
+            f[1].parse().unwrap(),
+            f[2].parse().unwrap(),
+        );
         acked.entry(k).or_default().push((v, at));
         writes += 1;
     }
@@ -177,8 +184,11 @@ fn run(invalidation: &str, secs: u64) -> Figures {
         // (key, version) -> the longest this reader read older versions after it returned
         let mut window: HashMap<(u64, u64), u64> = HashMap::new();
         for f in lines(&text, "R ") {
-            let (k, start, v): (u64, u64, u64) =
-                (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap());
+            let (k, start, v): (u64, u64, u64) = (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            );
             reads += 1;
             let Some(ws) = acked.get(&k) else { continue };
             // Writes of this key newer than the version read, returned before the read began.
@@ -259,7 +269,11 @@ fn check(invalidation: &str) {
     } else {
         5_000
     };
-    assert!(f.p99_us < bound, "{invalidation}: stale window p99 {} us", f.p99_us);
+    assert!(
+        f.p99_us < bound,
+        "{invalidation}: stale window p99 {} us",
+        f.p99_us
+    );
 }
 
 #[test]

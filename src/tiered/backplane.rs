@@ -35,6 +35,8 @@ use super::l1::{L1, coarse_now};
 use super::stats::{add, set};
 use super::tracking;
 use crate::backends::redis::RedisConfig;
+pub(crate) use crate::backends::redis::invalidation::Msg;
+use crate::backends::redis::invalidation::{Received, channel, db_of, decode, encode};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How often the subscription is checked with a PING, and how long it may take.
@@ -54,54 +56,18 @@ const TICK: Duration = Duration::from_millis(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
-/// What a write tells the other processes.
-pub(crate) enum Msg<'a> {
-    /// These keys changed.
-    Keys(&'a [&'a str]),
-    /// The namespace was cleared.
-    Clear,
-}
-
-fn encode(origin: u64, msg: &Msg<'_>) -> Vec<u8> {
-    let mut out = format!("{origin:016x}").into_bytes();
-    match msg {
-        Msg::Keys([k]) => {
-            out.push(b'k');
-            out.extend_from_slice(k.as_bytes());
-        }
-        Msg::Keys(keys) => {
-            out.push(b'm');
-            out.extend(serde_json::to_vec(keys).unwrap_or_default());
-        }
-        Msg::Clear => out.push(b'c'),
-    }
-    out
-}
-
-/// Applies a message from another process to L1.
+/// Applies a message from another process (or a Redis cache's write) to L1.
 fn apply(l1: &L1, origin: u64, payload: &[u8]) {
-    if payload.len() < 17 || payload[..16] == *format!("{origin:016x}").as_bytes() {
-        return;
-    }
-    let body = &payload[17..];
-    match payload[16] {
-        b'k' => {
-            if let Ok(k) = std::str::from_utf8(body) {
-                l1.evict(k);
-                add(&l1.stats.invalidations_received, 1);
-            }
+    match decode(origin, payload) {
+        Some(Received::Keys(keys)) => {
+            keys.iter().for_each(|k| l1.evict(k));
+            add(&l1.stats.invalidations_received, keys.len() as u64);
         }
-        b'm' => {
-            if let Ok(keys) = serde_json::from_slice::<Vec<String>>(body) {
-                keys.iter().for_each(|k| l1.evict(k));
-                add(&l1.stats.invalidations_received, keys.len() as u64);
-            }
-        }
-        b'c' => {
+        Some(Received::Clear) => {
             l1.flush();
             add(&l1.stats.invalidations_received, 1);
         }
-        _ => {}
+        None => {}
     }
 }
 
@@ -281,16 +247,10 @@ impl Backplane {
                 ),
             ));
         }
-        let db = cfg.nodes[0]
-            .as_str()
-            .into_connection_info()
-            .map(|i| i.redis_settings().db())
-            .unwrap_or(0);
-        let channel = channel(db, namespace);
-        let origin = std::hash::BuildHasher::hash_one(
-            &std::collections::hash_map::RandomState::new(),
-            (std::process::id(), std::time::SystemTime::now()),
-        );
+        let channel = channel(db_of(&cfg.nodes[0]), namespace);
+        // The Redis cache opened from this configuration sends as the same
+        // origin: its own writes' messages are skipped here too.
+        let origin = cfg.origin.get();
         let give_up = l1.cap();
         let sub = Arc::new(Subscriber {
             link: link(cfg),
@@ -343,11 +303,6 @@ impl Backplane {
     }
 }
 
-/// The channel of database `db` and `namespace`.
-pub(crate) fn channel(db: i64, namespace: Option<&str>) -> String {
-    format!("unicache:l1:{db}:{}", namespace.unwrap_or(""))
-}
-
 impl Publisher {
     /// Queues `msg` for the retry task (started if none runs).
     fn defer(this: &Arc<Self>, msg: &Msg<'_>) {
@@ -388,11 +343,7 @@ impl Publisher {
                 (std::mem::take(&mut p.keys), std::mem::take(&mut p.clear))
             };
             let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let msg = if clear {
-                Msg::Clear
-            } else {
-                Msg::Keys(&refs)
-            };
+            let msg = if clear { Msg::Clear } else { Msg::Keys(&refs) };
             let payload = encode(self.origin, &msg);
             let rt = self.link.response_timeout;
             match tokio::time::timeout(rt, self.try_publish(&payload)).await {
@@ -484,6 +435,25 @@ struct Live {
 }
 
 impl Live {
+    /// A PING round trip on every connection (no masters check): the
+    /// pushes queued before each reply have been handled when it is `true`.
+    async fn drain(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let ping = async move {
+            redis::cmd("PING")
+                .query_async::<Value>(&mut conn)
+                .await
+                .is_ok()
+        };
+        match &self.trackers {
+            None => ping.await,
+            Some(t) => {
+                let (a, b) = tokio::join!(ping, t.drain());
+                a && b
+            }
+        }
+    }
+
     /// Whether every connection answers (and, on a cluster with tracking,
     /// the masters are the same); the caller bounds the time.
     async fn healthy(&self) -> bool {
@@ -674,13 +644,22 @@ impl Subscriber {
                 _ = l.lost.recv() => return,
                 _ = tick.tick() => {
                     let now = coarse_now();
-                    if now.saturating_sub(last) > fresh || tokio::time::Instant::now() >= beat {
+                    let due = tokio::time::Instant::now() >= beat;
+                    if due || now.saturating_sub(last) > fresh {
                         let sent = coarse_now();
-                        match tokio::time::timeout(HEARTBEAT_TIMEOUT, l.healthy()).await {
-                            Ok(true) => {}
-                            _ => return,
+                        let check = async {
+                            if due {
+                                l.healthy().await
+                            } else {
+                                l.drain().await
+                            }
+                        };
+                        if !matches!(tokio::time::timeout(HEARTBEAT_TIMEOUT, check).await, Ok(true)) {
+                            return;
                         }
-                        beat = tokio::time::Instant::now() + HEARTBEAT;
+                        if due {
+                            beat = tokio::time::Instant::now() + HEARTBEAT;
+                        }
                         self.l1.alive_until(sent, FRESH);
                         last = coarse_now();
                     } else {

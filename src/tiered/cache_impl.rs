@@ -144,7 +144,7 @@ impl TieredCache {
         match r.await {
             Ok(v) => {
                 self.l1.wrote(key, &t, None);
-                self.announce(&[key], false, started).await;
+                self.announce_ok(&[key], false, started).await;
                 Ok(v)
             }
             Err(e) => Err(self.write_failed(&[key], e, started).await),
@@ -197,7 +197,7 @@ impl Cache for TieredCache {
                 Ok(()) => {
                     self.l1
                         .wrote(key, &t, Some((value, ttl.or(self.default_ttl))));
-                    self.announce(&[key], false, started).await;
+                    self.announce_ok(&[key], false, started).await;
                     Ok(())
                 }
                 Err(e) => Err(self.write_failed(&[key], e, started).await),
@@ -239,7 +239,7 @@ impl Cache for TieredCache {
                 for ((k, v), t) in entries.iter().zip(&tickets) {
                     self.l1.wrote(k, t, Some((v, ttl)));
                 }
-                self.announce(&keys, false, started).await;
+                self.announce_ok(&keys, false, started).await;
                 Ok(())
             }
             Err(e) => Err(self.write_failed(&keys, e, started).await),
@@ -254,7 +254,7 @@ impl Cache for TieredCache {
                 for (k, t) in keys.iter().zip(&tickets) {
                     self.l1.wrote(k, t, None);
                 }
-                self.announce(keys, false, started).await;
+                self.announce_ok(keys, false, started).await;
                 Ok(n)
             }
             Err(e) => Err(self.write_failed(keys, e, started).await),
@@ -268,7 +268,7 @@ impl Cache for TieredCache {
             Ok(true) => {
                 self.l1
                     .wrote(key, &t, Some((value, ttl.or(self.default_ttl))));
-                self.announce(&[key], false, started).await;
+                self.announce_ok(&[key], false, started).await;
                 Ok(true)
             }
             Ok(false) => Ok(false),
@@ -363,7 +363,13 @@ impl TieredCache {
     /// even when L2 failed part-way (some keys may be gone).
     async fn cleared(&self, r: Result<()>, started: Instant) -> Result<()> {
         self.l1.flush();
-        self.announce(&[], true, started).await;
+        // Even after a failure part-way (some keys may be gone); a
+        // publishing L2 sent its own message after a success.
+        if r.is_ok() {
+            self.announce_ok(&[], true, started).await;
+        } else {
+            self.announce(&[], true, started).await;
+        }
         r.map_err(|e| self.l2_failed(e))
     }
 }

@@ -272,7 +272,10 @@ impl L1 {
         let now = clock::coarse();
         self.is_live()
             && now < self.serve_until.load(Ordering::Acquire)
-            && self.mem.peek_now(key).is_some_and(|b| self.unexpired(&b, now))
+            && self
+                .mem
+                .peek_now(key)
+                .is_some_and(|b| self.unexpired(&b, now))
     }
 
     /// Taken before a read or write goes to L2.

@@ -166,6 +166,10 @@ mod imp {
                 ),
                 _ => None,
             };
+            // A Redis L2 opened from this very configuration publishes its
+            // writes itself, as this tier's origin (see `invalidation`).
+            #[cfg(feature = "redis")]
+            let l2_publishes = self.redis.as_ref().is_some_and(|r| r.origin.publishing());
             Ok(TieredCache {
                 l1,
                 l2,
@@ -173,6 +177,8 @@ mod imp {
                 mode,
                 #[cfg(feature = "redis")]
                 backplane,
+                #[cfg(feature = "redis")]
+                l2_publishes,
             })
         }
 
@@ -210,6 +216,10 @@ mod imp {
         pub(super) mode: Invalidation,
         #[cfg(feature = "redis")]
         pub(super) backplane: Option<Backplane>,
+        /// L2 publishes its own writes (in their round trip): a successful
+        /// write needs no message of the tier's.
+        #[cfg(feature = "redis")]
+        pub(super) l2_publishes: bool,
     }
 
     impl std::fmt::Debug for TieredCache {
@@ -268,6 +278,25 @@ mod imp {
                 }
             }
             let _ = (keys, clear, started);
+        }
+
+        /// After a successful write: [`Self::announce`], unless L2 has
+        /// published it already.
+        pub(super) async fn announce_ok(
+            &self,
+            keys: &[&str],
+            clear: bool,
+            started: std::time::Instant,
+        ) {
+            #[cfg(feature = "redis")]
+            if self.l2_publishes {
+                if self.backplane.is_some() {
+                    let n = if clear { 1 } else { keys.len() as u64 };
+                    add(&self.l1.stats.invalidations_sent, n);
+                }
+                return;
+            }
+            self.announce(keys, clear, started).await
         }
 
         /// The invalidation mode's name, for stats.

@@ -26,6 +26,7 @@ mod cache_impl;
 mod cluster;
 mod config;
 mod direct;
+pub(crate) mod invalidation;
 pub(crate) mod keys;
 
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisConfig};
@@ -33,6 +34,7 @@ use config::tls_certs;
 use keys::hash_slot;
 #[cfg(test)]
 use keys::{MAX_PX, crc16};
+use invalidation::Msg;
 use keys::{check_namespace, glob_escape, px_of};
 
 const BACKEND: &str = "redis";
@@ -80,6 +82,15 @@ pub struct RedisCache {
     /// The same for `get_with_ttl`, its own so that it never takes `get`'s
     /// (connected on first use).
     direct_ttl: Option<direct::Direct>,
+    /// Where writes announce the keys they changed (`publish=1`, the default).
+    announce: Option<Announce>,
+}
+
+/// The invalidation channel and this cache's origin (see [`invalidation`]).
+struct Announce {
+    channel: String,
+    origin: u64,
+    verb: &'static str,
 }
 
 type NodeCache = Arc<std::sync::Mutex<HashMap<String, MultiplexedConnection>>>;
@@ -124,6 +135,8 @@ impl RedisCache {
             connect_timeout,
             response_timeout,
             tls_ca,
+            publish,
+            origin,
         } = cfg;
         #[cfg(not(feature = "tls"))]
         if nodes.iter().any(|n| n.starts_with("rediss:")) {
@@ -149,6 +162,17 @@ impl RedisCache {
                 .flatten()
         };
         let (direct, direct_ttl) = (new_direct(), new_direct());
+        if publish {
+            origin.set_publishing();
+        }
+        let announce = publish.then(|| Announce {
+            channel: invalidation::channel(
+                invalidation::db_of(&nodes[0]),
+                options.namespace.as_deref(),
+            ),
+            origin: origin.get(),
+            verb: if cluster { "SPUBLISH" } else { "PUBLISH" },
+        });
         let prefix = options
             .namespace
             .as_ref()
@@ -168,7 +192,47 @@ impl RedisCache {
             node_cache: NodeCache::default(),
             direct,
             direct_ttl,
+            announce,
         })
+    }
+
+    /// The command that announces `msg`, when writes publish.
+    fn announce_cmd(&self, msg: &Msg<'_>) -> Option<Cmd> {
+        let a = self.announce.as_ref()?;
+        let mut c = redis::cmd(a.verb);
+        c.arg(&a.channel).arg(invalidation::encode(a.origin, msg));
+        Some(c)
+    }
+
+    /// Publishes `msg` after a write that could not carry it in its own
+    /// round trip (a cluster: the channel has a shard of its own). A
+    /// failure is logged, not returned: the write itself succeeded.
+    async fn announce(&self, msg: Msg<'_>) {
+        let (Some(a), Some(cmd)) = (&self.announce, self.announce_cmd(&msg)) else {
+            return;
+        };
+        if let Err(e) = self.one::<Value>(&a.channel, &a.channel, cmd).await {
+            tracing::warn!("redis: invalidation not published: {e}");
+        }
+    }
+
+    /// One key's write; with publishing on, its announcement goes in the
+    /// same round trip on one server (a pipeline), right after on a cluster.
+    async fn write_one<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd) -> Result<T> {
+        let keys = [key];
+        let msg = Msg::Keys(&keys);
+        if let (Conn::Single(c), Some(p)) = (&self.conn, self.announce_cmd(&msg)) {
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd).add_command(p).ignore();
+            let r: Result<(T,)> = pipe
+                .query_async(&mut c.clone())
+                .await
+                .map_err(|e| self.err(e));
+            return r.map(|(v,)| v).map_err(|e| e.with_context("key", key));
+        }
+        let v = self.one(full, key, cmd).await?;
+        self.announce(msg).await;
+        Ok(v)
     }
 
     /// The connection manager, or the cluster with its first slot map;
@@ -338,6 +402,12 @@ impl RedisCache {
                     }
                 }
             }
+            if self.announce.is_some() {
+                let keys: Vec<&str> = g.iter().map(|(k, _)| *k).collect();
+                if let Some(c) = self.announce_cmd(&Msg::Keys(&keys)) {
+                    p.add_command(c).ignore();
+                }
+            }
             p.query_async::<()>(&mut conn.clone())
                 .await
                 .map_err(|e| self.err(e))
@@ -357,8 +427,18 @@ impl RedisCache {
             for &i in &g {
                 c.arg(&full[i]);
             }
-            c.query_async::<u64>(&mut conn.clone())
+            let keys: Vec<&str> = g.iter().map(|&i| &full[i][self.prefix.len()..]).collect();
+            let Some(publish) = self.announce_cmd(&Msg::Keys(&keys)) else {
+                return c
+                    .query_async::<u64>(&mut conn.clone())
+                    .await
+                    .map_err(|e| self.err(e));
+            };
+            let mut p = redis::pipe();
+            p.add_command(c).add_command(publish).ignore();
+            p.query_async::<(u64,)>(&mut conn.clone())
                 .await
+                .map(|(n,)| n)
                 .map_err(|e| self.err(e))
         }))
         .buffer_unordered(IN_FLIGHT)
@@ -528,16 +608,23 @@ impl RedisCache {
     /// Flushes the whole database (every master in a cluster), other
     /// applications' keys included. Asked for by name: `clear` never does it.
     pub async fn flush_database(&self) -> Result<()> {
-        self.on_nodes(|nodes| async move {
-            for mut n in nodes {
-                let _: () = redis::cmd("FLUSHDB")
-                    .query_async(&mut n)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
-            Ok(())
-        })
-        .await
+        let r = self
+            .on_nodes(|nodes| async move {
+                for mut n in nodes {
+                    let _: () = redis::cmd("FLUSHDB")
+                        .query_async(&mut n)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                }
+                Ok(())
+            })
+            .await;
+        // After a failure the outcome is unknown, but the server is failing
+        // too: a tier over this cache announces it within its own time bound.
+        if r.is_ok() {
+            self.announce(Msg::Clear).await;
+        }
+        r
     }
 }
 
