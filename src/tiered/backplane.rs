@@ -6,9 +6,13 @@
 //! on the channel's shard, found by following `MOVED` from any seed, so a
 //! message stays within one shard instead of crossing the cluster bus.
 //!
-//! Messages are `<origin: 16 hex digits><kind><payload>`: `k<key>` one key,
-//! `m<JSON array>` several, `c` the namespace was cleared. A process skips
-//! its own origin. A receiver only evicts; it never reads L2.
+//! The channel name and the message format live with the Redis backend
+//! (`backends::redis::invalidation`), whose own writes publish them too. A
+//! process skips its own origin. A receiver only evicts; it never reads L2.
+//!
+//! Hits need a lease the supervisor renews every [`TICK`] (see
+//! `Subscriber::watch`): a process that was stopped or starved reads L2
+//! until it has drained the messages queued meanwhile.
 //!
 //! The subscriber is one RESP3 connection whose pushes are handled inside
 //! the connection's own task (no hop), by [`PushHandler`]. With

@@ -485,6 +485,41 @@ mod tests {
     }
 
     #[test]
+    fn l1_keeps_one_ttl_resolution_less_than_l2_reports() {
+        let c = L1::new(
+            &TierConfig::new(100).l1_ttl(Duration::from_secs(60)),
+            true,
+            Duration::from_millis(100),
+        );
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", Some(Duration::from_millis(150)));
+        assert!(c.get("k").is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get("k"), None, "kept past L2's TTL minus its resolution");
+        // Less than the resolution left: not kept at all.
+        let t = c.ticket("z");
+        c.fill("z", &t, b"v", Some(Duration::from_millis(90)));
+        assert_eq!(c.get("z"), None);
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn hits_need_a_fresh_lease_from_the_backplane() {
+        let c = l1();
+        c.go_live();
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", None);
+        assert!(c.get("k").is_some(), "a fresh lease after go_live");
+        c.stale();
+        assert_eq!(c.get("k"), None, "served without a lease");
+        assert!(!c.contains("k"));
+        c.alive_until(coarse_now(), Duration::from_millis(20));
+        assert!(c.get("k").is_some(), "entry kept while the lease was out");
+        std::thread::sleep(Duration::from_millis(20) + Duration::from_micros(c.lag));
+        assert_eq!(c.get("k"), None, "served past the lease");
+    }
+
+    #[test]
     #[cfg(feature = "redis")]
     fn a_lost_subscription_turns_l1_off_until_live_again() {
         let c = l1();

@@ -8,9 +8,11 @@
 //!   never keeps an entry longer than L2 does. `get_many` sends all L1
 //!   misses to L2 in one call.
 //! - **Writes** go to L2 first, then update (`set`, `add`) or evict
-//!   (`delete`, `incr`, `touch`) L1 and tell the other processes. An L2
-//!   error leaves L1 as it was, except when the write may have landed (a
-//!   timeout, a partly failed batch): those keys are evicted.
+//!   (`delete`, `incr`, `touch`) L1 and tell the other processes (a Redis
+//!   L2 opened from the same URL tells them itself, in the write's round
+//!   trip). An L2 error after which the write may have landed (anything but
+//!   a refused argument) evicts the keys and tells the other processes; the
+//!   whole call stays within about one response timeout.
 //! - **Invalidation** ([`Invalidation`]): on Redis, key-only pub/sub messages
 //!   (sharded on a cluster) and optionally the servers' client tracking
 //!   (one connection per master on a cluster); see `backplane`. Without a
