@@ -1692,3 +1692,33 @@ async fn writes_without_an_l1_invalidate_other_l1s() {
         "publish=0 published"
     );
 }
+
+/// Item 5, a timeout: a write that times out while Redis holds writes
+/// (`CLIENT PAUSE WRITE`, which holds `PUBLISH` too) lands when the pause
+/// ends; its message, not sent in time, is sent again in the background
+/// and reaches the other process's L1 (its subscription never dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_write_that_lands_later_still_reaches_other_l1s() {
+    let server = servers::redis_server();
+    let ns = unique_ns("tier-write-pause");
+    let w = unicache::open(&redis_url(server.port, &ns, "&response_timeout=300ms"))
+        .await
+        .unwrap();
+    let o = unicache::open(&redis_url(server.port, &ns, "")).await.unwrap();
+    w.set("k", b"old", None).await.unwrap();
+    held_in_l1(&*o, "k", "old").await;
+    let received = tier_stat(&*o, "invalidations_received").await;
+    assert_eq!(cli(server.port, &["CLIENT", "PAUSE", "1500", "WRITE"]), "OK");
+    let paused = Instant::now();
+    let e = w.set("k", b"new", None).await.unwrap_err();
+    assert_eq!(e.kind(), unicache::ErrorKind::Timeout, "{e}");
+    while tier_stat(&*o, "invalidations_received").await == received {
+        assert!(
+            paused.elapsed() < Duration::from_secs(4),
+            "the timed-out write's message never came"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("message reached the other L1 {:?} after the pause began", paused.elapsed());
+    wait_value_within(&*o, "k", Some(b"new"), Duration::from_secs(1)).await;
+}

@@ -351,7 +351,12 @@ impl Publisher {
             let payload = encode(self.origin, &msg);
             let rt = self.link.response_timeout;
             match tokio::time::timeout(rt, self.try_publish(&payload)).await {
-                Ok(Ok(())) => backoff = BACKOFF_MIN,
+                Ok(Ok(())) => {
+                    backoff = BACKOFF_MIN;
+                    // What was queued meanwhile is timed from now.
+                    let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    p.since = Some(std::time::Instant::now());
+                }
                 _ => {
                     {
                         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());

@@ -162,8 +162,10 @@ impl Cache for RedisCache {
             .enumerate()
             .filter_map(|(i, r)| r.err().map(|e| (i, e.with_context("key", entries[i].0))))
             .collect();
-        // Failed keys too: they may have landed.
-        if self.announce.is_some() {
+        // Only after a success: a failed batch is failing at a node that
+        // may hold the channel too (a tier over this cache announces it
+        // within its own time bound).
+        if failures.is_empty() && self.announce.is_some() {
             let keys: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
             self.announce(Msg::Keys(&keys)).await;
         }
@@ -186,9 +188,7 @@ impl Cache for RedisCache {
             Conn::Cluster(c) => {
                 let single = |i: usize| redis::cmd("UNLINK").arg(&full[i]).clone();
                 let announced = async {
-                    if self.announce.is_some() {
-                        self.announce(Msg::Keys(keys)).await;
-                    }
+                    self.announce(Msg::Keys(keys)).await;
                 };
                 let b = cluster::Batch {
                     keys: &full,
@@ -201,7 +201,9 @@ impl Cache for RedisCache {
                     .into_iter()
                     .map(|r| r.and_then(|v| u64::from_redis_value(v).map_err(parse_err)))
                     .sum::<Result<u64>>();
-                announced.await;
+                if n.is_ok() {
+                    announced.await;
+                }
                 n
             }
             Conn::Single(_) => self.delete_many_single(&full).await,

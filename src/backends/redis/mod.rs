@@ -222,6 +222,9 @@ impl RedisCache {
         let keys = [key];
         let msg = Msg::Keys(&keys);
         if let (Conn::Single(c), Some(p)) = (&self.conn, self.announce_cmd(&msg)) {
+            // The message after the write: sent first, it could be handled
+            // (and the old value read back into an L1) before the write
+            // runs, when a large pipeline arrives in several reads.
             let mut pipe = redis::pipe();
             pipe.add_command(cmd).add_command(p).ignore();
             let r: Result<(T,)> = pipe
@@ -402,6 +405,7 @@ impl RedisCache {
                     }
                 }
             }
+            // After the writes (see `write_one`).
             if self.announce.is_some() {
                 let keys: Vec<&str> = g.iter().map(|(k, _)| *k).collect();
                 if let Some(c) = self.announce_cmd(&Msg::Keys(&keys)) {
