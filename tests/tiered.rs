@@ -1439,8 +1439,15 @@ async fn a_tiered_write_on_a_frozen_redis_fails_within_one_timeout() {
     }
     server.signal(libc::SIGCONT);
     println!("tiered writes on a frozen Redis (response_timeout 1 s): {took:?}");
+    // 1.25 s; on a machine whose run queue is longer than its cores, where
+    // L2's own timer fires late, 1.6 s (still under the 2 s of two timeouts).
+    let load = overload();
+    let bound = Duration::from_millis(if load > 1.0 { 1600 } else { 1250 });
+    if load > 1.0 {
+        println!("load average {load:.1}x the cores: checking {bound:?}, not 1.25 s");
+    }
     for (op, d) in took {
-        assert!(d < Duration::from_millis(1250), "{op} took {d:?}");
+        assert!(d < bound, "{op} took {d:?} (load {load:.1}x)");
     }
     // The timed-out set may have landed: the other process's copy goes.
     wait_value_within(&*o, "k", None, Duration::from_secs(3)).await;
