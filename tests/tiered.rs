@@ -1711,11 +1711,16 @@ async fn a_timed_out_write_that_lands_later_still_reaches_other_l1s() {
     let w = unicache::open(&redis_url(server.port, &ns, "&response_timeout=300ms"))
         .await
         .unwrap();
-    let o = unicache::open(&redis_url(server.port, &ns, "")).await.unwrap();
+    let o = unicache::open(&redis_url(server.port, &ns, ""))
+        .await
+        .unwrap();
     w.set("k", b"old", None).await.unwrap();
     held_in_l1(&*o, "k", "old").await;
     let received = tier_stat(&*o, "invalidations_received").await;
-    assert_eq!(cli(server.port, &["CLIENT", "PAUSE", "1500", "WRITE"]), "OK");
+    assert_eq!(
+        cli(server.port, &["CLIENT", "PAUSE", "1500", "WRITE"]),
+        "OK"
+    );
     let paused = Instant::now();
     let e = w.set("k", b"new", None).await.unwrap_err();
     assert_eq!(e.kind(), unicache::ErrorKind::Timeout, "{e}");
@@ -1726,6 +1731,9 @@ async fn a_timed_out_write_that_lands_later_still_reaches_other_l1s() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("message reached the other L1 {:?} after the pause began", paused.elapsed());
+    println!(
+        "message reached the other L1 {:?} after the pause began",
+        paused.elapsed()
+    );
     wait_value_within(&*o, "k", Some(b"new"), Duration::from_secs(1)).await;
 }
