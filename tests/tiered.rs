@@ -1737,3 +1737,37 @@ async fn a_timed_out_write_that_lands_later_still_reaches_other_l1s() {
     );
     wait_value_within(&*o, "k", Some(b"new"), Duration::from_secs(1)).await;
 }
+
+/// Code, not URLs: two Redis caches and two tiers built from clones of one
+/// `RedisConfig`. The second cache cannot share the first's sender id, so
+/// neither tier skips the other's messages: each hears the other's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_built_from_one_redis_config_hear_each_other() {
+    use unicache::backends::redis::{RedisCache, RedisConfig};
+    use unicache::tiered::{TierConfig, TieredCache};
+    let port = shared_redis().port;
+    let cfg = RedisConfig::new(vec![format!("redis://127.0.0.1:{port}")], false);
+    let opts = unicache::CacheOptions::new().namespace(unique_ns("tier-one-config"));
+    let mut tiers = Vec::new();
+    for _ in 0..2 {
+        let l2 = RedisCache::connect(cfg.clone(), opts.clone())
+            .await
+            .unwrap();
+        let t = TieredCache::builder(TierConfig::new(100))
+            .options(&opts)
+            .backplane(cfg.clone())
+            .build(Arc::new(l2))
+            .await
+            .unwrap();
+        tiers.push(t);
+    }
+    let (a, b) = (&tiers[0], &tiers[1]);
+    a.set("k", b"1", None).await.unwrap();
+    held_in_l1(b, "k", "1").await;
+    held_in_l1(a, "k", "1").await;
+    b.set("k", b"2", None).await.unwrap();
+    wait_value(a, "k", Some(b"2")).await;
+    held_in_l1(a, "k", "2").await;
+    a.set("k", b"3", None).await.unwrap();
+    wait_value(b, "k", Some(b"3")).await;
+}

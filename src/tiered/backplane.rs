@@ -40,7 +40,7 @@ use super::stats::{add, set};
 use super::tracking;
 use crate::backends::redis::RedisConfig;
 pub(crate) use crate::backends::redis::invalidation::Msg;
-use crate::backends::redis::invalidation::{Received, channel, db_of, decode, encode};
+use crate::backends::redis::invalidation::{Origin, Received, channel, db_of, decode, encode};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How often the subscription is checked with a PING, and how long it may take.
@@ -172,6 +172,8 @@ pub(crate) struct Backplane {
     publisher: Arc<Publisher>,
     task: tokio::task::JoinHandle<()>,
     mode: Invalidation,
+    /// The L2 publishes its own writes as this backplane's origin.
+    pub l2_publishes: bool,
 }
 
 /// The publishing side, shared with its retry task.
@@ -252,9 +254,14 @@ impl Backplane {
             ));
         }
         let channel = channel(db_of(&cfg.nodes[0]), namespace);
-        // The Redis cache opened from this configuration sends as the same
-        // origin: its own writes' messages are skipped here too.
-        let origin = cfg.origin.get();
+        // The one publishing Redis cache opened from this configuration
+        // (the L2, when one URL opened both) sends as this origin: the
+        // messages of its writes are skipped here too, and it publishes
+        // them itself.
+        let (origin, l2_publishes) = match cfg.origin.sole_cache() {
+            Some(o) => (o, true),
+            None => (Origin::fresh(), false),
+        };
         let give_up = l1.cap();
         let sub = Arc::new(Subscriber {
             link: link(cfg),
@@ -283,6 +290,7 @@ impl Backplane {
             }),
             task,
             mode,
+            l2_publishes,
         })
     }
 

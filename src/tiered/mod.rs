@@ -169,9 +169,9 @@ mod imp {
                 _ => None,
             };
             // A Redis L2 opened from this very configuration publishes its
-            // writes itself, as this tier's origin (see `invalidation`).
+            // writes itself, as the backplane's origin (see `invalidation`).
             #[cfg(feature = "redis")]
-            let l2_publishes = self.redis.as_ref().is_some_and(|r| r.origin.publishing());
+            let l2_publishes = backplane.as_ref().is_some_and(|b| b.l2_publishes);
             Ok(TieredCache {
                 l1,
                 l2,

@@ -41,7 +41,7 @@ pub struct RedisConfig {
     /// default on; see [`super::invalidation`]).
     pub publish: bool,
     /// Who the messages come from (shared by clones: the cache and the
-    /// tier opened from one URL are one sender).
+    /// tier opened from one URL are one sender; see `invalidation::Origin`).
     pub(crate) origin: super::invalidation::Origin,
 }
 

@@ -10,7 +10,7 @@
 //! `m<JSON array>` several, `c` the namespace was cleared. A subscriber
 //! skips the messages of its own origin (its own writes, already in its L1).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// What a write tells the other processes.
@@ -73,33 +73,50 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Option<Received> {
     }
 }
 
-/// The sender id of a configuration's messages: drawn once, shared by every
-/// clone of the [`super::RedisConfig`] it belongs to, so a tier and the
-/// Redis cache under it (opened from one URL) are one origin, and the
-/// tier's subscriber skips the messages of the cache's own writes. It also
-/// records whether a cache opened from the configuration publishes: the
-/// tier over it then leaves the publishing to it.
+/// The sender id of a configuration's messages, shared by every clone of
+/// the [`super::RedisConfig`] it belongs to: the first publishing cache
+/// opened from the configuration sends as it, and a tier built with the
+/// configuration over that cache (one URL opens both) subscribes as it, so
+/// it skips the messages of its own writes. A second cache from the same
+/// configuration draws an id of its own; a tier then cannot tell which
+/// cache it is over, and sends and skips as itself (an own write's echo
+/// costs one extra miss).
 #[derive(Clone, Default)]
-pub(crate) struct Origin(Arc<(OnceLock<u64>, AtomicBool)>);
+pub(crate) struct Origin(Arc<OriginCell>);
+
+#[derive(Default)]
+struct OriginCell {
+    id: OnceLock<u64>,
+    /// Publishing caches opened from the configuration.
+    caches: AtomicU32,
+}
+
+fn fresh_id() -> u64 {
+    std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        (std::process::id(), std::time::SystemTime::now()),
+    )
+}
 
 impl Origin {
-    /// A cache opened from this configuration publishes its writes.
-    pub(crate) fn set_publishing(&self) {
-        self.0.1.store(true, Ordering::Release);
+    /// The id a publishing cache sends as: the shared one for the first.
+    pub(crate) fn claim(&self) -> u64 {
+        if self.0.caches.fetch_add(1, Ordering::AcqRel) == 0 {
+            *self.0.id.get_or_init(fresh_id)
+        } else {
+            fresh_id()
+        }
     }
 
-    /// Whether a cache opened from this configuration publishes its writes.
-    pub(crate) fn publishing(&self) -> bool {
-        self.0.1.load(Ordering::Acquire)
+    /// The id of the one publishing cache opened from the configuration,
+    /// if exactly one was: a tier over it sends and skips as it.
+    pub(crate) fn sole_cache(&self) -> Option<u64> {
+        (self.0.caches.load(Ordering::Acquire) == 1).then(|| *self.0.id.get_or_init(fresh_id))
     }
 
-    pub(crate) fn get(&self) -> u64 {
-        *self.0.0.get_or_init(|| {
-            std::hash::BuildHasher::hash_one(
-                &std::collections::hash_map::RandomState::new(),
-                (std::process::id(), std::time::SystemTime::now()),
-            )
-        })
+    /// An id of its own, for a tier that shares none.
+    pub(crate) fn fresh() -> u64 {
+        fresh_id()
     }
 }
 
@@ -131,7 +148,11 @@ mod tests {
         assert_eq!(decode(1, b"garbage"), None);
         assert_eq!(decode(1, b""), None);
         let o = Origin::default();
-        assert_eq!(o.get(), o.clone().get());
-        assert_ne!(o.get(), Origin::default().get());
+        assert_eq!(o.sole_cache(), None, "no cache yet");
+        let first = o.clone().claim();
+        assert_eq!(o.sole_cache(), Some(first));
+        assert_ne!(o.claim(), first, "a second cache shares no id");
+        assert_eq!(o.sole_cache(), None);
+        assert_ne!(Origin::default().claim(), first);
     }
 }

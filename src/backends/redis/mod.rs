@@ -162,15 +162,12 @@ impl RedisCache {
                 .flatten()
         };
         let (direct, direct_ttl) = (new_direct(), new_direct());
-        if publish {
-            origin.set_publishing();
-        }
         let announce = publish.then(|| Announce {
             channel: invalidation::channel(
                 invalidation::db_of(&nodes[0]),
                 options.namespace.as_deref(),
             ),
-            origin: origin.get(),
+            origin: origin.claim(),
             verb: if cluster { "SPUBLISH" } else { "PUBLISH" },
         });
         let prefix = options
