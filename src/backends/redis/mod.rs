@@ -91,6 +91,11 @@ struct Announce {
     channel: String,
     origin: u64,
     verb: &'static str,
+    /// The channel had a subscriber at the last count (one server): the
+    /// next write's pipeline ends with its message; otherwise with
+    /// `PUBSUB NUMSUB` (a few bytes instead of every key), see
+    /// [`RedisCache::tail_cmd`].
+    listened: std::sync::atomic::AtomicBool,
 }
 
 type NodeCache = Arc<std::sync::Mutex<HashMap<String, MultiplexedConnection>>>;
@@ -169,6 +174,7 @@ impl RedisCache {
             ),
             origin: origin.claim(),
             verb: if cluster { "SPUBLISH" } else { "PUBLISH" },
+            listened: std::sync::atomic::AtomicBool::new(false),
         });
         let prefix = options
             .namespace
@@ -213,25 +219,69 @@ impl RedisCache {
         }
     }
 
-    /// One key's write; with publishing on, its announcement goes in the
-    /// same round trip on one server (a pipeline), right after on a cluster.
+    /// On one server, the command that ends a write's pipeline (after the
+    /// write: sent first, a message could be handled, and the old value
+    /// read back into an L1, before the write ran, when a large pipeline
+    /// arrives in several reads). When the last count saw a subscriber, the
+    /// message naming `keys` (`true`); otherwise `PUBSUB NUMSUB` of the
+    /// channel, which costs a few bytes where the message costs every key
+    /// again (a bulk load with no L1 listening paid 10% for them).
+    fn tail_cmd<'k>(&self, keys: &(dyn Fn() -> Vec<&'k str> + Sync)) -> Option<(Cmd, bool)> {
+        let a = self.announce.as_ref()?;
+        if a.listened.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some((self.announce_cmd(&Msg::Keys(&keys()))?, true));
+        }
+        let mut c = redis::cmd("PUBSUB");
+        c.arg("NUMSUB").arg(&a.channel);
+        Some((c, false))
+    }
+
+    /// After a pipeline that `tail_cmd` ended: `reply` counts the
+    /// subscribers (`PUBLISH`: receivers; `NUMSUB`: `[channel, n]`), taken
+    /// after the write ran. Subscribers counted by `NUMSUB` may have
+    /// subscribed before the write, so its keys are published now; one
+    /// that subscribes after the count subscribed after the write too, and
+    /// starts with an empty L1.
+    async fn tail_done<'k>(
+        &self,
+        keys: &(dyn Fn() -> Vec<&'k str> + Sync),
+        published: bool,
+        reply: &Value,
+    ) {
+        let Some(a) = &self.announce else { return };
+        let n = match reply {
+            Value::Int(n) => *n,
+            Value::Array(v) => match v.get(1) {
+                Some(Value::Int(n)) => *n,
+                _ => 1,
+            },
+            _ => 1,
+        };
+        a.listened
+            .store(n > 0, std::sync::atomic::Ordering::Relaxed);
+        if !published && n > 0 {
+            self.announce(Msg::Keys(&keys())).await;
+        }
+    }
+
+    /// One key's write; with publishing on, its announcement (or a count of
+    /// the listeners, see `tail_cmd`) goes in the same round trip on one
+    /// server (a pipeline), right after on a cluster.
     async fn write_one<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd) -> Result<T> {
-        let keys = [key];
-        let msg = Msg::Keys(&keys);
-        if let (Conn::Single(c), Some(p)) = (&self.conn, self.announce_cmd(&msg)) {
-            // The message after the write: sent first, it could be handled
-            // (and the old value read back into an L1) before the write
-            // runs, when a large pipeline arrives in several reads.
+        let keys = || vec![key];
+        if let (Conn::Single(c), Some((tail, published))) = (&self.conn, self.tail_cmd(&keys)) {
             let mut pipe = redis::pipe();
-            pipe.add_command(cmd).add_command(p).ignore();
-            let r: Result<(T,)> = pipe
+            pipe.add_command(cmd).add_command(tail);
+            let r: Result<(T, Value)> = pipe
                 .query_async(&mut c.clone())
                 .await
                 .map_err(|e| self.err(e));
-            return r.map(|(v,)| v).map_err(|e| e.with_context("key", key));
+            let (v, reply) = r.map_err(|e| e.with_context("key", key))?;
+            self.tail_done(&keys, published, &reply).await;
+            return Ok(v);
         }
         let v = self.one(full, key, cmd).await?;
-        self.announce(msg).await;
+        self.announce(Msg::Keys(&[key])).await;
         Ok(v)
     }
 
@@ -402,16 +452,21 @@ impl RedisCache {
                     }
                 }
             }
-            // After the writes (see `write_one`).
-            if self.announce.is_some() {
-                let keys: Vec<&str> = g.iter().map(|(k, _)| *k).collect();
-                if let Some(c) = self.announce_cmd(&Msg::Keys(&keys)) {
-                    p.add_command(c).ignore();
-                }
-            }
-            p.query_async::<()>(&mut conn.clone())
+            // After the writes (see `tail_cmd`).
+            let keys = || g.iter().map(|(k, _)| *k).collect::<Vec<&str>>();
+            let Some((tail, published)) = self.tail_cmd(&keys) else {
+                return p
+                    .query_async::<()>(&mut conn.clone())
+                    .await
+                    .map_err(|e| self.err(e));
+            };
+            p.add_command(tail);
+            let (reply,): (Value,) = p
+                .query_async(&mut conn.clone())
                 .await
-                .map_err(|e| self.err(e))
+                .map_err(|e| self.err(e))?;
+            self.tail_done(&keys, published, &reply).await;
+            Ok(())
         }))
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()
@@ -428,19 +483,25 @@ impl RedisCache {
             for &i in &g {
                 c.arg(&full[i]);
             }
-            let keys: Vec<&str> = g.iter().map(|&i| &full[i][self.prefix.len()..]).collect();
-            let Some(publish) = self.announce_cmd(&Msg::Keys(&keys)) else {
+            let keys = || {
+                g.iter()
+                    .map(|&i| &full[i][self.prefix.len()..])
+                    .collect::<Vec<&str>>()
+            };
+            let Some((tail, published)) = self.tail_cmd(&keys) else {
                 return c
                     .query_async::<u64>(&mut conn.clone())
                     .await
                     .map_err(|e| self.err(e));
             };
             let mut p = redis::pipe();
-            p.add_command(c).add_command(publish).ignore();
-            p.query_async::<(u64,)>(&mut conn.clone())
+            p.add_command(c).add_command(tail);
+            let (n, reply): (u64, Value) = p
+                .query_async(&mut conn.clone())
                 .await
-                .map(|(n,)| n)
-                .map_err(|e| self.err(e))
+                .map_err(|e| self.err(e))?;
+            self.tail_done(&keys, published, &reply).await;
+            Ok(n)
         }))
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<u64>>()
