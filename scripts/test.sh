@@ -29,11 +29,15 @@ fi
 # The packages start system services; the tests use their own servers.
 if [ $# -eq 0 ]; then
     # The tier's cross-process latency tests (p99 of write -> eviction in
-    # other processes) run on their own after the rest, so the suite's other
-    # servers and processes do not stand in the run queue with them.
+    # other processes) and the staleness checker (tests/staleness.rs, ~1 min)
+    # run on their own after the rest, so the suite's other servers and
+    # processes do not stand in the run queue with them.
     timed=(three_processes_pubsub_p99_under_5ms redis_cli_writes_evict_with_client_tracking)
-    cargo test --all-features --no-fail-fast -- "${timed[@]/#/--skip=}"
+    stale=(staleness_checker_pubsub staleness_checker_tracking)
+    skip=("${timed[@]}" "${stale[@]}")
+    cargo test --all-features --no-fail-fast -- "${skip[@]/#/--skip=}"
     cargo test --all-features --test tiered -- --exact "${timed[@]}" --nocapture
+    cargo test --all-features --test staleness -- --exact "${stale[@]}" --nocapture --test-threads=1
 else
     cargo test --all-features --no-fail-fast "$@"
 fi

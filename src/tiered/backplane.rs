@@ -6,9 +6,13 @@
 //! on the channel's shard, found by following `MOVED` from any seed, so a
 //! message stays within one shard instead of crossing the cluster bus.
 //!
-//! Messages are `<origin: 16 hex digits><kind><payload>`: `k<key>` one key,
-//! `m<JSON array>` several, `c` the namespace was cleared. A process skips
-//! its own origin. A receiver only evicts; it never reads L2.
+//! The channel name and the message format live with the Redis backend
+//! (`backends::redis::invalidation`), whose own writes publish them too. A
+//! process skips its own origin. A receiver only evicts; it never reads L2.
+//!
+//! Hits need a lease the supervisor renews every [`TICK`] (see
+//! `Subscriber::watch`): a process that was stopped or starved reads L2
+//! until it has drained the messages queued meanwhile.
 //!
 //! The subscriber is one RESP3 connection whose pushes are handled inside
 //! the connection's own task (no hop), by [`PushHandler`]. With
@@ -31,67 +35,43 @@ use redis::{
 
 use super::cluster_tracking::Trackers;
 use super::config::Invalidation;
-use super::l1::L1;
+use super::l1::{L1, coarse_now};
 use super::stats::{add, set};
 use super::tracking;
 use crate::backends::redis::RedisConfig;
+pub(crate) use crate::backends::redis::invalidation::Msg;
+use crate::backends::redis::invalidation::{Origin, Received, channel, db_of, decode, encode};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How often the subscription is checked with a PING, and how long it may take.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after the backplane task last ran on time L1 still serves
+/// hits. A reader that was stopped or starved for longer reads L2 until a
+/// PING round trip has drained its sockets. 30 ms: the staleness promise
+/// is 50 ms (no read returns a value older than one whose write returned
+/// 50 ms before the read began), and a message takes well under the other
+/// 20 ms to be handled once it is in the socket of a running process.
+pub(crate) const FRESH: Duration = Duration::from_millis(30);
+/// How often the backplane task renews [`FRESH`] (100 wake-ups a second,
+/// no network traffic).
+const TICK: Duration = Duration::from_millis(10);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
-/// What a write tells the other processes.
-pub(crate) enum Msg<'a> {
-    /// These keys changed.
-    Keys(&'a [&'a str]),
-    /// The namespace was cleared.
-    Clear,
-}
-
-fn encode(origin: u64, msg: &Msg<'_>) -> Vec<u8> {
-    let mut out = format!("{origin:016x}").into_bytes();
-    match msg {
-        Msg::Keys([k]) => {
-            out.push(b'k');
-            out.extend_from_slice(k.as_bytes());
-        }
-        Msg::Keys(keys) => {
-            out.push(b'm');
-            out.extend(serde_json::to_vec(keys).unwrap_or_default());
-        }
-        Msg::Clear => out.push(b'c'),
-    }
-    out
-}
-
-/// Applies a message from another process to L1.
+/// Applies a message from another process (or a Redis cache's write) to L1.
 fn apply(l1: &L1, origin: u64, payload: &[u8]) {
-    if payload.len() < 17 || payload[..16] == *format!("{origin:016x}").as_bytes() {
-        return;
-    }
-    let body = &payload[17..];
-    match payload[16] {
-        b'k' => {
-            if let Ok(k) = std::str::from_utf8(body) {
-                l1.evict(k);
-                add(&l1.stats.invalidations_received, 1);
-            }
+    match decode(origin, payload) {
+        Some(Received::Keys(keys)) => {
+            keys.iter().for_each(|k| l1.evict(k));
+            add(&l1.stats.invalidations_received, keys.len() as u64);
         }
-        b'm' => {
-            if let Ok(keys) = serde_json::from_slice::<Vec<String>>(body) {
-                keys.iter().for_each(|k| l1.evict(k));
-                add(&l1.stats.invalidations_received, keys.len() as u64);
-            }
-        }
-        b'c' => {
+        Some(Received::Clear) => {
             l1.flush();
             add(&l1.stats.invalidations_received, 1);
         }
-        _ => {}
+        None => {}
     }
 }
 
@@ -189,17 +169,42 @@ impl Link {
 
 /// The L2's Redis as a backplane: a publisher and a supervised subscriber.
 pub(crate) struct Backplane {
-    origin: u64,
-    channel: String,
-    publish: Link,
+    publisher: Arc<Publisher>,
     task: tokio::task::JoinHandle<()>,
     mode: Invalidation,
+    /// The L2 publishes its own writes as this backplane's origin.
+    pub l2_publishes: bool,
 }
+
+/// The publishing side, shared with its retry task.
+struct Publisher {
+    origin: u64,
+    channel: String,
+    link: Link,
+    /// Invalidations not confirmed within their write's call, which the
+    /// retry task sends again; given up after `give_up` (L1's TTL cap: by
+    /// then every copy they would evict has expired).
+    pending: Mutex<Pending>,
+    give_up: Duration,
+}
+
+#[derive(Default)]
+struct Pending {
+    keys: std::collections::HashSet<String>,
+    clear: bool,
+    /// When the oldest entry was queued; `None` when no retry task runs.
+    since: Option<std::time::Instant>,
+}
+
+/// Keys queued for a retry beyond which a `clear` is sent instead.
+const MAX_PENDING: usize = 10_000;
+/// Longest wait between two retries of a queued invalidation.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Backplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backplane")
-            .field("channel", &self.channel)
+            .field("channel", &self.publisher.channel)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
@@ -248,17 +253,16 @@ impl Backplane {
                 ),
             ));
         }
-        let db = cfg.nodes[0]
-            .as_str()
-            .into_connection_info()
-            .map(|i| i.redis_settings().db())
-            .unwrap_or(0);
-        let ns = namespace.unwrap_or("");
-        let channel = format!("unicache:l1:{db}:{ns}");
-        let origin = std::hash::BuildHasher::hash_one(
-            &std::collections::hash_map::RandomState::new(),
-            (std::process::id(), std::time::SystemTime::now()),
-        );
+        let channel = channel(db_of(&cfg.nodes[0]), namespace);
+        // The one publishing Redis cache opened from this configuration
+        // (the L2, when one URL opened both) sends as this origin: the
+        // messages of its writes are skipped here too, and it publishes
+        // them itself.
+        let (origin, l2_publishes) = match cfg.origin.sole_cache() {
+            Some(o) => (o, true),
+            None => (Origin::fresh(), false),
+        };
+        let give_up = l1.cap();
         let sub = Arc::new(Subscriber {
             link: link(cfg),
             channel: channel.clone(),
@@ -277,27 +281,105 @@ impl Backplane {
         };
         let task = tokio::spawn(sub.clone().supervise(Some(conn)));
         Ok(Backplane {
-            origin,
-            channel,
-            publish: link(cfg),
+            publisher: Arc::new(Publisher {
+                origin,
+                channel,
+                link: link(cfg),
+                pending: Mutex::default(),
+                give_up,
+            }),
             task,
             mode,
+            l2_publishes,
         })
     }
 
-    /// Publishes `msg`; returns after Redis accepted it, or fails within
-    /// the response timeout (a dead shard must not stall every write).
-    pub async fn publish(&self, msg: Msg<'_>) -> Result<()> {
-        let l = &self.publish;
-        match tokio::time::timeout(l.response_timeout, self.try_publish(msg)).await {
-            Ok(r) => r,
-            Err(_) => Err(l.err(ErrorKind::Timeout, "publishing", "no answer")),
+    /// Publishes `msg` for a write that began at `started`; returns after
+    /// Redis accepted it. The write's call as a whole stays within one
+    /// response timeout: the message gets what is left of it (at least a
+    /// tenth, for a reply already on its way). A message not confirmed by
+    /// then is queued and sent again in the background, so the other
+    /// processes still hear of the write once Redis answers.
+    pub async fn publish(&self, msg: Msg<'_>, started: std::time::Instant) -> Result<()> {
+        let p = &self.publisher;
+        let rt = p.link.response_timeout;
+        let budget = rt.saturating_sub(started.elapsed()).max(rt / 10);
+        let payload = encode(p.origin, &msg);
+        let e = match tokio::time::timeout(budget, p.try_publish(&payload)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => p.link.err(ErrorKind::Timeout, "publishing", "no answer"),
+        };
+        Publisher::defer(p, &msg);
+        Err(e)
+    }
+}
+
+impl Publisher {
+    /// Queues `msg` for the retry task (started if none runs).
+    fn defer(this: &Arc<Self>, msg: &Msg<'_>) {
+        let mut p = this.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match msg {
+            Msg::Clear => p.clear = true,
+            Msg::Keys(keys) => p.keys.extend(keys.iter().map(|k| k.to_string())),
+        }
+        if p.keys.len() > MAX_PENDING {
+            // Too many to name: the other processes flush their L1 instead.
+            p.clear = true;
+            p.keys = Default::default();
+        }
+        if p.since.is_none() {
+            p.since = Some(std::time::Instant::now());
+            tokio::spawn(this.clone().retry());
         }
     }
 
-    async fn try_publish(&self, msg: Msg<'_>) -> Result<()> {
-        let payload = encode(self.origin, &msg);
-        let l = &self.publish;
+    /// Sends what is queued until it is confirmed or `give_up` has passed.
+    async fn retry(self: Arc<Self>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let (keys, clear) = {
+                let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let old = p.since.is_some_and(|t| t.elapsed() > self.give_up);
+                if old || (p.keys.is_empty() && !p.clear) {
+                    if old {
+                        tracing::warn!(
+                            "tiered cache: invalidations not sent within {:?}, dropped: the \
+                             copies they were for have expired",
+                            self.give_up
+                        );
+                    }
+                    *p = Pending::default();
+                    return;
+                }
+                (std::mem::take(&mut p.keys), std::mem::take(&mut p.clear))
+            };
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let msg = if clear { Msg::Clear } else { Msg::Keys(&refs) };
+            let payload = encode(self.origin, &msg);
+            let rt = self.link.response_timeout;
+            match tokio::time::timeout(rt, self.try_publish(&payload)).await {
+                Ok(Ok(())) => {
+                    backoff = BACKOFF_MIN;
+                    // What was queued meanwhile is timed from now.
+                    let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    p.since = Some(std::time::Instant::now());
+                }
+                _ => {
+                    {
+                        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        p.clear |= clear;
+                        p.keys.extend(keys);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    async fn try_publish(&self, payload: &[u8]) -> Result<()> {
+        let l = &self.link;
         let verb = if l.cluster { "SPUBLISH" } else { "PUBLISH" };
         let mut last = None;
         for _ in 0..4 {
@@ -311,7 +393,7 @@ impl Backplane {
                 }
             };
             let mut cmd = redis::cmd(verb);
-            cmd.arg(&self.channel).arg(&payload);
+            cmd.arg(&self.channel).arg(payload);
             match cmd.query_async::<Value>(&mut conn).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
@@ -328,7 +410,7 @@ impl Backplane {
     }
 
     async fn conn(&self, node: &str) -> Result<MultiplexedConnection> {
-        let l = &self.publish;
+        let l = &self.link;
         {
             let cur = l.route.current.lock().unwrap_or_else(|p| p.into_inner());
             if cur.0 == node
@@ -370,6 +452,25 @@ struct Live {
 }
 
 impl Live {
+    /// A PING round trip on every connection (no masters check): the
+    /// pushes queued before each reply have been handled when it is `true`.
+    async fn drain(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let ping = async move {
+            redis::cmd("PING")
+                .query_async::<Value>(&mut conn)
+                .await
+                .is_ok()
+        };
+        match &self.trackers {
+            None => ping.await,
+            Some(t) => {
+                let (a, b) = tokio::join!(ping, t.drain());
+                a && b
+            }
+        }
+    }
+
     /// Whether every connection answers (and, on a cluster with tracking,
     /// the masters are the same); the caller bounds the time.
     async fn healthy(&self) -> bool {
@@ -540,14 +641,47 @@ impl Subscriber {
     }
 
     /// Returns when the subscription is lost or stops answering.
+    ///
+    /// Every [`TICK`] it also lets L1 serve hits for [`FRESH`] more: a
+    /// hit is then known to come from a process whose backplane task ran
+    /// less than `FRESH` ago. When a tick comes later than that (the process
+    /// was stopped, or starved of CPU), hits have already stopped and
+    /// invalidations may sit unread in the sockets: a PING round trip on
+    /// every connection reads everything queued before it (the replies come
+    /// in order, after the pushes), and only then are hits served again.
     async fn watch(&self, mut l: Live) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let fresh = FRESH.as_micros() as u64;
+        let mut last = coarse_now();
+        let mut beat = tokio::time::Instant::now() + HEARTBEAT;
         loop {
             tokio::select! {
+                biased;
                 _ = l.lost.recv() => return,
-                _ = tokio::time::sleep(HEARTBEAT) => {
-                    match tokio::time::timeout(HEARTBEAT_TIMEOUT, l.healthy()).await {
-                        Ok(true) => {}
-                        _ => return,
+                _ = tick.tick() => {
+                    let now = coarse_now();
+                    let due = tokio::time::Instant::now() >= beat;
+                    if due || now.saturating_sub(last) > fresh {
+                        let sent = coarse_now();
+                        let check = async {
+                            if due {
+                                l.healthy().await
+                            } else {
+                                l.drain().await
+                            }
+                        };
+                        if !matches!(tokio::time::timeout(HEARTBEAT_TIMEOUT, check).await, Ok(true)) {
+                            return;
+                        }
+                        if due {
+                            beat = tokio::time::Instant::now() + HEARTBEAT;
+                        }
+                        self.l1.alive_until(sent, FRESH);
+                        last = coarse_now();
+                    } else {
+                        self.l1.alive_until(now, FRESH);
+                        last = now;
                     }
                 }
             }
@@ -562,7 +696,7 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_own_are_skipped() {
-        let l1 = L1::new(&TierConfig::new(10), true);
+        let l1 = L1::new(&TierConfig::new(10), true, Duration::ZERO);
         for k in ["a", "b", "c\nd"] {
             let t = l1.ticket(k);
             l1.fill(k, &t, b"v", None);

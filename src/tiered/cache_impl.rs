@@ -2,7 +2,7 @@
 //! writes.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,10 +13,25 @@ use crate::cache::{Cache, CacheFuture, Capabilities, Stats, ValueTtl};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
 
-/// An error after which the write may have reached L2 (no reply in time,
-/// or part of a batch). Any other failure left L2 as it was, so L1 stays.
+/// An error after which the write may have reached L2: every error but
+/// those raised before anything was sent (a bad argument, an unsupported
+/// call, a value too large). A connection that dropped may have carried
+/// the command (Redis ran it, the reply was lost); a timeout may be a
+/// slow server that runs it later; a batch may have landed in part; a
+/// server error in a pipeline leaves the others applied. After those the
+/// keys are evicted and announced: one extra miss is the price of never
+/// serving the old value.
 fn unknown_outcome(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::Timeout | ErrorKind::PartialBatch)
+    !matches!(
+        e.kind(),
+        ErrorKind::InvalidUrl
+            | ErrorKind::UnknownBackend
+            | ErrorKind::FeatureDisabled
+            | ErrorKind::Unsupported
+            | ErrorKind::InvalidInput
+            | ErrorKind::ValueTooLarge
+            | ErrorKind::Serialization
+    )
 }
 
 impl TieredCache {
@@ -114,27 +129,27 @@ impl TieredCache {
             .collect()
     }
 
-    /// After a write of `keys` failed: evicts them when it may have landed.
-    async fn write_failed(&self, keys: &[&str], e: Error) -> Error {
+    /// After a write of `keys` (begun at `started`) failed: when it may
+    /// have landed, evicts them here and tells the other processes.
+    async fn write_failed(&self, keys: &[&str], e: Error, started: Instant) -> Error {
         if unknown_outcome(&e) {
             keys.iter().for_each(|k| self.l1.evict(k));
-            if e.kind() == ErrorKind::PartialBatch {
-                self.announce(keys, false).await;
-            }
+            self.announce(keys, false, started).await;
         }
         self.l2_failed(e)
     }
 
     /// A write that only evicts: L2 first, then L1 and the other processes.
     async fn evicting<T>(&self, key: &str, r: impl Future<Output = Result<T>>) -> Result<T> {
+        let started = Instant::now();
         let t = self.l1.ticket(key);
         match r.await {
             Ok(v) => {
                 self.l1.wrote(key, &t, None);
-                self.announce(&[key], false).await;
+                self.announce_ok(&[key], false, started).await;
                 Ok(v)
             }
-            Err(e) => Err(self.write_failed(&[key], e).await),
+            Err(e) => Err(self.write_failed(&[key], e, started).await),
         }
     }
 }
@@ -174,15 +189,16 @@ impl Layer for TieredCache {
         ttl: Option<Duration>,
     ) -> CacheFuture<'a, ()> {
         CacheFuture::boxed(async move {
+            let started = Instant::now();
             let t = self.l1.ticket(key);
             match self.l2.set(key, value, ttl).await {
                 Ok(()) => {
                     self.l1
                         .wrote(key, &t, Some((value, ttl.or(self.default_ttl))));
-                    self.announce(&[key], false).await;
+                    self.announce_ok(&[key], false, started).await;
                     Ok(())
                 }
-                Err(e) => Err(self.write_failed(&[key], e).await),
+                Err(e) => Err(self.write_failed(&[key], e, started).await),
             }
         })
     }
@@ -212,6 +228,7 @@ impl Layer for TieredCache {
     }
 
     async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let started = Instant::now();
         let keys: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
         let tickets: Vec<_> = keys.iter().map(|k| self.l1.ticket(k)).collect();
         match self.l2.set_many(entries, ttl).await {
@@ -220,38 +237,40 @@ impl Layer for TieredCache {
                 for ((k, v), t) in entries.iter().zip(&tickets) {
                     self.l1.wrote(k, t, Some((v, ttl)));
                 }
-                self.announce(&keys, false).await;
+                self.announce_ok(&keys, false, started).await;
                 Ok(())
             }
-            Err(e) => Err(self.write_failed(&keys, e).await),
+            Err(e) => Err(self.write_failed(&keys, e, started).await),
         }
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let started = Instant::now();
         let tickets: Vec<_> = keys.iter().map(|k| self.l1.ticket(k)).collect();
         match self.l2.delete_many(keys).await {
             Ok(n) => {
                 for (k, t) in keys.iter().zip(&tickets) {
                     self.l1.wrote(k, t, None);
                 }
-                self.announce(keys, false).await;
+                self.announce_ok(keys, false, started).await;
                 Ok(n)
             }
-            Err(e) => Err(self.write_failed(keys, e).await),
+            Err(e) => Err(self.write_failed(keys, e, started).await),
         }
     }
 
     async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let started = Instant::now();
         let t = self.l1.ticket(key);
         match self.l2.add(key, value, ttl).await {
             Ok(true) => {
                 self.l1
                     .wrote(key, &t, Some((value, ttl.or(self.default_ttl))));
-                self.announce(&[key], false).await;
+                self.announce_ok(&[key], false, started).await;
                 Ok(true)
             }
             Ok(false) => Ok(false),
-            Err(e) => Err(self.write_failed(&[key], e).await),
+            Err(e) => Err(self.write_failed(&[key], e, started).await),
         }
     }
 
@@ -277,13 +296,15 @@ impl Layer for TieredCache {
     }
 
     async fn clear(&self) -> Result<()> {
+        let started = Instant::now();
         let r = self.l2.clear().await;
-        self.cleared(r).await
+        self.cleared(r, started).await
     }
 
     async fn clear_all(&self) -> Result<()> {
+        let started = Instant::now();
         let r = self.l2.clear_all().await;
-        self.cleared(r).await
+        self.cleared(r, started).await
     }
 
     /// L2's stats with the tier's section. With L2 down, the tier's section
@@ -327,9 +348,15 @@ impl Layer for TieredCache {
 impl TieredCache {
     /// After `clear`/`clear_all`: L1 emptied and every other process told,
     /// even when L2 failed part-way (some keys may be gone).
-    async fn cleared(&self, r: Result<()>) -> Result<()> {
+    async fn cleared(&self, r: Result<()>, started: Instant) -> Result<()> {
         self.l1.flush();
-        self.announce(&[], true).await;
+        // Even after a failure part-way (some keys may be gone); a
+        // publishing L2 sent its own message after a success.
+        if r.is_ok() {
+            self.announce_ok(&[], true, started).await;
+        } else {
+            self.announce(&[], true, started).await;
+        }
         r.map_err(|e| self.l2_failed(e))
     }
 }

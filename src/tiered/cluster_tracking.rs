@@ -96,6 +96,19 @@ impl Trackers {
 
     /// Whether every connection answers a PING and the node behind `via`
     /// still names the same masters (the caller bounds the time).
+    /// A PING round trip on every tracking connection: the pushes queued
+    /// on each before its reply have been handled when this returns `true`.
+    pub(super) async fn drain(&self) -> bool {
+        let pings = self.conns.iter().map(|c| {
+            let mut c = c.clone();
+            async move { redis::cmd("PING").query_async::<Value>(&mut c).await }
+        });
+        futures::future::join_all(pings)
+            .await
+            .iter()
+            .all(Result::is_ok)
+    }
+
     pub(super) async fn healthy(&self, via: &MultiplexedConnection) -> bool {
         let pings = self.conns.iter().map(|c| {
             let mut c = c.clone();

@@ -108,6 +108,12 @@ mod clock {
     }
 }
 
+/// The coarse clock (µs), for [`L1::alive_until`].
+#[cfg(feature = "redis")]
+pub(crate) fn coarse_now() -> u64 {
+    clock::coarse()
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(NEVER)
 }
@@ -137,6 +143,13 @@ pub(crate) struct L1 {
     epoch: AtomicU64,
     /// L1 may serve and take entries: no backplane, or its subscription is up.
     live: AtomicBool,
+    /// Until when (coarse clock, µs) a hit may be served: the backplane
+    /// task pushes it forward while it runs on time ([`L1::alive_until`]);
+    /// `NEVER` without a backplane.
+    serve_until: AtomicU64,
+    /// Subtracted from L2's remaining TTL: L2's TTL resolution (µs), so an
+    /// L2 that counts in whole seconds (memcached) is never outlived.
+    grain: u64,
     /// How far the coarse clock is taken to lag (µs).
     lag: u64,
     /// Hits of the memory cache underneath that L1 found expired.
@@ -145,8 +158,9 @@ pub(crate) struct L1 {
 }
 
 impl L1 {
-    /// An empty L1; `live` false until a backplane is subscribed.
-    pub fn new(cfg: &TierConfig, live: bool) -> Self {
+    /// An empty L1; `live` false until a backplane is subscribed. `grain`
+    /// is L2's TTL resolution (see [`super::ttl_granularity`]).
+    pub fn new(cfg: &TierConfig, live: bool, grain: Duration) -> Self {
         let mut mc = MemoryConfig::new().capacity(cfg.capacity);
         if let Some(b) = cfg.max_bytes {
             mc = mc.max_bytes(b);
@@ -157,6 +171,8 @@ impl L1 {
             gens: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(live),
+            serve_until: AtomicU64::new(if live { NEVER } else { 0 }),
+            grain: micros(grain),
             lag: clock::lag(),
             expired: AtomicU64::new(0),
             stats: TierStats::default(),
@@ -165,6 +181,12 @@ impl L1 {
 
     fn stripe(key: &str) -> usize {
         xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize & (STRIPES - 1)
+    }
+
+    /// L1's TTL cap.
+    #[cfg(feature = "redis")]
+    pub fn cap(&self) -> Duration {
+        self.cap
     }
 
     /// Whether L1 is in use.
@@ -178,7 +200,13 @@ impl L1 {
             return None;
         }
         let b = self.mem.get_now(key)?;
-        if self.unexpired(&b) {
+        let now = clock::coarse();
+        // The backplane task is behind (this process was stopped, or is
+        // starved): invalidations may be queued unread, so L2 answers.
+        if now >= self.serve_until.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.unexpired(&b, now) {
             return Some(b);
         }
         // Expired (or not ours): gone, and not an L1 hit after all.
@@ -189,12 +217,26 @@ impl L1 {
 
     /// Whether entry `b` is before its L1 expiry: on the coarse clock when
     /// far from it, on the precise one near it.
-    fn unexpired(&self, b: &Bytes) -> bool {
+    fn unexpired(&self, b: &Bytes, coarse_now: u64) -> bool {
         if b.len() < HEADER {
             return false;
         }
         let expiry = read_u64(b, 0);
-        clock::coarse().saturating_add(self.lag) < expiry || clock::precise() < expiry
+        coarse_now.saturating_add(self.lag) < expiry || clock::precise() < expiry
+    }
+
+    /// The backplane has handled every message sent before `at` (coarse
+    /// clock, µs, from [`coarse_now`]): hits may be served until `at + fresh`.
+    #[cfg(feature = "redis")]
+    pub fn alive_until(&self, at: u64, fresh: Duration) {
+        self.serve_until
+            .fetch_max(at.saturating_add(micros(fresh)), Ordering::AcqRel);
+    }
+
+    /// Hits stop at once until the next [`L1::alive_until`].
+    #[cfg(feature = "redis")]
+    pub fn stale(&self) {
+        self.serve_until.store(0, Ordering::Release);
     }
 
     /// The value L1 holds for `key`.
@@ -231,7 +273,13 @@ impl L1 {
 
     /// Whether L1 holds `key` (not counted as a read).
     pub fn contains(&self, key: &str) -> bool {
-        self.is_live() && self.mem.peek_now(key).is_some_and(|b| self.unexpired(&b))
+        let now = clock::coarse();
+        self.is_live()
+            && now < self.serve_until.load(Ordering::Acquire)
+            && self
+                .mem
+                .peek_now(key)
+                .is_some_and(|b| self.unexpired(&b, now))
     }
 
     /// Taken before a read or write goes to L2.
@@ -255,7 +303,10 @@ impl L1 {
     fn put(&self, key: &str, t: &Ticket, value: &[u8], l2_ttl: Option<Duration>) -> bool {
         let now = clock::precise();
         let l2_deadline = l2_ttl.map_or(NEVER, |r| t.start.saturating_add(micros(r)));
-        let l1_expiry = now.saturating_add(micros(self.cap)).min(l2_deadline);
+        // L2 may drop it up to one TTL resolution before the TTL it reported.
+        let l1_expiry = now
+            .saturating_add(micros(self.cap))
+            .min(l2_deadline.saturating_sub(self.grain));
         if l1_expiry <= now {
             return false;
         }
@@ -322,11 +373,14 @@ impl L1 {
     pub fn go_live(&self) {
         self.flush();
         self.live.store(true, Ordering::Release);
+        // Just subscribed: nothing sent since is unread yet.
+        self.alive_until(clock::coarse(), super::backplane::FRESH);
     }
 
     /// The subscription is lost: L1 off and flushed (counted once per loss).
     #[cfg(feature = "redis")]
     pub fn lose(&self) {
+        self.stale();
         if self.live.swap(false, Ordering::AcqRel) {
             add(&self.stats.l1_flushes, 1);
         }
@@ -349,7 +403,11 @@ mod tests {
     use super::*;
 
     fn l1() -> L1 {
-        L1::new(&TierConfig::new(100).l1_ttl(Duration::from_secs(60)), true)
+        L1::new(
+            &TierConfig::new(100).l1_ttl(Duration::from_secs(60)),
+            true,
+            Duration::ZERO,
+        )
     }
 
     #[test]
@@ -398,6 +456,7 @@ mod tests {
         let c = L1::new(
             &TierConfig::new(100).l1_ttl(Duration::from_millis(40)),
             true,
+            Duration::ZERO,
         );
         let t = c.ticket("k");
         c.fill("k", &t, b"v", None);
@@ -417,12 +476,51 @@ mod tests {
         assert!((0..100).all(|_| c.contains("k")));
         assert_eq!(c.hits(), 0, "contains counted as hits");
         // 3 ms: under the coarse clock's resolution here (4 ms).
-        let c = L1::new(&TierConfig::new(100).l1_ttl(Duration::from_millis(3)), true);
+        let c = L1::new(
+            &TierConfig::new(100).l1_ttl(Duration::from_millis(3)),
+            true,
+            Duration::ZERO,
+        );
         let t = c.ticket("k");
         c.fill("k", &t, b"v", None);
         assert_eq!(c.get("k").as_deref(), Some(&b"v"[..]), "not stored");
         std::thread::sleep(Duration::from_millis(4));
         assert_eq!(c.get("k"), None, "served past its 3 ms");
+    }
+
+    #[test]
+    fn l1_keeps_one_ttl_resolution_less_than_l2_reports() {
+        let c = L1::new(
+            &TierConfig::new(100).l1_ttl(Duration::from_secs(60)),
+            true,
+            Duration::from_millis(100),
+        );
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", Some(Duration::from_millis(150)));
+        assert!(c.get("k").is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get("k"), None, "kept past L2's TTL minus its resolution");
+        // Less than the resolution left: not kept at all.
+        let t = c.ticket("z");
+        c.fill("z", &t, b"v", Some(Duration::from_millis(90)));
+        assert_eq!(c.get("z"), None);
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn hits_need_a_fresh_lease_from_the_backplane() {
+        let c = l1();
+        c.go_live();
+        let t = c.ticket("k");
+        c.fill("k", &t, b"v", None);
+        assert!(c.get("k").is_some(), "a fresh lease after go_live");
+        c.stale();
+        assert_eq!(c.get("k"), None, "served without a lease");
+        assert!(!c.contains("k"));
+        c.alive_until(coarse_now(), Duration::from_millis(20));
+        assert!(c.get("k").is_some(), "entry kept while the lease was out");
+        std::thread::sleep(Duration::from_millis(20) + Duration::from_micros(c.lag));
+        assert_eq!(c.get("k"), None, "served past the lease");
     }
 
     #[test]

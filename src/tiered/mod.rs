@@ -8,9 +8,11 @@
 //!   never keeps an entry longer than L2 does. `get_many` sends all L1
 //!   misses to L2 in one call.
 //! - **Writes** go to L2 first, then update (`set`, `add`) or evict
-//!   (`delete`, `incr`, `touch`) L1 and tell the other processes. An L2
-//!   error leaves L1 as it was, except when the write may have landed (a
-//!   timeout, a partly failed batch): those keys are evicted.
+//!   (`delete`, `incr`, `touch`) L1 and tell the other processes (a Redis
+//!   L2 opened from the same URL tells them itself, in the write's round
+//!   trip). An L2 error after which the write may have landed (anything but
+//!   a refused argument) evicts the keys and tells the other processes; the
+//!   whole call stays within about one response timeout.
 //! - **Invalidation** ([`Invalidation`]): on Redis, key-only pub/sub messages
 //!   (sharded on a cluster) and optionally the servers' client tracking
 //!   (one connection per master on a cluster); see `backplane`. Without a
@@ -46,6 +48,21 @@ use crate::error::{Error, ErrorKind, Result};
 
 #[cfg(feature = "memory")]
 pub use imp::{TieredBuilder, TieredCache};
+
+/// How coarsely `l2` counts TTLs: a remaining TTL it reports may be this
+/// much longer than the entry really has left, so L1 keeps an entry that
+/// much less. memcached counts whole seconds off a clock it advances once
+/// a second (a key set for 2 s goes after 1-2 s; a remaining "1" is 0-1 s);
+/// Redis counts milliseconds (`PX`/`PTTL`); SQLite and the file log keep
+/// exact expiry times, and the memory cache is in process. (Known by the
+/// backend's name: `Capabilities` has no field for it yet.)
+pub(crate) fn ttl_granularity(l2: &dyn Cache) -> std::time::Duration {
+    match l2.backend() {
+        "memcached" => std::time::Duration::from_secs(1),
+        "redis" => std::time::Duration::from_millis(1),
+        _ => std::time::Duration::ZERO,
+    }
+}
 
 /// Puts the L1 `tier` describes in front of `l2`, opened from `backend`
 /// (a Redis L2 gets the backplane).
@@ -112,7 +129,8 @@ mod imp {
         /// Builds the tier over `l2`; subscribes first when there is a backplane.
         pub async fn build(self, l2: Arc<dyn Cache>) -> Result<TieredCache> {
             let mode = self.mode(&*l2)?;
-            let l1 = Arc::new(L1::new(&self.tier, mode == Invalidation::None));
+            let grain = ttl_granularity(&*l2);
+            let l1 = Arc::new(L1::new(&self.tier, mode == Invalidation::None, grain));
             #[cfg(feature = "redis")]
             let backplane = match (&self.redis, mode) {
                 (Some(r), Invalidation::PubSub | Invalidation::Tracking) => Some(
@@ -121,6 +139,10 @@ mod imp {
                 ),
                 _ => None,
             };
+            // A Redis L2 opened from this very configuration publishes its
+            // writes itself, as the backplane's origin (see `invalidation`).
+            #[cfg(feature = "redis")]
+            let l2_publishes = backplane.as_ref().is_some_and(|b| b.l2_publishes);
             Ok(TieredCache {
                 l1,
                 l2,
@@ -128,6 +150,8 @@ mod imp {
                 mode,
                 #[cfg(feature = "redis")]
                 backplane,
+                #[cfg(feature = "redis")]
+                l2_publishes,
             })
         }
 
@@ -165,6 +189,10 @@ mod imp {
         pub(super) mode: Invalidation,
         #[cfg(feature = "redis")]
         pub(super) backplane: Option<Backplane>,
+        /// L2 publishes its own writes (in their round trip): a successful
+        /// write needs no message of the tier's.
+        #[cfg(feature = "redis")]
+        pub(super) l2_publishes: bool,
     }
 
     impl std::fmt::Debug for TieredCache {
@@ -198,13 +226,20 @@ mod imp {
         }
 
         /// Tells the other processes that `keys` changed (or, with no
-        /// keys, that the namespace was cleared). A failure is counted and
-        /// logged, not returned: the write itself succeeded.
-        pub(super) async fn announce(&self, keys: &[&str], clear: bool) {
+        /// keys, that the namespace was cleared), within what is left of
+        /// the response timeout of a write that began at `started`. A
+        /// failure is counted and logged, not returned (the write's own
+        /// outcome is); the message is sent again in the background.
+        pub(super) async fn announce(
+            &self,
+            keys: &[&str],
+            clear: bool,
+            started: std::time::Instant,
+        ) {
             #[cfg(feature = "redis")]
             if let Some(b) = &self.backplane {
                 let msg = if clear { Msg::Clear } else { Msg::Keys(keys) };
-                match b.publish(msg).await {
+                match b.publish(msg, started).await {
                     Ok(()) => add(
                         &self.l1.stats.invalidations_sent,
                         if clear { 1 } else { keys.len() as u64 },
@@ -215,7 +250,26 @@ mod imp {
                     }
                 }
             }
-            let _ = (keys, clear);
+            let _ = (keys, clear, started);
+        }
+
+        /// After a successful write: [`Self::announce`], unless L2 has
+        /// published it already.
+        pub(super) async fn announce_ok(
+            &self,
+            keys: &[&str],
+            clear: bool,
+            started: std::time::Instant,
+        ) {
+            #[cfg(feature = "redis")]
+            if self.l2_publishes {
+                if self.backplane.is_some() {
+                    let n = if clear { 1 } else { keys.len() as u64 };
+                    add(&self.l1.stats.invalidations_sent, n);
+                }
+                return;
+            }
+            self.announce(keys, clear, started).await
         }
 
         /// The invalidation mode's name, for stats.

@@ -72,7 +72,7 @@ impl Cache for RedisCache {
             let px = self.counters.track(self.px(ttl))?;
             let full = self.key(key);
             let r: Result<()> = self
-                .one(&full, key, Self::set_command(&full, value, px))
+                .write_one(&full, key, Self::set_command(&full, value, px))
                 .await;
             self.counters.track(r)?;
             self.counters.set(1);
@@ -84,7 +84,7 @@ impl Cache for RedisCache {
         CacheFuture::boxed(async move {
             let full = self.key(key);
             let r: Result<u64> = self
-                .one(&full, key, redis::cmd("DEL").arg(&full).clone())
+                .write_one(&full, key, redis::cmd("DEL").arg(&full).clone())
                 .await;
             let n = self.counters.track(r)?;
             self.counters.delete(n);
@@ -162,6 +162,13 @@ impl Cache for RedisCache {
             .enumerate()
             .filter_map(|(i, r)| r.err().map(|e| (i, e.with_context("key", entries[i].0))))
             .collect();
+        // Only after a success: a failed batch is failing at a node that
+        // may hold the channel too (a tier over this cache announces it
+        // within its own time bound).
+        if failures.is_empty() && self.announce.is_some() {
+            let keys: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
+            self.announce(Msg::Keys(&keys)).await;
+        }
         self.counters.set((entries.len() - failures.len()) as u64);
         if failures.is_empty() {
             return Ok(());
@@ -180,17 +187,24 @@ impl Cache for RedisCache {
         let r = match &self.conn {
             Conn::Cluster(c) => {
                 let single = |i: usize| redis::cmd("UNLINK").arg(&full[i]).clone();
+                let announced = async {
+                    self.announce(Msg::Keys(keys)).await;
+                };
                 let b = cluster::Batch {
                     keys: &full,
                     single: &single,
                     multi: None,
                     resend: true,
                 };
-                Self::cluster_run(c, &self.endpoint, &b)
+                let n = Self::cluster_run(c, &self.endpoint, &b)
                     .await
                     .into_iter()
                     .map(|r| r.and_then(|v| u64::from_redis_value(v).map_err(parse_err)))
-                    .sum::<Result<u64>>()
+                    .sum::<Result<u64>>();
+                if n.is_ok() {
+                    announced.await;
+                }
+                n
             }
             Conn::Single(_) => self.delete_many_single(&full).await,
         };
@@ -210,21 +224,28 @@ impl Cache for RedisCache {
             .with_backend(BACKEND)
             .with_context("endpoint", &self.endpoint));
         }
-        self.on_nodes(|nodes| async move {
-            for mut node in nodes {
-                self.scan_node(&mut node, |keys, mut n| async move {
-                    // One UNLINK per key: in a cluster, keys of one node span slots.
-                    let mut p = redis::pipe();
-                    for k in &keys {
-                        p.cmd("UNLINK").arg(k).ignore();
-                    }
-                    p.query_async::<()>(&mut n).await.map_err(|e| self.err(e))
-                })
-                .await?;
-            }
-            Ok(())
-        })
-        .await
+        let r = self
+            .on_nodes(|nodes| async move {
+                for mut node in nodes {
+                    self.scan_node(&mut node, |keys, mut n| async move {
+                        // One UNLINK per key: in a cluster, keys of one node span slots.
+                        let mut p = redis::pipe();
+                        for k in &keys {
+                            p.cmd("UNLINK").arg(k).ignore();
+                        }
+                        p.query_async::<()>(&mut n).await.map_err(|e| self.err(e))
+                    })
+                    .await?;
+                }
+                Ok(())
+            })
+            .await;
+        // After a failure the outcome is unknown, but the server is failing
+        // too: a tier over this cache announces it within its own time bound.
+        if r.is_ok() {
+            self.announce(Msg::Clear).await;
+        }
+        r
     }
 
     async fn flush(&self) -> Result<()> {
@@ -280,16 +301,25 @@ impl Cache for RedisCache {
 
     async fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let r = self.add_impl(key, value, ttl).await;
+        if matches!(r, Ok(true)) {
+            self.announce(Msg::Keys(&[key])).await;
+        }
         self.counters.track(r)
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
         let r = self.incr_impl(key, delta).await;
+        if r.is_ok() {
+            self.announce(Msg::Keys(&[key])).await;
+        }
         self.counters.track(r)
     }
 
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let r = self.touch_impl(key, ttl).await;
+        if matches!(r, Ok(true)) {
+            self.announce(Msg::Keys(&[key])).await;
+        }
         self.counters.track(r)
     }
 

@@ -36,6 +36,13 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// PEM CA to trust for `rediss://` instead of the system store.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Every write also publishes the keys it changed, so that the L1s of
+    /// tiered caches in other processes drop them (URL `publish=0|1`,
+    /// default on; see [`super::invalidation`]).
+    pub publish: bool,
+    /// Who the messages come from (shared by clones: the cache and the
+    /// tier opened from one URL are one sender; see `invalidation::Origin`).
+    pub(crate) origin: super::invalidation::Origin,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -63,7 +70,15 @@ impl RedisConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             tls_ca: None,
+            publish: true,
+            origin: Default::default(),
         }
+    }
+
+    /// Whether writes publish invalidations for other processes' L1s.
+    pub fn publish(mut self, on: bool) -> Self {
+        self.publish = on;
+        self
     }
 
     /// Connect timeout.
@@ -91,6 +106,7 @@ struct RedisQuery {
     connect_timeout: Duration,
     response_timeout: Duration,
     tls_ca: Option<PathBuf>,
+    publish: bool,
 }
 
 fn parse_query(t: &Target<'_>, q: Option<&str>, tls: bool) -> Result<RedisQuery> {
@@ -106,12 +122,18 @@ fn parse_query(t: &Target<'_>, q: Option<&str>, tls: bool) -> Result<RedisQuery>
     if tls_ca.is_some() && !tls {
         return Err(url_err("redis: tls_ca needs rediss:// (TLS)"));
     }
-    q.finish(&["connect_timeout", "response_timeout", "tls_ca"], t)?;
+    let publish = match q.take("publish").as_deref() {
+        None | Some("1" | "true" | "on") => true,
+        Some("0" | "false" | "off") => false,
+        Some(v) => return Err(url_err(format!("redis: publish must be 0 or 1, not {v:?}"))),
+    };
+    q.finish(&["connect_timeout", "response_timeout", "tls_ca", "publish"], t)?;
     Ok(RedisQuery {
         options,
         connect_timeout,
         response_timeout,
         tls_ca,
+        publish,
     })
 }
 
@@ -153,6 +175,8 @@ impl BackendSpec for RedisConfig {
             connect_timeout: q.connect_timeout,
             response_timeout: q.response_timeout,
             tls_ca: q.tls_ca,
+            publish: q.publish,
+            origin: Default::default(),
         };
         Ok((config, q.options))
     }

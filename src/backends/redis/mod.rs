@@ -26,6 +26,7 @@ mod cache_impl;
 mod cluster;
 mod config;
 mod direct;
+pub(crate) mod invalidation;
 pub(crate) mod keys;
 
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisConfig};
@@ -33,6 +34,7 @@ use config::tls_certs;
 use keys::hash_slot;
 #[cfg(test)]
 use keys::{MAX_PX, crc16};
+use invalidation::Msg;
 use keys::{check_namespace, glob_escape, px_of};
 
 const BACKEND: &str = "redis";
@@ -80,6 +82,20 @@ pub struct RedisCache {
     /// The same for `get_with_ttl`, its own so that it never takes `get`'s
     /// (connected on first use).
     direct_ttl: Option<direct::Direct>,
+    /// Where writes announce the keys they changed (`publish=1`, the default).
+    announce: Option<Announce>,
+}
+
+/// The invalidation channel and this cache's origin (see [`invalidation`]).
+struct Announce {
+    channel: String,
+    origin: u64,
+    verb: &'static str,
+    /// The channel had a subscriber at the last count (one server): the
+    /// next write's pipeline ends with its message; otherwise with
+    /// `PUBSUB NUMSUB` (a few bytes instead of every key), see
+    /// [`RedisCache::tail_cmd`].
+    listened: std::sync::atomic::AtomicBool,
 }
 
 type NodeCache = Arc<std::sync::Mutex<HashMap<String, MultiplexedConnection>>>;
@@ -124,6 +140,8 @@ impl RedisCache {
             connect_timeout,
             response_timeout,
             tls_ca,
+            publish,
+            origin,
         } = cfg;
         #[cfg(not(feature = "tls"))]
         if nodes.iter().any(|n| n.starts_with("rediss:")) {
@@ -149,6 +167,15 @@ impl RedisCache {
                 .flatten()
         };
         let (direct, direct_ttl) = (new_direct(), new_direct());
+        let announce = publish.then(|| Announce {
+            channel: invalidation::channel(
+                invalidation::db_of(&nodes[0]),
+                options.namespace.as_deref(),
+            ),
+            origin: origin.claim(),
+            verb: if cluster { "SPUBLISH" } else { "PUBLISH" },
+            listened: std::sync::atomic::AtomicBool::new(false),
+        });
         let prefix = options
             .namespace
             .as_ref()
@@ -168,7 +195,94 @@ impl RedisCache {
             node_cache: NodeCache::default(),
             direct,
             direct_ttl,
+            announce,
         })
+    }
+
+    /// The command that announces `msg`, when writes publish.
+    fn announce_cmd(&self, msg: &Msg<'_>) -> Option<Cmd> {
+        let a = self.announce.as_ref()?;
+        let mut c = redis::cmd(a.verb);
+        c.arg(&a.channel).arg(invalidation::encode(a.origin, msg));
+        Some(c)
+    }
+
+    /// Publishes `msg` after a write that could not carry it in its own
+    /// round trip (a cluster: the channel has a shard of its own). A
+    /// failure is logged, not returned: the write itself succeeded.
+    async fn announce(&self, msg: Msg<'_>) {
+        let (Some(a), Some(cmd)) = (&self.announce, self.announce_cmd(&msg)) else {
+            return;
+        };
+        if let Err(e) = self.one::<Value>(&a.channel, &a.channel, cmd).await {
+            tracing::warn!("redis: invalidation not published: {e}");
+        }
+    }
+
+    /// On one server, the command that ends a write's pipeline (after the
+    /// write: sent first, a message could be handled, and the old value
+    /// read back into an L1, before the write ran, when a large pipeline
+    /// arrives in several reads). When the last count saw a subscriber, the
+    /// message naming `keys` (`true`); otherwise `PUBSUB NUMSUB` of the
+    /// channel, which costs a few bytes where the message costs every key
+    /// again (a bulk load with no L1 listening paid 10% for them).
+    fn tail_cmd<'k>(&self, keys: &(dyn Fn() -> Vec<&'k str> + Sync)) -> Option<(Cmd, bool)> {
+        let a = self.announce.as_ref()?;
+        if a.listened.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some((self.announce_cmd(&Msg::Keys(&keys()))?, true));
+        }
+        let mut c = redis::cmd("PUBSUB");
+        c.arg("NUMSUB").arg(&a.channel);
+        Some((c, false))
+    }
+
+    /// After a pipeline that `tail_cmd` ended: `reply` counts the
+    /// subscribers (`PUBLISH`: receivers; `NUMSUB`: `[channel, n]`), taken
+    /// after the write ran. Subscribers counted by `NUMSUB` may have
+    /// subscribed before the write, so its keys are published now; one
+    /// that subscribes after the count subscribed after the write too, and
+    /// starts with an empty L1.
+    async fn tail_done<'k>(
+        &self,
+        keys: &(dyn Fn() -> Vec<&'k str> + Sync),
+        published: bool,
+        reply: &Value,
+    ) {
+        let Some(a) = &self.announce else { return };
+        let n = match reply {
+            Value::Int(n) => *n,
+            Value::Array(v) => match v.get(1) {
+                Some(Value::Int(n)) => *n,
+                _ => 1,
+            },
+            _ => 1,
+        };
+        a.listened
+            .store(n > 0, std::sync::atomic::Ordering::Relaxed);
+        if !published && n > 0 {
+            self.announce(Msg::Keys(&keys())).await;
+        }
+    }
+
+    /// One key's write; with publishing on, its announcement (or a count of
+    /// the listeners, see `tail_cmd`) goes in the same round trip on one
+    /// server (a pipeline), right after on a cluster.
+    async fn write_one<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd) -> Result<T> {
+        let keys = || vec![key];
+        if let (Conn::Single(c), Some((tail, published))) = (&self.conn, self.tail_cmd(&keys)) {
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd).add_command(tail);
+            let r: Result<(T, Value)> = pipe
+                .query_async(&mut c.clone())
+                .await
+                .map_err(|e| self.err(e));
+            let (v, reply) = r.map_err(|e| e.with_context("key", key))?;
+            self.tail_done(&keys, published, &reply).await;
+            return Ok(v);
+        }
+        let v = self.one(full, key, cmd).await?;
+        self.announce(Msg::Keys(&[key])).await;
+        Ok(v)
     }
 
     /// The connection manager, or the cluster with its first slot map;
@@ -338,9 +452,21 @@ impl RedisCache {
                     }
                 }
             }
-            p.query_async::<()>(&mut conn.clone())
+            // After the writes (see `tail_cmd`).
+            let keys = || g.iter().map(|(k, _)| *k).collect::<Vec<&str>>();
+            let Some((tail, published)) = self.tail_cmd(&keys) else {
+                return p
+                    .query_async::<()>(&mut conn.clone())
+                    .await
+                    .map_err(|e| self.err(e));
+            };
+            p.add_command(tail);
+            let (reply,): (Value,) = p
+                .query_async(&mut conn.clone())
                 .await
-                .map_err(|e| self.err(e))
+                .map_err(|e| self.err(e))?;
+            self.tail_done(&keys, published, &reply).await;
+            Ok(())
         }))
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()
@@ -357,9 +483,25 @@ impl RedisCache {
             for &i in &g {
                 c.arg(&full[i]);
             }
-            c.query_async::<u64>(&mut conn.clone())
+            let keys = || {
+                g.iter()
+                    .map(|&i| &full[i][self.prefix.len()..])
+                    .collect::<Vec<&str>>()
+            };
+            let Some((tail, published)) = self.tail_cmd(&keys) else {
+                return c
+                    .query_async::<u64>(&mut conn.clone())
+                    .await
+                    .map_err(|e| self.err(e));
+            };
+            let mut p = redis::pipe();
+            p.add_command(c).add_command(tail);
+            let (n, reply): (u64, Value) = p
+                .query_async(&mut conn.clone())
                 .await
-                .map_err(|e| self.err(e))
+                .map_err(|e| self.err(e))?;
+            self.tail_done(&keys, published, &reply).await;
+            Ok(n)
         }))
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<u64>>()
@@ -528,16 +670,23 @@ impl RedisCache {
     /// Flushes the whole database (every master in a cluster), other
     /// applications' keys included. Asked for by name: `clear` never does it.
     pub async fn flush_database(&self) -> Result<()> {
-        self.on_nodes(|nodes| async move {
-            for mut n in nodes {
-                let _: () = redis::cmd("FLUSHDB")
-                    .query_async(&mut n)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
-            Ok(())
-        })
-        .await
+        let r = self
+            .on_nodes(|nodes| async move {
+                for mut n in nodes {
+                    let _: () = redis::cmd("FLUSHDB")
+                        .query_async(&mut n)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                }
+                Ok(())
+            })
+            .await;
+        // After a failure the outcome is unknown, but the server is failing
+        // too: a tier over this cache announces it within its own time bound.
+        if r.is_ok() {
+            self.announce(Msg::Clear).await;
+        }
+        r
     }
 }
 
