@@ -35,7 +35,7 @@ use redis::{
 
 use super::cluster_tracking::Trackers;
 use super::config::Invalidation;
-use super::l1::{L1, coarse_now};
+use super::l1::{FRESH, L1, coarse_now};
 use super::stats::{add, set};
 use super::tracking;
 use crate::backends::redis::RedisConfig;
@@ -46,13 +46,6 @@ use crate::error::{Error, ErrorKind, Result};
 /// How often the subscription is checked with a PING, and how long it may take.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long after the backplane task last ran on time L1 still serves
-/// hits. A reader that was stopped or starved for longer reads L2 until a
-/// PING round trip has drained its sockets. 30 ms: the staleness promise
-/// is 50 ms (no read returns a value older than one whose write returned
-/// 50 ms before the read began), and a message takes well under the other
-/// 20 ms to be handled once it is in the socket of a running process.
-pub(crate) const FRESH: Duration = Duration::from_millis(30);
 /// How often the backplane task renews [`FRESH`] (100 wake-ups a second,
 /// no network traffic).
 const TICK: Duration = Duration::from_millis(10);
@@ -530,18 +523,26 @@ impl Subscriber {
         let (mut live, tx) = self.subscribe().await?;
         if self.tracking && self.link.cluster {
             let node = self.link.route.node();
-            let handler = || PushHandler {
-                sub: self.clone(),
-                lost: tx.clone(),
+            let link = &self.link;
+            let err =
+                |e: &dyn std::fmt::Display| link.err(ErrorKind::Connection, "client tracking", e);
+            let open = |master: &str| {
+                let url = with_addr(&node, master);
+                let handler = PushHandler {
+                    sub: self.clone(),
+                    lost: tx.clone(),
+                };
+                let config = link.config().set_push_sender(handler);
+                let master = master.to_string();
+                async move {
+                    let url = url.ok_or_else(|| err(&format!("bad master address {master}")))?;
+                    link.client(&url, true)?
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map_err(|e| err(&format!("{master}: {e}")))
+                }
             };
-            let t = Trackers::connect(
-                &self.link,
-                &node,
-                &mut live.conn,
-                self.prefix.as_deref(),
-                handler,
-            )
-            .await?;
+            let t = Trackers::connect(&mut live.conn, self.prefix.as_deref(), err, open).await?;
             set(&self.l1.stats.tracked_masters, t.len() as u64);
             live.trackers = Some(t);
         }

@@ -18,9 +18,8 @@ use std::collections::BTreeSet;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use super::backplane::{Link, PushHandler, with_addr};
 use super::tracking;
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// The live masters in a `CLUSTER NODES` reply, as `host:port`.
 pub(super) fn masters(nodes: &str) -> BTreeSet<String> {
@@ -55,34 +54,31 @@ pub(super) struct Trackers {
 }
 
 impl Trackers {
-    /// Asks the node behind `via` (at URL `node`) for the masters and opens a
-    /// tracking connection to each, all at once; fails if any fails.
-    pub(super) async fn connect(
-        link: &Link,
-        node: &str,
+    /// Asks the node behind `via` for the masters and opens a tracking
+    /// connection to each with `open` (the backplane's: its timeouts and
+    /// push handler), all at once; fails if any fails.
+    pub(super) async fn connect<F, Fut>(
         via: &mut MultiplexedConnection,
         prefix: Option<&str>,
-        handler: impl Fn() -> PushHandler,
-    ) -> Result<Self> {
-        let err = |e: &dyn std::fmt::Display| link.err(ErrorKind::Connection, "client tracking", e);
+        err: impl Fn(&dyn std::fmt::Display) -> Error,
+        open: F,
+    ) -> Result<Self>
+    where
+        F: Fn(&str) -> Fut,
+        Fut: std::future::Future<Output = Result<MultiplexedConnection>>,
+    {
         let masters = ask_masters(via).await.map_err(|e| err(&e))?;
         if masters.is_empty() {
             return Err(err(&"CLUSTER NODES lists no live master"));
         }
         let opens = masters.iter().map(|m| {
-            let url = with_addr(node, m);
-            let config = link.config().set_push_sender(handler());
+            let (open, err) = (&open, &err);
             async move {
-                let url = url.ok_or_else(|| err(&format!("bad master address {m}")))?;
-                let client = link.client(&url, true)?;
-                let mut c = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(|e| err(&format!("{m}: {e}")))?;
+                let mut c = open(m).await?;
                 tracking::enable(&mut c, prefix)
                     .await
                     .map_err(|e| err(&format!("{m}: {e}")))?;
-                Ok::<_, crate::error::Error>(c)
+                Ok::<_, Error>(c)
             }
         });
         let conns = futures::future::try_join_all(opens).await?;

@@ -32,6 +32,15 @@ use super::stats::{TierStats, add};
 use crate::backends::memory::{MemoryCache, MemoryConfig};
 use crate::cache::{Cache, CacheOptions, ValueTtl};
 
+/// How long after the backplane task last ran on time L1 still serves
+/// hits. A reader that was stopped or starved for longer reads L2 until a
+/// PING round trip has drained its sockets. 30 ms: the staleness promise
+/// is 50 ms (no read returns a value older than one whose write returned
+/// 50 ms before the read began), and a message takes well under the other
+/// 20 ms to be handled once it is in the socket of a running process.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) const FRESH: Duration = Duration::from_millis(30);
+
 /// Generation counters; a power of two.
 const STRIPES: usize = 4096;
 /// Header: L1's expiry, then L2's, both on the precise clock, in
@@ -374,7 +383,7 @@ impl L1 {
         self.flush();
         self.live.store(true, Ordering::Release);
         // Just subscribed: nothing sent since is unread yet.
-        self.alive_until(clock::coarse(), super::backplane::FRESH);
+        self.alive_until(clock::coarse(), FRESH);
     }
 
     /// The subscription is lost: L1 off and flushed (counted once per loss).
