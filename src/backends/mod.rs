@@ -228,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn compiled_out_backend_names_its_feature() {
         let e = crate::open("sqlite:x.db").await.unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::FeatureDisabled);
+        assert_eq!(e.kind(), crate::error::ErrorKind::FeatureDisabled);
         assert!(e.to_string().contains("--features sqlite"), "{e}");
     }
 }

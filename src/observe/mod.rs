@@ -147,7 +147,7 @@ impl Op {
 pub(crate) const URL_OPTIONS: [&str; 1] = ["observe"];
 
 /// `observe=1` turns the layer on.
-pub(crate) fn from_query(q: &mut crate::url::Query) -> crate::Result<bool> {
+pub(crate) fn from_query(q: &mut crate::url::Query) -> crate::error::Result<bool> {
     match q.take("observe").as_deref() {
         None | Some("0" | "false" | "no" | "off") => Ok(false),
         Some("1" | "true" | "yes" | "on") => Ok(true),

@@ -185,7 +185,7 @@ mod tests {
             "l1=5&l1_max_bytes=-1",
         ] {
             let e = split_tier(&format!("//h:1?{q}"), "shown").unwrap_err();
-            assert_eq!(e.kind(), crate::ErrorKind::InvalidUrl, "{q}");
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidUrl, "{q}");
             assert!(e.to_string().contains("shown"), "{e}");
         }
     }
