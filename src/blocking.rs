@@ -115,7 +115,7 @@ fn gone() -> Error {
 }
 
 impl Cache {
-    /// Opens a cache from a URL (see [`crate::open`]).
+    /// Opens a cache from a URL (see [`crate::open()`]).
     pub fn open(url: &str) -> Result<Self> {
         let rt = Runtime::start()?;
         let url = url.to_string();

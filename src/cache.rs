@@ -2,7 +2,7 @@
 //! and statistics.
 //!
 //! The trait works on bytes and is object-safe, so a program picks a backend at
-//! run time (`Arc<dyn Cache>` from [`crate::open`]). Typed helpers live in
+//! run time (`Arc<dyn Cache>` from [`crate::open()`]). Typed helpers live in
 //! [`CacheExt`]. Batch operations must be one round trip or one transaction per
 //! call in every backend, never a loop of single calls.
 
@@ -339,7 +339,7 @@ pub struct Capabilities {
 }
 
 /// Options common to every backend, from the URL query or set in code.
-/// The layers above the backends own their options (see [`crate::open`]).
+/// The layers above the backends own their options (see [`mod@crate::open`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheOptions {

@@ -23,7 +23,7 @@
 //! forwarding base of layers) and the layers: [`tiered`] (an in-process L1
 //! over any backend, `l1=N`), [`readthrough`] (`get_or_set` with
 //! single-flight; fail-safe's envelope), [`observe`] (spans and metrics);
-//! [`open`] (a whole URL into a stack of layers: [`Stack`]); then
+//! [`mod@open`] (a whole URL into a stack of layers: [`Stack`]); then
 //! [`records`] (streamed input), [`writer`] (bulk fan-out) and
 //! [`blocking`] (a sync facade). docs/ARCHITECTURE.md has the table, and
 //! `tests/layering.rs` holds the code to it.

@@ -1,8 +1,8 @@
 //! The pieces of cache URLs that every backend's parser uses: the query
-//! ([`Query`]), durations, local paths, credentials and their redaction.
+//! (`Query`), durations, local paths, credentials and their redaction.
 //!
 //! This module sits below the backends and knows none of them: turning a
-//! whole URL into a backend and its layers is [`crate::open`]'s job.
+//! whole URL into a backend and its layers is [`mod@crate::open`]'s job.
 //! Nothing here touches the network or the disk.
 
 // Each helper below serves some backends' parsers: unused when those are compiled out.
@@ -250,7 +250,7 @@ fn decode_path(scheme: &str, p: &str) -> Result<PathBuf> {
         .map_err(|_| url_err(format!("{scheme}: path is not valid UTF-8")))
 }
 
-/// A path as the body of a `sqlite:`/`file:` URL that [`parse`] turns
+/// A path as the body of a `sqlite:`/`file:` URL that [`crate::open::parse`] turns
 /// back into exactly this path: `%`, `?` and `#` escaped (and, on Unix,
 /// bytes that are not UTF-8), `//` kept from meaning "relative".
 pub fn path_to_url_body(path: &std::path::Path) -> String {

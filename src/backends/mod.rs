@@ -4,7 +4,7 @@
 //! files, and opens from it. Adding a backend is its module, its feature
 //! and one line in `registry!`'s invocation below (docs/ARCHITECTURE.md,
 //! "Adding a backend"). The layers above and whole-URL parsing
-//! ([`crate::open`]) are not known here.
+//! ([`mod@crate::open`]) are not known here.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -113,7 +113,7 @@ macro_rules! registry {
         )+];
 
         /// Opens the backend `config` describes, with `options`. The layers
-        /// above it are [`crate::open`]'s.
+        /// above it are [`mod@crate::open`]'s.
         #[allow(unused_variables)]
         pub async fn open(config: BackendConfig, options: CacheOptions) -> Result<Arc<dyn Cache>> {
             match config {

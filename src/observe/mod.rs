@@ -2,7 +2,7 @@
 //! operation and, with the `metrics` cargo feature, records per-operation
 //! metrics through the [`metrics`](https://docs.rs/metrics) facade.
 //!
-//! Applied by [`crate::open_with`] when [`crate::CacheOptions::observe`] is set (or
+//! Applied by [`crate::open_with`] when the URL has `observe=1` (or [`crate::Stack::observe`]) (or
 //! by hand with [`instrument`]); without it no layer exists and nothing is
 //! paid. Labels are `backend`, `namespace` and `operation` (plus `kind` on
 //! errors): never a key, so cardinality stays bounded.

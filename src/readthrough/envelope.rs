@@ -51,7 +51,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::cache::{
-    Cache, CacheFuture, Capabilities, Entry, EntryStream, ValueTtl, incr_value, now_millis,
+    Cache, CacheFuture, Capabilities, Entry, EntryStream, Stats, ValueTtl, incr_value, now_millis,
     parse_counter,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -171,6 +171,10 @@ pub struct Enveloped {
     /// How long entries are kept after their logical expiry.
     keep: Duration,
     default_ttl: Option<Duration>,
+    /// The hits and misses of this layer's own reads (before a `delete`,
+    /// a `touch`, an `incr`...), taken out of the inner cache's stats:
+    /// they are not the caller's reads.
+    own_reads: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl Enveloped {
@@ -180,7 +184,31 @@ impl Enveloped {
             inner,
             keep,
             default_ttl,
+            own_reads: Default::default(),
         }
+    }
+
+    /// A read of the stored bytes for this layer's own use: not counted in
+    /// [`Cache::stats`]' hits and misses (see `own_reads`).
+    async fn peek(&self, key: &str) -> Result<Option<Bytes>> {
+        let v = self.inner.get(key).await?;
+        self.count_own(&[v.is_some()]);
+        Ok(v)
+    }
+
+    /// [`Enveloped::peek`] for many keys.
+    async fn peek_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let v = self.inner.get_many(keys).await?;
+        let found: Vec<bool> = v.iter().map(Option::is_some).collect();
+        self.count_own(&found);
+        Ok(v)
+    }
+
+    fn count_own(&self, found: &[bool]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let hits = found.iter().filter(|f| **f).count() as u64;
+        self.own_reads[0].fetch_add(hits, Relaxed);
+        self.own_reads[1].fetch_add(found.len() as u64 - hits, Relaxed);
     }
 
     /// `cache` in this layer when `config` turns fail-safe or refresh-ahead
@@ -235,7 +263,7 @@ impl Enveloped {
     /// restarts at 0 as a new plain counter (the default TTL). `None`: the
     /// value changed or went meanwhile, try again.
     async fn incr_enveloped(&self, key: &str, delta: i64, refused: Error) -> Result<Option<i64>> {
-        let Some(raw) = self.inner.get(key).await? else {
+        let Some(raw) = self.peek(key).await? else {
             return Ok(None);
         };
         let s = decode(raw.clone());
@@ -285,7 +313,7 @@ impl Layer for Enveloped {
     /// fail-safe) is removed too. One read more than the inner `delete`.
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         CacheFuture::boxed(async move {
-            let before = self.raw(key).await?;
+            let before = self.peek(key).await?.map(decode);
             let deleted = self.inner.delete(key).await?;
             Ok(deleted && !before.is_some_and(|s| s.is_stale(now_millis())))
         })
@@ -294,12 +322,21 @@ impl Layer for Enveloped {
     /// Counts logically fresh entries only, as `delete` does.
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let now = now_millis();
-        let stale = self.inner.get_many(keys).await?;
+        let stale = self.peek_many(keys).await?;
         let stale = stale
             .into_iter()
             .filter(|v| v.clone().is_some_and(|b| decode(b).is_stale(now)))
             .count() as u64;
         Ok(self.inner.delete_many(keys).await?.saturating_sub(stale))
+    }
+
+    /// The inner cache's stats, less this layer's own reads.
+    async fn stats(&self) -> Result<Stats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = self.inner.stats().await?;
+        s.hits = s.hits.saturating_sub(self.own_reads[0].load(Relaxed));
+        s.misses = s.misses.saturating_sub(self.own_reads[1].load(Relaxed));
+        Ok(s)
     }
 
     /// Logically fresh entries, counted by reading them (entries kept past
@@ -334,7 +371,10 @@ impl Layer for Enveloped {
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         CacheFuture::boxed(async move {
             let now = now_millis();
-            Ok(self.raw(key).await?.is_some_and(|s| !s.is_stale(now)))
+            Ok(self
+                .peek(key)
+                .await?
+                .is_some_and(|b| !decode(b).is_stale(now)))
         })
     }
 
@@ -373,7 +413,7 @@ impl Layer for Enveloped {
             if self.inner.add(key, &encoded, ttl).await? {
                 return Ok(true);
             }
-            let Some(raw) = self.inner.get(key).await? else {
+            let Some(raw) = self.peek(key).await? else {
                 lost_race().await;
                 continue; // gone meanwhile: add again
             };
@@ -417,7 +457,7 @@ impl Layer for Enveloped {
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let ttl = self.logical_ttl(ttl)?;
         for _ in 0..RACE_RETRIES {
-            let Some(raw) = self.inner.get(key).await? else {
+            let Some(raw) = self.peek(key).await? else {
                 return Ok(false);
             };
             let s = decode(raw.clone());
@@ -453,7 +493,7 @@ impl Layer for Enveloped {
         let ttl = self.logical_ttl(ttl)?;
         let encoded = encode(new, ttl);
         for _ in 0..RACE_RETRIES {
-            let Some(raw) = self.inner.get(key).await? else {
+            let Some(raw) = self.peek(key).await? else {
                 return Ok(false);
             };
             let s = decode(raw.clone());

@@ -1,7 +1,7 @@
 //! Read-through caching: [`Handle::get_or_set`] ("get this, or compute it
 //! and store it") without stampedes.
 //!
-//! [`crate::open`] returns a [`Handle`]: the opened [`Cache`] (reached
+//! [`crate::open()`] returns a [`Handle`]: the opened [`Cache`] (reached
 //! through `Deref`, so `handle.get(..)` is the backend's own call, at no
 //! extra cost) plus per-instance state: the single-flight table and the
 //! read-through [`Config`].
@@ -148,7 +148,7 @@ struct Shared {
     envelope: Option<Arc<Enveloped>>,
 }
 
-/// A cache with read-through: what [`crate::open`] returns.
+/// A cache with read-through: what [`crate::open()`] returns.
 ///
 /// `Deref<Target = dyn Cache>`, so every [`Cache`] and
 /// [`crate::CacheExt`] method is called on it directly. Cloning is cheap

@@ -43,6 +43,8 @@ pub(crate) const FRESH: Duration = Duration::from_millis(30);
 
 /// Generation counters; a power of two.
 const STRIPES: usize = 4096;
+/// Locks over the generation stripes (a divisor of `STRIPES`).
+const LOCKS: usize = 64;
 /// Header: L1's expiry, then L2's, both on the precise clock, in
 /// microseconds; `u64::MAX` for never.
 const HEADER: usize = 16;
@@ -149,6 +151,12 @@ pub(crate) struct L1 {
     mem: MemoryCache,
     cap: Duration,
     gens: Box<[AtomicU64]>,
+    /// Held while a fill checks its ticket and stores, and while a write or
+    /// an eviction bumps a generation and stores or removes: a fill can no
+    /// longer land after a write that overtook it (it checked, then the
+    /// write stored its value, then the fill overwrote it with the older
+    /// one until its re-check removed it). Hits take no lock.
+    locks: Box<[std::sync::Mutex<()>]>,
     epoch: AtomicU64,
     /// L1 may serve and take entries: no backplane, or its subscription is up.
     live: AtomicBool,
@@ -178,6 +186,7 @@ impl L1 {
             mem: MemoryCache::open(mc, CacheOptions::new()),
             cap: cfg.l1_ttl,
             gens: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            locks: (0..LOCKS).map(|_| std::sync::Mutex::new(())).collect(),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(live),
             serve_until: AtomicU64::new(if live { NEVER } else { 0 }),
@@ -331,6 +340,7 @@ impl L1 {
     /// Fills L1 after an L2 hit read under ticket `t`, unless the key was
     /// invalidated or L1 flushed since.
     pub fn fill(&self, key: &str, t: &Ticket, value: &[u8], l2_ttl: Option<Duration>) {
+        let _held = self.lock(t.stripe);
         if !self.is_live() || !self.unchanged(t) {
             return;
         }
@@ -348,6 +358,7 @@ impl L1 {
     /// (`Some((value, l2_ttl))`) when no other write or invalidation of the
     /// key overlapped it, otherwise evicts.
     pub fn wrote(&self, key: &str, t: &Ticket, new: Option<(&[u8], Option<Duration>)>) {
+        let _held = self.lock(t.stripe);
         let before = self.gens[t.stripe].fetch_add(1, Ordering::AcqRel);
         let alone = before == t.generation && self.epoch.load(Ordering::Acquire) == t.epoch;
         match new {
@@ -360,13 +371,23 @@ impl L1 {
         }
     }
 
+    /// The lock over generation stripe `stripe` (a panic while held
+    /// leaves nothing half-done that matters: take it anyway).
+    fn lock(&self, stripe: usize) -> std::sync::MutexGuard<'_, ()> {
+        self.locks[stripe % LOCKS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn remove(&self, key: &str) {
         let _ = self.mem.delete(key).now_or_never();
     }
 
     /// Evicts `key` (another process changed it, or a write's outcome is unknown).
     pub fn evict(&self, key: &str) {
-        self.gens[Self::stripe(key)].fetch_add(1, Ordering::AcqRel);
+        let stripe = Self::stripe(key);
+        let _held = self.lock(stripe);
+        self.gens[stripe].fetch_add(1, Ordering::AcqRel);
         self.remove(key);
     }
 

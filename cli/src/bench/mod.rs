@@ -1,4 +1,4 @@
-//! `unicache bench`: `bench run` for users ([`run`], its report in
+//! `unicache bench`: `bench run` for users ([`mod@run`], its report in
 //! [`report`]), and data generators ([`data`]) and raw-driver baselines
 //! ([`baselines`]), so that `scripts/bench_*.sh` can put unicache and the
 //! bare driver side by side in one run. Nothing here is used by the other

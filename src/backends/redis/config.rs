@@ -38,7 +38,7 @@ pub struct RedisConfig {
     pub tls_ca: Option<std::path::PathBuf>,
     /// Every write also publishes the keys it changed, so that the L1s of
     /// tiered caches in other processes drop them (URL `publish=0|1`,
-    /// default on; see [`super::invalidation`]).
+    /// default on; see the Redis section of the README).
     pub publish: bool,
     /// Who the messages come from (shared by clones: the cache and the
     /// tier opened from one URL are one sender; see `invalidation::Origin`).
