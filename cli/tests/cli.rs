@@ -42,7 +42,7 @@ fn seed_sample_writes_memory_and_sqlite_next_to_output() {
     let dir = tempfile::tempdir().unwrap();
     let sample = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/data/sample_input.json"
+        "/../data/sample_input.json"
     ))
     .unwrap();
     let input = write_file(dir.path(), "in.json", &sample);
