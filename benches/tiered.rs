@@ -64,12 +64,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("tiered", |b| {
+        // An L2 read polled below needs the runtime's timers.
+        let _in_rt = rt.enter();
         b.iter(|| {
             i = (i + 7) % N;
             // A hit answers inline; while the backplane's freshness lease
             // has lapsed (its task ran late on a loaded machine) the read
             // goes to L2 instead, and is awaited.
-            let _in_rt = rt.enter(); // an L2 read polled here needs the runtime's timers
             let v = match tiered.get(&keys[i]).now_or_never() {
                 Some(r) => r,
                 None => rt.block_on(tiered.get(&keys[i])),
