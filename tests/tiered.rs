@@ -45,6 +45,9 @@ async fn l1_serves_hits_and_fills_with_l2s_remaining_ttl() {
     l2.set("k", b"v", Some(Duration::from_millis(400)))
         .await
         .unwrap();
+    // The plain handle's write publishes an invalidation too: let it land
+    // before the fill, or it evicts the fresh fill and costs an L2 hit.
+    wait_received(&*c, 1).await;
     assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
     for _ in 0..10 {
         assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
@@ -64,7 +67,9 @@ async fn l1_serves_hits_and_fills_with_l2s_remaining_ttl() {
     let keys: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let vals: Vec<(&str, &[u8])> = refs.iter().map(|k| (*k, &b"x"[..])).collect();
+    let received = tier_stat(&*c, "invalidations_received").await;
     l2.set_many(&vals, None).await.unwrap();
+    wait_received(&*c, received + 1).await;
     c.get_many(&refs[..5]).await.unwrap();
     let before = c.stats().await.unwrap();
     let got = c.get_many(&refs).await.unwrap();
@@ -340,6 +345,15 @@ fn redis_cli_writes_evict_with_client_tracking() {
 
 async fn tier_stat(c: &dyn Cache, field: &str) -> u64 {
     tier(&c.stats().await.unwrap(), field)
+}
+
+/// Waits (at most 2 s) until `c` has received `at_least` invalidations.
+async fn wait_received(c: &dyn Cache, at_least: u64) {
+    let t = Instant::now();
+    while tier_stat(c, "invalidations_received").await < at_least {
+        assert!(t.elapsed() < Duration::from_secs(2), "no invalidation came");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Waits (at most 1 s after `killed`) until `c` counts a flush after a lost
