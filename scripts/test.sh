@@ -35,10 +35,13 @@ if [ $# -eq 0 ]; then
     timed=(three_processes_pubsub_p99_under_5ms redis_cli_writes_evict_with_client_tracking)
     stale=(staleness_checker_pubsub staleness_checker_tracking)
     skip=("${timed[@]}" "${stale[@]}")
+    # tests/examples.rs runs the built examples.
+    cargo build --all-features --examples
     cargo test --all-features --no-fail-fast -- "${skip[@]/#/--skip=}"
     cargo test --all-features --test tiered -- --exact "${timed[@]}" --nocapture
     cargo test --all-features --test staleness -- --exact "${stale[@]}" --nocapture --test-threads=1
 else
+    cargo build --all-features --examples
     cargo test --all-features --no-fail-fast "$@"
 fi
 

@@ -548,8 +548,9 @@ pub(crate) fn now_millis() -> u64 {
 /// The counter [`Cache::incr`] computes: `current` (`None`: absent, 0)
 /// plus `delta`. A value that is not a counter ([`parse_counter`]) or an
 /// overflow is an [`ErrorKind::InvalidInput`] error naming the key.
-#[allow(dead_code)] // unused when only network backends are compiled in
-pub(crate) fn incr_value(
+/// Public for backends written outside this crate, so that `incr` means
+/// the same everywhere.
+pub fn incr_value(
     backend: &'static str,
     key: &str,
     current: Option<&[u8]>,
@@ -575,7 +576,7 @@ pub(crate) fn incr_value(
 /// then a digit 1-9 then digits, within `i64`. No `+`, no leading zeros
 /// (`007`, `-0`, `00`), no spaces or newlines anywhere: one grammar on
 /// every backend, so a value counts on all of them or on none.
-pub(crate) fn parse_counter(v: &[u8]) -> Option<i64> {
+pub fn parse_counter(v: &[u8]) -> Option<i64> {
     let digits = v.strip_prefix(b"-").unwrap_or(v);
     let canonical = match digits {
         [b'0'] => v.len() == 1,

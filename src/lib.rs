@@ -27,6 +27,8 @@
 //! [`records`] (streamed input), [`writer`] (bulk fan-out) and
 //! [`blocking`] (a sync facade). docs/ARCHITECTURE.md has the table, and
 //! `tests/layering.rs` holds the code to it.
+// docs.rs (and CI, with `--cfg docsrs`) marks feature-gated items.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 // No unsafe code but the L1's clock reads (src/tiered/l1.rs), each allowed
 // where it stands with its SAFETY comment.
@@ -43,6 +45,9 @@ pub mod observe;
 pub mod open;
 pub mod readthrough;
 pub mod records;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod tiered;
 pub mod url;
 pub mod writer;

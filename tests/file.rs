@@ -991,3 +991,23 @@ fn compaction_and_clear_keep_the_logs_owner_group_and_mode() {
         assert_eq!(c.get("c").await.unwrap().as_deref(), Some(&b"3"[..]));
     });
 }
+
+/// A log whose first line names a later format version is refused by name
+/// (upgrade), not as "not a file log", and is left as it was.
+#[test]
+fn a_log_from_a_newer_version_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for v in ["2", "10"] {
+        let path = dir.path().join(format!("v{v}.log"));
+        let body = format!("{{\"unicache\":\"file-log\",\"version\":{v}}}\n");
+        std::fs::write(&path, &body).unwrap();
+        let e = rt()
+            .block_on(unicache::open(&format!("file:{}", path.display())))
+            .unwrap_err();
+        assert_eq!(e.kind(), unicache::ErrorKind::Unsupported, "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("file-log version {v}")), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), body, "untouched");
+    }
+}

@@ -19,6 +19,7 @@ const FLOORS: &[&[&str]] = &[
     &["tiered", "readthrough", "observe"],
     &["open"],
     &["writer", "blocking"],
+    &["testing"],
     &["lib"],
 ];
 
@@ -39,6 +40,8 @@ const ROOT_NAMES: &[(&str, &str)] = &[
     ("Stats", "cache"),
     ("ValueTtl", "cache"),
     ("Layer", "layer"),
+    // #[macro_export] puts the suite's macro at the root.
+    ("conformance_tests", "testing"),
     ("Stack", "open"),
     ("open", "open"),
     ("open_with", "open"),

@@ -173,6 +173,20 @@ enum Command {
     /// the rest are data generators and raw-driver baselines for the scripts.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Print a shell completion script (e.g. `unicache completions bash >
+    /// ~/.local/share/bash-completion/completions/unicache`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, or write unicache.1 and one
+    /// page per command (unicache-write.1, ...) into --dir.
+    Man {
+        /// Write the pages into this directory instead.
+        #[arg(long = "out-dir", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// The `--cache URL` of single-cache commands.
@@ -211,9 +225,43 @@ pub fn parse_count(s: &str) -> Result<u32, String> {
         .map_err(|_| format!("expected a whole number from 0 to {}, got {s:?}", u32::MAX))
 }
 
+/// Whether output may be coloured: not when `NO_COLOR` is set to anything
+/// but the empty string (<https://no-color.org>).
+fn colour_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The `--version` text: the version and what this build can open.
+fn version_text() -> String {
+    let mut extras = vec!["tls", "prometheus"];
+    if cfg!(feature = "otel") {
+        extras.push("otel");
+    }
+    format!(
+        "{} (backends: {}; features: {})",
+        env!("CARGO_PKG_VERSION"),
+        unicache::backends::enabled().join(", "),
+        extras.join(", ")
+    )
+}
+
+/// The command line's definition, as clap, `completions` and `man` see it.
+fn command() -> clap::Command {
+    let colour = match colour_allowed() {
+        true => clap::ColorChoice::Auto,
+        false => clap::ColorChoice::Never,
+    };
+    <Cli as clap::CommandFactory>::command()
+        .version(version_text())
+        .color(colour)
+}
+
 /// Entry point: parses, runs, maps to an exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -234,7 +282,7 @@ pub fn main() -> ExitCode {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && colour_allowed())
         .event_format(OneLine)
         .init();
     let threads = match &cli.command {
@@ -289,7 +337,41 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         } => transfer::export(&cache.at(dir)?, &output, format, quiet).await,
         Command::Import(args) => transfer::import(args, quiet, dir).await,
         Command::Compact { cache } => ops::compact(&cache.at(dir)?).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command(), "unicache", &mut out);
+            stdout_write(&out)?;
+            Ok(Outcome::Success)
+        }
+        Command::Man { out_dir } => man(out_dir.as_deref()),
     }
+}
+
+/// `unicache man`: the page of the whole command on stdout, or a page per
+/// command into `dir` (unicache.1, unicache-write.1, ...).
+fn man(dir: Option<&Path>) -> anyhow::Result<Outcome> {
+    let cmd = command();
+    let Some(dir) = dir else {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+        stdout_write(&out)?;
+        return Ok(Outcome::Success);
+    };
+    let write = |name: &str, page: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(&path, out)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("unicache-{}", sub.get_name());
+        write(&name, sub.clone().name(&name))?;
+    }
+    write("unicache", cmd)?;
+    Ok(Outcome::Success)
 }
 
 impl CacheArg {
@@ -303,7 +385,7 @@ impl CacheArg {
 /// over several lines: the message, the arguments it is about, usage).
 fn usage_error(e: &clap::Error) -> ExitCode {
     if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        let names: Vec<String> = <Cli as clap::CommandFactory>::command()
+        let names: Vec<String> = command()
             .get_subcommands()
             .map(|c| c.get_name().to_string())
             .collect();

@@ -76,7 +76,11 @@ impl Entry {
 macro_rules! registry {
     ($( $module:ident: $variant:ident($config:ident), $feature:literal, [$($scheme:literal),+],
         examples [$($example:literal),+], local: $local:literal, bare: $bare:expr; )+) => {
-        $( #[cfg(feature = $feature)] pub mod $module; )+
+        $(
+            #[cfg(feature = $feature)]
+            #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
+            pub mod $module;
+        )+
 
         /// Backend-specific settings from a URL: each backend's own config.
         #[derive(Clone, PartialEq, Eq, Debug)]
@@ -84,6 +88,7 @@ macro_rules! registry {
         pub enum BackendConfig {
             $(
                 #[cfg(feature = $feature)]
+                #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
                 #[doc = concat!("The `", $feature, "` backend's settings.")]
                 $variant($module::$config),
             )+
@@ -166,6 +171,17 @@ pub(crate) fn lookup_name(name: &str) -> Option<&'static Entry> {
 /// Every backend's bare name, for messages.
 pub(crate) fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|e| e.name).collect()
+}
+
+/// The backends compiled into this build (their names, which are also
+/// their cargo features), in the registry's order: what `unicache
+/// --version` lists.
+pub fn enabled() -> Vec<&'static str> {
+    REGISTRY
+        .iter()
+        .filter(|e| e.parse.is_some())
+        .map(|e| e.name)
+        .collect()
 }
 
 /// Every backend's URL forms, for messages.

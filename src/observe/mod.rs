@@ -46,6 +46,7 @@ use crate::error::Result;
 use crate::layer::Layer;
 
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use meters::{INLINE_PUBLISH_EVERY, INLINE_SAMPLE_EVERY};
 
 /// Wraps `cache` in the observability layer. `namespace` is the label value
@@ -534,6 +535,7 @@ mod meters {
 pub mod writer;
 
 #[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
 
 #[cfg(all(test, feature = "prometheus", feature = "memory"))]

@@ -47,6 +47,7 @@ use crate::cache::{Cache, CacheOptions};
 use crate::error::{Error, ErrorKind, Result};
 
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use imp::{TieredBuilder, TieredCache};
 
 /// How coarsely `l2` counts TTLs: a remaining TTL it reports may be this
@@ -121,6 +122,7 @@ mod imp {
         /// The Redis (server or cluster) that carries invalidations; the
         /// L2's own server, normally.
         #[cfg(feature = "redis")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
         pub fn backplane(mut self, cfg: crate::backends::redis::RedisConfig) -> Self {
             self.redis = Some(cfg);
             self

@@ -223,6 +223,17 @@ impl State {
             return Self::load(path, lock_path, locked, create);
         }
         if head[..n] != HEADER[..n] || n < HEADER.len() {
+            if let Some(v) = newer_version(&head[..n]) {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "written by a newer unicache (file-log version {v}; this version \
+                         reads version 1): upgrade unicache to open it"
+                    ),
+                )
+                .with_backend(BACKEND)
+                .with_context("path", path.display()));
+            }
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 "not a unicache file log (first line differs); refusing to touch it",
@@ -320,4 +331,15 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// The version a file log's first line names when it is another one than
+/// this code's (`{"unicache":"file-log","version":N}`): a later unicache's
+/// log, refused by name instead of as "not a file log".
+fn newer_version(head: &[u8]) -> Option<u64> {
+    let prefix = &HEADER[..HEADER.len() - 3]; // up to `"version":`
+    let rest = head.strip_prefix(prefix)?;
+    let digits: Vec<u8> = rest.iter().copied().take_while(u8::is_ascii_digit).collect();
+    let v: u64 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
+    (v != 1).then_some(v)
 }

@@ -141,6 +141,7 @@ impl SqliteCache {
             .map_err(e("synchronous"))?;
         conn.execute_batch(SCHEMA).map_err(e("schema"))?;
         check_layout(&conn, path)?;
+        check_version(&conn, path, options.must_exist)?;
         conn.execute_batch(EXPIRY_INDEX).map_err(e("index"))?;
         conn.set_prepared_statement_cache_capacity(32);
         let cache = SqliteCache {
@@ -318,6 +319,36 @@ mod tests {
 
     fn all_entries(c: &SqliteCache) -> Vec<Result<Entry>> {
         block(async { c.entries().await.unwrap().collect::<Vec<_>>().await })
+    }
+
+    /// The layout's version is recorded in a new file and in one made
+    /// before it was (user_version 0); a file a later layout wrote is
+    /// refused by name, and a read-only open records nothing.
+    #[test]
+    fn the_layout_version_is_recorded_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sqlite3");
+        let version = |p: &Path| -> i64 {
+            let raw = Connection::open(p).unwrap();
+            raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+        };
+        drop(open(&path, ""));
+        assert_eq!(version(&path), LAYOUT_VERSION);
+        // A file from before the version was kept.
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 0).unwrap();
+        let ro = SqliteConfig::new(&path).busy_timeout(Duration::from_secs(5));
+        drop(SqliteCache::open(ro, CacheOptions::new().must_exist(true)).unwrap());
+        assert_eq!(version(&path), 0, "a read-only open writes nothing");
+        drop(open(&path, ""));
+        assert_eq!(version(&path), 1);
+        // A later unicache's file.
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+        let cfg = SqliteConfig::new(&path).busy_timeout(Duration::from_secs(5));
+        let e = SqliteCache::open(cfg, CacheOptions::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("newer unicache") && msg.contains("version 2"), "{msg}");
+        assert!(msg.contains("v.sqlite3"), "names the file: {msg}");
     }
 
     /// Rows other tools wrote: TEXT (the `sqlite3` shell, Python's `str`),

@@ -126,6 +126,36 @@ pub(super) fn create_file(path: &Path) -> Result<()> {
 }
 
 /// Refuses a `cache` table of another shape (such as the seed's two-column one).
+/// The layout's version, kept in the file's `PRAGMA user_version` (README,
+/// "Versions"). A file with 0 was made before the version was recorded (or
+/// by another tool, with the same columns): it is this layout and gets the
+/// number. A later unicache that changes the layout raises it and reads
+/// this one; this version refuses a higher number instead of guessing.
+pub const LAYOUT_VERSION: i64 = 1;
+
+/// Checks (and on a writable open records) the layout's version.
+pub(super) fn check_version(conn: &Connection, path: &Path, read_only: bool) -> Result<()> {
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sql_err(path, e))?;
+    if v > LAYOUT_VERSION {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "written by a newer unicache (SQLite layout version {v}; this version reads \
+                 up to {LAYOUT_VERSION}): upgrade unicache to open it"
+            ),
+        )
+        .with_backend(BACKEND)
+        .with_context("path", path.display()));
+    }
+    if v == 0 && !read_only {
+        conn.pragma_update(None, "user_version", LAYOUT_VERSION)
+            .map_err(|e| sql_err(path, e).with_context("op", "user_version"))?;
+    }
+    Ok(())
+}
+
 pub(super) fn check_layout(conn: &Connection, path: &Path) -> Result<()> {
     let mut cols = Vec::new();
     let mut st = conn
