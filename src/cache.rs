@@ -352,6 +352,47 @@ pub struct CacheOptions {
     /// of creating it. Read-only commands set this so a mistyped path creates
     /// nothing.
     pub must_exist: bool,
+    /// How large a disk cache may grow (`sqlite:` and `file:`; see
+    /// [`Bounds`]). Backends that cannot bound themselves refuse a bound
+    /// instead of ignoring it.
+    pub bounds: Bounds,
+}
+
+/// The bounds of a disk cache (README, "Bounded disk caches"): a property
+/// of the store, shared by every process that opens it. `None` everywhere
+/// (the default) is unbounded: nothing is evicted, only expired entries
+/// are purged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Bounds {
+    /// At most this many bytes of entries: keys, values and a fixed
+    /// per-entry overhead (each backend documents how it counts).
+    pub max_bytes: Option<u64>,
+    /// At most this many live entries.
+    pub max_entries: Option<u64>,
+    /// Entries written longer ago than this are evicted even when their
+    /// TTL has not passed.
+    pub max_age: Option<Duration>,
+}
+
+impl Bounds {
+    /// No bound at all.
+    pub fn is_unbounded(&self) -> bool {
+        *self == Bounds::default()
+    }
+
+    /// An [`ErrorKind::Unsupported`] error when any bound is set, for a
+    /// backend that cannot keep one (`how` says what to use instead).
+    pub fn refuse(&self, backend: &'static str, how: &str) -> Result<()> {
+        if self.is_unbounded() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{backend} cannot keep max_bytes, max_entries or max_age: {how}"),
+        )
+        .with_backend(backend))
+    }
 }
 
 impl CacheOptions {
@@ -369,6 +410,24 @@ impl CacheOptions {
     /// Sets the default TTL.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// At most `n` bytes (see [`Bounds::max_bytes`]).
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.bounds.max_bytes = Some(n);
+        self
+    }
+
+    /// At most `n` live entries (see [`Bounds::max_entries`]).
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.bounds.max_entries = Some(n);
+        self
+    }
+
+    /// Entries evicted once older than `age` (see [`Bounds::max_age`]).
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.bounds.max_age = Some(age);
         self
     }
 

@@ -53,7 +53,7 @@ pub mod url;
 pub mod writer;
 
 pub use cache::{
-    Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, Entry, EntryStream,
+    Bounds, Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, Entry, EntryStream,
     KeyStream, Stats, ValueTtl,
 };
 pub use error::{Error, ErrorKind, Result};

@@ -38,6 +38,45 @@ pub(crate) struct Target<'a> {
     pub layer_options: &'a [&'a str],
 }
 
+/// Parses a size in bytes: a bare number of bytes, or a number with a unit,
+/// decimal (`kB`/`KB`, `MB`, `GB`, `TB`: powers of 1000) or binary (`KiB`,
+/// `MiB`, `GiB`, `TiB`: powers of 1024), case-insensitive, a space allowed
+/// before the unit (`500MB`, `10GiB`, `1.5 GB`).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("bad size {s:?} (use e.g. 1048576, 500MB, 10GiB)"),
+        )
+    };
+    let t = s.trim();
+    let at = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (&t[..at], t[at..].trim());
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(scale).ok_or_else(bad);
+    }
+    let x: f64 = num.parse().map_err(|_| bad())?;
+    let bytes = x * scale as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
 /// Parses a duration: bare seconds (`30`) or humantime (`500ms`, `5m`, `1h30m`, `31d`).
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
@@ -124,6 +163,37 @@ impl Query {
         }
     }
 
+    /// A size option (`500MB`, `10GiB`, bytes; see [`parse_size`]).
+    pub(crate) fn take_size(&mut self, k: &str) -> Result<Option<u64>> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(v) => parse_size(&v)
+                .map(Some)
+                .map_err(|e| url_err(format!("{}: option {k}: {}", self.scheme, e.message()))),
+        }
+    }
+
+    /// The bounds of a disk cache (`max_bytes`, `max_entries`, `max_age`),
+    /// for the backends that keep them (they list [`BOUND_OPTIONS`] among
+    /// their known options). Zero is refused: a bound of nothing would
+    /// evict every write.
+    pub(crate) fn bounds(&mut self) -> Result<crate::cache::Bounds> {
+        let mut b = crate::cache::Bounds::default();
+        b.max_bytes = self.take_size("max_bytes")?;
+        b.max_entries = self.take_u64("max_entries")?;
+        b.max_age = self.take_duration("max_age")?;
+        let zero = b.max_bytes == Some(0)
+            || b.max_entries == Some(0)
+            || b.max_age.is_some_and(|a| a.is_zero());
+        if zero {
+            return Err(url_err(format!(
+                "{}: max_bytes, max_entries and max_age must be greater than zero",
+                self.scheme
+            )));
+        }
+        Ok(b)
+    }
+
     pub(crate) fn common(&mut self) -> Result<CacheOptions> {
         let mut o = CacheOptions::new();
         if let Some(ns) = self.take("namespace").or_else(|| self.take("ns"))
@@ -159,6 +229,9 @@ impl Query {
         Ok(())
     }
 }
+
+/// The URL options of [`Query::bounds`].
+pub(crate) const BOUND_OPTIONS: [&str; 3] = ["max_bytes", "max_entries", "max_age"];
 
 const BAD_UTF8: &str = "is not valid UTF-8 after percent-decoding";
 
@@ -390,6 +463,26 @@ pub(crate) fn check_host_port(shown: &str, hp: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        for (s, n) in [
+            ("1048576", 1 << 20),
+            ("500MB", 500_000_000),
+            ("500mb", 500_000_000),
+            ("10GiB", 10 << 30),
+            ("1.5 GB", 1_500_000_000),
+            ("64KiB", 65_536),
+            ("7b", 7),
+            ("2TB", 2_000_000_000_000),
+        ] {
+            assert_eq!(parse_size(s).unwrap(), n, "{s}");
+        }
+        for bad in ["", "MB", "-5MB", "5 XB", "1e3", "99999999999TiB", "1.2.3GB"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.message().contains("bad size"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -21,6 +21,7 @@ use quick_cache::sync::{EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
 use crate::cache::{
+    Bounds,
     Cache, CacheFuture, CacheOptions, Capabilities, Counters, KeyStream, Stats, ValueTtl,
     incr_value,
 };
@@ -84,7 +85,10 @@ impl super::BackendSpec for MemoryConfig {
         if capacity == 0 {
             return Err(url_err("memory: capacity must be at least 1"));
         }
-        let max_bytes = q.take_u64("max_bytes")?;
+        let max_bytes = q.take_size("max_bytes")?;
+        if max_bytes == Some(0) {
+            return Err(url_err("memory: max_bytes must be greater than zero"));
+        }
         q.finish(&["capacity", "max_bytes"], t)?;
         Ok((
             MemoryConfig {
@@ -95,7 +99,20 @@ impl super::BackendSpec for MemoryConfig {
         ))
     }
 
-    async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+    async fn open(mut self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+        // Bounds set in code: entries and bytes are the map's own; an age
+        // bound it cannot keep.
+        let b = options.bounds;
+        if b.max_age.is_some() {
+            let how = "give entries a TTL (ttl= or per call) instead of max_age";
+            Bounds { max_age: b.max_age, ..Bounds::default() }.refuse("memory", how)?;
+        }
+        if let Some(n) = b.max_entries {
+            self.capacity = self.capacity.min(n.max(1));
+        }
+        if let Some(n) = b.max_bytes {
+            self.max_bytes = Some(self.max_bytes.map_or(n, |m| m.min(n)));
+        }
         Ok(Arc::new(MemoryCache::open(self, options)))
     }
 }

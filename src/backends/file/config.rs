@@ -70,7 +70,8 @@ impl BackendSpec for FileConfig {
         let (body, q) = split_query(t.rest);
         let path = local_path("file", body)?;
         let mut q = Query::parse("file", q)?;
-        let options = q.common()?;
+        let mut options = q.common()?;
+        options.bounds = q.bounds()?;
         let sync = match q.take("sync").as_deref() {
             None | Some("periodic") => SyncPolicy::Periodic,
             Some("batch") => SyncPolicy::Batch,
@@ -87,7 +88,8 @@ impl BackendSpec for FileConfig {
             Some(r) if (1..=99).contains(&r) => r as u8,
             Some(r) => return Err(url_err(format!("file: compact_ratio={r} (use 1..99)"))),
         };
-        q.finish(&["sync", "compact_ratio"], t)?;
+        let [b0, b1, b2] = crate::url::BOUND_OPTIONS;
+        q.finish(&["sync", "compact_ratio", b0, b1, b2], t)?;
         let config = FileConfig {
             path,
             sync,
@@ -101,6 +103,8 @@ impl BackendSpec for FileConfig {
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+        // Until the log keeps its bounds, they are refused, never ignored.
+        options.bounds.refuse("file", "bounds on the file log are not built yet")?;
         // Opening reads the whole log: off the async workers.
         open_blocking(move || FileCache::open(self, options)).await
     }

@@ -113,6 +113,8 @@ impl BackendSpec for MemcachedConfig {
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+        let how = "memcached evicts within its own memory (memcached -m MEGABYTES)";
+        options.bounds.refuse("memcached", how)?;
         Ok(Arc::new(MemcachedCache::connect(self, options).await?))
     }
 }

@@ -182,6 +182,8 @@ impl BackendSpec for RedisConfig {
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+        let how = "bound the server instead (maxmemory and maxmemory-policy allkeys-lru)";
+        options.bounds.refuse("redis", how)?;
         Ok(Arc::new(RedisCache::connect(self, options).await?))
     }
 }

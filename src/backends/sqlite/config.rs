@@ -45,11 +45,13 @@ impl BackendSpec for SqliteConfig {
         let (body, q) = split_query(t.rest);
         let path = local_path("sqlite", body)?;
         let mut q = Query::parse("sqlite", q)?;
-        let options = q.common()?;
+        let mut options = q.common()?;
+        options.bounds = q.bounds()?;
         let busy_timeout = q
             .take_duration("busy_timeout")?
             .unwrap_or(DEFAULT_BUSY_TIMEOUT);
-        q.finish(&["busy_timeout"], t)?;
+        let [b0, b1, b2] = crate::url::BOUND_OPTIONS;
+        q.finish(&["busy_timeout", b0, b1, b2], t)?;
         Ok((SqliteConfig { path, busy_timeout }, options))
     }
 
@@ -58,6 +60,8 @@ impl BackendSpec for SqliteConfig {
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
+        // Until SQLite keeps its bounds, they are refused, never ignored.
+        options.bounds.refuse("sqlite", "bounds on SQLite are not built yet")?;
         // Opening may create files and run the schema: off the async workers.
         open_blocking(move || SqliteCache::open(self, options)).await
     }
