@@ -218,8 +218,8 @@ impl Stack {
         &self.parsed
     }
 
-    /// Backend options that win over the URL's: a namespace or default TTL
-    /// that is set; `must_exist` when either asks for it.
+    /// Backend options that win over the URL's: a namespace, default TTL or
+    /// bound that is set; `must_exist` when either asks for it.
     pub fn options(mut self, overrides: CacheOptions) -> Self {
         let o = &mut self.parsed.options;
         if overrides.namespace.is_some() {
@@ -229,6 +229,11 @@ impl Stack {
             o.default_ttl = overrides.default_ttl;
         }
         o.must_exist |= overrides.must_exist;
+        // Each bound given in code replaces the URL's.
+        let (b, ob) = (&mut o.bounds, overrides.bounds);
+        b.max_bytes = ob.max_bytes.or(b.max_bytes);
+        b.max_entries = ob.max_entries.or(b.max_entries);
+        b.max_age = ob.max_age.or(b.max_age);
         self
     }
 

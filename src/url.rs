@@ -178,10 +178,11 @@ impl Query {
     /// their known options). Zero is refused: a bound of nothing would
     /// evict every write.
     pub(crate) fn bounds(&mut self) -> Result<crate::cache::Bounds> {
-        let mut b = crate::cache::Bounds::default();
-        b.max_bytes = self.take_size("max_bytes")?;
-        b.max_entries = self.take_u64("max_entries")?;
-        b.max_age = self.take_duration("max_age")?;
+        let b = crate::cache::Bounds {
+            max_bytes: self.take_size("max_bytes")?,
+            max_entries: self.take_u64("max_entries")?,
+            max_age: self.take_duration("max_age")?,
+        };
         let zero = b.max_bytes == Some(0)
             || b.max_entries == Some(0)
             || b.max_age.is_some_and(|a| a.is_zero());

@@ -23,6 +23,7 @@ impl SqliteCache {
                 .and_then(|mut s| s.execute(params![self.namespace, key, value, exp, now]))
                 .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
             self.note_writes(c, n as u64)?;
+            self.after_write(c);
             Ok(n > 0)
         })?;
         if stored {
@@ -57,6 +58,7 @@ impl SqliteCache {
             tx.commit()
                 .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
             self.note_writes(c, 1)?;
+            self.after_write(c);
             Ok(n)
         })?;
         self.counters.set(1);
@@ -94,6 +96,7 @@ impl SqliteCache {
                 })
                 .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
             self.note_writes(c, n as u64)?;
+            self.after_write(c);
             Ok(n > 0)
         })?;
         if stored {

@@ -22,6 +22,7 @@ impl Cache for SqliteCache {
             shared: true,
             max_value_bytes: Some(1_000_000_000),
             inline: true,
+            evicts: self.is_bounded(),
             ..Capabilities::default()
         }
     }
@@ -30,6 +31,7 @@ impl Cache for SqliteCache {
         let r = self.with_conn(|c| self.read(c, key, now_millis() as i64));
         if let Ok(v) = &r {
             self.counters.read(std::slice::from_ref(v));
+            self.note_hits(&[key], std::slice::from_ref(v));
         }
         CacheFuture::ready(r)
     }
@@ -63,25 +65,7 @@ impl Cache for SqliteCache {
     }
 
     async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        let exp = self.counters.track(self.expiry(ttl))?;
-        self.with_conn(|c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sql_err(&self.path, e))?;
-            {
-                let mut st = tx
-                    .prepare_cached(INSERT)
-                    .map_err(|e| sql_err(&self.path, e))?;
-                for (k, v) in entries {
-                    st.execute(params![self.namespace, k, v, exp])
-                        .map_err(|e| sql_err(&self.path, e).with_context("key", k))?;
-                }
-            }
-            tx.commit().map_err(|e| sql_err(&self.path, e))?;
-            self.note_writes(c, entries.len() as u64)
-        })?;
-        self.counters.set(entries.len() as u64);
-        Ok(())
+        self.set_many_now(entries, ttl)
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
@@ -169,6 +153,7 @@ impl Cache for SqliteCache {
         let r = self.with_conn(|c| self.read_with_ttl(c, key, now_millis() as i64));
         if let Ok(v) = &r {
             self.counters.read(std::slice::from_ref(v));
+            self.note_hits(&[key], std::slice::from_ref(v));
         }
         CacheFuture::ready(r)
     }
@@ -263,18 +248,38 @@ impl Cache for SqliteCache {
                 .map_err(|e| sql_err(&self.path, e))?;
             Ok((p, ps))
         })?;
-        s.server = Some(serde_json::json!({
+        let mut server = serde_json::json!({
             "path": self.path.display().to_string(),
             "namespace": self.namespace,
             "file_bytes": pages * page_size,
             "sqlite_version": rusqlite::version(),
-        }));
+        });
+        if self.is_bounded() {
+            let u = self.with_conn(|c| bounds::usage(c, &self.path))?;
+            server["bounded"] = serde_json::json!({
+                "max_bytes": u.bounds.max_bytes,
+                "max_entries": u.bounds.max_entries,
+                "max_age_ms": u.bounds.max_age.map(|a| a.as_millis() as u64),
+                "bytes_used": u.bytes,
+                "entries": u.entries,
+                "evictions": u.evictions,
+                "bytes_counted_as": format!(
+                    "key + value + {} bytes per entry, every namespace, expired rows until purged",
+                    bounds::ENTRY_OVERHEAD
+                ),
+            });
+        }
+        s.server = Some(server);
         Ok(s)
     }
 
     async fn compact(&self) -> Result<()> {
         self.with_conn(|c| {
             self.purge(c)?;
+            if self.is_bounded() {
+                c.execute_batch(bounds::RECOUNT)
+                    .map_err(|e| sql_err(&self.path, e))?;
+            }
             c.execute_batch("VACUUM")
                 .map_err(|e| sql_err(&self.path, e))
         })

@@ -60,8 +60,6 @@ impl BackendSpec for SqliteConfig {
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
-        // Until SQLite keeps its bounds, they are refused, never ignored.
-        options.bounds.refuse("sqlite", "bounds on SQLite are not built yet")?;
         // Opening may create files and run the schema: off the async workers.
         open_blocking(move || SqliteCache::open(self, options)).await
     }

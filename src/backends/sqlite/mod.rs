@@ -6,9 +6,10 @@
 //! part of the public contract (README, "SQLite layout"): never change it
 //! without a migration.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ use crate::cache::{
 use crate::error::{Error, ErrorKind, Result};
 
 mod atomic;
+pub(crate) mod bounds;
 mod cache_impl;
 mod config;
 mod export;
@@ -49,6 +51,10 @@ pub struct SqliteCache {
     writes_since_purge: AtomicU64,
     /// How long a statement waits for another process's lock.
     busy_timeout: Duration,
+    /// The file keeps bounds (layout version 2; see [`bounds`]).
+    bounded: AtomicBool,
+    /// Keys this handle read since its last write, for the eviction order.
+    pending_hits: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for SqliteCache {
@@ -139,10 +145,18 @@ impl SqliteCache {
         enable_wal(&conn, path, busy_timeout)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(e("synchronous"))?;
+        // A REPLACE then fires the delete trigger a bounded file counts with.
+        conn.pragma_update(None, "recursive_triggers", true)
+            .map_err(e("recursive_triggers"))?;
         conn.execute_batch(SCHEMA).map_err(e("schema"))?;
+        // Refuse a newer layout, check the columns, and only then record
+        // the version (a foreign layout is refused, never altered).
+        check_version(&conn, path, true)?;
         check_layout(&conn, path)?;
         check_version(&conn, path, options.must_exist)?;
         conn.execute_batch(EXPIRY_INDEX).map_err(e("index"))?;
+        let mut conn = conn;
+        let bounded = bounds::configure(&mut conn, path, &options.bounds, options.must_exist)?;
         conn.set_prepared_statement_cache_capacity(32);
         let cache = SqliteCache {
             conn: Mutex::new(conn),
@@ -152,6 +166,8 @@ impl SqliteCache {
             counters: Counters::default(),
             writes_since_purge: AtomicU64::new(0),
             busy_timeout,
+            bounded: AtomicBool::new(bounded),
+            pending_hits: Mutex::new(HashSet::new()),
         };
         // Upkeep, not the open's work: a purge that fails (a full disk) must
         // not keep the cache from being read.
@@ -212,6 +228,9 @@ impl SqliteCache {
     }
 
     fn set_now(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        if self.is_bounded() {
+            return self.set_many_now(&[(key, value)], ttl);
+        }
         let exp = self.counters.track(self.expiry(ttl))?;
         self.with_conn(|c| {
             c.prepare_cached(INSERT)
@@ -221,6 +240,109 @@ impl SqliteCache {
         })?;
         self.counters.set(1);
         Ok(())
+    }
+
+    /// Writes `entries` in one transaction; on a bounded file stamped with
+    /// the time, after the hits noted since the last write, and followed
+    /// by the eviction that keeps the bounds.
+    fn set_many_now(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let exp = self.counters.track(self.expiry(ttl))?;
+        let first = self.write_entries(entries, exp);
+        // A bounded store is a cache: on a full disk it evicts the oldest
+        // rows and tries once more before failing.
+        let disk_full = |e: &Error| e.kind() == ErrorKind::Io && e.message() == "disk full";
+        let evicted = match first {
+            Err(e) if self.is_bounded() && disk_full(&e) => {
+                let freed = self.with_conn(|c| bounds::make_room(c, &self.path, entries.len()));
+                tracing::warn!("disk full: evicted {freed:?} rows and tried the write again");
+                self.write_entries(entries, exp)
+            }
+            other => other,
+        };
+        let evicted = self.counters.track(evicted)?;
+        self.counters.set(entries.len() as u64);
+        self.counters.evict(evicted);
+        Ok(())
+    }
+
+    /// One transaction of [`Self::set_many_now`]: the rows evicted.
+    fn write_entries(&self, entries: &[(&str, &[u8])], exp: Option<i64>) -> Result<u64> {
+        let bounded = self.is_bounded();
+        self.with_conn(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_err(&self.path, e))?;
+            if bounded {
+                self.flush_hits(&tx)?;
+            }
+            {
+                let (sql, stamp) = match bounded {
+                    true => (bounds::INSERT_STAMPED, Some(bounds::next_stamp(&tx, &self.path)?)),
+                    false => (INSERT, None),
+                };
+                let mut st = tx.prepare_cached(sql).map_err(|e| sql_err(&self.path, e))?;
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    let r = match stamp {
+                        Some(t) => st.execute(params![self.namespace, k, v, exp, t + i as i64]),
+                        None => st.execute(params![self.namespace, k, v, exp]),
+                    };
+                    r.map_err(|e| sql_err(&self.path, e).with_context("key", k))?;
+                }
+            }
+            let evicted = match bounded {
+                true => bounds::enforce(&tx, &self.path, 4 * entries.len() as i64 + 256)?,
+                false => 0,
+            };
+            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+            self.note_writes(c, entries.len() as u64)?;
+            Ok(evicted)
+        })
+    }
+
+    /// Whether the file keeps bounds.
+    fn is_bounded(&self) -> bool {
+        self.bounded.load(Ordering::Relaxed)
+    }
+
+    /// Adds this handle's noted hits to their rows, in `c`'s transaction.
+    fn flush_hits(&self, c: &Connection) -> Result<()> {
+        let keys = std::mem::take(&mut *self.pending_hits.lock().unwrap_or_else(|p| p.into_inner()));
+        bounds::flush_hits(c, &self.path, &self.namespace, keys)
+    }
+
+    /// Notes the hits among `got` (keys in the same order) on a bounded file.
+    fn note_hits<T>(&self, keys: &[&str], got: &[Option<T>]) {
+        if !self.is_bounded() {
+            return;
+        }
+        for (k, g) in keys.iter().zip(got) {
+            if g.is_some() {
+                bounds::note_hit(&self.pending_hits, k);
+            }
+        }
+    }
+
+    /// After a write that went around [`Self::set_many_now`] (`add`,
+    /// `incr`, `compare_and_set`): the bounds kept in a transaction of its
+    /// own. The write is committed: a failure here is a warning (the next
+    /// write evicts again), never the write's error.
+    fn after_write(&self, c: &mut Connection) {
+        if !self.is_bounded() {
+            return;
+        }
+        let run = |c: &mut Connection| -> Result<u64> {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_err(&self.path, e))?;
+            self.flush_hits(&tx)?;
+            let evicted = bounds::enforce(&tx, &self.path, 256)?;
+            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+            Ok(evicted)
+        };
+        match run(c) {
+            Ok(n) => self.counters.evict(n),
+            Err(e) => tracing::warn!("keeping the bounds after a committed write failed: {e}"),
+        }
     }
 
     /// Deletes in one transaction; counts only live (unexpired) rows, but
@@ -278,6 +400,7 @@ impl SqliteCache {
             Ok(out)
         })?;
         self.counters.read(&out);
+        self.note_hits(keys, &out);
         Ok(out)
     }
 
@@ -342,12 +465,12 @@ mod tests {
         drop(open(&path, ""));
         assert_eq!(version(&path), 1);
         // A later unicache's file.
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
         let cfg = SqliteConfig::new(&path).busy_timeout(Duration::from_secs(5));
         let e = SqliteCache::open(cfg, CacheOptions::new()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("newer unicache") && msg.contains("version 2"), "{msg}");
+        assert!(msg.contains("newer unicache") && msg.contains("version 3"), "{msg}");
         assert!(msg.contains("v.sqlite3"), "names the file: {msg}");
     }
 

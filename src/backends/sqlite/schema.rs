@@ -127,10 +127,12 @@ pub(super) fn create_file(path: &Path) -> Result<()> {
 
 /// Refuses a `cache` table of another shape (such as the seed's two-column one).
 /// The layout's version, kept in the file's `PRAGMA user_version` (README,
-/// "Versions"). A file with 0 was made before the version was recorded (or
-/// by another tool, with the same columns): it is this layout and gets the
-/// number. A later unicache that changes the layout raises it and reads
-/// this one; this version refuses a higher number instead of guessing.
+/// "Versions"): 1 is the plain layout, 2 a bounded file
+/// ([`super::bounds::LAYOUT_BOUNDED`]). A file with 0 was made before the
+/// version was recorded (or by another tool, with the same columns): it is
+/// the plain layout and gets the number. A later unicache that changes the
+/// layout raises it and reads this one; this version refuses a higher
+/// number instead of guessing.
 pub const LAYOUT_VERSION: i64 = 1;
 
 /// Checks (and on a writable open records) the layout's version.
@@ -138,12 +140,13 @@ pub(super) fn check_version(conn: &Connection, path: &Path, read_only: bool) -> 
     let v: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| sql_err(path, e))?;
-    if v > LAYOUT_VERSION {
+    if v > super::bounds::LAYOUT_BOUNDED {
         return Err(Error::new(
             ErrorKind::Unsupported,
             format!(
                 "written by a newer unicache (SQLite layout version {v}; this version reads \
-                 up to {LAYOUT_VERSION}): upgrade unicache to open it"
+                 up to {}): upgrade unicache to open it",
+                super::bounds::LAYOUT_BOUNDED
             ),
         )
         .with_backend(BACKEND)
@@ -167,12 +170,27 @@ pub(super) fn check_layout(conn: &Connection, path: &Path) -> Result<()> {
     for r in rows {
         cols.push(r.map_err(|e| sql_err(path, e))?);
     }
-    if cols != ["namespace", "key", "value", "expires_at"] {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sql_err(path, e))?;
+    let want: &[&str] = match version {
+        super::bounds::LAYOUT_BOUNDED => &[
+            "namespace",
+            "key",
+            "value",
+            "expires_at",
+            "stored_at",
+            "hits",
+        ],
+        _ => &["namespace", "key", "value", "expires_at"],
+    };
+    if cols != want {
         return Err(Error::new(
             ErrorKind::Corrupt,
             format!(
-                "table 'cache' has columns {cols:?}, not unicache's layout \
-                 (namespace, key, value, expires_at); use another file"
+                "table 'cache' has columns {cols:?}, not unicache's layout version {version} \
+                 ({}); use another file",
+                want.join(", ")
             ),
         )
         .with_backend(BACKEND)
