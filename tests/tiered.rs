@@ -422,14 +422,35 @@ async fn killed_subscription_never_serves_an_overwritten_value() {
             String::from_utf8_lossy(&out.stdout).trim() >= "1",
             "{out:?}"
         );
-        // A write after the kill: its message reaches no one killed.
+        // A write after the kill: its message reaches no one killed. The
+        // promise (README, "Tiered cache") is 50 ms: a read that begins
+        // more than 50 ms after the write returned sees it; one before may
+        // still see the old value while c learns of the kill.
         let new = format!("new{i}");
         w.set("k", new.as_bytes(), None).await.unwrap();
-        assert_eq!(
-            c.get("k").await.unwrap().as_deref(),
-            Some(new.as_bytes()),
-            "round {i}: L1 served a value overwritten after the kill"
-        );
+        let acked = Instant::now();
+        loop {
+            let began = Instant::now();
+            let got = c.get("k").await.unwrap();
+            if began.duration_since(acked) > Duration::from_millis(50) {
+                assert_eq!(
+                    got.as_deref(),
+                    Some(new.as_bytes()),
+                    "round {i}: L1 served a value overwritten 50 ms before the read"
+                );
+                break;
+            }
+            let old = format!("old{i}");
+            let seen = got.as_deref();
+            assert!(
+                seen == Some(new.as_bytes()) || seen == Some(old.as_bytes()),
+                "round {i}: {seen:?}"
+            );
+            if seen == Some(new.as_bytes()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         flush_times.push(flushed_since(&*c, flushes, killed).await);
         wait_subscribed(&*c, Duration::from_secs(5)).await;
     }
