@@ -38,7 +38,7 @@ mod trace;
 
 use std::time::{Duration, Instant};
 
-use policies::{Clock, Fifo, Lru, Policy, SampledLru};
+use policies::{Clock, Fifo, Lru, Policy, Reinsert, SampledLru};
 use s3fifo::{FreqModel, S3Fifo};
 use trace::Trace;
 
@@ -57,9 +57,19 @@ const CAPACITIES: [(&str, usize); 2] =
 enum Kind {
     Fifo,
     Lru,
-    SampledLru { samples: usize, batch: u64 },
+    SampledLru {
+        samples: usize,
+        batch: u64,
+    },
     Clock,
-    S3Fifo { move_above: u8, freq: FreqModel },
+    S3Fifo {
+        move_above: u8,
+        freq: FreqModel,
+    },
+    /// What the bounded SQLite store does (src/backends/sqlite/bounds.rs).
+    Reinsert {
+        processes: usize,
+    },
 }
 
 impl Kind {
@@ -80,6 +90,10 @@ impl Kind {
                 batch: 1,
             },
             Kind::Clock,
+            Kind::Reinsert { processes: 1 },
+            Kind::Reinsert {
+                processes: PROCESSES,
+            },
         ];
         for freq in [
             FreqModel::Exact,
@@ -100,6 +114,14 @@ impl Kind {
             Kind::SampledLru { samples, batch: 1 } => format!("sampled LRU K={samples}, unbatched"),
             Kind::SampledLru { samples, batch } => format!("sampled LRU K={samples}, B={batch}"),
             Kind::Clock => "CLOCK".into(),
+            Kind::Reinsert { processes: 1 } => {
+                "FIFO + 2-bit second chance, hits flushed at the next write (SQLite's)".into()
+            }
+            Kind::Reinsert { processes } => {
+                format!(
+                    "FIFO + 2-bit second chance, hits flushed at the next write, {processes} processes"
+                )
+            }
             Kind::S3Fifo { move_above, freq } => {
                 let counters = match freq {
                     FreqModel::Exact => String::new(),
@@ -119,6 +141,9 @@ impl Kind {
                 Box::new(SampledLru::new(capacity, universe, samples, batch, seed))
             }
             Kind::Clock => Box::new(Clock::new(capacity, universe)),
+            Kind::Reinsert { processes } => {
+                Box::new(Reinsert::new(capacity, universe, processes, seed))
+            }
             Kind::S3Fifo { move_above, freq } => {
                 Box::new(S3Fifo::new(capacity, universe, move_above, freq, seed))
             }

@@ -241,3 +241,66 @@ impl Policy for SampledLru {
         false
     }
 }
+
+/// The bounded SQLite store's policy: one FIFO in write order; an entry
+/// with a non-zero count (0-3, one per hit) is moved to the back with its
+/// count lowered instead of evicted. A hit is only noted by the process
+/// that served it (each request goes to one of `processes` at random) and
+/// reaches the store when that process next writes (its next miss), as
+/// reads never write.
+pub struct Reinsert {
+    capacity: usize,
+    queue: VecDeque<u32>,
+    resident: Vec<bool>,
+    count: Vec<u8>,
+    pending: Vec<Vec<u32>>,
+    rng: Rng,
+}
+
+impl Reinsert {
+    pub fn new(capacity: usize, universe: usize, processes: usize, seed: u64) -> Self {
+        Self {
+            capacity,
+            queue: VecDeque::with_capacity(capacity),
+            resident: vec![false; universe],
+            count: vec![0; universe],
+            pending: vec![Vec::new(); processes.max(1)],
+            rng: Rng::with_seed(seed),
+        }
+    }
+}
+
+impl Policy for Reinsert {
+    fn access(&mut self, key: u32, _now: u64) -> bool {
+        let p = self.rng.usize(..self.pending.len());
+        if self.resident[key as usize] {
+            self.pending[p].push(key);
+            return true;
+        }
+        // One per key per flush, as the store's set of noted keys.
+        let mut noted = std::mem::take(&mut self.pending[p]);
+        noted.sort_unstable();
+        noted.dedup();
+        for k in noted {
+            if self.resident[k as usize] {
+                let c = &mut self.count[k as usize];
+                *c = (*c + 1).min(3);
+            }
+        }
+        while self.queue.len() >= self.capacity {
+            let Some(v) = self.queue.pop_front() else {
+                break;
+            };
+            if self.count[v as usize] > 0 {
+                self.count[v as usize] -= 1;
+                self.queue.push_back(v);
+            } else {
+                self.resident[v as usize] = false;
+            }
+        }
+        self.queue.push_back(key);
+        self.resident[key as usize] = true;
+        self.count[key as usize] = 0;
+        false
+    }
+}
