@@ -42,9 +42,6 @@ pub const LAYOUT_BOUNDED: i64 = 2;
 /// Bytes counted per entry on top of its key and value.
 pub const ENTRY_OVERHEAD: i64 = 64;
 
-/// Rows looked at per eviction round.
-const VICTIMS_PER_ROUND: i64 = 64;
-
 /// Hits noted in memory before new ones are dropped until the next write.
 const MAX_PENDING_HITS: usize = 16_384;
 
@@ -65,20 +62,20 @@ CREATE TABLE IF NOT EXISTS unicache_bounds (
 INSERT OR IGNORE INTO unicache_bounds (id) VALUES (1);
 CREATE TRIGGER IF NOT EXISTS cache_usage_insert AFTER INSERT ON cache BEGIN
     UPDATE unicache_bounds SET
-        bytes = bytes + length(CAST(NEW.key AS BLOB)) + length(CAST(NEW.value AS BLOB)) + 64,
+        bytes = bytes + octet_length(NEW.key) + octet_length(NEW.value) + 64,
         entries = entries + 1
     WHERE id = 1;
 END;
 CREATE TRIGGER IF NOT EXISTS cache_usage_delete AFTER DELETE ON cache BEGIN
     UPDATE unicache_bounds SET
-        bytes = bytes - length(CAST(OLD.key AS BLOB)) - length(CAST(OLD.value AS BLOB)) - 64,
+        bytes = bytes - octet_length(OLD.key) - octet_length(OLD.value) - 64,
         entries = entries - 1
     WHERE id = 1;
 END;
 CREATE TRIGGER IF NOT EXISTS cache_usage_update AFTER UPDATE OF key, value ON cache BEGIN
     UPDATE unicache_bounds SET
-        bytes = bytes + length(CAST(NEW.key AS BLOB)) + length(CAST(NEW.value AS BLOB))
-                      - length(CAST(OLD.key AS BLOB)) - length(CAST(OLD.value AS BLOB))
+        bytes = bytes + octet_length(NEW.key) + octet_length(NEW.value)
+                      - octet_length(OLD.key) - octet_length(OLD.value)
     WHERE id = 1;
 END;
 CREATE TRIGGER IF NOT EXISTS cache_stamp AFTER INSERT ON cache WHEN NEW.stored_at = 0 BEGIN
@@ -92,7 +89,7 @@ END;
 /// `recursive_triggers` leaves the count off until then).
 pub(super) const RECOUNT: &str = "
 UPDATE unicache_bounds SET
-    bytes = (SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB)) + 64), 0)
+    bytes = (SELECT coalesce(sum(octet_length(key) + octet_length(value) + 64), 0)
              FROM cache),
     entries = (SELECT count(*) FROM cache)
 WHERE id = 1;
@@ -280,49 +277,41 @@ pub(super) fn enforce(c: &Connection, path: &Path, budget: i64) -> Result<u64> {
     Ok(evicted)
 }
 
-/// One round over the oldest rows: a row with hits goes to the back with
-/// one hit less, one without leaves, until `u` would be within its bounds.
-/// Returns (evicted, rows looked at).
+/// How many of the oldest rows to let go so that `u` is within its bounds:
+/// the entries over, or the bytes over at the average entry's size.
+fn rows_over(u: &Usage) -> i64 {
+    let b = &u.bounds;
+    let by_entries = b.max_entries.map_or(0, |m| u.entries - m as i64);
+    let by_bytes = b.max_bytes.map_or(0, |m| {
+        let over = u.bytes - m as i64;
+        let avg = (u.bytes / u.entries.max(1)).max(1);
+        (over + avg - 1) / avg
+    });
+    by_entries.max(by_bytes).max(1)
+}
+
+/// One round, in two statements: among the oldest `2n` rows (n: the rows
+/// over the bounds), those read since their last write go to the back with
+/// one hit less; then the `n` oldest go. Returns (evicted, rows looked at).
 fn evict_round(c: &Connection, path: &Path, u: &Usage) -> Result<(u64, i64)> {
     let e = |err| sql_err(path, err);
-    let victims: Vec<(String, String, i64, i64)> = c
+    let n = rows_over(u);
+    let back = next_stamp(c, path)?;
+    let spared = c
         .prepare_cached(
-            "SELECT namespace, key, hits, length(CAST(key AS BLOB)) + length(CAST(value AS BLOB)) \
-             FROM cache ORDER BY stored_at LIMIT ?1",
+            "UPDATE cache SET stored_at = ?1, hits = hits - 1 WHERE hits > 0 AND (namespace, key) IN \
+             (SELECT namespace, key FROM cache ORDER BY stored_at LIMIT ?2)",
         )
-        .and_then(|mut s| {
-            s.query_map(params![VICTIMS_PER_ROUND], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect()
-        })
-        .map_err(e)?;
-    let (mut bytes, mut entries) = (u.bytes, u.entries);
-    let mut left = Usage { bytes, entries, ..*u };
-    let (mut evicted, mut seen) = (0u64, 0i64);
-    for (ns, key, hits, size) in victims {
-        if !left.over() {
-            break;
-        }
-        seen += 1;
-        if hits > 0 {
-            let back = next_stamp(c, path)?;
-            c.prepare_cached(
-                "UPDATE cache SET stored_at = ?3, hits = hits - 1 WHERE namespace = ?1 AND key = ?2",
-            )
-            .and_then(|mut s| s.execute(params![ns, key, back]))
-            .map_err(e)?;
-            continue;
-        }
-        c.prepare_cached("DELETE FROM cache WHERE namespace = ?1 AND key = ?2")
-            .and_then(|mut s| s.execute(params![ns, key]))
-            .map_err(e)?;
-        evicted += 1;
-        bytes -= size + ENTRY_OVERHEAD;
-        entries -= 1;
-        left = Usage { bytes, entries, ..*u };
-    }
-    Ok((evicted, seen))
+        .and_then(|mut s| s.execute(params![back, 2 * n]))
+        .map_err(e)? as i64;
+    let evicted = c
+        .prepare_cached(
+            "DELETE FROM cache WHERE (namespace, key) IN \
+             (SELECT namespace, key FROM cache ORDER BY stored_at LIMIT ?1)",
+        )
+        .and_then(|mut s| s.execute(params![n]))
+        .map_err(e)? as u64;
+    Ok((evicted, n + spared))
 }
 
 /// On a full disk: evicts the oldest rows (at least 64, twice the rows
