@@ -32,7 +32,7 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{BACKEND, sql_err};
-use crate::cache::{Bounds, now_millis};
+use crate::cache::Bounds;
 use crate::error::{Error, ErrorKind, Result};
 use std::path::Path;
 
@@ -235,12 +235,14 @@ pub(super) fn note_hit(pending: &std::sync::Mutex<HashSet<String>>, key: &str) {
 
 /// Brings the file back within its bounds, looking at no more than
 /// `budget` rows (the rest is left to later writes): rows past `max_age`,
-/// then expired rows, then the oldest written, each read one moved to the
-/// back once per hit. Returns the rows evicted (expired ones not counted).
+/// then the oldest written, each read one moved to the back once per hit.
+/// Returns the rows evicted. (Expired rows are left to the purge every
+/// 10,000 writes: a statement comparing `expires_at` with a bound time is
+/// prepared again at every run, as SQLite must check the partial expiry
+/// index against each value, which cost more than the write.)
 pub(super) fn enforce(c: &Connection, path: &Path, budget: i64) -> Result<u64> {
     let e = |err| sql_err(path, err);
     let mut u = usage(c, path)?;
-    let now = now_millis() as i64;
     let mut evicted = 0u64;
     if let Some(age) = u.bounds.max_age {
         let before = now_micros().saturating_sub(age.as_micros().min(i64::MAX as u128) as i64);
@@ -251,15 +253,6 @@ pub(super) fn enforce(c: &Connection, path: &Path, budget: i64) -> Result<u64> {
             )
             .and_then(|mut s| s.execute(params![before, budget]))
             .map_err(e)? as u64;
-        u = usage(c, path)?;
-    }
-    if u.over() {
-        c.prepare_cached(
-            "DELETE FROM cache WHERE (namespace, key) IN (SELECT namespace, key FROM cache \
-             WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
-        )
-        .and_then(|mut s| s.execute(params![now, budget]))
-        .map_err(e)?;
         u = usage(c, path)?;
     }
     let mut looked = 0;
