@@ -260,6 +260,15 @@ impl Index {
             .map(|(i, s)| (i, (s.meta >> EXPIRY_BITS) as u16, self.loc_of(s)))
     }
 
+    /// Every live slot's hash, namespace id and location (the eviction
+    /// queue is built from these).
+    pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, u16, Loc)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.hash != 0)
+            .map(|s| (s.hash, (s.meta >> EXPIRY_BITS) as u16, self.loc_of(s)))
+    }
+
     /// Replaces the long-line lengths (after a compaction moved every line).
     pub fn set_big_lens(&mut self, big: HashMap<u64, u32>) {
         self.big_lens = big;
