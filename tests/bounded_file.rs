@@ -47,6 +47,26 @@ async fn server(c: &dyn Cache) -> serde_json::Value {
     c.stats().await.unwrap().server.unwrap()
 }
 
+/// The namespace's keys, sorted.
+async fn sorted_keys(c: &dyn Cache) -> Vec<String> {
+    let mut keys: Vec<String> = c.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+    keys.sort();
+    keys
+}
+
+/// `set` of `k{i}` = "v" for each `i`.
+async fn set_each(c: &dyn Cache, keys: std::ops::Range<u32>) {
+    for i in keys {
+        c.set(&format!("k{i}"), b"v", None).await.unwrap();
+    }
+}
+
+/// `n` values of 1..=`max` random bytes.
+fn values(rng: &mut Rng, n: usize, max: u64) -> Vec<Vec<u8>> {
+    let mut one = || vec![b'a' + rng.below(26) as u8; 1 + rng.below(max) as usize];
+    (0..n).map(|_| one()).collect()
+}
+
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
@@ -96,10 +116,7 @@ fn bounds_hold_after_every_write() {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                 deleted += c.delete_many(&refs).await.unwrap();
             } else {
-                let vals: Vec<Vec<u8>> = keys
-                    .iter()
-                    .map(|_| vec![b'a' + rng.below(26) as u8; 1 + rng.below(1500) as usize])
-                    .collect();
+                let vals = values(&mut rng, n, 1500);
                 c.set_many(&common::entries(&keys, &vals), None)
                     .await
                     .unwrap();
@@ -133,22 +150,17 @@ fn fifo_evicts_the_oldest_first() {
         for policy in ["evict=fifo", "evict=clock"] {
             let path = dir.path().join(format!("{policy}.log"));
             let c = open(&path, &format!("max_entries=10&{policy}")).await;
-            for i in 0..25 {
-                c.set(&format!("k{i}"), b"v", None).await.unwrap();
-            }
+            set_each(&*c, 0..25).await;
             assert_eq!(c.stats().await.unwrap().evictions, 15, "{policy}");
             // k20's line is now younger than k21..k24's.
             c.set("k20", b"again", None).await.unwrap();
-            for i in 25..31 {
-                c.set(&format!("k{i}"), b"v", None).await.unwrap();
-            }
-            let mut keys: Vec<String> = c.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
-            keys.sort_by_key(|k| k[1..].parse::<u32>().unwrap());
-            let want: Vec<String> = [20, 22, 23, 24, 25, 26, 27, 28, 29, 30]
-                .iter()
-                .map(|i| format!("k{i}"))
-                .collect();
-            assert_eq!(keys, want, "{policy}");
+            set_each(&*c, 25..31).await;
+            let want = [
+                "k20", "k22", "k23", "k24", "k25", "k26", "k27", "k28", "k29", "k30",
+            ];
+            let mut want = want.map(String::from).to_vec();
+            want.sort();
+            assert_eq!(sorted_keys(&*c).await, want, "{policy}");
             assert_eq!(c.get("k20").await.unwrap().as_deref(), Some(&b"again"[..]));
             assert_eq!(c.stats().await.unwrap().evictions, 21, "{policy}");
         }
@@ -165,9 +177,7 @@ fn second_chance_keeps_a_read_entry_once() {
         for policy in ["clock", "fifo"] {
             let path = dir.path().join(format!("{policy}.log"));
             let c = open(&path, &format!("max_entries=5&evict={policy}")).await;
-            for i in 0..5 {
-                c.set(&format!("k{i}"), b"v", None).await.unwrap();
-            }
+            set_each(&*c, 0..5).await;
             assert!(c.get("k0").await.unwrap().is_some());
             c.set("k5", b"v", None).await.unwrap();
             // `contains` reads no value but is a read too: check with it
@@ -184,24 +194,14 @@ fn second_chance_keeps_a_read_entry_once() {
             // Queue now k2 k3 k4 k5 k0 (k0's bit set again by `contains`):
             // four writes take k2..k5, the fifth spares k0 once more and
             // takes k6, and with no read since, k0 goes next.
-            for i in 6..11 {
-                c.set(&format!("k{i}"), b"v", None).await.unwrap();
-            }
-            let mut keys: Vec<String> = c.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
-            keys.sort();
+            set_each(&*c, 6..11).await;
+            let keys = sorted_keys(&*c).await;
             assert_eq!(keys, ["k0", "k10", "k7", "k8", "k9"], "clock");
             // k0 is at the tail, unread since: five writes take k7..k10
             // and then k0 in its turn.
-            for i in 11..16 {
-                c.set(&format!("k{i}"), b"v", None).await.unwrap();
-            }
-            let mut keys: Vec<String> = c.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
-            keys.sort();
-            assert_eq!(
-                keys,
-                ["k11", "k12", "k13", "k14", "k15"],
-                "clock: no third chance"
-            );
+            set_each(&*c, 11..16).await;
+            let keys = sorted_keys(&*c).await;
+            assert_eq!(keys, ["k11", "k12", "k13", "k14", "k15"], "no third chance");
             assert_eq!(c.len().await.unwrap(), 5);
         }
     });
@@ -246,16 +246,12 @@ fn max_age_expires_old_entries_and_evicts_them() {
         assert_eq!(again.get("new").await.unwrap(), None);
 
         let undated = dir.path().join("undated.log");
-        open(&undated, "")
-            .await
-            .set("undated", b"v", None)
-            .await
-            .unwrap();
+        set_each(&*open(&undated, "").await, 0..1).await;
         let c = open(&undated, "max_age=100ms").await;
         tokio::time::sleep(Duration::from_millis(150)).await;
         c.set("dated", b"v", None).await.unwrap();
         assert!(
-            c.get("undated").await.unwrap().is_some(),
+            c.contains("k0").await.unwrap(),
             "no write time: does not age"
         );
     });
@@ -265,7 +261,7 @@ const CHILD_PATH: &str = "UNICACHE_TEST_BOUNDED_PATH";
 const CHILD_ID: &str = "UNICACHE_TEST_BOUNDED_ID";
 
 /// Child of `a_process_without_bounds_uses_the_files`: writes 200 keys
-/// `c:I` without any bound of its own, prints its evictions.
+/// without any bound of its own, prints its evictions.
 #[test]
 #[ignore]
 fn unbounded_writer_child() {
@@ -274,9 +270,7 @@ fn unbounded_writer_child() {
     };
     rt().block_on(async {
         let c = open(Path::new(&path), "").await;
-        for i in 0..200 {
-            c.set(&format!("c:{i}"), &[b'x'; 100], None).await.unwrap();
-        }
+        set_each(&*c, 0..200).await;
         println!("evictions {}", c.stats().await.unwrap().evictions);
     });
 }
@@ -301,8 +295,8 @@ fn a_process_without_bounds_uses_the_files() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("evictions 151"), "{stdout}");
         assert_eq!(first.len().await.unwrap(), 50);
-        assert_eq!(first.get("c:149").await.unwrap(), None);
-        assert!(first.get("c:150").await.unwrap().is_some());
+        assert_eq!(first.get("k149").await.unwrap(), None);
+        assert!(first.get("k150").await.unwrap().is_some());
         // Another process (here a second handle: its own index) replaces
         // the bound; the first handle follows on its next write.
         let wider = open(&path, "max_entries=80").await;
@@ -317,8 +311,6 @@ fn a_process_without_bounds_uses_the_files() {
         assert!(plain.capabilities().evicts);
     });
 }
-
-const FOUR_URL: &str = "UNICACHE_TEST_BOUNDED_URL";
 
 /// The value child `p` writes for key `i`, first or second version.
 fn four_value(p: u64, i: u64, second: bool) -> Vec<u8> {
@@ -349,7 +341,7 @@ const FOUR_KEYS: u64 = 2400;
 #[test]
 #[ignore]
 fn four_writer_child() {
-    let (Ok(url), Ok(p)) = (std::env::var(FOUR_URL), std::env::var(CHILD_ID)) else {
+    let (Ok(url), Ok(p)) = (std::env::var(CHILD_PATH), std::env::var(CHILD_ID)) else {
         return;
     };
     let p: u64 = p.parse().unwrap();
@@ -357,21 +349,18 @@ fn four_writer_child() {
         let c = unicache::open(&url).await.unwrap();
         let mut deleted = 0;
         for b in 0..FOUR_KEYS / 20 {
-            let keys: Vec<String> = (b * 20..b * 20 + 20).map(|i| format!("p{p}:{i}")).collect();
-            let vals: Vec<Vec<u8>> = (b * 20..b * 20 + 20)
-                .map(|i| four_value(p, i, false))
-                .collect();
-            c.set_many(&common::entries(&keys, &vals), None)
+            let ids: Vec<u64> = (b * 20..b * 20 + 20).collect();
+            let keys: Vec<String> = ids.iter().map(|i| format!("p{p}:{i}")).collect();
+            let first: Vec<Vec<u8>> = ids.iter().map(|&i| four_value(p, i, false)).collect();
+            let second: Vec<Vec<u8>> = ids.iter().map(|&i| four_value(p, i, true)).collect();
+            c.set_many(&common::entries(&keys, &first), None)
                 .await
                 .unwrap();
-            let even: Vec<String> = keys.iter().step_by(2).cloned().collect();
-            let vals2: Vec<Vec<u8>> = (b * 20..b * 20 + 20)
+            let evens: Vec<_> = common::entries(&keys, &second)
+                .into_iter()
                 .step_by(2)
-                .map(|i| four_value(p, i, true))
                 .collect();
-            c.set_many(&common::entries(&even, &vals2), None)
-                .await
-                .unwrap();
+            c.set_many(&evens, None).await.unwrap();
             deleted += c.delete_many(&[keys[7].as_str()]).await.unwrap();
         }
         println!(
@@ -396,7 +385,7 @@ fn four_processes_keep_one_bound() {
         .map(|p| {
             common::spawn_self(
                 "four_writer_child",
-                &[(FOUR_URL, url.clone()), (CHILD_ID, p.to_string())],
+                &[(CHILD_PATH, url.clone()), (CHILD_ID, p.to_string())],
             )
         })
         .collect();
@@ -414,11 +403,7 @@ fn four_processes_keep_one_bound() {
         deleted += figure("deleted");
     }
     let written: u64 = (0..4u64)
-        .map(|p| {
-            (0..FOUR_KEYS)
-                .map(|i| four_value(p, i, false).len() as u64)
-                .sum::<u64>()
-        })
+        .flat_map(|p| (0..FOUR_KEYS).map(move |i| four_value(p, i, false).len() as u64))
         .sum();
     assert!(written > 10 * max_bytes, "wrote {written} bytes");
     rt().block_on(async {
@@ -465,14 +450,12 @@ fn four_processes_keep_one_bound() {
     });
 }
 
-const KILL_PATH: &str = "UNICACHE_TEST_BOUNDED_KILL";
-
 /// Child of `accounting_survives_sigkill_mid_eviction`: `set_many` batches
 /// into a small bound (each one evicts) until killed or 20 s pass.
 #[test]
 #[ignore]
 fn kill_writer_child() {
-    let (Ok(path), Ok(run)) = (std::env::var(KILL_PATH), std::env::var(CHILD_ID)) else {
+    let (Ok(path), Ok(run)) = (std::env::var(CHILD_PATH), std::env::var(CHILD_ID)) else {
         return;
     };
     let end = Instant::now() + Duration::from_secs(20);
@@ -482,10 +465,7 @@ fn kill_writer_child() {
         let mut out = std::io::stdout().lock();
         for b in 0u64.. {
             let keys: Vec<String> = (0..50).map(|_| format!("k{}", rng.below(3000))).collect();
-            let vals: Vec<Vec<u8>> = keys
-                .iter()
-                .map(|_| vec![b'v'; 1 + rng.below(2000) as usize])
-                .collect();
+            let vals = values(&mut rng, keys.len(), 2000);
             c.set_many(&common::entries(&keys, &vals), None)
                 .await
                 .unwrap();
@@ -511,7 +491,7 @@ fn accounting_survives_sigkill_mid_eviction() {
         let mut child = common::spawn_self(
             "kill_writer_child",
             &[
-                (KILL_PATH, path.display().to_string()),
+                (CHILD_PATH, path.display().to_string()),
                 (CHILD_ID, run.to_string()),
             ],
         );
@@ -606,42 +586,39 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
+    /// Mounts a tmpfs of `size`; `None` (after saying why) where that is not
+    /// permitted, unless `CI=true` (CI runs as root: the test must run).
     fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
             .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
-            other => {
-                let why = match other {
-                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                    Err(e) => e.to_string(),
-                };
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "CI=true but a tmpfs cannot be mounted for the full-disk test: {why}"
-                );
-                eprintln!("SKIPPED: the full-disk test needs `mount -t tmpfs` (root): {why}");
-                None
-            }
-        }
+        let why = match out {
+            Ok(o) if o.status.success() => return Some(Tmpfs { dir }),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but: {why}"
+        );
+        eprintln!("SKIPPED: the full-disk test needs `mount -t tmpfs` (root): {why}");
+        None
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount")
-                .arg("-l")
+        let umount = |how: &[&str]| {
+            let s = Command::new("umount")
+                .args(how)
                 .arg(self.dir.path())
                 .status();
-        }
+            s.is_ok_and(|s| s.success())
+        };
+        // Busy (a file still open): detach it now, freed when closed.
+        let _ = umount(&[]) || umount(&["-l"]);
     }
 }
 

@@ -19,6 +19,9 @@ use super::{BACKEND, FileCache};
 use crate::cache::{ValueTtl, incr_value, now_millis};
 use crate::error::Result;
 
+/// A live value, where its line is and the expiry the line holds.
+type Found = (Vec<u8>, Loc, Option<u64>);
+
 impl FileCache {
     /// The live value under `key`, where its line is (the index's expiry:
     /// the earlier of the TTL's and `max_age`'s) and the expiry its line
@@ -28,7 +31,7 @@ impl FileCache {
         st: &State,
         key: &str,
         now: u64,
-    ) -> Result<Option<(Vec<u8>, Loc, Option<u64>)>> {
+    ) -> Result<Option<Found>> {
         let mut value = None;
         let found = self.find(st, key, Some(now), Some(&mut value))?;
         Ok(found.zip(value).map(|((_, loc), (v, x))| (v, loc, x)))

@@ -170,11 +170,11 @@ pub(super) fn is_bounds_line(f: &Fields) -> bool {
 /// The bounds of a bounds line (checksum verified, without its newline).
 pub(super) fn decode_bounds(body: &[u8]) -> Option<Bounds> {
     let w = serde_json::from_slice::<BoundsLine>(body).ok()?.bounds;
-    let mut b = Bounds::default();
-    b.max_bytes = w.max_bytes;
-    b.max_entries = w.max_entries;
-    b.max_age = w.max_age_ms.map(std::time::Duration::from_millis);
-    Some(b)
+    Some(Bounds {
+        max_bytes: w.max_bytes,
+        max_entries: w.max_entries,
+        max_age: w.max_age_ms.map(std::time::Duration::from_millis),
+    })
 }
 
 /// One queued line: its key's hash, and offset | namespace id << 42 |
