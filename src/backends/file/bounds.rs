@@ -256,6 +256,14 @@ impl Fifo {
         }
     }
 
+    /// The queued lines, oldest first: (offset, key hash, namespace id,
+    /// read bit).
+    pub fn into_items(self) -> impl Iterator<Item = (u64, u64, u16, bool)> {
+        self.q
+            .into_iter()
+            .map(|it| (it.offset(), it.hash, it.ns_id(), it.word & READ_BIT != 0))
+    }
+
     /// A line moved to `offset` by compaction, read bit kept.
     pub fn push_moved(&mut self, offset: u64, hash: u64, ns_id: u16, read: bool) {
         self.push_item(offset, hash, ns_id, read);
@@ -277,19 +285,32 @@ fn over(ix: &Indexed, b: &Bounds, room: Room) -> bool {
             .is_some_and(|m| (ix.index.len() as u64).saturating_add(room.entries) > m)
 }
 
-/// The head of the log read in large pieces (victims are mostly adjacent).
-struct Window {
+/// The head of the log read in growing pieces (victims are mostly
+/// adjacent): one entry per write reads little, a large batch reads 1 MiB
+/// at a time.
+pub(super) struct Window {
     buf: Vec<u8>,
     base: u64,
+    /// Bytes the next read takes (doubles up to `READ_SPAN`).
+    span: u64,
 }
 
 impl Window {
+    pub(super) fn new() -> Window {
+        Window {
+            buf: Vec::new(),
+            base: 0,
+            span: 4096,
+        }
+    }
+
     /// The line at `loc` (newline included); `end`: the end of the file.
-    fn line(&mut self, file: &File, loc: Loc, end: u64) -> std::io::Result<&[u8]> {
+    pub(super) fn line(&mut self, file: &File, loc: Loc, end: u64) -> std::io::Result<&[u8]> {
         let len = loc.len as u64;
         let have = self.base..=self.base + self.buf.len() as u64;
         if !(have.contains(&loc.offset) && have.contains(&(loc.offset + len))) {
-            let n = len.max(READ_SPAN as u64).min(end.saturating_sub(loc.offset));
+            let n = len.max(self.span).min(end.saturating_sub(loc.offset));
+            self.span = (self.span * 2).min(READ_SPAN as u64);
             self.buf.resize(n.max(len) as usize, 0);
             file.read_exact_at(&mut self.buf, loc.offset)?;
             self.base = loc.offset;
@@ -375,10 +396,7 @@ impl FileCache {
         let now = now_millis();
         let mut budget = EVICT_BATCH + 4 * written;
         let mut spares = SPARE_BATCH + written;
-        let mut window = Window {
-            buf: Vec::new(),
-            base: 0,
-        };
+        let mut window = Window::new();
         let mut scratch = Vec::new();
         while budget > 0 {
             let Some((i, loc, item)) = head(&mut st.ix) else {

@@ -7,13 +7,25 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use super::bounds::{Fifo, encode_bounds};
+use super::bounds::{Fifo, Window, encode_bounds};
 use super::codec::{HEADER, line_fields};
 use super::index::{Index, key_hash, ns_seed};
 use super::store::{State, for_each_line};
 use super::{FileCache, ferr, files};
 use crate::cache::now_millis;
 use crate::error::{Error, ErrorKind, Result};
+
+/// Points slot `i` at `pos` in the new file (`len`: its line's length,
+/// recorded in `big` when long).
+fn move_slot(index: &mut Index, big: &mut HashMap<u64, u32>, i: usize, pos: u64, len: u32) -> Result<()> {
+    if !index.move_to(i, pos) {
+        return Err(Error::new(ErrorKind::Io, "the log is larger than 4 TiB"));
+    }
+    if Index::is_big(len) {
+        big.insert(pos, len);
+    }
+    Ok(())
+}
 
 /// What a compaction leaves out besides dead and expired lines.
 pub(super) enum Omit<'a> {
@@ -75,19 +87,40 @@ impl FileCache {
         }
         w.write_all(&head).map_err(|e| ferr(tmp, "write", e))?;
         let ctl = (head.len() - HEADER.len()) as u64;
-        let mut pos = head.len() as u64;
-        let old_fifo = st.ix.fifo.take();
-        let mut fifo = old_fifo.as_ref().map(|_| Fifo::default());
-        if matches!(omit, Omit::All) {
-            st.ix.index.clear();
-            st.ix.fifo = fifo;
-            w.flush().map_err(|e| ferr(tmp, "write", e))?;
-            return Ok((pos, ctl, true));
-        }
+        let pos = head.len() as u64;
+        let old = st.ix.fifo.take();
+        let (end, moved, fifo) = match (omit, old) {
+            (Omit::All, old) => {
+                st.ix.index.clear();
+                (pos, 0, old.map(|_| Fifo::default()))
+            }
+            // A bounded log: its queue has every live line, in log order.
+            (Omit::Nothing, Some(old)) => {
+                let (end, moved, fifo) = self.copy_queued(st, &mut w, tmp, pos, old)?;
+                (end, moved, Some(fifo))
+            }
+            (omit, old) => self.copy_scanned(st, &mut w, tmp, (pos, omit), old)?,
+        };
+        st.ix.fifo = fifo;
+        w.flush().map_err(|e| ferr(tmp, "write", e))?;
+        Ok((end, ctl, moved == st.ix.index.len()))
+    }
+
+    /// [`FileCache::copy_live`] by reading every line of the log: (new
+    /// end, lines moved, the new queue when there was one).
+    fn copy_scanned(
+        &self,
+        st: &mut State,
+        w: &mut BufWriter<&File>,
+        tmp: &Path,
+        (mut pos, omit): (u64, Omit),
+        old: Option<Fifo>,
+    ) -> Result<(u64, usize, Option<Fifo>)> {
         let now = now_millis();
         let mut big = HashMap::new();
         let mut moved = 0usize;
-        let mut read_bit = old_fifo.as_ref().map(|f| f.bits());
+        let mut fifo = old.as_ref().map(|_| Fifo::default());
+        let mut read_bit = old.as_ref().map(|f| f.bits());
         let (file, index) = (&st.file, &mut st.ix.index);
         let each = |buf: &[u8], base: u64, start: usize, n: usize| -> Result<()> {
             let body = &buf[start..start + n];
@@ -113,12 +146,7 @@ impl FileCache {
             w.write_all(&buf[start..start + n + 1])
                 .map_err(|e| ferr(tmp, "write", e))?;
             let len = n as u32 + 1;
-            if !index.move_to(i, pos) {
-                return Err(Error::new(ErrorKind::Io, "the log is larger than 4 TiB"));
-            }
-            if Index::is_big(len) {
-                big.insert(pos, len);
-            }
+            move_slot(index, &mut big, i, pos, len)?;
             if let (Some(f), Some(bit)) = (&mut fifo, &mut read_bit) {
                 f.push_moved(pos, h, id, bit(at));
             }
@@ -128,10 +156,45 @@ impl FileCache {
         };
         for_each_line(file, HEADER.len() as u64, st.end, each, &self.real)?;
         drop(read_bit);
-        st.ix.fifo = fifo;
         st.ix.index.set_big_lens(big);
-        w.flush().map_err(|e| ferr(tmp, "write", e))?;
-        Ok((pos, ctl, moved == st.ix.index.len()))
+        Ok((pos, moved, fifo))
+    }
+
+    /// [`FileCache::copy_live`] of a bounded log through its eviction
+    /// queue: only the live lines are read (no parsing, no hashing).
+    fn copy_queued(
+        &self,
+        st: &mut State,
+        w: &mut BufWriter<&File>,
+        tmp: &Path,
+        mut pos: u64,
+        old: Fifo,
+    ) -> Result<(u64, usize, Fifo)> {
+        let now = now_millis();
+        let mut big = HashMap::new();
+        let mut fifo = Fifo::default();
+        let mut window = Window::new();
+        let mut moved = 0usize;
+        let index = &mut st.ix.index;
+        for (at, hash, id, read) in old.into_items() {
+            let found = index.find(hash, id, |l| Ok::<_, ()>(l.offset == at));
+            let Ok(Some(i)) = found else { continue };
+            let loc = index.loc(i);
+            if loc.expires.is_some_and(|x| x <= now) {
+                index.remove(i);
+                continue;
+            }
+            let line = window
+                .line(&st.file, loc, st.end)
+                .map_err(|e| ferr(&self.real, "read", e))?;
+            w.write_all(line).map_err(|e| ferr(tmp, "write", e))?;
+            move_slot(index, &mut big, i, pos, loc.len)?;
+            fifo.push_moved(pos, hash, id, read);
+            pos += u64::from(loc.len);
+            moved += 1;
+        }
+        st.ix.index.set_big_lens(big);
+        Ok((pos, moved, fifo))
     }
 
     /// Renames `tmp` over the real file and switches to it; `end`: its
