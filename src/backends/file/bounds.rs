@@ -60,7 +60,7 @@ use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::{Fields, encode_body, encode_line, line_fields, seal};
+use super::codec::{Fields, encode_body, encode_del_of, encode_line, line_fields, seal};
 use super::index::Loc;
 use super::store::{Indexed, State};
 use super::{FileCache, SyncPolicy, WRITE_CHUNK, ferr};
@@ -74,6 +74,9 @@ const CTL_KEY: &str = "bounds";
 const EVICT_BATCH: usize = 4096;
 /// Second chances given per chunk beyond one per line written.
 const SPARE_BATCH: usize = 64;
+/// Queue entries whose index slots are loaded together (see
+/// [`super::index::Index::warm`]).
+pub(super) const WARM: usize = 16;
 /// Bytes read at a time from the head of the log.
 const READ_SPAN: usize = 1 << 20;
 
@@ -203,6 +206,8 @@ impl Item {
 #[derive(Default)]
 pub(super) struct Fifo {
     q: VecDeque<Item>,
+    /// Head entries still warm from the last [`head`] that loaded a group.
+    warmed: usize,
 }
 
 impl Fifo {
@@ -217,7 +222,10 @@ impl Fifo {
             })
             .collect();
         v.sort_unstable_by_key(|i| i.offset());
-        Fifo { q: v.into() }
+        Fifo {
+            q: v.into(),
+            warmed: 0,
+        }
     }
 
     /// A line appended at `offset`.
@@ -256,12 +264,15 @@ impl Fifo {
         }
     }
 
-    /// The queued lines, oldest first: (offset, key hash, namespace id,
-    /// read bit).
-    pub fn into_items(self) -> impl Iterator<Item = (u64, u64, u16, bool)> {
-        self.q
-            .into_iter()
-            .map(|it| (it.offset(), it.hash, it.ns_id(), it.word & READ_BIT != 0))
+    /// The queued lines, oldest first, in groups of [`WARM`]: (offset, key
+    /// hash, namespace id, read bit).
+    pub fn groups(&self) -> impl Iterator<Item = Vec<(u64, u64, u16, bool)>> + '_ {
+        let (a, b) = self.q.as_slices();
+        a.chunks(WARM).chain(b.chunks(WARM)).map(|g| {
+            g.iter()
+                .map(|it| (it.offset(), it.hash, it.ns_id(), it.word & READ_BIT != 0))
+                .collect()
+        })
     }
 
     /// A line moved to `offset` by compaction, read bit kept.
@@ -370,17 +381,20 @@ impl FileCache {
         let mut batch = Batch::default();
         let r = self.evict_batch(st, &b, written, room, &mut batch);
         let r = r.and_then(|()| self.write_out(st, &mut batch.out));
-        self.counters.evict(batch.evicted);
         if r.is_err() {
             // The index already dropped what the file may not say: reread.
             *st = self.load(true)?;
             self.settle(st, true)?;
-        } else if self.sync == SyncPolicy::Always && batch.evicted > 0 {
+            return r;
+        }
+        // Counted once their tombstones are in the log.
+        self.counters.evict(batch.evicted);
+        if self.sync == SyncPolicy::Always && batch.evicted > 0 {
             st.file
                 .sync_data()
                 .map_err(|e| ferr(&self.real, "fsync", e))?;
         }
-        r
+        Ok(())
     }
 
     /// The loop of [`FileCache::enforce`]: lines go to `batch.out`, which is
@@ -414,15 +428,14 @@ impl FileCache {
                 .line(&st.file, loc, st.end)
                 .map_err(|e| ferr(&self.real, "read", e))?;
             let body = line.strip_suffix(b"\n").unwrap_or(line);
-            let Some(f) = line_fields(body).filter(|f| f.set) else {
-                // The index points at a line that is not a set: reread.
-                return Err(Error::new(ErrorKind::Corrupt, "index and log disagree"));
-            };
             let fifo = st.ix.fifo.as_mut().expect("built above");
             fifo.q.pop_front();
             let read = item.word & READ_BIT != 0;
             match choose(self.policy, read, expired, spares > 0) {
                 Action::Spare => {
+                    if !line_fields(body).is_some_and(|f| f.set) {
+                        return Err(disagree());
+                    }
                     spares -= 1;
                     let offset = st.end + batch.out.len() as u64;
                     batch.out.extend_from_slice(line);
@@ -432,11 +445,10 @@ impl FileCache {
                     }
                 }
                 Action::Evict => {
-                    encode_line(&mut batch.out, &mut scratch, "del", &f.ns, &f.key, None, None);
+                    let counts = tombstone(&mut batch.out, &mut scratch, body, loc, now)?;
                     st.ix.index.remove(i);
                     st.ix.live_bytes = st.ix.live_bytes.saturating_sub(u64::from(loc.len));
-                    // An entry whose TTL had passed was gone already.
-                    batch.evicted += u64::from(f.x.is_none_or(|x| x > now));
+                    batch.evicted += u64::from(counts);
                 }
             }
             if batch.out.len() >= WRITE_CHUNK {
@@ -526,11 +538,38 @@ impl FileCache {
     }
 }
 
+/// The index points at a line that is not a set: the index is reread.
+fn disagree() -> Error {
+    Error::new(ErrorKind::Corrupt, "index and log disagree")
+}
+
+/// The tombstone of the set line `body` (without its newline) into `out`;
+/// whether it counts as an eviction (an entry whose TTL had passed was gone
+/// already; `max_age` is a bound, so an aged one counts).
+fn tombstone(out: &mut Vec<u8>, scratch: &mut Vec<u8>, body: &[u8], loc: Loc, now: u64) -> Result<bool> {
+    if !encode_del_of(out, scratch, body) {
+        let f = line_fields(body).filter(|f| f.set).ok_or_else(disagree)?;
+        encode_line(out, scratch, "del", &f.ns, &f.key, None, None);
+    }
+    // Only an entry with an expiry in the index has a TTL to look at.
+    let ttl_passed = loc.expires.is_some()
+        && line_fields(body)
+            .and_then(|f| f.x)
+            .is_some_and(|x| x <= now);
+    Ok(!ttl_passed)
+}
+
 /// The oldest queued line that is still its key's live one: (slot,
 /// location, queue item). Lines no longer live leave the queue.
 fn head(ix: &mut Indexed) -> Option<(usize, Loc, Item)> {
     let fifo = ix.fifo.as_mut()?;
     while let Some(&item) = fifo.q.front() {
+        if fifo.warmed == 0 {
+            let group = fifo.q.range(..WARM.min(fifo.q.len()));
+            ix.index.warm(group.map(|it| it.hash));
+            fifo.warmed = WARM;
+        }
+        fifo.warmed -= 1;
         let at = item.offset();
         let found = ix
             .index

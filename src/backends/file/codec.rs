@@ -158,12 +158,58 @@ pub(super) fn encode_body(
 /// Appends the object in `scratch` to `out` as a line: its CRC-32 first
 /// (`{"c":N,` + the object after its `{`), then a newline.
 pub(super) fn seal(out: &mut Vec<u8>, scratch: &[u8]) {
-    let crc = crc32fast::hash(scratch);
+    let mut crc = crc32fast::hash(scratch);
     out.extend_from_slice(b"{\"c\":");
-    out.extend_from_slice(crc.to_string().as_bytes());
+    // Decimal digits without an allocation (every line passes here).
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (crc % 10) as u8;
+        crc /= 10;
+        if crc == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
     out.push(b',');
     out.extend_from_slice(&scratch[1..]);
     out.push(b'\n');
+}
+
+/// The tombstone of the key of `set_line` (a set line as we write them,
+/// without its newline, checksum verified) into `out`, its namespace and key
+/// copied as they are written there (no decoding and escaping again).
+/// `false` (nothing written): not such a line.
+pub(super) fn encode_del_of(out: &mut Vec<u8>, scratch: &mut Vec<u8>, set_line: &[u8]) -> bool {
+    // `{"c":N,"op":"set"` then `,"n":"…"` (optional) and `,"k":"…"`, strings
+    // without escapes (the fast path's layout), then the value.
+    let Some(rest) = set_line
+        .strip_prefix(b"{\"c\":")
+        .and_then(|r| r.iter().position(|&b| b == b',').map(|i| &r[i + 1..]))
+        .and_then(|r| r.strip_prefix(b"\"op\":\"set\""))
+    else {
+        return false;
+    };
+    let mut end = 0;
+    for name in [&b",\"n\":\""[..], b",\"k\":\""] {
+        let Some(r) = rest[end..].strip_prefix(name) else {
+            if name[2] == b'n' {
+                continue;
+            }
+            return false;
+        };
+        match r.iter().position(|&b| b == b'"' || b == b'\\') {
+            Some(q) if r[q] == b'"' => end += name.len() + q + 1,
+            _ => return false,
+        }
+    }
+    scratch.clear();
+    scratch.extend_from_slice(b"{\"op\":\"del\"");
+    scratch.extend_from_slice(&rest[..end]);
+    scratch.push(b'}');
+    seal(out, scratch);
+    true
 }
 
 /// Checks a line's checksum (without its newline) and returns its payload
@@ -381,6 +427,22 @@ mod tests {
         bad[i] ^= 1;
         assert_eq!(decode_line(&bad), Err(LineError::Checksum));
         assert_eq!(decode_line(b"garbage"), Err(LineError::Malformed));
+    }
+
+    #[test]
+    fn a_tombstone_from_a_set_line_is_the_encoded_delete() {
+        let cases = [("", "k"), ("ns", "user:1"), ("", "quote\"key"), ("n\\s", "k")];
+        for (ns, key) in cases {
+            let (mut set, mut want, mut got) = (Vec::new(), Vec::new(), Vec::new());
+            let mut scratch = Vec::new();
+            encode_set(&mut set, &mut scratch, ns, key, b"v", Some(5), Some(6));
+            encode_line(&mut want, &mut scratch, "del", ns, key, None, None);
+            let plain = !key.contains('"') && !ns.contains('\\');
+            assert_eq!(encode_del_of(&mut got, &mut scratch, &set[..set.len() - 1]), plain);
+            if plain {
+                assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+            }
+        }
     }
 
     #[test]

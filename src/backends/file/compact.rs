@@ -176,22 +176,25 @@ impl FileCache {
         let mut window = Window::new();
         let mut moved = 0usize;
         let index = &mut st.ix.index;
-        for (at, hash, id, read) in old.into_items() {
-            let found = index.find(hash, id, |l| Ok::<_, ()>(l.offset == at));
-            let Ok(Some(i)) = found else { continue };
-            let loc = index.loc(i);
-            if loc.expires.is_some_and(|x| x <= now) {
-                index.remove(i);
-                continue;
+        for group in old.groups() {
+            index.warm(group.iter().map(|g| g.1));
+            for (at, hash, id, read) in group {
+                let found = index.find(hash, id, |l| Ok::<_, ()>(l.offset == at));
+                let Ok(Some(i)) = found else { continue };
+                let loc = index.loc(i);
+                if loc.expires.is_some_and(|x| x <= now) {
+                    index.remove(i);
+                    continue;
+                }
+                let line = window
+                    .line(&st.file, loc, st.end)
+                    .map_err(|e| ferr(&self.real, "read", e))?;
+                w.write_all(line).map_err(|e| ferr(tmp, "write", e))?;
+                move_slot(index, &mut big, i, pos, loc.len)?;
+                fifo.push_moved(pos, hash, id, read);
+                pos += u64::from(loc.len);
+                moved += 1;
             }
-            let line = window
-                .line(&st.file, loc, st.end)
-                .map_err(|e| ferr(&self.real, "read", e))?;
-            w.write_all(line).map_err(|e| ferr(tmp, "write", e))?;
-            move_slot(index, &mut big, i, pos, loc.len)?;
-            fifo.push_moved(pos, hash, id, read);
-            pos += u64::from(loc.len);
-            moved += 1;
         }
         st.ix.index.set_big_lens(big);
         Ok((pos, moved, fifo))

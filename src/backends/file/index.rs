@@ -128,6 +128,15 @@ impl Index {
         self.loc_of(&self.slots[i])
     }
 
+    /// Loads the first slot each of `hashes` probes, in one tight loop:
+    /// walking the eviction queue visits slots in random order, and loads
+    /// issued together wait for memory together instead of one by one.
+    pub fn warm(&self, hashes: impl Iterator<Item = u64>) {
+        let mask = self.mask();
+        let any = hashes.fold(0u64, |acc, h| acc ^ self.slots[h as usize & mask].hash);
+        std::hint::black_box(any);
+    }
+
     /// The slot of the entry whose hash is `hash` in namespace `ns_id` and
     /// for which `is_it` (reading its line) says yes.
     pub fn find<E>(

@@ -451,7 +451,7 @@ mod tests {
                         seed ^= seed << 17;
                         // Bytes near '\n' (0x0a) that a bit trick could confuse.
                         let near = [b'\n', 9, 11, 0x8a, 0, 0xff, b'a', 0x2a, 0x0b];
-                        if seed % 5 == 0 { b'\n' } else { near[1 + (seed % 8) as usize] }
+                        if seed.is_multiple_of(5) { b'\n' } else { near[1 + (seed % 8) as usize] }
                     })
                     .collect();
                 let want = s.iter().position(|&b| b == b'\n');
