@@ -20,7 +20,9 @@
 //! process that opens the log without bounds follows the log's; one that
 //! opens it with bounds replaces them when they differ (the last opener's
 //! bounds win, for every process; the others see the new line as they catch
-//! up with the log).
+//! up with the log). There is no way back to unbounded but a new log. An
+//! older unicache neither enforces nor keeps them (its compaction drops the
+//! bounds line; the next process that opens with bounds writes it again).
 //!
 //! **Policy.** Entries go in log order (oldest line first, FIFO). With the
 //! default `clock` policy an entry read since it was written (an in-memory,
@@ -48,7 +50,12 @@
 //!
 //! **Full disk.** A bounded log whose append fails for lack of space cuts
 //! the partial line, evicts room for the chunk, compacts (which frees the
-//! dead bytes when the copy fits) and tries once more before failing.
+//! dead bytes when the copy fits; other processes still holding the old
+//! file keep its blocks until they catch up) and tries once more before
+//! failing with "disk full".
+//!
+//! **Memory.** The eviction queue costs 16 bytes per line written since the
+//! log was loaded or last compacted, in every process that has the log open.
 //!
 //! **Evictions** are counted per handle (`Stats::evictions`), not in the
 //! log. An entry whose TTL had passed is removed without counting.

@@ -191,19 +191,22 @@ pub(super) fn encode_del_of(out: &mut Vec<u8>, scratch: &mut Vec<u8>, set_line: 
     else {
         return false;
     };
+    // The length of a string without escapes up to its closing quote.
+    let plain = |r: &[u8]| match r.iter().position(|&b| b == b'"' || b == b'\\') {
+        Some(q) if r[q] == b'"' => Some(q + 1),
+        _ => None,
+    };
+    const NS: &[u8] = b",\"n\":\"";
+    const KEY: &[u8] = b",\"k\":\"";
     let mut end = 0;
-    for name in [&b",\"n\":\""[..], b",\"k\":\""] {
-        let Some(r) = rest[end..].strip_prefix(name) else {
-            if name[2] == b'n' {
-                continue;
-            }
-            return false;
-        };
-        match r.iter().position(|&b| b == b'"' || b == b'\\') {
-            Some(q) if r[q] == b'"' => end += name.len() + q + 1,
-            _ => return false,
-        }
+    if let Some(r) = rest.strip_prefix(NS) {
+        let Some(n) = plain(r) else { return false };
+        end = NS.len() + n;
     }
+    let Some(n) = rest[end..].strip_prefix(KEY).and_then(plain) else {
+        return false;
+    };
+    end += KEY.len() + n;
     scratch.clear();
     scratch.extend_from_slice(b"{\"op\":\"del\"");
     scratch.extend_from_slice(&rest[..end]);
