@@ -19,22 +19,35 @@ use super::{BACKEND, FileCache};
 use crate::cache::{ValueTtl, incr_value, now_millis};
 use crate::error::Result;
 
-impl FileCache {
-    /// The live value under `key` with where its line is.
-    fn find_value(&self, st: &State, key: &str, now: u64) -> Result<Option<(Vec<u8>, Loc)>> {
-        let mut value = None;
-        let found = self.find(st, key, Some(now), Some(&mut value))?;
-        Ok(found.zip(value).map(|((_, loc), v)| (v, loc)))
-    }
+/// A live value, where its line is and the expiry the line holds.
+type Found = (Vec<u8>, Loc, Option<u64>);
 
-    /// The live value under `key` with its remaining TTL.
-    pub(super) fn lookup_with_ttl(
+impl FileCache {
+    /// The live value under `key`, where its line is (the index's expiry:
+    /// the earlier of the TTL's and `max_age`'s) and the expiry its line
+    /// holds.
+    fn find_value(
         &self,
         st: &State,
         key: &str,
         now: u64,
+    ) -> Result<Option<Found>> {
+        let mut value = None;
+        let found = self.find(st, key, Some(now), Some(&mut value))?;
+        Ok(found.zip(value).map(|((_, loc), (v, x))| (v, loc, x)))
+    }
+
+    /// The live value under `key` with its remaining TTL (a read: sets its
+    /// read bit).
+    pub(super) fn lookup_with_ttl(
+        &self,
+        st: &mut State,
+        key: &str,
+        now: u64,
     ) -> Result<Option<ValueTtl>> {
-        Ok(self.find_value(st, key, now)?.map(|(v, loc)| {
+        let found = self.find_value(st, key, now)?;
+        Ok(found.map(|(v, loc, _)| {
+            self.mark_read(st, loc.offset);
             let ttl = loc
                 .expires
                 .map(|x| Duration::from_millis(x.saturating_sub(now)));
@@ -73,8 +86,9 @@ impl FileCache {
         let default_x = self.counters.track(self.expiry(None))?;
         let n = self.locked(|st| {
             let current = self.find_value(st, key, now_millis())?;
-            let n = incr_value(BACKEND, key, current.as_ref().map(|(v, _)| &v[..]), delta)?;
-            let x = current.map_or(default_x, |(_, loc)| loc.expires);
+            let n = incr_value(BACKEND, key, current.as_ref().map(|(v, ..)| &v[..]), delta)?;
+            // The line's own expiry: the age bound restarts with the write.
+            let x = current.map_or(default_x, |(.., x)| x);
             self.append_locked(st, &[(key, Some(n.to_string().as_bytes()))], x)?;
             Ok(n)
         })?;
@@ -94,7 +108,7 @@ impl FileCache {
         let x = self.counters.track(self.expiry(ttl))?;
         let stored = self.locked(|st| {
             match self.find_value(st, key, now_millis())? {
-                Some((v, _)) if v == expected => {}
+                Some((v, ..)) if v == expected => {}
                 _ => return Ok(false),
             }
             self.append_locked(st, &[(key, Some(new))], x)?;
@@ -110,7 +124,7 @@ impl FileCache {
     pub(super) fn touch_now(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let x = self.counters.track(self.expiry(ttl))?;
         self.locked(|st| {
-            let Some((value, _)) = self.find_value(st, key, now_millis())? else {
+            let Some((value, ..)) = self.find_value(st, key, now_millis())? else {
                 return Ok(false);
             };
             self.append_locked(st, &[(key, Some(&value))], x)?;

@@ -7,12 +7,25 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use super::bounds::{Fifo, Window, encode_bounds};
 use super::codec::{HEADER, line_fields};
 use super::index::{Index, key_hash, ns_seed};
 use super::store::{State, for_each_line};
 use super::{FileCache, ferr, files};
 use crate::cache::now_millis;
 use crate::error::{Error, ErrorKind, Result};
+
+/// Points slot `i` at `pos` in the new file (`len`: its line's length,
+/// recorded in `big` when long).
+fn move_slot(index: &mut Index, big: &mut HashMap<u64, u32>, i: usize, pos: u64, len: u32) -> Result<()> {
+    if !index.move_to(i, pos) {
+        return Err(Error::new(ErrorKind::Io, "the log is larger than 4 TiB"));
+    }
+    if Index::is_big(len) {
+        big.insert(pos, len);
+    }
+    Ok(())
+}
 
 /// What a compaction leaves out besides dead and expired lines.
 pub(super) enum Omit<'a> {
@@ -36,39 +49,86 @@ impl FileCache {
         let copied = files::keep_owner_and_mode(&st.file, &out, 0o777)
             .map_err(|e| ferr(&tmp, "copy owner and mode", e))
             .and_then(|()| self.copy_live(st, &out, &tmp, omit));
-        let result = copied.and_then(|(end, whole)| {
+        let result = copied.and_then(|(end, ctl, whole)| {
             out.sync_all().map_err(|e| ferr(&tmp, "fsync", e))?;
-            self.install(st, &tmp, end, whole)
+            self.install(st, &tmp, (end, ctl), whole)
         });
         drop(out);
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
-            // The index may be half moved to the new file: reload before use.
-            st.ino = (0, 0);
+            // The index may be half moved to the new file: reload now (a
+            // bounded write goes on after it), or before the next use.
+            let reloaded = State::load(&self.real, &self.lock_path, true, false)
+                .map(|fresh| *st = fresh)
+                .and_then(|()| self.settle(st, true));
+            if reloaded.is_err() {
+                st.ino = (0, 0);
+            }
         }
         result
     }
 
-    /// Copies the live lines into `out`, moving the index to their new
-    /// offsets as it goes. Returns the new end and whether every index entry
-    /// was found in the log (otherwise the new file is reloaded).
-    fn copy_live(&self, st: &mut State, out: &File, tmp: &Path, omit: Omit) -> Result<(u64, bool)> {
+    /// Copies the live lines into `out` after the header and the bounds
+    /// line (the log's bounds survive it), moving the index (and the
+    /// eviction queue, read bits kept) to their new offsets as it goes.
+    /// Returns the new end, the bounds line's length and whether every index
+    /// entry was found in the log (otherwise the new file is reloaded).
+    fn copy_live(
+        &self,
+        st: &mut State,
+        out: &File,
+        tmp: &Path,
+        omit: Omit,
+    ) -> Result<(u64, u64, bool)> {
         let mut w = BufWriter::with_capacity(1 << 20, out);
-        w.write_all(HEADER).map_err(|e| ferr(tmp, "write", e))?;
-        let mut pos = HEADER.len() as u64;
-        if matches!(omit, Omit::All) {
-            st.ix.index.clear();
-            w.flush().map_err(|e| ferr(tmp, "write", e))?;
-            return Ok((pos, true));
+        let mut head = HEADER.to_vec();
+        if let Some(b) = &st.ix.bounds {
+            encode_bounds(&mut head, b);
         }
+        w.write_all(&head).map_err(|e| ferr(tmp, "write", e))?;
+        let ctl = (head.len() - HEADER.len()) as u64;
+        let pos = head.len() as u64;
+        let old = st.ix.fifo.take();
+        let (end, moved, fifo) = match (omit, old) {
+            (Omit::All, old) => {
+                st.ix.index.clear();
+                (pos, 0, old.map(|_| Fifo::default()))
+            }
+            // A bounded log: its queue has every live line, in log order.
+            (Omit::Nothing, Some(old)) => {
+                let (end, moved, fifo) = self.copy_queued(st, &mut w, tmp, pos, old)?;
+                (end, moved, Some(fifo))
+            }
+            (omit, old) => self.copy_scanned(st, &mut w, tmp, (pos, omit), old)?,
+        };
+        st.ix.fifo = fifo;
+        w.flush().map_err(|e| ferr(tmp, "write", e))?;
+        Ok((end, ctl, moved == st.ix.index.len()))
+    }
+
+    /// [`FileCache::copy_live`] by reading every line of the log: (new
+    /// end, lines moved, the new queue when there was one).
+    fn copy_scanned(
+        &self,
+        st: &mut State,
+        w: &mut BufWriter<&File>,
+        tmp: &Path,
+        (mut pos, omit): (u64, Omit),
+        old: Option<Fifo>,
+    ) -> Result<(u64, usize, Option<Fifo>)> {
         let now = now_millis();
         let mut big = HashMap::new();
         let mut moved = 0usize;
+        let mut fifo = old.as_ref().map(|_| Fifo::default());
+        let mut read_bit = old.as_ref().map(|f| f.bits());
         let (file, index) = (&st.file, &mut st.ix.index);
         let each = |buf: &[u8], base: u64, start: usize, n: usize| -> Result<()> {
             let body = &buf[start..start + n];
             let at = base + start as u64;
-            let Some((true, ns, key, _)) = line_fields(body) else {
+            let Some(super::codec::Fields {
+                set: true, ns, key, ..
+            }) = line_fields(body)
+            else {
                 return Ok(());
             };
             let Some(id) = index.ns_id(&ns) else {
@@ -86,24 +146,64 @@ impl FileCache {
             w.write_all(&buf[start..start + n + 1])
                 .map_err(|e| ferr(tmp, "write", e))?;
             let len = n as u32 + 1;
-            if !index.move_to(i, pos) {
-                return Err(Error::new(ErrorKind::Io, "the log is larger than 4 TiB"));
-            }
-            if Index::is_big(len) {
-                big.insert(pos, len);
+            move_slot(index, &mut big, i, pos, len)?;
+            if let (Some(f), Some(bit)) = (&mut fifo, &mut read_bit) {
+                f.push_moved(pos, h, id, bit(at));
             }
             pos += u64::from(len);
             moved += 1;
             Ok(())
         };
         for_each_line(file, HEADER.len() as u64, st.end, each, &self.real)?;
+        drop(read_bit);
         st.ix.index.set_big_lens(big);
-        w.flush().map_err(|e| ferr(tmp, "write", e))?;
-        Ok((pos, moved == st.ix.index.len()))
+        Ok((pos, moved, fifo))
     }
 
-    /// Renames `tmp` over the real file and switches to it.
-    fn install(&self, st: &mut State, tmp: &Path, end: u64, whole: bool) -> Result<()> {
+    /// [`FileCache::copy_live`] of a bounded log through its eviction
+    /// queue: only the live lines are read (no parsing, no hashing).
+    fn copy_queued(
+        &self,
+        st: &mut State,
+        w: &mut BufWriter<&File>,
+        tmp: &Path,
+        mut pos: u64,
+        old: Fifo,
+    ) -> Result<(u64, usize, Fifo)> {
+        let now = now_millis();
+        let mut big = HashMap::new();
+        let mut fifo = Fifo::default();
+        let mut window = Window::new();
+        let mut moved = 0usize;
+        let index = &mut st.ix.index;
+        for group in old.groups() {
+            index.warm(group.iter().map(|g| g.1));
+            for (at, hash, id, read) in group {
+                let found = index.find(hash, id, |l| Ok::<_, ()>(l.offset == at));
+                let Ok(Some(i)) = found else { continue };
+                let loc = index.loc(i);
+                if loc.expires.is_some_and(|x| x <= now) {
+                    index.remove(i);
+                    continue;
+                }
+                let line = window
+                    .line(&st.file, loc, st.end)
+                    .map_err(|e| ferr(&self.real, "read", e))?;
+                w.write_all(line).map_err(|e| ferr(tmp, "write", e))?;
+                move_slot(index, &mut big, i, pos, loc.len)?;
+                fifo.push_moved(pos, hash, id, read);
+                pos += u64::from(loc.len);
+                moved += 1;
+            }
+        }
+        st.ix.index.set_big_lens(big);
+        Ok((pos, moved, fifo))
+    }
+
+    /// Renames `tmp` over the real file and switches to it; `end`: its
+    /// length and its bounds line's.
+    fn install(&self, st: &mut State, tmp: &Path, end: (u64, u64), whole: bool) -> Result<()> {
+        let (end, ctl) = end;
         std::fs::rename(tmp, &self.real).map_err(|e| ferr(&self.real, "rename", e))?;
         let dir = match self.real.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -115,7 +215,7 @@ impl FileCache {
         if !whole {
             tracing::warn!(path = %self.real.display(), "index and log disagreed; reloading");
             *st = State::load(&self.real, &self.lock_path, true, false)?;
-            return Ok(());
+            return self.settle(st, true);
         }
         let file = files::open_private(&self.real, true, false)
             .map_err(|e| ferr(&self.real, "open", e))?;
@@ -125,8 +225,13 @@ impl FileCache {
         st.ino = (meta.dev(), meta.ino());
         st.end = end;
         st.seen_len = end;
-        st.ix.live_bytes = end;
+        // The bounds line is not an entry: dead bytes, as when appended.
+        st.ix.live_bytes = end - ctl;
         st.ix.corrupt = 0;
+        // The old file's space is freed once nothing holds it open.
+        if let Some(d) = &self.dirty {
+            d.mark(&st.file, st.ino);
+        }
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::FileCache;
+use super::{EvictPolicy, FileCache};
 use crate::backends::{BackendSpec, open_blocking};
 use crate::cache::{Cache, CacheOptions};
 use crate::error::Result;
@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub sync: SyncPolicy,
     /// Dead-bytes percentage (1..=99) that triggers compaction.
     pub compact_ratio: u8,
+    /// Which entries a bounded log evicts (hidden: for measurement).
+    pub(crate) evict: EvictPolicy,
 }
 
 impl FileConfig {
@@ -49,6 +51,7 @@ impl FileConfig {
             path: path.into(),
             sync: SyncPolicy::default(),
             compact_ratio: DEFAULT_COMPACT_RATIO,
+            evict: EvictPolicy::default(),
         }
     }
 
@@ -61,6 +64,14 @@ impl FileConfig {
     /// Compacts when dead bytes pass `percent` of the log (clamped to 1..=99).
     pub fn compact_ratio(mut self, percent: u8) -> Self {
         self.compact_ratio = percent.clamp(1, 99);
+        self
+    }
+
+    /// Which entries a bounded log evicts (`evict=fifo|clock` in the URL;
+    /// clock by default): for measuring the policies, no stability promise.
+    #[doc(hidden)]
+    pub fn evict_policy(mut self, policy: EvictPolicy) -> Self {
+        self.evict = policy;
         self
     }
 }
@@ -88,12 +99,20 @@ impl BackendSpec for FileConfig {
             Some(r) if (1..=99).contains(&r) => r as u8,
             Some(r) => return Err(url_err(format!("file: compact_ratio={r} (use 1..99)"))),
         };
+        let evict = match q.take("evict").as_deref() {
+            None | Some("clock") => EvictPolicy::Clock,
+            Some("fifo") => EvictPolicy::Fifo,
+            Some(other) => {
+                return Err(url_err(format!("file: evict={other:?} (use clock or fifo)")));
+            }
+        };
         let [b0, b1, b2] = crate::url::BOUND_OPTIONS;
-        q.finish(&["sync", "compact_ratio", b0, b1, b2], t)?;
+        q.finish(&["sync", "compact_ratio", "evict", b0, b1, b2], t)?;
         let config = FileConfig {
             path,
             sync,
             compact_ratio,
+            evict,
         };
         Ok((config, options))
     }
@@ -103,8 +122,6 @@ impl BackendSpec for FileConfig {
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {
-        // Until the log keeps its bounds, they are refused, never ignored.
-        options.bounds.refuse("file", "bounds on the file log are not built yet")?;
         // Opening reads the whole log: off the async workers.
         open_blocking(move || FileCache::open(self, options)).await
     }

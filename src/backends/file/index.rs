@@ -128,6 +128,15 @@ impl Index {
         self.loc_of(&self.slots[i])
     }
 
+    /// Loads the first slot each of `hashes` probes, in one tight loop:
+    /// walking the eviction queue visits slots in random order, and loads
+    /// issued together wait for memory together instead of one by one.
+    pub fn warm(&self, hashes: impl Iterator<Item = u64>) {
+        let mask = self.mask();
+        let any = hashes.fold(0u64, |acc, h| acc ^ self.slots[h as usize & mask].hash);
+        std::hint::black_box(any);
+    }
+
     /// The slot of the entry whose hash is `hash` in namespace `ns_id` and
     /// for which `is_it` (reading its line) says yes.
     pub fn find<E>(
@@ -258,6 +267,15 @@ impl Index {
             .enumerate()
             .filter(|(_, s)| s.hash != 0)
             .map(|(i, s)| (i, (s.meta >> EXPIRY_BITS) as u16, self.loc_of(s)))
+    }
+
+    /// Every live slot's hash, namespace id and location (the eviction
+    /// queue is built from these).
+    pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, u16, Loc)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.hash != 0)
+            .map(|s| (s.hash, (s.meta >> EXPIRY_BITS) as u16, self.loc_of(s)))
     }
 
     /// Replaces the long-line lengths (after a compaction moved every line).

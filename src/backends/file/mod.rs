@@ -11,8 +11,14 @@
 //!
 //! A `PATH` that is a symlink is resolved once at open: the lock, compaction's
 //! temporary file and its rename all go next to the real file.
+//!
+//! With `max_bytes`, `max_entries` or `max_age` the log is bounded: how bytes
+//! are counted, the eviction policy, the disk-usage formula and the rule
+//! between processes are in the `bounds` module's documentation (README,
+//! "Bounded file log").
 
 mod atomic;
+mod bounds;
 pub(crate) mod codec;
 mod compact;
 mod config;
@@ -27,12 +33,16 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+#[doc(hidden)]
+pub use bounds::Policy as EvictPolicy;
+use bounds::Room;
+use codec::{Op, decode_line, encode_line, encode_set};
 pub use config::{DEFAULT_COMPACT_RATIO, FileConfig, SyncPolicy};
-use codec::{Op, decode_line, encode_line};
 
 use crate::cache::{CacheOptions, Counters, now_millis};
 use crate::error::{Error, ErrorKind, Result};
@@ -61,6 +71,10 @@ pub struct FileCache {
     /// Hash seed of `ns`.
     seed: u64,
     options: CacheOptions,
+    /// Which entries a bounded log evicts.
+    policy: EvictPolicy,
+    /// The log had bounds when last read (for `capabilities`).
+    bounded: AtomicBool,
     counters: Counters,
     state: Mutex<State>,
 }
@@ -114,6 +128,7 @@ impl FileCache {
             path,
             sync,
             compact_ratio,
+            evict: policy,
         } = config;
         let path = path.as_path();
         let real = files::resolve_links(path).map_err(|e| ferr(path, "resolve symlink", e))?;
@@ -133,10 +148,14 @@ impl FileCache {
         if create {
             files::remove_stale_temps(&real);
         }
-        let state = State::load(&real, &lock_path, false, create)?;
+        // With bounds of its own, expiries are folded with its max_age from
+        // the start: its bounds line is about to be the log's.
+        let want = options.bounds;
+        let pin = (!want.is_unbounded()).then(|| bounds::age_ms(&want));
+        let state = State::load_folding(&real, &lock_path, false, create, pin)?;
         let ns = options.namespace.clone().unwrap_or_default();
         let dirty = (sync == SyncPolicy::Periodic).then(|| periodic::Dirty::register(real.clone()));
-        Ok(FileCache {
+        let cache = FileCache {
             path: path.to_path_buf(),
             real,
             lock_path,
@@ -146,9 +165,20 @@ impl FileCache {
             seed: ns_seed(&ns),
             ns,
             options,
+            policy,
+            bounded: AtomicBool::new(false),
             counters: Counters::default(),
             state: Mutex::new(state),
-        })
+        };
+        {
+            let mut st = cache.state.lock().unwrap_or_else(|p| p.into_inner());
+            if want.is_unbounded() {
+                cache.settle(&mut st, false)?;
+            } else {
+                cache.install_bounds(&mut st, want)?;
+            }
+        }
+        Ok(cache)
     }
 
     fn lock(&self) -> Result<WriteLock> {
@@ -175,7 +205,7 @@ impl FileCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Deleted under us: start a new log.
                 *st = self.load(locked)?;
-                return Ok(());
+                return self.settle(st, locked);
             }
             Err(e) => return Err(ferr(&self.real, "stat", e)),
         };
@@ -183,10 +213,11 @@ impl FileCache {
             let corrupt = st.ix.corrupt;
             *st = self.load(locked)?;
             st.ix.corrupt = st.ix.corrupt.max(corrupt);
-            return Ok(());
+            return self.settle(st, locked);
         }
         if meta.len() != st.seen_len {
             st.scan(&self.real, &self.lock_path, locked)?;
+            return self.settle(st, locked);
         }
         Ok(())
     }
@@ -202,13 +233,14 @@ impl FileCache {
 
     /// Finds `key` in this namespace (the index keeps hashes: a match is
     /// confirmed by reading its line). `live_at`: skip an entry expired then.
-    /// `value`: receives the decoded value.
+    /// `value`: receives the decoded value and the line's own expiry (the
+    /// index's may be earlier: `max_age`).
     fn find(
         &self,
         st: &State,
         key: &str,
         live_at: Option<u64>,
-        mut value: Option<&mut Option<Vec<u8>>>,
+        mut value: Option<&mut Option<(Vec<u8>, Option<u64>)>>,
     ) -> Result<Option<(usize, Loc)>> {
         let Some(id) = st.ix.index.ns_id(&self.ns) else {
             return Ok(None);
@@ -232,9 +264,12 @@ impl FileCache {
             // Never a wrong value: a line that no longer checks out is a miss.
             match decode_line(line) {
                 Ok(Op::Set {
-                    ns, key: k, value, ..
+                    ns,
+                    key: k,
+                    value,
+                    expires,
                 }) if ns == self.ns && k == key => {
-                    *out = Some(value);
+                    *out = Some((value, expires));
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -243,10 +278,13 @@ impl FileCache {
         Ok(found.map(|i| (i, st.ix.index.loc(i))))
     }
 
-    fn lookup(&self, st: &State, key: &str, now: u64) -> Result<Option<Vec<u8>>> {
+    /// The live value of `key` (a read: sets its read bit).
+    fn lookup(&self, st: &mut State, key: &str, now: u64) -> Result<Option<Vec<u8>>> {
         let mut value = None;
-        self.find(st, key, Some(now), Some(&mut value))?;
-        Ok(value)
+        if let Some((_, loc)) = self.find(st, key, Some(now), Some(&mut value))? {
+            self.mark_read(st, loc.offset);
+        }
+        Ok(value.map(|(v, _)| v))
     }
 
     /// The expiry (Unix ms) of a write with `ttl`; saturates at `u64::MAX`
@@ -287,7 +325,7 @@ impl FileCache {
     }
 
     /// Writes `buf` at the end and records `pending` (entry index, location)
-    /// in the index.
+    /// in the index; a bounded log then evicts and compacts as needed.
     fn flush_lines(
         &self,
         st: &mut State,
@@ -298,11 +336,7 @@ impl FileCache {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = st.file.write_all(buf) {
-            // Whatever part reached the file is a torn tail: cut it now.
-            let _ = st.file.set_len(st.end);
-            return Err(ferr(&self.real, "append", e));
-        }
+        self.write_chunk(st, buf, pending)?;
         if self.sync == SyncPolicy::Always {
             st.file
                 .sync_data()
@@ -311,6 +345,7 @@ impl FileCache {
         st.end += buf.len() as u64;
         st.seen_len = st.end;
         let lines = Lines::file(&st.file);
+        let written = pending.len();
         for (i, loc) in pending.drain(..) {
             let (key, value) = entries[i];
             st.ix
@@ -318,6 +353,45 @@ impl FileCache {
                 .map_err(|e| ferr(&self.real, "read", e))?;
         }
         buf.clear();
+        if Self::is_bounded(st) {
+            // The chunk is in the log: a failed eviction is a warning.
+            if let Err(e) = self.enforce(st, written, Room::default()) {
+                tracing::warn!("evicting after a write failed (the write stands): {e}");
+            }
+            self.maybe_compact(st)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `buf`. Whatever part of a failed write reached the file is
+    /// a torn tail, cut at once. A bounded log out of space makes room
+    /// (evicts, compacts) and tries once more, `pending` moved along.
+    fn write_chunk(
+        &self,
+        st: &mut State,
+        buf: &[u8],
+        pending: &mut [(usize, Loc)],
+    ) -> Result<()> {
+        let Err(e) = st.file.write_all(buf) else {
+            return Ok(());
+        };
+        let _ = st.file.set_len(st.end);
+        if e.raw_os_error() != Some(28) || !Self::is_bounded(st) {
+            return Err(ferr(&self.real, "append", e));
+        }
+        let before = st.end;
+        let room = Room {
+            bytes: buf.len() as u64,
+            entries: pending.len() as u64,
+        };
+        self.room_on_full_disk(st, room);
+        for (_, loc) in pending.iter_mut() {
+            loc.offset = loc.offset - before + st.end;
+        }
+        if let Err(e) = st.file.write_all(buf) {
+            let _ = st.file.set_len(st.end);
+            return Err(ferr(&self.real, "append", e));
+        }
         Ok(())
     }
 
@@ -333,28 +407,39 @@ impl FileCache {
         let mut buf = Vec::with_capacity(WRITE_CHUNK.min(entries.len() * 128 + 64));
         let mut scratch = Vec::with_capacity(256);
         let mut pending: Vec<(usize, Loc)> = Vec::new();
+        // With max_age in force, set lines carry their write time.
+        let written = st.ix.fold_age.map(|_| now_millis());
+        st.ix.any_dated |= written.is_some();
+        let folded = st.ix.expiry(expires, written);
         for (i, (key, value)) in entries.iter().enumerate() {
             let start = buf.len();
-            let op = if value.is_some() { "set" } else { "del" };
-            let x = expires.filter(|_| value.is_some());
-            encode_line(&mut buf, &mut scratch, op, &self.ns, key, *value, x);
-            let Ok(len) = u32::try_from(buf.len() - start) else {
+            match value {
+                Some(v) => encode_set(&mut buf, &mut scratch, &self.ns, key, v, expires, written),
+                None => encode_line(&mut buf, &mut scratch, "del", &self.ns, key, None, None),
+            }
+            let len = buf.len() - start;
+            let refused = if value.is_none() {
+                None
+            } else if u32::try_from(len).is_err() {
+                Some(
+                    Error::new(ErrorKind::InvalidInput, "entry too large for the file log")
+                        .with_backend(BACKEND)
+                        .with_context("key", key),
+                )
+            } else {
+                self.check_fits(st, len, key).err()
+            };
+            if let Some(err) = refused {
                 buf.truncate(start);
                 self.flush_lines(st, &mut buf, &mut pending, entries)?;
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    "entry too large for the file log",
-                )
-                .with_backend(BACKEND)
-                .with_context("key", key));
-            };
-            let offset = st.end + start as u64;
+                return Err(err);
+            }
             pending.push((
                 i,
                 Loc {
-                    offset,
-                    len,
-                    expires: x,
+                    offset: st.end + start as u64,
+                    len: len as u32,
+                    expires: folded.filter(|_| value.is_some()),
                 },
             ));
             if buf.len() >= WRITE_CHUNK || self.sync == SyncPolicy::Always {
@@ -379,7 +464,13 @@ impl FileCache {
     /// the next write tries again.
     fn maybe_compact(&self, st: &mut State) -> Result<()> {
         let dead = st.end.saturating_sub(st.ix.live_bytes);
-        if st.end >= MIN_COMPACT_BYTES
+        // A bounded log smaller than 1 MiB compacts from its bound on, so
+        // its file stays within the formula (`bounds` module doc).
+        let floor = match st.ix.bounds.and_then(|b| b.max_bytes) {
+            Some(m) => m.min(MIN_COMPACT_BYTES),
+            None => MIN_COMPACT_BYTES,
+        };
+        if st.end >= floor
             && dead * 100 > st.end * self.compact_ratio as u64
             && let Err(e) = self.compact_locked(st, Omit::Nothing)
         {

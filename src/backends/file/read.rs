@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::codec::line_fields;
+use super::bounds;
 use super::compact::Omit;
 use super::index::NS_OVERFLOW;
 use super::store::State;
@@ -104,10 +105,11 @@ impl FileCache {
         let locs = self.live_lines(st, now);
         let mut keys = Vec::with_capacity(locs.len());
         read_lines(&st.file, &locs, &self.real, |line| {
-            if let Some((true, n, k, _)) = line_fields(line)
-                && n == self.ns
+            if let Some(f) = line_fields(line)
+                && f.set
+                && f.ns == self.ns
             {
-                keys.push(k.into_owned());
+                keys.push(f.key.into_owned());
             }
         })?;
         Ok(keys)
@@ -146,7 +148,7 @@ impl Cache for FileCache {
             count: true,
             persistent: true,
             shared: true,
-            evicts: false,
+            evicts: self.bounded.load(std::sync::atomic::Ordering::Relaxed),
             max_value_bytes: Some(u32::MAX as u64 / 2),
             batch_concurrency: 1,
             inline: true,
@@ -185,7 +187,11 @@ impl Cache for FileCache {
     fn contains<'a>(&'a self, key: &'a str) -> CacheFuture<'a, bool> {
         CacheFuture::ready(self.with_state(|st| {
             self.refresh(st, false)?;
-            Ok(self.find(st, key, Some(now_millis()), None)?.is_some())
+            let found = self.find(st, key, Some(now_millis()), None)?;
+            if let Some((_, loc)) = found {
+                self.mark_read(st, loc.offset);
+            }
+            Ok(found.is_some())
         }))
     }
 
@@ -334,6 +340,11 @@ impl Cache for FileCache {
                     "torn_tail_bytes": st.seen_len.saturating_sub(st.end),
                     "corrupt_records": st.ix.corrupt,
                     "keys_all_namespaces": st.ix.index.len(),
+                    "bounds": bounds::to_json(st.ix.bounds.as_ref()),
+                    "used_bytes": st.ix.used_bytes(),
+                    "used_entries": st.ix.index.len(),
+                    "evictions": s.evictions,
+                    "evict_policy": format!("{:?}", self.policy).to_lowercase(),
                 }),
             ))
         })?;

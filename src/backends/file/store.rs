@@ -5,8 +5,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
+use super::bounds::{self, Fifo};
 use super::codec::{HEADER, check_crc, line_fields};
 use super::index::{Index, Loc, key_hash, ns_seed};
+use crate::cache::Bounds;
 use super::{BACKEND, WriteLock, ferr, files};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -21,6 +23,19 @@ pub(super) struct Indexed {
     pub live_bytes: u64,
     /// Damaged lines skipped.
     pub corrupt: u64,
+    /// The log's bounds, from its last bounds line (`None`: it never had
+    /// any).
+    pub bounds: Option<Bounds>,
+    /// The `max_age` (ms) folded into the expiries of dated lines (see
+    /// [`Indexed::expiry`]); it must equal the bounds' (`settle` reloads
+    /// when a bounds line changed it after dated lines were indexed).
+    pub fold_age: Option<u64>,
+    /// `fold_age` was fixed before loading: bounds lines do not change it.
+    pub pinned: bool,
+    /// A line with a write time was indexed.
+    pub any_dated: bool,
+    /// The eviction queue, in log order, while the log is bounded.
+    pub fifo: Option<Fifo>,
 }
 
 /// The open log.
@@ -72,11 +87,41 @@ impl<'a> Lines<'a> {
     /// Whether the line at `loc` is a set of (`ns`, `key`).
     pub fn is_key(&self, loc: Loc, ns: &str, key: &str, scratch: &mut Vec<u8>) -> io::Result<bool> {
         let body = self.read(loc, scratch)?;
-        Ok(line_fields(body).is_some_and(|(set, n, k, _)| set && n == ns && k == key))
+        Ok(line_fields(body).is_some_and(|f| f.set && f.ns == ns && f.key == key))
     }
 }
 
 impl Indexed {
+    /// Bytes of the live entries' lines (what `max_bytes` bounds): the
+    /// header and bounds lines are not entries.
+    pub fn used_bytes(&self) -> u64 {
+        self.live_bytes.saturating_sub(HEADER.len() as u64)
+    }
+
+    /// The index's expiry of a line that expires at `x` and was written at
+    /// `t`: with `max_age` in force also `t + max_age`, whichever is first,
+    /// so every read treats an entry past its age as expired.
+    pub fn expiry(&self, x: Option<u64>, t: Option<u64>) -> Option<u64> {
+        match (self.fold_age, t) {
+            (Some(age), Some(t)) => {
+                let aged = t.saturating_add(age);
+                Some(x.map_or(aged, |x| x.min(aged)))
+            }
+            _ => x,
+        }
+    }
+
+    /// A bounds line: the log's bounds from now on.
+    fn adopt(&mut self, b: Bounds) {
+        self.bounds = Some(b);
+        let age = bounds::age_ms(&b);
+        // Nothing was folded with the old age yet: switch now (a compacted
+        // log has its bounds line first, so one pass suffices).
+        if !self.pinned && !self.any_dated {
+            self.fold_age = age;
+        }
+    }
+
     /// Records a line of (`ns`, `key`): a set at `loc`, or a delete (`None`).
     pub fn record(
         &mut self,
@@ -113,6 +158,9 @@ impl Indexed {
         }
         if let Some(l) = loc {
             self.live_bytes += u64::from(l.len);
+            if let Some(f) = &mut self.fifo {
+                f.push(l.offset, h, id);
+            }
         }
         Ok(())
     }
@@ -128,17 +176,24 @@ impl Indexed {
         path: &Path,
     ) -> io::Result<()> {
         let fields = check_crc(body).ok().and_then(|()| line_fields(body));
-        let (Some((is_set, ns, key, x)), Ok(len)) = (fields, u32::try_from(n)) else {
+        let (Some(f), Ok(len)) = (fields, u32::try_from(n)) else {
             self.corrupt += 1;
             tracing::warn!(path = %path.display(), offset = pos, "skipping a damaged line");
             return Ok(());
         };
+        if !f.set && bounds::is_bounds_line(&f) {
+            if let Some(b) = bounds::decode_bounds(body) {
+                self.adopt(b);
+            }
+            return Ok(());
+        }
+        self.any_dated |= f.t.is_some();
         let loc = Loc {
             offset: pos,
             len,
-            expires: x,
+            expires: self.expiry(f.x, f.t),
         };
-        self.record(lines, &ns, &key, is_set.then_some(loc))
+        self.record(lines, &f.ns, &f.key, f.set.then_some(loc))
     }
 }
 
@@ -167,13 +222,34 @@ pub(super) fn for_each_line(
             .map_err(|e| ferr(path, "read", e))?;
         read_at += want as u64;
         let mut start = 0usize;
-        while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = find_newline(&buf[start..]) {
             f(&buf, pos - start as u64, start, nl)?;
             pos += nl as u64 + 1;
             start += nl + 1;
         }
         buf.drain(..start);
     }
+}
+
+/// The position of the first newline in `s`, eight bytes at a time (the
+/// scan of a whole log at open and in compaction spends its time here).
+fn find_newline(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = ONES * b'\n' as u64;
+    let mut words = s.chunks_exact(8);
+    let mut at = 0;
+    for w in words.by_ref() {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or_default()) ^ NL;
+        // The lowest byte that is zero (a newline) sets the lowest flag.
+        let zero = x.wrapping_sub(ONES) & !x & HIGH;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    rest.iter().position(|&b| b == b'\n').map(|p| at + p)
 }
 
 /// How many keys a log of `len` bytes may hold, from the first lines' length.
@@ -196,6 +272,19 @@ impl State {
     /// write lock (taking it again would block); `create`: a missing log may
     /// be created.
     pub fn load(path: &Path, lock_path: &Path, locked: bool, create: bool) -> Result<State> {
+        Self::load_folding(path, lock_path, locked, create, None)
+    }
+
+    /// [`State::load`] with the `max_age` (ms) to fold into expiries fixed
+    /// beforehand (`Some`), whatever the log's bounds lines say, or taken
+    /// from them (`None`).
+    pub fn load_folding(
+        path: &Path,
+        lock_path: &Path,
+        locked: bool,
+        create: bool,
+        pin: Option<Option<u64>>,
+    ) -> Result<State> {
         let mut file = match files::open_private(path, true, create) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound && !create => {
@@ -220,7 +309,7 @@ impl State {
         }
         if n == 0 {
             write_header(&mut file, path, lock_path, locked)?;
-            return Self::load(path, lock_path, locked, create);
+            return Self::load_folding(path, lock_path, locked, create, pin);
         }
         if head[..n] != HEADER[..n] || n < HEADER.len() {
             if let Some(v) = newer_version(&head[..n]) {
@@ -248,7 +337,9 @@ impl State {
             ix: Indexed {
                 index: Index::with_capacity(estimate_keys(&file, meta.len())),
                 live_bytes: HEADER.len() as u64,
-                corrupt: 0,
+                fold_age: pin.flatten(),
+                pinned: pin.is_some(),
+                ..Indexed::default()
             },
             file,
         };
@@ -342,4 +433,30 @@ fn newer_version(head: &[u8]) -> Option<u64> {
     let digits: Vec<u8> = rest.iter().copied().take_while(u8::is_ascii_digit).collect();
     let v: u64 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
     (v != 1).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_newline;
+
+    #[test]
+    fn newline_search_agrees_with_a_plain_scan() {
+        let mut seed = 7u64;
+        for len in 0..200usize {
+            for _ in 0..20 {
+                let s: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // Bytes near '\n' (0x0a) that a bit trick could confuse.
+                        let near = [b'\n', 9, 11, 0x8a, 0, 0xff, b'a', 0x2a, 0x0b];
+                        if seed.is_multiple_of(5) { b'\n' } else { near[1 + (seed % 8) as usize] }
+                    })
+                    .collect();
+                let want = s.iter().position(|&b| b == b'\n');
+                assert_eq!(find_newline(&s), want, "{s:?}");
+            }
+        }
+    }
 }
