@@ -118,3 +118,16 @@ def test_async_cache_passes_bounds_on(tmp_path):
     assert asyncio.run(main()) == 3
     with pytest.raises(unicache.UnsupportedError):
         unicache.AsyncCache("memory://", max_age="1h")
+
+
+def test_add_and_incr_of_a_new_key_are_not_the_next_evicted(tmp_path):
+    # add() and incr() of a new key were stamped by the file's trigger with
+    # SQLite's clock, in milliseconds, so behind a set() of the same
+    # millisecond (stamped in microseconds): the entry just added was the
+    # first evicted (measured: 153 adds lost of 200).
+    for i in range(30):
+        with unicache.Cache(f"sqlite:{tmp_path}/c{i}.sqlite3", max_entries=3) as c:
+            c.set_many({"k1": "v", "k2": "v", "k3": "v"})
+            assert c.add("a", "v")
+            assert c.incr("n") == 1
+            assert sorted(c.keys()) == ["a", "k3", "n"]  # k1, k2 went, oldest first
