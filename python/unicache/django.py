@@ -17,36 +17,37 @@ keep). Values are pickled as Django's Redis backend does, except integers,
 which are stored as decimal text so ``incr``/``decr`` are one atomic server
 operation. The URL's ``ttl`` option is not used: ``TIMEOUT`` is.
 
-Every ``UnicacheCache`` with the same ``LOCATION`` and namespace shares one
-unicache handle in the process (Django makes one backend object per thread),
-so a ``memory://`` cache is one store for all threads, like ``LocMemCache``
-with one ``LOCATION``. ``close()`` keeps that handle open, like Django's
-Redis backend. ``clear()`` removes the namespace's entries; without a
-namespace, Redis and memcached caches are flushed whole (``FLUSHDB``,
-``flush_all``), as Django's own Redis and memcached backends do.
+Every ``UnicacheCache`` with the same ``LOCATION`` and namespace (and, on
+SQLite, ``MAX_ENTRIES``) shares one unicache handle in the process (Django
+makes one backend object per thread), so a ``memory://`` cache is one store
+for all threads and aliases, like ``LocMemCache`` with one ``LOCATION``.
+``close()`` keeps that handle open, like Django's Redis backend.
+``clear()`` removes the namespace's entries; without a namespace, Redis and
+memcached caches are flushed whole (``FLUSHDB``, ``flush_all``), as
+Django's own Redis and memcached backends do.
 
 ``OPTIONS`` takes ``namespace``, and on ``memory://``, ``sqlite:`` and
-``file:`` ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` with Django's meaning (as
-``LocMemCache`` and ``DatabaseCache``): before a value is stored, when the
-cache holds ``MAX_ENTRIES`` entries or more, ``count // CULL_FREQUENCY`` of
-them are deleted (all of them when ``CULL_FREQUENCY`` is 0). Counting costs
-what it costs Django's ``DatabaseCache``: a ``COUNT`` on SQLite, a pass over
-the entries on ``memory://`` once any has a TTL, on every ``set`` and
-``add``; ``set_many`` culls as that many ``set`` calls would, counting once
-per run of keys that fits before the next cull. The
-culled entries are the first ones ``keys()`` lists: by key on SQLite, like
-``DatabaseCache``. On SQLite ``MAX_ENTRIES`` is also the store's own
-``max_entries`` bound, so that no other process or client grows it past
-that either: the bound is the file's (README, "Bounded disk caches"), kept
-by whoever writes it, so aliases that share a file share its bound too.
-On ``memory://`` and the file log (which keeps no bounds yet) the culling
-alone keeps ``MAX_ENTRIES``: ``memory://`` keeps its own capacity (default
-100,000; ``capacity=`` in the LOCATION), per shard, so give it room above
-``MAX_ENTRIES`` (twice) or it evicts before Django's cull point; aliases
-with one ``memory://`` LOCATION share one store, as ``LocMemCache``'s do.
-Either option turns
-culling on, with Django's default for the other (``MAX_ENTRIES`` 300,
-``CULL_FREQUENCY`` 3).
+``file:`` ``MAX_ENTRIES`` and ``CULL_FREQUENCY``, meaning what they mean
+for ``LocMemCache`` and ``DatabaseCache``: before a value is stored, when
+the cache holds ``MAX_ENTRIES`` entries or more, ``count // CULL_FREQUENCY``
+of them are deleted (all of them when ``CULL_FREQUENCY`` is 0). Either
+option turns culling on, with Django's default for the other
+(``MAX_ENTRIES`` 300, ``CULL_FREQUENCY`` 3).
+
+- The culled entries are the first ones ``keys()`` lists: by key on SQLite
+  and the file log (as ``DatabaseCache``), in the map's order on memory.
+- The count costs what it costs ``DatabaseCache``, on every ``set`` and
+  ``add``: a ``COUNT`` on SQLite, a pass over the entries on ``memory://``
+  once any has a TTL. ``set_many`` culls as that many ``set`` calls would,
+  counting once per run of keys that fits before the next cull.
+- On SQLite ``MAX_ENTRIES`` is also the store's own ``max_entries`` bound,
+  so that no other process or client grows it past that: the bound is the
+  file's (README, "Bounded disk caches"), kept by whoever writes it, so
+  aliases and programs that share the file share its bound.
+- On ``memory://`` and the file log (which keeps no bounds yet) the culling
+  alone keeps ``MAX_ENTRIES``. ``memory://`` keeps its own capacity
+  (default 100,000; ``capacity=`` in the ``LOCATION``) per shard: give it
+  room above ``MAX_ENTRIES`` (twice) or it evicts before the cull point.
 
 Without either, nothing is culled and the store gets no bound (the
 LOCATION's own, such as ``sqlite:PATH?max_bytes=500MB``, apply): unlike
