@@ -7,33 +7,94 @@ use std::sync::{Mutex, RwLock};
 use bytes::Bytes;
 use futures::future::Either;
 use futures::{FutureExt, StreamExt};
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
-use crate::{ErrorClass, error_of, json_to_py, key_arg, key_utf8, run, ttl_arg, utf8, value_arg};
+use crate::{
+    ErrorClass, error_of, json_to_py, key_arg, key_utf8, run, seconds_arg, ttl_arg, utf8, value_arg,
+};
 use unicache::{CacheOptions, FactoryError, Fill, Handle, KeyStream};
 
 /// Keys fetched per round trip by the `keys()` iterator.
 const KEY_CHUNK: usize = 1000;
 
-/// Opens a cache from a URL with the Python arguments' options.
+/// Opens a cache from a URL; `options` are laid over the URL's
+/// (`unicache::open_with`: each one set wins).
 pub(crate) fn open(
     py: Python<'_>,
     url: &str,
-    namespace: Option<String>,
-    default_ttl: Option<&Bound<'_, PyAny>>,
+    options: CacheOptions,
 ) -> PyResult<(Handle, CacheOptions)> {
-    let mut options = CacheOptions::new();
-    options.namespace = namespace;
-    options.default_ttl = ttl_arg(default_ttl)?;
     Ok((run(py, unicache::open_with(url, options.clone()))?, options))
+}
+
+/// The `max_bytes`, `max_entries` and `max_age` arguments laid onto
+/// `options`. Each must be greater than zero, as in a URL (a bound of 0
+/// would evict every entry).
+fn with_bounds(
+    mut options: CacheOptions,
+    max_bytes: Option<&Bound<'_, PyAny>>,
+    max_entries: Option<&Bound<'_, PyAny>>,
+    max_age: Option<&Bound<'_, PyAny>>,
+) -> PyResult<CacheOptions> {
+    if let Some(v) = max_bytes.filter(|v| !v.is_none()) {
+        let n = match v.cast::<PyString>() {
+            Ok(s) => unicache::url::parse_size(&s.to_cow()?).map_err(crate::to_py)?,
+            Err(_) => count_arg("max_bytes", v, "an int or a size string such as '500MB'")?,
+        };
+        options = options.max_bytes(positive("max_bytes", n, v)?);
+    }
+    if let Some(v) = max_entries.filter(|v| !v.is_none()) {
+        let n = count_arg("max_entries", v, "an int")?;
+        options = options.max_entries(positive("max_entries", n, v)?);
+    }
+    if let Some(v) = max_age.filter(|v| !v.is_none()) {
+        let age = match v.cast::<PyString>() {
+            Ok(s) => unicache::url::parse_duration(&s.to_cow()?).map_err(crate::to_py)?,
+            Err(_) => seconds_arg("max_age", v, ", or a duration string such as '7d'")?,
+        };
+        if age.is_zero() {
+            return Err(error_of(
+                ErrorClass::InvalidInput,
+                format!("max_age must be greater than zero, not {v}"),
+            ));
+        }
+        options = options.max_age(age);
+    }
+    Ok(options)
+}
+
+/// A non-negative int argument (`bool` refused: `max_entries=True` is a slip).
+fn count_arg(name: &str, v: &Bound<'_, PyAny>, forms: &str) -> PyResult<u64> {
+    if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be {forms}, not {}",
+            v.get_type().name()?
+        )));
+    }
+    v.extract::<u64>().or_else(|_| positive(name, 0, v))
+}
+
+/// `n` when it is greater than zero; else an `InvalidInputError` naming `v`.
+fn positive(name: &str, n: u64, v: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if n > 0 {
+        return Ok(n);
+    }
+    Err(error_of(
+        ErrorClass::InvalidInput,
+        format!("{name} must be greater than zero, not {v}"),
+    ))
 }
 
 /// A cache opened from a URL (`memory://`, `sqlite:PATH`, `file:PATH`,
 /// `redis://HOST:PORT`, `redis+cluster://...`, `memcached://HOST:PORT`).
 /// Values are bytes (a str is stored as UTF-8); TTLs are seconds or a
 /// timedelta. Every call releases the GIL while the backend works.
+/// Keyword-only bounds, over the URL's: `max_bytes` (an int or a size
+/// string, `"500MB"`, `"10GiB"`), `max_entries`, `max_age` (seconds, a
+/// timedelta or a duration string, `"7d"`); a backend that cannot keep one
+/// raises `UnsupportedError`.
 #[pyclass(module = "unicache", name = "Cache", frozen, subclass)]
 pub struct Cache {
     inner: RwLock<Option<Handle>>,
@@ -160,8 +221,8 @@ async fn call_factory(
 /// Keys as `String`s from a Python iterable of str. A str is refused, not
 /// taken for its characters (`get_many("abc")` is a mistake for `["abc"]`).
 fn keys_of(keys: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    if keys.is_instance_of::<pyo3::types::PyString>() {
-        return Err(pyo3::exceptions::PyTypeError::new_err(
+    if keys.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
             "keys must be an iterable of str, not a str (a list of one key: [key])",
         ));
     }
@@ -170,15 +231,28 @@ fn keys_of(keys: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 
 #[pymethods]
 impl Cache {
+    /// `Cache(url, namespace=None, default_ttl=None, *, max_bytes=None,
+    /// max_entries=None, max_age=None)`. The bounds (README, "Bounded disk
+    /// caches") win over the URL's: `max_bytes` an int or a size string
+    /// (`"500MB"`, `"10GiB"`), `max_entries` an int, `max_age` seconds, a
+    /// timedelta or a duration string (`"7d"`). A backend that cannot keep
+    /// a bound raises `UnsupportedError` rather than ignore it.
     #[new]
-    #[pyo3(signature = (url, namespace=None, default_ttl=None))]
+    #[pyo3(signature = (url, namespace=None, default_ttl=None, *, max_bytes=None, max_entries=None, max_age=None))]
     fn new(
         py: Python<'_>,
         url: &str,
         namespace: Option<String>,
         default_ttl: Option<&Bound<'_, PyAny>>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+        max_entries: Option<&Bound<'_, PyAny>>,
+        max_age: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let (handle, options) = open(py, url, namespace, default_ttl)?;
+        let mut options = CacheOptions::new();
+        options.namespace = namespace;
+        options.default_ttl = ttl_arg(default_ttl)?;
+        let options = with_bounds(options, max_bytes, max_entries, max_age)?;
+        let (handle, options) = open(py, url, options)?;
         Ok(Cache::wrap(handle, url, options))
     }
 

@@ -300,24 +300,29 @@ pub(crate) fn to_py(e: unicache::Error) -> PyErr {
 
 /// A TTL argument: seconds (int or float) or a `datetime.timedelta`.
 pub(crate) fn ttl_arg(ttl: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
-    let Some(t) = ttl else { return Ok(None) };
-    if t.is_none() {
-        return Ok(None);
+    match ttl {
+        Some(t) if !t.is_none() => seconds_arg("ttl", t, "").map(Some),
+        _ => Ok(None),
     }
+}
+
+/// A duration argument called `name`: seconds (int or float) or a
+/// `datetime.timedelta`; `more` names further forms the caller takes.
+pub(crate) fn seconds_arg(name: &str, t: &Bound<'_, PyAny>, more: &str) -> PyResult<Duration> {
     let secs: f64 = match t.extract::<f64>() {
         Ok(s) => s,
         Err(_) if t.hasattr("total_seconds")? => t.call_method0("total_seconds")?.extract()?,
         Err(_) => {
             return Err(PyTypeError::new_err(format!(
-                "ttl must be seconds (int or float) or a timedelta, not {}",
+                "{name} must be seconds (int or float) or a timedelta{more}, not {}",
                 t.get_type().name()?
             )));
         }
     };
-    Duration::try_from_secs_f64(secs).map(Some).map_err(|_| {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
         error_of(
             ErrorClass::InvalidInput,
-            format!("invalid ttl {secs}: must be a positive number of seconds"),
+            format!("invalid {name} {secs}: must be a positive number of seconds"),
         )
     })
 }

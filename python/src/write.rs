@@ -256,7 +256,7 @@ fn targets(
     let owned = names.len();
     for n in names {
         let url = unicache::open::resolve_name(&n, dir).map_err(crate::to_py)?;
-        let cache = open(py, &url, None, None)?.0.into();
+        let cache = open(py, &url, unicache::CacheOptions::new())?.0.into();
         given.push(Target {
             name: unicache::open::redact(&n),
             cache,

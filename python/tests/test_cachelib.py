@@ -105,3 +105,64 @@ def test_clear_with_a_prefix_deletes_only_its_keys_without_a_namespace(redis_ser
     raw.delete(other)
     raw.close()
     c.cache.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "file"])
+def test_threshold_bounds_the_entries(make_url, backend):
+    # SQLite keeps the bound itself (at most threshold); memory and the file
+    # log are pruned as cachelib prunes (at most threshold + 1).
+    most = 10 if backend == "sqlite" else 11
+    c = UnicacheCache(make_url(backend), threshold=10)
+    for i in range(25):
+        assert c.set(f"s{i}", i)
+    assert len(c.cache) == most
+    assert c.get("s24") == 24  # the newest is always kept
+    c.set_many({f"m{i}": i for i in range(25)})  # more than threshold at once
+    assert len(c.cache) == most
+    assert c.get("m24") == 24
+    c.add("a", 1)
+    assert len(c.cache) == most and c.get("a") == 1
+    c.cache.close()
+
+
+def test_threshold_on_sqlite_is_the_files_bound(tmp_path):
+    import unicache
+
+    c = UnicacheCache(f"sqlite:{tmp_path}/c.sqlite3", threshold=10)
+    with unicache.Cache(f"sqlite:{tmp_path}/c.sqlite3") as other:
+        other.set_many({f"o{i}": "v" for i in range(50)})
+        assert len(other) == 10
+    assert c.cache.stats()["server"]["bounded"]["max_entries"] == 10
+    c.cache.close()
+
+
+@pytest.mark.parametrize("threshold", [None, 0])
+def test_no_threshold_no_bound(make_url, threshold):
+    c = UnicacheCache(make_url("sqlite"), threshold=threshold)
+    c.set_many({f"k{i}": i for i in range(600)})  # past cachelib's default of 500
+    assert len(c.cache) == 600
+    assert "bounded" not in c.cache.stats()["server"]
+    c.cache.close()
+
+
+def test_threshold_is_refused_where_it_cannot_hold(redis_server, memcached_server):
+    import unicache
+
+    with pytest.raises(unicache.UnsupportedError, match="redis cannot keep"):
+        UnicacheCache(redis_server.url, threshold=10)
+    with pytest.raises(unicache.UnsupportedError, match="memcached cannot keep"):
+        UnicacheCache(memcached_server.url, threshold=10)
+    for bad in (-1, 2.5, "10", True):
+        with pytest.raises(ValueError, match="threshold must be an int"):
+            UnicacheCache("memory://", threshold=bad)
+
+
+def test_threshold_prunes_an_open_cache_passed_in(tmp_path):
+    import unicache
+
+    raw = unicache.Cache(f"sqlite:{tmp_path}/c.sqlite3")
+    c = UnicacheCache(raw, threshold=5)
+    for i in range(20):
+        c.set(f"k{i}", i)
+    assert len(raw) == 6
+    raw.close()

@@ -25,23 +25,25 @@ _METHODS = (
 
 
 class AsyncCache:
-    """``AsyncCache(url, namespace=None, default_ttl=None)``; also ``async with``.
+    """``AsyncCache(url, namespace=None, default_ttl=None, *, max_bytes=None,
+    max_entries=None, max_age=None)`` (as :class:`unicache.Cache`); also
+    ``async with``.
 
     ``keys()`` returns a list; ``contains(key)`` and ``len()`` stand for
     ``in`` and ``len()``. ``get_or_set``'s factory may be a plain callable or
     a coroutine function (see :meth:`get_or_set`).
     """
 
-    def __init__(self, url, namespace=None, default_ttl=None):
-        self._cache = Cache(url, namespace=namespace, default_ttl=default_ttl)
+    def __init__(self, url, namespace=None, default_ttl=None, **bounds):
+        self._cache = Cache(url, namespace=namespace, default_ttl=default_ttl, **bounds)
         self._flights = weakref.WeakKeyDictionary()
 
     @classmethod
-    async def open(cls, url, namespace=None, default_ttl=None):
+    async def open(cls, url, namespace=None, default_ttl=None, **bounds):
         """Opens without blocking the event loop (network backends connect)."""
         self = cls.__new__(cls)
         self._cache = await asyncio.to_thread(
-            Cache, url, namespace=namespace, default_ttl=default_ttl
+            Cache, url, namespace=namespace, default_ttl=default_ttl, **bounds
         )
         self._flights = weakref.WeakKeyDictionary()
         return self

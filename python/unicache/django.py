@@ -17,52 +17,105 @@ keep). Values are pickled as Django's Redis backend does, except integers,
 which are stored as decimal text so ``incr``/``decr`` are one atomic server
 operation. The URL's ``ttl`` option is not used: ``TIMEOUT`` is.
 
-Every ``UnicacheCache`` with the same ``LOCATION`` and namespace shares one
-unicache handle in the process (Django makes one backend object per thread),
-so a ``memory://`` cache is one store for all threads, like ``LocMemCache``
-with one ``LOCATION``. ``close()`` keeps that handle open, like Django's
-Redis backend. ``clear()`` removes the namespace's entries; without a
-namespace, Redis and memcached caches are flushed whole (``FLUSHDB``,
-``flush_all``), as Django's own Redis and memcached backends do.
+Every ``UnicacheCache`` with the same ``LOCATION`` and namespace (and, on
+SQLite, ``MAX_ENTRIES``) shares one unicache handle in the process (Django
+makes one backend object per thread), so a ``memory://`` cache is one store
+for all threads and aliases, like ``LocMemCache`` with one ``LOCATION``.
+``close()`` keeps that handle open, like Django's Redis backend.
+``clear()`` removes the namespace's entries; without a namespace, Redis and
+memcached caches are flushed whole (``FLUSHDB``, ``flush_all``), as
+Django's own Redis and memcached backends do.
 
-``OPTIONS`` takes ``namespace``, and on ``memory://`` ``MAX_ENTRIES`` (the
-cache's capacity: at most that many entries, the least useful evicted one
-at a time) and ``CULL_FREQUENCY`` (accepted; eviction is per entry, so it
-changes nothing). Any other key, or ``MAX_ENTRIES``/``CULL_FREQUENCY`` on
-another backend, is an ``ImproperlyConfigured`` error naming it: a bound
+``OPTIONS`` takes ``namespace``, and on ``memory://``, ``sqlite:`` and
+``file:`` ``MAX_ENTRIES`` and ``CULL_FREQUENCY``, meaning what they mean
+for ``LocMemCache`` and ``DatabaseCache``: before a value is stored, when
+the cache holds ``MAX_ENTRIES`` entries or more, ``count // CULL_FREQUENCY``
+of them are deleted (all of them when ``CULL_FREQUENCY`` is 0). Either
+option turns culling on, with Django's default for the other
+(``MAX_ENTRIES`` 300, ``CULL_FREQUENCY`` 3).
+
+- The culled entries are the first ones ``keys()`` lists: by key on SQLite
+  and the file log (as ``DatabaseCache``), in the map's order on memory.
+- The count costs what it costs ``DatabaseCache``, on every ``set`` and
+  ``add``: a ``COUNT`` on SQLite, a pass over the entries on ``memory://``
+  once any has a TTL. ``set_many`` culls as that many ``set`` calls would,
+  counting once per run of keys that fits before the next cull.
+- On SQLite ``MAX_ENTRIES`` is also the store's own ``max_entries`` bound,
+  so that no other process or client grows it past that: the bound is the
+  file's (README, "Bounded disk caches"), kept by whoever writes it, so
+  aliases and programs that share the file share its bound.
+- On ``memory://`` and the file log (which keeps no bounds yet) the culling
+  alone keeps ``MAX_ENTRIES``. ``memory://`` keeps its own capacity
+  (default 100,000; ``capacity=`` in the ``LOCATION``) per shard: give it
+  room above ``MAX_ENTRIES`` (twice) or it evicts before the cull point.
+
+Without either, nothing is culled and the store gets no bound (the
+LOCATION's own, such as ``sqlite:PATH?max_bytes=500MB``, apply): unlike
+Django's 300-entry default for ``LocMemCache`` and ``DatabaseCache``. A
+unicache store is often shared (one SQLite file for several processes and
+tools, whose bound is the file's), so a default of 300 would silently evict
+other clients' data and replace the bound the file had, and counting costs
+a query per write; a bound is asked for, as everywhere in unicache.
+
+Any other ``OPTIONS`` key, or ``MAX_ENTRIES``/``CULL_FREQUENCY`` on Redis or
+memcached (bounded by the server's own memory limit: ``maxmemory``,
+``memcached -m``), is an ``ImproperlyConfigured`` error naming it: a bound
 that is silently dropped lets a ported ``LocMemCache`` or
-``FileBasedCache`` setting grow without one. SQLite and file bounds are
-not there yet; Redis and memcached are bounded by the server's memory limit.
+``FileBasedCache`` setting grow without one.
 """
 
 import pickle
 import threading
+from urllib.parse import parse_qs
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
 import unicache
 
+from . import _bounds
+
 __all__ = ["UnicacheCache"]
 
 _handles = {}
 _handles_lock = threading.Lock()
 
+_DEFAULT_MAX_ENTRIES = 300  # Django's defaults, when culling is asked for
+_DEFAULT_CULL_FREQUENCY = 3
 
-def _shared(location, namespace):
-    key = (location, namespace)
+
+def _shared(location, namespace, max_entries):
+    """The process's handle on ``location`` and ``namespace`` opened with
+    ``max_entries`` as the store's own bound (``None``: none)."""
+    key = (location, namespace, max_entries)
     with _handles_lock:
         cache = _handles.get(key)
         if cache is None:
-            cache = unicache.Cache(location, namespace=namespace)
+            cache = unicache.Cache(location, namespace=namespace, max_entries=max_entries)
             _handles[key] = cache
         return cache
 
 
+def _int_option(name, value, least):
+    """``value`` as an int of at least ``least``, else ``ImproperlyConfigured``."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = None
+    if n is None or isinstance(value, bool) or n < least:
+        what = "a positive integer" if least > 0 else "an integer, 0 or more"
+        raise ImproperlyConfigured(
+            f"unicache.django.UnicacheCache: OPTIONS {name!r} must be {what}, not {value!r}"
+        )
+    return n
+
+
 def _configure(location, params):
-    """``(location, namespace)`` from ``LOCATION`` and ``OPTIONS``; any
-    option this backend cannot honour is an ``ImproperlyConfigured`` error
-    naming it (a silently dropped bound would let the cache grow unbounded)."""
+    """``(location, namespace, max_entries, cull_frequency)`` from
+    ``LOCATION`` and ``OPTIONS``; ``max_entries`` is ``None`` when nothing
+    is culled. Any option this backend cannot honour is an
+    ``ImproperlyConfigured`` error naming it (a silently dropped bound
+    would let the cache grow unbounded)."""
     options = dict(params.get("OPTIONS") or {})
     namespace = options.pop("namespace", None)
     max_entries = options.pop("MAX_ENTRIES", None)
@@ -70,33 +123,27 @@ def _configure(location, params):
     if options:
         raise ImproperlyConfigured(
             f"unicache.django.UnicacheCache: unknown OPTIONS {', '.join(map(repr, sorted(options)))}"
-            " (known: 'namespace', and 'MAX_ENTRIES', 'CULL_FREQUENCY' on memory://)"
+            " (known: 'namespace', and 'MAX_ENTRIES', 'CULL_FREQUENCY' on memory://, sqlite:, file:)"
         )
-    memory = location.startswith("memory:")
-    for name, value in (("MAX_ENTRIES", max_entries), ("CULL_FREQUENCY", cull)):
-        if value is not None and not memory:
-            raise ImproperlyConfigured(
-                f"unicache.django.UnicacheCache: OPTIONS {name!r} is not supported on "
-                f"{location.split(':', 1)[0]} caches yet (only memory:// keeps a bound); "
-                "remove it: Redis and memcached evict by the server's own memory limit"
-            )
-    if max_entries is not None:
-        try:
-            n = int(max_entries)
-        except (TypeError, ValueError):
-            n = 0
-        if n <= 0:
-            raise ImproperlyConfigured(
-                f"unicache.django.UnicacheCache: OPTIONS 'MAX_ENTRIES' must be a positive "
-                f"integer, not {max_entries!r}"
-            )
-        if "capacity=" in location:
-            raise ImproperlyConfigured(
-                "unicache.django.UnicacheCache: OPTIONS 'MAX_ENTRIES' and the LOCATION's "
-                "capacity both bound the cache: keep one"
-            )
-        location += ("&" if "?" in location else "?") + f"capacity={n}"
-    return location, namespace
+    if max_entries is None and cull is None:
+        return location, namespace, None, None
+    scheme = _bounds.scheme(location)
+    if scheme not in _bounds.CULLABLE:
+        name = "MAX_ENTRIES" if max_entries is not None else "CULL_FREQUENCY"
+        raise ImproperlyConfigured(
+            f"unicache.django.UnicacheCache: OPTIONS {name!r} is not supported on "
+            f"{scheme} caches (only memory://, sqlite: and file: are culled); "
+            "remove it: Redis and memcached evict by the server's own memory limit"
+        )
+    n = _DEFAULT_MAX_ENTRIES if max_entries is None else _int_option("MAX_ENTRIES", max_entries, 1)
+    every = _DEFAULT_CULL_FREQUENCY if cull is None else _int_option("CULL_FREQUENCY", cull, 0)
+    if "max_entries" in parse_qs(location.partition("?")[2]):
+        raise ImproperlyConfigured(
+            "unicache.django.UnicacheCache: OPTIONS 'MAX_ENTRIES' (or 'CULL_FREQUENCY', which "
+            f"culls at MAX_ENTRIES, default {_DEFAULT_MAX_ENTRIES}) and the LOCATION's "
+            "max_entries both bound the cache: keep one"
+        )
+    return location, namespace, n, every
 
 
 class IncrTypeError(unicache.InvalidInputError, TypeError):
@@ -112,15 +159,41 @@ class UnicacheCache(BaseCache):
         super().__init__(params)
         if isinstance(server, (list, tuple)):
             server = server[0] if len(server) == 1 else ",".join(server)
-        self._location, self._namespace = _configure(server or "memory://", params)
+        self._location, self._namespace, max_entries, cull = _configure(
+            server or "memory://", params
+        )
+        # Django's BaseCache set these with its defaults; ours say whether
+        # this backend culls at all. The store's bound is fixed here (Django's
+        # tests change _max_entries on a live backend).
+        self._culls = max_entries is not None
+        if self._culls:
+            self._max_entries, self._cull_frequency = max_entries, cull
+        self._store_bound = _bounds.store_bound(self._location, max_entries)
         self._cache = None
 
     @property
     def unicache(self):
         """The :class:`unicache.Cache` behind this backend (opened on first use)."""
         if self._cache is None:
-            self._cache = _shared(self._location, self._namespace)
+            self._cache = _shared(self._location, self._namespace, self._store_bound)
         return self._cache
+
+    def _room(self):
+        """Django's cull, before storing (``LocMemCache``,
+        ``DatabaseCache``): when the cache holds ``MAX_ENTRIES`` entries or
+        more, deletes ``count // CULL_FREQUENCY`` of them (all when 0).
+        Returns how many new entries fit before the next cull is due."""
+        n = len(self.unicache)
+        if n < self._max_entries:
+            return self._max_entries - n
+        if self._cull_frequency == 0:
+            self.unicache.clear()
+            n = 0
+        else:
+            n -= _bounds.delete_some(self.unicache, n // self._cull_frequency)
+        # Still full (count // CULL_FREQUENCY was 0, or others wrote
+        # meanwhile): Django stores one and culls again at the next.
+        return max(1, self._max_entries - n)
 
     # Values: integers as decimal text (atomic incr), the rest pickled.
     def _dumps(self, value):
@@ -144,6 +217,8 @@ class UnicacheCache(BaseCache):
         key = self.make_and_validate_key(key, version=version)
         timeout = self.get_backend_timeout(timeout)
         data = self._dumps(value)
+        if self._culls:
+            self._room()
         if timeout == 0:
             # Django: stored, so True when absent, but not kept.
             if self.unicache.add(key, data, 1):
@@ -163,6 +238,8 @@ class UnicacheCache(BaseCache):
         if timeout == 0:
             self.unicache.delete(key)
         else:
+            if self._culls:
+                self._room()
             self.unicache.set(key, self._dumps(value), timeout)
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
@@ -204,8 +281,17 @@ class UnicacheCache(BaseCache):
         }
         if timeout == 0:
             self.unicache.delete_many(list(entries))
-        else:
+        elif not self._culls:
             self.unicache.set_many(entries, timeout)
+        else:
+            # As Django's set() per key, in batches: a batch no larger than
+            # the room left meets no cull point on the way.
+            items = list(entries.items())
+            i = 0
+            while i < len(items):
+                room = self._room()
+                self.unicache.set_many(dict(items[i : i + room]), timeout)
+                i += room
         return []
 
     def delete_many(self, keys, version=None):

@@ -18,10 +18,21 @@ impl SqliteCache {
         let exp = self.counters.track(self.expiry(ttl))?;
         let stored = self.with_conn(|c| {
             let now = now_millis() as i64;
-            let n = c
-                .prepare_cached(ADD)
-                .and_then(|mut s| s.execute(params![self.namespace, key, value, exp, now]))
-                .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
+            // Stamped here on a bounded file, as a set is: the trigger's
+            // stamp (SQLite's clock, in ms) can be behind a set of the same
+            // millisecond, which made the new entry the next one evicted.
+            let n = match self.is_bounded() {
+                true => {
+                    let stamp = bounds::next_stamp(c, &self.path)?;
+                    c.prepare_cached(bounds::ADD_STAMPED).and_then(|mut s| {
+                        s.execute(params![self.namespace, key, value, exp, now, stamp])
+                    })
+                }
+                false => c
+                    .prepare_cached(ADD)
+                    .and_then(|mut s| s.execute(params![self.namespace, key, value, exp, now])),
+            }
+            .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
             self.note_writes(c, n as u64)?;
             self.after_write(c);
             Ok(n > 0)
@@ -49,7 +60,14 @@ impl SqliteCache {
                 Some(_) => tx
                     .prepare_cached(SET_VALUE)
                     .and_then(|mut s| s.execute(params![self.namespace, key, text])),
-                // Absent or expired: a new row with the default TTL.
+                // Absent or expired: a new row with the default TTL,
+                // stamped on a bounded file (see `add_now`).
+                None if self.is_bounded() => {
+                    let stamp = bounds::next_stamp(&tx, &self.path)?;
+                    tx.prepare_cached(bounds::INSERT_STAMPED).and_then(|mut s| {
+                        s.execute(params![self.namespace, key, text, default_exp, stamp])
+                    })
+                }
                 None => tx
                     .prepare_cached(INSERT)
                     .and_then(|mut s| s.execute(params![self.namespace, key, text, default_exp])),

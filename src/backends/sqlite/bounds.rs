@@ -103,6 +103,14 @@ pub const INSERT_STAMPED: &str = "INSERT INTO cache (namespace, key, value, expi
      SET value = excluded.value, expires_at = excluded.expires_at, \
      stored_at = excluded.stored_at, hits = 0";
 
+/// `add` on a bounded file: [`super::schema::ADD`] stamped as
+/// [`INSERT_STAMPED`] (?6 the stamp), also when it replaces an expired row.
+pub const ADD_STAMPED: &str = "INSERT INTO cache (namespace, key, value, expires_at, stored_at, hits) \
+     VALUES (?1, ?2, ?3, ?4, ?6, 0) ON CONFLICT (namespace, key) DO UPDATE \
+     SET value = excluded.value, expires_at = excluded.expires_at, \
+     stored_at = excluded.stored_at, hits = 0 \
+     WHERE cache.expires_at IS NOT NULL AND cache.expires_at <= ?5";
+
 const NOTE_HIT: &str =
     "UPDATE cache SET hits = min(hits + 1, 3) WHERE namespace = ?1 AND key = ?2";
 
