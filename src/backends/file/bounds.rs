@@ -598,9 +598,11 @@ mod tests {
 
     #[test]
     fn bounds_lines_round_trip_and_read_as_a_plain_delete() {
-        let mut b = Bounds::default();
-        b.max_bytes = Some(1 << 20);
-        b.max_age = Some(std::time::Duration::from_secs(90));
+        let b = Bounds {
+            max_bytes: Some(1 << 20),
+            max_age: Some(std::time::Duration::from_secs(90)),
+            ..Bounds::default()
+        };
         let mut out = Vec::new();
         encode_bounds(&mut out, &b);
         let body = &out[..out.len() - 1];
