@@ -107,6 +107,35 @@ fn a_read_entry_gets_a_second_chance() {
     assert!(rt.block_on(c.get("k3")).unwrap().is_none());
 }
 
+/// Expired entries go before live ones, and are not counted as evictions
+/// (cachelib's prune test: 1 s and 5 s entries interleaved, then writes
+/// after the 1 s ones expired keep every 5 s one).
+#[test]
+fn expired_entries_go_before_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let path = dir.path().join("exp.sqlite3");
+    let c = rt.block_on(open(&path, "max_entries=9"));
+    for i in 0..5 {
+        rt.block_on(c.set(&format!("short{i}"), b"v", Some(Duration::from_secs(1))))
+            .unwrap();
+        rt.block_on(c.set(&format!("long{i}"), b"v", Some(Duration::from_secs(60))))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    // short0 went when the 10th entry came; short1..4 have expired since:
+    // four new entries take their places.
+    for i in 0..4 {
+        rt.block_on(c.set(&format!("new{i}"), b"v", None)).unwrap();
+        for j in 0..5 {
+            let k = format!("long{j}");
+            assert!(rt.block_on(c.contains(&k)).unwrap(), "{k} after new{i}");
+        }
+    }
+    // One eviction only: the 10th entry before any had expired.
+    assert_eq!(rt.block_on(usage(&*c)).2, 1);
+}
+
 #[test]
 fn entries_older_than_max_age_go() {
     let dir = tempfile::tempdir().unwrap();

@@ -296,7 +296,25 @@ fn rows_over(u: &Usage) -> i64 {
 /// one hit less; then the `n` oldest go. Returns (evicted, rows looked at).
 fn evict_round(c: &Connection, path: &Path, u: &Usage) -> Result<(u64, i64)> {
     let e = |err| sql_err(path, err);
-    let n = rows_over(u);
+    let mut n = rows_over(u);
+    // Expired rows among the oldest go first, and are not evictions (as
+    // cachelib's and Django's culls prune expired entries first). The time
+    // is compared outside the window's subquery, which is pinned to the
+    // write-order index: against the partial expiry index SQLite would
+    // prepare the statement again for every bound time.
+    let window = 2 * n + 64;
+    let expired = c
+        .prepare_cached(
+            "DELETE FROM cache WHERE (namespace, key) IN (SELECT namespace, key FROM \
+             (SELECT namespace, key, expires_at FROM cache INDEXED BY cache_stored \
+              ORDER BY stored_at LIMIT ?2) WHERE expires_at <= ?1 LIMIT ?3)",
+        )
+        .and_then(|mut s| s.execute(params![crate::cache::now_millis() as i64, window, n]))
+        .map_err(e)? as i64;
+    if expired >= n {
+        return Ok((0, window));
+    }
+    n -= expired;
     let back = next_stamp(c, path)?;
     let spared = c
         .prepare_cached(
