@@ -5,10 +5,11 @@
 
 mod common;
 
+use common::tmpfs::Tmpfs;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -580,48 +581,6 @@ fn disk_usage_stays_within_the_formula() {
     });
 }
 
-/// A mounted tmpfs, unmounted when dropped (as in tests/upkeep.rs).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size`; `None` (after saying why) where that is not
-    /// permitted, unless `CI=true` (CI runs as root: the test must run).
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        let why = match out {
-            Ok(o) if o.status.success() => return Some(Tmpfs { dir }),
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but: {why}"
-        );
-        eprintln!("SKIPPED: the full-disk test needs `mount -t tmpfs` (root): {why}");
-        None
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let umount = |how: &[&str]| {
-            let s = Command::new("umount")
-                .args(how)
-                .arg(self.dir.path())
-                .status();
-            s.is_ok_and(|s| s.success())
-        };
-        // Busy (a file still open): detach it now, freed when closed.
-        let _ = umount(&[]) || umount(&["-l"]);
-    }
-}
-
 /// Fills the disk with `dir/fill`, then frees `free` bytes of it.
 fn fill_leaving(dir: &Path, free: u64) -> PathBuf {
     let path = dir.join("fill");
@@ -649,7 +608,7 @@ fn a_full_disk_evicts_compacts_and_retries_once() {
     let Some(fs) = Tmpfs::mount("6m") else {
         return;
     };
-    let path = fs.dir.path().join("c.log");
+    let path = fs.path().join("c.log");
     rt().block_on(async {
         let c = FileCache::open(
             FileConfig::new(&path)
@@ -666,7 +625,7 @@ fn a_full_disk_evicts_compacts_and_retries_once() {
         c.set_many(&rows[600..], None).await.unwrap();
         let before = file_len(&path);
         assert!(before > 2_900_000, "{before}");
-        let filler = fill_leaving(fs.dir.path(), 1_000_000);
+        let filler = fill_leaving(fs.path(), 1_000_000);
         // 1.5 MB does not fit in the 1 MB left; evicting to 0.5 MB live and
         // compacting (the copy fits) frees the old 3 MB.
         let big = vec![b'b'; 1_500_000];
@@ -680,7 +639,7 @@ fn a_full_disk_evicts_compacts_and_retries_once() {
         // Now nothing can be gained: the disk is full and the new write is
         // bigger than anything eviction and compaction could free.
         std::fs::remove_file(filler).unwrap();
-        let _filler = fill_leaving(fs.dir.path(), 0);
+        let _filler = fill_leaving(fs.path(), 0);
         let n = c.len().await.unwrap();
         let err = c
             .set("huge", &vec![b'h'; 1_900_000], None)

@@ -8,65 +8,12 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::tmpfs::Tmpfs;
 use common::{assert_exit, stderr, unicache};
 use rusqlite::Connection;
 use unicache::backends::file::{FileCache, FileConfig, SyncPolicy};
 use unicache::{Cache, CacheOptions};
-
-/// A mounted tmpfs, unmounted when dropped (also when the test fails).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (mount's syntax, `2m`); `None` (after saying
-    /// why) where mounting is not permitted, unless `CI=true`: CI runs as
-    /// root, so there the test must run, not skip.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
-            other => {
-                let why = match other {
-                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                    Err(e) => e.to_string(),
-                };
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "CI=true but a tmpfs cannot be mounted for the full-disk test: {why}"
-                );
-                eprintln!("SKIPPED: the full-disk test needs `mount -t tmpfs` (root): {why}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Busy (a file still open): detach it now, freed when closed.
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
 
 /// Writes zeros to `dir/fill` until the disk is full.
 fn fill(dir: &Path) -> PathBuf {

@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod servers;
+pub mod tmpfs;
 
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
