@@ -320,6 +320,40 @@ fn namespaces_app_and_app_v2_never_share_keys() {
     );
 }
 
+/// Handles that use a new namespace for the first time together agree on
+/// its version token (each server's copy only moves forward, and a token
+/// is used once every server holds it): before, two handles could each
+/// settle on another token for a second, and one's writes were lost to the
+/// other (the conformance suite's touch race on two handles caught it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_using_a_new_namespace_together_agree_on_its_token() {
+    for round in 0..60 {
+        let ns = common::unique_ns(&format!("agree{round}"));
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            handles.push(two(&ns).await);
+        }
+        // Eight writes at once from each handle: each asks for the token.
+        let keys: Vec<(usize, String)> = (0..handles.len())
+            .flat_map(|h| (0..8).map(move |k| (h, format!("h{h}k{k}"))))
+            .collect();
+        let writes = keys.iter().map(|(h, k)| {
+            let h = handles[*h].clone();
+            async move { h.set(k, b"v", None).await.unwrap() }
+        });
+        futures::future::join_all(writes).await;
+        for (j, h) in handles.iter().enumerate() {
+            for (i, k) in &keys {
+                let got = h.get(k).await.unwrap();
+                assert!(
+                    got.is_some(),
+                    "round {round}: handle {j} does not see {k}, written by handle {i}"
+                );
+            }
+        }
+    }
+}
+
 /// A memcached of this test's own, so that it can be frozen (SIGSTOP);
 /// resumed and killed on drop.
 struct Freezable {

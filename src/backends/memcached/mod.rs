@@ -53,6 +53,9 @@ const GET_KEYS: usize = 100;
 const ITEM_OVERHEAD: usize = 64;
 /// How long another process's `clear` may take to be seen by this one.
 const NS_REFRESH: Duration = Duration::from_secs(1);
+/// Rounds of reading and moving servers forward before a namespace token
+/// is taken without every server agreeing (see `agreed_version`).
+const AGREE_ROUNDS: usize = 8;
 
 /// memcached over one or more servers.
 pub struct MemcachedCache {
@@ -197,60 +200,83 @@ impl MemcachedCache {
         }
     }
 
-    /// The namespace's token, from every reachable server at once: each keeps
+    /// The namespace's token, agreed by every reachable server: each keeps
     /// a copy under `vk`, and the newest (tokens start with their creation
     /// time) wins, so a server that is down, restarted or missed a `clear`
     /// neither hides the namespace nor brings back cleared entries while one
-    /// that saw the latest `clear` answers. Servers holding another token or
-    /// none are given the winner. Missing everywhere (first use, evicted,
-    /// restarted): a fresh token, added (`ME`, so a process that created one
-    /// first wins) to each. Fails only when no server answers.
+    /// that saw the latest `clear` answers. Missing everywhere (first use,
+    /// evicted, restarted): a fresh token.
+    ///
+    /// A token is returned only once every reachable server holds it. Servers
+    /// holding none are given it with an add, those holding an older one
+    /// with a compare-and-set, so a server's token only ever moves forward,
+    /// and the servers are read again. (Settling on the newest token read
+    /// in one pass let two handles that first used a namespace together
+    /// each keep a different token for a second, and the writes of one were
+    /// lost to the other.) Fails only when no server answers.
     async fn agreed_version(&self, vk: &str) -> Result<String> {
-        let req = format!("mg {vk} v\r\n");
-        let targets = self.reachable();
-        let read = futures::future::join_all(
-            targets
-                .iter()
-                .map(|s| self.call(s, req.as_bytes(), None, 1)),
-        )
-        .await;
-        let mut held: Vec<(&Server, Option<String>)> = Vec::new();
-        let mut first_err = None;
-        for (s, r) in targets.iter().zip(read) {
-            match r {
-                Ok(replies) => held.push((s, replies.first().and_then(token_of))),
-                Err(e) if is_protocol_error(&e) => return Err(e),
-                Err(e) => {
-                    first_err.get_or_insert(e);
+        let req = format!("mg {vk} v c\r\n");
+        let mut fresh: Option<String> = None;
+        let mut newest_seen = None;
+        for _ in 0..AGREE_ROUNDS {
+            let targets = self.reachable();
+            let read = futures::future::join_all(
+                targets
+                    .iter()
+                    .map(|s| self.call(s, req.as_bytes(), None, 1)),
+            )
+            .await;
+            // Each answering server's token, and its item's CAS value when
+            // it holds one (a token, or bytes that are not one of ours).
+            let mut held: Vec<(&Server, Option<String>, Option<u64>)> = Vec::new();
+            let mut first_err = None;
+            for (s, r) in targets.iter().zip(read) {
+                match r {
+                    Ok(replies) => {
+                        let r = replies.first();
+                        held.push((s, r.and_then(token_of), r.and_then(|r| r.cas)));
+                    }
+                    Err(e) if is_protocol_error(&e) => return Err(e),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
-        }
-        if let Some(e) = first_err.filter(|_| held.is_empty()) {
-            return Err(e);
-        }
-        let newest = |tokens: &mut dyn Iterator<Item = String>| {
-            tokens.max_by(|a, b| token_order(a).cmp(&token_order(b)))
-        };
-        let v = match newest(&mut held.iter().filter_map(|(_, t)| t.clone())) {
-            Some(v) => v,
-            None => {
-                let fresh = fresh_token();
-                let added = futures::future::join_all(
-                    held.iter().map(|(s, _)| self.new_version(s, vk, " ME", &fresh)),
-                )
-                .await;
-                let mut got = added.into_iter().filter_map(Result::ok);
-                newest(&mut got).unwrap_or(fresh)
+            if let Some(e) = first_err.filter(|_| held.is_empty()) {
+                return Err(e);
             }
-        };
-        let stale = held.iter().filter(|(_, t)| t.as_deref() != Some(v.as_str()));
-        let repairs = stale.map(|(s, _)| self.new_version(s, vk, "", &v));
-        // Best effort: the next refresh tries again.
-        futures::future::join_all(repairs).await;
-        Ok(v)
+            let newest = held
+                .iter()
+                .filter_map(|(_, t, _)| t.as_ref())
+                .max_by(|a, b| token_order(a).cmp(&token_order(b)))
+                .cloned();
+            let v = newest.unwrap_or_else(|| fresh.get_or_insert_with(fresh_token).clone());
+            let behind: Vec<_> = held
+                .iter()
+                .filter(|(_, t, _)| t.as_ref() != Some(&v))
+                .collect();
+            if behind.is_empty() {
+                return Ok(v);
+            }
+            let moves = behind.iter().map(|(s, _, cas)| {
+                let mode = match cas {
+                    None => " ME".to_string(),
+                    Some(cas) => format!(" C{cas}"),
+                };
+                let v = &v;
+                async move { self.new_version(s, vk, &mode, v).await }
+            });
+            // Whether each move won or lost, the next round reads again.
+            futures::future::join_all(moves).await;
+            newest_seen = Some(v);
+        }
+        // Still moving after every round (servers restarting, clears in a
+        // loop): the newest token seen; the next refresh tries again.
+        Ok(newest_seen.unwrap_or_else(fresh_token))
     }
 
-    /// Stores `token` under `vk` on `s` (`mode`: "" sets, " ME" adds) and
+    /// Stores `token` under `vk` on `s` (`mode`: "" sets, " ME" adds,
+    /// " C<cas>" compares and sets) and
     /// returns the one `s` then holds.
     async fn new_version(&self, s: &Server, vk: &str, mode: &str, token: &str) -> Result<String> {
         let req = format!(
