@@ -58,54 +58,6 @@ fn log_with(path: &std::path::Path, sync: SyncPolicy, max_bytes: Option<u64>) ->
     FileCache::open(FileConfig::new(path).sync(sync).compact_ratio(50), options).unwrap()
 }
 
-/// Percentile `p` (0..=100) of sorted `v`.
-fn pct(v: &[Duration], p: f64) -> Duration {
-    v[((v.len() - 1) as f64 * p / 100.0).round() as usize]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Single `set`s (default sync: periodic) of `n` new keys on a log first
-/// filled with `n` others, bounded at what those take (each set evicts) or
-/// not. Returns (p50, p99, p99.9, max) in µs.
-fn single_set_latency(n: usize, bounded: Option<u64>) -> [f64; 4] {
-    let dir = tempfile::tempdir().unwrap();
-    let f = log_with(&dir.path().join("s.log"), SyncPolicy::Periodic, bounded);
-    let (keys, value) = support::data(2 * n);
-    let fill = support::entries(&keys[..n], &value);
-    f.set_many(&fill, None).now_or_never().unwrap().unwrap();
-    let mut times = Vec::with_capacity(n);
-    for k in &keys[n..] {
-        let t = Instant::now();
-        f.set(k, &value, None).now_or_never().unwrap().unwrap();
-        times.push(t.elapsed());
-    }
-    times.sort_unstable();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    [
-        us(pct(&times, 50.0)),
-        us(pct(&times, 99.0)),
-        us(pct(&times, 99.9)),
-        us(times[n - 1]),
-    ]
-}
-
-/// The bounded-log comparison (see the module doc);
-/// `UNICACHE_BENCH_BOUNDED_PART=set_many|set` runs one half only.
-fn bench_bounded(runs: usize) {
-    let part = std::env::var("UNICACHE_BENCH_BOUNDED_PART").unwrap_or_default();
-    let n = n();
-    if part != "set" {
-        bench_bounded_set_many(runs, n);
-    }
-    if part != "set_many" {
-        bench_bounded_set(runs, n);
-    }
-}
-
 /// The size of `n` records as a log (one unbounded write).
 fn log_size(entries: &[(&str, &[u8])]) -> u64 {
     let dir = tempfile::tempdir().unwrap();
@@ -118,55 +70,16 @@ fn log_size(entries: &[(&str, &[u8])]) -> u64 {
     std::fs::metadata(&probe).unwrap().len()
 }
 
-/// `set_many` of `n` records into a fresh log, unbounded and bounded at
-/// half their size.
-fn bench_bounded_set_many(runs: usize, n: usize) {
-    let (keys, value) = support::data(n);
-    let entries = support::entries(&keys, &value);
-    let half = log_size(&entries) / 2;
-    let (mut plain, mut bounded) = (Vec::new(), Vec::new());
-    for run in 0..runs {
-        for (bound, out) in [(None, &mut plain), (Some(half), &mut bounded)] {
-            let d = support::time_fresh_set_many(1, &entries, |p| {
-                log_with(p, SyncPolicy::Batch, bound)
-            });
-            let rate = n as f64 / d.as_secs_f64();
-            eprintln!(
-                "run {run}: set_many {n} bounded={bound:?}: {:.3} s, {rate:.0} records/s",
-                d.as_secs_f64()
-            );
-            out.push(rate);
-        }
-    }
-    let (p, b) = (median(plain), median(bounded));
-    eprintln!(
-        "set_many {n}: median {p:.0} records/s unbounded, {b:.0} bounded at {half} bytes: ratio {:.2}",
-        b / p
-    );
-}
-
-/// Single `set`s on a log full to its bound (each evicts), against the
-/// same on an unbounded log.
-fn bench_bounded_set(runs: usize, n: usize) {
-    let m = (n / 5).max(1000);
-    let (keys, value) = support::data(m);
-    // What m records of these sizes take: the bound that keeps m of them.
-    let bound = log_size(&support::entries(&keys, &value));
-    let (mut p99_plain, mut p99_bounded) = (Vec::new(), Vec::new());
-    for run in 0..runs {
-        let a = single_set_latency(m, None);
-        let b = single_set_latency(m, Some(bound));
-        eprintln!(
-            "run {run}: single set µs [p50, p99, p99.9, max]: unbounded {a:.1?}, bounded {b:.1?}"
-        );
-        p99_plain.push(a[1]);
-        p99_bounded.push(b[1]);
-    }
-    let (a, b) = (median(p99_plain), median(p99_bounded));
-    eprintln!(
-        "single set p99: median {a:.2} µs unbounded, {b:.2} µs bounded: ratio {:.2}",
-        b / a
-    );
+/// The bounded-log comparison (see the module doc): set_many with one
+/// fsync per batch, single sets with the default periodic sync.
+fn bench_bounded(runs: usize) {
+    let bulk = |p: &std::path::Path, bound: Option<u64>| -> Box<dyn Cache> {
+        Box::new(log_with(p, SyncPolicy::Batch, bound))
+    };
+    let single = |p: &std::path::Path, bound: Option<u64>| -> Box<dyn Cache> {
+        Box::new(log_with(p, SyncPolicy::Periodic, bound))
+    };
+    support::bounded::compare("file", runs, n(), (&bulk, &single), &log_size);
 }
 
 fn bench(c: &mut Criterion) {

@@ -8,7 +8,14 @@
 //! against `sqlite3 -json FILE 'select key, value from cache'` on the same
 //! file, same run. Bar: at least 0.8x sqlite3's speed.
 //!
+//! Bounded files (issue 21): with `UNICACHE_BENCH_BOUNDED=RUNS` only a file
+//! bounded by `max_bytes` is measured against an unbounded one, RUNS times
+//! each, alternating (`support/bounded.rs`): `set_many` of N records into a
+//! fresh file bounded at half their size, and single `set`s on a file full
+//! to its bound. Bars: at least 0.8x the throughput, at most 2x the p99.
+//!
 //! cargo bench --bench sqlite   (UNICACHE_BENCH_N=100000 for a quicker run)
+//! UNICACHE_BENCH_BOUNDED=5 UNICACHE_BENCH_N=200000 cargo bench --bench sqlite
 //! cargo bench --bench sqlite -- export   (UNICACHE_EXPORT_N, default 500000)
 
 use std::time::Duration;
@@ -39,7 +46,34 @@ fn raw_insert(path: &std::path::Path, keys: &[String], value: &[u8]) {
     tx.commit().unwrap();
 }
 
+/// A SQLite file at `path`, bounded by `max_bytes` when given.
+fn sqlite_with(path: &std::path::Path, max_bytes: Option<u64>) -> Box<dyn Cache> {
+    let options = match max_bytes {
+        Some(m) => unicache::CacheOptions::new().max_bytes(m),
+        None => unicache::CacheOptions::new(),
+    };
+    let config =
+        unicache::backends::sqlite::SqliteConfig::new(path).busy_timeout(Duration::from_secs(5));
+    Box::new(unicache::backends::sqlite::SqliteCache::open(config, options).unwrap())
+}
+
+/// What entries take against a SQLite bound: key + value + the per-entry
+/// overhead the README states (64 bytes).
+fn counted_size(entries: &[(&str, &[u8])]) -> u64 {
+    entries
+        .iter()
+        .map(|(k, v)| (k.len() + v.len() + 64) as u64)
+        .sum()
+}
+
 fn bench(c: &mut Criterion) {
+    if let Some(runs) = std::env::var("UNICACHE_BENCH_BOUNDED")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        let open = &sqlite_with;
+        return support::bounded::compare("sqlite", runs, n(), (open, open), &counted_size);
+    }
     let n = n();
     let (keys, value) = data(n);
     let entries = support::entries(&keys, &value);

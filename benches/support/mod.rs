@@ -2,6 +2,8 @@
 //! `#[path = "support/mod.rs"] mod support;`.
 #![allow(dead_code)]
 
+pub mod bounded;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

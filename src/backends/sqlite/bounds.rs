@@ -42,6 +42,13 @@ pub const LAYOUT_BOUNDED: i64 = 2;
 /// Bytes counted per entry on top of its key and value.
 pub const ENTRY_OVERHEAD: i64 = 64;
 
+/// Once over a bound, eviction goes on to 1/100 below it (the low-water
+/// mark; nothing below for bounds under 100 entries), so that about one
+/// write in `bound / 100` evicts, a batch at once, instead of every write
+/// one row: a bounded `set` costs about what an unbounded one does, the
+/// eviction's cost spread over many.
+const LOW_WATER_DIVISOR: u64 = 100;
+
 /// Hits noted in memory before new ones are dropped until the next write.
 const MAX_PENDING_HITS: usize = 16_384;
 
@@ -128,6 +135,17 @@ impl Usage {
         let b = &self.bounds;
         b.max_bytes.is_some_and(|m| self.bytes > m as i64)
             || b.max_entries.is_some_and(|m| self.entries > m as i64)
+    }
+
+    /// These figures against the low-water mark: each bound less
+    /// 1/[`LOW_WATER_DIVISOR`] of it, what eviction brings a file over its
+    /// bounds down to.
+    fn low_water(&self) -> Usage {
+        let low = |m: u64| m - m / LOW_WATER_DIVISOR;
+        let mut u = *self;
+        u.bounds.max_bytes = u.bounds.max_bytes.map(low);
+        u.bounds.max_entries = u.bounds.max_entries.map(low);
+        u
     }
 }
 
@@ -241,39 +259,129 @@ pub(super) fn note_hit(pending: &std::sync::Mutex<HashSet<String>>, key: &str) {
     }
 }
 
+/// The oldest rows first, with what eviction needs of each. No `LIMIT`:
+/// the caller stops reading when it has enough. (A bound `LIMIT ?` makes
+/// the SQLite bundled here prepare the statement again at every run, as
+/// its planner uses the value: that was a quarter of a bounded `set`.)
+const OLDEST: &str = "SELECT namespace, key, hits, expires_at, stored_at, \
+     octet_length(key) + octet_length(value) FROM cache INDEXED BY cache_stored ORDER BY stored_at";
+
+/// A row of [`OLDEST`].
+struct Old {
+    namespace: String,
+    key: String,
+    hits: i64,
+    expired: bool,
+    stored_at: i64,
+    /// Bytes as the usage counts them.
+    size: i64,
+}
+
+/// Up to `n` of the oldest rows.
+fn oldest(c: &Connection, path: &Path, n: usize) -> Result<Vec<Old>> {
+    let now = crate::cache::now_millis() as i64;
+    let mut st = c.prepare_cached(OLDEST).map_err(|e| sql_err(path, e))?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(Old {
+                namespace: r.get(0)?,
+                key: r.get(1)?,
+                hits: r.get(2)?,
+                expired: r.get::<_, Option<i64>>(3)?.is_some_and(|e| e <= now),
+                stored_at: r.get(4)?,
+                size: r.get::<_, i64>(5)? + ENTRY_OVERHEAD,
+            })
+        })
+        .map_err(|e| sql_err(path, e))?;
+    rows.take(n)
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| sql_err(path, e))
+}
+
+fn delete_row(c: &Connection, path: &Path, row: &Old) -> Result<()> {
+    c.prepare_cached(super::schema::DELETE_ANY)
+        .and_then(|mut s| s.execute(params![row.namespace, row.key]))
+        .map_err(|e| sql_err(path, e))?;
+    Ok(())
+}
+
 /// Brings the file back within its bounds, looking at no more than
 /// `budget` rows (the rest is left to later writes): rows past `max_age`,
 /// then the oldest written, each read one moved to the back once per hit.
-/// Returns the rows evicted. (Expired rows are left to the purge every
-/// 10,000 writes: a statement comparing `expires_at` with a bound time is
-/// prepared again at every run, as SQLite must check the partial expiry
-/// index against each value, which cost more than the write.)
+/// Once over a bound, rows go until the file is at its low-water mark
+/// (1% below; see [`LOW_WATER_DIVISOR`]).
+/// Among the oldest, expired rows go first and are not evictions (as
+/// cachelib's and Django's culls prune expired entries first). Rows are
+/// read oldest first and let go one by one by their key, the usage
+/// followed here as the triggers keep it. Returns the rows evicted.
 pub(super) fn enforce(c: &Connection, path: &Path, budget: i64) -> Result<u64> {
-    let e = |err| sql_err(path, err);
     let mut u = usage(c, path)?;
     let mut evicted = 0u64;
+    let mut looked = 0i64;
     if let Some(age) = u.bounds.max_age {
         let before = now_micros().saturating_sub(age.as_micros().min(i64::MAX as u128) as i64);
-        evicted += c
-            .prepare_cached(
-                "DELETE FROM cache WHERE (namespace, key) IN (SELECT namespace, key FROM cache \
-                 WHERE stored_at < ?1 ORDER BY stored_at LIMIT ?2)",
-            )
-            .and_then(|mut s| s.execute(params![before, budget]))
-            .map_err(e)? as u64;
-        u = usage(c, path)?;
+        'aged: while looked < budget {
+            let rows = oldest(c, path, 256.min(budget - looked) as usize)?;
+            let more = rows.len() == 256;
+            for row in rows {
+                if row.stored_at >= before {
+                    break 'aged;
+                }
+                delete_row(c, path, &row)?;
+                (u.bytes, u.entries) = (u.bytes - row.size, u.entries - 1);
+                evicted += 1;
+                looked += 1;
+            }
+            if !more {
+                break;
+            }
+        }
     }
-    let mut looked = 0;
+    if !u.over() {
+        return count_evictions(c, path, evicted);
+    }
+    let mut u = u.low_water();
     while u.over() && looked < budget {
-        let (out, seen) = evict_round(c, path, &u)?;
-        evicted += out;
-        looked += seen.max(1);
-        u = usage(c, path)?;
+        let window = (2 * rows_over(&u) + 8).min(budget - looked).max(1);
+        let rows = oldest(c, path, window as usize)?;
+        if rows.is_empty() {
+            break;
+        }
+        looked += rows.len() as i64;
+        let mut back = None;
+        let (expired, live): (Vec<Old>, Vec<Old>) = rows.into_iter().partition(|r| r.expired);
+        for row in expired.iter().chain(&live) {
+            if !u.over() {
+                break;
+            }
+            if row.expired || row.hits == 0 {
+                delete_row(c, path, row)?;
+                (u.bytes, u.entries) = (u.bytes - row.size, u.entries - 1);
+                evicted += u64::from(!row.expired);
+                continue;
+            }
+            // Read since written: to the back, one hit less.
+            let stamp = match back {
+                Some(b) => b + 1,
+                None => next_stamp(c, path)?,
+            };
+            back = Some(stamp);
+            c.prepare_cached(
+                "UPDATE cache SET stored_at = ?1, hits = hits - 1 WHERE namespace = ?2 AND key = ?3",
+            )
+            .and_then(|mut s| s.execute(params![stamp, row.namespace, row.key]))
+            .map_err(|e| sql_err(path, e))?;
+        }
     }
+    count_evictions(c, path, evicted)
+}
+
+/// Adds `evicted` to the file's count; returns it.
+fn count_evictions(c: &Connection, path: &Path, evicted: u64) -> Result<u64> {
     if evicted > 0 {
         c.prepare_cached("UPDATE unicache_bounds SET evictions = evictions + ?1 WHERE id = 1")
             .and_then(|mut s| s.execute(params![evicted as i64]))
-            .map_err(e)?;
+            .map_err(|e| sql_err(path, e))?;
     }
     Ok(evicted)
 }
@@ -289,48 +397,6 @@ fn rows_over(u: &Usage) -> i64 {
         (over + avg - 1) / avg
     });
     by_entries.max(by_bytes).max(1)
-}
-
-/// One round, in two statements: among the oldest `2n` rows (n: the rows
-/// over the bounds), those read since their last write go to the back with
-/// one hit less; then the `n` oldest go. Returns (evicted, rows looked at).
-fn evict_round(c: &Connection, path: &Path, u: &Usage) -> Result<(u64, i64)> {
-    let e = |err| sql_err(path, err);
-    let mut n = rows_over(u);
-    // Expired rows among the oldest go first, and are not evictions (as
-    // cachelib's and Django's culls prune expired entries first). The time
-    // is compared outside the window's subquery, which is pinned to the
-    // write-order index: against the partial expiry index SQLite would
-    // prepare the statement again for every bound time.
-    let window = 2 * n + 64;
-    let expired = c
-        .prepare_cached(
-            "DELETE FROM cache WHERE (namespace, key) IN (SELECT namespace, key FROM \
-             (SELECT namespace, key, expires_at FROM cache INDEXED BY cache_stored \
-              ORDER BY stored_at LIMIT ?2) WHERE expires_at <= ?1 LIMIT ?3)",
-        )
-        .and_then(|mut s| s.execute(params![crate::cache::now_millis() as i64, window, n]))
-        .map_err(e)? as i64;
-    if expired >= n {
-        return Ok((0, window));
-    }
-    n -= expired;
-    let back = next_stamp(c, path)?;
-    let spared = c
-        .prepare_cached(
-            "UPDATE cache SET stored_at = ?1, hits = hits - 1 WHERE hits > 0 AND (namespace, key) IN \
-             (SELECT namespace, key FROM cache ORDER BY stored_at LIMIT ?2)",
-        )
-        .and_then(|mut s| s.execute(params![back, 2 * n]))
-        .map_err(e)? as i64;
-    let evicted = c
-        .prepare_cached(
-            "DELETE FROM cache WHERE (namespace, key) IN \
-             (SELECT namespace, key FROM cache ORDER BY stored_at LIMIT ?1)",
-        )
-        .and_then(|mut s| s.execute(params![n]))
-        .map_err(e)? as u64;
-    Ok((evicted, n + spared))
 }
 
 /// On a full disk: evicts the oldest rows (at least 64, twice the rows

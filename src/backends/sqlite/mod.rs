@@ -148,6 +148,12 @@ impl SqliteCache {
         // A REPLACE then fires the delete trigger a bounded file counts with.
         conn.pragma_update(None, "recursive_triggers", true)
             .map_err(e("recursive_triggers"))?;
+        // Statement journals in memory: a statement in a transaction that
+        // fires triggers (every write to a bounded file) copies each page
+        // it changes to one, which on disk was half of a bounded write's
+        // time (pwrite per page). They hold a statement's pages only.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(e("temp_store"))?;
         conn.execute_batch(SCHEMA).map_err(e("schema"))?;
         // Refuse a newer layout, check the columns, and only then record
         // the version (a foreign layout is refused, never altered).
