@@ -152,6 +152,72 @@ fn a_read_works_while_another_process_holds_the_write_lock() {
     writer.execute_batch("ROLLBACK").unwrap();
 }
 
+/// The threads of this process named `name` (as /proc shows them).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// Waits up to 10 s for `cond`.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < until, "{what}: not within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Issue 25 item 11: WAL checkpoints and the purge of expired rows run on
+/// the handle's upkeep thread, never in a caller's `set`: the writers' own
+/// automatic checkpoint is left at 10,000 pages (40 MiB), so a 13 MiB WAL
+/// reaching the database file, and 10,000 expired rows going, are the
+/// thread's doing. A handle that only reads starts no thread; dropping the
+/// handle stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_and_purges_run_off_the_callers_path() {
+    const NAME: &str = "sqlite-upkeep";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("u.db");
+    let url = format!("sqlite:{}", db.display());
+    let before = threads_named(NAME);
+    let reader = unicache::open(&url).await.unwrap();
+    assert_eq!(reader.get("nothing").await.unwrap(), None);
+    assert_eq!(
+        threads_named(NAME),
+        before,
+        "a reading handle started upkeep"
+    );
+    let c = unicache::open(&url).await.unwrap();
+    let value = vec![b'x'; 600];
+    // 10,000 rows that expire at once, then 10,000 that stay: purges
+    // every 10,000 writes.
+    let keys: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
+    for (i, chunk) in keys.chunks(500).enumerate() {
+        let entries: Vec<(&str, &[u8])> = chunk.iter().map(|k| (k.as_str(), &value[..])).collect();
+        let ttl = (i < 20).then_some(std::time::Duration::from_millis(1));
+        c.set_many(&entries, ttl).await.unwrap();
+    }
+    assert_eq!(threads_named(NAME), before + 1);
+    let db_bytes = || std::fs::metadata(&db).unwrap().len();
+    eventually("the checkpoint", || db_bytes() > 4 * 1024 * 1024);
+    let raw = Connection::open(&db).unwrap();
+    let rows = || -> i64 {
+        raw.query_row("SELECT count(*) FROM cache", [], |r| r.get(0))
+            .unwrap()
+    };
+    eventually("the purge", || rows() == 10_000);
+    drop(c);
+    assert_eq!(
+        threads_named(NAME),
+        before,
+        "dropping the handle left its thread"
+    );
+    drop(reader);
+}
+
 /// The file log's size in bytes (its `stats`).
 async fn log_bytes(c: &FileCache) -> u64 {
     let s = c.stats().await.unwrap();

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +29,7 @@ mod cache_impl;
 mod config;
 mod export;
 pub(crate) mod schema;
+mod upkeep;
 
 use export::stream_entries;
 use schema::*;
@@ -36,8 +37,6 @@ pub use config::{DEFAULT_BUSY_TIMEOUT, SqliteConfig};
 pub use schema::MAX_BUSY_TIMEOUT;
 
 const BACKEND: &str = "sqlite";
-/// Purge expired rows after this many writes.
-const PURGE_EVERY: u64 = 10_000;
 /// Keys fetched per page when listing.
 const KEY_PAGE: usize = 1_000;
 
@@ -48,7 +47,10 @@ pub struct SqliteCache {
     namespace: String,
     options: CacheOptions,
     counters: Counters,
-    writes_since_purge: AtomicU64,
+    /// Checkpoints and purges off the callers' path, from the first write
+    /// (declared after `conn`: its connection closes last, and that close
+    /// checkpoints what is left).
+    upkeep: Mutex<Option<upkeep::Upkeep>>,
     /// How long a statement waits for another process's lock.
     busy_timeout: Duration,
     /// The file keeps bounds (layout version 2; see [`bounds`]).
@@ -154,6 +156,10 @@ impl SqliteCache {
         // time (pwrite per page). They hold a statement's pages only.
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(e("temp_store"))?;
+        // Checkpoints are the upkeep thread's; this one only if it is not
+        // running (see `upkeep`).
+        conn.pragma_update(None, "wal_autocheckpoint", upkeep::FALLBACK_CHECKPOINT_PAGES)
+            .map_err(e("wal_autocheckpoint"))?;
         conn.execute_batch(SCHEMA).map_err(e("schema"))?;
         // Refuse a newer layout, check the columns, and only then record
         // the version (a foreign layout is refused, never altered).
@@ -172,7 +178,7 @@ impl SqliteCache {
             namespace: options.namespace.clone().unwrap_or_default(),
             options,
             counters: Counters::default(),
-            writes_since_purge: AtomicU64::new(0),
+            upkeep: Mutex::new(None),
             busy_timeout,
             bounded: AtomicBool::new(bounded),
             pending_hits: Mutex::new(HashSet::new()),
@@ -218,19 +224,20 @@ impl SqliteCache {
             .prepare_cached("DELETE FROM cache WHERE expires_at IS NOT NULL AND expires_at <= ?1")
             .and_then(|mut s| s.execute(params![now_millis() as i64]))
             .map_err(|e| sql_err(&self.path, e))?;
-        self.writes_since_purge.store(0, Ordering::Relaxed);
         Ok(n as u64)
     }
 
-    /// Counts `n` committed writes and purges every [`PURGE_EVERY`]. The
-    /// writes are committed already: a purge that fails (a full disk) is a
-    /// warning, never the write's error (and is tried again next write), so
-    /// this is always `Ok` (a `Result` for the callers' `?`).
-    fn note_writes(&self, c: &Connection, n: u64) -> Result<()> {
-        if self.writes_since_purge.fetch_add(n, Ordering::Relaxed) + n >= PURGE_EVERY
-            && let Err(e) = self.purge(c)
-        {
-            tracing::warn!("purging expired rows after a committed write failed: {e}");
+    /// Counts `n` committed writes for the upkeep thread (started here at
+    /// the first), which purges expired rows every so many writes and
+    /// checkpoints the WAL, off this caller's path (see [`upkeep`]).
+    /// Always `Ok` (a `Result` for the callers' `?`).
+    fn note_writes(&self, _c: &Connection, n: u64) -> Result<()> {
+        let mut u = self.upkeep.lock().unwrap_or_else(|p| p.into_inner());
+        if !u.as_ref().is_some_and(upkeep::Upkeep::is_ours) {
+            *u = Some(upkeep::Upkeep::start(&self.path, self.busy_timeout));
+        }
+        if let Some(u) = &*u {
+            u.wrote(n);
         }
         Ok(())
     }
