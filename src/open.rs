@@ -371,6 +371,17 @@ mod tests {
             redact("redis+cluster://:pw@a:1,:pw@b:2"),
             "redis+cluster://:***@b:2"
         );
+        // Sentinel: the data node's password and the sentinels'.
+        let s = "redis+sentinel://:pw@a:1,b:2/m?sentinel_password=spw&namespace=n";
+        assert_eq!(
+            redact(s),
+            "redis+sentinel://:***@a:1,b:2/m?sentinel_password=***&namespace=n"
+        );
+        #[cfg(feature = "redis")]
+        {
+            let p = parse(s).unwrap();
+            assert!(!format!("{p:?} {:?}", p.backend).contains("spw"));
+        }
         #[cfg(feature = "redis")]
         {
             let p = parse(u).unwrap();

@@ -28,6 +28,8 @@ mod config;
 mod direct;
 pub(crate) mod invalidation;
 pub(crate) mod keys;
+pub(crate) mod sentinel;
+mod single;
 
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisConfig};
 use config::tls_certs;
@@ -51,7 +53,7 @@ const MAX_VALUE: u64 = 512 * 1024 * 1024;
 
 #[derive(Clone)]
 enum Conn {
-    Single(ConnectionManager),
+    Single(single::SingleConn),
     Cluster(Arc<cluster::Cluster>),
 }
 
@@ -84,6 +86,8 @@ pub struct RedisCache {
     direct_ttl: Option<direct::Direct>,
     /// Where writes announce the keys they changed (`publish=1`, the default).
     announce: Option<Announce>,
+    /// `wait=N`: replicas that must acknowledge each `set_many` pipeline.
+    wait: Option<u32>,
 }
 
 /// The invalidation channel and this cache's origin (see [`invalidation`]).
@@ -142,6 +146,9 @@ impl RedisCache {
             tls_ca,
             publish,
             origin,
+            sentinel,
+            read_from,
+            wait,
         } = cfg;
         #[cfg(not(feature = "tls"))]
         if nodes.iter().any(|n| n.starts_with("rediss:")) {
@@ -153,16 +160,26 @@ impl RedisCache {
         }
         check_namespace(options.namespace.as_deref())?;
         let certs = tls_certs(&tls_ca)?;
-        let conn = Self::open_conn(
-            &nodes,
-            cluster,
-            &certs,
-            (connect_timeout, response_timeout),
-            &endpoint,
-        )
-        .await?;
+        let conn = match sentinel {
+            Some(spec) => {
+                Self::open_sentinel(spec, read_from, &certs, (connect_timeout, response_timeout), &endpoint)
+                    .await?
+            }
+            None => {
+                Self::open_conn(
+                    &nodes,
+                    cluster,
+                    &certs,
+                    (connect_timeout, response_timeout),
+                    &endpoint,
+                )
+                .await?
+            }
+        };
+        // Not on Sentinel: its GETs follow the master (or the replicas).
+        let fixed = matches!(conn, Conn::Single(single::SingleConn::Plain(_)));
         let new_direct = || {
-            (!cluster)
+            fixed
                 .then(|| direct::Direct::new(&nodes[0], connect_timeout, response_timeout))
                 .flatten()
         };
@@ -196,6 +213,7 @@ impl RedisCache {
             direct,
             direct_ttl,
             announce,
+            wait,
         })
     }
 
@@ -329,7 +347,7 @@ impl RedisCache {
             let m = ConnectionManager::new_with_config(client, cfg)
                 .await
                 .map_err(|e| fail(redis_err(e)))?;
-            Ok::<_, Error>(Conn::Single(m))
+            Ok::<_, Error>(Conn::Single(single::SingleConn::Plain(m)))
         };
         match tokio::time::timeout(deadline, connect).await {
             Ok(r) => r,
@@ -340,6 +358,54 @@ impl RedisCache {
                 )
                 .with_backend(BACKEND),
             )),
+        }
+    }
+
+    /// The master found through the sentinels (bounded like `open_conn`).
+    async fn open_sentinel(
+        spec: sentinel::SentinelSpec,
+        read_from: sentinel::ReadFrom,
+        certs: &Certs,
+        (connect_timeout, response_timeout): (Duration, Duration),
+        endpoint: &str,
+    ) -> Result<Conn> {
+        let reach = sentinel::Reach {
+            #[allow(clippy::clone_on_copy)] // `Certs` is `Option<()>` without `tls`
+            certs: certs.clone(),
+            connect_timeout,
+            response_timeout,
+        };
+        // Each sentinel may be asked in turn, and the master checked.
+        let n = spec.sentinels.len() as u32;
+        let deadline = (connect_timeout.saturating_add(response_timeout))
+            .saturating_mul(n.saturating_add(1));
+        let c = tokio::time::timeout(deadline, sentinel::SentinelConn::connect(spec, reach, read_from))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(ErrorKind::Timeout, "no sentinel answered in time").with_backend(BACKEND))
+            })
+            .map_err(|e| e.with_context("endpoint", endpoint).with_context("op", "connect"))?;
+        Ok(Conn::Single(single::SingleConn::Sentinel(c)))
+    }
+
+    /// A read's command: on a replica with `read_from`, else as [`Self::one`].
+    async fn one_read<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd) -> Result<T> {
+        match &self.conn {
+            Conn::Single(c) => cmd
+                .query_async(&mut c.for_reads())
+                .await
+                .map_err(|e| self.err(e).with_context("key", key)),
+            Conn::Cluster(_) => self.one(full, key, cmd).await,
+        }
+    }
+
+    /// A replica's connection when `read_from` picks one for this read.
+    fn replica(&self) -> Option<single::SingleConn> {
+        match &self.conn {
+            Conn::Single(c @ single::SingleConn::Sentinel(_)) => {
+                Some(c.for_reads()).filter(|r| matches!(r, single::SingleConn::Reader(_)))
+            }
+            _ => None,
         }
     }
 
@@ -394,7 +460,7 @@ impl RedisCache {
                 c.arg(&full[i]);
             }
             let vals: Vec<Value> = c
-                .query_async(&mut conn.clone())
+                .query_async(&mut conn.for_reads())
                 .await
                 .map_err(|e| self.err(e))?;
             Ok::<_, Error>((g, vals))
@@ -452,20 +518,34 @@ impl RedisCache {
                     }
                 }
             }
+            // The writes replicated, when asked (before the message: a
+            // reader told of the keys then finds them on the replicas).
+            if let Some(n) = self.wait {
+                p.add_command(self.wait_cmd(n));
+            }
             // After the writes (see `tail_cmd`).
             let keys = || g.iter().map(|(k, _)| *k).collect::<Vec<&str>>();
-            let Some((tail, published)) = self.tail_cmd(&keys) else {
+            let tail = self.tail_cmd(&keys);
+            if let Some((t, _)) = &tail {
+                p.add_command(t.clone());
+            }
+            if self.wait.is_none() && tail.is_none() {
                 return p
                     .query_async::<()>(&mut conn.clone())
                     .await
                     .map_err(|e| self.err(e));
-            };
-            p.add_command(tail);
-            let (reply,): (Value,) = p
+            }
+            let replies: Vec<Value> = p
                 .query_async(&mut conn.clone())
                 .await
                 .map_err(|e| self.err(e))?;
-            self.tail_done(&keys, published, &reply).await;
+            let mut replies = replies.into_iter();
+            if let Some(n) = self.wait {
+                self.check_wait(n, replies.next())?;
+            }
+            if let (Some((_, published)), Some(reply)) = (tail, replies.next()) {
+                self.tail_done(&keys, published, &reply).await;
+            }
             Ok(())
         }))
         .buffer_unordered(IN_FLIGHT)
@@ -507,6 +587,31 @@ impl RedisCache {
         .try_collect::<Vec<u64>>()
         .await?;
         Ok(counts.into_iter().sum())
+    }
+
+    /// `WAIT n ms`, bounded by half the response timeout (the reply must
+    /// come back before the call gives up on it).
+    fn wait_cmd(&self, n: u32) -> Cmd {
+        let ms = (self.response_timeout / 2).as_millis().clamp(1, i64::MAX as u128) as u64;
+        let mut c = redis::cmd("WAIT");
+        c.arg(n).arg(ms);
+        c
+    }
+
+    /// `WAIT`'s count against the `n` replicas asked for: fewer is a
+    /// transient failure (the batch is on the master, not yet on enough
+    /// replicas to survive its loss; sending it again is harmless).
+    fn check_wait(&self, n: u32, reply: Option<Value>) -> Result<()> {
+        match reply {
+            Some(Value::Int(got)) if got >= i64::from(n) => Ok(()),
+            Some(Value::Int(got)) => Err(Error::new(
+                ErrorKind::Connection,
+                format!("WAIT: {got} of {n} replicas acknowledged the batch in time"),
+            )
+            .with_backend(BACKEND)
+            .with_context("endpoint", &self.endpoint)),
+            _ => Err(Error::new(ErrorKind::Backend, "unexpected reply to WAIT").with_backend(BACKEND)),
+        }
     }
 
     fn key(&self, k: &str) -> String {
@@ -603,8 +708,10 @@ impl RedisCache {
     /// URLs of the cluster's masters (from a slot map at most 1 s old),
     /// with the configured credentials.
     async fn master_urls(&self) -> Result<Vec<String>> {
-        let Conn::Cluster(c) = &self.conn else {
-            return Ok(vec![self.nodes[0].clone()]);
+        let c = match &self.conn {
+            Conn::Cluster(c) => c,
+            Conn::Single(single::SingleConn::Sentinel(s)) => return Ok(vec![s.master_url()]),
+            Conn::Single(_) => return Ok(vec![self.nodes[0].clone()]),
         };
         c.refresh(Duration::from_secs(1))
             .await

@@ -1,0 +1,347 @@
+//! Redis Sentinel: the conformance suite on a `redis+sentinel://` URL, and
+//! failovers (master SIGKILLed mid-write, `SENTINEL FAILOVER`, a sentinel
+//! killed, the master SIGSTOPped past `down-after-milliseconds`), each
+//! checking every record and reading back through the new master. Each
+//! failover test has a set-up of its own (a master, two replicas, three
+//! sentinels: `common::sentinel`).
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::sentinel::{DOWN_AFTER_MS, SentinelSet, cli};
+use unicache::Cache;
+
+/// The set-up the conformance suite shares.
+fn shared() -> &'static SentinelSet {
+    static S: OnceLock<SentinelSet> = OnceLock::new();
+    S.get_or_init(|| SentinelSet::start(2))
+}
+
+async fn sentinel_cache(ns: &str) -> Arc<dyn Cache> {
+    let url = shared().url();
+    unicache::open(&format!("{url}?namespace={ns}"))
+        .await
+        .unwrap()
+        .into()
+}
+
+conformance_suite!(sentinel_conformance, sentinel_cache, 8);
+
+/// Failover tests one at a time: each runs six servers, and failover
+/// timing must not depend on the others' load.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records of `unicache write`'s input: `key:i` with a padded value.
+fn line(i: usize) -> String {
+    format!(
+        "{{\"key\":\"key:{i}\",\"n\":{i},\"pad\":\"{}\"}}",
+        "x".repeat(60)
+    )
+}
+
+/// Checks that every key `key:0..n` is readable through `url` with its
+/// value, except those in `skip`; returns the keys missing.
+async fn missing(url: &str, n: usize, skip: &HashSet<String>) -> Vec<usize> {
+    let cache = unicache::open(url).await.unwrap();
+    let mut out = Vec::new();
+    for start in (0..n).step_by(5_000) {
+        let keys: Vec<String> = (start..(start + 5_000).min(n))
+            .map(|i| format!("key:{i}"))
+            .collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let vals = cache.get_many(&refs).await.unwrap();
+        for (j, v) in vals.into_iter().enumerate() {
+            let i = start + j;
+            if skip.contains(&keys[j]) {
+                continue;
+            }
+            match v {
+                Some(v) => assert_eq!(v, line(i).as_bytes(), "key:{i}"),
+                None => out.push(i),
+            }
+        }
+    }
+    out
+}
+
+fn rejected_keys(path: &std::path::Path) -> HashSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["record"]["key"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Records in the master's database now (0 when it does not answer).
+fn dbsize(port: u16) -> u64 {
+    cli(port, &["DBSIZE"]).parse().unwrap_or(0)
+}
+
+/// A bulk write of `n` records to `url` with the master SIGKILLed once
+/// `kill_at` keys are in: every record is written or failed and named in
+/// the rejects, and read back through the new master. Returns the keys
+/// acknowledged but not found (lost with the master).
+fn write_with_master_killed(url_opts: &str, n: usize, kill_at: u64) -> Vec<usize> {
+    let mut set = SentinelSet::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let body: String = (0..n).map(|i| line(i) + "\n").collect();
+    std::fs::write(&input, body).unwrap();
+    let url = format!("{}?namespace=kill{url_opts}", set.url());
+    let (summary, rejects) = (dir.path().join("s.json"), dir.path().join("r.jsonl"));
+    let mut child = common::unicache_std()
+        .args([
+            "write",
+            "-q",
+            "--batch-size",
+            "500",
+            "--retries",
+            "12",
+            "--input",
+        ])
+        .arg(&input)
+        .args(["--cache", &url, "--output"])
+        .arg(&summary)
+        .arg("--rejects")
+        .arg(&rejects)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let old = set.master_port().unwrap();
+    let t = Instant::now();
+    while dbsize(old) < kill_at && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let at_kill = dbsize(old);
+    set.node(old).kill();
+    let killed = Instant::now();
+    let new = set.wait_new_master(old, Duration::from_secs(30));
+    let failover = killed.elapsed();
+    let out = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "write still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let get = |k: &str| s[k].as_u64().unwrap();
+    let (written, failed) = (get("records_written"), get("records_failed"));
+    assert_eq!(get("records_read"), n as u64, "{s}");
+    assert_eq!(written + failed, n as u64, "{s}");
+    assert_eq!(out.code(), Some(if failed == 0 { 0 } else { 1 }), "{err}");
+    let rejected = rejected_keys(&rejects);
+    assert_eq!(rejected.len() as u64, failed, "{s}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lost = rt.block_on(missing(&url, n, &rejected));
+    eprintln!(
+        "master :{old} killed at {at_kill} keys; :{new} master after {failover:?}; \
+         written {written}, failed {failed}, acknowledged and lost {}, took {:?}",
+        lost.len(),
+        t.elapsed()
+    );
+    lost
+}
+
+const KILL_RECORDS: usize = if cfg!(debug_assertions) {
+    50_000
+} else {
+    1_000_000
+};
+
+#[test]
+fn master_killed_mid_write_every_record_is_accounted_for() {
+    let _g = serial();
+    // Without `wait`, what the master acknowledged in its last moments may
+    // not have reached a replica: counted, not failed on.
+    let lost = write_with_master_killed("", KILL_RECORDS, 10_000);
+    assert!(lost.len() < KILL_RECORDS / 10, "lost {}", lost.len());
+}
+
+#[test]
+fn master_killed_mid_write_with_wait_loses_nothing_acknowledged() {
+    let _g = serial();
+    let lost = write_with_master_killed("&wait=1", KILL_RECORDS, 10_000);
+    assert!(
+        lost.is_empty(),
+        "acknowledged and lost: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+}
+
+/// Writes `key:i` one by one through `cache` (each retried until stored,
+/// at most 30 s) while `disrupt` runs; returns the time from `disrupt`'s
+/// signal (the instant it returns) to the first write stored after it.
+async fn writes_across(
+    cache: &Arc<dyn Cache>,
+    disrupt: impl FnOnce() + Send + 'static,
+    n: usize,
+) -> (usize, Option<Duration>) {
+    let done = Arc::new(Mutex::new(None::<Instant>));
+    let d2 = done.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        disrupt();
+        *d2.lock().unwrap() = Some(Instant::now());
+    });
+    let mut first_after = None;
+    let mut after = 0;
+    let t = Instant::now();
+    for i in 0..n {
+        let v = line(i);
+        loop {
+            assert!(
+                t.elapsed() < Duration::from_secs(45),
+                "no write for too long"
+            );
+            match cache.set(&format!("key:{i}"), v.as_bytes(), None).await {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(e.is_transient(), "{e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        if first_after.is_none()
+            && let Some(at) = *done.lock().unwrap()
+        {
+            first_after = Some(at.elapsed());
+        }
+        if first_after.is_some() {
+            after += 1;
+        }
+        // 200 writes through the new master.
+        if job.is_finished() && after > 200 {
+            return (i + 1, first_after);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    job.await.unwrap();
+    (n, first_after)
+}
+
+/// Opens `url`, writes across `disrupt`, then checks every acknowledged
+/// write is readable through the new master.
+fn failover_case(
+    set: &SentinelSet,
+    url: &str,
+    disrupt: impl FnOnce() + Send + 'static,
+) -> Duration {
+    let old = set.master_port().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (n, first) = rt.block_on(async {
+        let cache: Arc<dyn Cache> = unicache::open(url).await.unwrap().into();
+        writes_across(&cache, disrupt, 1_000_000).await
+    });
+    let new = set.wait_new_master(old, Duration::from_secs(30));
+    let lost = rt.block_on(missing(url, n, &HashSet::new()));
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let took = first.unwrap();
+    eprintln!(
+        "master :{old} -> :{new}; {n} writes; first write stored {took:?} after the disruption"
+    );
+    took
+}
+
+#[test]
+fn manual_failover_is_followed_and_nothing_acknowledged_is_lost() {
+    let _g = serial();
+    let set = SentinelSet::start(2);
+    let url = format!("{}?namespace=manual&response_timeout=2s", set.url());
+    let s = set.sentinels[1].port;
+    failover_case(&set, &url, move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let name = common::sentinel::MASTER;
+        let named = || cli(s, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name]);
+        let before = named();
+        assert_eq!(cli(s, &["SENTINEL", "FAILOVER", name]), "OK");
+        // Returns once the sentinels name the new master.
+        let t = Instant::now();
+        while named() == before {
+            assert!(t.elapsed() < Duration::from_secs(20), "no failover");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+}
+
+/// The process id of the redis-server on `port`.
+fn pid_of(port: u16) -> i32 {
+    cli(port, &["INFO", "server"])
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_dead_sentinel_is_skipped_and_the_master_kill_followed() {
+    let _g = serial();
+    let mut set = SentinelSet::start(2);
+    // The first sentinel of the URL is gone before the open.
+    set.sentinels[0].kill();
+    let url = format!("{}?namespace=deadsentinel&response_timeout=2s", set.url());
+    let pid = pid_of(set.master_port().unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let old = set.master_port().unwrap();
+    let (n, first) = rt.block_on(async {
+        let cache: Arc<dyn Cache> = unicache::open(&url).await.unwrap().into();
+        let kill = move || {
+            std::thread::sleep(Duration::from_millis(300));
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        };
+        writes_across(&cache, kill, 1_000_000).await
+    });
+    let new = set.wait_new_master(old, Duration::from_secs(30));
+    let lost = rt.block_on(missing(&url, n, &HashSet::new()));
+    // A SIGKILL may take what the master acknowledged last with it.
+    assert!(lost.len() <= 5, "lost {lost:?}");
+    eprintln!(
+        "master :{old} -> :{new}; {n} writes; lost {}; first write stored {:?} after the master's death",
+        lost.len(),
+        first.unwrap()
+    );
+}
+
+#[test]
+fn stopped_master_is_replaced_and_nothing_acknowledged_is_lost() {
+    let _g = serial();
+    let set = SentinelSet::start(2);
+    let url = format!("{}?namespace=stopped&response_timeout=500ms", set.url());
+    let old = set.master_port().unwrap();
+    let pid = pid_of(old);
+    failover_case(&set, &url, move || {
+        std::thread::sleep(Duration::from_millis(300));
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        std::thread::sleep(Duration::from_millis(DOWN_AFTER_MS * 3));
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    });
+    // The old master comes back as a replica of the new one.
+    let t = Instant::now();
+    while cli(old, &["ROLE"]).lines().next() != Some("slave") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "old master not demoted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
