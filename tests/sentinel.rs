@@ -345,3 +345,127 @@ fn stopped_master_is_replaced_and_nothing_acknowledged_is_lost() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `cmdstat_NAME` calls on the node at `port`.
+fn calls(port: u16, name: &str) -> u64 {
+    cli(port, &["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|r| r.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn read_from_replica_reads_on_the_replicas_and_l1_refuses_it() {
+    let set = shared();
+    let master = set.master_port().unwrap();
+    let replicas: Vec<u16> = set
+        .nodes
+        .iter()
+        .map(|n| n.port)
+        .filter(|p| *p != master)
+        .collect();
+    let base = format!("{}?namespace=readfrom", set.url());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // wait=2: both replicas have the batch when it is acknowledged.
+        let w = unicache::open(&format!("{base}&wait=2")).await.unwrap();
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        let vals: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+        w.set_many(&common::entries(&keys, &vals), None)
+            .await
+            .unwrap();
+        let before: Vec<u64> = replicas.iter().map(|p| calls(*p, "get")).collect();
+        let before_m = calls(master, "get");
+        let r = unicache::open(&format!("{base}&read_from=replica"))
+            .await
+            .unwrap();
+        for (k, v) in keys.iter().zip(&vals) {
+            assert_eq!(r.get(k).await.unwrap().as_deref(), Some(v.as_bytes()));
+            assert!(r.contains(k).await.unwrap());
+            let t = r.get_with_ttl(k).await.unwrap().unwrap();
+            assert_eq!(t.value.as_ref(), v.as_bytes());
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let got = r.get_many(&refs).await.unwrap();
+        assert!(
+            got.iter()
+                .zip(&vals)
+                .all(|(g, v)| g.as_deref() == Some(v.as_bytes()))
+        );
+        // Writes still go to the master.
+        r.set("w", b"x", None).await.unwrap();
+        let after: Vec<u64> = replicas.iter().map(|p| calls(*p, "get")).collect();
+        for (b, a) in before.iter().zip(&after) {
+            assert!(
+                a - b >= 50,
+                "reads spread over both replicas: {before:?} -> {after:?}"
+            );
+        }
+        assert_eq!(calls(master, "get"), before_m, "no GET on the master");
+        let e = unicache::open(&format!("{base}&read_from=replica&l1=100"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("read_from=master with l1"), "{e}");
+        let n = unicache::open(&format!("{base}&read_from=nearest"))
+            .await
+            .unwrap();
+        assert_eq!(n.get("k1").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    });
+}
+
+#[test]
+fn tier_backplane_moves_to_the_new_master() {
+    let _g = serial();
+    let set = SentinelSet::start(2);
+    let base = format!("{}?namespace=tier&response_timeout=2s", set.url());
+    let s = set.sentinels[2].port;
+    let old = set.master_port().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let a = unicache::open(&format!("{base}&l1=1000&l1_ttl=1h"))
+            .await
+            .unwrap();
+        let b = unicache::open(&base).await.unwrap();
+        // `a` serves from L1 until `b`'s write reaches it.
+        let sees = |want: &'static [u8]| {
+            let a = &a;
+            async move {
+                let t = Instant::now();
+                while a.get("k").await.ok().flatten().as_deref() != Some(want) {
+                    assert!(t.elapsed() < Duration::from_secs(10), "never saw {want:?}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                t.elapsed()
+            }
+        };
+        a.set("k", b"v1", None).await.unwrap();
+        sees(b"v1").await;
+        b.set("k", b"v2", None).await.unwrap();
+        assert!(sees(b"v2").await < Duration::from_secs(1));
+        tokio::task::spawn_blocking(move || {
+            let name = common::sentinel::MASTER;
+            assert_eq!(cli(s, &["SENTINEL", "FAILOVER", name]), "OK");
+        })
+        .await
+        .unwrap();
+        set.wait_new_master(old, Duration::from_secs(20));
+        // Through the failover: `b`'s writes retried until stored.
+        for v in [&b"v3"[..], b"v4", b"v5"] {
+            let t = Instant::now();
+            while b.set("k", v, None).await.is_err() {
+                assert!(t.elapsed() < Duration::from_secs(20));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let v: &'static [u8] = Box::leak(v.to_vec().into_boxed_slice());
+            // Within the time the backplane takes to resubscribe, never
+            // l1_ttl: the subscription moved to the new master.
+            let took = sees(v).await;
+            eprintln!(
+                "{:?} seen through L1 after {took:?}",
+                String::from_utf8_lossy(v)
+            );
+            assert!(took < Duration::from_secs(5));
+        }
+    });
+}

@@ -88,6 +88,11 @@ impl RedisConfig {
         }
     }
 
+    /// Whether reads may go to replicas (`read_from=replica|nearest`).
+    pub fn reads_from_replicas(&self) -> bool {
+        self.read_from != ReadFrom::Master
+    }
+
     /// Whether this configuration reaches its master through Sentinel.
     pub fn is_sentinel(&self) -> bool {
         self.sentinel.is_some()

@@ -284,6 +284,40 @@ pub(crate) async fn find_master(
     .with_backend(BACKEND))
 }
 
+/// The URL of the master `cfg` (a Sentinel configuration) names now, for
+/// connections of other layers (the tier's backplane). `None` when `cfg`
+/// is not a Sentinel one.
+pub(crate) async fn current_master(cfg: &super::RedisConfig) -> Option<Result<String>> {
+    let spec = cfg.sentinel.as_ref()?;
+    let reach = match super::config::tls_certs(&cfg.tls_ca) {
+        Ok(certs) => Reach {
+            certs,
+            connect_timeout: cfg.connect_timeout,
+            response_timeout: cfg.response_timeout,
+        },
+        Err(e) => return Some(Err(e)),
+    };
+    Some(find_master(spec, &reach, 0).await.map(|(_, url, _)| url))
+}
+
+/// The URL of the master the first sentinel that answers names (no
+/// `ROLE` check: a cheap "has it moved?"). `None` when `cfg` is not a
+/// Sentinel configuration or no sentinel answers.
+pub(crate) async fn named_master(cfg: &super::RedisConfig) -> Option<String> {
+    let spec = cfg.sentinel.as_ref()?;
+    let reach = Reach {
+        certs: super::config::tls_certs(&cfg.tls_ca).ok()?,
+        connect_timeout: cfg.connect_timeout,
+        response_timeout: cfg.response_timeout,
+    };
+    for url in &spec.sentinels {
+        if let Ok((h, p)) = ask_sentinel(&reach, url, &spec.master).await {
+            return node_url(&spec.template, &h, p);
+        }
+    }
+    None
+}
+
 /// The replicas the sentinel at `url` lists as up and linked to the master.
 async fn list_replicas(reach: &Reach, url: &str, spec: &SentinelSpec) -> Option<Vec<String>> {
     let mut c = reach.connect(url).await.ok()?;
