@@ -469,3 +469,97 @@ fn tier_backplane_moves_to_the_new_master() {
         }
     });
 }
+
+/// Seconds since the Unix epoch, as a float (comparable with Python's
+/// `time.time()`).
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Measurement, not a check (ignored; needs redis-py: `python3 -m venv
+/// target/pyvenv && target/pyvenv/bin/pip install redis`, or set
+/// `UNICACHE_PY`): three times, a master SIGKILLed while unicache and
+/// redis-py's Sentinel client both write to it in a loop (2 ms between
+/// writes, 10 ms between retries); prints each one's time from the kill
+/// to its first successful write.
+#[test]
+#[ignore]
+fn failover_time_vs_redis_py() {
+    let _g = serial();
+    let py = std::env::var("UNICACHE_PY")
+        .unwrap_or_else(|_| format!("{}/target/pyvenv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let script = format!(
+        "{}/scripts/sentinel_failover_redis_py.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut ratios = Vec::new();
+    for run in 0..3 {
+        let set = SentinelSet::start(2);
+        let ports: Vec<String> = set.sentinels.iter().map(|s| s.port.to_string()).collect();
+        let mut child = std::process::Command::new(&py)
+            .arg(&script)
+            .arg(common::sentinel::MASTER)
+            .args(&ports)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        assert_eq!(l.trim(), "ready");
+        let url = format!(
+            "{}?namespace=race&response_timeout=500ms&connect_timeout=500ms",
+            set.url()
+        );
+        let pid = pid_of(set.master_port().unwrap());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (killed, ours) = rt.block_on(async {
+            let cache = unicache::open(&url).await.unwrap();
+            let writer = async {
+                let mut failed = false;
+                let mut i = 0u64;
+                loop {
+                    match cache.set(&format!("race:{i}"), b"x", None).await {
+                        Ok(()) if failed => return now_unix(),
+                        Ok(()) => {
+                            i += 1;
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        Err(_) => {
+                            failed = true;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            };
+            let kill = async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let t = now_unix();
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                t
+            };
+            let (ours, killed) =
+                tokio::join!(tokio::time::timeout(Duration::from_secs(60), writer), kill);
+            (killed, ours.expect("unicache never wrote again"))
+        });
+        l.clear();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        let theirs: f64 = l
+            .trim()
+            .strip_prefix("first_success_after_failure ")
+            .unwrap_or_else(|| panic!("redis-py: {l:?}"))
+            .parse()
+            .unwrap();
+        let _ = child.wait();
+        let (u, p) = (ours - killed, theirs - killed);
+        ratios.push(u / p);
+        eprintln!(
+            "run {run}: unicache {u:.3} s, redis-py {p:.3} s, ratio {:.2}",
+            u / p
+        );
+    }
+    eprintln!("ratios {ratios:.2?}");
+}
