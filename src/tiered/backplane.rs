@@ -49,6 +49,9 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the backplane task renews [`FRESH`] (100 wake-ups a second,
 /// no network traffic).
 const TICK: Duration = Duration::from_millis(10);
+/// How long a failover announced by a sentinel keeps the backplane off
+/// the old master while the sentinels still name it.
+const PAUSE_MAX: Duration = Duration::from_secs(10);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -130,6 +133,11 @@ pub(super) struct Link {
     /// node is then the seed (a template, never connected to) until found,
     /// and again after any failure.
     sentinel: Option<RedisConfig>,
+    /// Sentinel: a failover of the master began (`+selected-slave`) while
+    /// subscribed to this node: it is not subscribed to again until the
+    /// sentinels name another (at most [`PAUSE_MAX`]), since writes to the
+    /// promoted replica would publish where this subscriber is not.
+    paused: Mutex<Option<(String, std::time::Instant)>>,
     cluster: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -169,6 +177,19 @@ impl Link {
         }
         match crate::backends::redis::sentinel::current_master(cfg).await {
             Some(Ok(url)) => {
+                let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((old, at)) = paused.as_ref()
+                    && *old == url
+                    && at.elapsed() < PAUSE_MAX
+                {
+                    return Err(self.err(
+                        ErrorKind::Connection,
+                        "subscribing",
+                        "failover in progress",
+                    ));
+                }
+                *paused = None;
+                drop(paused);
                 self.route.set_node(url.clone());
                 Ok(url)
             }
@@ -241,6 +262,7 @@ fn link(cfg: &RedisConfig) -> Link {
         },
         cluster: cfg.cluster,
         sentinel: cfg.is_sentinel().then(|| cfg.clone()),
+        paused: Mutex::new(None),
         connect_timeout: cfg.connect_timeout,
         response_timeout: cfg.response_timeout,
         endpoint: cfg.endpoint.clone(),
@@ -621,6 +643,26 @@ impl Subscriber {
             let t = Trackers::connect(&mut live.conn, self.prefix.as_deref(), err, open).await?;
             set(&self.l1.stats.tracked_masters, t.len() as u64);
             live.trackers = Some(t);
+        }
+        // Sentinel: a failover beginning is a lost subscription at once
+        // (before the promoted replica takes a write whose message would
+        // go to its own subscribers, not to ours on the old master).
+        if let Some(cfg) = &self.link.sentinel
+            && let Some(mut events) = crate::backends::redis::sentinel::failover_events(cfg).await
+        {
+            let tx = tx.clone();
+            let (sub, node) = (self.clone(), self.link.route.node());
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                tokio::select! {
+                    Some(()) = events.next() => {
+                        *sub.link.paused.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((node, std::time::Instant::now()));
+                        let _ = tx.send(());
+                    }
+                    _ = tx.closed() => {}
+                }
+            });
         }
         drop(tx);
         // A connection lost while the others were being opened.

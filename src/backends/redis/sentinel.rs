@@ -775,13 +775,10 @@ async fn watch(inner: Weak<Inner>) {
 /// (`+switch-master`). `+selected-slave` (the leader chose the replica it
 /// is about to promote) pauses writes to the old master (see `paused`).
 fn event(inner: &Inner, channel: &str, payload: &str) -> bool {
-    let words: Vec<&str> = payload.split(' ').collect();
+    let ours = concerns(&inner.spec.master, channel, payload);
     match channel {
-        "+switch-master" => words.first() == Some(&inner.spec.master.as_str()),
+        "+switch-master" => ours,
         "+selected-slave" => {
-            // `slave ip:port ip port @ NAME master-ip master-port`
-            let at = words.iter().position(|w| *w == "@");
-            let ours = at.and_then(|a| words.get(a + 1)) == Some(&inner.spec.master.as_str());
             if ours {
                 let mut cur = inner.current.write().unwrap_or_else(|p| p.into_inner());
                 *inner.paused.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -794,14 +791,53 @@ fn event(inner: &Inner, channel: &str, payload: &str) -> bool {
     }
 }
 
+/// Whether a sentinel's message is about the master `name`.
+fn concerns(name: &str, channel: &str, payload: &str) -> bool {
+    let words: Vec<&str> = payload.split(' ').collect();
+    match channel {
+        // `NAME old-ip old-port new-ip new-port`
+        "+switch-master" => words.first() == Some(&name),
+        // `slave ip:port ip port @ NAME master-ip master-port`
+        _ => {
+            let at = words.iter().position(|w| *w == "@");
+            at.and_then(|a| words.get(a + 1)) == Some(&name)
+        }
+    }
+}
+
+/// A stream that yields when any sentinel of `cfg` announces a failover
+/// of its master beginning (`+selected-slave`) or done (`+switch-master`);
+/// `None` when `cfg` is not a Sentinel configuration or no sentinel takes
+/// the subscription. For other layers (the tier's backplane).
+pub(crate) async fn failover_events(
+    cfg: &super::RedisConfig,
+) -> Option<futures::stream::BoxStream<'static, ()>> {
+    let spec = cfg.sentinel.as_ref()?;
+    let reach = Reach {
+        certs: super::config::tls_certs(&cfg.tls_ca).ok()?,
+        connect_timeout: cfg.connect_timeout,
+        response_timeout: cfg.response_timeout,
+    };
+    let name = spec.master.clone();
+    let s = subscribe_events(spec, &reach).await?;
+    Some(
+        s.filter_map(move |(c, p)| std::future::ready(concerns(&name, &c, &p).then_some(())))
+            .boxed(),
+    )
+}
+
 type Messages = futures::stream::SelectAll<futures::stream::BoxStream<'static, (String, String)>>;
 
 /// The failover messages of every sentinel that takes the subscription
 /// (only the sentinel leading a failover announces its steps).
 async fn subscribe(inner: &Inner) -> Option<Messages> {
+    subscribe_events(&inner.spec, &inner.reach).await
+}
+
+async fn subscribe_events(spec: &SentinelSpec, reach: &Reach) -> Option<Messages> {
     let mut all = futures::stream::SelectAll::new();
-    for url in &inner.spec.sentinels {
-        let Ok(client) = open_client(url, &inner.reach.certs) else {
+    for url in &spec.sentinels {
+        let Ok(client) = open_client(url, &reach.certs) else {
             continue;
         };
         let sub = async {
@@ -810,7 +846,7 @@ async fn subscribe(inner: &Inner) -> Option<Messages> {
             Some(ps)
         };
         let Ok(Some(ps)) = tokio::time::timeout(
-            inner.reach.connect_timeout + inner.reach.response_timeout,
+            reach.connect_timeout + reach.response_timeout,
             sub,
         )
         .await
