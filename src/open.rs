@@ -371,6 +371,19 @@ mod tests {
             redact("redis+cluster://:pw@a:1,:pw@b:2"),
             "redis+cluster://:***@b:2"
         );
+        #[cfg(feature = "redis")]
+        for (bad, says) in [
+            ("redis://h:1?read_from=replica", "needs redis+sentinel"),
+            ("redis+cluster://h:1?wait=1", "not redis+cluster"),
+            (
+                "redis+sentinel://h:1/m?read_from=slave",
+                "master, replica or nearest",
+            ),
+            ("redis+sentinel://h:1/m?bogus=1", "sentinel_password"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
         // Sentinel: the data node's password and the sentinels'.
         let s = "redis+sentinel://:pw@a:1,b:2/m?sentinel_password=spw&namespace=n";
         assert_eq!(

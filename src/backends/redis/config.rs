@@ -207,6 +207,11 @@ impl BackendSpec for RedisConfig {
             return Ok((config, q.options));
         }
         let q = parse_query(t, q, tls, false)?;
+        if cluster && q.wait.is_some() {
+            return Err(url_err(
+                "redis: wait=N is for one server or Sentinel, not redis+cluster://",
+            ));
+        }
         let base = if tls { "rediss" } else { "redis" };
         // One userinfo, before the host list, for every node.
         let creds = driver_userinfo("redis", userinfo)?;
