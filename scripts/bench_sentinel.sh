@@ -9,7 +9,18 @@
 #
 #   ./scripts/bench_sentinel.sh [N=1000000] [RUNS=3]
 set -euo pipefail
-source "$(dirname "$0")/bench_common.sh"
+# As bench_common.sh, but with the feature set the workspace is built with
+# (--all-features), so that the release artifacts are reused.
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+N=${1:-1000000}
+RUNS=${2:-3}
+cargo build --release --all-features -p unicache-cli -q
+U=$PWD/target/release/unicache
+T=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start() { # port [extra args]
     local p=$1; shift
     mkdir -p "$T/$p"
@@ -48,7 +59,7 @@ for r in $(seq "$RUNS"); do
     python3 -c "import sys; p,s,w=map(int,sys.argv[1:]); print(f'run $r: write redis:// {p:,}/s | redis+sentinel:// {s:,}/s ({s/p:.2f}x) | wait=1 {w:,}/s ({w/p:.2f}x)')" "$plain" "$sent" "$waited"
 done
 gets() { # url
-    $U bench run --cache "$1" --workload get --concurrency 64 --duration 5s --json \
+    $U bench run --cache "$1" --ops get --concurrency 64 --duration 5s --json \
         | python3 -c 'import json,sys; d=json.load(sys.stdin); r=d["results"][0] if isinstance(d,dict) else d[0]; print(round(r["ops_per_sec"] if "ops_per_sec" in r else r["throughput"]))'
 }
 for r in $(seq "$RUNS"); do
