@@ -7,7 +7,7 @@
 #   `unicache bench run --workload get` (64 workers, 5 s): redis://MASTER,
 #   Sentinel read_from=master, read_from=replica (two replicas), nearest
 #
-#   ./scripts/bench_sentinel.sh [N=1000000] [RUNS=3]
+#   ./scripts/bench_sentinel.sh [N=1000000] [RUNS=3]      (READS=0: writes only)
 set -euo pipefail
 # As bench_common.sh, but with the feature set the workspace is built with
 # (--all-features), so that the release artifacts are reused.
@@ -53,11 +53,16 @@ wps() { # url
     python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["records_per_second"]))' "$T/s.json"
 }
 for r in $(seq "$RUNS"); do
-    plain=$(wps "redis://127.0.0.1:$M")
-    sent=$(wps "$SURL")
+    # Alternate which goes first: on a busy machine the load drifts.
+    if [ $((r % 2)) = 1 ]; then
+        plain=$(wps "redis://127.0.0.1:$M"); sent=$(wps "$SURL")
+    else
+        sent=$(wps "$SURL"); plain=$(wps "redis://127.0.0.1:$M")
+    fi
     waited=$(wps "$SURL?wait=1")
     python3 -c "import sys; p,s,w=map(int,sys.argv[1:]); print(f'run $r: write redis:// {p:,}/s | redis+sentinel:// {s:,}/s ({s/p:.2f}x) | wait=1 {w:,}/s ({w/p:.2f}x)')" "$plain" "$sent" "$waited"
 done
+[ "${READS:-1}" = 1 ] || exit 0
 gets() { # url
     $U bench run --cache "$1" --ops get --concurrency 64 --duration 5s --json \
         | python3 -c 'import json,sys; d=json.load(sys.stdin); r=d["results"][0] if isinstance(d,dict) else d[0]; print(round(r["ops_per_sec"] if "ops_per_sec" in r else r["throughput"]))'
