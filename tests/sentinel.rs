@@ -8,27 +8,17 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::sentinel::{DOWN_AFTER_MS, SentinelSet, cli};
 use unicache::Cache;
 
-/// The set-up the conformance suite shares.
-fn shared() -> &'static SentinelSet {
-    static S: OnceLock<SentinelSet> = OnceLock::new();
-    S.get_or_init(|| SentinelSet::start(2))
-}
+use common::sentinel::shared;
 
-async fn sentinel_cache(ns: &str) -> Arc<dyn Cache> {
-    let url = shared().url();
-    unicache::open(&format!("{url}?namespace={ns}"))
-        .await
-        .unwrap()
-        .into()
-}
-
-conformance_suite!(sentinel_conformance, sentinel_cache, 8);
+// The conformance suite on a Sentinel URL under every stack of layers
+// (plain, observed, enveloped, tiered with its backplane, ...).
+stack_suite!(sentinel_conformance, Sentinel, 8);
 
 /// Failover tests one at a time: each runs six servers, and failover
 /// timing must not depend on the others' load.

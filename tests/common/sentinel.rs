@@ -202,3 +202,9 @@ impl SentinelSet {
         panic!("no failover from port {old} within {within:?}");
     }
 }
+
+/// The set-up the tests of one binary share (the conformance suite's).
+pub fn shared() -> &'static SentinelSet {
+    static S: std::sync::OnceLock<SentinelSet> = std::sync::OnceLock::new();
+    S.get_or_init(|| SentinelSet::start(2))
+}
