@@ -97,21 +97,16 @@ pub(super) fn parse(
     let data_creds = driver_userinfo("redis", userinfo)?;
     let s_user = q.take("sentinel_username");
     let s_pass = q.take("sentinel_password");
+    // The query was percent-decoded: each part is escaped again for the
+    // driver's URL.
     let s_creds = match (s_user, s_pass) {
         (None, None) => String::new(),
-        (u, p) => {
-            let raw = match (u, p) {
-                (Some(u), Some(p)) => format!("{u}:{p}"),
-                (None, Some(p)) => format!(":{p}"),
-                (Some(u), None) => u,
-                (None, None) => unreachable!(),
-            };
-            // The query was percent-decoded: escape again for the driver.
-            let escaped = raw
-                .split_once(':')
-                .map(|(u, p)| format!("{}:{}", enc(u), enc(p)))
-                .unwrap_or_else(|| enc(&raw));
-            driver_userinfo("redis", Some(&escaped))?
+        (Some(_), None) => {
+            return Err(url_err(format!("{scheme}: sentinel_username needs sentinel_password")));
+        }
+        (u, Some(p)) => {
+            let user = u.as_deref().map(enc).unwrap_or_default();
+            driver_userinfo("redis", Some(&format!("{user}:{}", enc(&p))))?
         }
     };
     let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
@@ -420,6 +415,7 @@ mod tests {
             "redis://u:p%40w@10.0.0.2:6380/3"
         );
         let (s, _) = spec("rediss+sentinel://h1:1/m?sentinel_username=su&sentinel_password=sp").unwrap();
+        assert!(spec("redis+sentinel://h1:1/m?sentinel_username=su").is_err());
         assert_eq!(s.sentinels, ["rediss://su:sp@h1:1"]);
         assert_eq!(s.template, "rediss://h1:1/0");
         for bad in [
