@@ -372,6 +372,30 @@ mod tests {
             "redis+cluster://:***@b:2"
         );
         #[cfg(feature = "redis")]
+        for (bad, says) in [
+            ("redis://h:1?read_from=replica", "needs redis+sentinel"),
+            ("redis+cluster://h:1?wait=1", "not redis+cluster"),
+            (
+                "redis+sentinel://h:1/m?read_from=slave",
+                "master, replica or nearest",
+            ),
+            ("redis+sentinel://h:1/m?bogus=1", "sentinel_password"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        // Sentinel: the data node's password and the sentinels'.
+        let s = "redis+sentinel://:pw@a:1,b:2/m?sentinel_password=spw&namespace=n";
+        assert_eq!(
+            redact(s),
+            "redis+sentinel://:***@a:1,b:2/m?sentinel_password=***&namespace=n"
+        );
+        #[cfg(feature = "redis")]
+        {
+            let p = parse(s).unwrap();
+            assert!(!format!("{p:?} {:?}", p.backend).contains("spw"));
+        }
+        #[cfg(feature = "redis")]
         {
             let p = parse(u).unwrap();
             assert!(!p.redacted.contains("s3cret"));

@@ -392,7 +392,7 @@ pub fn redact_credentials(url: &str) -> String {
     format!("{scheme}:{slashes}{shown_user}{}", redact_query(after))
 }
 
-/// Hides the value of a `password=` option.
+/// Hides the value of a `password=` (or `*_password=`) option.
 fn redact_query(s: &str) -> String {
     let (body, query) = split_query(s);
     let Some(q) = query else {
@@ -401,7 +401,8 @@ fn redact_query(s: &str) -> String {
     let q: Vec<String> = q
         .split('&')
         .map(|p| match p.split_once('=') {
-            Some((k, _)) if k == "password" => format!("{k}=***"),
+            // `sentinel_password=` too.
+            Some((k, _)) if k == "password" || k.ends_with("_password") => format!("{k}=***"),
             _ => p.to_string(),
         })
         .collect();

@@ -148,8 +148,10 @@ registry! {
     sqlite: Sqlite(SqliteConfig), "sqlite", ["sqlite", "sqlite3"], examples ["sqlite:PATH"],
         local: true, bare: Bare::File("sqlite", "cache.sqlite3");
     redis: Redis(RedisConfig), "redis",
-        ["redis", "rediss", "redis+cluster", "rediss+cluster", "redis-cluster"],
-        examples ["redis://host:port", "redis+cluster://h1:p1,h2:p2"],
+        ["redis", "rediss", "redis+cluster", "rediss+cluster", "redis-cluster",
+            "redis+sentinel", "rediss+sentinel"],
+        examples ["redis://host:port", "redis+cluster://h1:p1,h2:p2",
+            "redis+sentinel://s1:p1,s2:p2/MASTER"],
         local: false, bare: Bare::Url("redis://127.0.0.1:6379");
     memcached: Memcached(MemcachedConfig), "memcached", ["memcached", "memcache"],
         examples ["memcached://h1:p1"], local: false, bare: Bare::Url("memcached://127.0.0.1:11211");

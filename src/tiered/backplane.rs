@@ -49,6 +49,9 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the backplane task renews [`FRESH`] (100 wake-ups a second,
 /// no network traffic).
 const TICK: Duration = Duration::from_millis(10);
+/// How long a failover announced by a sentinel keeps the backplane off
+/// the old master while the sentinels still name it.
+const PAUSE_MAX: Duration = Duration::from_secs(10);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -126,6 +129,15 @@ pub(super) fn with_addr(node: &str, addr: &str) -> Option<String> {
 /// The settings both connections need.
 pub(super) struct Link {
     route: Route,
+    /// Sentinel: the configuration to find the master with. The route's
+    /// node is then the seed (a template, never connected to) until found,
+    /// and again after any failure.
+    sentinel: Option<RedisConfig>,
+    /// Sentinel: a failover of the master began (`+selected-slave`) while
+    /// subscribed to this node: it is not subscribed to again until the
+    /// sentinels name another (at most [`PAUSE_MAX`]), since writes to the
+    /// promoted replica would publish where this subscriber is not.
+    paused: Mutex<Option<(String, std::time::Instant)>>,
     cluster: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -151,6 +163,39 @@ impl Link {
             info
         };
         redis::Client::open(info).map_err(|e| self.err(ErrorKind::InvalidUrl, "backplane", e))
+    }
+
+    /// The node to use: the route's, or on Sentinel, the master the
+    /// sentinels name when the route is back at its seed.
+    async fn node(&self) -> Result<String> {
+        let node = self.route.node();
+        let Some(cfg) = &self.sentinel else {
+            return Ok(node);
+        };
+        if !self.route.seeds.contains(&node) {
+            return Ok(node);
+        }
+        match crate::backends::redis::sentinel::current_master(cfg).await {
+            Some(Ok(url)) => {
+                let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((old, at)) = paused.as_ref()
+                    && *old == url
+                    && at.elapsed() < PAUSE_MAX
+                {
+                    return Err(self.err(
+                        ErrorKind::Connection,
+                        "subscribing",
+                        "failover in progress",
+                    ));
+                }
+                *paused = None;
+                drop(paused);
+                self.route.set_node(url.clone());
+                Ok(url)
+            }
+            Some(Err(e)) => Err(self.err(ErrorKind::Connection, "finding the master", e)),
+            None => Ok(node),
+        }
     }
 
     pub(super) fn config(&self) -> AsyncConnectionConfig {
@@ -216,6 +261,8 @@ fn link(cfg: &RedisConfig) -> Link {
             current: Mutex::new((cfg.nodes[0].clone(), None)),
         },
         cluster: cfg.cluster,
+        sentinel: cfg.is_sentinel().then(|| cfg.clone()),
+        paused: Mutex::new(None),
         connect_timeout: cfg.connect_timeout,
         response_timeout: cfg.response_timeout,
         endpoint: cfg.endpoint.clone(),
@@ -376,7 +423,13 @@ impl Publisher {
         let verb = if l.cluster { "SPUBLISH" } else { "PUBLISH" };
         let mut last = None;
         for _ in 0..4 {
-            let node = l.route.node();
+            let node = match l.node().await {
+                Ok(n) => n,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
             let mut conn = match self.conn(&node).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -387,8 +440,24 @@ impl Publisher {
             };
             let mut cmd = redis::cmd(verb);
             cmd.arg(&self.channel).arg(payload);
-            match cmd.query_async::<Value>(&mut conn).await {
-                Ok(_) => return Ok(()),
+            // Sentinel: ROLE in the same round trip. A demoted master still
+            // takes a PUBLISH, but its subscribers have moved on: the
+            // message goes again to the master the sentinels name.
+            let sent = if l.sentinel.is_some() {
+                let mut p = redis::pipe();
+                p.cmd("ROLE").add_command(cmd);
+                p.query_async::<(Value, Value)>(&mut conn)
+                    .await
+                    .map(|(role, _)| is_master(&role))
+            } else {
+                cmd.query_async::<Value>(&mut conn).await.map(|_| true)
+            };
+            match sent {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    l.route.next_seed(&node);
+                    last = Some(l.err(ErrorKind::Connection, "publishing", "not the master"));
+                }
                 Err(e) => {
                     if let Some((addr, _slot)) = e.redirect_node() {
                         l.route.redirect(&node, addr);
@@ -436,10 +505,29 @@ struct Subscriber {
     l1: Arc<L1>,
 }
 
+/// Whether a `ROLE` reply is a master's.
+fn is_master(role: &Value) -> bool {
+    match role {
+        Value::Array(parts) => {
+            matches!(
+                parts.first(),
+                Some(Value::BulkString(b)) if b.as_slice() == b"master"
+            ) || matches!(parts.first(), Some(Value::SimpleString(s)) if s == "master")
+        }
+        _ => false,
+    }
+}
+
 /// A live subscription: its connection, the tracking connections to every
 /// master on a cluster, and the signal that one of them was lost.
 struct Live {
     conn: MultiplexedConnection,
+    /// Sentinel: the configuration and the node subscribed to. The
+    /// heartbeat also asks a sentinel which node is the master: one that
+    /// is no longer named counts as lost (its publishers have moved to the
+    /// new master; a demoted master says `master` for seconds, until the
+    /// sentinels reconfigure it).
+    sentinel: Option<(RedisConfig, String)>,
     trackers: Option<Trackers>,
     lost: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
@@ -468,7 +556,17 @@ impl Live {
     /// the masters are the same); the caller bounds the time.
     async fn healthy(&self) -> bool {
         let mut conn = self.conn.clone();
+        let sentinel = self.sentinel.as_ref();
         let ping = async move {
+            if let Some((cfg, node)) = sentinel {
+                let named = crate::backends::redis::sentinel::named_master(cfg);
+                let cmd = redis::cmd("ROLE");
+                let role = cmd.query_async::<Value>(&mut conn);
+                let (named, role) = tokio::join!(named, role);
+                // No sentinel answering is not a reason to drop a working
+                // subscription.
+                return role.is_ok_and(|r| is_master(&r)) && named.is_none_or(|n| n == *node);
+            }
             redis::cmd("PING")
                 .query_async::<Value>(&mut conn)
                 .await
@@ -546,6 +644,26 @@ impl Subscriber {
             set(&self.l1.stats.tracked_masters, t.len() as u64);
             live.trackers = Some(t);
         }
+        // Sentinel: a failover beginning is a lost subscription at once
+        // (before the promoted replica takes a write whose message would
+        // go to its own subscribers, not to ours on the old master).
+        if let Some(cfg) = &self.link.sentinel
+            && let Some(mut events) = crate::backends::redis::sentinel::failover_events(cfg).await
+        {
+            let tx = tx.clone();
+            let (sub, node) = (self.clone(), self.link.route.node());
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                tokio::select! {
+                    Some(()) = events.next() => {
+                        *sub.link.paused.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((node, std::time::Instant::now()));
+                        let _ = tx.send(());
+                    }
+                    _ = tx.closed() => {}
+                }
+            });
+        }
         drop(tx);
         // A connection lost while the others were being opened.
         if live.lost.try_recv().is_ok() {
@@ -561,7 +679,13 @@ impl Subscriber {
     async fn subscribe(self: &Arc<Self>) -> Result<(Live, Lost)> {
         let mut last = None;
         for _ in 0..4 {
-            let node = self.link.route.node();
+            let node = match self.link.node().await {
+                Ok(n) => n,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
             match self.try_node(&node).await {
                 Ok(live) => return Ok(live),
                 Err((e, redirect)) => {
@@ -611,6 +735,7 @@ impl Subscriber {
         }
         let live = Live {
             conn,
+            sentinel: l.sentinel.clone().map(|c| (c, node.to_string())),
             trackers: None,
             lost,
         };
@@ -625,6 +750,10 @@ impl Subscriber {
             if let Some(l) = live.take() {
                 self.watch(l).await;
                 self.l1.lose();
+                // Sentinel: ask again where the master is.
+                if self.link.sentinel.is_some() {
+                    self.link.route.set_node(self.link.route.seeds[0].clone());
+                }
                 backoff = BACKOFF_MIN;
             }
             match self.connect().await {

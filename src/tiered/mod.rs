@@ -130,6 +130,19 @@ mod imp {
 
         /// Builds the tier over `l2`; subscribes first when there is a backplane.
         pub async fn build(self, l2: Arc<dyn Cache>) -> Result<TieredCache> {
+            // A replica may not have a write whose invalidation this tier
+            // has already seen: its read could fill L1 with the old value
+            // for good (until l1_ttl). So L1 never fills from replicas.
+            #[cfg(feature = "redis")]
+            if let Some(r) = &self.redis
+                && r.reads_from_replicas()
+            {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "l1 over read_from=replica|nearest: a replica read may predate an \
+                     invalidation the tier has seen; use read_from=master with l1",
+                ));
+            }
             let mode = self.mode(&*l2)?;
             let grain = ttl_granularity(&*l2);
             let l1 = Arc::new(L1::new(&self.tier, mode == Invalidation::None, grain));

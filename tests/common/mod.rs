@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod sentinel;
 pub mod servers;
 pub mod tmpfs;
 

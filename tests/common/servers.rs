@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 type SpawnReq = (Command, mpsc::Sender<std::io::Result<Child>>);
 
-fn spawn(mut cmd: Command) -> Child {
+/// Spawns `cmd` (from the long-lived thread, dying with the test process).
+pub fn spawn(mut cmd: Command) -> Child {
     static TX: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
     let tx = TX.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnReq>();
@@ -71,7 +72,8 @@ pub fn ask(port: u16, req: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+/// Waits up to 20 s for `ok`, panicking with `what` after that.
+pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
         if ok() {
@@ -133,7 +135,8 @@ impl Drop for Process {
     }
 }
 
-fn redis_cmd(port: u16, dir: &std::path::Path) -> Command {
+/// A redis-server on `port` in `dir`, no persistence.
+pub fn redis_cmd(port: u16, dir: &std::path::Path) -> Command {
     let mut c = Command::new("redis-server");
     c.args([
         "--port",

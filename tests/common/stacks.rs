@@ -23,6 +23,8 @@ pub enum Backend {
     RedisCluster,
     /// Two memcached servers (consistent hashing between them).
     Memcached,
+    /// A master, two replicas and three sentinels, by `redis+sentinel://`.
+    Sentinel,
 }
 
 /// The layers over a backend.
@@ -84,6 +86,9 @@ impl Backend {
                 format!("redis://127.0.0.1:{port}?namespace={ns}")
             }
             Backend::RedisCluster => format!("{}?namespace={ns}", servers::shared_cluster().url()),
+            Backend::Sentinel => {
+                format!("{}?namespace={ns}", crate::common::sentinel::shared().url())
+            }
             Backend::Memcached => {
                 let [a, b] = servers::shared_memcached();
                 format!(

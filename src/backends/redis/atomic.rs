@@ -341,6 +341,22 @@ impl RedisCache {
     /// `get` does (a round trip through the multiplexed one costs more);
     /// else the [`GET_TTL`] script.
     pub(super) async fn get_with_ttl_impl(&self, key: &str) -> Result<Option<ValueTtl>> {
+        if let Some(mut r) = self.replica() {
+            // A replica runs no script that might write: GET + PTTL.
+            let full = self.key(key);
+            let mut p = redis::pipe();
+            p.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
+            let (v, ms): (Option<Vec<u8>>, i64) = p
+                .query_async(&mut r)
+                .await
+                .map_err(|e| self.err(e).with_context("key", key))?;
+            let got = v.map(|v| {
+                let ttl = u64::try_from(ms).ok().map(Duration::from_millis);
+                ValueTtl::new(Bytes::from(v), if ms == -2 { Some(Duration::ZERO) } else { ttl })
+            });
+            self.counters.read(std::slice::from_ref(&got));
+            return Ok(got);
+        }
         if let Some(d) = &self.direct_ttl {
             let full = self.key(key);
             let got = match d.get_pttl(full.as_bytes()).await {

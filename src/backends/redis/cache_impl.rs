@@ -54,7 +54,7 @@ impl Cache for RedisCache {
                 }
             }
             let r: Result<Option<Vec<u8>>> = self
-                .one(&full, key, redis::cmd("GET").arg(&full).clone())
+                .one_read(&full, key, redis::cmd("GET").arg(&full).clone())
                 .await;
             let v = self.counters.track(r)?.map(Bytes::from);
             self.counters.read(std::slice::from_ref(&v));
@@ -96,7 +96,7 @@ impl Cache for RedisCache {
         CacheFuture::boxed(async move {
             let full = self.key(key);
             let r: Result<u64> = self
-                .one(&full, key, redis::cmd("EXISTS").arg(&full).clone())
+                .one_read(&full, key, redis::cmd("EXISTS").arg(&full).clone())
                 .await;
             Ok(self.counters.track(r)? > 0)
         })

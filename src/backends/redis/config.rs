@@ -9,6 +9,7 @@ use super::BACKEND;
 #[cfg(not(feature = "tls"))]
 use crate::error::ErrorKind;
 use super::RedisCache;
+use super::sentinel::{self, ReadFrom, SentinelSpec};
 use crate::backends::BackendSpec;
 use crate::cache::{Cache, CacheOptions};
 use crate::error::{Error, Result};
@@ -43,6 +44,14 @@ pub struct RedisConfig {
     /// Who the messages come from (shared by clones: the cache and the
     /// tier opened from one URL are one sender; see `invalidation::Origin`).
     pub(crate) origin: super::invalidation::Origin,
+    /// `redis+sentinel://`: the sentinels and the master's name; `nodes`
+    /// then holds one data-node URL template (credentials, database).
+    pub(crate) sentinel: Option<SentinelSpec>,
+    /// Where reads go (`read_from=`, Sentinel only).
+    pub(crate) read_from: ReadFrom,
+    /// `wait=N`: each batch of `set_many` ends with `WAIT N`, and fails
+    /// (transiently) unless N replicas acknowledged it.
+    pub(crate) wait: Option<u32>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -54,6 +63,7 @@ impl std::fmt::Debug for RedisConfig {
                 &self.nodes.iter().map(|n| redact_credentials(n)).collect::<Vec<_>>(),
             )
             .field("cluster", &self.cluster)
+            .field("sentinel", &self.sentinel)
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +82,20 @@ impl RedisConfig {
             tls_ca: None,
             publish: true,
             origin: Default::default(),
+            sentinel: None,
+            read_from: ReadFrom::Master,
+            wait: None,
         }
+    }
+
+    /// Whether reads may go to replicas (`read_from=replica|nearest`).
+    pub fn reads_from_replicas(&self) -> bool {
+        self.read_from != ReadFrom::Master
+    }
+
+    /// Whether this configuration reaches its master through Sentinel.
+    pub fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
     }
 
     /// Whether writes publish invalidations for other processes' L1s.
@@ -107,10 +130,11 @@ struct RedisQuery {
     response_timeout: Duration,
     tls_ca: Option<PathBuf>,
     publish: bool,
+    read_from: ReadFrom,
+    wait: Option<u32>,
 }
 
-fn parse_query(t: &Target<'_>, q: Option<&str>, tls: bool) -> Result<RedisQuery> {
-    let mut q = Query::parse("redis", q)?;
+fn parse_query(t: &Target<'_>, mut q: Query, tls: bool, sentinel: bool) -> Result<RedisQuery> {
     let options = q.common()?;
     let connect_timeout = q
         .take_duration("connect_timeout")?
@@ -127,13 +151,29 @@ fn parse_query(t: &Target<'_>, q: Option<&str>, tls: bool) -> Result<RedisQuery>
         Some("0" | "false" | "off") => false,
         Some(v) => return Err(url_err(format!("redis: publish must be 0 or 1, not {v:?}"))),
     };
-    q.finish(&["connect_timeout", "response_timeout", "tls_ca", "publish"], t)?;
+    let read_from = ReadFrom::parse(q.take("read_from").as_deref())?;
+    if read_from != ReadFrom::Master && !sentinel {
+        return Err(url_err(
+            "redis: read_from=replica|nearest needs redis+sentinel:// (Sentinel finds the replicas)",
+        ));
+    }
+    let wait = match q.take_u64("wait")? {
+        None | Some(0) => None,
+        Some(n) => Some(u32::try_from(n).map_err(|_| url_err("redis: wait is too large"))?),
+    };
+    let mut known = vec!["connect_timeout", "response_timeout", "tls_ca", "publish", "read_from", "wait"];
+    if sentinel {
+        known.extend(["sentinel_username", "sentinel_password"]);
+    }
+    q.finish(&known, t)?;
     Ok(RedisQuery {
         options,
         connect_timeout,
         response_timeout,
         tls_ca,
         publish,
+        read_from,
+        wait,
     })
 }
 
@@ -148,7 +188,30 @@ impl BackendSpec for RedisConfig {
             .ok_or_else(|| url_err(format!("{scheme}: expected {scheme}://host:port")))?;
         let (userinfo, after) = split_userinfo(body_q);
         let (body, q) = split_query(after);
-        let q = parse_query(t, q, tls)?;
+        let mut q = Query::parse("redis", q)?;
+        if scheme.contains("sentinel") {
+            let spec = sentinel::parse(t, tls, userinfo, body, &mut q)?;
+            let q = parse_query(t, q, tls, true)?;
+            let config = RedisConfig {
+                nodes: vec![spec.template.clone()],
+                endpoint: t.redacted.to_string(),
+                connect_timeout: q.connect_timeout,
+                response_timeout: q.response_timeout,
+                tls_ca: q.tls_ca,
+                publish: q.publish,
+                sentinel: Some(spec),
+                read_from: q.read_from,
+                wait: q.wait,
+                ..RedisConfig::new(Vec::new(), false)
+            };
+            return Ok((config, q.options));
+        }
+        let q = parse_query(t, q, tls, false)?;
+        if cluster && q.wait.is_some() {
+            return Err(url_err(
+                "redis: wait=N is for one server or Sentinel, not redis+cluster://",
+            ));
+        }
         let base = if tls { "rediss" } else { "redis" };
         // One userinfo, before the host list, for every node.
         let creds = driver_userinfo("redis", userinfo)?;
@@ -177,6 +240,9 @@ impl BackendSpec for RedisConfig {
             tls_ca: q.tls_ca,
             publish: q.publish,
             origin: Default::default(),
+            sentinel: None,
+            read_from: q.read_from,
+            wait: q.wait,
         };
         Ok((config, q.options))
     }

@@ -28,6 +28,9 @@ mod config;
 mod direct;
 pub(crate) mod invalidation;
 pub(crate) mod keys;
+mod follow;
+pub(crate) mod sentinel;
+mod single;
 
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisConfig};
 use config::tls_certs;
@@ -51,7 +54,7 @@ const MAX_VALUE: u64 = 512 * 1024 * 1024;
 
 #[derive(Clone)]
 enum Conn {
-    Single(ConnectionManager),
+    Single(single::SingleConn),
     Cluster(Arc<cluster::Cluster>),
 }
 
@@ -84,6 +87,8 @@ pub struct RedisCache {
     direct_ttl: Option<direct::Direct>,
     /// Where writes announce the keys they changed (`publish=1`, the default).
     announce: Option<Announce>,
+    /// `wait=N`: replicas that must acknowledge each `set_many` pipeline.
+    wait: Option<u32>,
 }
 
 /// The invalidation channel and this cache's origin (see [`invalidation`]).
@@ -142,6 +147,9 @@ impl RedisCache {
             tls_ca,
             publish,
             origin,
+            sentinel,
+            read_from,
+            wait,
         } = cfg;
         #[cfg(not(feature = "tls"))]
         if nodes.iter().any(|n| n.starts_with("rediss:")) {
@@ -153,16 +161,26 @@ impl RedisCache {
         }
         check_namespace(options.namespace.as_deref())?;
         let certs = tls_certs(&tls_ca)?;
-        let conn = Self::open_conn(
-            &nodes,
-            cluster,
-            &certs,
-            (connect_timeout, response_timeout),
-            &endpoint,
-        )
-        .await?;
+        let conn = match sentinel {
+            Some(spec) => {
+                Self::open_sentinel(spec, read_from, &certs, (connect_timeout, response_timeout), &endpoint)
+                    .await?
+            }
+            None => {
+                Self::open_conn(
+                    &nodes,
+                    cluster,
+                    &certs,
+                    (connect_timeout, response_timeout),
+                    &endpoint,
+                )
+                .await?
+            }
+        };
+        // Not on Sentinel: its GETs follow the master (or the replicas).
+        let fixed = matches!(conn, Conn::Single(single::SingleConn::Plain(_)));
         let new_direct = || {
-            (!cluster)
+            fixed
                 .then(|| direct::Direct::new(&nodes[0], connect_timeout, response_timeout))
                 .flatten()
         };
@@ -196,6 +214,7 @@ impl RedisCache {
             direct,
             direct_ttl,
             announce,
+            wait,
         })
     }
 
@@ -329,7 +348,7 @@ impl RedisCache {
             let m = ConnectionManager::new_with_config(client, cfg)
                 .await
                 .map_err(|e| fail(redis_err(e)))?;
-            Ok::<_, Error>(Conn::Single(m))
+            Ok::<_, Error>(Conn::Single(single::SingleConn::Plain(m)))
         };
         match tokio::time::timeout(deadline, connect).await {
             Ok(r) => r,
@@ -394,7 +413,7 @@ impl RedisCache {
                 c.arg(&full[i]);
             }
             let vals: Vec<Value> = c
-                .query_async(&mut conn.clone())
+                .query_async(&mut conn.for_reads())
                 .await
                 .map_err(|e| self.err(e))?;
             Ok::<_, Error>((g, vals))
@@ -452,20 +471,34 @@ impl RedisCache {
                     }
                 }
             }
+            // The writes replicated, when asked (before the message: a
+            // reader told of the keys then finds them on the replicas).
+            if let Some(n) = self.wait {
+                p.add_command(self.wait_cmd(n));
+            }
             // After the writes (see `tail_cmd`).
             let keys = || g.iter().map(|(k, _)| *k).collect::<Vec<&str>>();
-            let Some((tail, published)) = self.tail_cmd(&keys) else {
+            let tail = self.tail_cmd(&keys);
+            if let Some((t, _)) = &tail {
+                p.add_command(t.clone());
+            }
+            if self.wait.is_none() && tail.is_none() {
                 return p
                     .query_async::<()>(&mut conn.clone())
                     .await
                     .map_err(|e| self.err(e));
-            };
-            p.add_command(tail);
-            let (reply,): (Value,) = p
+            }
+            let replies: Vec<Value> = p
                 .query_async(&mut conn.clone())
                 .await
                 .map_err(|e| self.err(e))?;
-            self.tail_done(&keys, published, &reply).await;
+            let mut replies = replies.into_iter();
+            if let Some(n) = self.wait {
+                self.check_wait(n, replies.next())?;
+            }
+            if let (Some((_, published)), Some(reply)) = (tail, replies.next()) {
+                self.tail_done(&keys, published, &reply).await;
+            }
             Ok(())
         }))
         .buffer_unordered(IN_FLIGHT)
@@ -603,8 +636,10 @@ impl RedisCache {
     /// URLs of the cluster's masters (from a slot map at most 1 s old),
     /// with the configured credentials.
     async fn master_urls(&self) -> Result<Vec<String>> {
-        let Conn::Cluster(c) = &self.conn else {
-            return Ok(vec![self.nodes[0].clone()]);
+        let c = match &self.conn {
+            Conn::Cluster(c) => c,
+            Conn::Single(single::SingleConn::Sentinel(s)) => return Ok(vec![s.master_url()]),
+            Conn::Single(_) => return Ok(vec![self.nodes[0].clone()]),
         };
         c.refresh(Duration::from_secs(1))
             .await
