@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
-use crate::aio::AioTask;
+use crate::aio::{AioTask, Bridge};
 use crate::{
     ErrorClass, error_of, json_to_py, key_arg, key_utf8, run, seconds_arg, ttl_arg, utf8, value_arg,
 };
@@ -618,24 +618,31 @@ impl Cache {
 
     /// The asyncio face (`unicache_rs.AsyncCache`): starts operation `op`
     /// with `args` on the runtime and returns at once; its outcome
-    /// completes the asyncio future `fut` on `event_loop` (see `aio.rs`).
-    /// `get_or_set`'s `args` are `(key, ttl, start)`, `start(sender)` the
-    /// flight's Python half, called on the loop when this call leads.
-    #[pyo3(signature = (event_loop, fut, op, *args))]
+    /// completes the asyncio future `fut` through its loop's `bridge` (`aio.rs`).
+    /// `get_or_set`'s `args` are `(key, ttl, start, loop)`, `start(sender)`
+    /// the flight's Python half, called on the loop when this call leads.
+    #[pyo3(signature = (bridge, fut, op, *args))]
     fn _aio(
         &self,
         py: Python<'_>,
-        event_loop: Py<PyAny>,
+        bridge: PyRef<'_, Bridge>,
         fut: Py<PyAny>,
         op: &str,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<AioTask> {
-        use crate::aio::spawn;
+        let bridge = &*bridge;
+        // Single-key calls of an in-process cache answer when polled.
+        let quick = self.inline && matches!(op, "get" | "set" | "delete" | "contains");
+        macro_rules! spawn {
+            ($work:expr, $convert:expr $(,)?) => {
+                crate::aio::spawn(py, bridge, fut, quick, $work, $convert)
+            };
+        }
         let arg = |i: usize| args.get_item(i);
         let c = if op == "close" {
             match self.inner.write().unwrap_or_else(|p| p.into_inner()).take() {
                 Some(c) => c,
-                None => return spawn(event_loop, fut, async {}, move |py, ()| Ok(none(py))),
+                None => return spawn!(async {}, move |py, ()| Ok(none(py))),
             }
         } else {
             self.backend()?
@@ -643,30 +650,20 @@ impl Cache {
         match op {
             "get" => {
                 let k = key_arg(&arg(0)?)?;
-                spawn(
-                    event_loop,
-                    fut,
-                    async move { c.get(&k).await },
-                    move |py, r| {
-                        Ok(match r.map_err(crate::to_py)? {
-                            Some(v) => PyBytes::new(py, &v).into_any(),
-                            None => none(py),
-                        })
-                    },
-                )
+                spawn!(async move { c.get(&k).await }, move |py, r| {
+                    Ok(match r.map_err(crate::to_py)? {
+                        Some(v) => PyBytes::new(py, &v).into_any(),
+                        None => none(py),
+                    })
+                },)
             }
             "set" | "add" => {
                 let (k, v) = (key_arg(&arg(0)?)?, value_arg(&arg(1)?)?.into_owned());
                 let t = ttl_arg(Some(&arg(2)?))?;
                 if op == "set" {
-                    spawn(event_loop, fut, async move { c.set(&k, &v, t).await }, unit)
+                    spawn!(async move { c.set(&k, &v, t).await }, unit)
                 } else {
-                    spawn(
-                        event_loop,
-                        fut,
-                        async move { c.add(&k, &v, t).await },
-                        bool_of,
-                    )
+                    spawn!(async move { c.add(&k, &v, t).await }, bool_of,)
                 }
             }
             "compare_and_set" => {
@@ -677,39 +674,27 @@ impl Cache {
                 );
                 let t = ttl_arg(Some(&arg(3)?))?;
                 let work = async move { c.compare_and_set(&k, &old, &new, t).await };
-                spawn(event_loop, fut, work, bool_of)
+                spawn!(work, bool_of)
             }
             "delete" => {
                 let k = key_arg(&arg(0)?)?;
-                spawn(event_loop, fut, async move { c.delete(&k).await }, bool_of)
+                spawn!(async move { c.delete(&k).await }, bool_of)
             }
             "contains" => {
                 let k = key_arg(&arg(0)?)?;
-                spawn(
-                    event_loop,
-                    fut,
-                    async move { c.contains(&k).await },
-                    bool_of,
-                )
+                spawn!(async move { c.contains(&k).await }, bool_of,)
             }
             "incr" => {
                 let (k, d): (String, i64) = (key_arg(&arg(0)?)?, arg(1)?.extract()?);
-                spawn(event_loop, fut, async move { c.incr(&k, d).await }, i64_of)
+                spawn!(async move { c.incr(&k, d).await }, i64_of)
             }
             "touch" => {
                 let (k, t) = (key_arg(&arg(0)?)?, ttl_arg(Some(&arg(1)?))?);
-                spawn(
-                    event_loop,
-                    fut,
-                    async move { c.touch(&k, t).await },
-                    bool_of,
-                )
+                spawn!(async move { c.touch(&k, t).await }, bool_of,)
             }
             "ttl" => {
                 let k = key_arg(&arg(0)?)?;
-                spawn(
-                    event_loop,
-                    fut,
+                spawn!(
                     async move { c.ttl(&k).await },
                     move |py, r| match r.map_err(crate::to_py)? {
                         None => Ok(none(py)),
@@ -722,9 +707,7 @@ impl Cache {
             }
             "get_with_ttl" => {
                 let k = key_arg(&arg(0)?)?;
-                spawn(
-                    event_loop,
-                    fut,
+                spawn!(
                     async move { c.get_with_ttl(&k).await },
                     move |py, r| match r.map_err(crate::to_py)? {
                         None => Ok(none(py)),
@@ -742,7 +725,7 @@ impl Cache {
                     },
                 )
             }
-            "len" => spawn(event_loop, fut, async move { c.len().await }, u64_of),
+            "len" => spawn!(async move { c.len().await }, u64_of),
             "get_many" => {
                 let keys = keys_of(&arg(0)?)?;
                 let work = {
@@ -752,7 +735,7 @@ impl Cache {
                         c.get_many(&refs).await
                     }
                 };
-                spawn(event_loop, fut, work, move |py, r| {
+                spawn!(work, move |py, r| {
                     let values = batch(py, r, &keys)?;
                     let out = PyDict::new(py);
                     for (k, v) in keys.iter().zip(values) {
@@ -783,7 +766,7 @@ impl Cache {
                         .collect();
                     c.set_many(&refs, t).await
                 };
-                spawn(event_loop, fut, work, move |py, r| {
+                spawn!(work, move |py, r| {
                     batch(py, r, &keys)?;
                     Ok(none(py))
                 })
@@ -797,19 +780,19 @@ impl Cache {
                         c.delete_many(&refs).await
                     }
                 };
-                spawn(event_loop, fut, work, move |py, r| {
+                spawn!(work, move |py, r| {
                     Ok(batch(py, r, &keys)?.into_pyobject(py)?.into_any())
                 })
             }
             "delete_prefix" => {
                 let prefix: String = arg(0)?.extract()?;
                 let work = async move { c.delete_prefix(&prefix).await };
-                spawn(event_loop, fut, work, u64_of)
+                spawn!(work, u64_of)
             }
-            "clear" => spawn(event_loop, fut, async move { c.clear().await }, unit),
-            "clear_all" => spawn(event_loop, fut, async move { c.clear_all().await }, unit),
-            "close" => spawn(event_loop, fut, async move { c.close().await }, unit),
-            "stats" => spawn(event_loop, fut, async move { c.stats().await }, |py, r| {
+            "clear" => spawn!(async move { c.clear().await }, unit),
+            "clear_all" => spawn!(async move { c.clear_all().await }, unit),
+            "close" => spawn!(async move { c.close().await }, unit),
+            "stats" => spawn!(async move { c.stats().await }, |py, r| {
                 let text = serde_json::to_string(&r.map_err(crate::to_py)?)
                     .map_err(|e| error_of(ErrorClass::Serialization, format!("stats: {e}")))?;
                 json_to_py(py, &text)
@@ -823,19 +806,19 @@ impl Cache {
                     }
                     Ok::<_, unicache::Error>(all)
                 };
-                spawn(event_loop, fut, work, |py, r| {
+                spawn!(work, |py, r| {
                     Ok(r.map_err(crate::to_py)?.into_pyobject(py)?.into_any())
                 })
             }
             "get_or_set" => {
                 let (k, t) = (key_arg(&arg(0)?)?, ttl_arg(Some(&arg(1)?))?);
                 let start = arg(2)?.unbind();
-                let lp = event_loop.clone_ref(py);
+                let event_loop = arg(3)?.unbind();
                 let work = async move {
-                    c.get_or_set(&k, t, move || crate::aio::loop_factory(lp, start))
+                    c.get_or_set(&k, t, move || crate::aio::loop_factory(event_loop, start))
                         .await
                 };
-                spawn(event_loop, fut, work, move |py, r| {
+                spawn!(work, move |py, r| {
                     Ok(PyBytes::new(py, &r.map_err(crate::to_py)?).into_any())
                 })
             }

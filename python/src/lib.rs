@@ -383,6 +383,7 @@ fn _unicache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::Cache>()?;
     m.add_class::<cache::KeyIter>()?;
     m.add_class::<aio::AioTask>()?;
+    m.add_class::<aio::Bridge>()?;
     m.add_class::<aio::FillSender>()?;
     m.add_function(wrap_pyfunction!(write::write, m)?)?;
     m.add_function(wrap_pyfunction!(path_url_body, m)?)?;

@@ -13,28 +13,42 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import weakref
 
 from ._helpers import AsyncHelpers
+from ._unicache import Bridge
 
 __all__ = ["AsyncCache"]
 
 
-def _settle(fut, ok, value):
-    """Completes ``fut`` on its loop (scheduled there by the runtime)."""
-    if fut.done():
-        return  # its awaiter was cancelled
-    if ok:
-        fut.set_result(value)
-    elif isinstance(value, asyncio.CancelledError):
-        fut.cancel()
-    else:
-        fut.set_exception(value)
+# Each event loop's bridge (python/src/aio.rs): the runtime queues finished
+# calls there and wakes the loop through a socket it watches. The bridge
+# holds no reference to its loop, so a closed loop and its bridge go away.
+_bridges = weakref.WeakKeyDictionary()
+_last = (None, None)  # the last loop and its bridge: one dict lookup saved per call
+
+
+def _bridge(loop):
+    global _last
+    last = _last  # one read: another thread's loop may replace it
+    if last[0] is loop:
+        return last[1]
+    bridge = _bridges.get(loop)
+    if bridge is None:
+        bridge = Bridge()
+        try:
+            loop.add_reader(bridge.fileno(), bridge.drain)
+        except NotImplementedError:  # a loop that cannot watch sockets
+            bridge.use_call_soon(loop.call_soon_threadsafe, bridge.drain)
+        _bridges[loop] = bridge
+    _last = (loop, bridge)
+    return bridge
 
 
 async def _call(cache, op, *args):
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
-    task = cache._aio(loop, fut, op, *args)
+    task = cache._aio(_bridge(loop), fut, op, *args)
     try:
         return await fut
     except asyncio.CancelledError:
@@ -88,10 +102,18 @@ class AsyncCache(AsyncHelpers):
 
     async def get(self, key, default=None):
         """The value under ``key`` as bytes, or ``default``."""
-        value = await _call(self._cache, "get", key)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        cache = self._cache
+        task = cache._aio(_bridge(loop), fut, "get", key)
+        try:
+            value = await fut
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
         if value is None:
             return default
-        return self._cache._decode(value)
+        return value if cache._codec is None else cache._decode(value)
 
     async def set(self, key, value, ttl=None):
         """Stores ``value`` (bytes or str) under ``key``."""
@@ -285,7 +307,7 @@ class _Flight:
 
             self._task.add_done_callback(finished)
 
-        self._rust = cache._aio(loop, self.done, "get_or_set", key, ttl, start)
+        self._rust = cache._aio(_bridge(loop), self.done, "get_or_set", key, ttl, start, loop)
 
     def cancel(self):
         """Cancels the factory's task and the Rust call: nothing is stored."""
