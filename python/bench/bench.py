@@ -1,10 +1,10 @@
-"""unicache for Python against the usual Python clients, same machine, same run.
+"""unicache_rs (unicache for Python) against the usual Python clients, same machine, same run.
 
     python python/bench/bench.py [--quick] [--only redis,memcached,local,memory,write,threads]
 
 Starts its own redis-server and memcached on free loopback ports and stops
-them. Needs: redis, pymemcache, diskcache, cachelib (pip install
-"./python[bench]"). Prints one line per measure with the ratio; the issue's
+them. Needs the wheel (scripts/build_wheels.sh) and redis, pymemcache,
+diskcache, cachelib (pip install "target/wheels/unicache_rs-*.whl[bench]"). Prints one line per measure with the ratio; the issue's
 targets are in brackets.
 """
 

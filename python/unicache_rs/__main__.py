@@ -1,4 +1,4 @@
-"""``python -m unicache``: the seed writer's command line (--input, --output)."""
+"""``python -m unicache_rs``: the seed writer's command line (--input, --output)."""
 
 from .seed import main
 
