@@ -4,6 +4,7 @@
 # and the sdist. A user installs the wheel with pip and no Rust toolchain.
 #
 #     ./scripts/build_wheels.sh           # then: pip install target/wheels/unicache_rs-*.whl
+#     CHECK_SDIST=1 ./scripts/build_wheels.sh   # and build a wheel from the sdist too
 #
 # Needs cargo and python3 (3.9+). The build tools (maturin, ziglang,
 # auditwheel) go into a venv of their own under target/. The C and Rust
@@ -37,4 +38,14 @@ auditwheel show "$wheel" | tee "$out/auditwheel.txt"
 grep -q 'is consistent with the following platform tag: "manylinux_2_17_' "$out/auditwheel.txt" \
     || grep -q 'manylinux2014' "$out/auditwheel.txt" \
     || { echo "build_wheels.sh: auditwheel does not accept $wheel as manylinux2014" >&2; exit 1; }
+
+# CHECK_SDIST=1: also build a wheel from the sdist (a second release build,
+# as `pip install unicache-rs` does where no wheel fits), to prove the sdist
+# holds everything it needs.
+if [ -n "${CHECK_SDIST:-}" ]; then
+    rm -rf target/sdist-check
+    python -m pip wheel -q --disable-pip-version-check --no-deps --no-binary unicache-rs \
+        "$out"/unicache_rs-*.tar.gz -w target/sdist-check
+    echo "build_wheels.sh: the sdist builds: $(ls target/sdist-check)"
+fi
 ls -l "$out"
