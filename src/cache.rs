@@ -591,6 +591,35 @@ pub trait CacheExt: Cache {
             serde_json::to_vec(value).map_err(|e| Error::from(e).with_context("key", key))?;
         self.set(key, &bytes, ttl).await
     }
+
+    /// Deletes every live key of this cache's namespace that starts with
+    /// `prefix` (`""`: all of them, as [`Cache::clear`] but key by key);
+    /// returns how many it deleted. Generic over any backend: lists the
+    /// namespace's keys ([`Cache::keys`], a scan of the namespace), then
+    /// deletes the matches in batches of 1,000 ([`Cache::delete_many`]).
+    /// Not atomic: a key written under the prefix while it runs may stay.
+    /// A backend that cannot list keys (memcached) returns
+    /// [`ErrorKind::Unsupported`].
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        use futures::StreamExt;
+        let mut keys = self.keys().await?;
+        // Collected first: deleting while a backend streams its keys could
+        // disturb the listing (a SQLite cursor, a Redis SCAN).
+        let mut matching = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k?;
+            if k.starts_with(prefix) {
+                matching.push(k);
+            }
+        }
+        drop(keys);
+        let mut deleted = 0;
+        for chunk in matching.chunks(ENTRY_BATCH) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            deleted += self.delete_many(&refs).await?;
+        }
+        Ok(deleted)
+    }
 }
 
 impl<C: Cache + ?Sized> CacheExt for C {}
@@ -651,6 +680,46 @@ pub fn parse_counter(v: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `delete_prefix` deletes the prefix's keys of its own namespace only
+    /// (memory, and a SQLite file two namespaces share).
+    #[tokio::test]
+    async fn delete_prefix_keeps_other_keys_and_namespaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.sqlite3");
+        let db = crate::url::path_to_url_body(&db);
+        for (url, other) in [
+            ("memory://".to_string(), None),
+            (
+                format!("sqlite:{db}?namespace=a"),
+                Some(format!("sqlite:{db}?namespace=b")),
+            ),
+        ] {
+            let c = crate::open(&url).await.unwrap();
+            let o = match &other {
+                Some(u) => Some(crate::open(u).await.unwrap()),
+                None => None,
+            };
+            for k in ["user:1", "user:2", "users", "other"] {
+                c.set(k, b"v", None).await.unwrap();
+            }
+            if let Some(o) = &o {
+                o.set("user:1", b"theirs", None).await.unwrap();
+            }
+            assert_eq!(c.delete_prefix("user:").await.unwrap(), 2, "{url}");
+            assert!(c.get("user:1").await.unwrap().is_none());
+            assert!(c.get("users").await.unwrap().is_some());
+            assert!(c.get("other").await.unwrap().is_some());
+            if let Some(o) = &o {
+                assert_eq!(
+                    o.get("user:1").await.unwrap().as_deref(),
+                    Some(&b"theirs"[..])
+                );
+            }
+            assert_eq!(c.delete_prefix("").await.unwrap(), 2, "{url}");
+            assert_eq!(c.len().await.unwrap(), 0);
+        }
+    }
 
     #[test]
     fn zero_ttl_rejected_default_applied() {

@@ -1,10 +1,10 @@
-"""unicache for Python against the usual Python clients, same machine, same run.
+"""unicache_rs (unicache for Python) against the usual Python clients, same machine, same run.
 
     python python/bench/bench.py [--quick] [--only redis,memcached,local,memory,write,threads]
 
 Starts its own redis-server and memcached on free loopback ports and stops
-them. Needs: redis, pymemcache, diskcache, cachelib (pip install
-"./python[bench]"). Prints one line per measure with the ratio; the issue's
+them. Needs the wheel (scripts/build_wheels.sh) and redis, pymemcache,
+diskcache, cachelib (pip install "target/wheels/unicache_rs-*.whl[bench]"). Prints one line per measure with the ratio; the issue's
 targets are in brackets.
 """
 
@@ -23,7 +23,7 @@ import time
 import types
 from pathlib import Path
 
-import unicache
+import unicache_rs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,7 +85,7 @@ def bench_redis(n, big):
     p = start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no"], port)
     try:
-        u = unicache.Cache(f"redis://127.0.0.1:{port}")
+        u = unicache_rs.Cache(f"redis://127.0.0.1:{port}")
         r = redis.Redis(host="127.0.0.1", port=port)
         u.set("k", b"v" * 100)
         lat_u = per_call(lambda i: u.get("k"), n)
@@ -154,7 +154,7 @@ def bench_memcached(big):
     p = start(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "1024",
                "-t", "2", *root], port)
     try:
-        u = unicache.Cache(f"memcached://127.0.0.1:{port}")
+        u = unicache_rs.Cache(f"memcached://127.0.0.1:{port}")
         m = Client(("127.0.0.1", port))
         data = {f"key:{i}": b"x" * 100 for i in range(big)}
         t_u = once(lambda: u.set_many(data))
@@ -180,7 +180,7 @@ def bench_local(n):
         for i, (name, url) in enumerate([("file log, default sync=periodic", "file:{d}/u0.log"),
                                         ("file log, sync=batch (fsync per set)", "file:{d}/u1.log?sync=batch"),
                                         ("sqlite", "sqlite:{d}/u.sqlite3")]):
-            u = unicache.Cache(url.format(d=d))
+            u = unicache_rs.Cache(url.format(d=d))
             t_set = per_call(lambda i: u.set(f"k{i}", value), n)
             t_get = per_call(lambda i: u.get(f"k{i}"), n)
             line(f"{name} set per call (vs diskcache)", t_set, t_dset, ">= 2x")
@@ -192,7 +192,7 @@ def bench_local(n):
 def bench_memory(n):
     from cachelib import SimpleCache
 
-    u = unicache.Cache("memory://")
+    u = unicache_rs.Cache("memory://")
     s = SimpleCache(threshold=100_000)
     for i in range(1000):
         u.set(f"k{i}", b"x" * 100)
@@ -222,7 +222,7 @@ def load_seed():
 
 
 def bench_write(big, seed_n):
-    """Records per second: unicache.write of `big` records vs the seed's run()
+    """Records per second: unicache_rs.write of `big` records vs the seed's run()
     on `seed_n` (it commits, and so syncs, once per record: a full 100k run
     takes many minutes)."""
     seed = load_seed()
@@ -239,7 +239,7 @@ def bench_write(big, seed_n):
         inp = d / "in.json"
         inp.write_text(json.dumps({"records": records(big), "backends": ["sqlite"]}))
         t0 = time.perf_counter()
-        s = unicache.write(str(inp), caches=[f"sqlite:{d}/u.sqlite3"])
+        s = unicache_rs.write(str(inp), caches=[f"sqlite:{d}/u.sqlite3"])
         t_u = (time.perf_counter() - t0) / big
         assert s["records_written"] == big, s
         seed_in = d / "seed_in.json"
@@ -261,7 +261,7 @@ def main():
     n, big = (2000, 10_000) if a.quick else (20_000, 100_000)
     seed_n = 1000 if a.quick else 10_000
     only = set(a.only.split(","))
-    print(f"unicache {unicache.__version__}, Python {sys.version.split()[0]}, "
+    print(f"unicache {unicache_rs.__version__}, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs; per-call figures are the best of 3 runs", flush=True)
     if "redis" in only and shutil.which("redis-server"):
         bench_redis(n, big)

@@ -1,4 +1,4 @@
-//! `unicache.Cache`: the blocking Python face of one `unicache` cache.
+//! `unicache_rs.Cache`: the blocking Python face of one `unicache` cache.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,10 +11,11 @@ use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
+use crate::aio::{AioTask, Bridge};
 use crate::{
     ErrorClass, error_of, json_to_py, key_arg, key_utf8, run, seconds_arg, ttl_arg, utf8, value_arg,
 };
-use unicache::{CacheOptions, FactoryError, Fill, Handle, KeyStream};
+use unicache::{CacheExt, CacheOptions, FactoryError, Fill, Handle, KeyStream};
 
 /// Keys fetched per round trip by the `keys()` iterator.
 const KEY_CHUNK: usize = 1000;
@@ -218,6 +219,46 @@ async fn call_factory(
     }
 }
 
+/// A `bool` result for asyncio.
+fn bool_of(py: Python<'_>, r: unicache::Result<bool>) -> PyResult<Bound<'_, PyAny>> {
+    Ok(PyBool::new(py, r.map_err(crate::to_py)?)
+        .to_owned()
+        .into_any())
+}
+
+/// An integer result for asyncio.
+fn i64_of(py: Python<'_>, r: unicache::Result<i64>) -> PyResult<Bound<'_, PyAny>> {
+    Ok(r.map_err(crate::to_py)?.into_pyobject(py)?.into_any())
+}
+
+/// A count result for asyncio.
+fn u64_of(py: Python<'_>, r: unicache::Result<u64>) -> PyResult<Bound<'_, PyAny>> {
+    Ok(r.map_err(crate::to_py)?.into_pyobject(py)?.into_any())
+}
+
+/// Python's `None`.
+fn none(py: Python<'_>) -> Bound<'_, PyAny> {
+    py.None().into_bound(py)
+}
+
+/// A `None` result for asyncio.
+fn unit(py: Python<'_>, r: unicache::Result<()>) -> PyResult<Bound<'_, PyAny>> {
+    r.map_err(crate::to_py)?;
+    Ok(py.None().into_bound(py))
+}
+
+/// A batch's result, or its `PartialBatchError` over `keys`.
+fn batch<T>(py: Python<'_>, r: unicache::Result<T>, keys: &[String]) -> PyResult<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) if e.kind() == unicache::ErrorKind::PartialBatch => {
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            crate::partial_to_py(py, &e, &refs)
+        }
+        Err(e) => Err(crate::to_py(e)),
+    }
+}
+
 /// Keys as `String`s from a Python iterable of str. A str is refused, not
 /// taken for its characters (`get_many("abc")` is a mistake for `["abc"]`).
 fn keys_of(keys: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
@@ -268,8 +309,19 @@ impl Cache {
         Ok(self.backend()?.backend())
     }
 
+    /// The default TTL in seconds (from the URL or `default_ttl=`), or
+    /// `None`: entries stored without a TTL never expire.
+    #[getter]
+    fn default_ttl(&self) -> PyResult<Option<f64>> {
+        Ok(self
+            .backend()?
+            .config()
+            .default_ttl
+            .map(|d| d.as_secs_f64()))
+    }
+
     fn __repr__(&self) -> String {
-        format!("unicache.Cache({:?})", self.url)
+        format!("unicache_rs.Cache({:?})", self.url)
     }
 
     /// The value under `key` as bytes, or `default`.
@@ -311,6 +363,28 @@ impl Cache {
         let (k, v, t) = (key_arg(key)?, value_arg(value)?, ttl_arg(ttl)?);
         let c = self.backend()?;
         run(py, c.add(&k, &v, t))
+    }
+
+    /// Stores `new` under `key` only if its live value is exactly
+    /// `expected`, atomically (`ttl`: seconds, or the default); `True` when
+    /// it stored. An absent key is never equal.
+    #[pyo3(signature = (key, expected, new, ttl=None))]
+    fn compare_and_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        expected: &Bound<'_, PyAny>,
+        new: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let (k, old, v, t) = (
+            key_arg(key)?,
+            value_arg(expected)?,
+            value_arg(new)?,
+            ttl_arg(ttl)?,
+        );
+        let c = self.backend()?;
+        run(py, c.compare_and_set(&k, &old, &v, t))
     }
 
     /// Removes `key`; `True` if it was there.
@@ -532,6 +606,224 @@ impl Cache {
             }
         })??;
         Ok(PyBytes::new(py, &v))
+    }
+
+    /// Deletes every key of this namespace that starts with `prefix`;
+    /// returns how many it deleted. Lists the keys (a scan of the
+    /// namespace), so not on memcached (`UnsupportedError`).
+    fn delete_prefix(&self, py: Python<'_>, prefix: &str) -> PyResult<u64> {
+        let c = self.backend()?;
+        run(py, async move { c.delete_prefix(prefix).await })
+    }
+
+    /// The asyncio face (`unicache_rs.AsyncCache`): starts operation `op`
+    /// with `args` on the runtime and returns at once; its outcome
+    /// completes the asyncio future `fut` through its loop's `bridge` (`aio.rs`).
+    /// `get_or_set`'s `args` are `(key, ttl, start, loop)`, `start(sender)`
+    /// the flight's Python half, called on the loop when this call leads.
+    #[pyo3(signature = (bridge, fut, op, *args))]
+    fn _aio(
+        &self,
+        py: Python<'_>,
+        bridge: PyRef<'_, Bridge>,
+        fut: Py<PyAny>,
+        op: &str,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<AioTask> {
+        let bridge = &*bridge;
+        // Single-key calls of an in-process cache answer when polled.
+        let quick = self.inline && matches!(op, "get" | "set" | "delete" | "contains");
+        macro_rules! spawn {
+            ($work:expr, $convert:expr $(,)?) => {
+                crate::aio::spawn(py, bridge, fut, quick, $work, $convert)
+            };
+        }
+        let arg = |i: usize| args.get_item(i);
+        let c = if op == "close" {
+            match self.inner.write().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(c) => c,
+                None => return spawn!(async {}, move |py, ()| Ok(none(py))),
+            }
+        } else {
+            self.backend()?
+        };
+        match op {
+            "get" => {
+                let k = key_arg(&arg(0)?)?;
+                spawn!(async move { c.get(&k).await }, move |py, r| {
+                    Ok(match r.map_err(crate::to_py)? {
+                        Some(v) => PyBytes::new(py, &v).into_any(),
+                        None => none(py),
+                    })
+                },)
+            }
+            "set" | "add" => {
+                let (k, v) = (key_arg(&arg(0)?)?, value_arg(&arg(1)?)?.into_owned());
+                let t = ttl_arg(Some(&arg(2)?))?;
+                if op == "set" {
+                    spawn!(async move { c.set(&k, &v, t).await }, unit)
+                } else {
+                    spawn!(async move { c.add(&k, &v, t).await }, bool_of,)
+                }
+            }
+            "compare_and_set" => {
+                let k = key_arg(&arg(0)?)?;
+                let (old, new) = (
+                    value_arg(&arg(1)?)?.into_owned(),
+                    value_arg(&arg(2)?)?.into_owned(),
+                );
+                let t = ttl_arg(Some(&arg(3)?))?;
+                let work = async move { c.compare_and_set(&k, &old, &new, t).await };
+                spawn!(work, bool_of)
+            }
+            "delete" => {
+                let k = key_arg(&arg(0)?)?;
+                spawn!(async move { c.delete(&k).await }, bool_of)
+            }
+            "contains" => {
+                let k = key_arg(&arg(0)?)?;
+                spawn!(async move { c.contains(&k).await }, bool_of,)
+            }
+            "incr" => {
+                let (k, d): (String, i64) = (key_arg(&arg(0)?)?, arg(1)?.extract()?);
+                spawn!(async move { c.incr(&k, d).await }, i64_of)
+            }
+            "touch" => {
+                let (k, t) = (key_arg(&arg(0)?)?, ttl_arg(Some(&arg(1)?))?);
+                spawn!(async move { c.touch(&k, t).await }, bool_of,)
+            }
+            "ttl" => {
+                let k = key_arg(&arg(0)?)?;
+                spawn!(
+                    async move { c.ttl(&k).await },
+                    move |py, r| match r.map_err(crate::to_py)? {
+                        None => Ok(none(py)),
+                        Some(t) => Ok(t
+                            .map_or(f64::INFINITY, |d| d.as_secs_f64())
+                            .into_pyobject(py)?
+                            .into_any()),
+                    },
+                )
+            }
+            "get_with_ttl" => {
+                let k = key_arg(&arg(0)?)?;
+                spawn!(
+                    async move { c.get_with_ttl(&k).await },
+                    move |py, r| match r.map_err(crate::to_py)? {
+                        None => Ok(none(py)),
+                        Some(v) => {
+                            let ttl = v.ttl.map_or(f64::INFINITY, |d| d.as_secs_f64());
+                            let t = PyTuple::new(
+                                py,
+                                [
+                                    PyBytes::new(py, &v.value).into_any(),
+                                    ttl.into_pyobject(py)?.into_any(),
+                                ],
+                            )?;
+                            Ok(t.into_any())
+                        }
+                    },
+                )
+            }
+            "len" => spawn!(async move { c.len().await }, u64_of),
+            "get_many" => {
+                let keys = keys_of(&arg(0)?)?;
+                let work = {
+                    let keys = keys.clone();
+                    async move {
+                        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        c.get_many(&refs).await
+                    }
+                };
+                spawn!(work, move |py, r| {
+                    let values = batch(py, r, &keys)?;
+                    let out = PyDict::new(py);
+                    for (k, v) in keys.iter().zip(values) {
+                        if let Some(v) = v {
+                            out.set_item(k, PyBytes::new(py, &v))?;
+                        }
+                    }
+                    Ok(out.into_any())
+                })
+            }
+            "set_many" => {
+                let entries = arg(0)?;
+                let t = ttl_arg(Some(&arg(1)?))?;
+                let items = match entries.cast::<PyDict>() {
+                    Ok(d) => d.items().into_any(),
+                    Err(_) => entries,
+                };
+                let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
+                for p in items.try_iter()? {
+                    let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = p?.extract()?;
+                    pairs.push((key_arg(&k)?, value_arg(&v)?.into_owned()));
+                }
+                let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+                let work = async move {
+                    let refs: Vec<(&str, &[u8])> = pairs
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_slice()))
+                        .collect();
+                    c.set_many(&refs, t).await
+                };
+                spawn!(work, move |py, r| {
+                    batch(py, r, &keys)?;
+                    Ok(none(py))
+                })
+            }
+            "delete_many" => {
+                let keys = keys_of(&arg(0)?)?;
+                let work = {
+                    let keys = keys.clone();
+                    async move {
+                        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        c.delete_many(&refs).await
+                    }
+                };
+                spawn!(work, move |py, r| {
+                    Ok(batch(py, r, &keys)?.into_pyobject(py)?.into_any())
+                })
+            }
+            "delete_prefix" => {
+                let prefix: String = arg(0)?.extract()?;
+                let work = async move { c.delete_prefix(&prefix).await };
+                spawn!(work, u64_of)
+            }
+            "clear" => spawn!(async move { c.clear().await }, unit),
+            "clear_all" => spawn!(async move { c.clear_all().await }, unit),
+            "close" => spawn!(async move { c.close().await }, unit),
+            "stats" => spawn!(async move { c.stats().await }, |py, r| {
+                let text = serde_json::to_string(&r.map_err(crate::to_py)?)
+                    .map_err(|e| error_of(ErrorClass::Serialization, format!("stats: {e}")))?;
+                json_to_py(py, &text)
+            }),
+            "keys" => {
+                let work = async move {
+                    let mut stream = c.keys().await?;
+                    let mut all = Vec::new();
+                    while let Some(k) = stream.next().await {
+                        all.push(k?);
+                    }
+                    Ok::<_, unicache::Error>(all)
+                };
+                spawn!(work, |py, r| {
+                    Ok(r.map_err(crate::to_py)?.into_pyobject(py)?.into_any())
+                })
+            }
+            "get_or_set" => {
+                let (k, t) = (key_arg(&arg(0)?)?, ttl_arg(Some(&arg(1)?))?);
+                let start = arg(2)?.unbind();
+                let event_loop = arg(3)?.unbind();
+                let work = async move {
+                    c.get_or_set(&k, t, move || crate::aio::loop_factory(event_loop, start))
+                        .await
+                };
+                spawn!(work, move |py, r| {
+                    Ok(PyBytes::new(py, &r.map_err(crate::to_py)?).into_any())
+                })
+            }
+            _ => Err(PyTypeError::new_err(format!("no asyncio operation {op:?}"))),
+        }
     }
 
     /// Flushes and releases the cache; later calls raise `ClosedError`.

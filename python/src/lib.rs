@@ -1,8 +1,8 @@
-//! Python bindings of unicache: the extension module `unicache._unicache`.
+//! Python bindings of unicache: the extension module `unicache_rs._unicache`.
 //!
 //! Every backend call runs on one shared tokio runtime with the GIL released
 //! (`run`), so Python threads overlap their I/O. Errors become the
-//! exceptions of `unicache.errors` (`to_py`); nothing panics across the
+//! exceptions of `unicache_rs.errors` (`to_py`); nothing panics across the
 //! boundary.
 
 use std::future::Future;
@@ -13,6 +13,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
+mod aio;
 mod cache;
 mod write;
 
@@ -78,7 +79,7 @@ const SHOWN_KEYS: usize = 5;
 
 /// A `PartialBatchError` for `e` over the batch `keys`: `keys` lists the
 /// failed keys in batch order, `failures` maps each to its own exception.
-fn partial_to_py<T>(py: Python<'_>, e: &unicache::Error, keys: &[&str]) -> PyResult<T> {
+pub(crate) fn partial_to_py<T>(py: Python<'_>, e: &unicache::Error, keys: &[&str]) -> PyResult<T> {
     let failed: Vec<(&str, &unicache::Error)> = e
         .failures()
         .iter()
@@ -208,7 +209,7 @@ thread_local! {
     static IN_RUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Exception classes of `unicache.errors`, by the Rust error's kind.
+/// Exception classes of `unicache_rs.errors`, by the Rust error's kind.
 #[derive(Clone, Copy)]
 pub(crate) enum ErrorClass {
     Error,
@@ -270,11 +271,11 @@ impl ErrorClass {
     }
 }
 
-/// A `unicache.errors` exception of `class` with `message`.
+/// A `unicache_rs.errors` exception of `class` with `message`.
 pub(crate) fn error_of(class: ErrorClass, message: String) -> PyErr {
     Python::attach(|py| {
         match py
-            .import("unicache.errors")
+            .import("unicache_rs.errors")
             .and_then(|m| m.getattr(class.name()))
         {
             Ok(t) => PyErr::from_type(t.cast_into().expect("exception type"), message),
@@ -381,6 +382,9 @@ pub(crate) fn json_to_py<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py
 fn _unicache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::Cache>()?;
     m.add_class::<cache::KeyIter>()?;
+    m.add_class::<aio::AioTask>()?;
+    m.add_class::<aio::Bridge>()?;
+    m.add_class::<aio::FillSender>()?;
     m.add_function(wrap_pyfunction!(write::write, m)?)?;
     m.add_function(wrap_pyfunction!(path_url_body, m)?)?;
     Ok(())

@@ -1,4 +1,4 @@
-//! `unicache.write(source, caches=[...], **options)`: the Rust streaming
+//! `unicache_rs.write(source, caches=[...], **options)`: the Rust streaming
 //! writer (`unicache::writer`) over a path, a file object or an iterable of
 //! dicts, returning the summary as a dict.
 
@@ -147,9 +147,9 @@ fn open_source(
 
 /// Runs the Rust streaming writer. `source`: a path, a file object (binary
 /// or text) or an iterable of dicts. `caches`: URLs, bare names (`sqlite`,
-/// `file`... resolved under `dir`) or `unicache.Cache` objects; without
+/// `file`... resolved under `dir`) or `unicache_rs.Cache` objects; without
 /// it, the seed config file's `backends`. Returns the summary dict; a run
-/// that stopped early raises `unicache.WriteError` carrying it as `.summary`.
+/// that stopped early raises `unicache_rs.WriteError` carrying it as `.summary`.
 #[pyfunction]
 #[pyo3(signature = (source, caches=None, *, key_field="key", missing_key="skip", ttl=None,
     batch_size=1000, retries=8, format="auto", rejects=None, give_up_after=30.0, dir="."))]

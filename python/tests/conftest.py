@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-import unicache
+import unicache_rs
 
 
 def free_port():
@@ -120,7 +120,7 @@ def cache_url(make_url, backend):
 
 @pytest.fixture
 def cache(cache_url):
-    c = unicache.Cache(cache_url)
+    c = unicache_rs.Cache(cache_url)
     yield c
     c.close()
 

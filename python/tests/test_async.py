@@ -1,4 +1,4 @@
-"""unicache.AsyncCache: the same methods as coroutines."""
+"""unicache_rs.AsyncCache: the same methods as coroutines."""
 
 import asyncio
 import contextvars
@@ -7,12 +7,12 @@ import time
 import pytest
 import pytest_asyncio
 
-import unicache
+import unicache_rs
 
 
 @pytest.mark.asyncio
 async def test_async_methods(cache_url):
-    async with await unicache.AsyncCache.open(cache_url) as c:
+    async with await unicache_rs.AsyncCache.open(cache_url) as c:
         await c.set("k", "v", ttl=60)
         assert await c.get("k") == b"v"
         assert await c.contains("k") is True
@@ -30,13 +30,13 @@ async def test_async_methods(cache_url):
 
         assert await c.get_or_set("made2", make) == b"async"
         assert await c.get("made2") == b"async"
-    with pytest.raises(unicache.ClosedError):
+    with pytest.raises(unicache_rs.ClosedError):
         await c.get("k")
 
 
 @pytest.mark.asyncio
 async def test_calls_overlap_on_a_server(redis_server):
-    c = await unicache.AsyncCache.open(redis_server.url + "?namespace=aio")
+    c = await unicache_rs.AsyncCache.open(redis_server.url + "?namespace=aio")
     await c.set("k", "v")
     t = time.perf_counter()
     results = await asyncio.gather(*(c.get("k") for _ in range(200)))
@@ -67,7 +67,7 @@ class Factory:
 
 @pytest_asyncio.fixture
 async def acache(cache_url):
-    c = await unicache.AsyncCache.open(cache_url)
+    c = await unicache_rs.AsyncCache.open(cache_url)
     yield c
     await c.close()
 

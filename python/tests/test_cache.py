@@ -1,4 +1,4 @@
-"""unicache.Cache on every backend: real files and real servers."""
+"""unicache_rs.Cache on every backend: real files and real servers."""
 
 import math
 import threading
@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-import unicache
+import unicache_rs
 
 
 def needs(fn):
     """fn(); skips the test where the backend does not have the operation yet."""
     try:
         return fn()
-    except unicache.UnsupportedError as e:
+    except unicache_rs.UnsupportedError as e:
         pytest.skip(str(e))
 
 
@@ -74,7 +74,7 @@ def test_add_incr_touch(cache):
     assert cache.decr("n", 3) == 8
     assert cache.get("n") == b"8"
     cache.set("text", "abc")
-    with pytest.raises(unicache.InvalidInputError):
+    with pytest.raises(unicache_rs.InvalidInputError):
         cache.incr("text")
     assert cache.touch("a", ttl=50) is True
     assert 40 < cache.ttl("a") <= 50
@@ -86,7 +86,7 @@ def test_clear_is_namespace_safe(make_url, backend):
     sep = "&" if "?" in base else "?"
     if backend == "memory":
         pytest.skip("a memory cache is its own namespace")
-    with unicache.Cache(base + sep + "namespace=one") as one, unicache.Cache(base.split("?")[0] + sep.replace("&", "?") + "namespace=two") as two:
+    with unicache_rs.Cache(base + sep + "namespace=one") as one, unicache_rs.Cache(base.split("?")[0] + sep.replace("&", "?") + "namespace=two") as two:
         one.set("k", "1")
         two.set("k", "2")
         one.clear()
@@ -98,8 +98,8 @@ def test_namespace_argument(make_url, backend):
     if backend == "memory":
         pytest.skip("a memory cache is its own namespace")
     url = make_url(backend).split("?")[0]
-    a = unicache.Cache(url, namespace="nsa")
-    b = unicache.Cache(url, namespace="nsb")
+    a = unicache_rs.Cache(url, namespace="nsa")
+    b = unicache_rs.Cache(url, namespace="nsb")
     a.set("k", "a")
     assert b.get("k") is None
     a.clear()
@@ -107,7 +107,7 @@ def test_namespace_argument(make_url, backend):
 
 
 def test_default_ttl(make_url, backend):
-    c = unicache.Cache(make_url(backend), default_ttl=100)
+    c = unicache_rs.Cache(make_url(backend), default_ttl=100)
     c.set("k", "v")
     assert 90 < c.ttl("k") <= 100
     c.close()
@@ -116,7 +116,7 @@ def test_default_ttl(make_url, backend):
 def test_keys_and_len(cache, backend):
     cache.set_many({f"key{i}": "v" for i in range(2500)})
     if backend == "memcached":
-        with pytest.raises(unicache.UnsupportedError):
+        with pytest.raises(unicache_rs.UnsupportedError):
             list(cache.keys())
         return
     keys = cache.keys()
@@ -135,9 +135,9 @@ def test_stats(cache):
 
 
 def test_close_and_context_manager(cache_url):
-    with unicache.Cache(cache_url) as c:
+    with unicache_rs.Cache(cache_url) as c:
         c.set("k", "v")
-    with pytest.raises(unicache.ClosedError):
+    with pytest.raises(unicache_rs.ClosedError):
         c.get("k")
     c.close()  # a second close is harmless
 
@@ -211,7 +211,7 @@ def test_bad_arguments(cache):
         cache.set("k", 12)
     with pytest.raises(TypeError):
         cache.get(b"bytes key")
-    with pytest.raises(unicache.InvalidInputError):
+    with pytest.raises(unicache_rs.InvalidInputError):
         cache.set("k", "v", ttl=0)
     with pytest.raises(ValueError):
         cache.set("k", "v", ttl=-1)

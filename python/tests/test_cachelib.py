@@ -1,4 +1,4 @@
-"""unicache.cachelib.UnicacheCache: cachelib's BaseCache semantics on every backend."""
+"""unicache_rs.cachelib.UnicacheCache: cachelib's BaseCache semantics on every backend."""
 
 import time
 
@@ -8,7 +8,7 @@ pytest.importorskip("cachelib")
 
 from cachelib.serializers import BaseSerializer  # noqa: E402
 
-from unicache.cachelib import UnicacheCache  # noqa: E402
+from unicache_rs.cachelib import UnicacheCache  # noqa: E402
 
 
 @pytest.fixture
@@ -92,9 +92,9 @@ def test_ignore_delete_many_errors_is_accepted(cache_url):
 
 
 def test_clear_with_a_prefix_deletes_only_its_keys_without_a_namespace(redis_server):
-    import unicache
+    import unicache_rs
 
-    raw = unicache.Cache(redis_server.url)
+    raw = unicache_rs.Cache(redis_server.url)
     other = f"other:{time.time_ns()}"
     raw.set(other, "kept")
     c = UnicacheCache(redis_server.url, key_prefix=f"mine{time.time_ns()}:")
@@ -126,10 +126,10 @@ def test_threshold_bounds_the_entries(make_url, backend):
 
 
 def test_threshold_on_sqlite_is_the_files_bound(tmp_path):
-    import unicache
+    import unicache_rs
 
     c = UnicacheCache(f"sqlite:{tmp_path}/c.sqlite3", threshold=10)
-    with unicache.Cache(f"sqlite:{tmp_path}/c.sqlite3") as other:
+    with unicache_rs.Cache(f"sqlite:{tmp_path}/c.sqlite3") as other:
         other.set_many({f"o{i}": "v" for i in range(50)})
         assert len(other) == 10
     assert c.cache.stats()["server"]["bounded"]["max_entries"] == 10
@@ -146,11 +146,11 @@ def test_no_threshold_no_bound(make_url, threshold):
 
 
 def test_threshold_is_refused_where_it_cannot_hold(redis_server, memcached_server):
-    import unicache
+    import unicache_rs
 
-    with pytest.raises(unicache.UnsupportedError, match="redis cannot keep"):
+    with pytest.raises(unicache_rs.UnsupportedError, match="redis cannot keep"):
         UnicacheCache(redis_server.url, threshold=10)
-    with pytest.raises(unicache.UnsupportedError, match="memcached cannot keep"):
+    with pytest.raises(unicache_rs.UnsupportedError, match="memcached cannot keep"):
         UnicacheCache(memcached_server.url, threshold=10)
     for bad in (-1, 2.5, "10", True):
         with pytest.raises(ValueError, match="threshold must be an int"):
@@ -158,9 +158,9 @@ def test_threshold_is_refused_where_it_cannot_hold(redis_server, memcached_serve
 
 
 def test_threshold_prunes_an_open_cache_passed_in(tmp_path):
-    import unicache
+    import unicache_rs
 
-    raw = unicache.Cache(f"sqlite:{tmp_path}/c.sqlite3")
+    raw = unicache_rs.Cache(f"sqlite:{tmp_path}/c.sqlite3")
     c = UnicacheCache(raw, threshold=5)
     for i in range(20):
         c.set(f"k{i}", i)

@@ -1,6 +1,6 @@
 """Runs cachelib's own test classes (CommonTests, ClearTests, HasTests,
 DeleteManyWithPrefixTests, SerializerTests) against
-unicache.cachelib.UnicacheCache on memory, SQLite, file, Redis and memcached,
+unicache_rs.cachelib.UnicacheCache on memory, SQLite, file, Redis and memcached,
 with and without a key_prefix (cachelib's conftest runs both).
 
 cachelib's tests are not in its wheel: the source distribution of the

@@ -1,4 +1,4 @@
-"""unicache.django.UnicacheCache's OPTIONS: unknown keys and bounds it
+"""unicache_rs.django.UnicacheCache's OPTIONS: unknown keys and bounds it
 cannot keep are errors naming them; MAX_ENTRIES and CULL_FREQUENCY cull as
 Django's LocMemCache and DatabaseCache do on memory://, SQLite and the file
 log, and MAX_ENTRIES bounds the store itself where it keeps bounds."""
@@ -11,8 +11,8 @@ pytest.importorskip("django")
 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
-import unicache  # noqa: E402
-from unicache.django import UnicacheCache  # noqa: E402
+import unicache_rs  # noqa: E402
+from unicache_rs.django import UnicacheCache  # noqa: E402
 
 CULLED = ["memory", "sqlite", "file"]
 
@@ -121,7 +121,7 @@ def test_max_entries_bounds_the_sqlite_file_for_other_clients(tmp_path):
     stats = c.unicache.stats()["server"]["bounded"]
     assert stats["max_entries"] == 50
     # Another client (another process, a tool) writing the same file.
-    with unicache.Cache(f"sqlite:{tmp_path}/django.sqlite3") as other:
+    with unicache_rs.Cache(f"sqlite:{tmp_path}/django.sqlite3") as other:
         other.set_many({f"o{i}": "v" for i in range(500)})
         assert len(other) == 50
 

@@ -1,5 +1,5 @@
 """Runs Django's own cache test suite (its generic BaseCacheTests) against
-unicache.django.UnicacheCache on memory, SQLite, file, Redis and memcached.
+unicache_rs.django.UnicacheCache on memory, SQLite, file, Redis and memcached.
 
 Django's tests are not in its wheel: the source distribution of the
 installed Django version is downloaded once (pip download) into

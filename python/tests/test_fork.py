@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-import unicache
+import unicache_rs
 
 
 def _in_child(body):
@@ -28,7 +28,7 @@ def _in_child(body):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
 def test_a_forked_child_uses_inherited_and_new_caches(cache_url):
-    c = unicache.Cache(cache_url)
+    c = unicache_rs.Cache(cache_url)
     c.set("before", b"parent")
     assert c.get("before") == b"parent"
 
@@ -38,7 +38,7 @@ def test_a_forked_child_uses_inherited_and_new_caches(cache_url):
         assert c.get("child") == b"hello"
         if c.backend_name == "memory":
             return  # the child's own copy
-        fresh = unicache.Cache(cache_url)
+        fresh = unicache_rs.Cache(cache_url)
         assert fresh.get("child") == b"hello"
         fresh.close()
 

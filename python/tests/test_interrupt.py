@@ -12,8 +12,8 @@ from conftest import start_redis
 
 # The child prints lines the parent waits for, then gets SIGINT.
 LONG_FACTORY = r"""
-import sys, threading, time, unicache
-c = unicache.Cache(sys.argv[1])
+import sys, threading, time, unicache_rs
+c = unicache_rs.Cache(sys.argv[1])
 
 def factory():
     print("started", flush=True)
@@ -43,8 +43,8 @@ print("not interrupted", flush=True)
 # A factory in C that never looks at signals: the interrupt is seen when it
 # returns, and its value must not be stored.
 C_FACTORY = r"""
-import functools, hashlib, sys, time, unicache
-c = unicache.Cache(sys.argv[1])
+import functools, hashlib, sys, time, unicache_rs
+c = unicache_rs.Cache(sys.argv[1])
 t = time.monotonic()
 hashlib.pbkdf2_hmac("sha256", b"pw", b"salt", 20000)
 rounds = int(20000 * 1.5 / max(time.monotonic() - t, 1e-6))  # about 1.5 s
@@ -59,8 +59,8 @@ print("not interrupted", flush=True)
 """
 
 FROZEN_GET = r"""
-import sys, time, unicache
-c = unicache.Cache(sys.argv[1])
+import sys, time, unicache_rs
+c = unicache_rs.Cache(sys.argv[1])
 c.set("k", "v")
 print("ready", flush=True)
 sys.stdin.readline()

@@ -1,4 +1,4 @@
-"""The seed's interface (create_cache, write_to_caches, run) and unicache.write."""
+"""The seed's interface (create_cache, write_to_caches, run) and unicache_rs.write."""
 
 import io
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import unicache
+import unicache_rs
 from conftest import DATA
 
 
@@ -21,7 +21,7 @@ def test_run_matches_the_seed_summary(tmp_path):
     inp = tmp_path / "in.json"
     inp.write_text(json.dumps(cfg), encoding="utf-8")
     out = tmp_path / "out" / "summary.json"
-    summary = unicache.run(inp, out)
+    summary = unicache_rs.run(inp, out)
     assert summary == {
         "records_written": len(cfg["records"]),
         "backends_used": cfg.get("backends", ["memory"]),
@@ -33,13 +33,13 @@ def test_run_matches_the_seed_summary(tmp_path):
 
 def test_run_missing_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="Input not found"):
-        unicache.run(Path(tmp_path / "nope.json"), Path(tmp_path / "o.json"))
+        unicache_rs.run(Path(tmp_path / "nope.json"), Path(tmp_path / "o.json"))
 
 
 def test_create_cache_seed_semantics(tmp_path):
     for name, path in [("memory", None), ("file", tmp_path / "d" / "c.json"),
                        ("sqlite", tmp_path / "c.sqlite3"), ("sqlite", None)]:
-        c = unicache.create_cache(name, path)
+        c = unicache_rs.create_cache(name, path)
         assert c.get("k") is None
         c.set("k", json.dumps({"a": 1}))
         assert json.loads(c.get("k")) == {"a": 1}
@@ -51,26 +51,26 @@ def test_create_cache_seed_semantics(tmp_path):
         c.close()
     assert os.stat(tmp_path / "d" / "c.json").st_mode & 0o777 == 0o600
     with pytest.raises(ValueError, match="Unknown backend: nope"):
-        unicache.create_cache("nope")
+        unicache_rs.create_cache("nope")
 
 
 def test_write_to_caches_seed_values(tmp_path):
     records = [{"key": "a", "n": 1}, {"key": "b", "n": 2}, {"key": "a", "n": 3}, {"n": 4}]
-    result = unicache.write_to_caches(records, ["sqlite", "file"], tmp_path)
-    assert result == unicache.WriteResult(written=4, backends_used=["sqlite", "file"])
-    c = unicache.create_cache("file", tmp_path / "cache_file.json")
+    result = unicache_rs.write_to_caches(records, ["sqlite", "file"], tmp_path)
+    assert result == unicache_rs.WriteResult(written=4, backends_used=["sqlite", "file"])
+    c = unicache_rs.create_cache("file", tmp_path / "cache_file.json")
     assert c.get("a") == json.dumps({"key": "a", "n": 3})
     assert c.get("") == json.dumps({"n": 4})
     c.close()
 
 
 def test_write_from_a_path_to_urls(tmp_path):
-    summary = unicache.write(DATA, caches=[f"sqlite:{tmp_path}/w.sqlite3", "memory"])
+    summary = unicache_rs.write(DATA, caches=[f"sqlite:{tmp_path}/w.sqlite3", "memory"])
     n = len(seed_records()["records"])
     assert summary["records_read"] == n
     assert summary["records_written"] + summary["records_skipped"] == n
     assert [t["name"] for t in summary["targets"]] == [f"sqlite:{tmp_path}/w.sqlite3", "memory"]
-    with unicache.Cache(f"sqlite:{tmp_path}/w.sqlite3") as c:
+    with unicache_rs.Cache(f"sqlite:{tmp_path}/w.sqlite3") as c:
         assert json.loads(c.get("user:1"))["name"] == "Ada Lovelace"
         assert len(c) == summary["records_written"]
 
@@ -78,15 +78,15 @@ def test_write_from_a_path_to_urls(tmp_path):
 def test_write_seed_backends_resolve_under_dir(tmp_path):
     inp = tmp_path / "in.json"
     inp.write_text(json.dumps({"records": [{"key": "k", "v": 1}], "backends": ["sqlite"]}))
-    summary = unicache.write(inp, dir=str(tmp_path))
+    summary = unicache_rs.write(inp, dir=str(tmp_path))
     assert summary["records_written"] == 1
     assert (tmp_path / "cache.sqlite3").exists()
 
 
 def test_write_iterable_of_dicts_into_cache_objects(tmp_path):
-    target = unicache.Cache(f"file:{tmp_path}/w.jsonl")
+    target = unicache_rs.Cache(f"file:{tmp_path}/w.jsonl")
     records = ({"id": i, "v": "x" * (i % 7)} for i in range(5000))
-    summary = unicache.write(records, caches=[target], key_field="id", ttl=3600)
+    summary = unicache_rs.write(records, caches=[target], key_field="id", ttl=3600)
     assert summary["records_written"] == 5000
     assert target.get("4999") == json.dumps({"id": 4999, "v": "x" * (4999 % 7)},
                                             separators=(",", ":")).encode()
@@ -97,8 +97,8 @@ def test_write_iterable_of_dicts_into_cache_objects(tmp_path):
 def test_write_file_objects_text_and_binary(tmp_path):
     lines = "".join(json.dumps({"key": f"k{i}"}) + "\n" for i in range(300)) + "not json\n"
     for f in (io.StringIO(lines), io.BytesIO(lines.encode())):
-        c = unicache.Cache("memory://")
-        summary = unicache.write(f, caches=[c], rejects=str(tmp_path / "rej.jsonl"))
+        c = unicache_rs.Cache("memory://")
+        summary = unicache_rs.write(f, caches=[c], rejects=str(tmp_path / "rej.jsonl"))
         assert summary["records_written"] == 300
         assert summary["records_skipped"] == 1
         assert len(c) == 300
@@ -106,23 +106,23 @@ def test_write_file_objects_text_and_binary(tmp_path):
 
 
 def test_write_errors():
-    with pytest.raises(unicache.NotFoundError):
-        unicache.write("/nonexistent/input.json", caches=["memory"])
-    with pytest.raises(unicache.InvalidInputError, match="no caches"):
-        unicache.write([{"key": "a"}])
-    with pytest.raises(unicache.InvalidUrlError):
-        unicache.write([{"key": "a"}], caches=["nope://"])
-    with pytest.raises(unicache.InvalidInputError):
-        unicache.write([{"key": "a"}], caches=["memory"], missing_key="maybe")
+    with pytest.raises(unicache_rs.NotFoundError):
+        unicache_rs.write("/nonexistent/input.json", caches=["memory"])
+    with pytest.raises(unicache_rs.InvalidInputError, match="no caches"):
+        unicache_rs.write([{"key": "a"}])
+    with pytest.raises(unicache_rs.InvalidUrlError):
+        unicache_rs.write([{"key": "a"}], caches=["nope://"])
+    with pytest.raises(unicache_rs.InvalidInputError):
+        unicache_rs.write([{"key": "a"}], caches=["memory"], missing_key="maybe")
 
 
 def test_write_to_servers(redis_server, memcached_server):
     records = [{"key": f"r{i}", "i": i} for i in range(2000)]
     urls = [redis_server.url + "?namespace=w", memcached_server.url + "?namespace=w"]
-    summary = unicache.write(records, caches=urls)
+    summary = unicache_rs.write(records, caches=urls)
     assert summary["records_written"] == 2000
     for u in urls:
-        with unicache.Cache(u) as c:
+        with unicache_rs.Cache(u) as c:
             assert json.loads(c.get("r1999"))["i"] == 1999
 
 
@@ -143,7 +143,7 @@ def test_create_cache_file_reads_the_seeds_cache_file(tmp_path, caplog):
     path = tmp_path / "cache_file.json"
     store = seed_file_cache_write(path, records)
     seed_text = path.read_bytes()
-    c = unicache.create_cache("file", path)
+    c = unicache_rs.create_cache("file", path)
     for key, value in store.items():
         assert c.get(key) == value
     assert c.stats()["size"] == len(store)
@@ -155,7 +155,7 @@ def test_create_cache_file_reads_the_seeds_cache_file(tmp_path, caplog):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cache_file.json", "cache_file.json.lock", "cache_file.json.seed"]
     # Opened again: a unicache log now, nothing converted twice.
-    c = unicache.create_cache("file", path)
+    c = unicache_rs.create_cache("file", path)
     assert c.get("new") == "x" and c.get("k:ü") == store["k:ü"]
     c.close()
     assert not (tmp_path / "cache_file.json.seed.1").exists()
@@ -165,7 +165,7 @@ def test_seed_cache_file_values_that_are_not_strings(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"s": "v", "n": 5, "o": {"a": [1]}, "z": None}))
     (tmp_path / "c.json.seed").write_text("an older backup")
-    c = unicache.create_cache("file", path)
+    c = unicache_rs.create_cache("file", path)
     assert (c.get("s"), c.get("n"), c.get("o"), c.get("z")) == ("v", "5", '{"a":[1]}', None)
     c.close()
     assert (tmp_path / "c.json.seed").read_text() == "an older backup"
@@ -178,7 +178,7 @@ def test_run_over_a_seed_cache_file(tmp_path):
     seed_file_cache_write(tmp_path / "cache_file.json", [{"key": "old", "n": 0}])
     inp = tmp_path / "in.json"
     inp.write_text(json.dumps(cfg), encoding="utf-8")
-    unicache.run(inp, tmp_path / "summary.json")
-    c = unicache.create_cache("file", tmp_path / "cache_file.json")
+    unicache_rs.run(inp, tmp_path / "summary.json")
+    c = unicache_rs.create_cache("file", tmp_path / "cache_file.json")
     assert json.loads(c.get("old")) == {"key": "old", "n": 0}
     c.close()

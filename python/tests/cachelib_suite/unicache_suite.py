@@ -1,6 +1,6 @@
 """cachelib's own generic test classes (its source's tests/common.py,
 clear.py, has.py, delete_many_with_prefix.py, serializer.py) against
-unicache.cachelib.UnicacheCache, per backend. Copied beside those files
+unicache_rs.cachelib.UnicacheCache, per backend. Copied beside those files
 as test_unicache_suite.py and run with pytest by ../test_cachelib_suite.py (not
 collected here: it imports cachelib's test modules); the URLs come from the
 environment (UNICACHE_CACHELIB_<BACKEND>). cachelib's SimpleCache and
@@ -18,7 +18,7 @@ from delete_many_with_prefix import DeleteManyWithPrefixTests
 from has import HasTests
 from serializer import SerializerTests
 
-from unicache.cachelib import UnicacheCache
+from unicache_rs.cachelib import UnicacheCache
 
 BACKENDS = ["memory", "sqlite", "file", "redis", "memcached"]
 

@@ -1,5 +1,5 @@
 """Django's own generic cache tests (BaseCacheTests, from Django's source
-tests/cache/tests.py) against unicache.django.UnicacheCache, one class per
+tests/cache/tests.py) against unicache_rs.django.UnicacheCache, one class per
 backend. Copied into that folder and run with Django's runtests.py by
 ../test_django_suite.py; the URLs come from the environment."""
 
@@ -7,7 +7,7 @@ import os
 
 from django.test import TestCase, override_settings
 
-import unicache
+import unicache_rs
 
 from .tests import BaseCacheTests, caches_setting_for_tests
 
@@ -21,14 +21,14 @@ UNCULLED = {"cull", "zero_cull"}
 
 def caches_for(url, culls):
     return caches_setting_for_tests(
-        BACKEND="unicache.django.UnicacheCache",
+        BACKEND="unicache_rs.django.UnicacheCache",
         LOCATION=url,
         exclude=None if culls else UNCULLED,
     )
 
 
 class UnicacheTests(BaseCacheTests):
-    # incr of a pickled value: unicache.django.IncrTypeError, a TypeError.
+    # incr of a pickled value: unicache_rs.django.IncrTypeError, a TypeError.
     incr_decr_type_error = TypeError
 
 
@@ -62,4 +62,4 @@ UnicacheRedisTests = suite_for("UnicacheRedisTests", "UNICACHE_DJANGO_REDIS", cu
 UnicacheMemcachedTests = suite_for(
     "UnicacheMemcachedTests", "UNICACHE_DJANGO_MEMCACHED", culls=False
 )
-assert unicache.Cache
+assert unicache_rs.Cache

@@ -26,7 +26,7 @@ import uuid
 
 from dogpile.cache.api import NO_VALUE, BytesBackend, CacheMutex
 
-import unicache
+import unicache_rs
 
 __all__ = ["UnicacheBackend", "UnicacheMutex"]
 
@@ -34,7 +34,7 @@ __all__ = ["UnicacheBackend", "UnicacheMutex"]
 class UnicacheMutex(CacheMutex):
     """dogpile's mutex as a cache key taken with ``add`` (atomic on every backend)."""
 
-    def __init__(self, cache: unicache.Cache, key: str, timeout: float, sleep: float):
+    def __init__(self, cache: unicache_rs.Cache, key: str, timeout: float, sleep: float):
         self.cache = cache
         self.key = key
         self.timeout = timeout
@@ -69,7 +69,7 @@ class UnicacheBackend(BytesBackend):
         self.distributed_lock = arguments.get("distributed_lock", True)
         self.lock_timeout = arguments.get("lock_timeout", 30)
         self.lock_sleep = arguments.get("lock_sleep", 0.05)
-        self.cache = unicache.Cache(self.url, namespace=self.namespace)
+        self.cache = unicache_rs.Cache(self.url, namespace=self.namespace)
 
     def get_mutex(self, key):
         if not self.distributed_lock:

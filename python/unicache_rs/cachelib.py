@@ -1,8 +1,8 @@
-"""cachelib (Flask-Caching's base) backend: ``unicache.cachelib.UnicacheCache``.
+"""cachelib (Flask-Caching's base) backend: ``unicache_rs.cachelib.UnicacheCache``.
 
 ::
 
-    from unicache.cachelib import UnicacheCache
+    from unicache_rs.cachelib import UnicacheCache
     cache = UnicacheCache("redis://127.0.0.1:6379", default_timeout=300, key_prefix="app:")
 
 cachelib's semantics: ``timeout=None`` uses ``default_timeout``, ``0`` never
@@ -19,7 +19,7 @@ on SQLite it is the store's own ``max_entries`` bound, the file's, kept by
 every process and client that writes it (the store evicts to stay within
 it: README, "Bounded disk caches"). On ``memory://`` (whose own capacity,
 default 100,000, is kept per shard and so would evict early), on the file
-log (which keeps no bounds yet) and on an open :class:`unicache.Cache`
+log (which keeps no bounds yet) and on an open :class:`unicache_rs.Cache`
 passed in, entries are pruned here as cachelib prunes them: before a value
 is stored, when more than ``threshold`` are there, the first ones
 ``keys()`` lists are deleted down to ``threshold`` (so at most
@@ -38,7 +38,7 @@ import typing as _t
 from cachelib.base import BaseCache
 from cachelib.serializers import RedisSerializer
 
-import unicache
+import unicache_rs
 
 from . import _bounds
 
@@ -49,13 +49,13 @@ _CLEAR_CHUNK = 1000
 
 
 class UnicacheCache(BaseCache):
-    """A ``cachelib.BaseCache`` over a unicache URL or an open :class:`unicache.Cache`."""
+    """A ``cachelib.BaseCache`` over a unicache URL or an open :class:`unicache_rs.Cache`."""
 
     serializer = RedisSerializer()
 
     def __init__(
         self,
-        url: str | unicache.Cache = "memory://",
+        url: str | unicache_rs.Cache = "memory://",
         default_timeout: int = 300,
         key_prefix: str | _t.Callable[[], str] | None = None,
         namespace: str | None = None,
@@ -72,11 +72,11 @@ class UnicacheCache(BaseCache):
         ):
             raise ValueError(f"threshold must be an int, 0 or more, not {threshold!r}")
         self._threshold = threshold or None
-        if isinstance(url, unicache.Cache):
+        if isinstance(url, unicache_rs.Cache):
             self.cache, bound = url, None
         else:
             bound = _bounds.store_bound(url, self._threshold)
-            self.cache = unicache.Cache(url, namespace=namespace, max_entries=bound)
+            self.cache = unicache_rs.Cache(url, namespace=namespace, max_entries=bound)
         # Pruned here only where the store does not keep the bound itself.
         self._prunes = self._threshold is not None and bound is None
         self.key_prefix = key_prefix or ""
@@ -145,7 +145,7 @@ class UnicacheCache(BaseCache):
         try:
             if made:
                 self.cache.delete_many(made)
-        except unicache.PartialBatchError as e:
+        except unicache_rs.PartialBatchError as e:
             failed = set(e.keys)
             if not self.ignore_delete_many_errors:
                 names = [k for k, m in zip(keys, made) if m in failed]
@@ -167,7 +167,7 @@ class UnicacheCache(BaseCache):
         if prefix:
             try:
                 keys = [k for k in self.cache.keys() if k.startswith(prefix)]
-            except unicache.UnsupportedError:
+            except unicache_rs.UnsupportedError:
                 keys = None  # memcached cannot list keys: cachelib flushes it too
             if keys is not None:
                 for i in range(0, len(keys), _CLEAR_CHUNK):
@@ -175,7 +175,7 @@ class UnicacheCache(BaseCache):
                 return True
         try:
             self.cache.clear()
-        except unicache.UnsupportedError:
+        except unicache_rs.UnsupportedError:
             # Redis or memcached without a namespace.
             self.cache.clear_all()
         return True

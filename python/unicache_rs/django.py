@@ -1,10 +1,10 @@
-"""Django cache backend: ``unicache.django.UnicacheCache``.
+"""Django cache backend: ``unicache_rs.django.UnicacheCache``.
 
 ::
 
     CACHES = {
         "default": {
-            "BACKEND": "unicache.django.UnicacheCache",
+            "BACKEND": "unicache_rs.django.UnicacheCache",
             "LOCATION": "redis://127.0.0.1:6379?namespace=site",
             "TIMEOUT": 300,
             "OPTIONS": {"namespace": "site"},   # optional; overrides the URL's
@@ -71,7 +71,7 @@ from urllib.parse import parse_qs
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
-import unicache
+import unicache_rs
 
 from . import _bounds
 
@@ -91,7 +91,7 @@ def _shared(location, namespace, max_entries):
     with _handles_lock:
         cache = _handles.get(key)
         if cache is None:
-            cache = unicache.Cache(location, namespace=namespace, max_entries=max_entries)
+            cache = unicache_rs.Cache(location, namespace=namespace, max_entries=max_entries)
             _handles[key] = cache
         return cache
 
@@ -105,7 +105,7 @@ def _int_option(name, value, least):
     if n is None or isinstance(value, bool) or n < least:
         what = "a positive integer" if least > 0 else "an integer, 0 or more"
         raise ImproperlyConfigured(
-            f"unicache.django.UnicacheCache: OPTIONS {name!r} must be {what}, not {value!r}"
+            f"unicache_rs.django.UnicacheCache: OPTIONS {name!r} must be {what}, not {value!r}"
         )
     return n
 
@@ -122,7 +122,7 @@ def _configure(location, params):
     cull = options.pop("CULL_FREQUENCY", None)
     if options:
         raise ImproperlyConfigured(
-            f"unicache.django.UnicacheCache: unknown OPTIONS {', '.join(map(repr, sorted(options)))}"
+            f"unicache_rs.django.UnicacheCache: unknown OPTIONS {', '.join(map(repr, sorted(options)))}"
             " (known: 'namespace', and 'MAX_ENTRIES', 'CULL_FREQUENCY' on memory://, sqlite:, file:)"
         )
     if max_entries is None and cull is None:
@@ -131,7 +131,7 @@ def _configure(location, params):
     if scheme not in _bounds.CULLABLE:
         name = "MAX_ENTRIES" if max_entries is not None else "CULL_FREQUENCY"
         raise ImproperlyConfigured(
-            f"unicache.django.UnicacheCache: OPTIONS {name!r} is not supported on "
+            f"unicache_rs.django.UnicacheCache: OPTIONS {name!r} is not supported on "
             f"{scheme} caches (only memory://, sqlite: and file: are culled); "
             "remove it: Redis and memcached evict by the server's own memory limit"
         )
@@ -139,14 +139,14 @@ def _configure(location, params):
     every = _DEFAULT_CULL_FREQUENCY if cull is None else _int_option("CULL_FREQUENCY", cull, 0)
     if "max_entries" in parse_qs(location.partition("?")[2]):
         raise ImproperlyConfigured(
-            "unicache.django.UnicacheCache: OPTIONS 'MAX_ENTRIES' (or 'CULL_FREQUENCY', which "
+            "unicache_rs.django.UnicacheCache: OPTIONS 'MAX_ENTRIES' (or 'CULL_FREQUENCY', which "
             f"culls at MAX_ENTRIES, default {_DEFAULT_MAX_ENTRIES}) and the LOCATION's "
             "max_entries both bound the cache: keep one"
         )
     return location, namespace, n, every
 
 
-class IncrTypeError(unicache.InvalidInputError, TypeError):
+class IncrTypeError(unicache_rs.InvalidInputError, TypeError):
     """``incr``/``decr`` of a value that is not an integer."""
 
 
@@ -173,7 +173,7 @@ class UnicacheCache(BaseCache):
 
     @property
     def unicache(self):
-        """The :class:`unicache.Cache` behind this backend (opened on first use)."""
+        """The :class:`unicache_rs.Cache` behind this backend (opened on first use)."""
         if self._cache is None:
             self._cache = _shared(self._location, self._namespace, self._store_bound)
         return self._cache
@@ -305,7 +305,7 @@ class UnicacheCache(BaseCache):
             raise ValueError("Key '%s' not found." % key)
         try:
             return self.unicache.incr(key, delta)
-        except unicache.InvalidInputError as e:
+        except unicache_rs.InvalidInputError as e:
             raise IncrTypeError(str(e)) from None
 
     def clear(self):

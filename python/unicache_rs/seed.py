@@ -2,7 +2,7 @@
 
 ``create_cache``, ``write_to_caches`` and ``run`` keep the seed program's
 signatures, return values and summary format, so its users change only the
-import line. The caches are unicache caches: the backend names ``memory``,
+import line. The caches are unicache_rs caches: the backend names ``memory``,
 ``file`` and ``sqlite`` (plus ``redis``, ``memcached`` and any cache URL).
 """
 
@@ -28,7 +28,7 @@ _CHUNK = 5000
 
 class SeedCache:
     """The seed's cache interface (``get``/``set``/``delete``/``clear``/
-    ``stats``/``close``) with ``str`` values, over a :class:`unicache.Cache`."""
+    ``stats``/``close``) with ``str`` values, over a :class:`unicache_rs.Cache`."""
 
     def __init__(self, backend: str, cache: Cache, tmpdir: str | None = None) -> None:
         self.backend = backend

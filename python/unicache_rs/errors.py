@@ -7,6 +7,8 @@ so ``except ConnectionError`` or ``except ValueError`` code keeps working.
 
 import builtins
 import types
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "Error",
@@ -81,8 +83,8 @@ class PartialBatchError(Error):
     ``keys`` lists every failed key in batch order and ``failures`` maps
     each to its own exception (a :class:`ValueTooLargeError`...)."""
 
-    keys = ()
-    failures = types.MappingProxyType({})
+    keys: "tuple[str, ...] | list[str]" = ()
+    failures: "Mapping[str, Error]" = types.MappingProxyType({})
 
 
 class ClosedError(Error):
@@ -90,6 +92,6 @@ class ClosedError(Error):
 
 
 class WriteError(Error):
-    """``unicache.write`` stopped early; ``summary`` holds what it did."""
+    """``unicache_rs.write`` stopped early; ``summary`` holds what it did."""
 
-    summary = None
+    summary: "dict[str, Any] | None" = None

@@ -1,14 +1,15 @@
-"""unicache: one cache interface over memory, SQLite, a file log, Redis and
+"""unicache_rs: one cache interface over memory, SQLite, a file log, Redis and
 memcached, with a compiled Rust core.
 
 >>> import unicache
->>> with unicache.Cache("memory://") as c:
+>>> with unicache_rs.Cache("memory://") as c:
 ...     c.set("k", "v")
 ...     c.get("k")
 b'v'
 """
 
-from ._unicache import Cache, write
+from ._helpers import AsyncLock, Cache, Lock, LockError, LockNotOwnedError
+from ._unicache import write
 from .aio import AsyncCache
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors
@@ -17,6 +18,10 @@ from .seed import WriteResult, create_cache, run, write_to_caches
 __all__ = [
     "Cache",
     "AsyncCache",
+    "Lock",
+    "AsyncLock",
+    "LockError",
+    "LockNotOwnedError",
     "write",
     "create_cache",
     "write_to_caches",

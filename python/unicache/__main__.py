@@ -1,5 +1,0 @@
-"""``python -m unicache``: the seed writer's command line (--input, --output)."""
-
-from .seed import main
-
-main()
