@@ -33,7 +33,7 @@ impl SqliteCache {
                     .and_then(|mut s| s.execute(params![self.namespace, key, value, exp, now])),
             }
             .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
-            self.note_writes(c, n as u64)?;
+            self.note_writes(n as u64)?;
             self.after_write(c);
             Ok(n > 0)
         })?;
@@ -75,7 +75,7 @@ impl SqliteCache {
             written.map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
             tx.commit()
                 .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
-            self.note_writes(c, 1)?;
+            self.note_writes(1)?;
             self.after_write(c);
             Ok(n)
         })?;
@@ -113,7 +113,7 @@ impl SqliteCache {
                     s.execute(params![self.namespace, key, new, exp, expected, now])
                 })
                 .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
-            self.note_writes(c, n as u64)?;
+            self.note_writes(n as u64)?;
             self.after_write(c);
             Ok(n > 0)
         })?;

@@ -68,6 +68,24 @@ impl std::fmt::Debug for SqliteCache {
     }
 }
 
+/// The settings of every connection that writes to the file (the handle's
+/// and its upkeep thread's), so that both count a bounded file's usage
+/// alike.
+pub(super) fn configure_writer(conn: &Connection, path: &Path, busy_timeout: Duration) -> Result<()> {
+    let e = |op: &'static str| move |err| sql_err(path, err).with_context("op", op);
+    conn.busy_timeout(busy_timeout).map_err(e("busy_timeout"))?;
+    // A REPLACE then fires the delete trigger a bounded file counts with.
+    conn.pragma_update(None, "recursive_triggers", true)
+        .map_err(e("recursive_triggers"))?;
+    // Statement journals in memory: a statement in a transaction that
+    // fires triggers (every write to a bounded file) copies each page it
+    // changes to one, which on disk was half of a bounded write's time
+    // (pwrite per page). They hold a statement's pages only.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(e("temp_store"))?;
+    Ok(())
+}
+
 /// Converts a rusqlite error into ours, naming the file.
 pub(super) fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
     use rusqlite::ffi::ErrorCode;
@@ -143,19 +161,10 @@ impl SqliteCache {
             }
         })?;
         let e = |op: &'static str| move |err| sql_err(path, err).with_context("op", op);
-        conn.busy_timeout(busy_timeout).map_err(e("busy_timeout"))?;
+        configure_writer(&conn, path, busy_timeout)?;
         enable_wal(&conn, path, busy_timeout)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(e("synchronous"))?;
-        // A REPLACE then fires the delete trigger a bounded file counts with.
-        conn.pragma_update(None, "recursive_triggers", true)
-            .map_err(e("recursive_triggers"))?;
-        // Statement journals in memory: a statement in a transaction that
-        // fires triggers (every write to a bounded file) copies each page
-        // it changes to one, which on disk was half of a bounded write's
-        // time (pwrite per page). They hold a statement's pages only.
-        conn.pragma_update(None, "temp_store", "MEMORY")
-            .map_err(e("temp_store"))?;
         // Checkpoints are the upkeep thread's; this one only if it is not
         // running (see `upkeep`).
         conn.pragma_update(None, "wal_autocheckpoint", upkeep::FALLBACK_CHECKPOINT_PAGES)
@@ -219,19 +228,16 @@ impl SqliteCache {
         self.counters.track(r)
     }
 
+    /// Deletes every expired row (see [`upkeep::purge_expired`]).
     fn purge(&self, c: &Connection) -> Result<u64> {
-        let n = c
-            .prepare_cached("DELETE FROM cache WHERE expires_at IS NOT NULL AND expires_at <= ?1")
-            .and_then(|mut s| s.execute(params![now_millis() as i64]))
-            .map_err(|e| sql_err(&self.path, e))?;
-        Ok(n as u64)
+        upkeep::purge_expired(c, &self.path, &|| true)
     }
 
     /// Counts `n` committed writes for the upkeep thread (started here at
     /// the first), which purges expired rows every so many writes and
     /// checkpoints the WAL, off this caller's path (see [`upkeep`]).
     /// Always `Ok` (a `Result` for the callers' `?`).
-    fn note_writes(&self, _c: &Connection, n: u64) -> Result<()> {
+    fn note_writes(&self, n: u64) -> Result<()> {
         let mut u = self.upkeep.lock().unwrap_or_else(|p| p.into_inner());
         if !u.as_ref().is_some_and(upkeep::Upkeep::is_ours) {
             *u = Some(upkeep::Upkeep::start(&self.path, self.busy_timeout));
@@ -251,7 +257,7 @@ impl SqliteCache {
             c.prepare_cached(INSERT)
                 .and_then(|mut s| s.execute(params![self.namespace, key, value, exp]))
                 .map_err(|e| sql_err(&self.path, e).with_context("key", key))?;
-            self.note_writes(c, 1)
+            self.note_writes(1)
         })?;
         self.counters.set(1);
         Ok(())
@@ -309,7 +315,7 @@ impl SqliteCache {
                 false => 0,
             };
             tx.commit().map_err(|e| sql_err(&self.path, e))?;
-            self.note_writes(c, entries.len() as u64)?;
+            self.note_writes(entries.len() as u64)?;
             Ok(evicted)
         })
     }

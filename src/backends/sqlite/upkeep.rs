@@ -110,12 +110,8 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| sql_err(path, e))?;
-    c.busy_timeout(busy_timeout).map_err(|e| sql_err(path, e))?;
     // A purge on a bounded file fires the usage triggers as any delete.
-    c.pragma_update(None, "recursive_triggers", true)
-        .map_err(|e| sql_err(path, e))?;
-    c.pragma_update(None, "temp_store", "MEMORY")
-        .map_err(|e| sql_err(path, e))?;
+    super::configure_writer(&c, path, busy_timeout)?;
     Ok(c)
 }
 
@@ -149,29 +145,34 @@ fn run(shared: &Shared, path: &Path, busy_timeout: Duration) {
         }
         if shared.writes.load(Ordering::Relaxed) >= PURGE_EVERY {
             shared.writes.store(0, Ordering::Relaxed);
-            if let Err(e) = purge(&conn, path, shared) {
+            let go_on = || !*shared.stop.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = purge_expired(&conn, path, &go_on) {
                 tracing::warn!("purging expired rows failed: {e}");
             }
         }
     }
 }
 
-/// Deletes the expired rows, [`PURGE_CHUNK`] per transaction, until none
-/// is left or the handle is dropped.
-fn purge(c: &Connection, path: &Path, shared: &Shared) -> Result<u64> {
+/// Deletes the expired rows, [`PURGE_CHUNK`] per statement (a
+/// transaction of its own outside one), until none is left or `go_on`
+/// says to stop; returns how many went. The handle's open, `compact` and
+/// `flush` and the upkeep thread all purge through it.
+pub(super) fn purge_expired(c: &Connection, path: &Path, go_on: &dyn Fn() -> bool) -> Result<u64> {
     let now = crate::cache::now_millis() as i64;
+    // The chunk is written into the statement: a bound LIMIT makes SQLite
+    // prepare it again at every run (see `bounds::OLDEST`).
+    let sql = format!(
+        "DELETE FROM cache WHERE (namespace, key) IN (SELECT namespace, key FROM cache \
+         WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT {PURGE_CHUNK})"
+    );
     let mut total = 0;
     loop {
         let n = c
-            .prepare_cached(
-                "DELETE FROM cache WHERE (namespace, key) IN (SELECT namespace, key FROM cache \
-                 WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
-            )
-            .and_then(|mut s| s.execute(params![now, PURGE_CHUNK]))
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.execute(params![now]))
             .map_err(|e| sql_err(path, e))? as u64;
         total += n;
-        let stopping = *shared.stop.lock().unwrap_or_else(|p| p.into_inner());
-        if n < PURGE_CHUNK as u64 || stopping {
+        if n < PURGE_CHUNK as u64 || !go_on() {
             return Ok(total);
         }
     }
