@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::tmpfs::Tmpfs;
+use common::tmpfs::{Tmpfs, fill_leaving};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -579,25 +579,6 @@ fn disk_usage_stays_within_the_formula() {
             );
         }
     });
-}
-
-/// Fills the disk with `dir/fill`, then frees `free` bytes of it.
-fn fill_leaving(dir: &Path, free: u64) -> PathBuf {
-    let path = dir.join("fill");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0u8; 65536];
-    loop {
-        match f.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling the disk: {e}"),
-        }
-    }
-    while f.write(&[0]).is_ok_and(|n| n == 1) {}
-    let len = f.metadata().unwrap().len();
-    f.set_len(len.saturating_sub(free)).unwrap();
-    path
 }
 
 /// A write that finds the disk full evicts room for itself, compacts (the

@@ -6,32 +6,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use common::tmpfs::Tmpfs;
+use common::servers::wait_for_within;
+use common::tmpfs::{Tmpfs, fill_leaving};
 use common::{assert_exit, stderr, unicache};
 use rusqlite::Connection;
 use unicache::backends::file::{FileCache, FileConfig, SyncPolicy};
 use unicache::{Cache, CacheOptions};
-
-/// Writes zeros to `dir/fill` until the disk is full.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("fill");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0u8; 4096];
-    loop {
-        match f.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling the disk: {e}"),
-        }
-    }
-    // Whatever a short write left.
-    while f.write(&[0]).is_ok_and(|n| n == 1) {}
-    path
-}
 
 fn value_len(keep: &Connection, key: &str) -> Option<i64> {
     keep.query_row(
@@ -77,7 +57,7 @@ fn a_committed_change_on_a_full_disk_exits_0_with_a_warning() {
          PRAGMA wal_checkpoint(PASSIVE);",
     )
     .unwrap();
-    let filler = fill(fs.path());
+    let filler = fill_leaving(fs.path(), 0);
     let big = "v".repeat(80_000);
     let out = unicache()
         .args(["set", "-c", &url, "big", "-"])
@@ -161,15 +141,6 @@ fn threads_named(name: &str) -> usize {
         .count()
 }
 
-/// Waits up to 10 s for `cond`.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !cond() {
-        assert!(std::time::Instant::now() < until, "{what}: not within 10 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// Issue 25 item 11: WAL checkpoints and the purge of expired rows run on
 /// the handle's upkeep thread, never in a caller's `set`: the writers' own
 /// automatic checkpoint is left at 10,000 pages (40 MiB), so a 13 MiB WAL
@@ -178,6 +149,7 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// handle stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_and_purges_run_off_the_callers_path() {
+    const TEN_S: std::time::Duration = std::time::Duration::from_secs(10);
     const NAME: &str = "sqlite-upkeep";
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("u.db");
@@ -202,13 +174,13 @@ async fn checkpoints_and_purges_run_off_the_callers_path() {
     }
     assert_eq!(threads_named(NAME), before + 1);
     let db_bytes = || std::fs::metadata(&db).unwrap().len();
-    eventually("the checkpoint", || db_bytes() > 4 * 1024 * 1024);
+    wait_for_within("the checkpoint", TEN_S, || db_bytes() > 4 * 1024 * 1024);
     let raw = Connection::open(&db).unwrap();
     let rows = || -> i64 {
         raw.query_row("SELECT count(*) FROM cache", [], |r| r.get(0))
             .unwrap()
     };
-    eventually("the purge", || rows() == 10_000);
+    wait_for_within("the purge", TEN_S, || rows() == 10_000);
     drop(c);
     assert_eq!(
         threads_named(NAME),
@@ -266,7 +238,7 @@ fn a_write_whose_compaction_fails_on_a_full_disk_still_succeeds() {
                 .unwrap();
         }
         let before = log_bytes(&c).await;
-        let _filler = fill(fs.path());
+        let _filler = fill_leaving(fs.path(), 0);
         assert!(c.delete("big").await.unwrap(), "delete reported as failed");
         // Not compacted (no room), and the delete is in the log.
         assert!(log_bytes(&c).await > before);

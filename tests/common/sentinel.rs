@@ -3,10 +3,10 @@
 //! over fast (`down-after-milliseconds` 1000). Every process is killed on
 //! drop (and dies with the test process).
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::servers::{free_port, redis_cmd, redis_ready, spawn, wait_for};
+use super::servers::{Process, free_port, redis_cmd, redis_ready, wait_for};
 
 /// The name the sentinels monitor the master under.
 pub const MASTER: &str = "mymaster";
@@ -14,52 +14,7 @@ pub const MASTER: &str = "mymaster";
 pub const DOWN_AFTER_MS: u64 = 1000;
 
 /// One process of the set-up.
-pub struct Node {
-    child: Option<Child>,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(port: u16, dir: tempfile::TempDir, cmd: Command) -> Node {
-        let child = spawn(cmd);
-        wait_for(&format!("redis on port {port}"), || redis_ready(port));
-        Node {
-            child: Some(child),
-            port,
-            dir,
-        }
-    }
-
-    /// SIGKILL, and waits for it.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Sends `sig` (`libc::SIGSTOP`, `libc::SIGCONT`).
-    pub fn signal(&self, sig: i32) {
-        if let Some(c) = &self.child {
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
-    }
-
-    /// Whether the process is running.
-    pub fn alive(&self) -> bool {
-        self.child.is_some()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // A stopped process ignores SIGKILL until continued on some kernels'
-        // accounting; continue it first.
-        self.signal(libc::SIGCONT);
-        self.kill();
-    }
-}
+pub type Node = Process;
 
 /// `redis-cli -p PORT ARGS...` (stdout, trimmed).
 pub fn cli(port: u16, args: &[&str]) -> String {
@@ -105,13 +60,13 @@ impl SentinelSet {
         let mport = free_port(false);
         let mdir = tempfile::tempdir().unwrap();
         let mcmd = data(mport, mdir.path());
-        let mut nodes = vec![Node::start(mport, mdir, mcmd)];
+        let mut nodes = vec![Process::spawned(mport, mdir, mcmd, redis_ready)];
         for _ in 0..replicas {
             let port = free_port(false);
             let dir = tempfile::tempdir().unwrap();
             let mut c = data(port, dir.path());
             c.args(["--replicaof", "127.0.0.1", &mport.to_string()]);
-            nodes.push(Node::start(port, dir, c));
+            nodes.push(Process::spawned(port, dir, c, redis_ready));
         }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
@@ -136,7 +91,7 @@ impl SentinelSet {
                 .arg("--sentinel")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
-            sentinels.push(Node::start(port, dir, c));
+            sentinels.push(Process::spawned(port, dir, c, redis_ready));
         }
         let set = SentinelSet { nodes, sentinels };
         set.wait_known(replicas);

@@ -73,21 +73,29 @@ pub fn ask(port: u16, req: &str) -> Option<String> {
 }
 
 /// Waits up to 20 s for `ok`, panicking with `what` after that.
-pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    wait_for_within(what, Duration::from_secs(20), ok);
+}
+
+/// Waits up to `within` for `ok` (polled every 20 ms), panicking with
+/// `what` after that.
+pub fn wait_for_within(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(20) {
+    while t.elapsed() < within {
         if ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{what} did not come up within 20 s");
+    panic!("{what} did not come up within {within:?}");
 }
 
 /// One server process; killed on drop.
 pub struct Process {
     child: Option<Child>,
-    cmd: fn(u16, &std::path::Path) -> Command,
+    /// How to start it again (`restart`); `None` when started from a
+    /// one-off command.
+    cmd: Option<fn(u16, &std::path::Path) -> Command>,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
@@ -95,10 +103,23 @@ pub struct Process {
 impl Process {
     fn start(port: u16, cmd: fn(u16, &std::path::Path) -> Command, ready: fn(u16) -> bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let child = spawn(cmd(port, dir.path()));
+        let first = cmd(port, dir.path());
+        let mut p = Process::spawned(port, dir, first, ready);
+        p.cmd = Some(cmd);
+        p
+    }
+
+    /// Runs `cmd` (a server on `port`, its files in `dir`) and waits until
+    /// `ready` says it answers.
+    pub fn spawned(
+        port: u16,
+        dir: tempfile::TempDir,
+        cmd: Command,
+        ready: fn(u16) -> bool,
+    ) -> Self {
         let p = Process {
-            child: Some(child),
-            cmd,
+            child: Some(spawn(cmd)),
+            cmd: None,
             port,
             dir,
         };
@@ -121,16 +142,24 @@ impl Process {
         }
     }
 
+    /// Whether it runs (not killed).
+    pub fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts it again on the same port (empty: no persistence).
     pub fn restart(&mut self, ready: fn(u16) -> bool) {
+        let cmd = self.cmd.expect("restart: started from a one-off command");
         self.kill();
-        self.child = Some(spawn((self.cmd)(self.port, self.dir.path())));
+        self.child = Some(spawn(cmd(self.port, self.dir.path())));
         wait_for("restarted server", || ready(self.port));
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // A stopped process is continued first, then killed.
+        self.signal(libc::SIGCONT);
         self.kill();
     }
 }
@@ -256,7 +285,7 @@ impl Cluster {
 
     /// Starts an empty master and joins it; returns its index.
     pub fn add_master(&mut self) -> usize {
-        let p = Process::start(free_port(true), self.nodes[0].cmd, redis_ready);
+        let p = Process::start(free_port(true), self.nodes[0].cmd.unwrap(), redis_ready);
         let new = format!("127.0.0.1:{}", p.port);
         self.nodes.push(p);
         redis_cli_cluster(&["add-node".into(), new, self.addr(0)]);
@@ -477,7 +506,7 @@ pub fn redis_tls_server() -> (Process, std::path::PathBuf) {
     let child = spawn(tls_cmd(port, d));
     let p = Process {
         child: Some(child),
-        cmd: tls_cmd,
+        cmd: Some(tls_cmd),
         port,
         dir,
     };

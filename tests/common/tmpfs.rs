@@ -1,7 +1,31 @@
 //! A real small filesystem for full-disk tests.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Fills the disk under `dir` with `dir/fill` (to the last byte a write
+/// takes), then frees `free` bytes of it; returns the filler's path.
+pub fn fill_leaving(dir: &Path, free: u64) -> PathBuf {
+    let path = dir.join("fill");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 65536];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+    // Whatever a short write left.
+    while f.write(&[0]).is_ok_and(|n| n == 1) {}
+    if free > 0 {
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(free)).unwrap();
+    }
+    path
+}
 
 /// A mounted tmpfs, unmounted when dropped (also when the test fails).
 pub struct Tmpfs {
