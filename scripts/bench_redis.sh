@@ -11,14 +11,6 @@
 #   ./scripts/bench_redis.sh [N=1000000] [RUNS=3]     (SINGLE=0: cluster only)
 set -euo pipefail
 source "$(dirname "$0")/bench_common.sh"
-start() { # port [extra args]
-    local p=$1; shift
-    mkdir -p "$T/$p"
-    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$T/$p" --daemonize no --loglevel warning "$@" >/dev/null 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 200); do redis-cli -p "$p" ping >/dev/null 2>&1 && return; sleep 0.05; done
-    echo "redis-server on $p did not start" >&2; exit 1
-}
 now() { date +%s.%N; }
 rate() { python3 -c "import sys; print(round($N/(float(sys.argv[2])-float(sys.argv[1]))))" "$1" "$2"; }
 
@@ -26,7 +18,7 @@ $U bench gen-resp --records "$N" > "$T/pipe.resp"
 $U bench gen --records "$N" > "$T/in.jsonl"
 
 if [ "${SINGLE:-1}" = 1 ]; then
-P=$(port); start "$P"
+P=$(port); start_redis "$P"
 echo "single server on 127.0.0.1:$P, $N records of 100 B"
 for r in $(seq "$RUNS"); do
     redis-cli -p "$P" flushall >/dev/null
@@ -57,7 +49,7 @@ fi
 NODES=()
 for _ in 1 2 3; do
     while :; do p=$(port); [ "$p" -lt 55000 ] && break; done
-    start "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf" --cluster-node-timeout 5000
+    start_redis "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf" --cluster-node-timeout 5000
     NODES+=("127.0.0.1:$p")
 done
 redis-cli --cluster create "${NODES[@]}" --cluster-replicas 0 --cluster-yes >/dev/null

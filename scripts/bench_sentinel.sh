@@ -9,29 +9,13 @@
 #
 #   ./scripts/bench_sentinel.sh [N=1000000] [RUNS=3]      (READS=0: writes only)
 set -euo pipefail
-# As bench_common.sh, but with the feature set the workspace is built with
-# (--all-features), so that the release artifacts are reused.
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-N=${1:-1000000}
-RUNS=${2:-3}
-cargo build --release --all-features -p unicache-cli -q
-U=$PWD/target/release/unicache
-T=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start() { # port [extra args]
-    local p=$1; shift
-    mkdir -p "$T/$p"
-    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$T/$p" --daemonize no --loglevel warning "$@" >/dev/null 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 200); do redis-cli -p "$p" ping >/dev/null 2>&1 && return; sleep 0.05; done
-    echo "redis-server on $p did not start" >&2; exit 1
-}
-M=$(port); start "$M"
-R1=$(port); start "$R1" --replicaof 127.0.0.1 "$M"
-R2=$(port); start "$R2" --replicaof 127.0.0.1 "$M"
+# The feature set the workspace is built with, so that the release
+# artifacts are reused.
+BENCH_BUILD="--all-features -p unicache-cli"
+source "$(dirname "$0")/bench_common.sh"
+M=$(port); start_redis "$M"
+R1=$(port); start_redis "$R1" --replicaof 127.0.0.1 "$M"
+R2=$(port); start_redis "$R2" --replicaof 127.0.0.1 "$M"
 SENT=()
 for _ in 1 2 3; do
     s=$(port); mkdir -p "$T/s$s"
