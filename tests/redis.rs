@@ -893,6 +893,48 @@ fn namespaces_never_overlap() {
 }
 
 #[test]
+fn clear_deletes_a_scan_page_in_one_command_and_spares_other_namespaces() {
+    const N: usize = 5_000;
+    let server = servers::redis_server();
+    let c = servers::redis_cluster_with(3, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let urls = [format!("redis://127.0.0.1:{}", server.port), c.url()];
+        let ports: [Vec<u16>; 2] = [vec![server.port], c.nodes.iter().map(|n| n.port).collect()];
+        for (url, ports) in urls.iter().zip(ports) {
+            let mine = unicache::open(&format!("{url}?namespace=pages"))
+                .await
+                .unwrap();
+            let other = unicache::open(&format!("{url}?namespace=pages2"))
+                .await
+                .unwrap();
+            let keys: Vec<String> = (0..N).map(|i| format!("k{i}")).collect();
+            let entries: Vec<(&str, &[u8])> =
+                keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+            mine.set_many(&entries, None).await.unwrap();
+            other.set_many(&entries[..300], None).await.unwrap();
+            for &p in &ports {
+                redis_cli(p, &["CONFIG", "RESETSTAT"]);
+            }
+            mine.clear().await.unwrap();
+            assert_eq!(mine.len().await.unwrap(), 0, "{url}");
+            assert_eq!(other.len().await.unwrap(), 300, "{url}");
+            // A page of up to 1,000 keys is one command (one UNLINK, or in a
+            // cluster one script), not a command per key.
+            // (A script's own UNLINKs count as UNLINK calls too.)
+            let cmd = if ports.len() == 1 { "unlink" } else { "eval" };
+            let sent: u64 = ports.iter().map(|&p| calls(p, cmd)).sum();
+            let scans: u64 = ports.iter().map(|&p| calls(p, "scan")).sum();
+            assert!(
+                (5..=scans).contains(&sent),
+                "{sent} {cmd} for {scans} pages ({url})"
+            );
+            other.clear().await.unwrap();
+        }
+    });
+}
+
+#[test]
 fn hash_tag_namespaces_keep_one_slot_in_a_cluster() {
     let c = shared_cluster();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -227,15 +227,8 @@ impl Cache for RedisCache {
         let r = self
             .on_nodes(|nodes| async move {
                 for mut node in nodes {
-                    self.scan_node(&mut node, |keys, mut n| async move {
-                        // One UNLINK per key: in a cluster, keys of one node span slots.
-                        let mut p = redis::pipe();
-                        for k in &keys {
-                            p.cmd("UNLINK").arg(k).ignore();
-                        }
-                        p.query_async::<()>(&mut n).await.map_err(|e| self.err(e))
-                    })
-                    .await?;
+                    self.scan_node(&mut node, |keys, n| self.unlink_page(keys, n))
+                        .await?;
                 }
                 Ok(())
             })

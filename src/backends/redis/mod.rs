@@ -49,6 +49,11 @@ const IN_FLIGHT: usize = 8;
 const MSET_PAIRS: usize = 1_000;
 /// Keys per SCAN step.
 const SCAN_COUNT: usize = 1_000;
+/// `clear`'s script for one cluster node's SCAN page: every key of the
+/// page lives on that node but in many slots, so one multi-key `UNLINK`
+/// would be refused (CROSSSLOT); single-key calls inside one script are not.
+const UNLINK_EACH: &str = "#!lua flags=allow-cross-slot-keys
+for _, k in ipairs(ARGV) do redis.call('UNLINK', k) end";
 /// Redis's own bulk string limit (proto-max-bulk-len default).
 const MAX_VALUE: u64 = 512 * 1024 * 1024;
 
@@ -668,6 +673,9 @@ impl RedisCache {
         Fut: std::future::Future<Output = Result<()>>,
     {
         let mut cursor: u64 = 0;
+        // The page before's `f`, run while the next page is asked for, so
+        // the server never waits for a round trip of ours.
+        let mut pending: Option<Fut> = None;
         loop {
             let mut c = redis::cmd("SCAN");
             c.arg(cursor);
@@ -675,15 +683,57 @@ impl RedisCache {
                 c.arg("MATCH").arg(p);
             }
             c.arg("COUNT").arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<Vec<u8>>) =
-                c.query_async(node).await.map_err(|e| self.err(e))?;
+            let scan = async { c.query_async::<(u64, Vec<Vec<u8>>)>(node).await.map_err(|e| self.err(e)) };
+            let (next, keys) = match pending.take() {
+                Some(before) => {
+                    let (done, page) = futures::future::join(before, scan).await;
+                    done?;
+                    page?
+                }
+                None => scan.await?,
+            };
             if !keys.is_empty() {
-                f(keys, node.clone()).await?;
+                pending = Some(f(keys, node.clone()));
             }
             if next == 0 {
-                return Ok(());
+                return match pending {
+                    Some(last) => last.await,
+                    None => Ok(()),
+                };
             }
             cursor = next;
+        }
+    }
+
+    /// Deletes one SCAN page of full keys from the node `n` that listed
+    /// them, in one command: a multi-key `UNLINK` on a single server; in a
+    /// cluster, whose node holds keys of many slots, a script that unlinks
+    /// them one by one inside the server (Redis 7's `allow-cross-slot-keys`).
+    /// A node that refuses the script (an older server; a slot that moved
+    /// away mid-clear) gets the page as one pipeline of single-key UNLINKs.
+    pub(super) async fn unlink_page(
+        &self,
+        keys: Vec<Vec<u8>>,
+        mut n: MultiplexedConnection,
+    ) -> Result<()> {
+        if !matches!(self.conn, Conn::Cluster(_)) {
+            let mut c = redis::cmd("UNLINK");
+            c.arg(&keys);
+            return c.query_async::<()>(&mut n).await.map_err(|e| self.err(e));
+        }
+        let mut c = redis::cmd("EVAL");
+        c.arg(UNLINK_EACH).arg(0).arg(&keys);
+        match c.query_async::<()>(&mut n).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension) => {
+                tracing::debug!("redis clear: per-key UNLINKs for a page ({e})");
+                let mut p = redis::pipe();
+                for k in &keys {
+                    p.cmd("UNLINK").arg(k).ignore();
+                }
+                p.query_async::<()>(&mut n).await.map_err(|e| self.err(e))
+            }
+            Err(e) => Err(self.err(e)),
         }
     }
 
