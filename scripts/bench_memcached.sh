@@ -2,7 +2,9 @@
 # memcached, side by side in one run on fresh loopback servers, several runs:
 #   set_many of N entries (100-byte values) to one server vs a raw pipelined
 #   meta-protocol writer in Rust (`ms KEY 100 q` x 1000, then `mn`);
-#   get_many of 1,000 keys across two servers vs one raw `mg` pipeline per server.
+#   get_many of 1,000 keys across two servers vs one raw `mg` pipeline per server;
+#   single gets from 16 and 64 tasks vs memcaslap at the same concurrency
+#   (CONC=0 skips; BEFORE=older-binary adds its figures).
 #
 #   ./scripts/bench_memcached.sh [N=1000000] [RUNS=3]
 set -euo pipefail
@@ -29,4 +31,31 @@ for r in $(seq "$RUNS"); do
 done
 for r in $(seq "$RUNS"); do
     echo "run $r: get_many 1000 keys, 2 servers: $($U bench memcached-get-many --cache "memcached://127.0.0.1:$A,127.0.0.1:$B")"
+done
+[ "${CONC:-1}" = 1 ] || exit 0
+# Single gets from many tasks against memcaslap (libmemcached-tools: one
+# thread, one request in flight per connection) at the same concurrency.
+# memcaslap's TPS counts its preload of the keys too (sets cost the server
+# what gets do). unicache: `bench run --ops get`, 10,000 prefilled keys.
+# BEFORE=/path/to/an/older/unicache measures that binary as well.
+if ! command -v memcaslap >/dev/null; then
+    echo "memcaslap not found: apt-get install -y libmemcached-tools (skipping the concurrency part)"; exit 0
+fi
+printf 'key\n16 16 1\nvalue\n100 100 1\ncmd\n0 0.0\n1 1.0\n' > "$T/get.cfg"
+ours() { # binary concurrency: "ops/s p99_us"
+    "$1" bench run --cache "memcached://127.0.0.1:$A" --ops get --concurrency "$2" --duration 5s --json \
+        | python3 -c 'import json,sys; r=json.load(sys.stdin)[0]; print(round(r["ops_per_sec"]), round(r["p99_us"]))'
+}
+for r in $(seq "$RUNS"); do
+    for c in 16 64; do
+        flush "$A"
+        m=$(memcaslap -s "127.0.0.1:$A" -T 1 -c "$c" -t 5s -F "$T/get.cfg" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p')
+        read -r u p99 <<< "$(ours "$U" "$c")"
+        line="run $r, $c tasks: memcaslap $m/s | unicache $u/s ($(python3 -c "print(f'{$u/$m:.2f}x')")), p99 ${p99} us"
+        if [ -n "${BEFORE:-}" ]; then
+            read -r b bp99 <<< "$(ours "$BEFORE" "$c")"
+            line="$line | before $b/s ($(python3 -c "print(f'{$b/$m:.2f}x')")), p99 ${bp99} us"
+        fi
+        echo "$line"
+    done
 done

@@ -430,6 +430,75 @@ impl Drop for Freezable {
     }
 }
 
+/// Bytes waiting in the receive queues of the server's side of its
+/// loopback connections (`/proc/net/tcp`: local port `port`, `rx_queue`).
+fn server_recv_queued(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let rx = u64::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok()?;
+            (local_port == port && f.get(3) == Some(&"01")).then_some(rx)
+        })
+        .sum()
+}
+
+#[test]
+fn requests_from_many_tasks_go_out_together_and_each_gets_its_own_reply() {
+    const TASKS: usize = 40;
+    let m = Freezable::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c: Arc<dyn Cache> = unicache::open(&format!(
+            "memcached://127.0.0.1:{}?namespace=pipe&response_timeout=20s",
+            m.port
+        ))
+        .await
+        .unwrap()
+        .into();
+        let keys: Vec<String> = (0..TASKS).map(|i| format!("key{i}")).collect();
+        let vals: Vec<String> = (0..TASKS)
+            .map(|i| format!("value-{i}-{}", "x".repeat(i)))
+            .collect();
+        c.set_many(&common::entries(&keys, &vals), None)
+            .await
+            .unwrap();
+        // Every connection is open now; freeze the server and ask from
+        // TASKS tasks at once.
+        m.freeze();
+        let asked: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let (c, k) = (c.clone(), k.clone());
+                tokio::spawn(async move { c.get(&k).await })
+            })
+            .collect();
+        // Each request reaches the server without waiting for another's
+        // reply: all of them wait in the frozen server's sockets, not just
+        // one per pooled connection.
+        let one = format!("mg {}:key0 v\r\n", "pipe").len() as u64;
+        let t = Instant::now();
+        while server_recv_queued(m.port) < one * TASKS as u64 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "only {} bytes reached the server, {} requests' worth",
+                server_recv_queued(m.port),
+                server_recv_queued(m.port) / one
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        m.signal(libc::SIGCONT);
+        // Replies are matched by order: every task gets its own value.
+        for (i, a) in asked.into_iter().enumerate() {
+            let got = a.await.unwrap().unwrap();
+            assert_eq!(got.as_deref(), Some(vals[i].as_bytes()), "task {i}");
+        }
+    });
+}
+
 #[test]
 fn frozen_server_fails_fast_after_one_timeout_and_is_used_again_when_it_answers() {
     let m = Freezable::start();

@@ -10,6 +10,8 @@
 //!   token (see [`MemcachedCache::incr_one`]);
 //! - `compare_and_set`: `mg <key> v c`, then `ms ... C<cas>`.
 
+use bytes::Bytes;
+
 use super::*;
 use crate::cache::{ValueTtl, parse_counter};
 
@@ -57,7 +59,7 @@ impl MemcachedCache {
     }
 
     /// One request answered by one reply.
-    async fn ask_one(&self, s: &Server, req: &[u8]) -> Result<Reply> {
+    async fn ask_one(&self, s: &Server, req: impl Into<Bytes>) -> Result<Reply> {
         let mut replies = self.call(s, req, None, 1).await?;
         replies
             .pop()
@@ -75,7 +77,7 @@ impl MemcachedCache {
         let mut req = format!("ms {k} {}{} ME\r\n", value.len(), ttl_flag(exp)).into_bytes();
         req.extend_from_slice(value);
         req.extend_from_slice(b"\r\n");
-        let r = self.ask_one(s, &req).await?;
+        let r = self.ask_one(s, req).await?;
         match r.code.as_ref() {
             "HD" => {
                 self.counters.set(1);
@@ -91,7 +93,7 @@ impl MemcachedCache {
         let exp = self.exptime(ttl)?;
         let (k, s) = self.locate(key).await?;
         let req = format!("mg {k} T{}\r\n", exp.unwrap_or(0));
-        let r = self.ask_one(s, req.as_bytes()).await?;
+        let r = self.ask_one(s, req).await?;
         match r.code.as_ref() {
             "HD" => Ok(true),
             "EN" => Ok(false),
@@ -103,7 +105,7 @@ impl MemcachedCache {
     pub(super) async fn ttl_one(&self, key: &str) -> Result<Option<Option<Duration>>> {
         let (k, s) = self.locate(key).await?;
         let req = format!("mg {k} t\r\n");
-        let r = self.ask_one(s, req.as_bytes()).await?;
+        let r = self.ask_one(s, req).await?;
         match r.code.as_ref() {
             "HD" => Ok(Some(ttl_of(r.ttl))),
             "EN" => Ok(None),
@@ -120,7 +122,7 @@ impl MemcachedCache {
         let k = self.server_key(&version, key);
         let s = &self.servers[self.server_of(k.as_bytes())];
         let req = format!("mg {k} v t\r\n");
-        let out = match self.ask_one(s, req.as_bytes()).await {
+        let out = match self.ask_one(s, req).await {
             Err(e) => {
                 self.read_failures(vec![(vec![0], e)])?;
                 None
@@ -202,7 +204,7 @@ impl MemcachedCache {
         self.cas_loop(key, "incr", || {
             let (read, k) = (&read, &k);
             async move {
-                let r = self.ask_one(s, read.as_bytes()).await?;
+                let r = self.ask_one(s, read.clone()).await?;
                 let (new, req) = match (r.code.as_ref(), r.value.as_deref(), r.cas) {
                     ("EN", _, _) => {
                         let text = delta.to_string();
@@ -224,7 +226,7 @@ impl MemcachedCache {
                     }
                     _ => return Err(unexpected(&s.addr, &r).with_context("key", key)),
                 };
-                let w = self.ask_one(s, req.as_bytes()).await?;
+                let w = self.ask_one(s, req).await?;
                 match w.code.as_ref() {
                     "HD" | "VA" => {
                         self.counters.set(1);
@@ -259,7 +261,7 @@ impl MemcachedCache {
         self.cas_loop(key, "compare_and_set", || {
             let (read, k) = (&read, &k);
             async move {
-                let r = self.ask_one(s, read.as_bytes()).await?;
+                let r = self.ask_one(s, read.clone()).await?;
                 let cas = match (r.code.as_ref(), r.value.as_deref(), r.cas) {
                     ("EN", _, _) => return Ok(Some(false)),
                     ("VA", Some(v), Some(cas)) if v == expected => cas,
@@ -269,7 +271,7 @@ impl MemcachedCache {
                 let mut req = format!("ms {k} {}{} C{cas}\r\n", new.len(), ttl_flag(exp)).into_bytes();
                 req.extend_from_slice(new);
                 req.extend_from_slice(b"\r\n");
-                let w = self.ask_one(s, &req).await?;
+                let w = self.ask_one(s, req).await?;
                 match w.code.as_ref() {
                     "HD" => {
                         self.counters.set(1);

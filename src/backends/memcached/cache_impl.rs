@@ -68,7 +68,7 @@ impl Cache for MemcachedCache {
             let k = self.server_key(&version, key);
             let s = &self.servers[self.server_of(k.as_bytes())];
             let req = format!("mg {k}\r\n");
-            let r = self.call(s, req.as_bytes(), None, 1).await;
+            let r = self.call(s, req, None, 1).await;
             let replies = self.counters.track(r)?;
             Ok(replies.first().is_some_and(|r| r.code == "HD"))
         })
@@ -257,7 +257,7 @@ impl Cache for MemcachedCache {
         let sent = futures::future::join_all(
             targets
                 .iter()
-                .map(|s| self.call(s, req.as_bytes(), None, 1)),
+                .map(|s| self.call(s, Bytes::from(req.clone()), None, 1)),
         )
         .await;
         let mut first_err = None;
@@ -293,7 +293,7 @@ impl Cache for MemcachedCache {
         let flushed = futures::future::join_all(
             self.servers
                 .iter()
-                .map(|s| self.call(s, b"flush_all\r\n", None, 1)),
+                .map(|s| self.call(s, &b"flush_all\r\n"[..], None, 1)),
         )
         .await;
         *self.ns_version.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -337,7 +337,7 @@ impl Cache for MemcachedCache {
         let mut per = Vec::new();
         let mut sums = std::collections::BTreeMap::<&str, u64>::new();
         for srv in &self.servers {
-            let r = self.call(srv, b"stats\r\n", Some("END"), 0).await;
+            let r = self.call(srv, &b"stats\r\n"[..], Some("END"), 0).await;
             let mut m = serde_json::Map::new();
             m.insert("server".into(), srv.addr.clone().into());
             match r {

@@ -21,6 +21,7 @@ mod atomic;
 mod cache_impl;
 mod config;
 mod keys;
+mod pipeline;
 mod proto;
 mod request;
 mod ring;
@@ -136,11 +137,11 @@ impl MemcachedCache {
     async fn call(
         &self,
         server: &Server,
-        req: &[u8],
-        last: Option<&str>,
+        req: impl Into<Bytes>,
+        last: Option<&'static str>,
         count: usize,
     ) -> Result<Vec<Reply>> {
-        server.exchange(req, last, count, self.timeouts).await
+        server.exchange(req.into(), last, count, self.timeouts).await
     }
 
     fn server_of(&self, key: &[u8]) -> usize {
@@ -223,7 +224,7 @@ impl MemcachedCache {
             let read = futures::future::join_all(
                 targets
                     .iter()
-                    .map(|s| self.call(s, req.as_bytes(), None, 1)),
+                    .map(|s| self.call(s, Bytes::from(req.clone()), None, 1)),
             )
             .await;
             // Each answering server's token, and its item's CAS value when
@@ -283,7 +284,7 @@ impl MemcachedCache {
             "ms {vk} {}{mode}\r\n{token}\r\nmg {vk} v\r\n",
             token.len()
         );
-        let replies = self.call(s, req.as_bytes(), None, 2).await?;
+        let replies = self.call(s, req, None, 2).await?;
         Ok(replies
             .get(1)
             .and_then(token_of)
@@ -333,7 +334,7 @@ impl MemcachedCache {
                 for chunk in g.chunks(CHUNK) {
                     let (req, last, count) = build(chunk);
                     let r = self
-                        .call(server, &req, last, count)
+                        .call(server, req, last, count)
                         .await
                         .and_then(|replies| handle(&server.addr, chunk, replies));
                     if let Err(e) = r {
@@ -446,7 +447,7 @@ async fn item_size_max(servers: &[Server], timeouts: Timeouts) -> Result<usize> 
     let asked = futures::future::join_all(
         servers
             .iter()
-            .map(|s| s.exchange(b"stats settings\r\n", Some("END"), 0, timeouts)),
+            .map(|s| s.exchange(Bytes::from_static(b"stats settings\r\n"), Some("END"), 0, timeouts)),
     )
     .await;
     let mut limit: Option<usize> = None;

@@ -1,4 +1,4 @@
-//! The wire: one connection, its reply parser, and what counts as a reply.
+//! The wire: the reply parser, and what counts as a reply.
 //!
 //! Anything a memcached server would never send (an unknown reply code, a
 //! line longer than any reply, an absurd value size, bytes after the last
@@ -6,11 +6,6 @@
 //! terminator that will never come.
 
 use std::borrow::Cow;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Reply codes memcached answers our requests with.
 const KNOWN_CODES: &[&[u8]] = &[
@@ -56,7 +51,7 @@ pub(super) struct Reply {
 pub(super) struct Garbage(pub String);
 
 impl Garbage {
-    fn at(b: &[u8]) -> Self {
+    pub(super) fn at(b: &[u8]) -> Self {
         let shown = &b[..b.len().min(SHOWN)];
         let more = if b.len() > SHOWN { "..." } else { "" };
         Garbage(format!("{}{more}", shown.escape_ascii()))
@@ -69,94 +64,6 @@ pub(super) enum Failure {
     Io(std::io::Error),
     /// The server sent something that is not a reply.
     Garbage(Garbage),
-}
-
-/// One connection to one server.
-pub(super) struct Conn {
-    r: OwnedReadHalf,
-    w: OwnedWriteHalf,
-    /// Bytes read but not yet parsed.
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    /// Connects within `timeout`: `Err(None)` when it ran out.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, Option<std::io::Error>> {
-        // tokio::time::timeout saturates a huge duration (no Instant overflow).
-        let s = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(Some(e)),
-            Err(_) => return Err(None),
-        };
-        let _ = s.set_nodelay(true);
-        let (r, w) = s.into_split();
-        Ok(Conn {
-            r,
-            w,
-            buf: Vec::with_capacity(64 * 1024),
-        })
-    }
-
-    /// Writes `req` while reading replies until `count` (at least one) of
-    /// them have the code `last`, or until `count` replies when `last` is
-    /// None. Replies are parsed synchronously out of large socket reads: one
-    /// await per read, not per reply.
-    pub async fn exchange(
-        &mut self,
-        req: &[u8],
-        last: Option<&str>,
-        count: usize,
-    ) -> Result<Vec<Reply>, Failure> {
-        let Conn { r, w, buf } = self;
-        let write = async {
-            w.write_all(req).await?;
-            w.flush().await
-        };
-        let read = async {
-            let mut out = Vec::new();
-            let mut lasts = 0usize;
-            loop {
-                let mut pos = 0usize;
-                while let Some((reply, used)) =
-                    parse_reply(&buf[pos..]).map_err(Failure::Garbage)?
-                {
-                    pos += used;
-                    lasts += usize::from(last == Some(reply.code.as_ref()));
-                    out.push(reply);
-                    let done = match last {
-                        Some(_) => lasts >= count.max(1),
-                        None => out.len() >= count,
-                    };
-                    if done {
-                        // One request is in flight at a time: more bytes
-                        // would be replies to nothing.
-                        if pos < buf.len() {
-                            return Err(Failure::Garbage(Garbage::at(&buf[pos..])));
-                        }
-                        buf.clear();
-                        return Ok(out);
-                    }
-                }
-                buf.drain(..pos);
-                if buf.capacity() - buf.len() < 16 * 1024 {
-                    buf.reserve(64 * 1024);
-                }
-                match r.read_buf(buf).await {
-                    Ok(0) => {
-                        return Err(Failure::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "server closed the connection",
-                        )));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(Failure::Io(e)),
-                }
-            }
-        };
-        let write = async { write.await.map_err(Failure::Io) };
-        let (_, replies) = tokio::try_join!(write, read)?;
-        Ok(replies)
-    }
 }
 
 /// The decimal size field `s`, if it is one within [`MAX_VALUE`].

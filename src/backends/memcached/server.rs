@@ -7,14 +7,18 @@
 //! first call that gets an answer marks it up again. So a frozen server costs
 //! one response timeout per probe, not one per call.
 
+use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
+
+use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
 use super::BACKEND;
-use super::proto::{Conn, Failure, Reply};
+use super::pipeline::Pipeline;
+use super::proto::{Failure, Reply};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Connections kept per server.
@@ -59,7 +63,7 @@ pub(super) struct Timeouts {
 
 pub(super) struct Server {
     pub addr: String,
-    pool: Vec<Mutex<Option<Conn>>>,
+    pool: Vec<Mutex<Option<Arc<Pipeline>>>>,
     next: AtomicUsize,
     down: StdMutex<Option<Down>>,
 }
@@ -177,57 +181,58 @@ impl Server {
     }
 
     /// Runs one exchange on a pooled connection, (re)connecting as needed.
-    /// Waiting for a pooled connection and its reply takes at most the
-    /// response timeout; a new connection gets the connect timeout, then
-    /// the response timeout. A pooled connection the server has closed
-    /// meanwhile (restart, idle timeout) is replaced once.
+    /// The connection is shared: requests from other callers go out beside
+    /// this one's, so the wait is for the server, not for each other. The
+    /// reply takes at most the response timeout (a new connection gets the
+    /// connect timeout first). A pooled connection found closed (restart,
+    /// idle timeout) is replaced once and the request sent again.
     pub async fn exchange(
         &self,
-        req: &[u8],
-        last: Option<&str>,
+        req: Bytes,
+        last: Option<&'static str>,
         count: usize,
         t: Timeouts,
     ) -> Result<Vec<Reply>> {
-        let probe = self.admit(t)?;
-        // checked_add: a huge timeout means no deadline, not a panic.
-        let deadline = Instant::now().checked_add(t.response);
+        self.admit(t)?;
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
-        let Some(mut guard) = until(deadline, self.pool[slot].lock()).await else {
-            // The holder is waiting on the server and marks it down itself.
-            return Err(self.err(
-                ErrorKind::Timeout,
-                format!("no connection free within {:?}", t.response),
-            ));
-        };
-        if !probe {
-            // Marked down while this call waited for the connection?
-            self.admit(t)?;
-        }
-        // Taken out while in use: if this call is cancelled mid-exchange
-        // (its future dropped), the connection goes with it instead of
-        // leaving unread replies for the next caller.
-        let mut r = None;
-        if let Some(mut conn) = guard.take() {
-            let got = until(deadline, conn.exchange(req, last, count)).await;
-            if !matches!(got, Some(Err(Failure::Io(_)))) {
-                r = Some((conn, got));
+        let (conn, pooled) = self.conn(slot, t).await?;
+        // checked_add: a huge timeout means no deadline, not a panic.
+        let mut got = until(
+            Instant::now().checked_add(t.response),
+            conn.exchange(req.clone(), last, count),
+        )
+        .await;
+        if pooled && matches!(got, Some(Err(Failure::Io(_)))) {
+            conn.close();
+            let (conn, _) = self.conn(slot, t).await?;
+            got = until(
+                Instant::now().checked_add(t.response),
+                conn.exchange(req, last, count),
+            )
+            .await;
+            if !matches!(got, Some(Ok(_))) {
+                conn.close();
             }
+        } else if !matches!(got, Some(Ok(_))) {
+            // A timeout or garbage: the stream can no longer be trusted to
+            // answer (or a frozen server holds it); start afresh.
+            conn.close();
         }
-        let (conn, got) = match r {
-            Some(r) => r,
-            None => {
-                let mut conn = self.connect(t.connect).await?;
-                let deadline = Instant::now().checked_add(t.response);
-                let got = until(deadline, conn.exchange(req, last, count)).await;
-                (conn, got)
-            }
-        };
-        let out = self.outcome(got, t.response);
-        if out.is_ok() {
-            *guard = Some(conn);
-        }
-        out
+        self.outcome(got, t.response)
     }
+
+    /// Slot `slot`'s live connection, connecting one if it has none; `true`
+    /// when it was already there.
+    async fn conn(&self, slot: usize, t: Timeouts) -> Result<(Arc<Pipeline>, bool)> {
+        let mut guard = self.pool[slot].lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_dead()) {
+            return Ok((c.clone(), true));
+        }
+        let c = Arc::new(self.connect(t.connect).await?);
+        *guard = Some(c.clone());
+        Ok((c, false))
+    }
+
 
     /// What an exchange's result means for the call and the server's state.
     /// On any failure the caller drops the connection: after a timeout a
@@ -273,8 +278,8 @@ impl Server {
         )
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Conn> {
-        match Conn::connect(&self.addr, timeout).await {
+    async fn connect(&self, timeout: Duration) -> Result<Pipeline> {
+        match Pipeline::connect(&self.addr, timeout).await {
             Ok(c) => Ok(c),
             Err(cause) => {
                 self.mark_down(Why::Unreachable);
