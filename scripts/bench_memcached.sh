@@ -21,7 +21,8 @@ start() {
 start; A=$STARTED
 start; B=$STARTED
 echo "memcached on 127.0.0.1:$A and 127.0.0.1:$B"
-flush() { for p in "$@"; do printf 'flush_all\r\nquit\r\n' > /dev/tcp/127.0.0.1/"$p"; done; }
+# flush_all invalidates what is stored within its second too: wait that out.
+flush() { for p in "$@"; do printf 'flush_all\r\nquit\r\n' > /dev/tcp/127.0.0.1/"$p"; done; sleep 1; }
 for r in $(seq "$RUNS"); do
     flush "$A"
     raw=$($U bench memcached-raw --server "127.0.0.1:$A" --records "$N" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["records_per_second"]))')

@@ -1,30 +1,36 @@
-//! One connection shared by every caller: requests are queued, written in
-//! order (whatever has queued meanwhile goes in the same write) and matched
-//! to their replies by order, which memcached keeps on a connection. So
-//! callers never wait for each other's round trips, only for the server.
+//! One connection shared by every caller, pipelined: requests go out in
+//! order, each as soon as it is made, and replies are matched to them by
+//! order, which memcached keeps on a connection. So callers never wait for
+//! each other's round trips, only for the server.
 //!
-//! Two tasks drive a connection: the writer takes requests off the queue,
-//! tells the reader what each one's replies look like, and writes them; the
-//! reader parses replies and completes each request in turn. A caller that
-//! gives up (timeout, cancelled) just drops its receiver: its replies are
-//! still read and thrown away, so the stream stays in step. Any failure of
-//! the stream (closed, reset, bytes that are no reply) fails every request
-//! on it and marks the connection dead; the server replaces it.
+//! There is no task of its own: the calling tasks do the work. A caller
+//! writes its request itself (a non-blocking send; only when the socket is
+//! full does it stay to write the rest, and later callers queue their bytes
+//! behind). For the replies, one waiting caller at a time holds the read
+//! side: it reads, completes every request whose replies it finds (its own
+//! included) and hands the read side on when its own is done. So a request
+//! costs its caller a send, a receive and at most one wake-up, with no
+//! hop through a driver task.
+//!
+//! A caller that gives up (timeout, cancelled) leaves its entry behind: its
+//! replies are still read and thrown away, so the stream stays in step.
+//! Cancelled in the middle of writing, it takes the connection out of use
+//! (a partial request cannot be finished). Any failure of the stream
+//! (closed, reset, bytes that are no reply) fails every request on it and
+//! marks the connection dead; the server then connects a new one.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::proto::{Failure, Garbage, Reply, parse_reply};
-
-/// Most request bytes gathered into one write.
-const WRITE_GATHER: usize = 256 * 1024;
 
 /// What ends a request's replies: `count` (at least one) replies with the
 /// code `last`, or `count` replies when `last` is None.
@@ -34,31 +40,46 @@ struct Until {
     count: usize,
 }
 
-/// A request waiting for its replies.
+impl Until {
+    fn complete(self, replies: usize, lasts: usize) -> bool {
+        match self.last {
+            Some(_) => lasts >= self.count.max(1),
+            None => replies >= self.count,
+        }
+    }
+}
+
+/// A request written (or queued to be), waiting for its replies.
 struct Pending {
     until: Until,
     done: oneshot::Sender<Result<Vec<Reply>, Failure>>,
 }
 
-struct Job {
-    req: Bytes,
-    pending: Pending,
+/// The write side's state, held only briefly (never across an await).
+struct WriteState {
+    /// Requests in the order their bytes go out.
+    in_flight: VecDeque<Pending>,
+    /// Bytes behind a write that did not fit in the socket at once.
+    backlog: Vec<u8>,
+    /// A caller is writing the backlog: others append to it.
+    flushing: bool,
 }
 
-/// A connection's handle: cloned by callers, its tasks stop when the last
-/// handle goes (or the connection fails).
+/// The read side: one caller at a time.
+struct ReadState {
+    r: OwnedReadHalf,
+    /// Bytes read but not yet parsed.
+    buf: Vec<u8>,
+    /// The request being answered and its replies so far (kept here, not
+    /// by the reading caller, which may be cancelled at any await).
+    current: Option<(Pending, Vec<Reply>, usize)>,
+}
+
 pub(super) struct Pipeline {
-    jobs: mpsc::UnboundedSender<Job>,
-    dead: Arc<AtomicBool>,
-    tasks: [tokio::task::AbortHandle; 2],
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    w: OwnedWriteHalf,
+    ws: StdMutex<WriteState>,
+    rs: tokio::sync::Mutex<ReadState>,
+    dead: AtomicBool,
 }
 
 /// The error of a request whose connection went away under it.
@@ -77,9 +98,20 @@ fn again(f: &Failure) -> Failure {
     }
 }
 
+/// Marks the connection dead if dropped armed: a caller cancelled while
+/// its request was half written.
+struct MidWrite<'a>(Option<&'a Pipeline>);
+
+impl Drop for MidWrite<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            p.fail_queued(&lost());
+        }
+    }
+}
+
 impl Pipeline {
-    /// Connects within `timeout` (`Err(None)` when it ran out) and starts
-    /// the connection's tasks on the current Tokio runtime.
+    /// Connects within `timeout`: `Err(None)` when it ran out.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Pipeline, Option<std::io::Error>> {
         // tokio::time::timeout saturates a huge duration (no Instant overflow).
         let s = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -89,28 +121,44 @@ impl Pipeline {
         };
         let _ = s.set_nodelay(true);
         let (r, w) = s.into_split();
-        let (jobs, queue) = mpsc::unbounded_channel();
-        let (to_reader, in_flight) = mpsc::unbounded_channel();
-        let dead = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn(read_replies(r, in_flight, dead.clone()));
-        let writer = tokio::spawn(write_requests(w, queue, to_reader, dead.clone()));
         Ok(Pipeline {
-            jobs,
-            dead,
-            tasks: [reader.abort_handle(), writer.abort_handle()],
+            w,
+            ws: StdMutex::new(WriteState {
+                in_flight: VecDeque::new(),
+                backlog: Vec::new(),
+                flushing: false,
+            }),
+            rs: tokio::sync::Mutex::new(ReadState {
+                r,
+                buf: Vec::with_capacity(64 * 1024),
+                current: None,
+            }),
+            dead: AtomicBool::new(false),
         })
     }
 
-    /// Whether the connection failed (or its runtime went away): it takes
-    /// no more requests.
+    /// Whether the connection failed or was taken out of use.
     pub fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Acquire) || self.jobs.is_closed()
+        self.dead.load(Ordering::Acquire)
     }
 
     /// Takes the connection out of use: the server's next call connects
     /// afresh, while requests already on it still get their replies.
     pub fn close(&self) {
         self.dead.store(true, Ordering::Release);
+    }
+
+    fn write_state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.ws.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the connection dead and fails every request not being read.
+    fn fail_queued(&self, why: &Failure) {
+        self.close();
+        let queued = std::mem::take(&mut self.write_state().in_flight);
+        for p in queued {
+            let _ = p.done.send(Err(again(why)));
+        }
     }
 
     /// Sends `req` and waits for its replies: until `count` (at least one)
@@ -122,134 +170,157 @@ impl Pipeline {
         last: Option<&'static str>,
         count: usize,
     ) -> Result<Vec<Reply>, Failure> {
-        let (done, reply) = oneshot::channel();
-        let job = Job {
-            req,
-            pending: Pending {
-                until: Until { last, count },
-                done,
-            },
-        };
-        if self.jobs.send(job).is_err() {
-            return Err(lost());
-        }
-        reply.await.unwrap_or_else(|_| Err(lost()))
-    }
-}
-
-/// The writer: gathers queued requests into one write, each announced to
-/// the reader before its bytes go out.
-async fn write_requests(
-    mut w: OwnedWriteHalf,
-    mut queue: mpsc::UnboundedReceiver<Job>,
-    to_reader: mpsc::UnboundedSender<Pending>,
-    dead: Arc<AtomicBool>,
-) {
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(first) = queue.recv().await {
-        let mut one = Some(first.req);
-        let announce = |p: Pending| to_reader.send(p).is_ok();
-        if !announce(first.pending) {
-            break;
-        }
-        // More queued meanwhile: one write for all of them.
-        while buf.len() + one.as_ref().map_or(0, Bytes::len) < WRITE_GATHER {
-            let Ok(next) = queue.try_recv() else { break };
-            if !announce(next.pending) {
-                dead.store(true, Ordering::Release);
-                return;
+        let (done, mut reply) = oneshot::channel();
+        let until = Until { last, count };
+        let flush = {
+            let mut s = self.write_state();
+            if self.is_dead() {
+                return Err(lost());
             }
-            if let Some(o) = one.take() {
-                buf.extend_from_slice(&o);
-            }
-            buf.extend_from_slice(&next.req);
-        }
-        let wrote = match one.take() {
-            // A lone request goes as it is, without a copy.
-            Some(req) => w.write_all(&req).await,
-            None => {
-                let r = w.write_all(&buf).await;
-                buf.clear();
-                r
-            }
-        };
-        if wrote.is_err() {
-            // The reader fails what is in flight when the stream ends.
-            break;
-        }
-    }
-    dead.store(true, Ordering::Release);
-}
-
-/// The reader: parses replies out of large socket reads and completes the
-/// requests in the order they were written.
-async fn read_replies(
-    mut r: OwnedReadHalf,
-    mut in_flight: mpsc::UnboundedReceiver<Pending>,
-    dead: Arc<AtomicBool>,
-) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut current: Option<(Pending, Vec<Reply>, usize)> = None;
-    let failure = 'stream: loop {
-        let mut pos = 0usize;
-        loop {
-            if current.is_none() {
-                match in_flight.try_recv() {
-                    Ok(p) => current = Some((p, Vec::new(), 0)),
-                    // Bytes with no request written to answer.
-                    Err(_) if pos < buf.len() => {
-                        break 'stream Failure::Garbage(Garbage::at(&buf[pos..]));
+            s.in_flight.push_back(Pending { until, done });
+            if s.flushing {
+                s.backlog.extend_from_slice(&req);
+                false
+            } else {
+                let sent = match self.w.try_write(&req) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(e) => {
+                        drop(s);
+                        self.fail_queued(&Failure::Io(e));
+                        return Err(lost());
                     }
-                    Err(_) => break,
+                };
+                if sent < req.len() {
+                    s.backlog.extend_from_slice(&req[sent..]);
+                    s.flushing = true;
+                }
+                sent < req.len()
+            }
+        };
+        if flush {
+            let mut guard = MidWrite(Some(self));
+            if let Err(e) = self.flush().await {
+                self.fail_queued(&Failure::Io(e));
+            }
+            guard.0 = None;
+        }
+        self.await_reply(&mut reply).await
+    }
+
+    /// Writes the backlog until it is empty (more may be appended while
+    /// this waits for the socket).
+    async fn flush(&self) -> std::io::Result<()> {
+        loop {
+            let chunk = {
+                let mut s = self.write_state();
+                if s.backlog.is_empty() {
+                    s.flushing = false;
+                    return Ok(());
+                }
+                std::mem::take(&mut s.backlog)
+            };
+            let mut off = 0;
+            while off < chunk.len() {
+                self.w.writable().await?;
+                match self.w.try_write(&chunk[off..]) {
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
                 }
             }
-            let Some((p, out, lasts)) = current.as_mut() else { break };
-            match parse_reply(&buf[pos..]) {
-                Err(g) => break 'stream Failure::Garbage(g),
-                Ok(None) => break,
+        }
+    }
+
+    /// Waits for `reply`, reading for everyone while nobody else is.
+    async fn await_reply(
+        &self,
+        reply: &mut oneshot::Receiver<Result<Vec<Reply>, Failure>>,
+    ) -> Result<Vec<Reply>, Failure> {
+        let mut rs = tokio::select! {
+            biased;
+            r = &mut *reply => return r.unwrap_or_else(|_| Err(lost())),
+            rs = self.rs.lock() => rs,
+        };
+        loop {
+            // Answered while this caller waited for the read side, or by
+            // the replies parsed just now.
+            match reply.try_recv() {
+                Ok(r) => return r,
+                Err(oneshot::error::TryRecvError::Closed) => return Err(lost()),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if let Err(f) = self.read_more(&mut rs).await {
+                // Everything on this stream fails, this caller's too.
+                self.close();
+                if let Some((p, _, _)) = rs.current.take() {
+                    let _ = p.done.send(Err(again(&f)));
+                }
+                self.fail_queued(&f);
+            }
+        }
+    }
+
+    /// Completes the requests whose replies are in the buffer; when none
+    /// completed, reads more first.
+    async fn read_more(&self, rs: &mut ReadState) -> Result<(), Failure> {
+        if self.parse_and_complete(rs)? {
+            return Ok(());
+        }
+        if rs.buf.capacity() - rs.buf.len() < 16 * 1024 {
+            rs.buf.reserve(64 * 1024);
+        }
+        let ReadState { r, buf, .. } = rs;
+        match r.read_buf(buf).await {
+            Ok(0) => Err(Failure::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            ))),
+            Ok(_) => {
+                self.parse_and_complete(rs)?;
+                Ok(())
+            }
+            Err(e) => Err(Failure::Io(e)),
+        }
+    }
+
+    /// Parses whole replies off the buffer and completes the requests they
+    /// finish; `true` when at least one completed.
+    fn parse_and_complete(&self, rs: &mut ReadState) -> Result<bool, Failure> {
+        let mut pos = 0usize;
+        let mut completed = false;
+        let r = loop {
+            if pos == rs.buf.len() {
+                break Ok(());
+            }
+            if rs.current.is_none() {
+                match self.write_state().in_flight.pop_front() {
+                    Some(p) => rs.current = Some((p, Vec::new(), 0)),
+                    // Bytes with no request written to answer.
+                    None => break Err(Failure::Garbage(Garbage::at(&rs.buf[pos..]))),
+                }
+            }
+            let Some((p, out, lasts)) = rs.current.as_mut() else {
+                break Ok(());
+            };
+            match parse_reply(&rs.buf[pos..]) {
+                Err(g) => break Err(Failure::Garbage(g)),
+                Ok(None) => break Ok(()),
                 Ok(Some((reply, used))) => {
                     pos += used;
                     *lasts += usize::from(p.until.last == Some(reply.code.as_ref()));
                     out.push(reply);
-                    let complete = match p.until.last {
-                        Some(_) => *lasts >= p.until.count.max(1),
-                        None => out.len() >= p.until.count,
-                    };
-                    if complete && let Some((p, out, _)) = current.take() {
+                    if p.until.complete(out.len(), *lasts)
+                        && let Some((p, out, _)) = rs.current.take()
+                    {
                         // The caller may have given up: nothing to tell.
                         let _ = p.done.send(Ok(out));
+                        completed = true;
                     }
                 }
             }
-        }
-        buf.drain(..pos);
-        if current.is_none() && buf.is_empty() {
-            // Idle: wait for a request (or the end) rather than spin.
-            match in_flight.recv().await {
-                Some(p) => current = Some((p, Vec::new(), 0)),
-                None => break 'stream lost(),
-            }
-        }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
-        }
-        match r.read_buf(&mut buf).await {
-            Ok(0) => {
-                break 'stream Failure::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "server closed the connection",
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => break 'stream Failure::Io(e),
-        }
-    };
-    dead.store(true, Ordering::Release);
-    if let Some((p, _, _)) = current.take() {
-        let _ = p.done.send(Err(again(&failure)));
-    }
-    in_flight.close();
-    while let Ok(p) = in_flight.try_recv() {
-        let _ = p.done.send(Err(again(&failure)));
+        };
+        rs.buf.drain(..pos);
+        r.map(|()| completed)
     }
 }
