@@ -5,6 +5,12 @@
 //! a master killed mid-reads and writes (its replica promoted); a reshard
 //! (the replicas answer `MOVED`); and the tier's refusal of `l1` over
 //! replica reads. Each test has a cluster of its own, one at a time.
+//!
+//! The shipped conformance suite does not run on `read_from=replica`: its
+//! cases read right after writing (set then get, delete then get, clear
+//! then count), which a replica may not have yet, and a cluster has no
+//! `wait=N` to make an acknowledged write a replicated one. Here reads
+//! poll until the replicas caught up (`until_replicated`).
 
 mod common;
 
