@@ -115,7 +115,7 @@ fn node_error(kind: ErrorKind, msg: String, node: &str) -> Error {
 
 impl Cluster {
     /// Connects to the first seed that answers `CLUSTER SLOTS` (and, to
-    /// read from replicas, times every node and starts the check).
+    /// read from replicas, starts the check that times every node).
     pub(super) async fn connect(
         seeds: &[String],
         certs: Certs,
@@ -150,7 +150,7 @@ impl Cluster {
         };
         c.refresh(Duration::ZERO).await?;
         let c = Arc::new(c);
-        reads::start(&c).await;
+        reads::start(&c);
         Ok(c)
     }
 

@@ -86,12 +86,10 @@ impl Cluster {
     }
 }
 
-/// Checks every [`CHECK_EVERY`] until the cluster is dropped; the first
-/// check runs before `connect` returns.
-pub(super) async fn watch(c: Weak<Cluster>) {
+/// Checks at once, then every [`CHECK_EVERY`] until the cluster is dropped.
+async fn watch(c: Weak<Cluster>) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
     loop {
         tick.tick().await;
         let Some(c) = c.upgrade() else { return };
@@ -99,12 +97,13 @@ pub(super) async fn watch(c: Weak<Cluster>) {
     }
 }
 
-/// Starts the check of a cluster that reads from replicas.
-pub(super) async fn start(c: &std::sync::Arc<Cluster>) {
+/// Starts the check of a cluster that reads from replicas. Not awaited:
+/// a node that stopped answering must not hold up the open (until the
+/// first check, every node counts as up).
+pub(super) fn start(c: &std::sync::Arc<Cluster>) {
     if c.readers.read_from == ReadFrom::Master {
         return;
     }
-    c.check().await;
     let task = tokio::spawn(watch(std::sync::Arc::downgrade(c)));
     *c.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
 }
