@@ -2,7 +2,8 @@
 //!
 //! Single server: a `ConnectionManager` (multiplexed, reconnects by itself).
 //! Cluster: our own slot map and per-node pipelines (see `cluster`), which
-//! follow MOVED/ASK/TRYAGAIN and survive resharding and failover. Keys are
+//! follow MOVED/ASK/TRYAGAIN and survive resharding and failover, and may
+//! send reads to replicas (`read_from`, shared with Sentinel). Keys are
 //! `namespace:key` (exactly `key` without a namespace) and values raw bytes,
 //! so `redis-cli GET` reads what we wrote. `clear` only ever deletes keys
 //! under the namespace (SCAN MATCH + UNLINK on every master); flushing a
