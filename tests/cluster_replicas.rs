@@ -1,7 +1,8 @@
 //! `read_from=replica|nearest` on `redis+cluster://`, on a real cluster of
 //! three masters with one replica each (`servers::redis_cluster_with`):
 //! reads served by the replicas (their `INFO commandstats` rise, the
-//! masters' do not) and writes by the masters; a replica killed mid-reads;
+//! masters' do not) and writes by the masters; a replica killed mid-reads,
+//! and one stopped (SIGSTOP: one timed-out call, then avoided);
 //! a master killed mid-reads and writes (its replica promoted); a reshard
 //! (the replicas answer `MOVED`); and the tier's refusal of `l1` over
 //! replica reads. Each test has a cluster of its own, one at a time.
@@ -399,5 +400,49 @@ fn replica_reads_follow_a_reshard() {
         let routing = &s.server.as_ref().unwrap()["cluster"];
         eprintln!("reshard: {rounds} rounds, {missed} reads missed in transit; {routing}");
         assert!(routing["moved"].as_u64().unwrap() > 0, "{routing}");
+    });
+}
+
+#[test]
+fn a_stopped_replica_costs_the_reads_sent_to_it_then_is_avoided() {
+    let _g = serial();
+    let c = servers::redis_cluster_with(3, 1);
+    let victim = (0..c.nodes.len()).find(|&i| !c.is_master(i)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!(
+            "{}?namespace=stop&read_from=replica&response_timeout=1s",
+            c.url()
+        );
+        let r = unicache::open(&url).await.unwrap();
+        let (keys, vals) = keys_vals("k", 2000);
+        r.set_many(&common::entries(&keys, &vals), None)
+            .await
+            .unwrap();
+        until_replicas_listed(&*r, 3).await;
+        until_replicated(&*r, &keys, &vals).await;
+        c.nodes[victim].signal(libc::SIGSTOP);
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        // The first batch has keys on the stopped replica: they time out.
+        let t = Instant::now();
+        let e = r.get_many(&refs).await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        // Then the master serves that replica's slots.
+        for round in 0..20 {
+            let t = Instant::now();
+            let got = r.get_many(&refs).await.unwrap();
+            assert_all(
+                &got,
+                &vals,
+                &format!("round {round} with a replica stopped"),
+            );
+            assert!(
+                t.elapsed() < Duration::from_millis(900),
+                "{:?}",
+                t.elapsed()
+            );
+        }
+        c.nodes[victim].signal(libc::SIGCONT);
     });
 }
