@@ -373,7 +373,14 @@ mod tests {
         );
         #[cfg(feature = "redis")]
         for (bad, says) in [
-            ("redis://h:1?read_from=replica", "needs redis+sentinel"),
+            (
+                "redis://h:1?read_from=replica",
+                "needs redis+sentinel:// or redis+cluster://",
+            ),
+            (
+                "redis+cluster://h:1?read_from=slave",
+                "master, replica or nearest",
+            ),
             ("redis+cluster://h:1?wait=1", "not redis+cluster"),
             (
                 "redis+sentinel://h:1/m?read_from=slave",
@@ -510,8 +517,18 @@ mod tests {
             BackendConfig::Redis(c) => {
                 assert!(c.cluster);
                 assert_eq!(c.nodes, vec!["redis://a:1", "redis://b:2"]);
+                assert!(!c.reads_from_replicas());
             }
             _ => panic!(),
+        }
+        for how in ["replica", "nearest"] {
+            match parse(&format!("redis+cluster://a:1?read_from={how}"))
+                .unwrap()
+                .backend
+            {
+                BackendConfig::Redis(c) => assert!(c.cluster && c.reads_from_replicas()),
+                _ => panic!(),
+            }
         }
         assert!(parse("redis://a:1,b:2").is_err());
         match parse("memcached://a,b:2").unwrap().backend {

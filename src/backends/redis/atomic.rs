@@ -16,6 +16,9 @@ pub(super) struct Script {
     sha: &'static str,
     /// Whether it may run twice (see `cluster::Batch::resend`).
     resend: bool,
+    /// Whether it only reads (`read_from` may send it to a cluster replica,
+    /// where a script without writes runs).
+    read: bool,
 }
 
 /// `INCRBY`, and `PEXPIRE` with the default TTL (`ARGV[2]`, when given) only
@@ -27,6 +30,7 @@ pub(super) const INCR: Script = Script {
            return redis.call('GET', KEYS[1])",
     sha: "7a66dc72533b3d8cd0692782e342180840233576",
     resend: false,
+    read: false,
 };
 
 /// `compare_and_set`: `SET` (`PX ARGV[3]` when given; without, the key
@@ -39,6 +43,7 @@ pub(super) const COMPARE_AND_SET: Script = Script {
            else redis.call('SET', KEYS[1], ARGV[2]) end return 1",
     sha: "c00bd352221d87c2c3c0fb174f2b86371ead2356",
     resend: false,
+    read: false,
 };
 
 /// The value and its `PTTL`, read at one instant (a script sees no key
@@ -48,6 +53,7 @@ pub(super) const GET_TTL: Script = Script {
            return {v, redis.call('PTTL', KEYS[1])}",
     sha: "5100af3c92cf05a4150de40c1751210ef8ae0722",
     resend: true,
+    read: true,
 };
 
 /// `PERSIST` that tells a missing key (0) from one that had no TTL (1):
@@ -57,6 +63,7 @@ pub(super) const PERSIST: Script = Script {
            redis.call('PERSIST', KEYS[1]) return 1",
     sha: "c518d6704211cd0ed52fec343baaae8acc33f462",
     resend: true,
+    read: false,
 };
 
 /// Builds the command of entry `i`.
@@ -115,9 +122,15 @@ fn value_ttl(v: Value) -> Result<Option<ValueTtl>> {
 impl RedisCache {
     /// Runs one command per key: one pipeline (per chunk) on a single
     /// server, one per master in a cluster. One result per key; an error
-    /// reply is that key's error, carrying "CODE details". `resend`: see
-    /// `cluster::Batch::resend` (a single server never resends).
-    async fn per_key(&self, full: &[String], cmd: PerKey<'_>, resend: bool) -> Vec<Result<Value>> {
+    /// reply is that key's error, carrying "CODE details". `resend` and
+    /// `read`: see `cluster::Batch` (a single server never resends, and
+    /// reads on its master).
+    async fn per_key(
+        &self,
+        full: &[String],
+        cmd: PerKey<'_>,
+        (resend, read): (bool, bool),
+    ) -> Vec<Result<Value>> {
         let conn = match &self.conn {
             Conn::Cluster(c) => {
                 let b = cluster::Batch {
@@ -125,6 +138,7 @@ impl RedisCache {
                     single: cmd,
                     multi: None,
                     resend,
+                    read,
                 };
                 return Self::cluster_run(c, &self.endpoint, &b).await;
             }
@@ -188,13 +202,13 @@ impl RedisCache {
             c
         };
         let mut out = self
-            .per_key(full, &|i| call("EVALSHA", script.sha, i), script.resend)
+            .per_key(full, &|i| call("EVALSHA", script.sha, i), (script.resend, script.read))
             .await;
         let mut again = no_script(&out, 0..full.len());
         if again.len() > 1 && self.load_everywhere(script).await.is_ok() {
             let keys: Vec<String> = again.iter().map(|&i| full[i].clone()).collect();
             let retried = self
-                .per_key(&keys, &|j| call("EVALSHA", script.sha, again[j]), script.resend)
+                .per_key(&keys, &|j| call("EVALSHA", script.sha, again[j]), (script.resend, script.read))
                 .await;
             for (&i, r) in again.iter().zip(retried) {
                 out[i] = r;
@@ -206,7 +220,7 @@ impl RedisCache {
         }
         let keys: Vec<String> = again.iter().map(|&i| full[i].clone()).collect();
         let retried = self
-            .per_key(&keys, &|j| call("EVAL", script.text, again[j]), script.resend)
+            .per_key(&keys, &|j| call("EVAL", script.text, again[j]), (script.resend, script.read))
             .await;
         for (i, r) in again.into_iter().zip(retried) {
             out[i] = r;
@@ -238,7 +252,7 @@ impl RedisCache {
         resend: bool,
     ) -> Result<Value> {
         let full = [self.key(key)];
-        let r = self.per_key(&full, &|_| cmd(&full[0]), resend).await;
+        let r = self.per_key(&full, &|_| cmd(&full[0]), (resend, false)).await;
         first(r).map_err(|e| e.with_context("key", key))
     }
 

@@ -115,6 +115,7 @@ impl Cache for RedisCache {
                     single: &single,
                     multi: None,
                     resend: true,
+                    read: true,
                 };
                 let r: Result<Vec<Option<Bytes>>> = Self::cluster_run(c, &self.endpoint, &b)
                     .await
@@ -155,6 +156,7 @@ impl Cache for RedisCache {
             single: &single,
             multi: if px.is_none() { Some(&mset) } else { None },
             resend: true,
+            read: false,
         };
         let failures: Vec<(usize, Error)> = Self::cluster_run(c, &self.endpoint, &b)
             .await
@@ -195,6 +197,7 @@ impl Cache for RedisCache {
                     single: &single,
                     multi: None,
                     resend: true,
+                    read: false,
                 };
                 let n = Self::cluster_run(c, &self.endpoint, &b)
                     .await
@@ -282,7 +285,7 @@ impl Cache for RedisCache {
     async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
         let full = self.key(key);
         let r: Result<i64> = self
-            .one(&full, key, redis::cmd("PTTL").arg(&full).clone())
+            .one(&full, key, redis::cmd("PTTL").arg(&full).clone(), false)
             .await;
         Ok(match self.counters.track(r)? {
             -2 => None,

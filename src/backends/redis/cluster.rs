@@ -5,18 +5,25 @@
 //! `CLUSTERDOWN` retry after a pause, a dead node makes the map be fetched
 //! again from any live node. Every call is bounded by the response timeout:
 //! what is still pending then fails, per entry, with the last reason.
+//! Reads may go to the slot's replicas instead (`read_from`, see `reads`;
+//! `READONLY` is sent on every connection then).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, Value};
 
+use super::read_from::ReadFrom;
 use super::{BACKEND, Certs, hash_slot, open_client, redis_err};
 use crate::error::{Error, ErrorKind, Result};
+use map::{NO_OWNER, SlotMap, redirect};
+
+mod map;
+mod reads;
 
 /// Commands per node pipeline.
 const CHUNK: usize = 10_000;
@@ -39,31 +46,6 @@ struct Counters {
     refreshes: AtomicU64,
 }
 
-/// Which master serves each slot.
-#[derive(Clone)]
-struct SlotMap {
-    /// Slot -> index into `masters` (`NO_OWNER` when none).
-    owner: Vec<u16>,
-    /// `host:port` of each master.
-    masters: Vec<String>,
-    /// Every node seen (masters and replicas): where a refresh may ask.
-    nodes: Vec<String>,
-}
-
-const NO_OWNER: u16 = u16::MAX;
-
-impl SlotMap {
-    fn index_of(&mut self, addr: &str) -> u16 {
-        match self.masters.iter().position(|m| m == addr) {
-            Some(i) => i as u16,
-            None => {
-                self.masters.push(addr.to_string());
-                (self.masters.len() - 1) as u16
-            }
-        }
-    }
-}
-
 /// A cluster: its map, its connections and its counters.
 pub(super) struct Cluster {
     base: url::Url,
@@ -76,6 +58,17 @@ pub(super) struct Cluster {
     refresh_lock: tokio::sync::Mutex<()>,
     conns: Mutex<HashMap<String, MultiplexedConnection>>,
     counters: Counters,
+    readers: reads::Readers,
+    /// The check of `reads` (with `read_from` other than master).
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(t) = self.watcher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+    }
 }
 
 /// One command of a node pipeline: the entries it carries, and whether it
@@ -98,6 +91,8 @@ pub(super) struct Batch<'a> {
     /// out after sending) is sent again: only for commands that may run
     /// twice (not `incr` or `add`: a lost reply must not count twice).
     pub resend: bool,
+    /// A read, which `read_from` may send to a replica.
+    pub read: bool,
 }
 
 /// Per-call state: what is pending, where, and why it last failed.
@@ -118,37 +113,15 @@ fn node_error(kind: ErrorKind, msg: String, node: &str) -> Error {
         .with_context("node", node)
 }
 
-/// `host:port`, with an IPv6 host in brackets (as URLs want it); an empty
-/// host is `from`'s (the node that answered).
-fn join_addr(host: &str, port: &str, from: &str) -> Option<String> {
-    let host = if host.is_empty() {
-        from.rsplit_once(':')?.0
-    } else {
-        host
-    };
-    Some(if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    })
-}
-
-/// `slot host:port` of a MOVED/ASK.
-fn redirect(details: Option<&str>, from: &str) -> Option<(u16, String)> {
-    let (slot, addr) = details?.split_once(' ')?;
-    let slot: u16 = slot.parse().ok().filter(|s| *s < 16384)?;
-    let (host, port) = addr.rsplit_once(':')?;
-    Some((slot, join_addr(host, port, from)?))
-}
-
 impl Cluster {
-    /// Connects to the first seed that answers `CLUSTER SLOTS`.
+    /// Connects to the first seed that answers `CLUSTER SLOTS` (and, to
+    /// read from replicas, starts the check that times every node).
     pub(super) async fn connect(
         seeds: &[String],
         certs: Certs,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Result<Cluster> {
+        (connect_timeout, response_timeout): (Duration, Duration),
+        read_from: ReadFrom,
+    ) -> Result<Arc<Cluster>> {
         let base = url::Url::parse(&seeds[0]).map_err(|e| {
             Error::new(ErrorKind::InvalidUrl, "bad node URL")
                 .with_backend(BACKEND)
@@ -167,17 +140,17 @@ impl Cluster {
             certs,
             connect_timeout,
             response_timeout,
-            map: RwLock::new(SlotMap {
-                owner: vec![NO_OWNER; 16384],
-                masters: Vec::new(),
-                nodes: Vec::new(),
-            }),
+            map: RwLock::new(SlotMap::empty()),
             refreshed: Mutex::new(None),
             refresh_lock: tokio::sync::Mutex::new(()),
             conns: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            readers: reads::Readers::new(read_from),
+            watcher: Mutex::new(None),
         };
         c.refresh(Duration::ZERO).await?;
+        let c = Arc::new(c);
+        reads::start(&c);
         Ok(c)
     }
 
@@ -223,11 +196,16 @@ impl Cluster {
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout));
         let fail = |e| redis_err(e).with_context("node", addr);
-        let c = open_client(&url, &self.certs)
+        let mut c = open_client(&url, &self.certs)
             .map_err(fail)?
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
             .map_err(fail)?;
+        // A replica serves its master's slots to a READONLY connection
+        // (and still redirects writes); a master ignores it.
+        if self.readers.read_from != ReadFrom::Master {
+            let _: () = redis::cmd("READONLY").query_async(&mut c).await.map_err(fail)?;
+        }
         self.conns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -242,6 +220,18 @@ impl Cluster {
             .remove(addr);
     }
 
+    /// How many replicas the current map lists (for the masters in use).
+    fn replicas(&self) -> usize {
+        let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let used: std::collections::HashSet<u16> = m.owner.iter().copied().collect();
+        m.replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| used.contains(&(*i as u16)))
+            .map(|(_, r)| r.len())
+            .sum()
+    }
+
     /// The counters as the `cluster` section of `stats()`.
     pub(super) fn stats(&self) -> serde_json::Value {
         let c = &self.counters;
@@ -253,6 +243,7 @@ impl Cluster {
             "clusterdown": n(&c.clusterdown),
             "slot_map_refreshes": n(&c.refreshes),
             "masters": self.masters().len(),
+            "replicas": self.replicas(),
         })
     }
 
@@ -334,52 +325,7 @@ impl Cluster {
                 return Err(e);
             }
         };
-        let mut m = SlotMap {
-            owner: vec![NO_OWNER; 16384],
-            masters: Vec::new(),
-            nodes: Vec::new(),
-        };
-        let Value::Array(ranges) = v else {
-            return Err(node_error(
-                ErrorKind::Backend,
-                "odd CLUSTER SLOTS reply".into(),
-                addr,
-            ));
-        };
-        for r in ranges {
-            let Value::Array(f) = r else { continue };
-            let (Some(Value::Int(a)), Some(Value::Int(b))) = (f.first(), f.get(1)) else {
-                continue;
-            };
-            let mut owners = f[2..].iter().filter_map(|n| match n {
-                Value::Array(n) => match (n.first(), n.get(1)) {
-                    (Some(Value::BulkString(ip)), Some(Value::Int(port))) => {
-                        join_addr(&String::from_utf8_lossy(ip), &port.to_string(), addr)
-                    }
-                    _ => None,
-                },
-                _ => None,
-            });
-            let Some(master) = owners.next() else {
-                continue;
-            };
-            let idx = m.index_of(&master);
-            m.nodes.push(master);
-            m.nodes.extend(owners);
-            for slot in (*a).clamp(0, 16383)..=(*b).clamp(0, 16383) {
-                m.owner[slot as usize] = idx;
-            }
-        }
-        if m.masters.is_empty() {
-            return Err(node_error(
-                ErrorKind::Connection,
-                "CLUSTER SLOTS lists no master (cluster not ready)".into(),
-                addr,
-            ));
-        }
-        m.nodes.sort();
-        m.nodes.dedup();
-        Ok(m)
+        SlotMap::parse(v, addr)
     }
 
     /// Runs a batch: one result per key, in order. Never longer than about
@@ -467,7 +413,12 @@ impl Cluster {
                 }
             }
             for ((o, _), idx) in by_slot {
-                let node = per_node.entry(m.masters[o as usize].clone()).or_default();
+                let to = if b.read {
+                    self.readers.node(&m, o)
+                } else {
+                    m.masters[o as usize].clone()
+                };
+                let node = per_node.entry(to).or_default();
                 let (alone, multi): (Vec<usize>, Vec<usize>) =
                     idx.into_iter().partition(|&i| r.alone[i]);
                 for i in alone {
@@ -541,6 +492,10 @@ impl Cluster {
                 Err((e, maybe_ran)) => {
                     if e.is_connection() {
                         self.forget(&node);
+                    }
+                    if e.is_transient() {
+                        // No reads there until a check finds it answering.
+                        self.readers.failed(&node);
                     }
                     let again = e.is_transient() && (b.resend || !maybe_ran);
                     if e.is_transient() {
@@ -649,32 +604,5 @@ impl Cluster {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirects_parse() {
-        assert_eq!(
-            redirect(Some("3999 127.0.0.1:6381"), "127.0.0.1:7000"),
-            Some((3999, "127.0.0.1:6381".to_string()))
-        );
-        assert_eq!(
-            redirect(Some("12 :6381"), "10.0.0.1:7000"),
-            Some((12, "10.0.0.1:6381".to_string()))
-        );
-        assert_eq!(redirect(Some("99999 h:1"), "x:1"), None);
-        assert_eq!(
-            redirect(Some("7 ::1:7001"), "[::1]:7000"),
-            Some((7, "[::1]:7001".to_string()))
-        );
-        assert_eq!(
-            redirect(Some("7 :7001"), "[::1]:7000"),
-            Some((7, "[::1]:7001".to_string()))
-        );
-        assert_eq!(redirect(None, "x:1"), None);
     }
 }

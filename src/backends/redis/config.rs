@@ -9,7 +9,8 @@ use super::BACKEND;
 #[cfg(not(feature = "tls"))]
 use crate::error::ErrorKind;
 use super::RedisCache;
-use super::sentinel::{self, ReadFrom, SentinelSpec};
+use super::read_from::ReadFrom;
+use super::sentinel::{self, SentinelSpec};
 use crate::backends::BackendSpec;
 use crate::cache::{Cache, CacheOptions};
 use crate::error::{Error, Result};
@@ -47,7 +48,7 @@ pub struct RedisConfig {
     /// `redis+sentinel://`: the sentinels and the master's name; `nodes`
     /// then holds one data-node URL template (credentials, database).
     pub(crate) sentinel: Option<SentinelSpec>,
-    /// Where reads go (`read_from=`, Sentinel only).
+    /// Where reads go (`read_from=`, Sentinel and Cluster).
     pub(crate) read_from: ReadFrom,
     /// `wait=N`: each batch of `set_many` ends with `WAIT N`, and fails
     /// (transiently) unless N replicas acknowledged it.
@@ -134,7 +135,8 @@ struct RedisQuery {
     wait: Option<u32>,
 }
 
-fn parse_query(t: &Target<'_>, mut q: Query, tls: bool, sentinel: bool) -> Result<RedisQuery> {
+/// `sentinel`, `cluster`: the URL's kind (one server when neither).
+fn parse_query(t: &Target<'_>, mut q: Query, tls: bool, (sentinel, cluster): (bool, bool)) -> Result<RedisQuery> {
     let options = q.common()?;
     let connect_timeout = q
         .take_duration("connect_timeout")?
@@ -152,9 +154,10 @@ fn parse_query(t: &Target<'_>, mut q: Query, tls: bool, sentinel: bool) -> Resul
         Some(v) => return Err(url_err(format!("redis: publish must be 0 or 1, not {v:?}"))),
     };
     let read_from = ReadFrom::parse(q.take("read_from").as_deref())?;
-    if read_from != ReadFrom::Master && !sentinel {
+    if read_from != ReadFrom::Master && !sentinel && !cluster {
         return Err(url_err(
-            "redis: read_from=replica|nearest needs redis+sentinel:// (Sentinel finds the replicas)",
+            "redis: read_from=replica|nearest needs redis+sentinel:// or redis+cluster:// \
+             (which find the replicas)",
         ));
     }
     let wait = match q.take_u64("wait")? {
@@ -191,7 +194,7 @@ impl BackendSpec for RedisConfig {
         let mut q = Query::parse("redis", q)?;
         if scheme.contains("sentinel") {
             let spec = sentinel::parse(t, tls, userinfo, body, &mut q)?;
-            let q = parse_query(t, q, tls, true)?;
+            let q = parse_query(t, q, tls, (true, false))?;
             let config = RedisConfig {
                 nodes: vec![spec.template.clone()],
                 endpoint: t.redacted.to_string(),
@@ -206,7 +209,7 @@ impl BackendSpec for RedisConfig {
             };
             return Ok((config, q.options));
         }
-        let q = parse_query(t, q, tls, false)?;
+        let q = parse_query(t, q, tls, (false, cluster))?;
         if cluster && q.wait.is_some() {
             return Err(url_err(
                 "redis: wait=N is for one server or Sentinel, not redis+cluster://",

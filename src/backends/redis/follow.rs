@@ -21,10 +21,11 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 use super::sentinel::{
-    Messages, ReadFrom, Reach, SentinelSpec, ask_sentinel, concerns, find_master, list_replicas,
+    Messages, Reach, SentinelSpec, ask_sentinel, concerns, find_master, list_replicas,
     node_url, subscribe_events,
 };
 use super::BACKEND;
+use super::read_from::{ReadFrom, ping_rtt};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How often the sentinels are asked whether the master moved (besides
@@ -165,23 +166,19 @@ impl SentinelConn {
     /// for the master's.
     pub(crate) fn reader(&self) -> Option<ReaderConn> {
         let inner = &self.inner;
-        let readers = inner.readers.read().unwrap_or_else(|p| p.into_inner());
-        let pick = match inner.read_from {
-            ReadFrom::Master => return None,
-            ReadFrom::Replica => {
-                let n = readers.iter().filter(|r| !r.url.is_empty()).count();
-                if n == 0 {
-                    return None;
-                }
-                let k = inner.next_reader.fetch_add(1, Ordering::Relaxed) % n;
-                readers.iter().filter(|r| !r.url.is_empty()).nth(k)?
-            }
-            // The master is listed with an empty URL: reading it is `None`.
-            ReadFrom::Nearest => readers.iter().min_by_key(|r| r.rtt)?,
-        };
-        if pick.url.is_empty() {
+        if inner.read_from == ReadFrom::Master {
             return None;
         }
+        let readers = inner.readers.read().unwrap_or_else(|p| p.into_inner());
+        // The master is listed (for `nearest`) with an empty URL.
+        let replicas: Vec<&Reader> = readers.iter().filter(|r| !r.url.is_empty()).collect();
+        let rtts: Vec<Duration> = replicas.iter().map(|r| r.rtt).collect();
+        let master = readers
+            .iter()
+            .find(|r| r.url.is_empty())
+            .map_or(Duration::MAX, |r| r.rtt);
+        let turn = inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        let pick = replicas[inner.read_from.pick(master, &rtts, turn)?];
         Some(ReaderConn {
             conn: pick.conn.clone(),
             inner: Arc::downgrade(inner),
@@ -393,14 +390,7 @@ async fn refresh_readers(inner: &Inner) {
             rtt: Duration::ZERO,
         });
         for r in &mut out {
-            let t = Instant::now();
-            let ok = tokio::time::timeout(
-                inner.reach.response_timeout,
-                redis::cmd("PING").query_async::<Value>(&mut r.conn),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
-            r.rtt = if ok { t.elapsed() } else { Duration::MAX };
+            r.rtt = ping_rtt(&mut r.conn, inner.reach.response_timeout).await;
         }
     }
     *inner.readers.write().unwrap_or_else(|p| p.into_inner()) = out;

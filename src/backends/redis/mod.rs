@@ -2,7 +2,8 @@
 //!
 //! Single server: a `ConnectionManager` (multiplexed, reconnects by itself).
 //! Cluster: our own slot map and per-node pipelines (see `cluster`), which
-//! follow MOVED/ASK/TRYAGAIN and survive resharding and failover. Keys are
+//! follow MOVED/ASK/TRYAGAIN and survive resharding and failover, and may
+//! send reads to replicas (`read_from`, shared with Sentinel). Keys are
 //! `namespace:key` (exactly `key` without a namespace) and values raw bytes,
 //! so `redis-cli GET` reads what we wrote. `clear` only ever deletes keys
 //! under the namespace (SCAN MATCH + UNLINK on every master); flushing a
@@ -29,6 +30,7 @@ mod direct;
 pub(crate) mod invalidation;
 pub(crate) mod keys;
 mod follow;
+mod read_from;
 pub(crate) mod sentinel;
 mod single;
 
@@ -174,7 +176,7 @@ impl RedisCache {
             None => {
                 Self::open_conn(
                     &nodes,
-                    cluster,
+                    (cluster, read_from),
                     &certs,
                     (connect_timeout, response_timeout),
                     &endpoint,
@@ -238,7 +240,7 @@ impl RedisCache {
         let (Some(a), Some(cmd)) = (&self.announce, self.announce_cmd(&msg)) else {
             return;
         };
-        if let Err(e) = self.one::<Value>(&a.channel, &a.channel, cmd).await {
+        if let Err(e) = self.one::<Value>(&a.channel, &a.channel, cmd, false).await {
             tracing::warn!("redis: invalidation not published: {e}");
         }
     }
@@ -304,7 +306,7 @@ impl RedisCache {
             self.tail_done(&keys, published, &reply).await;
             return Ok(v);
         }
-        let v = self.one(full, key, cmd).await?;
+        let v = self.one(full, key, cmd, false).await?;
         self.announce(Msg::Keys(&[key])).await;
         Ok(v)
     }
@@ -313,7 +315,7 @@ impl RedisCache {
     /// bounded as a whole (the manager retries its first connection).
     async fn open_conn(
         nodes: &[String],
-        cluster: bool,
+        (cluster, read_from): (bool, read_from::ReadFrom),
         certs: &Certs,
         (connect_timeout, response_timeout): (Duration, Duration),
         endpoint: &str,
@@ -337,12 +339,12 @@ impl RedisCache {
                     nodes,
                     #[allow(clippy::clone_on_copy)] // `Certs` is `Option<()>` without `tls`
                     certs.clone(),
-                    connect_timeout,
-                    response_timeout,
+                    (connect_timeout, response_timeout),
+                    read_from,
                 )
                 .await
                 .map_err(fail)?;
-                return Ok(Conn::Cluster(Arc::new(c)));
+                return Ok(Conn::Cluster(c));
             }
             let client = open_client(&nodes[0], certs).map_err(|e| fail(redis_err(e)))?;
             let cfg = ConnectionManagerConfig::new()
@@ -368,8 +370,9 @@ impl RedisCache {
     }
 
     /// Runs one key's command: through the connection manager, or routed
-    /// in the cluster (redirects followed, bounded by the response timeout).
-    async fn one<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd) -> Result<T> {
+    /// in the cluster (redirects followed, bounded by the response timeout;
+    /// a `read` on a replica with `read_from`).
+    async fn one<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd, read: bool) -> Result<T> {
         let v = match &self.conn {
             Conn::Single(c) => cmd
                 .query_async(&mut c.clone())
@@ -383,6 +386,7 @@ impl RedisCache {
                     single: &single,
                     multi: None,
                     resend: true,
+                    read,
                 };
                 let mut r = c.run(&b).await;
                 r.pop()

@@ -17,34 +17,6 @@ use super::{BACKEND, Certs, open_client};
 use crate::error::{Error, ErrorKind, Result};
 use crate::url::{Query, Target, check_host_port, driver_userinfo, url_err};
 
-/// Where reads go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ReadFrom {
-    /// Every read on the master (the default).
-    #[default]
-    Master,
-    /// Reads spread over the replicas (the master when none is up).
-    Replica,
-    /// Reads on the node, master or replica, that answered a PING fastest
-    /// at the last check.
-    Nearest,
-}
-
-impl ReadFrom {
-    pub(super) fn parse(v: Option<&str>) -> Result<Self> {
-        Ok(match v {
-            None | Some("master") => ReadFrom::Master,
-            Some("replica") => ReadFrom::Replica,
-            Some("nearest") => ReadFrom::Nearest,
-            Some(v) => {
-                return Err(url_err(format!(
-                    "redis: read_from must be master, replica or nearest, not {v:?}"
-                )));
-            }
-        })
-    }
-}
-
 /// What a Sentinel URL names: the sentinels, the master's name, and how to
 /// reach the data nodes they point to.
 #[derive(Clone, PartialEq, Eq)]
@@ -427,7 +399,5 @@ mod tests {
         ] {
             assert!(spec(bad).is_err(), "{bad}");
         }
-        assert_eq!(ReadFrom::parse(Some("replica")).unwrap(), ReadFrom::Replica);
-        assert!(ReadFrom::parse(Some("slave")).is_err());
     }
 }

@@ -67,7 +67,7 @@ impl RedisCache {
     /// The master found through the sentinels (bounded like `open_conn`).
     pub(super) async fn open_sentinel(
         spec: sentinel::SentinelSpec,
-        read_from: sentinel::ReadFrom,
+        read_from: super::read_from::ReadFrom,
         certs: &Certs,
         (connect_timeout, response_timeout): (Duration, Duration),
         endpoint: &str,
@@ -91,14 +91,14 @@ impl RedisCache {
         Ok(Conn::Single(SingleConn::Sentinel(c)))
     }
 
-    /// A read's command: on a replica with `read_from`, else as [`Self::one`].
+    /// A read's command: on a replica with `read_from` (Sentinel or Cluster).
     pub(super) async fn one_read<T: FromRedisValue>(&self, full: &str, key: &str, cmd: Cmd) -> Result<T> {
         match &self.conn {
             Conn::Single(c) => cmd
                 .query_async(&mut c.for_reads())
                 .await
                 .map_err(|e| self.err(e).with_context("key", key)),
-            Conn::Cluster(_) => self.one(full, key, cmd).await,
+            Conn::Cluster(_) => self.one(full, key, cmd, true).await,
         }
     }
 
