@@ -500,6 +500,61 @@ fn requests_from_many_tasks_go_out_together_and_each_gets_its_own_reply() {
 }
 
 #[test]
+fn big_requests_that_fill_the_socket_share_the_connection_with_small_ones() {
+    const WRITERS: usize = 6;
+    const VALUES: usize = 10;
+    let m = Freezable::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c: Arc<dyn Cache> =
+            unicache::open(&format!("memcached://127.0.0.1:{}?namespace=big", m.port))
+                .await
+                .unwrap()
+                .into();
+        c.set("small", b"s", None).await.unwrap();
+        // Each writer's batch (2.5 MB) is more than a socket takes at once,
+        // so it is written in parts while small gets queue behind it.
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let keys: Vec<String> = (0..VALUES).map(|i| format!("w{w}:{i}")).collect();
+                    let vals: Vec<Vec<u8>> = (0..VALUES)
+                        .map(|i| vec![(w * VALUES + i) as u8; 256 * 1024])
+                        .collect();
+                    c.set_many(&common::entries(&keys, &vals), None)
+                        .await
+                        .unwrap();
+                    let got = c
+                        .get_many(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+                        .await
+                        .unwrap();
+                    for (i, g) in got.iter().enumerate() {
+                        assert_eq!(g.as_deref(), Some(&vals[i][..]), "writer {w} value {i}");
+                    }
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        assert_eq!(c.get("small").await.unwrap().as_deref(), Some(&b"s"[..]));
+                    }
+                })
+            })
+            .collect();
+        for t in writers.into_iter().chain(readers) {
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    });
+}
+
+#[test]
 fn frozen_server_fails_fast_after_one_timeout_and_is_used_again_when_it_answers() {
     let m = Freezable::start();
     let addr = format!("127.0.0.1:{}", m.port);

@@ -102,6 +102,13 @@ fn again(f: &Failure) -> Failure {
 /// its request was half written.
 struct MidWrite<'a>(Option<&'a Pipeline>);
 
+impl MidWrite<'_> {
+    /// The write finished (or failed and was dealt with).
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
 impl Drop for MidWrite<'_> {
     fn drop(&mut self) {
         if let Some(p) = self.0 {
@@ -198,14 +205,20 @@ impl Pipeline {
                 sent < req.len()
             }
         };
-        if flush {
-            let mut guard = MidWrite(Some(self));
+        if !flush {
+            return self.await_reply(&mut reply).await;
+        }
+        // Read while writing: a request too big for the socket may already
+        // be answered in part, and a server whose replies are not read
+        // stops reading requests.
+        let mut guard = MidWrite(Some(self));
+        let writing = async move {
             if let Err(e) = self.flush().await {
                 self.fail_queued(&Failure::Io(e));
             }
-            guard.0 = None;
-        }
-        self.await_reply(&mut reply).await
+            guard.disarm();
+        };
+        futures::future::join(writing, self.await_reply(&mut reply)).await.1
     }
 
     /// Writes the backlog until it is empty (more may be appended while
