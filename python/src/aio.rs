@@ -165,14 +165,18 @@ fn settle(py: Python<'_>, fut: &Py<PyAny>, out: PyResult<Bound<'_, PyAny>>) {
 }
 
 /// Runs `work` and completes the asyncio future `fut` with its outcome,
-/// converted by `convert` on the loop. `inline`: the cache answers when
-/// called (memory://), so a first poll here usually finishes it with no
-/// thread hop; otherwise (or when it did not finish) it goes to the runtime.
+/// converted by `convert` on the loop. With `poll_here`, the first poll
+/// happens here, on the loop's thread: an in-process cache's single-key
+/// call (memory://) usually answers in it with no thread hop, and a network
+/// call sends its request at once instead of after a runtime worker wakes
+/// up to start it (its reply is then awaited on the runtime, which polls it
+/// again at once, so the no-op waker of this first poll is never the one
+/// relied on).
 pub(crate) fn spawn<T, W, C>(
     py: Python<'_>,
     bridge: &Bridge,
     fut: Py<PyAny>,
-    inline: bool,
+    poll_here: bool,
     work: W,
     convert: C,
 ) -> PyResult<AioTask>
@@ -183,7 +187,7 @@ where
 {
     let rt = crate::runtime()?;
     let mut work = Box::pin(work);
-    if inline {
+    if poll_here {
         let _in_runtime = rt.enter();
         if let Some(out) = (&mut work).now_or_never() {
             settle(py, &fut, convert(py, out));

@@ -631,8 +631,15 @@ impl Cache {
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<AioTask> {
         let bridge = &*bridge;
-        // Single-key calls of an in-process cache answer when polled.
-        let quick = self.inline && matches!(op, "get" | "set" | "delete" | "contains");
+        // Polled first on the loop's thread: single-key calls of an
+        // in-process cache (they answer when polled; a batch could hold the
+        // loop), every call of a network cache (its poll only sends) but
+        // get_or_set, whose flight may call back into Python.
+        let quick = if self.inline {
+            matches!(op, "get" | "set" | "delete" | "contains")
+        } else {
+            op != "get_or_set"
+        };
         macro_rules! spawn {
             ($work:expr, $convert:expr $(,)?) => {
                 crate::aio::spawn(py, bridge, fut, quick, $work, $convert)
