@@ -431,6 +431,13 @@ macro_rules! stack_cases {
                 &bad[..bad.len().min(8)]
             );
         }
+        /// The shipped case for a default TTL, opened with `ttl=1s`.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn persist_under_a_default_ttl() {
+            let ns = $crate::common::unique_ns("persist");
+            let c = stacks::open_stack_with(BACKEND, STACK, &ns, "&ttl=1s").await;
+            unicache::testing::persist_under_a_default_ttl(c).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn same_answers_as_plain() {
             let c = open(&$crate::common::unique_ns("t")).await;

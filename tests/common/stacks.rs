@@ -114,7 +114,18 @@ impl Backend {
 /// Opens `stack` over `backend` in namespace `ns`: the one function that
 /// says how a stack is built.
 pub async fn open_stack(backend: Backend, stack: Stack, ns: &str) -> Arc<dyn Cache> {
+    open_stack_with(backend, stack, ns, "").await
+}
+
+/// [`open_stack`] with `extra` (`&opt=value...`) added to the backend's URL.
+pub async fn open_stack_with(
+    backend: Backend,
+    stack: Stack,
+    ns: &str,
+    extra: &str,
+) -> Arc<dyn Cache> {
     let mut url = backend.url(stack, ns);
+    url.push_str(extra);
     if stack.tier() {
         url.push_str("&l1=100");
     }

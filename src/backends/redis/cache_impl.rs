@@ -323,6 +323,14 @@ impl Cache for RedisCache {
         self.counters.track(r)
     }
 
+    async fn persist(&self, key: &str) -> Result<bool> {
+        let r = self.persist_impl(key).await;
+        if matches!(r, Ok(true)) {
+            self.announce(Msg::Keys(&[key])).await;
+        }
+        self.counters.track(r)
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,
