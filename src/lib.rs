@@ -18,7 +18,8 @@
 //! ```
 //!
 //! Modules, from the bottom up: [`error`]; [`cache`] (the trait, options,
-//! stats); [`url`] (the URL pieces every backend's parser uses);
+//! stats); [`url`] (the URL pieces every backend's parser uses) and
+//! [`mod@lock`] (a named lock over any cache);
 //! [`backends`] (one module per backend, and the registry); [`layer`] (the
 //! forwarding base of layers) and the layers: [`tiered`] (an in-process L1
 //! over any backend, `l1=N`), [`readthrough`] (`get_or_set` with
@@ -41,6 +42,7 @@ pub mod blocking;
 pub mod cache;
 pub mod error;
 pub mod layer;
+pub mod lock;
 pub mod observe;
 pub mod open;
 pub mod readthrough;
@@ -58,6 +60,7 @@ pub use cache::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use layer::Layer;
+pub use lock::Lock;
 pub use open::{Stack, open, open_with};
 pub use readthrough::{
     FactoryError, FailSafeOptions, Fill, Got, Handle, LockMode, ReadThroughOptions,
