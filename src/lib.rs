@@ -23,7 +23,8 @@
 //! [`backends`] (one module per backend, and the registry); [`layer`] (the
 //! forwarding base of layers) and the layers: [`tiered`] (an in-process L1
 //! over any backend, `l1=N`), [`readthrough`] (`get_or_set` with
-//! single-flight; fail-safe's envelope), [`observe`] (spans and metrics);
+//! single-flight; fail-safe's envelope), [`observe`] (spans and metrics),
+//! [`compress`] (value compression, `compress=zstd|zlib`);
 //! [`mod@open`] (a whole URL into a stack of layers: [`Stack`]); then
 //! [`records`] (streamed input), [`writer`] (bulk fan-out) and
 //! [`blocking`] (a sync facade). docs/ARCHITECTURE.md has the table, and
@@ -40,6 +41,7 @@
 pub mod backends;
 pub mod blocking;
 pub mod cache;
+pub mod compress;
 pub mod error;
 pub mod layer;
 pub mod lock;

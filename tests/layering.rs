@@ -16,7 +16,7 @@ const FLOORS: &[&[&str]] = &[
     &["cache", "records"],
     &["url", "layer", "lock"],
     &["backends"],
-    &["tiered", "readthrough", "observe"],
+    &["tiered", "readthrough", "observe", "compress"],
     &["open"],
     &["writer", "blocking"],
     &["testing"],

@@ -363,6 +363,7 @@ macro_rules! stack_suite {
             $crate::stack_suite!(@stack $backend, enveloped, Enveloped, $cases);
             $crate::stack_suite!(@stack $backend, tiered, Tiered, $cases);
             $crate::stack_suite!(@stack $backend, tier_envelope, TierEnvelope, $cases);
+            $crate::stack_suite!(@stack $backend, compressed, Compressed, $cases);
             $crate::stack_suite!(@stack $backend, all, All, $cases);
         }
     };
