@@ -1,6 +1,7 @@
 """The helpers of :class:`unicache_rs.Cache` and :class:`unicache_rs.AsyncCache`
-written in Python over the extension's methods: ``lock``, ``memoize``,
-``expire`` / ``persist`` and opt-in value compression."""
+written in Python over the extension's methods: ``lock``, ``memoize`` and
+``expire`` (``persist`` and ``compress=`` are the extension's, native in
+the library)."""
 
 import asyncio
 import functools
@@ -10,91 +11,11 @@ import os
 import pickle
 import secrets
 import time
-import zlib
 
 from ._unicache import Cache as _RustCache
-from .errors import Error, InvalidInputError, UnsupportedError
+from .errors import Error, InvalidInputError
 
 __all__ = ["Lock", "AsyncLock", "LockError", "LockNotOwnedError"]
-
-# ---------------------------------------------------------------- compression
-
-# A compressed value is MARK + one tag byte + the compressed bytes; a value
-# stored through a compressing cache that happens to start with MARK gets
-# the tag RAW, so reads are unambiguous. Values written without compression
-# (other clients, older data) read as they are unless they start with MARK.
-_MARK = b"\x00ucz"
-_RAW, _ZSTD, _ZLIB = b"r", b"s", b"z"
-
-
-class _Codec:
-    """Compresses values of ``min_size`` bytes or more with ``algorithm``."""
-
-    def __init__(self, algorithm, min_size):
-        if algorithm == "zstd":
-            try:
-                import zstandard
-            except ImportError:
-                raise UnsupportedError(
-                    'compress="zstd" needs the zstandard package: '
-                    'pip install "unicache-rs[zstd]" (or use compress="zlib")'
-                ) from None
-            self._tag = _ZSTD
-            self._compress = zstandard.ZstdCompressor(level=3).compress
-        elif algorithm == "zlib":
-            self._tag = _ZLIB
-            self._compress = functools.partial(zlib.compress, level=6)
-        else:
-            raise InvalidInputError(
-                f'compress must be "zstd", "zlib" or None, not {algorithm!r}'
-            )
-        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-            raise InvalidInputError(
-                f"compress_min_size must be an int of 0 or more, not {min_size!r}"
-            )
-        self.algorithm = algorithm
-        self.min_size = min_size
-
-    def encode(self, value):
-        if isinstance(value, str):
-            value = value.encode()
-        elif not isinstance(value, bytes):
-            if not isinstance(value, (bytearray, memoryview)):
-                raise TypeError(
-                    f"a cache value must be bytes or str, not {type(value).__name__}"
-                )
-            value = bytes(value)
-        if len(value) >= self.min_size:
-            packed = _MARK + self._tag + self._compress(value)
-            if len(packed) < len(value):
-                return packed
-        if value.startswith(_MARK):
-            return _MARK + _RAW + value
-        return value
-
-    @staticmethod
-    def decode(value):
-        if not value.startswith(_MARK):
-            return value
-        tag, body = value[4:5], value[5:]
-        if tag == _RAW:
-            return body
-        if tag == _ZLIB:
-            return zlib.decompress(body)
-        if tag == _ZSTD:
-            try:
-                import zstandard
-            except ImportError:
-                raise UnsupportedError(
-                    "a zstd-compressed value needs the zstandard package: "
-                    'pip install "unicache-rs[zstd]"'
-                ) from None
-            return zstandard.ZstdDecompressor().decompress(body)
-        return value
-
-
-def _identity(value):
-    return value
 
 
 class Cache(_RustCache):
@@ -103,19 +24,10 @@ class Cache(_RustCache):
     ``memcached://HOST:PORT``); see the extension's ``Cache`` for the
     methods. ``compress="zstd"`` (or ``"zlib"``) compresses values of
     ``compress_min_size`` bytes or more (default 1024) before they are
-    stored, marked so that reads of uncompressed values still work.
+    stored, marked so that reads of uncompressed values still work: the
+    library's compression layer (the URL's ``compress=``), the same bytes
+    as a Rust program's.
     """
-
-    def __new__(cls, url, namespace=None, default_ttl=None, *, compress=None,
-                compress_min_size=1024, **bounds):
-        codec = None if compress is None else _Codec(compress, compress_min_size)
-        if codec is not None and cls is Cache:
-            cls = _CompressedCache
-        self = _RustCache.__new__(cls, url, namespace, default_ttl, **bounds)
-        self._codec = codec
-        self._encode = codec.encode if codec else _identity
-        self._decode = codec.decode if codec else _identity
-        return self
 
     def __init__(self, *args, **kwargs):
         pass  # all done in __new__
@@ -129,11 +41,6 @@ class Cache(_RustCache):
         if ttl is None:
             raise InvalidInputError("expire(key, ttl): ttl is required (persist() removes it)")
         return self.touch(key, ttl)
-
-    def persist(self, key):
-        """Removes ``key``'s TTL (it never expires); ``True`` when it was there."""
-        _can_persist(self)
-        return self.touch(key, None)
 
     def lock(self, name, timeout=None, blocking_timeout=None):
         """A :class:`Lock` named ``name`` (see there); ``with cache.lock("job", timeout=30):``."""
@@ -155,48 +62,6 @@ class Cache(_RustCache):
         from .aio import AsyncCache
 
         return AsyncCache._over(self)
-
-
-class _CompressedCache(Cache):
-    """A :class:`Cache` with ``compress=``: values pass through the codec."""
-
-    def get(self, key, default=None):
-        value = super().get(key)
-        return default if value is None else self._decode(value)
-
-    def set(self, key, value, ttl=None):
-        return super().set(key, self._encode(value), ttl)
-
-    def add(self, key, value, ttl=None):
-        return super().add(key, self._encode(value), ttl)
-
-    def compare_and_set(self, key, expected, new, ttl=None):
-        return super().compare_and_set(key, self._encode(expected), self._encode(new), ttl)
-
-    def get_with_ttl(self, key):
-        got = super().get_with_ttl(key)
-        return None if got is None else (self._decode(got[0]), got[1])
-
-    def get_many(self, keys):
-        return {k: self._decode(v) for k, v in super().get_many(keys).items()}
-
-    def set_many(self, entries, ttl=None):
-        items = entries.items() if hasattr(entries, "items") else entries
-        return super().set_many([(k, self._encode(v)) for k, v in items], ttl)
-
-    def get_or_set(self, key, factory, ttl=None):
-        encode = self._encode
-        return self._decode(super().get_or_set(key, lambda: encode(factory()), ttl))
-
-
-def _can_persist(cache):
-    if cache.default_ttl is not None:
-        # touch(key, None) would give it the default TTL, and the backends
-        # have no generic "never" through a cache that has a default.
-        raise UnsupportedError(
-            f"persist: this cache has a default TTL ({cache.default_ttl:g} s); "
-            "open one without default_ttl to store or keep keys forever"
-        )
 
 
 def open_sync(url, namespace, default_ttl, options):
@@ -423,18 +288,13 @@ def _memoize(cache, ttl, prefix):
 
 
 class AsyncHelpers:
-    """``lock``, ``memoize``, ``expire`` and ``persist`` of ``AsyncCache``."""
+    """``lock``, ``memoize`` and ``expire`` of ``AsyncCache``."""
 
     async def expire(self, key, ttl):
         """Gives ``key`` a new TTL; ``True`` when the key was there."""
         if ttl is None:
             raise InvalidInputError("expire(key, ttl): ttl is required (persist() removes it)")
         return await self.touch(key, ttl)
-
-    async def persist(self, key):
-        """Removes ``key``'s TTL (it never expires); ``True`` when it was there."""
-        _can_persist(self._cache)
-        return await self.touch(key, None)
 
     def lock(self, name, timeout=None, blocking_timeout=None):
         """An :class:`AsyncLock`: ``async with acache.lock("job", timeout=30):``."""
