@@ -1,6 +1,5 @@
-//! A named lock across tasks, threads and processes sharing a cache: what
-//! Python's `cache.lock(name, timeout=, blocking_timeout=)` is, in the
-//! library.
+//! A named lock across tasks, threads and processes sharing a cache;
+//! Python's `cache.lock(name, timeout=, blocking_timeout=)` wraps it.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -29,8 +28,8 @@
 //! one atomic step. There is no compare-and-delete in the [`Cache`] trait,
 //! and adding one natively to every backend and layer was more than this
 //! needed: the marker costs one small entry per released lock for a
-//! minute. The key, token and marker are Python's, so a Rust lock and a
-//! Python lock of the same name on the same cache exclude each other.
+//! minute. Rust and Python holders of a name on one cache exclude each
+//! other (Python's lock is this one).
 //!
 //! Waiting acquires poll with capped exponential backoff and jitter
 //! ([`Backoff`], shared with read-through's leases), up to

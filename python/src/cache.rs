@@ -766,6 +766,22 @@ impl Cache {
                 let k = key_arg(&arg(0)?)?;
                 spawn!(async move { c.persist(&k).await }, bool_of)
             }
+            // unicache_rs.AsyncLock: the library's lock (python/src/lock.rs).
+            "lock_acquire" | "lock_release" | "lock_extend" | "lock_locked" => {
+                let l = arg(0)?.cast::<crate::lock::Lock>()?.get().inner.clone();
+                match op {
+                    "lock_acquire" => {
+                        let w = crate::lock::wait_of(arg(1)?.extract()?);
+                        spawn!(async move { l.acquire_within(w).await }, bool_of)
+                    }
+                    "lock_release" => spawn!(async move { l.release().await }, bool_of),
+                    "lock_extend" => {
+                        let t = ttl_arg(Some(&arg(1)?))?;
+                        spawn!(async move { l.extend(t).await }, bool_of)
+                    }
+                    _ => spawn!(async move { l.locked().await }, bool_of),
+                }
+            }
             "ttl" => {
                 let k = key_arg(&arg(0)?)?;
                 spawn!(

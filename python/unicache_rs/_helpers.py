@@ -1,18 +1,15 @@
 """The helpers of :class:`unicache_rs.Cache` and :class:`unicache_rs.AsyncCache`
-written in Python over the extension's methods: ``lock``, ``memoize`` and
-``expire`` (``persist`` and ``compress=`` are the extension's, native in
-the library)."""
+written in Python over the extension's methods: ``lock`` (over the
+library's lock), ``memoize`` and ``expire`` (``persist`` and ``compress=``
+are the extension's, native in the library)."""
 
-import asyncio
 import functools
 import hashlib
 import inspect
-import os
 import pickle
-import secrets
-import time
 
 from ._unicache import Cache as _RustCache
+from ._unicache import Lock as _RustLock
 from .errors import Error, InvalidInputError
 
 __all__ = ["Lock", "AsyncLock", "LockError", "LockNotOwnedError"]
@@ -71,12 +68,9 @@ def open_sync(url, namespace, default_ttl, options):
 
 # ---------------------------------------------------------------- locks
 
+# The library's lock (unicache::Lock, python/src/lock.rs): one implementation
+# for Rust and Python, the same key and format.
 _LOCK_PREFIX = "__unicache_lock:"
-# A released lock's key holds this for a minute (compare_and_set cannot
-# delete): acquire takes a key holding it as it takes an absent one.
-_FREE = b"\x00unicache-lock-free"
-_FREE_TTL = 60
-_FIRST_POLL, _MAX_POLL = 0.005, 0.1
 
 
 class LockError(Error):
@@ -97,10 +91,22 @@ class _LockBase:
         self.key = _LOCK_PREFIX + name
         self.timeout = timeout
         self.blocking_timeout = blocking_timeout
-        self.token = None
+        self._lock = _RustLock(self._cache, name, timeout)
 
-    def _new_token(self):
-        return f"{os.getpid()}:{secrets.token_hex(8)}".encode()
+    @property
+    def token(self):
+        """This holder's token (bytes) while it holds the lock, else ``None``."""
+        return self._lock.token
+
+    def _wait(self, blocking, blocking_timeout):
+        if self.token is not None:
+            raise LockError(f"lock {self.name!r} is already held by this Lock object")
+        if not blocking:
+            return 0
+        return self.blocking_timeout if blocking_timeout is None else blocking_timeout
+
+    def _not_owned(self):
+        return LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
 
     def __repr__(self):
         state = "held" if self.token else "not held"
@@ -109,59 +115,39 @@ class _LockBase:
 
 class Lock(_LockBase):
     """A lock across threads and processes sharing the cache:
-    ``with cache.lock(name, timeout=30, blocking_timeout=5): ...``.
+    ``with cache.lock(name, timeout=30, blocking_timeout=5): ...``; the
+    library's ``unicache::Lock``.
 
     The key ``__unicache_lock:<name>`` is taken with ``add`` (atomic on
     every backend) holding a token of this holder, with ``timeout`` seconds
     to live (``None``: the cache's default TTL, or never), so a holder that
-    dies frees it then. Waiters poll with capped exponential backoff (5 ms
-    to 100 ms, as the read-through leases do) until ``blocking_timeout``
-    seconds (``None``: forever) and then raise :class:`LockError`.
-    ``release()`` and ``extend()`` compare the token atomically
-    (``compare_and_set``): only the holder releases or extends, and one
-    whose lock expired and was taken by another gets
+    dies frees it then. Waiters poll with capped exponential backoff and
+    jitter (5 ms to 100 ms, as the read-through leases do) until
+    ``blocking_timeout`` seconds (``None``: forever) and then raise
+    :class:`LockError`. ``release()`` and ``extend()`` compare the token
+    atomically (``compare_and_set``): only the holder releases or extends,
+    and one whose lock expired and was taken by another gets
     :class:`LockNotOwnedError`.
     """
 
     def acquire(self, blocking=True, blocking_timeout=None):
         """Takes the lock; ``False`` when not blocking (or the timeout
         passed) and it is held elsewhere."""
-        if self.token is not None:
-            raise LockError(f"lock {self.name!r} is already held by this Lock object")
-        wait = self.blocking_timeout if blocking_timeout is None else blocking_timeout
-        deadline = None if wait is None else time.monotonic() + wait
-        token, poll = self._new_token(), _FIRST_POLL
-        while True:
-            if self._cache.add(self.key, token, self.timeout) or self._cache.compare_and_set(
-                self.key, _FREE, token, self.timeout
-            ):
-                self.token = token
-                return True
-            if not blocking:
-                return False
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            time.sleep(poll if left is None else min(poll, left))
-            poll = min(poll * 2, _MAX_POLL)
+        return self._lock.acquire(self._wait(blocking, blocking_timeout))
 
     def release(self):
         """Frees the lock; :class:`LockNotOwnedError` if this holder does not hold it."""
-        token, self.token = self.token, None
-        if token is None or not self._cache.compare_and_set(self.key, token, _FREE, _FREE_TTL):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
+        if not self._lock.release():
+            raise self._not_owned()
 
     def extend(self, timeout):
         """Gives the held lock ``timeout`` more seconds from now."""
-        if self.token is None or not self._cache.compare_and_set(
-            self.key, self.token, self.token, timeout
-        ):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
+        if not self._lock.extend(timeout):
+            raise self._not_owned()
 
     def locked(self):
         """Whether anyone holds the lock now."""
-        value = self._cache.get(self.key)
-        return value is not None and value != _FREE
+        return self._lock.locked()
 
     def __enter__(self):
         if not self.acquire():
@@ -177,53 +163,30 @@ class Lock(_LockBase):
 
 class AsyncLock(_LockBase):
     """:class:`Lock` for asyncio: ``async with acache.lock(name, timeout=30):``;
-    the same key, so it excludes blocking :class:`Lock` holders too."""
+    the same lock, so it excludes blocking :class:`Lock` holders too."""
 
     async def acquire(self, blocking=True, blocking_timeout=None):
-        if self.token is not None:
-            raise LockError(f"lock {self.name!r} is already held by this Lock object")
         from .aio import _call
 
-        wait = self.blocking_timeout if blocking_timeout is None else blocking_timeout
-        loop = asyncio.get_running_loop()
-        deadline = None if wait is None else loop.time() + wait
-        token, poll = self._new_token(), _FIRST_POLL
-        while True:
-            if await _call(self._cache, "add", self.key, token, self.timeout) or await _call(
-                self._cache, "compare_and_set", self.key, _FREE, token, self.timeout
-            ):
-                self.token = token
-                return True
-            if not blocking:
-                return False
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                return False
-            await asyncio.sleep(poll if left is None else min(poll, left))
-            poll = min(poll * 2, _MAX_POLL)
+        wait = self._wait(blocking, blocking_timeout)
+        return await _call(self._cache, "lock_acquire", self._lock, wait)
 
     async def release(self):
         from .aio import _call
 
-        token, self.token = self.token, None
-        if token is None or not await _call(
-            self._cache, "compare_and_set", self.key, token, _FREE, _FREE_TTL
-        ):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
+        if not await _call(self._cache, "lock_release", self._lock):
+            raise self._not_owned()
 
     async def extend(self, timeout):
         from .aio import _call
 
-        if self.token is None or not await _call(
-            self._cache, "compare_and_set", self.key, self.token, self.token, timeout
-        ):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
+        if not await _call(self._cache, "lock_extend", self._lock, timeout):
+            raise self._not_owned()
 
     async def locked(self):
         from .aio import _call
 
-        value = await _call(self._cache, "get", self.key)
-        return value is not None and value != _FREE
+        return await _call(self._cache, "lock_locked", self._lock)
 
     async def __aenter__(self):
         if not await self.acquire():

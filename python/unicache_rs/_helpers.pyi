@@ -77,7 +77,8 @@ class Lock:
     key: str
     timeout: Seconds | None
     blocking_timeout: float | None
-    token: bytes | None
+    @property
+    def token(self) -> bytes | None: ...
     def __init__(
         self,
         cache: _unicache.Cache,
@@ -102,7 +103,8 @@ class AsyncLock:
     key: str
     timeout: Seconds | None
     blocking_timeout: float | None
-    token: bytes | None
+    @property
+    def token(self) -> bytes | None: ...
     def __init__(
         self,
         cache: AsyncCache,
