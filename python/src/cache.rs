@@ -768,7 +768,7 @@ impl Cache {
             }
             // unicache_rs.AsyncLock: the library's lock (python/src/lock.rs).
             "lock_acquire" | "lock_release" | "lock_extend" | "lock_locked" => {
-                let l = arg(0)?.cast::<crate::lock::Lock>()?.get().inner.clone();
+                let l = arg(0)?.cast::<crate::lock::Lock>()?.get().get(py)?;
                 match op {
                     "lock_acquire" => {
                         let w = crate::lock::wait_of(arg(1)?.extract()?);
