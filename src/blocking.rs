@@ -311,6 +311,12 @@ impl Cache {
         self.run(async move { c.touch(&k, ttl).await })
     }
 
+    /// See [`AsyncCache::persist`].
+    pub fn persist(&self, key: &str) -> Result<bool> {
+        let (c, k) = (self.inner.cache().clone(), key.to_string());
+        self.run(async move { c.persist(&k).await })
+    }
+
     /// See [`AsyncCache::ttl`].
     pub fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
         let (c, k) = (self.inner.cache().clone(), key.to_string());

@@ -223,6 +223,16 @@ pub trait Cache: Send + Sync + fmt::Debug {
         Err(self.unsupported("touch"))
     }
 
+    /// Removes `key`'s expiry without rewriting its value, whatever the
+    /// cache's default TTL (Redis `PERSIST`); `true` when the key was there
+    /// (an entry that never expired counts). Native on every backend (an
+    /// `UPDATE` of the expiry, a Lua `EXISTS` + `PERSIST`, memcached
+    /// `mg T0`, the file log under its lock); `Unsupported` by default.
+    async fn persist(&self, key: &str) -> Result<bool> {
+        let _ = key;
+        Err(self.unsupported("persist"))
+    }
+
     /// The value under `key` with its remaining TTL, read in one round trip.
     /// Counts as a hit or miss like [`Cache::get`]. A TTL of zero means the
     /// entry expired or was deleted just after its value was read (Redis's

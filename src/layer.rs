@@ -107,6 +107,10 @@ pub trait Layer: Send + Sync + fmt::Debug {
         self.inner().touch(key, ttl).await
     }
 
+    async fn persist(&self, key: &str) -> Result<bool> {
+        self.inner().persist(key).await
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,
@@ -233,6 +237,10 @@ impl<L: Layer> Cache for L {
 
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         Layer::touch(self, key, ttl).await
+    }
+
+    async fn persist(&self, key: &str) -> Result<bool> {
+        Layer::persist(self, key).await
     }
 
     async fn compare_and_set(

@@ -18,11 +18,13 @@
 //! ```
 //!
 //! Modules, from the bottom up: [`error`]; [`cache`] (the trait, options,
-//! stats); [`url`] (the URL pieces every backend's parser uses);
+//! stats); [`url`] (the URL pieces every backend's parser uses) and
+//! [`mod@lock`] (a named lock over any cache);
 //! [`backends`] (one module per backend, and the registry); [`layer`] (the
 //! forwarding base of layers) and the layers: [`tiered`] (an in-process L1
 //! over any backend, `l1=N`), [`readthrough`] (`get_or_set` with
-//! single-flight; fail-safe's envelope), [`observe`] (spans and metrics);
+//! single-flight; fail-safe's envelope), [`observe`] (spans and metrics),
+//! [`compress`] (value compression, `compress=zstd|zlib`);
 //! [`mod@open`] (a whole URL into a stack of layers: [`Stack`]); then
 //! [`records`] (streamed input), [`writer`] (bulk fan-out) and
 //! [`blocking`] (a sync facade). docs/ARCHITECTURE.md has the table, and
@@ -39,8 +41,10 @@
 pub mod backends;
 pub mod blocking;
 pub mod cache;
+pub mod compress;
 pub mod error;
 pub mod layer;
+pub mod lock;
 pub mod observe;
 pub mod open;
 pub mod readthrough;
@@ -58,6 +62,7 @@ pub use cache::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use layer::Layer;
+pub use lock::Lock;
 pub use open::{Stack, open, open_with};
 pub use readthrough::{
     FactoryError, FailSafeOptions, Fill, Got, Handle, LockMode, ReadThroughOptions,

@@ -8,6 +8,7 @@
 //! | [`Handle`] (read-through) | always | `get_or_set` sees the cache the user sees |
 //! | [`observe`](crate::observe) | `observe=1`, [`Stack::observe`] | spans and metrics count the operations the caller made, not what the layers below turn them into |
 //! | [`envelope`](crate::readthrough::envelope) | `fail_safe=1`, `refresh_ahead=F` | the logical expiry is checked on every read, L1 hits included |
+//! | [`compress`](crate::compress) | `compress=zstd\|zlib`, [`Stack::compress`] | under the envelope, so fail-safe's and refresh-ahead's own reads of stale values decompress too; over the tier, so L1 holds (and the backplane never carries) anything but compressed bytes; without the envelope the stored bytes are exactly those of Python's `compress=` |
 //! | [`tiered`](crate::tiered) (L1) | `l1=N` | caches the enveloped bytes with L2's physical TTL, so it never outlives L2 |
 //! | the backend | the scheme | |
 //!
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use crate::backends::{self, BackendConfig, Bare};
 use crate::cache::{Cache, CacheOptions};
+use crate::compress::CompressConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::readthrough::{Config, Enveloped, Handle, ReadThroughOptions};
 use crate::tiered::TierConfig;
@@ -60,6 +62,9 @@ pub struct LayerOptions {
     pub read_through: ReadThroughOptions,
     /// Spans and metrics per operation (`observe=1`; see [`crate::observe`]).
     pub observe: bool,
+    /// Value compression (`compress=zstd|zlib`, `compress_min_size=N`; see
+    /// [`crate::compress`]).
+    pub compress: Option<CompressConfig>,
 }
 
 /// Every URL option a layer reads.
@@ -67,6 +72,7 @@ fn layer_options() -> Vec<&'static str> {
     let mut all: Vec<&str> = crate::tiered::URL_OPTIONS.to_vec();
     all.extend(crate::readthrough::URL_OPTIONS);
     all.extend(crate::observe::URL_OPTIONS);
+    all.extend(crate::compress::URL_OPTIONS);
     all
 }
 
@@ -74,6 +80,7 @@ fn layer_claims(name: &str) -> bool {
     crate::tiered::claims(name)
         || crate::readthrough::URL_OPTIONS.contains(&name)
         || crate::observe::URL_OPTIONS.contains(&name)
+        || crate::compress::URL_OPTIONS.contains(&name)
 }
 
 /// Parses a cache URL: the scheme picks the backend (see
@@ -98,6 +105,7 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
     let mut q = Query::parse(entry.name, Some(&joined))?;
     let read_through = ReadThroughOptions::from_query(&mut q)?;
     let observe = crate::observe::from_query(&mut q)?;
+    let compress = crate::compress::from_query(&mut q)?;
     let known = layer_options();
     let target = Target {
         scheme: &scheme,
@@ -114,6 +122,7 @@ pub fn parse(url: &str) -> Result<ParsedUrl> {
             tier,
             read_through,
             observe,
+            compress,
         },
         redacted,
     })
@@ -255,6 +264,12 @@ impl Stack {
         self
     }
 
+    /// Compresses values (or not), instead of the URL's `compress=`.
+    pub fn compress(mut self, config: Option<CompressConfig>) -> Self {
+        self.parsed.layers.compress = config;
+        self
+    }
+
     /// Opens the backend and stacks the layers over it, with the
     /// read-through [`Handle`] on top.
     pub async fn open(self) -> Result<Handle> {
@@ -279,6 +294,10 @@ impl Stack {
         let cache = match layers.tier {
             Some(tier) => crate::tiered::wrap(l2, tier, &backend, &options).await?,
             None => l2,
+        };
+        let cache = match layers.compress {
+            Some(c) => crate::compress::wrap(cache, c),
+            None => cache,
         };
         let shared = cache.capabilities().shared;
         let config = Config::from_options(&layers.read_through, options.default_ttl, shared);

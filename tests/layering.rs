@@ -14,9 +14,9 @@ use std::path::Path;
 const FLOORS: &[&[&str]] = &[
     &["error"],
     &["cache", "records"],
-    &["url", "layer"],
+    &["url", "layer", "lock"],
     &["backends"],
-    &["tiered", "readthrough", "observe"],
+    &["tiered", "readthrough", "observe", "compress"],
     &["open"],
     &["writer", "blocking"],
     &["testing"],
@@ -40,6 +40,7 @@ const ROOT_NAMES: &[(&str, &str)] = &[
     ("Stats", "cache"),
     ("ValueTtl", "cache"),
     ("Layer", "layer"),
+    ("Lock", "lock"),
     // #[macro_export] puts the suite's macro at the root.
     ("conformance_tests", "testing"),
     ("Stack", "open"),

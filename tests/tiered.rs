@@ -1609,7 +1609,8 @@ fn a_paused_reader_never_serves_an_overwritten_value_tracking() {
 }
 
 /// Item 7: writes by a Redis cache without an L1 (the library, or the
-/// `unicache` CLI: `set`, `delete`, `incr`, `clear`, `write`) reach the L1
+/// `unicache` CLI: `set`, `delete`, `incr`, `compare_and_set`, `persist`,
+/// `clear`, `write`) reach the L1
 /// of a tiered cache in another process in pub/sub mode; `publish=0` turns
 /// that off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1629,6 +1630,8 @@ async fn writes_without_an_l1_invalidate_other_l1s() {
         "incr",
         "add",
         "touch",
+        "persist",
+        "compare_and_set",
         "set_many",
         "delete_many",
         "clear",
@@ -1649,23 +1652,25 @@ async fn writes_without_an_l1_invalidate_other_l1s() {
                 assert!(w.add(&k, b"11", None).await.unwrap());
             }
             "touch" => assert!(w.touch(&k, Some(Duration::from_secs(60))).await.unwrap()),
+            "persist" => assert!(w.persist(&k).await.unwrap()),
+            "compare_and_set" => assert!(w.compare_and_set(&k, b"10", b"11", None).await.unwrap()),
             "set_many" => w.set_many(&[(&k, &b"11"[..])], None).await.unwrap(),
             "delete_many" => assert_eq!(w.delete_many(&[&k]).await.unwrap(), 1),
             _ => w.clear().await.unwrap(),
         }
         let want: Option<&[u8]> = match *op {
             "delete" | "delete_many" | "clear" => None,
-            "touch" => Some(b"10"),
+            "touch" | "persist" => Some(b"10"),
             _ => Some(b"11"),
         };
-        if *op == "touch" {
+        if matches!(*op, "touch" | "persist") {
             // Same value: the eviction shows as an L2 read.
             let l2 = tier_stat(&*c, "l2_hits").await;
             wait_value(&*c, &k, want).await;
             let t = Instant::now();
             while tier_stat(&*c, "l2_hits").await == l2 {
                 c.get(&k).await.unwrap();
-                assert!(t.elapsed() < Duration::from_secs(1), "touch did not evict");
+                assert!(t.elapsed() < Duration::from_secs(1), "{op} did not evict");
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         } else {

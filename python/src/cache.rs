@@ -15,6 +15,7 @@ use crate::aio::{AioTask, Bridge};
 use crate::{
     ErrorClass, error_of, json_to_py, key_arg, key_utf8, run, seconds_arg, ttl_arg, utf8, value_arg,
 };
+use unicache::compress::{Algorithm, CompressConfig};
 use unicache::{CacheExt, CacheOptions, FactoryError, Fill, Handle, KeyStream};
 
 /// Keys fetched per round trip by the `keys()` iterator.
@@ -28,6 +29,57 @@ pub(crate) fn open(
     options: CacheOptions,
 ) -> PyResult<(Handle, CacheOptions)> {
     Ok((run(py, unicache::open_with(url, options.clone()))?, options))
+}
+
+/// [`open`] through the library's compression layer when `compress` is
+/// given (else the URL's `compress=`, if any).
+fn open_compressed(
+    url: &str,
+    options: CacheOptions,
+    compress: Option<CompressConfig>,
+) -> impl std::future::Future<Output = unicache::Result<Handle>> + Send + 'static {
+    let stack = unicache::Stack::from_url(url).map(|s| {
+        let s = s.options(options);
+        if compress.is_some() {
+            s.compress(compress)
+        } else {
+            s
+        }
+    });
+    async move { stack?.open().await }
+}
+
+/// The `compress=` and `compress_min_size=` arguments: `None`, `"zstd"` or
+/// `"zlib"`; an int of 0 or more.
+fn compress_arg(
+    compress: Option<&str>,
+    min_size: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<CompressConfig>> {
+    let algorithm = match compress {
+        None => return Ok(None),
+        Some("zstd") => Algorithm::Zstd,
+        Some("zlib") => Algorithm::Zlib,
+        Some(other) => {
+            return Err(error_of(
+                ErrorClass::InvalidInput,
+                format!("compress must be \"zstd\", \"zlib\" or None, not {other:?}"),
+            ));
+        }
+    };
+    let mut config = CompressConfig::new(algorithm);
+    if let Some(v) = min_size.filter(|v| !v.is_none()) {
+        if v.is_instance_of::<PyBool>()
+            || !v.is_instance_of::<PyInt>()
+            || v.extract::<u64>().is_err()
+        {
+            return Err(error_of(
+                ErrorClass::InvalidInput,
+                format!("compress_min_size must be an int of 0 or more, not {v}"),
+            ));
+        }
+        config = config.min_size(v.extract::<u64>()?);
+    }
+    Ok(Some(config))
 }
 
 /// The `max_bytes`, `max_entries` and `max_age` arguments laid onto
@@ -104,6 +156,8 @@ pub struct Cache {
     /// How it was opened, to open it again in a forked child.
     source: String,
     options: CacheOptions,
+    /// The `compress=` argument, to open it again in a forked child.
+    compress: Option<CompressConfig>,
     /// The process that opened `inner`.
     pid: AtomicU32,
 }
@@ -117,6 +171,7 @@ impl Cache {
             url: unicache::open::redact(url),
             source: url.to_string(),
             options,
+            compress: None,
             pid: AtomicU32::new(std::process::id()),
         }
     }
@@ -148,9 +203,8 @@ impl Cache {
         if let Some(old) = inner.as_ref()
             && old.backend() != "memory"
         {
-            let fresh = crate::runtime()?
-                .block_on(unicache::open_with(&self.source, self.options.clone()))
-                .map_err(crate::to_py)?;
+            let again = open_compressed(&self.source, self.options.clone(), self.compress);
+            let fresh = crate::runtime()?.block_on(again).map_err(crate::to_py)?;
             std::mem::forget(inner.replace(fresh));
         }
         self.pid.store(pid, Ordering::Release);
@@ -278,8 +332,12 @@ impl Cache {
     /// (`"500MB"`, `"10GiB"`), `max_entries` an int, `max_age` seconds, a
     /// timedelta or a duration string (`"7d"`). A backend that cannot keep
     /// a bound raises `UnsupportedError` rather than ignore it.
+    ///
+    /// `compress="zstd"|"zlib"` with `compress_min_size` (default 1024)
+    /// opens the library's compression layer (README, "Compression").
     #[new]
-    #[pyo3(signature = (url, namespace=None, default_ttl=None, *, max_bytes=None, max_entries=None, max_age=None))]
+    #[pyo3(signature = (url, namespace=None, default_ttl=None, *, max_bytes=None, max_entries=None, max_age=None, compress=None, compress_min_size=None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn new(
         py: Python<'_>,
         url: &str,
@@ -288,13 +346,18 @@ impl Cache {
         max_bytes: Option<&Bound<'_, PyAny>>,
         max_entries: Option<&Bound<'_, PyAny>>,
         max_age: Option<&Bound<'_, PyAny>>,
+        compress: Option<&str>,
+        compress_min_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut options = CacheOptions::new();
         options.namespace = namespace;
         options.default_ttl = ttl_arg(default_ttl)?;
         let options = with_bounds(options, max_bytes, max_entries, max_age)?;
-        let (handle, options) = open(py, url, options)?;
-        Ok(Cache::wrap(handle, url, options))
+        let compress = compress_arg(compress, compress_min_size)?;
+        let handle = run(py, open_compressed(url, options.clone(), compress))?;
+        let mut cache = Cache::wrap(handle, url, options);
+        cache.compress = compress;
+        Ok(cache)
     }
 
     /// The URL, password redacted.
@@ -429,6 +492,13 @@ impl Cache {
     ) -> PyResult<bool> {
         let (k, t, c) = (key_arg(key)?, ttl_arg(ttl)?, self.backend()?);
         run(py, c.touch(&k, t))
+    }
+
+    /// Removes `key`'s TTL, whatever the default TTL (Redis `PERSIST`);
+    /// `True` when it was there.
+    fn persist(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let (k, c) = (key_arg(key)?, self.backend()?);
+        run(py, c.persist(&k))
     }
 
     /// Remaining seconds to live of `key`: `None` when absent, `math.inf`
@@ -698,6 +768,26 @@ impl Cache {
             "touch" => {
                 let (k, t) = (key_arg(&arg(0)?)?, ttl_arg(Some(&arg(1)?))?);
                 spawn!(async move { c.touch(&k, t).await }, bool_of,)
+            }
+            "persist" => {
+                let k = key_arg(&arg(0)?)?;
+                spawn!(async move { c.persist(&k).await }, bool_of)
+            }
+            // unicache_rs.AsyncLock: the library's lock (python/src/lock.rs).
+            "lock_acquire" | "lock_release" | "lock_extend" | "lock_locked" => {
+                let l = arg(0)?.cast::<crate::lock::Lock>()?.get().get(py)?;
+                match op {
+                    "lock_acquire" => {
+                        let w = crate::lock::wait_of(arg(1)?.extract()?);
+                        spawn!(async move { l.acquire_within(w).await }, bool_of)
+                    }
+                    "lock_release" => spawn!(async move { l.release().await }, bool_of),
+                    "lock_extend" => {
+                        let t = ttl_arg(Some(&arg(1)?))?;
+                        spawn!(async move { l.extend(t).await }, bool_of)
+                    }
+                    _ => spawn!(async move { l.locked().await }, bool_of),
+                }
             }
             "ttl" => {
                 let k = key_arg(&arg(0)?)?;

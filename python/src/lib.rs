@@ -15,6 +15,7 @@ use pyo3::types::{PyBytes, PyString};
 
 mod aio;
 mod cache;
+mod lock;
 mod write;
 
 /// The runtime every call runs on; its workers drive the network backends'
@@ -382,6 +383,7 @@ pub(crate) fn json_to_py<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py
 fn _unicache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::Cache>()?;
     m.add_class::<cache::KeyIter>()?;
+    m.add_class::<lock::Lock>()?;
     m.add_class::<aio::AioTask>()?;
     m.add_class::<aio::Bridge>()?;
     m.add_class::<aio::FillSender>()?;

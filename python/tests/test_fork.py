@@ -48,3 +48,21 @@ def test_a_forked_child_uses_inherited_and_new_caches(cache_url):
     c.set("after", b"parent again")
     assert c.get("after") == b"parent again"
     c.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_lock_made_before_fork_works_in_the_child(cache_url):
+    # A lock made at import time and used by a forked worker: it must use
+    # the child's reopened cache, not the parent's handle (which hangs).
+    c = unicache_rs.Cache(cache_url)
+    lock = c.lock("forked", timeout=10, blocking_timeout=5)
+    c.set("warm", b"1")  # the parent's handle in use before the fork
+
+    def child():
+        assert lock.acquire()
+        assert lock.locked()
+        lock.release()
+
+    assert _in_child(child) == 0
+    assert not lock.locked()
+    c.close()

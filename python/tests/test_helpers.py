@@ -39,19 +39,28 @@ def test_expire_and_persist(cache, backend):
         cache.expire("k", None)
 
 
-def test_persist_refused_under_a_default_ttl(make_url, backend):
-    with unicache_rs.Cache(make_url(backend), default_ttl=100) as c:
+def test_persist_under_a_default_ttl(make_url, backend):
+    # Native persist: the default TTL is what set() applies, never persist().
+    with unicache_rs.Cache(make_url(backend), default_ttl=1) as c:
         c.set("k", "v")
-        with pytest.raises(unicache_rs.UnsupportedError, match="default TTL"):
-            c.persist("k")
+        c.set("other", "o")
+        assert 0 < c.ttl("k") <= 1
+        assert c.persist("k") is True
+        assert c.ttl("k") == float("inf")
+        assert c.persist("absent") is False
+        time.sleep(2.1)
+        assert c.get("k") == b"v"
+        assert c.get("other") is None
 
 
 @pytest.mark.asyncio
-async def test_async_expire_and_persist(cache_url):
-    c = await unicache_rs.AsyncCache.open(cache_url)
+async def test_async_expire_and_persist(make_url, backend):
+    c = await unicache_rs.AsyncCache.open(make_url(backend), default_ttl=1)
     await c.set("k", "v")
     assert await c.expire("k", 60) and 50 < await c.ttl("k") <= 60
-    assert await c.persist("k")
+    assert await c.persist("k") is True
+    assert await c.ttl("k") == float("inf")
+    assert await c.persist("absent") is False
     await c.close()
 
 
@@ -85,29 +94,57 @@ async def test_async_delete_prefix(cache_url, backend):
 
 def test_compression_round_trips_and_reads_plain_values(make_url, backend):
     big = "x" * 10_000
-    with unicache_rs.Cache(make_url(backend), namespace="cz", compress="zstd",
-                           compress_min_size=100) as z:
-        # The extension's own methods on the same handle: bytes as stored.
-        raw_get = functools.partial(unicache_rs._unicache.Cache.get, z)
-        raw_set = functools.partial(unicache_rs._unicache.Cache.set, z)
+    url = make_url(backend)
+    with unicache_rs.Cache(url, namespace="cz", compress="zstd", compress_min_size=100) as z:
+        # Another handle of the same store without compression sees the
+        # bytes as stored (memory:// has no second handle: round trips only).
+        plain = None if backend == "memory" else unicache_rs.Cache(url, namespace="cz")
         z.set("big", big)
         z.set("small", "tiny")
-        stored = raw_get("big")
-        assert stored.startswith(b"\x00uczs") and len(stored) < 1000  # compressed on the store
-        assert raw_get("small") == b"tiny"  # under the threshold: as is
         assert z.get("big") == big.encode() and z.get("small") == b"tiny"
-        raw_set("legacy", big)  # written without compression: still read
-        assert z.get("legacy") == big.encode()
+        if plain is not None:
+            stored = plain.get("big")
+            assert stored.startswith(b"\x00uczs") and len(stored) < 1000  # compressed
+            assert plain.get("small") == b"tiny"  # under the threshold: as is
+            plain.set("legacy", big)  # written without compression: still read
+            assert z.get("legacy") == big.encode()
         z.set("tricky", b"\x00uczs-not-compressed")
-        assert raw_get("tricky") == b"\x00uczr\x00uczs-not-compressed"
         assert z.get("tricky") == b"\x00uczs-not-compressed"
+        if plain is not None:
+            assert plain.get("tricky") == b"\x00uczr\x00uczs-not-compressed"
         z.set_many({"m1": big, "m2": "s"})
         assert z.get_many(["m1", "m2"]) == {"m1": big.encode(), "m2": b"s"}
         assert z.get_or_set("made", lambda: big) == big.encode()
-        assert raw_get("made").startswith(b"\x00ucz")
+        if plain is not None:
+            assert plain.get("made").startswith(b"\x00ucz")
         assert z.get_with_ttl("m1")[0] == big.encode()
         assert z.add("added", big) and z.get("added") == big.encode()
         assert z.compare_and_set("added", big, "y" * 5000) and z.get("added") == b"y" * 5000
+        assert z.incr("n", 2) == 2 and z.incr("n") == 3  # counters stay counters
+        if plain is not None:
+            plain.close()
+
+
+def test_compressed_bytes_are_zlib_and_zstd_streams(make_url):
+    # The format, checked with Python's own decompressors (and the other
+    # way round): MARK + tag + a zlib stream or a zstd frame.
+    import zstandard
+
+    url = make_url("sqlite")
+    big = b"hello " * 300
+    with unicache_rs.Cache(url, namespace="fmt") as plain:
+        for algo, tag in (("zlib", b"z"), ("zstd", b"s")):
+            with unicache_rs.Cache(url, namespace="fmt", compress=algo, compress_min_size=0) as c:
+                c.set(algo, big)
+                raw = plain.get(algo)
+                assert raw[:5] == b"\x00ucz" + tag
+                body = raw[5:]
+                got = zlib.decompress(body) if algo == "zlib" else zstandard.ZstdDecompressor().decompress(body)
+                assert got == big
+        plain.set("from-py-zlib", b"\x00uczz" + zlib.compress(big, 6))
+        plain.set("from-py-zstd", b"\x00uczs" + zstandard.ZstdCompressor(level=3).compress(big))
+        with unicache_rs.Cache(url, namespace="fmt", compress="zlib") as c:
+            assert c.get("from-py-zlib") == big and c.get("from-py-zstd") == big
 
 
 def test_zlib_compression_needs_nothing_extra():
@@ -116,14 +153,18 @@ def test_zlib_compression_needs_nothing_extra():
         assert z.get("k") == b"y" * 1000
     with pytest.raises(unicache_rs.InvalidInputError, match="compress"):
         unicache_rs.Cache("memory://", compress="lz4")
+    with pytest.raises(unicache_rs.InvalidInputError, match="compress_min_size"):
+        unicache_rs.Cache("memory://", compress="zlib", compress_min_size=-1)
 
 
 @pytest.mark.asyncio
 async def test_async_compression(cache_url):
     c = await unicache_rs.AsyncCache.open(cache_url, compress="zlib", compress_min_size=10)
     await c.set("k", "z" * 1000)
-    # The extension's own get: the bytes as stored.
-    assert unicache_rs._unicache.Cache.get(c.sync, "k").startswith(b"\x00uczz")
+    if not cache_url.startswith("memory:"):
+        # Another handle without compression: the bytes as stored.
+        with unicache_rs.Cache(cache_url) as plain:
+            assert plain.get("k").startswith(b"\x00uczz")
     assert await c.get("k") == b"z" * 1000
     assert await c.get_or_set("g", lambda: "w" * 500) == b"w" * 500
     await c.close()

@@ -1,100 +1,18 @@
 """The helpers of :class:`unicache_rs.Cache` and :class:`unicache_rs.AsyncCache`
-written in Python over the extension's methods: ``lock``, ``memoize``,
-``expire`` / ``persist`` and opt-in value compression."""
+written in Python over the extension's methods: ``lock`` (over the
+library's lock), ``memoize`` and ``expire`` (``persist`` and ``compress=``
+are the extension's, native in the library)."""
 
-import asyncio
 import functools
 import hashlib
 import inspect
-import os
 import pickle
-import secrets
-import time
-import zlib
 
 from ._unicache import Cache as _RustCache
-from .errors import Error, InvalidInputError, UnsupportedError
+from ._unicache import Lock as _RustLock
+from .errors import Error, InvalidInputError
 
 __all__ = ["Lock", "AsyncLock", "LockError", "LockNotOwnedError"]
-
-# ---------------------------------------------------------------- compression
-
-# A compressed value is MARK + one tag byte + the compressed bytes; a value
-# stored through a compressing cache that happens to start with MARK gets
-# the tag RAW, so reads are unambiguous. Values written without compression
-# (other clients, older data) read as they are unless they start with MARK.
-_MARK = b"\x00ucz"
-_RAW, _ZSTD, _ZLIB = b"r", b"s", b"z"
-
-
-class _Codec:
-    """Compresses values of ``min_size`` bytes or more with ``algorithm``."""
-
-    def __init__(self, algorithm, min_size):
-        if algorithm == "zstd":
-            try:
-                import zstandard
-            except ImportError:
-                raise UnsupportedError(
-                    'compress="zstd" needs the zstandard package: '
-                    'pip install "unicache-rs[zstd]" (or use compress="zlib")'
-                ) from None
-            self._tag = _ZSTD
-            self._compress = zstandard.ZstdCompressor(level=3).compress
-        elif algorithm == "zlib":
-            self._tag = _ZLIB
-            self._compress = functools.partial(zlib.compress, level=6)
-        else:
-            raise InvalidInputError(
-                f'compress must be "zstd", "zlib" or None, not {algorithm!r}'
-            )
-        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-            raise InvalidInputError(
-                f"compress_min_size must be an int of 0 or more, not {min_size!r}"
-            )
-        self.algorithm = algorithm
-        self.min_size = min_size
-
-    def encode(self, value):
-        if isinstance(value, str):
-            value = value.encode()
-        elif not isinstance(value, bytes):
-            if not isinstance(value, (bytearray, memoryview)):
-                raise TypeError(
-                    f"a cache value must be bytes or str, not {type(value).__name__}"
-                )
-            value = bytes(value)
-        if len(value) >= self.min_size:
-            packed = _MARK + self._tag + self._compress(value)
-            if len(packed) < len(value):
-                return packed
-        if value.startswith(_MARK):
-            return _MARK + _RAW + value
-        return value
-
-    @staticmethod
-    def decode(value):
-        if not value.startswith(_MARK):
-            return value
-        tag, body = value[4:5], value[5:]
-        if tag == _RAW:
-            return body
-        if tag == _ZLIB:
-            return zlib.decompress(body)
-        if tag == _ZSTD:
-            try:
-                import zstandard
-            except ImportError:
-                raise UnsupportedError(
-                    "a zstd-compressed value needs the zstandard package: "
-                    'pip install "unicache-rs[zstd]"'
-                ) from None
-            return zstandard.ZstdDecompressor().decompress(body)
-        return value
-
-
-def _identity(value):
-    return value
 
 
 class Cache(_RustCache):
@@ -103,19 +21,10 @@ class Cache(_RustCache):
     ``memcached://HOST:PORT``); see the extension's ``Cache`` for the
     methods. ``compress="zstd"`` (or ``"zlib"``) compresses values of
     ``compress_min_size`` bytes or more (default 1024) before they are
-    stored, marked so that reads of uncompressed values still work.
+    stored, marked so that reads of uncompressed values still work: the
+    library's compression layer (the URL's ``compress=``), the same bytes
+    as a Rust program's.
     """
-
-    def __new__(cls, url, namespace=None, default_ttl=None, *, compress=None,
-                compress_min_size=1024, **bounds):
-        codec = None if compress is None else _Codec(compress, compress_min_size)
-        if codec is not None and cls is Cache:
-            cls = _CompressedCache
-        self = _RustCache.__new__(cls, url, namespace, default_ttl, **bounds)
-        self._codec = codec
-        self._encode = codec.encode if codec else _identity
-        self._decode = codec.decode if codec else _identity
-        return self
 
     def __init__(self, *args, **kwargs):
         pass  # all done in __new__
@@ -129,11 +38,6 @@ class Cache(_RustCache):
         if ttl is None:
             raise InvalidInputError("expire(key, ttl): ttl is required (persist() removes it)")
         return self.touch(key, ttl)
-
-    def persist(self, key):
-        """Removes ``key``'s TTL (it never expires); ``True`` when it was there."""
-        _can_persist(self)
-        return self.touch(key, None)
 
     def lock(self, name, timeout=None, blocking_timeout=None):
         """A :class:`Lock` named ``name`` (see there); ``with cache.lock("job", timeout=30):``."""
@@ -157,48 +61,6 @@ class Cache(_RustCache):
         return AsyncCache._over(self)
 
 
-class _CompressedCache(Cache):
-    """A :class:`Cache` with ``compress=``: values pass through the codec."""
-
-    def get(self, key, default=None):
-        value = super().get(key)
-        return default if value is None else self._decode(value)
-
-    def set(self, key, value, ttl=None):
-        return super().set(key, self._encode(value), ttl)
-
-    def add(self, key, value, ttl=None):
-        return super().add(key, self._encode(value), ttl)
-
-    def compare_and_set(self, key, expected, new, ttl=None):
-        return super().compare_and_set(key, self._encode(expected), self._encode(new), ttl)
-
-    def get_with_ttl(self, key):
-        got = super().get_with_ttl(key)
-        return None if got is None else (self._decode(got[0]), got[1])
-
-    def get_many(self, keys):
-        return {k: self._decode(v) for k, v in super().get_many(keys).items()}
-
-    def set_many(self, entries, ttl=None):
-        items = entries.items() if hasattr(entries, "items") else entries
-        return super().set_many([(k, self._encode(v)) for k, v in items], ttl)
-
-    def get_or_set(self, key, factory, ttl=None):
-        encode = self._encode
-        return self._decode(super().get_or_set(key, lambda: encode(factory()), ttl))
-
-
-def _can_persist(cache):
-    if cache.default_ttl is not None:
-        # touch(key, None) would give it the default TTL, and the backends
-        # have no generic "never" through a cache that has a default.
-        raise UnsupportedError(
-            f"persist: this cache has a default TTL ({cache.default_ttl:g} s); "
-            "open one without default_ttl to store or keep keys forever"
-        )
-
-
 def open_sync(url, namespace, default_ttl, options):
     """The :class:`Cache` behind an ``AsyncCache``."""
     return Cache(url, namespace, default_ttl, **options)
@@ -206,12 +68,9 @@ def open_sync(url, namespace, default_ttl, options):
 
 # ---------------------------------------------------------------- locks
 
+# The library's lock (unicache::Lock, python/src/lock.rs): one implementation
+# for Rust and Python, the same key and format.
 _LOCK_PREFIX = "__unicache_lock:"
-# A released lock's key holds this for a minute (compare_and_set cannot
-# delete): acquire takes a key holding it as it takes an absent one.
-_FREE = b"\x00unicache-lock-free"
-_FREE_TTL = 60
-_FIRST_POLL, _MAX_POLL = 0.005, 0.1
 
 
 class LockError(Error):
@@ -232,10 +91,22 @@ class _LockBase:
         self.key = _LOCK_PREFIX + name
         self.timeout = timeout
         self.blocking_timeout = blocking_timeout
-        self.token = None
+        self._lock = _RustLock(self._cache, name, timeout)
 
-    def _new_token(self):
-        return f"{os.getpid()}:{secrets.token_hex(8)}".encode()
+    @property
+    def token(self):
+        """This holder's token (bytes) while it holds the lock, else ``None``."""
+        return self._lock.token
+
+    def _wait(self, blocking, blocking_timeout):
+        if self.token is not None:
+            raise LockError(f"lock {self.name!r} is already held by this Lock object")
+        if not blocking:
+            return 0
+        return self.blocking_timeout if blocking_timeout is None else blocking_timeout
+
+    def _not_owned(self):
+        return LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
 
     def __repr__(self):
         state = "held" if self.token else "not held"
@@ -244,59 +115,39 @@ class _LockBase:
 
 class Lock(_LockBase):
     """A lock across threads and processes sharing the cache:
-    ``with cache.lock(name, timeout=30, blocking_timeout=5): ...``.
+    ``with cache.lock(name, timeout=30, blocking_timeout=5): ...``; the
+    library's ``unicache::Lock``.
 
     The key ``__unicache_lock:<name>`` is taken with ``add`` (atomic on
     every backend) holding a token of this holder, with ``timeout`` seconds
     to live (``None``: the cache's default TTL, or never), so a holder that
-    dies frees it then. Waiters poll with capped exponential backoff (5 ms
-    to 100 ms, as the read-through leases do) until ``blocking_timeout``
-    seconds (``None``: forever) and then raise :class:`LockError`.
-    ``release()`` and ``extend()`` compare the token atomically
-    (``compare_and_set``): only the holder releases or extends, and one
-    whose lock expired and was taken by another gets
+    dies frees it then. Waiters poll with capped exponential backoff and
+    jitter (5 ms to 100 ms, as the read-through leases do) until
+    ``blocking_timeout`` seconds (``None``: forever) and then raise
+    :class:`LockError`. ``release()`` and ``extend()`` compare the token
+    atomically (``compare_and_set``): only the holder releases or extends,
+    and one whose lock expired and was taken by another gets
     :class:`LockNotOwnedError`.
     """
 
     def acquire(self, blocking=True, blocking_timeout=None):
         """Takes the lock; ``False`` when not blocking (or the timeout
         passed) and it is held elsewhere."""
-        if self.token is not None:
-            raise LockError(f"lock {self.name!r} is already held by this Lock object")
-        wait = self.blocking_timeout if blocking_timeout is None else blocking_timeout
-        deadline = None if wait is None else time.monotonic() + wait
-        token, poll = self._new_token(), _FIRST_POLL
-        while True:
-            if self._cache.add(self.key, token, self.timeout) or self._cache.compare_and_set(
-                self.key, _FREE, token, self.timeout
-            ):
-                self.token = token
-                return True
-            if not blocking:
-                return False
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            time.sleep(poll if left is None else min(poll, left))
-            poll = min(poll * 2, _MAX_POLL)
+        return self._lock.acquire(self._wait(blocking, blocking_timeout))
 
     def release(self):
         """Frees the lock; :class:`LockNotOwnedError` if this holder does not hold it."""
-        token, self.token = self.token, None
-        if token is None or not self._cache.compare_and_set(self.key, token, _FREE, _FREE_TTL):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
+        if not self._lock.release():
+            raise self._not_owned()
 
     def extend(self, timeout):
         """Gives the held lock ``timeout`` more seconds from now."""
-        if self.token is None or not self._cache.compare_and_set(
-            self.key, self.token, self.token, timeout
-        ):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
+        if not self._lock.extend(timeout):
+            raise self._not_owned()
 
     def locked(self):
         """Whether anyone holds the lock now."""
-        value = self._cache.get(self.key)
-        return value is not None and value != _FREE
+        return self._lock.locked()
 
     def __enter__(self):
         if not self.acquire():
@@ -312,53 +163,30 @@ class Lock(_LockBase):
 
 class AsyncLock(_LockBase):
     """:class:`Lock` for asyncio: ``async with acache.lock(name, timeout=30):``;
-    the same key, so it excludes blocking :class:`Lock` holders too."""
+    the same lock, so it excludes blocking :class:`Lock` holders too."""
 
     async def acquire(self, blocking=True, blocking_timeout=None):
-        if self.token is not None:
-            raise LockError(f"lock {self.name!r} is already held by this Lock object")
         from .aio import _call
 
-        wait = self.blocking_timeout if blocking_timeout is None else blocking_timeout
-        loop = asyncio.get_running_loop()
-        deadline = None if wait is None else loop.time() + wait
-        token, poll = self._new_token(), _FIRST_POLL
-        while True:
-            if await _call(self._cache, "add", self.key, token, self.timeout) or await _call(
-                self._cache, "compare_and_set", self.key, _FREE, token, self.timeout
-            ):
-                self.token = token
-                return True
-            if not blocking:
-                return False
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                return False
-            await asyncio.sleep(poll if left is None else min(poll, left))
-            poll = min(poll * 2, _MAX_POLL)
+        wait = self._wait(blocking, blocking_timeout)
+        return await _call(self._cache, "lock_acquire", self._lock, wait)
 
     async def release(self):
         from .aio import _call
 
-        token, self.token = self.token, None
-        if token is None or not await _call(
-            self._cache, "compare_and_set", self.key, token, _FREE, _FREE_TTL
-        ):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
+        if not await _call(self._cache, "lock_release", self._lock):
+            raise self._not_owned()
 
     async def extend(self, timeout):
         from .aio import _call
 
-        if self.token is None or not await _call(
-            self._cache, "compare_and_set", self.key, self.token, self.token, timeout
-        ):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this holder")
+        if not await _call(self._cache, "lock_extend", self._lock, timeout):
+            raise self._not_owned()
 
     async def locked(self):
         from .aio import _call
 
-        value = await _call(self._cache, "get", self.key)
-        return value is not None and value != _FREE
+        return await _call(self._cache, "lock_locked", self._lock)
 
     async def __aenter__(self):
         if not await self.acquire():
@@ -423,18 +251,13 @@ def _memoize(cache, ttl, prefix):
 
 
 class AsyncHelpers:
-    """``lock``, ``memoize``, ``expire`` and ``persist`` of ``AsyncCache``."""
+    """``lock``, ``memoize`` and ``expire`` of ``AsyncCache``."""
 
     async def expire(self, key, ttl):
         """Gives ``key`` a new TTL; ``True`` when the key was there."""
         if ttl is None:
             raise InvalidInputError("expire(key, ttl): ttl is required (persist() removes it)")
         return await self.touch(key, ttl)
-
-    async def persist(self, key):
-        """Removes ``key``'s TTL (it never expires); ``True`` when it was there."""
-        _can_persist(self._cache)
-        return await self.touch(key, None)
 
     def lock(self, name, timeout=None, blocking_timeout=None):
         """An :class:`AsyncLock`: ``async with acache.lock("job", timeout=30):``."""

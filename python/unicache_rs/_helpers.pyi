@@ -44,7 +44,6 @@ class Cache(_unicache.Cache):
     ) -> None: ...
     def __enter__(self) -> Cache: ...
     def expire(self, key: str, ttl: Seconds) -> bool: ...
-    def persist(self, key: str) -> bool: ...
     def lock(
         self, name: str, timeout: Seconds | None = None, blocking_timeout: float | None = None
     ) -> Lock: ...
@@ -78,7 +77,8 @@ class Lock:
     key: str
     timeout: Seconds | None
     blocking_timeout: float | None
-    token: bytes | None
+    @property
+    def token(self) -> bytes | None: ...
     def __init__(
         self,
         cache: _unicache.Cache,
@@ -103,7 +103,8 @@ class AsyncLock:
     key: str
     timeout: Seconds | None
     blocking_timeout: float | None
-    token: bytes | None
+    @property
+    def token(self) -> bytes | None: ...
     def __init__(
         self,
         cache: AsyncCache,
@@ -125,7 +126,6 @@ class AsyncLock:
 
 class AsyncHelpers:
     async def expire(self, key: str, ttl: Seconds) -> bool: ...
-    async def persist(self, key: str) -> bool: ...
     def lock(
         self, name: str, timeout: Seconds | None = None, blocking_timeout: float | None = None
     ) -> AsyncLock: ...

@@ -113,23 +113,20 @@ class AsyncCache(AsyncHelpers):
             raise
         if value is None:
             return default
-        return value if cache._codec is None else cache._decode(value)
+        return value
 
     async def set(self, key, value, ttl=None):
         """Stores ``value`` (bytes or str) under ``key``."""
-        await _call(self._cache, "set", key, self._cache._encode(value), ttl)
+        await _call(self._cache, "set", key, value, ttl)
 
     async def add(self, key, value, ttl=None):
         """Stores only when ``key`` is absent, atomically; ``True`` when it stored."""
-        return await _call(self._cache, "add", key, self._cache._encode(value), ttl)
+        return await _call(self._cache, "add", key, value, ttl)
 
     async def compare_and_set(self, key, expected, new, ttl=None):
         """Stores ``new`` only if the live value is exactly ``expected``,
         atomically; ``True`` when it stored."""
-        encode = self._cache._encode
-        return await _call(
-            self._cache, "compare_and_set", key, encode(expected), encode(new), ttl
-        )
+        return await _call(self._cache, "compare_and_set", key, expected, new, ttl)
 
     async def delete(self, key):
         """Removes ``key``; ``True`` if it was there."""
@@ -147,6 +144,10 @@ class AsyncCache(AsyncHelpers):
         """Gives ``key`` a new TTL (``None``: the default); ``True`` when it was there."""
         return await _call(self._cache, "touch", key, ttl)
 
+    async def persist(self, key):
+        """Removes ``key``'s TTL, whatever the default TTL; ``True`` when it was there."""
+        return await _call(self._cache, "persist", key)
+
     async def ttl(self, key):
         """Seconds left: ``None`` absent, ``math.inf`` never expires."""
         return await _call(self._cache, "ttl", key)
@@ -156,7 +157,7 @@ class AsyncCache(AsyncHelpers):
         got = await _call(self._cache, "get_with_ttl", key)
         if got is None:
             return None
-        return self._cache._decode(got[0]), got[1]
+        return got[0], got[1]
 
     async def contains(self, key):
         """Whether ``key`` is present (``key in cache``)."""
@@ -168,15 +169,11 @@ class AsyncCache(AsyncHelpers):
 
     async def get_many(self, keys):
         """A dict of the keys present among ``keys``; one round trip."""
-        got = await _call(self._cache, "get_many", keys)
-        decode = self._cache._decode
-        return {k: decode(v) for k, v in got.items()}
+        return await _call(self._cache, "get_many", keys)
 
     async def set_many(self, entries, ttl=None):
         """Stores every entry of a mapping or iterable of pairs."""
-        encode = self._cache._encode
-        items = entries.items() if hasattr(entries, "items") else entries
-        await _call(self._cache, "set_many", [(k, encode(v)) for k, v in items], ttl)
+        await _call(self._cache, "set_many", entries, ttl)
 
     async def delete_many(self, keys):
         """Removes ``keys``; returns how many were there."""
@@ -240,7 +237,7 @@ class AsyncCache(AsyncHelpers):
                 # Every caller was cancelled: no one wants the value.
                 _forget(flights, key, flight)
                 flight.cancel()
-        return self._cache._decode(value)
+        return value
 
     async def __aenter__(self):
         return self
@@ -277,7 +274,6 @@ class _Flight:
         self._task = None  # the factory's task, once started
         self._cancelled = False
         context = contextvars.copy_context()
-        encode = cache._encode
 
         def start(send):
             if self._cancelled:
@@ -301,7 +297,7 @@ class _Flight:
                     send(False, task.exception())
                 else:
                     try:
-                        send(True, encode(task.result()))
+                        send(True, task.result())
                     except BaseException as e:  # noqa: BLE001 - a bad value
                         send(False, e)
 

@@ -394,6 +394,12 @@ impl MemoryCache {
     /// `touch`: a new expiry for a live entry, value untouched.
     fn touch_now(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let ttl = self.options.effective_ttl(ttl)?;
+        self.expire_now(key, ttl)
+    }
+
+    /// A live entry's expiry set to `ttl` from now (`None`: never), value
+    /// untouched: `touch` with the TTL resolved, and `persist`.
+    fn expire_now(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let now = Instant::now();
         let expires = ttl.and_then(|d| now.checked_add(d));
         if ttl.is_some() {
@@ -539,6 +545,10 @@ impl Cache for MemoryCache {
 
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         self.counters.track(self.touch_now(key, ttl))
+    }
+
+    async fn persist(&self, key: &str) -> Result<bool> {
+        self.counters.track(self.expire_now(key, None))
     }
 
     async fn compare_and_set(

@@ -78,6 +78,7 @@ pub enum Op {
     Add,
     Incr,
     Touch,
+    Persist,
     GetWithTtl,
     GetManyWithTtl,
     CompareAndSet,
@@ -85,7 +86,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in label order.
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 23] = [
         Op::Get,
         Op::Set,
         Op::Delete,
@@ -105,6 +106,7 @@ impl Op {
         Op::Add,
         Op::Incr,
         Op::Touch,
+        Op::Persist,
         Op::GetWithTtl,
         Op::GetManyWithTtl,
         Op::CompareAndSet,
@@ -137,6 +139,7 @@ impl Op {
             Op::Add => "add",
             Op::Incr => "incr",
             Op::Touch => "touch",
+            Op::Persist => "persist",
             Op::GetWithTtl => "get_with_ttl",
             Op::GetManyWithTtl => "get_many_with_ttl",
             Op::CompareAndSet => "compare_and_set",
@@ -407,6 +410,10 @@ impl Layer for Observed {
 
     async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         self.batch(Op::Touch, 1, self.inner.touch(key, ttl)).await
+    }
+
+    async fn persist(&self, key: &str) -> Result<bool> {
+        self.batch(Op::Persist, 1, self.inner.persist(key)).await
     }
 
     async fn compare_and_set(

@@ -35,7 +35,7 @@
 //! `fail_safe_max`); clear the namespace after upgrading to drop them at
 //! once.
 //!
-//! `touch`, `incr` and `compare_and_set` through this layer are atomic
+//! `touch`, `persist`, `incr` and `compare_and_set` through this layer are atomic
 //! read-modify-writes: the raw bytes read are the `expected` of the inner
 //! cache's [`Cache::compare_and_set`], retried a bounded number of times
 //! when another writer changed them meanwhile (a value a `set` changed is
@@ -479,6 +479,36 @@ impl Layer for Enveloped {
             lost_race(attempt).await;
         }
         Err(self.lost("touch", key))
+    }
+
+    /// A logically fresh envelope is rewritten with no logical expiry
+    /// (`expires_at` 0) under compare-and-set with the raw bytes read, as
+    /// `touch` is. Its physical TTL is the longest the inner cache keeps
+    /// ([`Duration::MAX`], clamped by the backend: memcached's 2038, Redis's
+    /// 2^62 ms): the inner `compare_and_set` has no "never" when the cache
+    /// has a default TTL, and a `persist` after it would not be atomic. A
+    /// plain value (a counter) is the inner cache's own `persist`.
+    /// `false` when absent or logically expired.
+    async fn persist(&self, key: &str) -> Result<bool> {
+        for attempt in 0..RACE_RETRIES {
+            let Some(raw) = self.peek(key).await? else {
+                return Ok(false);
+            };
+            let s = decode(raw.clone());
+            if s.is_stale(now_millis()) {
+                return Ok(false);
+            }
+            if !s.enveloped {
+                return self.inner.persist(key).await;
+            }
+            let new = encode(&s.value, None);
+            let never = Some(Duration::MAX);
+            if self.inner.compare_and_set(key, &raw, &new, never).await? {
+                return Ok(true);
+            }
+            lost_race(attempt).await;
+        }
+        Err(self.lost("persist", key))
     }
 
     /// Compares the plain value (logically fresh only) and stores `new`

@@ -4,8 +4,8 @@
 //! The lease is the key `__unicache_lease:<key>` in the cache's own
 //! namespace, taken with [`crate::Cache::add`] (atomic on every shared
 //! backend) for `lease_ttl`; its value names the holder (`pid:random`).
-//! Whoever does not get it polls, with capped exponential backoff and
-//! jitter, for the value (then returns it) or the lease's end (then takes
+//! Whoever does not get it polls, with the capped exponential backoff and
+//! jitter of [`crate::lock`]'s locks, for the value (then returns it) or the lease's end (then takes
 //! the lease and runs its factory). A process that waited three lease
 //! lifetimes without either runs its factory without a lease, so callers
 //! never hang on a store whose leases keep failing.
@@ -18,14 +18,10 @@ use bytes::Bytes;
 use super::{Handle, bump};
 use crate::cache::Cache;
 use crate::error::Result;
+use crate::lock::{Backoff, holder_token};
 
 /// The prefix of lease keys: `__unicache_lease:<key>`.
 pub const LEASE_PREFIX: &str = "__unicache_lease:";
-
-/// First wait between polls; doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_millis(5);
-/// Longest wait between polls: how late a waiter sees a stored value at worst.
-const MAX_POLL: Duration = Duration::from_millis(100);
 
 /// The result of trying to lead across processes.
 pub(crate) enum Acquired {
@@ -65,9 +61,11 @@ pub(crate) fn lease_key(key: &str) -> String {
 pub(crate) async fn acquire(h: &Handle, key: &str) -> Result<Acquired> {
     let ttl = h.shared.config.lease_ttl;
     let lkey = lease_key(key);
-    let token = format!("{}:{:016x}", std::process::id(), fastrand::u64(..));
+    let token = holder_token();
     let give_up = Instant::now() + ttl.saturating_mul(3);
-    let mut poll = FIRST_POLL;
+    // The lock's backoff (5 ms doubling to 100 ms, jittered): 100 ms is
+    // how late a waiter sees a stored value at worst.
+    let mut backoff = Backoff::new();
     loop {
         // Timed from before the request: the server's countdown starts
         // later, so this side's view of the lease's end is never late.
@@ -90,8 +88,7 @@ pub(crate) async fn acquire(h: &Handle, key: &str) -> Result<Acquired> {
         }
         bump(&h.shared.counters.lease_waits);
         loop {
-            tokio::time::sleep(jittered(poll)).await;
-            poll = (poll * 2).min(MAX_POLL);
+            tokio::time::sleep(backoff.next_wait()).await;
             if let Some(v) = h.lookup(key).await? {
                 return Ok(Acquired::Value(v));
             }
@@ -104,11 +101,6 @@ pub(crate) async fn acquire(h: &Handle, key: &str) -> Result<Acquired> {
             }
         }
     }
-}
-
-/// Between half and all of `d`, so waiters do not poll in step.
-fn jittered(d: Duration) -> Duration {
-    d / 2 + super::config::random_upto(d / 2)
 }
 
 impl Lease {

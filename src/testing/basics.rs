@@ -468,6 +468,77 @@ pub async fn atomic_touch(c: Shared) {
     );
 }
 
+/// `persist` removes the expiry and keeps the value: a persisted entry
+/// outlives its first TTL, a missing or expired key answers `false` (and
+/// is not brought back), a counter stays a counter.
+pub async fn atomic_persist(c: Shared) {
+    assert!(!c.persist("missing").await.unwrap(), "missing: false");
+    assert_eq!(c.get("missing").await.unwrap(), None, "and not created");
+    let second = Some(Duration::from_secs(1));
+    c.set("k", b"v", second).await.unwrap();
+    c.set("gone", b"g", second).await.unwrap();
+    c.set("forever", b"f", None).await.unwrap();
+    assert!(c.persist("k").await.unwrap());
+    assert!(
+        c.persist("forever").await.unwrap(),
+        "no TTL to remove: still there"
+    );
+    assert_eq!(c.incr("n", 5).await.unwrap(), 5);
+    assert!(c.persist("n").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        c.get("k").await.unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "persisted: outlives its first TTL, value kept"
+    );
+    assert!(
+        !c.persist("gone").await.unwrap(),
+        "an expired entry cannot be persisted back to life"
+    );
+    assert_eq!(c.get("gone").await.unwrap(), None);
+    assert_eq!(c.incr("n", 1).await.unwrap(), 6, "still a counter");
+    if c.capabilities().read_ttl {
+        for k in ["k", "forever", "n"] {
+            assert_eq!(c.ttl(k).await.unwrap(), Some(None), "{k}: no TTL left");
+        }
+        let v = c
+            .get_with_ttl("k")
+            .await
+            .unwrap()
+            .expect("persisted, present");
+        assert_eq!((&v.value[..], v.ttl), (&b"v"[..], None));
+    }
+}
+
+/// `persist` on a cache opened with a default TTL (at most 1 s; the case
+/// sleeps 2.1 s) leaves no TTL: the default is what `set(.., None)`
+/// applies, never what `persist` does. For a harness that can open with a
+/// default TTL (unicache's own runs every backend and stack with `ttl=1s`).
+pub async fn persist_under_a_default_ttl(c: Shared) {
+    c.set("k", b"v", None).await.unwrap();
+    c.set("other", b"o", None).await.unwrap();
+    assert_eq!(c.incr("n", 1).await.unwrap(), 1);
+    assert!(c.persist("k").await.unwrap());
+    assert!(c.persist("n").await.unwrap());
+    assert!(!c.persist("missing").await.unwrap());
+    if c.capabilities().read_ttl {
+        assert_eq!(c.ttl("k").await.unwrap(), Some(None), "persisted: no TTL");
+        let t = c.ttl("other").await.unwrap().expect("present");
+        assert!(t.is_some(), "the default TTL applies to the others: {t:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(c.get("n").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        c.get("other").await.unwrap(),
+        None,
+        "the default TTL expired it"
+    );
+    if c.capabilities().read_ttl {
+        assert_eq!(c.ttl("k").await.unwrap(), Some(None));
+    }
+}
+
 /// `get_with_ttl` and `get_many_with_ttl` return the value and what remains
 /// of its TTL (issue 10).
 pub async fn with_ttl(c: Shared) {

@@ -168,7 +168,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $open, $config;
             set_get_delete binary_empty_and_unicode large_value batches ttl_expiry
             huge_ttl clear_and_len stats_count blocking_facade typed_json list_keys
-            atomic_add atomic_incr atomic_touch with_ttl ttl_never_above_what_was_set
+            atomic_add atomic_incr atomic_touch atomic_persist with_ttl ttl_never_above_what_was_set
             incr_on_set_and_expired_values delete_reports_whether_it_existed
             value_at_declared_limit);
         #[test]

@@ -282,6 +282,12 @@ impl Layer for TieredCache {
         self.evicting(key, self.l2.touch(key, ttl)).await
     }
 
+    /// As `touch`: L1 would keep the old expiry, so it forgets the key
+    /// (here and, through the backplane, elsewhere).
+    async fn persist(&self, key: &str) -> Result<bool> {
+        self.evicting(key, self.l2.persist(key)).await
+    }
+
     /// Like `incr`: L2 decides, L1 forgets the key (here and, through the
     /// backplane, elsewhere).
     async fn compare_and_set(

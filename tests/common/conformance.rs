@@ -363,6 +363,7 @@ macro_rules! stack_suite {
             $crate::stack_suite!(@stack $backend, enveloped, Enveloped, $cases);
             $crate::stack_suite!(@stack $backend, tiered, Tiered, $cases);
             $crate::stack_suite!(@stack $backend, tier_envelope, TierEnvelope, $cases);
+            $crate::stack_suite!(@stack $backend, compressed, Compressed, $cases);
             $crate::stack_suite!(@stack $backend, all, All, $cases);
         }
     };
@@ -430,6 +431,13 @@ macro_rules! stack_cases {
                 bad.len(),
                 &bad[..bad.len().min(8)]
             );
+        }
+        /// The shipped case for a default TTL, opened with `ttl=1s`.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn persist_under_a_default_ttl() {
+            let ns = $crate::common::unique_ns("persist");
+            let c = stacks::open_stack_with(BACKEND, STACK, &ns, "&ttl=1s").await;
+            unicache::testing::persist_under_a_default_ttl(c).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn same_answers_as_plain() {

@@ -40,7 +40,10 @@ pub enum Stack {
     Tiered,
     /// Tier and envelope.
     TierEnvelope,
-    /// Observe, envelope and tier.
+    /// `compress=zstd&compress_min_size=0`: every value that compresses
+    /// goes through the compression layer.
+    Compressed,
+    /// Observe, envelope, compression (zlib) and tier.
     All,
 }
 
@@ -55,6 +58,15 @@ impl Stack {
 
     fn tier(self) -> bool {
         matches!(self, Stack::Tiered | Stack::TierEnvelope | Stack::All)
+    }
+
+    /// The `compress=` options of this stack, if any.
+    fn compress(self) -> Option<&'static str> {
+        match self {
+            Stack::Compressed => Some("&compress=zstd&compress_min_size=0"),
+            Stack::All => Some("&compress=zlib&compress_min_size=0"),
+            _ => None,
+        }
     }
 }
 
@@ -114,7 +126,18 @@ impl Backend {
 /// Opens `stack` over `backend` in namespace `ns`: the one function that
 /// says how a stack is built.
 pub async fn open_stack(backend: Backend, stack: Stack, ns: &str) -> Arc<dyn Cache> {
+    open_stack_with(backend, stack, ns, "").await
+}
+
+/// [`open_stack`] with `extra` (`&opt=value...`) added to the backend's URL.
+pub async fn open_stack_with(
+    backend: Backend,
+    stack: Stack,
+    ns: &str,
+    extra: &str,
+) -> Arc<dyn Cache> {
     let mut url = backend.url(stack, ns);
+    url.push_str(extra);
     if stack.tier() {
         url.push_str("&l1=100");
     }
@@ -123,6 +146,9 @@ pub async fn open_stack(backend: Backend, stack: Stack, ns: &str) -> Arc<dyn Cac
     }
     if stack.observe() {
         url.push_str("&observe=1");
+    }
+    if let Some(c) = stack.compress() {
+        url.push_str(c);
     }
     match unicache::Stack::from_url(&url).unwrap().open().await {
         Ok(h) => h.into(),

@@ -5,7 +5,7 @@
 //! `PATH.lock`, after catching up with what other processes appended, so no
 //! other process writes between the check and the append.
 //!
-//! `touch` appends an ordinary `set` line with the same value and the new
+//! `touch` (and `persist`, with no `x`) appends an ordinary `set` line with the same value and the new
 //! expiry rather than a new line type: the index keeps one line per key that
 //! holds both value and expiry, and every reader (get, export, compaction's
 //! copy of raw lines, older unicache versions, `jq` users) reads both from
@@ -123,6 +123,12 @@ impl FileCache {
     /// `touch`: the live value appended again with the new expiry.
     pub(super) fn touch_now(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let x = self.counters.track(self.expiry(ttl))?;
+        self.expire_at(key, x)
+    }
+
+    /// The live value appended again with expiry `x` (`None`: never):
+    /// `touch` with the expiry computed, and `persist`.
+    pub(super) fn expire_at(&self, key: &str, x: Option<u64>) -> Result<bool> {
         self.locked(|st| {
             let Some((value, ..)) = self.find_value(st, key, now_millis())? else {
                 return Ok(false);

@@ -258,6 +258,10 @@ impl Cache for FileCache {
         self.touch_now(key, ttl)
     }
 
+    async fn persist(&self, key: &str) -> Result<bool> {
+        self.expire_at(key, None)
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,

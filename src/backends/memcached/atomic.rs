@@ -2,7 +2,7 @@
 //! each where the protocol allows:
 //!
 //! - `add`: `ms <key> <len> T<exptime> ME` (mode E: add), `HD` stored, `NS` not;
-//! - `touch`: `mg <key> T<exptime>`, `HD` / `EN`;
+//! - `touch`: `mg <key> T<exptime>`, `HD` / `EN`; `persist`: `T0`;
 //! - `ttl`: `mg <key> t`; `get_with_ttl`: `mg <key> v t` (`t`: remaining
 //!   seconds, -1 for never); many keys: quiet `mg <key> v t q O<i>` lines
 //!   closed by `mn`, one pipelined write per server;
@@ -91,6 +91,12 @@ impl MemcachedCache {
     /// [`Cache::touch`]: `mg <key> T<exptime>` (`T0`: never expires).
     pub(super) async fn touch_one(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let exp = self.exptime(ttl)?;
+        self.expire_one(key, exp).await
+    }
+
+    /// `mg <key> T<exp>` with the exptime computed (`None`: `T0`, never):
+    /// `touch`, and `persist`.
+    pub(super) async fn expire_one(&self, key: &str, exp: Option<u64>) -> Result<bool> {
         let (k, s) = self.locate(key).await?;
         let req = format!("mg {k} T{}\r\n", exp.unwrap_or(0));
         let r = self.ask_one(s, req).await?;

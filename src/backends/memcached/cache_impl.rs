@@ -214,6 +214,10 @@ impl Cache for MemcachedCache {
         self.counters.track(self.touch_one(key, ttl).await)
     }
 
+    async fn persist(&self, key: &str) -> Result<bool> {
+        self.counters.track(self.expire_one(key, None).await)
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,

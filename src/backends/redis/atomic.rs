@@ -343,11 +343,17 @@ impl RedisCache {
                 let pexpire = |full: &str| redis::cmd("PEXPIRE").arg(full).arg(&ms).clone();
                 self.one_key(key, pexpire, true).await?
             }
-            None => self
-                .eval_one(&PERSIST, key, &[])
-                .await
-                .map_err(|e| e.with_context("key", key))?,
+            None => return self.persist_impl(key).await,
         };
+        Ok(matches!(v, Value::Int(1)))
+    }
+
+    /// The [`PERSIST`] script: `persist`, and `touch` to "never".
+    pub(super) async fn persist_impl(&self, key: &str) -> Result<bool> {
+        let v = self
+            .eval_one(&PERSIST, key, &[])
+            .await
+            .map_err(|e| e.with_context("key", key))?;
         Ok(matches!(v, Value::Int(1)))
     }
 

@@ -319,6 +319,14 @@ impl Cache for RedisCache {
         self.counters.track(r)
     }
 
+    async fn persist(&self, key: &str) -> Result<bool> {
+        let r = self.persist_impl(key).await;
+        if matches!(r, Ok(true)) {
+            self.announce(Msg::Keys(&[key])).await;
+        }
+        self.counters.track(r)
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,
@@ -327,6 +335,11 @@ impl Cache for RedisCache {
         ttl: Option<Duration>,
     ) -> Result<bool> {
         let r = self.compare_and_set_impl(key, expected, new, ttl).await;
+        // Like every other write: a tier over this cache (which leaves the
+        // publishing to it) and other processes' L1s must drop the key.
+        if matches!(r, Ok(true)) {
+            self.announce(Msg::Keys(&[key])).await;
+        }
         self.counters.track(r)
     }
 

@@ -86,6 +86,12 @@ impl SqliteCache {
     /// `touch`: one UPDATE of `expires_at` on a live row.
     pub(super) fn touch_now(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         let exp = self.counters.track(self.expiry(ttl))?;
+        self.expire_at(key, exp)
+    }
+
+    /// A live row's `expires_at` set to `exp` (`None`: never): `touch`
+    /// with the expiry computed, and `persist`.
+    pub(super) fn expire_at(&self, key: &str, exp: Option<i64>) -> Result<bool> {
         self.with_conn(|c| {
             let now = now_millis() as i64;
             c.prepare_cached(TOUCH)

@@ -139,6 +139,10 @@ impl Cache for SqliteCache {
         self.touch_now(key, ttl)
     }
 
+    async fn persist(&self, key: &str) -> Result<bool> {
+        self.expire_at(key, None)
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,
