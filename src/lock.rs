@@ -32,7 +32,7 @@
 //! other (Python's lock is this one).
 //!
 //! Waiting acquires poll with capped exponential backoff and jitter
-//! ([`Backoff`], shared with read-through's leases), up to
+//! (`Backoff`, shared with read-through's leases), up to
 //! `blocking_timeout`.
 
 use std::sync::{Arc, Mutex};
