@@ -197,6 +197,10 @@ impl Cache for MapCache {
         Ok(self.with(key, |m| m.get_mut(key).map(|slot| slot.1 = at).is_some()))
     }
 
+    async fn persist(&self, key: &str) -> Result<bool> {
+        Ok(self.with(key, |m| m.get_mut(key).map(|slot| slot.1 = None).is_some()))
+    }
+
     async fn keys(&self) -> Result<unicache::KeyStream> {
         use futures::StreamExt;
         let map = self.map.lock().unwrap();
