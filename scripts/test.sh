@@ -37,7 +37,15 @@ if [ $# -eq 0 ]; then
     skip=("${timed[@]}" "${stale[@]}")
     # tests/examples.rs runs the built examples.
     cargo build --all-features --examples
-    cargo test --all-features --no-fail-fast -- "${skip[@]/#/--skip=}"
+    # Every test target but the conformance suite, which mostly waits on
+    # TTLs and runs next with four threads on two cores (half its time).
+    targets=(--lib --bins --examples)
+    for t in tests/*.rs cli/tests/*.rs; do
+        [ "$t" = tests/conformance.rs ] || targets+=(--test "$(basename "$t" .rs)")
+    done
+    cargo test --all-features --no-fail-fast "${targets[@]}" -- "${skip[@]/#/--skip=}"
+    cargo test --all-features --doc
+    cargo test --all-features --test conformance -- --test-threads=4
     cargo test --all-features --test tiered -- --exact "${timed[@]}" --nocapture
     cargo test --all-features --test staleness -- --exact "${stale[@]}" --nocapture --test-threads=1
 else
