@@ -33,7 +33,7 @@ use crate::cache::{
     Cache, CacheFuture, Capabilities, Entry, EntryStream, ValueTtl, incr_value, parse_counter,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::layer::Layer;
+use crate::layer::{Layer, RACE_RETRIES, lost_race, race_lost};
 use crate::url::{Query, url_err};
 
 /// First bytes of a compressed (or raw-tagged) value.
@@ -50,9 +50,6 @@ pub const DEFAULT_MIN_SIZE: u64 = 1024;
 const ZSTD_LEVEL: i32 = 3;
 /// The zlib level (Python's `zlib.compress` default).
 const ZLIB_LEVEL: u32 = 6;
-/// How many times `compare_and_set` and `incr` read again after another
-/// writer changed the value between their read and their write.
-const RACE_RETRIES: usize = 32;
 
 /// The URL options this layer reads.
 pub(crate) const URL_OPTIONS: [&str; 2] = ["compress", "compress_min_size"];
@@ -227,12 +224,7 @@ impl Compressed {
 
     /// The error of a read-modify-write that lost every race.
     fn lost(&self, op: &str, key: &str) -> Error {
-        Error::new(
-            ErrorKind::Timeout,
-            format!("{op}: another writer changed the value {RACE_RETRIES} times in a row"),
-        )
-        .with_backend(self.inner.backend())
-        .with_context("key", key)
+        race_lost(self.inner.backend(), op, key)
     }
 
     /// `incr` on a value the inner `incr` refused: a compressed counter is
@@ -329,7 +321,7 @@ impl Layer for Compressed {
     /// Plain counters (the usual kind) are the inner cache's `incr`, one
     /// call; a compressed one is counted under compare-and-set.
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
-        for _ in 0..RACE_RETRIES {
+        for attempt in 0..RACE_RETRIES {
             let refused = match self.inner.incr(key, delta).await {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == ErrorKind::InvalidInput => e,
@@ -338,7 +330,7 @@ impl Layer for Compressed {
             if let Some(n) = self.incr_compressed(key, delta, refused).await? {
                 return Ok(n);
             }
-            tokio::task::yield_now().await;
+            lost_race(attempt).await;
         }
         Err(self.lost("incr", key))
     }
@@ -353,7 +345,7 @@ impl Layer for Compressed {
         ttl: Option<Duration>,
     ) -> Result<bool> {
         let new = self.encode(new);
-        for _ in 0..RACE_RETRIES {
+        for attempt in 0..RACE_RETRIES {
             let Some(raw) = self.inner.get(key).await? else {
                 return Ok(false);
             };
@@ -363,7 +355,7 @@ impl Layer for Compressed {
             if self.inner.compare_and_set(key, &raw, &new, ttl).await? {
                 return Ok(true);
             }
-            tokio::task::yield_now().await;
+            lost_race(attempt).await;
         }
         Err(self.lost("compare_and_set", key))
     }

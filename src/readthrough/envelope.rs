@@ -55,7 +55,7 @@ use crate::cache::{
     parse_counter,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::layer::Layer;
+use crate::layer::{Layer, RACE_RETRIES, lost_race, race_lost};
 
 /// First bytes of an enveloped value.
 pub const MAGIC: [u8; 4] = [0xF5, b'u', b'c', b'e'];
@@ -65,9 +65,6 @@ pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 29;
 /// Bytes the check covers: magic, version, expiry and TTL.
 const CHECKED: usize = 21;
-/// How many times `touch`, `incr` and `compare_and_set` read again after
-/// another writer changed the value between their read and their write.
-const RACE_RETRIES: usize = 32;
 
 /// One stored value with its logical expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,12 +246,7 @@ impl Enveloped {
 
     /// The error of a read-modify-write that lost every race.
     fn lost(&self, op: &str, key: &str) -> Error {
-        Error::new(
-            ErrorKind::Timeout,
-            format!("{op}: another writer changed the value {RACE_RETRIES} times in a row"),
-        )
-        .with_backend(self.inner.backend())
-        .with_context("key", key)
+        race_lost(self.inner.backend(), op, key)
     }
 
     /// `incr` on a value the inner cache's own `incr` refused with
@@ -573,21 +565,6 @@ impl Layer for Enveloped {
                 }
             })
             .boxed())
-    }
-}
-
-/// Before the next try of a read-modify-write that lost a race: a yield
-/// the first times, then a random pause growing with the losses (up to
-/// 4 ms), so writers in a tight loop cannot make it lose every time (with a
-/// yield alone, a `touch` racing a writer that sets in a loop over a socket
-/// lost all 32 tries about once in 400 runs). Outside a Tokio runtime
-/// (this layer runs on any executor) it only yields.
-async fn lost_race(attempt: usize) {
-    if attempt < 2 || tokio::runtime::Handle::try_current().is_err() {
-        tokio::task::yield_now().await;
-    } else {
-        let most = 250u64 << attempt.min(4);
-        tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=most))).await;
     }
 }
 
