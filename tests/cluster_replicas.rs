@@ -18,32 +18,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::servers::{self, Cluster, wait_for_within};
+use common::servers::{self, Cluster, calls, redis_cli, wait_for_within};
 use unicache::Cache;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--no-auth-warning"])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
-
-/// `INFO commandstats` calls of `cmd` on the node at `port`.
-fn calls(port: u16, cmd: &str) -> u64 {
-    let info = redis_cli(port, &["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{cmd}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// The ports of the live masters and of the live replicas.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::servers::{self, shared_redis};
+use common::servers::{self, redis_cli, shared_redis};
 use futures::StreamExt;
 use unicache::{ErrorKind, FactoryError, Fill, Handle};
 
@@ -17,15 +17,6 @@ const FS: &str = "fail_safe=1&fail_safe_max=1h&fail_safe_throttle=2s";
 
 fn redis_url(port: u16, ns: &str, q: &str) -> String {
     format!("redis://127.0.0.1:{port}?namespace={ns}&{q}")
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--no-auth-warning"])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
 async fn ok(v: &'static str) -> Result<Fill, FactoryError> {

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::servers::{self, shared_cluster, shared_redis};
+use common::servers::{self, calls, redis_cli, shared_cluster, shared_redis};
 use common::{stderr, unicache};
 use unicache::Cache;
 
@@ -29,15 +29,6 @@ async fn cluster(ns: &str) -> Arc<dyn Cache> {
 
 conformance_suite!(redis_single, single, 16);
 conformance_suite!(redis_cluster, cluster, 8);
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--no-auth-warning"])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
 
 #[test]
 fn cli_write_then_redis_cli_reads_it_and_clear_spares_foreign_keys() {
@@ -1153,14 +1144,6 @@ fn incr_from_four_processes_cluster() {
 }
 
 /// `INFO commandstats` calls of `cmd` (e.g. `evalsha`).
-fn calls(port: u16, cmd: &str) -> u64 {
-    let info = redis_cli(port, &["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{cmd}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
 
 #[test]
 fn scripts_cost_one_command_per_key_and_are_loaded_once() {

@@ -228,6 +228,26 @@ fn redis_cluster_fast_cmd(port: u16, dir: &std::path::Path) -> Command {
     c
 }
 
+/// `redis-cli -p PORT ARGS...`: its output, trailing whitespace trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--no-auth-warning"])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// `INFO commandstats` calls of `cmd` on the node at `port`.
+pub fn calls(port: u16, cmd: &str) -> u64 {
+    let info = redis_cli(port, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 /// `redis-cli --cluster ARGS...`, asserting success; returns its stdout.
 pub fn redis_cli_cluster(args: &[String]) -> String {
     let out = Command::new("redis-cli")
