@@ -61,6 +61,12 @@ impl ValueTtl {
     }
 }
 
+/// The prefix of the keys unicache itself keeps in a cache's namespace for
+/// coordination: locks (`__unicache_lock:`) and read-through leases
+/// (`__unicache_lease:`). A tier never keeps them in its memory L1, so every
+/// holder reads the shared store's current state.
+pub const INTERNAL_PREFIX: &str = "__unicache_";
+
 /// How many keys [`Cache::entries`]' default implementation reads per batch.
 const ENTRY_BATCH: usize = 1000;
 

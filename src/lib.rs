@@ -58,7 +58,7 @@ pub mod writer;
 
 pub use cache::{
     Bounds, Cache, CacheExt, CacheFuture, CacheOptions, Capabilities, Counters, Entry, EntryStream,
-    KeyStream, Stats, ValueTtl,
+    INTERNAL_PREFIX, KeyStream, Stats, ValueTtl,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use layer::Layer;

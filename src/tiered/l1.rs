@@ -30,7 +30,7 @@ use futures::FutureExt;
 use super::config::TierConfig;
 use super::stats::{TierStats, add};
 use crate::backends::memory::{MemoryCache, MemoryConfig};
-use crate::cache::{Cache, CacheOptions, ValueTtl};
+use crate::cache::{Cache, CacheOptions, INTERNAL_PREFIX, ValueTtl};
 
 /// How long after the backplane task last ran on time L1 still serves
 /// hits. A reader that was stopped or starved for longer reads L2 until a
@@ -319,6 +319,12 @@ impl L1 {
     /// Stores `value` that L2 holds for `l2_ttl` more (`None`: forever), as
     /// of `t.start`; `true` when it went in.
     fn put(&self, key: &str, t: &Ticket, value: &[u8], l2_ttl: Option<Duration>) -> bool {
+        // Locks and leases are coordination state other holders change at
+        // any moment: read from L2 every time, never from a copy that an
+        // invalidation in flight has not reached yet.
+        if key.starts_with(INTERNAL_PREFIX) {
+            return false;
+        }
         let now = clock::precise();
         let l2_deadline = l2_ttl.map_or(NEVER, |r| t.start.saturating_add(micros(r)));
         // L2 may drop it up to one TTL resolution before the TTL it reported.
@@ -454,6 +460,21 @@ mod tests {
         let t = c.ticket("k");
         c.fill("k", &t, b"new", None);
         assert_eq!(c.get("k").as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn locks_and_leases_are_never_kept_in_l1() {
+        let c = l1();
+        for key in ["__unicache_lock:job", "__unicache_lease:k"] {
+            let t = c.ticket(key);
+            c.fill(key, &t, b"holder", None);
+            assert_eq!(c.get(key), None, "{key} filled");
+            let t = c.ticket(key);
+            c.wrote(key, &t, Some((b"holder", None)));
+            assert!(!c.contains(key), "{key} kept after a write");
+        }
+        assert!(crate::lock::LOCK_PREFIX.starts_with(INTERNAL_PREFIX));
+        assert!(crate::readthrough::LEASE_PREFIX.starts_with(INTERNAL_PREFIX));
     }
 
     #[test]
