@@ -37,17 +37,67 @@ if [ $# -eq 0 ]; then
     skip=("${timed[@]}" "${stale[@]}")
     # tests/examples.rs runs the built examples.
     cargo build --all-features --examples
-    # Every test target but the conformance suite, which mostly waits on
-    # TTLs and runs next with four threads on two cores (half its time).
+    # Every test binary is built once, in one cargo invocation (running
+    # targets through separate `cargo test` calls rebuilt some of them with
+    # other dependency features: a minute of compiling), then run here.
     targets=(--lib --bins --examples)
     for t in tests/*.rs cli/tests/*.rs; do
-        [ "$t" = tests/conformance.rs ] || targets+=(--test "$(basename "$t" .rs)")
+        targets+=(--test "$(basename "$t" .rs)")
     done
-    cargo test --all-features --no-fail-fast "${targets[@]}" -- "${skip[@]/#/--skip=}"
-    cargo test --all-features --doc
-    cargo test --all-features --test conformance -- --test-threads=4
-    cargo test --all-features --test tiered -- --exact "${timed[@]}" --nocapture
-    cargo test --all-features --test staleness -- --exact "${stale[@]}" --nocapture --test-threads=1
+    list=target/test-binaries.txt
+    cargo test --all-features --no-run --message-format=json "${targets[@]}" |
+        python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["target"]["name"], os.path.dirname(m["manifest_path"]), m["executable"])
+' >"$list"
+    failed=()
+    # run NAME DIR EXE ARGS...: runs a test binary as cargo test would (from
+    # its package's directory), noting a failure and going on.
+    run() {
+        local name=$1 dir=$2 exe=$3
+        shift 3
+        echo "     Running $name ($exe)"
+        (cd "$dir" && "$exe" "$@" </dev/null) || failed+=("$name")
+    }
+    # named NAME ARGS...: runs the one test binary called NAME.
+    named() {
+        local name=$1 line
+        shift
+        line=$(grep "^$name " "$list") || {
+            echo "test.sh: no test binary $name in $list" >&2
+            exit 2
+        }
+        # shellcheck disable=SC2086 # name, directory, path: no spaces
+        run $line "$@"
+    }
+    # The Sentinel and replica-cluster tests (~3 min) mostly wait on
+    # failovers, and the conformance suite (~3 min with four threads on two
+    # cores) on TTLs: they run side by side, after the rest.
+    beside=(sentinel cluster_replicas)
+    while read -r name dir exe; do
+        case " conformance ${beside[*]} " in *" $name "*) continue ;; esac
+        run "$name" "$dir" "$exe" "${skip[@]/#/--skip=}"
+    done <"$list"
+    (
+        for name in "${beside[@]}"; do
+            named "$name" >"target/$name.log" 2>&1
+        done
+        [ ${#failed[@]} -eq 0 ]
+    ) &
+    beside_pid=$!
+    named conformance --test-threads=4
+    wait "$beside_pid" || failed+=("${beside[*]} (one of)")
+    for name in "${beside[@]}"; do cat "target/$name.log"; done
+    cargo test --all-features --doc || failed+=(doc)
+    named tiered --exact "${timed[@]}" --nocapture
+    named staleness --exact "${stale[@]}" --nocapture --test-threads=1
+    if [ ${#failed[@]} -gt 0 ]; then
+        echo "test.sh: failed: ${failed[*]}" >&2
+        exit 101
+    fi
 else
     cargo build --all-features --examples
     cargo test --all-features --no-fail-fast "$@"
