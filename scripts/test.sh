@@ -82,6 +82,7 @@ for line in sys.stdin:
         run "$name" "$dir" "$exe" "${skip[@]/#/--skip=}"
     done <"$list"
     (
+        failed=()
         for name in "${beside[@]}"; do
             named "$name" >"target/$name.log" 2>&1
         done
@@ -89,7 +90,7 @@ for line in sys.stdin:
     ) &
     beside_pid=$!
     named conformance --test-threads=4
-    wait "$beside_pid" || failed+=("${beside[*]} (one of)")
+    wait "$beside_pid" || failed+=("${beside[*]} (one of; see above)")
     for name in "${beside[@]}"; do cat "target/$name.log"; done
     cargo test --all-features --doc || failed+=(doc)
     named tiered --exact "${timed[@]}" --nocapture

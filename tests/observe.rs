@@ -245,9 +245,10 @@ fn metrics_scraped_during_a_write_add_up_to_the_summary() {
 
     // During the write: scrapes parse, and show a write in progress.
     let started = Instant::now();
-    let mut mid_run = 0;
+    let (mut mid_run, mut scrapes) = (0, 0);
     while !summary.exists() && started.elapsed() < Duration::from_secs(120) {
         if let Some(body) = scrape(&addr) {
+            scrapes += 1;
             let s = parse_exposition(&body);
             let written = value(&s, "unicache_writer_records_written_total", &t);
             if written > 0.0 && written < 300_000.0 {
@@ -311,9 +312,14 @@ fn metrics_scraped_during_a_write_add_up_to_the_summary() {
         );
         let calls = value(&s, "unicache_operations_total", &op);
         assert_eq!(calls, (f(&target["written"]) / 1000.0).ceil(), "{name}");
-        assert_eq!(
-            value(&s, "unicache_operation_duration_seconds_count", &op),
-            calls
+        // The duration histogram may miss a sample that was being recorded
+        // while a scrape drained it (metrics-util's AtomicBucket swaps its
+        // block under in-flight writers): at most one per scrape, as each
+        // target writes one batch at a time. The counters above are exact.
+        let timed = value(&s, "unicache_operation_duration_seconds_count", &op);
+        assert!(
+            timed <= calls && calls - timed <= scrapes as f64,
+            "{name}: {timed} timed of {calls} calls, {scrapes} scrapes"
         );
         assert_eq!(
             value(&s, "unicache_errors_total", &[("backend", backend)]),
