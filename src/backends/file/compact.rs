@@ -223,6 +223,9 @@ impl FileCache {
         use std::os::unix::fs::MetadataExt;
         st.file = file;
         st.ino = (meta.dev(), meta.ino());
+        // Written with this version's first line (a version-1 log is
+        // upgraded here: its old lines are valid version-2 lines).
+        st.v2 = true;
         st.end = end;
         st.seen_len = end;
         // The bounds line is not an entry: dead bytes, as when appended.

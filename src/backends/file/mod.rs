@@ -414,7 +414,10 @@ impl FileCache {
         for (i, (key, value)) in entries.iter().enumerate() {
             let start = buf.len();
             match value {
-                Some(v) => encode_set(&mut buf, &mut scratch, &self.ns, key, v, expires, written),
+                Some(v) => {
+                    let (ns, json) = (&self.ns, st.v2);
+                    encode_set(&mut buf, &mut scratch, ns, key, v, expires, written, json);
+                }
                 None => encode_line(&mut buf, &mut scratch, "del", &self.ns, key, None, None),
             }
             let len = buf.len() - start;
