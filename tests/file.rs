@@ -1139,6 +1139,110 @@ fn json_and_other_values_round_trip_through_the_log() {
     assert_eq!(json, 4, "{text}");
 }
 
+/// A process that only reads (no write of its own sends it to the path)
+/// follows another process's compactions and the writes after them:
+/// through the record writers leave in the lock file, without a `stat`
+/// per operation. In the last round the compacted log plus the other
+/// process's write is exactly as long as the log the reader has indexed:
+/// a reader that compared lengths only (and kept reading its old file)
+/// would return the old value there.
+#[test]
+fn a_reader_notices_another_processs_compaction() {
+    use unicache::bench_support::file::encode_line;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.log");
+    let url = format!("file:{}", path.display());
+    let len = || std::fs::metadata(&path).unwrap().len();
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+    let cli = |args: &[&str]| {
+        unicache()
+            .arg(args[0])
+            .args(["-q", "--cache", &url])
+            .args(&args[1..])
+            .assert()
+            .success();
+    };
+    rt().block_on(async {
+        let writer = unicache::open(&url).await.unwrap();
+        for i in 0..200 {
+            writer
+                .set("k", format!("old-{i}").as_bytes(), None)
+                .await
+                .unwrap();
+        }
+        writer.set("gone", b"x", None).await.unwrap();
+        drop(writer);
+        let reader = unicache::open(&url).await.unwrap();
+        assert_eq!(
+            reader.get("k").await.unwrap().as_deref(),
+            Some(&b"old-199"[..])
+        );
+        for round in 0..2 {
+            let before = inode();
+            cli(&["compact"]);
+            assert_ne!(inode(), before, "compaction replaced the file");
+            let v = format!("new-{round}");
+            cli(&["set", "k", &v]);
+            assert_eq!(
+                reader.get("k").await.unwrap().as_deref(),
+                Some(v.as_bytes())
+            );
+        }
+        cli(&["delete", "gone"]);
+        assert_eq!(reader.get("gone").await.unwrap(), None);
+        // Grow the log past the reader's view with dead lines, let the
+        // reader catch up, then compact and write one line that makes the
+        // new file exactly as long as the old one.
+        for i in 0..100 {
+            cli_pad(&url, i);
+        }
+        assert!(reader.contains("pad").await.unwrap());
+        let seen = len();
+        cli(&["compact"]);
+        let compacted = len();
+        assert!(compacted + 60 < seen, "{compacted} vs {seen}");
+        let want = (seen - compacted) as usize;
+        // A value whose `set` line (checksum digits included) is `want`
+        // bytes: lengths and letters tried until the checksum fits.
+        let value = (1..want)
+            .flat_map(|n| ['z', 'y', 'x', 'w', 'u', 's'].map(|c| c.to_string().repeat(n)))
+            .find(|v| {
+                let (mut out, mut scratch) = (Vec::new(), Vec::new());
+                encode_line(
+                    &mut out,
+                    &mut scratch,
+                    "set",
+                    "",
+                    "k",
+                    Some(v.as_bytes()),
+                    None,
+                );
+                out.len() == want
+            })
+            .expect("a value of the right length");
+        cli(&["set", "k", &value]);
+        assert_eq!(len(), seen, "as long as the file the reader indexed");
+        let got = reader.get("k").await.unwrap().unwrap_or_default();
+        assert!(
+            got == value.as_bytes(),
+            "stale value {:?}",
+            String::from_utf8_lossy(&got[..got.len().min(20)])
+        );
+        assert_eq!(
+            reader.get("pad").await.unwrap().as_deref(),
+            Some(&b"pad-99"[..])
+        );
+    });
+}
+
+/// One `set pad pad-I` by another process.
+fn cli_pad(url: &str, i: usize) {
+    unicache()
+        .args(["set", "-q", "--cache", url, "pad", &format!("pad-{i}")])
+        .assert()
+        .success();
+}
+
 /// A log whose first line names a later format version is refused by name
 /// (upgrade), not as "not a file log", and is left as it was.
 #[test]

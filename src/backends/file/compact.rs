@@ -204,6 +204,7 @@ impl FileCache {
     /// length and its bounds line's.
     fn install(&self, st: &mut State, tmp: &Path, end: (u64, u64), whole: bool) -> Result<()> {
         let (end, ctl) = end;
+        self.publish_replacing(st);
         std::fs::rename(tmp, &self.real).map_err(|e| ferr(&self.real, "rename", e))?;
         let dir = match self.real.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
