@@ -7,9 +7,14 @@
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${1:-1000000}
 RUNS=${2:-3}
-# shellcheck disable=SC2086 # BENCH_BUILD is a list of arguments
-cargo build --release -q ${BENCH_BUILD:-}
-U=$PWD/target/release/unicache
+# UNICACHE=/path/to/unicache measures that binary instead of building one.
+if [ -n "${UNICACHE:-}" ]; then
+    U=$UNICACHE
+else
+    # shellcheck disable=SC2086 # BENCH_BUILD is a list of arguments
+    cargo build --release -q ${BENCH_BUILD:-}
+    U=$PWD/target/release/unicache
+fi
 T=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }

@@ -118,10 +118,10 @@ async fn file_log_incr_from_four_processes_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("counter.jsonl");
     incr_from_four_processes(&format!("file:{}?sync=never", path.display())).await;
-    // The last line holds the number as text.
+    // The last line holds the number (JSON text: a `j` field).
     let log = std::fs::read_to_string(&path).unwrap();
     let last = log.lines().last().unwrap();
-    assert!(last.contains(r#""k":"counter","v":"800""#), "{last}");
+    assert!(last.contains(r#""k":"counter","j":800}"#), "{last}");
 }
 
 /// Every local backend, fresh.

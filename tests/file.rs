@@ -79,16 +79,25 @@ fn seed_file_name_writes_a_readable_private_log() {
         std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    // Every line is JSON: `jq -c 'select(.op=="set") | {k, v}'` reads it.
+    // Every line is JSON: `jq -c 'select(.op=="set") | {k, j}'` reads it,
+    // and a record (JSON text) is stored as JSON, not escaped in a string.
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["unicache"], "file-log");
+    assert_eq!(lines[0]["version"], 2);
     assert_eq!(lines[1]["op"], "set");
     assert_eq!(lines[1]["k"], "a");
-    assert_eq!(lines[1]["v"], r#"{"key":"a","n":1}"#);
+    assert_eq!(lines[1]["j"], serde_json::json!({"key": "a", "n": 1}));
+    assert!(lines[1].get("v").is_none(), "{}", lines[1]);
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(r#","j":{"key":"a","n":1}}"#)
+    );
 }
 
 #[test]
@@ -218,7 +227,7 @@ fn damaged_middle_line_is_skipped_torn_tail_is_cut_foreign_file_refused() {
     });
     // Flip one byte inside b's value, and leave half a line at the end.
     let mut bytes = std::fs::read(&path).unwrap();
-    let pos = bytes.windows(7).position(|w| w == b"\"v\":\"2\"").unwrap() + 5;
+    let pos = bytes.windows(5).position(|w| w == b"\"j\":2").unwrap() + 4;
     bytes[pos] = b'9';
     bytes.extend_from_slice(b"{\"c\":123,\"op\":\"set\",\"k\":\"d\",\"v\":\"hal");
     std::fs::write(&path, &bytes).unwrap();
@@ -928,8 +937,9 @@ fn touch_and_incr_are_set_lines_seen_by_other_instances() {
             touched["x"].as_u64().unwrap(),
         );
         assert!(x1 >= x0 + 3_500_000, "{x0} -> {x1}");
+        // A counter is JSON text (a number): stored as `j`.
         let counter = lines.last().unwrap();
-        assert_eq!(counter["v"].as_str(), Some("10"));
+        assert_eq!(counter["j"], 10);
         assert_eq!(counter["x"], lines[2]["x"], "incr keeps the expiry");
         a.compact().await.unwrap();
         drop((a, b));
@@ -992,12 +1002,253 @@ fn compaction_and_clear_keep_the_logs_owner_group_and_mode() {
     });
 }
 
+/// A version-1 log (as unicache before `j` lines wrote it, built here line
+/// by line): read as it is, written with version-1 lines only (an older
+/// unicache sharing it reads them) until a compaction rewrites it as
+/// version 2, its old lines kept; from then on JSON values go in as `j`.
+#[test]
+fn a_version_1_log_is_read_and_upgraded_by_compaction() {
+    use unicache::bench_support::file::{HEADER, HEADER_V1, encode_line};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.log");
+    let mut log = HEADER_V1.to_vec();
+    let mut scratch = Vec::new();
+    let old: [(&str, &[u8], Option<u64>); 3] = [
+        ("json", br#"{"a":1}"#, None),
+        ("bin", &[0xff, 0, 1], None),
+        ("text", b"two\nlines ", Some(u64::MAX)),
+    ];
+    for (k, v, x) in old {
+        encode_line(&mut log, &mut scratch, "set", "", k, Some(v), x);
+    }
+    std::fs::write(&path, &log).unwrap();
+    let last_line = || {
+        let text = std::fs::read_to_string(&path).unwrap();
+        text.lines().last().unwrap().to_string()
+    };
+    let header = |p: &Path| std::fs::read(p).unwrap()[..HEADER.len()].to_vec();
+    rt().block_on(async {
+        let c = unicache::open(&format!("file:{}", path.display()))
+            .await
+            .unwrap();
+        for (k, v, _) in old {
+            assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v), "{k}");
+        }
+        c.set("new", br#"{"b":2}"#, None).await.unwrap();
+        assert_eq!(header(&path), HEADER_V1, "still version 1");
+        assert!(
+            last_line().ends_with(r#","v":"{\"b\":2}"}"#),
+            "{}",
+            last_line()
+        );
+        c.compact().await.unwrap();
+        assert_eq!(header(&path), HEADER, "compaction writes version 2");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(r#""k":"json","v":"{\"a\":1}""#),
+            "old lines copied as they were"
+        );
+        c.set("newer", br#"{"c":[3]}"#, None).await.unwrap();
+        assert!(
+            last_line().ends_with(r#","j":{"c":[3]}}"#),
+            "{}",
+            last_line()
+        );
+        drop(c);
+        let c = unicache::open(&format!("file:{}", path.display()))
+            .await
+            .unwrap();
+        for (k, v, _) in old {
+            assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v), "{k}");
+        }
+        assert_eq!(
+            c.get("new").await.unwrap().as_deref(),
+            Some(&br#"{"b":2}"#[..])
+        );
+        assert_eq!(
+            c.get("newer").await.unwrap().as_deref(),
+            Some(&br#"{"c":[3]}"#[..])
+        );
+        assert_eq!(
+            c.stats().await.unwrap().server.unwrap()["corrupt_records"],
+            0
+        );
+    });
+}
+
+/// Values stored through the library come back byte for byte, JSON text
+/// or not (whitespace around it, newlines inside, invalid UTF-8), after a
+/// reopen and a compaction, and a reader of the raw log sees JSON values
+/// as JSON.
+#[test]
+fn json_and_other_values_round_trip_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rt.log");
+    let url = format!("file:{}", path.display());
+    let values: Vec<&[u8]> = vec![
+        br#"{"key":"a","n":[1,2,{"x":5}]}"#,
+        br#"{"a":1,"x":7,"t":8}"#,
+        b"123",
+        br#""quoted""#,
+        b" {\"lead\":1}",
+        b"{\"trail\":1}\n",
+        b"{\"inner\":\n1}",
+        b"[1,\r\n2]",
+        b"plain text",
+        b"",
+        &[0xff, 0xfe, b'{'],
+        b"\"\xff\"",
+    ];
+    rt().block_on(async {
+        let c = unicache::open(&url).await.unwrap();
+        for (i, v) in values.iter().enumerate() {
+            let ttl = (i % 2 == 0).then(|| Duration::from_secs(3600));
+            c.set(&format!("k{i}"), v, ttl).await.unwrap();
+        }
+        for round in 0..3 {
+            if round == 1 {
+                c.compact().await.unwrap();
+            }
+            let c2 = unicache::open(&url).await.unwrap();
+            for (i, v) in values.iter().enumerate() {
+                let k = format!("k{i}");
+                assert_eq!(
+                    c.get(&k).await.unwrap().as_deref(),
+                    Some(*v),
+                    "{k} round {round}"
+                );
+                assert_eq!(
+                    c2.get(&k).await.unwrap().as_deref(),
+                    Some(*v),
+                    "{k} reopened"
+                );
+            }
+        }
+    });
+    let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+    let mut json = 0;
+    for line in text.lines().skip(1) {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(v) = j.get("j") {
+            let i: usize = j["k"].as_str().unwrap()[1..].parse().unwrap();
+            let want: serde_json::Value = serde_json::from_slice(values[i]).unwrap();
+            assert_eq!(*v, want);
+            json += 1;
+        }
+    }
+    assert_eq!(json, 4, "{text}");
+}
+
+/// A process that only reads (no write of its own sends it to the path)
+/// follows another process's compactions and the writes after them:
+/// through the record writers leave in the lock file, without a `stat`
+/// per operation. In the last round the compacted log plus the other
+/// process's write is exactly as long as the log the reader has indexed:
+/// a reader that compared lengths only (and kept reading its old file)
+/// would return the old value there.
+#[test]
+fn a_reader_notices_another_processs_compaction() {
+    use unicache::bench_support::file::encode_line;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.log");
+    let url = format!("file:{}", path.display());
+    let len = || std::fs::metadata(&path).unwrap().len();
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+    let cli = |args: &[&str]| {
+        unicache()
+            .arg(args[0])
+            .args(["-q", "--cache", &url])
+            .args(&args[1..])
+            .assert()
+            .success();
+    };
+    rt().block_on(async {
+        let writer = unicache::open(&url).await.unwrap();
+        for i in 0..200 {
+            writer
+                .set("k", format!("old-{i}").as_bytes(), None)
+                .await
+                .unwrap();
+        }
+        writer.set("gone", b"x", None).await.unwrap();
+        drop(writer);
+        let reader = unicache::open(&url).await.unwrap();
+        assert_eq!(
+            reader.get("k").await.unwrap().as_deref(),
+            Some(&b"old-199"[..])
+        );
+        for round in 0..2 {
+            let before = inode();
+            cli(&["compact"]);
+            assert_ne!(inode(), before, "compaction replaced the file");
+            let v = format!("new-{round}");
+            cli(&["set", "k", &v]);
+            assert_eq!(
+                reader.get("k").await.unwrap().as_deref(),
+                Some(v.as_bytes())
+            );
+        }
+        cli(&["delete", "gone"]);
+        assert_eq!(reader.get("gone").await.unwrap(), None);
+        // Grow the log past the reader's view with dead lines, let the
+        // reader catch up, then compact and write one line that makes the
+        // new file exactly as long as the old one.
+        for i in 0..100 {
+            cli_pad(&url, i);
+        }
+        assert!(reader.contains("pad").await.unwrap());
+        let seen = len();
+        cli(&["compact"]);
+        let compacted = len();
+        assert!(compacted + 60 < seen, "{compacted} vs {seen}");
+        let want = (seen - compacted) as usize;
+        // A value whose `set` line (checksum digits included) is `want`
+        // bytes: lengths and letters tried until the checksum fits.
+        let value = (1..want)
+            .flat_map(|n| ['z', 'y', 'x', 'w', 'u', 's'].map(|c| c.to_string().repeat(n)))
+            .find(|v| {
+                let (mut out, mut scratch) = (Vec::new(), Vec::new());
+                encode_line(
+                    &mut out,
+                    &mut scratch,
+                    "set",
+                    "",
+                    "k",
+                    Some(v.as_bytes()),
+                    None,
+                );
+                out.len() == want
+            })
+            .expect("a value of the right length");
+        cli(&["set", "k", &value]);
+        assert_eq!(len(), seen, "as long as the file the reader indexed");
+        let got = reader.get("k").await.unwrap().unwrap_or_default();
+        assert!(
+            got == value.as_bytes(),
+            "stale value {:?}",
+            String::from_utf8_lossy(&got[..got.len().min(20)])
+        );
+        assert_eq!(
+            reader.get("pad").await.unwrap().as_deref(),
+            Some(&b"pad-99"[..])
+        );
+    });
+}
+
+/// One `set pad pad-I` by another process.
+fn cli_pad(url: &str, i: usize) {
+    unicache()
+        .args(["set", "-q", "--cache", url, "pad", &format!("pad-{i}")])
+        .assert()
+        .success();
+}
+
 /// A log whose first line names a later format version is refused by name
 /// (upgrade), not as "not a file log", and is left as it was.
 #[test]
 fn a_log_from_a_newer_version_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    for v in ["2", "10"] {
+    for v in ["3", "10"] {
         let path = dir.path().join(format!("v{v}.log"));
         let body = format!("{{\"unicache\":\"file-log\",\"version\":{v}}}\n");
         std::fs::write(&path, &body).unwrap();

@@ -65,8 +65,8 @@ class SeedCache:
             cleanup()
 
 
-# The first line of a unicache file log.
-_LOG_HEADER = b'{"unicache":"file-log","version":1}\n'
+# The start of a unicache file log's first line (any format version).
+_LOG_HEADER = b'{"unicache":"file-log","version":'
 
 
 def _seed_entries(path: Path) -> dict | None:

@@ -12,7 +12,9 @@ pub mod sqlite {
 /// The file log's line codec, for fuzzing and for writing logs by hand.
 #[cfg(feature = "file")]
 pub mod file {
-    pub use crate::backends::file::codec::{HEADER, LineError, Op, decode_line, encode_line};
+    pub use crate::backends::file::codec::{
+        HEADER, HEADER_V1, LineError, Op, decode_line, encode_line,
+    };
 }
 
 /// Redis Cluster key slots, for tests that migrate a key's slot.

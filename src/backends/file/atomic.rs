@@ -57,11 +57,7 @@ impl FileCache {
 
     /// Runs `f` under the write lock, caught up with the file.
     fn locked<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        self.with_state(|st| {
-            let _lock = self.lock()?;
-            self.refresh(st, true)?;
-            f(st)
-        })
+        self.with_state(|st| self.locked_in(st, f))
     }
 
     /// `add`: appends only when no live entry is there.

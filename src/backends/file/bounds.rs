@@ -483,8 +483,11 @@ impl FileCache {
     /// Makes the log's bounds `want` (a process opened it with bounds): a
     /// bounds line when they differ, then one eviction batch.
     pub(super) fn install_bounds(&self, st: &mut State, want: Bounds) -> Result<()> {
-        let _lock = self.lock()?;
-        self.refresh(st, true)?;
+        self.locked_in(st, |st| self.install_bounds_locked(st, want))
+    }
+
+    /// [`FileCache::install_bounds`] under the write lock.
+    fn install_bounds_locked(&self, st: &mut State, want: Bounds) -> Result<()> {
         if st.ix.bounds != Some(want) {
             self.cut_torn_tail(st)?;
             let mut out = Vec::new();

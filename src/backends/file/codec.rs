@@ -5,8 +5,15 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-/// First line of every log; anything else is not ours.
-pub const HEADER: &[u8] = b"{\"unicache\":\"file-log\",\"version\":1}\n";
+/// First line of every log this version creates (or compacts); anything
+/// else is not ours. Version 2 added `j` lines (a JSON value unescaped):
+/// older readers refuse a version-2 log by name instead of skipping its `j`
+/// lines as damaged.
+pub const HEADER: &[u8] = b"{\"unicache\":\"file-log\",\"version\":2}\n";
+/// The first line of a version-1 log (no `j` lines): still read, and kept
+/// (no `j` lines written into it, so older unicache sharing it read every
+/// line) until a compaction rewrites it as version 2.
+pub const HEADER_V1: &[u8] = b"{\"unicache\":\"file-log\",\"version\":1}\n";
 /// One decoded line.
 #[derive(Deserialize, Debug)]
 struct Line<'a> {
@@ -19,6 +26,9 @@ struct Line<'a> {
     v: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     b: Option<Cow<'a, str>>,
+    /// A value that is JSON text, as it was given (version 2).
+    #[serde(default, borrow)]
+    j: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     x: Option<u64>,
 }
@@ -35,6 +45,8 @@ struct ScanLine<'a> {
     v: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     b: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    j: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     x: Option<u64>,
     /// Write time (Unix ms), on lines written while `max_age` is in force.
@@ -91,8 +103,11 @@ pub fn encode_line(
 }
 
 /// A `set` line with its write time `written` (Unix ms) when there is one:
-/// `,"t":N` after the expiry. Readers that do not know `t` ignore it (serde
-/// skips unknown fields), so the log stays version 1.
+/// `,"t":N` after the expiry (readers that do not know `t` ignore it: serde
+/// skips unknown fields). With `json` (a version-2 log) a value that is JSON
+/// text ([`is_json_text`]) goes in unescaped, last: `,"j":VALUE}` after `x`
+/// and `t`, so a reader finds its bytes without parsing them.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn encode_set(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
@@ -101,15 +116,66 @@ pub(super) fn encode_set(
     value: &[u8],
     expires: Option<u64>,
     written: Option<u64>,
+    json: bool,
 ) {
+    if json && is_json_text(value) {
+        encode_head(scratch, "set", ns, key);
+        push_number(scratch, b",\"x\":", expires);
+        push_number(scratch, b",\"t\":", written);
+        scratch.extend_from_slice(b",\"j\":");
+        scratch.extend_from_slice(value);
+        scratch.push(b'}');
+        seal(out, scratch);
+        return;
+    }
     encode_body(scratch, "set", ns, key, Some(value), expires);
-    if let Some(t) = written {
+    if written.is_some() {
         scratch.pop();
-        scratch.extend_from_slice(b",\"t\":");
-        scratch.extend_from_slice(t.to_string().as_bytes());
+        push_number(scratch, b",\"t\":", written);
         scratch.push(b'}');
     }
     seal(out, scratch);
+}
+
+/// `name` and the number, when there is one.
+fn push_number(scratch: &mut Vec<u8>, name: &[u8], n: Option<u64>) {
+    if let Some(n) = n {
+        scratch.extend_from_slice(name);
+        scratch.extend_from_slice(n.to_string().as_bytes());
+    }
+}
+
+/// Whether `v` may be stored as a `j` field and read back byte for byte:
+/// one JSON text (RFC 8259, UTF-8) that neither starts nor ends with
+/// whitespace (a reader takes the value's own bytes, whitespace around it
+/// would be lost) and holds no newline (the line would break; inside JSON
+/// text a newline can only be whitespace between tokens), nor `null`
+/// (serde reads a `null` field as an absent one). Anything else goes in
+/// `v` (escaped) or `b`.
+pub(super) fn is_json_text(v: &[u8]) -> bool {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    match (v.first(), v.last()) {
+        (Some(f), Some(l)) if !ws(f) && !ws(l) && v != b"null" => {}
+        _ => return false,
+    }
+    // serde_json skips strings without checking their UTF-8: check first.
+    !v.contains(&b'\n')
+        && std::str::from_utf8(v).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(v).is_ok()
+}
+
+/// `{"op":"OP"[,"n":NS],"k":KEY` into `scratch` (emptied first).
+fn encode_head(scratch: &mut Vec<u8>, op: &str, ns: &str, key: &str) {
+    scratch.clear();
+    scratch.extend_from_slice(b"{\"op\":\"");
+    scratch.extend_from_slice(op.as_bytes());
+    scratch.push(b'"');
+    if !ns.is_empty() {
+        scratch.extend_from_slice(b",\"n\":");
+        let _ = serde_json::to_writer(&mut *scratch, ns);
+    }
+    scratch.extend_from_slice(b",\"k\":");
+    let _ = serde_json::to_writer(&mut *scratch, key);
 }
 
 /// The JSON object of a line, without its checksum, into `scratch`.
@@ -121,16 +187,7 @@ pub(super) fn encode_body(
     value: Option<&[u8]>,
     expires: Option<u64>,
 ) {
-    scratch.clear();
-    scratch.extend_from_slice(b"{\"op\":\"");
-    scratch.extend_from_slice(op.as_bytes());
-    scratch.push(b'"');
-    if !ns.is_empty() {
-        scratch.extend_from_slice(b",\"n\":");
-        let _ = serde_json::to_writer(&mut *scratch, ns);
-    }
-    scratch.extend_from_slice(b",\"k\":");
-    let _ = serde_json::to_writer(&mut *scratch, key);
+    encode_head(scratch, op, ns, key);
     if let Some(v) = value {
         match std::str::from_utf8(v) {
             Ok(s) => {
@@ -148,10 +205,7 @@ pub(super) fn encode_body(
             }
         }
     }
-    if let Some(x) = expires {
-        scratch.extend_from_slice(b",\"x\":");
-        scratch.extend_from_slice(x.to_string().as_bytes());
-    }
+    push_number(scratch, b",\"x\":", expires);
     scratch.push(b'}');
 }
 
@@ -215,14 +269,6 @@ pub(super) fn encode_del_of(out: &mut Vec<u8>, scratch: &mut Vec<u8>, set_line: 
     true
 }
 
-/// Checks a line's checksum (without its newline) and returns its payload
-/// parsed.
-fn check_line(line: &[u8]) -> std::result::Result<Line<'_>, LineError> {
-    check_crc(line)?;
-    // The whole line is valid JSON too (the "c" field is ignored by `Line`).
-    serde_json::from_slice(line).map_err(|_| LineError::Content)
-}
-
 /// Verifies the line's CRC-32 (over `{` + everything after `"c":N,`).
 pub(super) fn check_crc(line: &[u8]) -> std::result::Result<(), LineError> {
     let rest = line.strip_prefix(b"{\"c\":").ok_or(LineError::Malformed)?;
@@ -263,12 +309,13 @@ pub(super) struct Fields<'a> {
 /// the fast path for lines as we write them, serde for anything else.
 /// `None`: not a valid operation.
 pub(super) fn line_fields(body: &[u8]) -> Option<Fields<'_>> {
-    if let Some(f) = fast_fields(body) {
+    if let Some((f, _)) = fast_fields(body) {
         return Some(f);
     }
     let l = serde_json::from_slice::<ScanLine>(body).ok()?;
+    let values = [l.v.is_some(), l.b.is_some(), l.j.is_some()];
     let set = match l.op {
-        "set" if l.v.is_some() != l.b.is_some() => true,
+        "set" if values.iter().filter(|&&v| v).count() == 1 => true,
         "del" => false,
         _ => return None,
     };
@@ -283,16 +330,28 @@ pub(super) fn line_fields(body: &[u8]) -> Option<Fields<'_>> {
 
 /// Decodes one line (without its newline): the fuzzable entry point.
 pub fn decode_line(line: &[u8]) -> std::result::Result<Op, LineError> {
-    let l = check_line(line)?;
+    check_crc(line)?;
+    // A `j` line as we write it: the value is the bytes after `"j":`.
+    if let Some((f, Some(value))) = fast_fields(line) {
+        return Ok(Op::Set {
+            ns: f.ns.into_owned(),
+            key: f.key.into_owned(),
+            value: value.to_vec(),
+            expires: f.x,
+        });
+    }
+    // The whole line is valid JSON too (the "c" field is ignored by `Line`).
+    let l: Line = serde_json::from_slice(line).map_err(|_| LineError::Content)?;
     let ns = l.n.map(|c| c.into_owned()).unwrap_or_default();
     let key = l.k.into_owned();
     match l.op {
         "set" => {
-            let value = match (l.v, l.b) {
-                (Some(v), None) => v.into_owned().into_bytes(),
-                (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            let value = match (l.v, l.b, l.j) {
+                (Some(v), None, None) => v.into_owned().into_bytes(),
+                (None, Some(b), None) => base64::engine::general_purpose::STANDARD
                     .decode(b.as_bytes())
                     .map_err(|_| LineError::Content)?,
+                (None, None, Some(j)) => j.get().as_bytes().to_vec(),
                 _ => return Err(LineError::Content),
             };
             Ok(Op::Set {
@@ -308,10 +367,13 @@ pub fn decode_line(line: &[u8]) -> std::result::Result<Op, LineError> {
 }
 
 /// The fields the index needs, read straight from a line we wrote
-/// (`{"c":N,"op":"set"[,"n":"…"],"k":"…","v"|"b":"…"[,"x":N][,"t":N]}`).
-/// Anything unusual (escapes in the key, other layouts) returns None and goes
-/// through serde instead. Only called on lines whose checksum matched.
-fn fast_fields(line: &[u8]) -> Option<Fields<'_>> {
+/// (`{"c":N,"op":"set"[,"n":"…"],"k":"…","v"|"b":"…"[,"x":N][,"t":N]}` or
+/// `{"c":N,"op":"set"[,"n":"…"],"k":"…"[,"x":N][,"t":N],"j":VALUE}`), with
+/// a `j` line's value bytes. Anything unusual (escapes in the key, other
+/// layouts) returns None and goes through serde instead. Only called on
+/// lines whose checksum matched: like the layout of `v` lines, a `j` line's
+/// is trusted to be ours (its value is not parsed again).
+fn fast_fields(line: &[u8]) -> Option<(Fields<'_>, Option<&[u8]>)> {
     fn plain_str(s: &[u8]) -> Option<(&str, &[u8])> {
         let end = s.iter().position(|&b| b == b'"' || b == b'\\')?;
         if s[end] != b'"' {
@@ -339,17 +401,34 @@ fn fast_fields(line: &[u8]) -> Option<Fields<'_>> {
         t,
     };
     if !set {
-        return (rest == b"}").then(|| fields(None, None));
+        return (rest == b"}").then(|| (fields(None, None), None));
     }
     if !(rest.starts_with(b",\"v\":\"") || rest.starts_with(b",\"b\":\"")) {
-        return None;
+        // `j` last: the value is everything between `"j":` and the final `}`.
+        let (x, rest) = leading_number(rest, b",\"x\":");
+        let (t, rest) = leading_number(rest, b",\"t\":");
+        let value = rest.strip_prefix(b",\"j\":")?.strip_suffix(b"}")?;
+        return (!value.is_empty()).then(|| (fields(x, t), Some(value)));
     }
     // A string value ends the line with `"}`; an expiry and a write time
     // with `,"x":N` and `,"t":N` (a `","` never occurs inside a JSON string).
     let body = rest.strip_suffix(b"}")?;
     let (body, t) = trailing_number(body, b",\"t\":");
     let (body, x) = trailing_number(body, b",\"x\":");
-    body.ends_with(b"\"").then(|| fields(x, t))
+    body.ends_with(b"\"").then(|| (fields(x, t), None))
+}
+
+/// `body` starting with `name` + digits: (the number, the rest after
+/// them); `(None, body)` otherwise.
+fn leading_number<'a>(body: &'a [u8], name: &[u8]) -> (Option<u64>, &'a [u8]) {
+    let Some(r) = body.strip_prefix(name) else {
+        return (None, body);
+    };
+    let digits = r.iter().take_while(|b| b.is_ascii_digit()).count();
+    match std::str::from_utf8(&r[..digits]).ok().and_then(|n| n.parse().ok()) {
+        Some(n) if digits > 0 => (Some(n), &r[digits..]),
+        _ => (None, body),
+    }
 }
 
 /// Splits `body` ending with `name` + digits into (the part before
@@ -438,7 +517,7 @@ mod tests {
         for (ns, key) in cases {
             let (mut set, mut want, mut got) = (Vec::new(), Vec::new(), Vec::new());
             let mut scratch = Vec::new();
-            encode_set(&mut set, &mut scratch, ns, key, b"v", Some(5), Some(6));
+            encode_set(&mut set, &mut scratch, ns, key, b"v", Some(5), Some(6), true);
             encode_line(&mut want, &mut scratch, "del", ns, key, None, None);
             let plain = !key.contains('"') && !ns.contains('\\');
             assert_eq!(encode_del_of(&mut got, &mut scratch, &set[..set.len() - 1]), plain);
@@ -473,7 +552,7 @@ mod tests {
             let mut out = Vec::new();
             let mut scratch = Vec::new();
             match value {
-                Some(v) => encode_set(&mut out, &mut scratch, ns, key, v, x, t),
+                Some(v) => encode_set(&mut out, &mut scratch, ns, key, v, x, t, true),
                 None => encode_line(&mut out, &mut scratch, "del", ns, key, None, None),
             }
             let line = &out[..out.len() - 1];
@@ -481,7 +560,7 @@ mod tests {
             let slow: ScanLine = serde_json::from_slice(line).unwrap();
             assert_eq!((slow.x, slow.t), (x, t));
             match fast_fields(line) {
-                Some(f) => {
+                Some((f, _)) => {
                     assert_eq!(f.set, slow.op == "set");
                     assert_eq!(f.ns, slow.n.as_deref().unwrap_or(""));
                     assert_eq!(f.key, slow.k);
@@ -496,5 +575,105 @@ mod tests {
                 assert!(value.is_none());
             }
         }
+    }
+
+    /// One `set` line for `value` in a version-2 log, without its newline.
+    fn set_line(key: &str, value: &[u8], x: Option<u64>, t: Option<u64>) -> Vec<u8> {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        encode_set(&mut out, &mut scratch, "ns", key, value, x, t, true);
+        assert_eq!(out.pop(), Some(b'\n'));
+        assert!(!out.contains(&b'\n'), "a newline inside {out:?}");
+        out
+    }
+
+    #[test]
+    fn json_values_are_written_unescaped_and_read_back_byte_for_byte() {
+        let json: &[&[u8]] = &[
+            br#"{"key":"user:1","n":[1,2.5e3,-0]}"#,
+            br#"{"a":1,"x":5}"#,
+            br#"{"a":1,"t":5}"#,
+            br#"[1,"x",{"j":"}"}]"#,
+            br#""a string""#,
+            b"42",
+            b"true",
+            b"[null]",
+            "{\"caf\u{e9}\":\"\\u00e9 \\n \\\"\"}".as_bytes(),
+            b"{ \"spaced\" :\t[ 1 , 2 ] }",
+            b"{\"cr\":\r1}",
+        ];
+        for (i, v) in json.iter().enumerate() {
+            assert!(is_json_text(v), "{}", String::from_utf8_lossy(v));
+            for (x, t) in [(None, None), (Some(9), None), (None, Some(8)), (Some(9), Some(8))] {
+                let key = format!("k{i}");
+                let line = set_line(&key, v, x, t);
+                let text = String::from_utf8(line.clone()).unwrap();
+                assert!(text.ends_with(&format!(",\"j\":{}}}", String::from_utf8_lossy(v))), "{text}");
+                let Op::Set { value, expires, key: k, ns } = decode_line(&line).unwrap() else {
+                    panic!("not a set: {text}");
+                };
+                assert_eq!((&value[..], expires, &k[..], &ns[..]), (&v[..], x, &key[..], "ns"));
+                // jq's view: the line is JSON and `.j` is the value as JSON.
+                let doc: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                let want: serde_json::Value = serde_json::from_slice(v).unwrap();
+                assert_eq!(doc["j"], want, "{text}");
+                // The index's fast path and serde agree.
+                let f = line_fields(&line).unwrap();
+                let slow: ScanLine = serde_json::from_slice(&line).unwrap();
+                assert!(f.set && slow.j.is_some() && slow.v.is_none());
+                assert_eq!((f.x, f.t, &f.key[..]), (slow.x, slow.t, &slow.k[..]));
+                // The checksum covers the value.
+                let mut bad = line.clone();
+                let at = bad.len() - 2;
+                bad[at] ^= 0x20;
+                assert!(decode_line(&bad).is_err());
+            }
+        }
+        // An escaped key leaves the fast path: serde reads the value as written.
+        let line = set_line("quote\"key", br#"{"a":[1,2]}"#, Some(3), None);
+        assert!(fast_fields(&line).is_none());
+        assert_eq!(
+            decode_line(&line).unwrap(),
+            Op::Set {
+                ns: "ns".into(),
+                key: "quote\"key".into(),
+                value: br#"{"a":[1,2]}"#.to_vec(),
+                expires: Some(3)
+            }
+        );
+    }
+
+    #[test]
+    fn values_that_are_not_exactly_json_text_stay_escaped() {
+        let not_json: &[&[u8]] = &[
+            b"",
+            b"hello",
+            b" {\"a\":1}",
+            b"{\"a\":1} ",
+            b"{\"a\":1}\n",
+            b"\t1",
+            b"{\"a\":\n1}",
+            b"{\"a\":1}{\"b\":2}",
+            b"{\"a\":1",
+            b"[1,]",
+            b"{'a':1}",
+            b"\"\xff\"",
+            b"\"tab\tinside\"",
+            b"NaN",
+            b"01",
+            b"null",
+        ];
+        for v in not_json {
+            assert!(!is_json_text(v), "{}", String::from_utf8_lossy(v));
+            let line = set_line("k", v, Some(1), Some(2));
+            let doc: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert!(doc.get("j").is_none(), "{}", String::from_utf8_lossy(&line));
+            let Op::Set { value, .. } = decode_line(&line).unwrap() else { panic!() };
+            assert_eq!(&value[..], &v[..]);
+        }
+        // Without `json` (a version-1 log) JSON text is escaped in `v`.
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        encode_set(&mut out, &mut scratch, "", "k", b"{\"a\":1}", None, None, false);
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc["v"], "{\"a\":1}");
     }
 }

@@ -204,6 +204,7 @@ impl FileCache {
     /// length and its bounds line's.
     fn install(&self, st: &mut State, tmp: &Path, end: (u64, u64), whole: bool) -> Result<()> {
         let (end, ctl) = end;
+        self.publish_replacing(st);
         std::fs::rename(tmp, &self.real).map_err(|e| ferr(&self.real, "rename", e))?;
         let dir = match self.real.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -223,6 +224,9 @@ impl FileCache {
         use std::os::unix::fs::MetadataExt;
         st.file = file;
         st.ino = (meta.dev(), meta.ino());
+        // Written with this version's first line (a version-1 log is
+        // upgraded here: its old lines are valid version-2 lines).
+        st.v2 = true;
         st.end = end;
         st.seen_len = end;
         // The bounds line is not an entry: dead bytes, as when appended.

@@ -44,8 +44,8 @@ pub(super) fn open_private(path: &Path, append: bool, create: bool) -> io::Resul
     o.open(path)
 }
 
-/// Opens the lock file, refusing a symlink there (nothing is ever written to
-/// it, but it must not create files elsewhere). A lock file created here
+/// Opens the lock file, refusing a symlink there (it must not create or
+/// write files elsewhere: writers keep a record in it, `shared`). A lock file created here
 /// takes the owner, group and read/write bits of the log `like` when it
 /// exists, so everyone who may write a shared log (0664, group `daemon`) may
 /// also lock it; 0600 otherwise.
@@ -71,6 +71,15 @@ pub(super) fn open_lock(path: &Path, like: &Path) -> io::Result<File> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_private(path, false, false),
         Err(e) => Err(e),
     }
+}
+
+/// The lock file when it exists and is no symlink (opened read-write, not
+/// created): `None` otherwise.
+pub(super) fn open_existing_lock(path: &Path) -> Option<File> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return None;
+    }
+    open_private(path, false, false).ok()
 }
 
 /// Gives `to` the owner, group and permission bits (within `bits`) of

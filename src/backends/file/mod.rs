@@ -7,6 +7,9 @@
 //! Writers serialise through an exclusive lock on `PATH.lock`; every operation
 //! first catches up with lines other processes appended and notices a
 //! compaction by another process (the path's inode changed) by reloading.
+//! Writers look at the path under the lock; readers of a version-2 log only
+//! when the record writers leave in the lock file (`shared`) says the log
+//! changed.
 //! It must never rewrite a file that is not a unicache log.
 //!
 //! A `PATH` that is a symlink is resolved once at open: the lock, compaction's
@@ -26,13 +29,14 @@ mod files;
 mod index;
 mod periodic;
 mod read;
+mod shared;
 mod store;
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -77,6 +81,9 @@ pub struct FileCache {
     bounded: AtomicBool,
     counters: Counters,
     state: Mutex<State>,
+    /// The lock file, kept open to read the writers' [`shared::Record`]
+    /// (set at open when it exists, else at the first write lock).
+    shared: OnceLock<File>,
 }
 
 impl std::fmt::Debug for FileCache {
@@ -154,6 +161,8 @@ impl FileCache {
         let pin = (!want.is_unbounded()).then(|| bounds::age_ms(&want));
         let state = State::load_folding(&real, &lock_path, false, create, pin)?;
         let ns = options.namespace.clone().unwrap_or_default();
+        // Not created here: a read-only command creates nothing.
+        let shared_file = files::open_existing_lock(&lock_path);
         let dirty = (sync == SyncPolicy::Periodic).then(|| periodic::Dirty::register(real.clone()));
         let cache = FileCache {
             path: path.to_path_buf(),
@@ -169,7 +178,11 @@ impl FileCache {
             bounded: AtomicBool::new(false),
             counters: Counters::default(),
             state: Mutex::new(state),
+            shared: OnceLock::new(),
         };
+        if let Some(f) = shared_file {
+            let _ = cache.shared.set(f);
+        }
         {
             let mut st = cache.state.lock().unwrap_or_else(|p| p.into_inner());
             if want.is_unbounded() {
@@ -185,7 +198,66 @@ impl FileCache {
         let f = files::open_lock(&self.lock_path, &self.real)
             .map_err(|e| ferr(&self.lock_path, "open lock", e))?;
         f.lock().map_err(|e| ferr(&self.lock_path, "lock", e))?;
+        if self.shared.get().is_none()
+            && let Ok(copy) = f.try_clone()
+        {
+            let _ = self.shared.set(copy);
+        }
         Ok(WriteLock(f))
+    }
+
+    /// Runs `f` under the write lock, caught up with the file, then leaves
+    /// the log's state in the lock file for readers (whatever `f` did, even
+    /// when it failed half way).
+    fn locked_in<T>(&self, st: &mut State, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let lock = self.lock()?;
+        let r = self.refresh(st, true).and_then(|()| f(st));
+        self.publish(st);
+        drop(lock);
+        r
+    }
+
+    /// Writes the shared record for the log as `st` has it (under the write
+    /// lock, `st` caught up with the path): the generation stays, unless
+    /// the record names another file or a compaction that did not finish
+    /// (then the next even one: readers check the path). Version-1 logs
+    /// get none (an older unicache writing to them would not update it).
+    fn publish(&self, st: &State) {
+        let Some(f) = self.shared.get().filter(|_| st.v2) else {
+            return;
+        };
+        let cur = shared::read(f);
+        let generation = match cur {
+            Some(r) if !r.replacing() && r.id == st.ino => r.generation,
+            Some(r) => (r.generation | 1) + 1,
+            None => 0,
+        };
+        let r = shared::Record {
+            generation,
+            id: st.ino,
+            len: st.seen_len,
+        };
+        if cur != Some(r)
+            && let Err(e) = shared::write(f, &r)
+        {
+            tracing::warn!(path = %self.lock_path.display(), "cannot update the lock file: {e}");
+        }
+    }
+
+    /// Before a compaction renames its file over the log (under the write
+    /// lock): an odd generation, so readers check the path until the
+    /// record is whole again.
+    fn publish_replacing(&self, st: &State) {
+        let Some(f) = self.shared.get() else { return };
+        let generation = shared::read(f).map_or(1, |r| r.generation | 1);
+        let r = shared::Record {
+            generation,
+            id: st.ino,
+            len: st.seen_len,
+        };
+        if let Err(e) = shared::write(f, &r) {
+            tracing::warn!(path = %self.lock_path.display(), "cannot update the lock file: {e}");
+        }
     }
 
     fn load(&self, locked: bool) -> Result<State> {
@@ -198,8 +270,24 @@ impl FileCache {
     }
 
     /// Catches up with other processes: reloads after a compaction (new
-    /// inode), applies lines appended since we last looked.
+    /// inode), applies lines appended since we last looked. A reader of a
+    /// version-2 log trusts the writers' shared record when it matches what
+    /// it has (see `shared`); writers always look at the path.
     fn refresh(&self, st: &mut State, locked: bool) -> Result<()> {
+        if !locked
+            && st.v2
+            && let Some(r) = self.shared.get().and_then(shared::read)
+            && !r.replacing()
+            && r.id == st.ino
+            && r.len == st.seen_len
+        {
+            return Ok(());
+        }
+        self.refresh_by_path(st, locked)
+    }
+
+    /// [`FileCache::refresh`] by a `stat` of the path.
+    fn refresh_by_path(&self, st: &mut State, locked: bool) -> Result<()> {
         let meta = match std::fs::metadata(&self.real) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -303,9 +391,7 @@ impl FileCache {
         entries: &[(&str, Option<&[u8]>)],
         expires: Option<u64>,
     ) -> Result<()> {
-        let _lock = self.lock()?;
-        self.refresh(st, true)?;
-        self.append_locked(st, entries, expires)
+        self.locked_in(st, |st| self.append_locked(st, entries, expires))
     }
 
     /// Cuts off a torn last line before appending after it.
@@ -414,7 +500,10 @@ impl FileCache {
         for (i, (key, value)) in entries.iter().enumerate() {
             let start = buf.len();
             match value {
-                Some(v) => encode_set(&mut buf, &mut scratch, &self.ns, key, v, expires, written),
+                Some(v) => {
+                    let (ns, json) = (&self.ns, st.v2);
+                    encode_set(&mut buf, &mut scratch, ns, key, v, expires, written, json);
+                }
                 None => encode_line(&mut buf, &mut scratch, "del", &self.ns, key, None, None),
             }
             let len = buf.len() - start;
@@ -486,18 +575,12 @@ impl FileCache {
 
     /// Compacts under the write lock, leaving out `omit` too.
     fn rewrite(&self, omit: Omit) -> Result<()> {
-        self.with_state(|st| {
-            let _lock = self.lock()?;
-            self.refresh(st, true)?;
-            self.compact_locked(st, omit)
-        })
+        self.with_state(|st| self.locked_in(st, |st| self.compact_locked(st, omit)))
     }
 
     /// Tombstones for the keys present; returns how many were live.
     fn delete_now(&self, keys: &[&str]) -> Result<u64> {
-        let n = self.with_state(|st| {
-            let _lock = self.lock()?;
-            self.refresh(st, true)?;
+        let n = self.with_state(|st| self.locked_in(st, |st| {
             let now = now_millis();
             let mut uniq: Vec<&str> = keys.to_vec();
             uniq.sort_unstable();
@@ -517,7 +600,7 @@ impl FileCache {
                 self.append_locked(st, &present, None)?;
             }
             Ok(live)
-        })?;
+        }))?;
         self.counters.delete(n);
         Ok(n)
     }

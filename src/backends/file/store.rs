@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use super::bounds::{self, Fifo};
-use super::codec::{HEADER, check_crc, line_fields};
+use super::codec::{HEADER, HEADER_V1, check_crc, line_fields};
 use super::index::{Index, Loc, key_hash, ns_seed};
 use crate::cache::Bounds;
 use super::{BACKEND, WriteLock, ferr, files};
@@ -43,6 +43,10 @@ pub(super) struct State {
     pub file: File,
     /// (device, inode) of `file`: a compaction by another process changes it.
     pub ino: (u64, u64),
+    /// The log is version 2 (its first line says so): values that are JSON
+    /// text are written as `j` fields. A version-1 log gets only `v` and `b`
+    /// lines (older unicache may share it) until compaction rewrites it.
+    pub v2: bool,
     /// End of the last complete line applied.
     pub end: u64,
     /// File length last looked at (bytes past `end` are a torn tail).
@@ -311,13 +315,14 @@ impl State {
             write_header(&mut file, path, lock_path, locked)?;
             return Self::load_folding(path, lock_path, locked, create, pin);
         }
-        if head[..n] != HEADER[..n] || n < HEADER.len() {
+        let v2 = head[..n] == *HEADER;
+        if !v2 && head[..n] != *HEADER_V1 {
             if let Some(v) = newer_version(&head[..n]) {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
                     format!(
                         "written by a newer unicache (file-log version {v}; this version \
-                         reads version 1): upgrade unicache to open it"
+                         reads versions 1 and 2): upgrade unicache to open it"
                     ),
                 )
                 .with_backend(BACKEND)
@@ -332,6 +337,7 @@ impl State {
         }
         let mut st = State {
             ino: (meta.dev(), meta.ino()),
+            v2,
             end: HEADER.len() as u64,
             seen_len: HEADER.len() as u64,
             ix: Indexed {
@@ -432,7 +438,7 @@ fn newer_version(head: &[u8]) -> Option<u64> {
     let rest = head.strip_prefix(prefix)?;
     let digits: Vec<u8> = rest.iter().copied().take_while(u8::is_ascii_digit).collect();
     let v: u64 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
-    (v != 1).then_some(v)
+    (v > 2).then_some(v)
 }
 
 #[cfg(test)]
