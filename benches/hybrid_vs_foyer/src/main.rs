@@ -110,10 +110,7 @@ impl Settings {
         };
         assert!(s.value >= KEY_LEN, "HVF_VALUE: at least {KEY_LEN} bytes");
         for c in &s.caches {
-            assert!(
-                KINDS.contains(&c.as_str()),
-                "HVF_CACHES: some of {KINDS:?}"
-            );
+            assert!(KINDS.contains(&c.as_str()), "HVF_CACHES: some of {KINDS:?}");
         }
         s
     }
@@ -242,7 +239,10 @@ impl Subject {
             },
             Subject::Foyer(c) => match c.get(key).await.expect("foyer get") {
                 Some(e) => {
-                    assert!(e.value().starts_with(key.as_bytes()), "wrong value for {key}");
+                    assert!(
+                        e.value().starts_with(key.as_bytes()),
+                        "wrong value for {key}"
+                    );
                     if e.source() == Source::Disk {
                         Served::Disk
                     } else {
@@ -377,15 +377,7 @@ async fn measure(
     let cache = Arc::new(Subject::open(kind, dir, b, s.value).await);
     let wall = Instant::now();
     let handles: Vec<_> = (0..s.tasks)
-        .map(|task| {
-            tokio::spawn(replay(
-                cache.clone(),
-                trace.clone(),
-                task,
-                s.tasks,
-                s.value,
-            ))
-        })
+        .map(|task| tokio::spawn(replay(cache.clone(), trace.clone(), task, s.tasks, s.value)))
         .collect();
     let mut t = Tally::default();
     for h in handles {
@@ -419,9 +411,8 @@ async fn measure(
     let n = trace.len() as f64;
     let pct = |x: u64| 100.0 * x as f64 / n;
     // With several tasks, time summed over tasks / tasks is the busy time.
-    let per_s = |count: u64, time: Duration| {
-        count as f64 / (time.as_secs_f64() / s.tasks as f64).max(1e-9)
-    };
+    let per_s =
+        |count: u64, time: Duration| count as f64 / (time.as_secs_f64() / s.tasks as f64).max(1e-9);
     Measured {
         hit_pct: pct(t.hits),
         memory_hit_pct: pct(t.memory_hits),
@@ -445,11 +436,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn label(kind: &str) -> &'static str {
     match kind {
-        "file" => "unicache `file:` + `l1`",
-        "file-half" => "unicache `file:` + `l1`, max_bytes = budget / 2",
-        "sqlite" => "unicache `sqlite:` + `l1`",
-        "foyer" => "foyer HybridCache",
-        _ => "foyer HybridCache, flush buffers 1 block",
+        "file" => "unicache file",
+        "file-half" => "unicache file, max_bytes / 2",
+        "sqlite" => "unicache sqlite",
+        "foyer" => "foyer",
+        _ => "foyer, lean",
     }
 }
 
@@ -465,8 +456,14 @@ fn main() {
 
 async fn run(s: Settings) {
     let traces = [
-        ("zipf0.8", Arc::new(trace::zipf("zipf0.8", 0.8, s.requests, 1).keys)),
-        ("zipf0.99", Arc::new(trace::zipf("zipf0.99", 0.99, s.requests, 2).keys)),
+        (
+            "zipf0.8",
+            Arc::new(trace::zipf("zipf0.8", 0.8, s.requests, 1).keys),
+        ),
+        (
+            "zipf0.99",
+            Arc::new(trace::zipf("zipf0.99", 0.99, s.requests, 2).keys),
+        ),
     ];
     let root = s
         .dir
