@@ -190,6 +190,41 @@ async fn checkpoints_and_purges_run_off_the_callers_path() {
     drop(reader);
 }
 
+/// A WAL that one big transaction grew is cut back once a checkpoint has
+/// emptied it (SQLite's `journal_size_limit`, 8 MiB here): before, it kept
+/// its largest size for good beside the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_grown_by_a_big_write_shrinks_after_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    let c = unicache::open(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    let value = vec![b'x'; 1000];
+    let keys: Vec<String> = (0..24_000).map(|i| format!("k{i}")).collect();
+    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &value[..])).collect();
+    c.set_many(&entries, None).await.unwrap();
+    let wal = dir.path().join("w.db-wal");
+    let wal_bytes = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert!(wal_bytes() > 20 << 20, "the WAL held {}", wal_bytes());
+    let db_bytes = || std::fs::metadata(&db).unwrap().len();
+    wait_for_within("the checkpoint", std::time::Duration::from_secs(10), || {
+        db_bytes() > 20 << 20
+    });
+    // The checkpoint ran on the upkeep thread; the next writes start the
+    // WAL over and cut it to the limit.
+    let started = std::time::Instant::now();
+    while wal_bytes() > 8 << 20 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the WAL kept {} bytes",
+            wal_bytes()
+        );
+        c.set("small", b"v", None).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The file log's size in bytes (its `stats`).
 async fn log_bytes(c: &FileCache) -> u64 {
     let s = c.stats().await.unwrap();

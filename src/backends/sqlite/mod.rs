@@ -83,6 +83,9 @@ pub(super) fn configure_writer(conn: &Connection, path: &Path, busy_timeout: Dur
     // (pwrite per page). They hold a statement's pages only.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(e("temp_store"))?;
+    // A WAL emptied by a checkpoint shrinks back at the next write.
+    conn.pragma_update(None, "journal_size_limit", upkeep::WAL_SIZE_LIMIT as i64)
+        .map_err(e("journal_size_limit"))?;
     Ok(())
 }
 

@@ -33,6 +33,10 @@ const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
 /// The automatic checkpoint left on the writing connection, in pages: ten
 /// times the thread's threshold, so it only runs when the thread does not.
 pub(super) const FALLBACK_CHECKPOINT_PAGES: i64 = 10_000;
+/// What a WAL is cut back to once a checkpoint has emptied it (SQLite's
+/// `journal_size_limit`): without it the file keeps its largest size ever
+/// (a big transaction left a 50 MB WAL beside a 10 MB bounded cache).
+pub(super) const WAL_SIZE_LIMIT: u64 = 2 * CHECKPOINT_BYTES;
 /// Purge expired rows after this many writes.
 const PURGE_EVERY: u64 = 10_000;
 /// Rows per purge transaction.
