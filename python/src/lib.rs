@@ -389,10 +389,26 @@ fn _unicache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aio::FillSender>()?;
     m.add_function(wrap_pyfunction!(write::write, m)?)?;
     m.add_function(wrap_pyfunction!(path_url_body, m)?)?;
+    m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork, m)?)?;
     Ok(())
 }
 
 /// The body of a `sqlite:`/`file:` URL for a local path (`%`, `?`, `#` escaped).
+/// `os.register_at_fork(before=...)`: keeps the SQLite upkeep threads out
+/// of SQLite across the fork, so that the child finds none of SQLite's
+/// mutexes held by a thread it does not have.
+#[pyfunction]
+fn _before_fork(py: Python<'_>) {
+    py.detach(unicache::backends::sqlite::prepare_fork);
+}
+
+/// `os.register_at_fork(after_in_parent=..., after_in_child=...)`.
+#[pyfunction]
+fn _after_fork() {
+    unicache::backends::sqlite::after_fork();
+}
+
 #[pyfunction]
 fn path_url_body(path: std::path::PathBuf) -> String {
     unicache::url::path_to_url_body(&path)

@@ -35,6 +35,7 @@ use export::stream_entries;
 use schema::*;
 pub use config::{DEFAULT_BUSY_TIMEOUT, SqliteConfig};
 pub use schema::MAX_BUSY_TIMEOUT;
+pub use upkeep::{after_fork, prepare_fork};
 
 const BACKEND: &str = "sqlite";
 /// Keys fetched per page when listing.

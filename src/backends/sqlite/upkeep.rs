@@ -16,7 +16,7 @@
 //! the writes they follow are committed.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -41,6 +41,41 @@ pub(super) const WAL_SIZE_LIMIT: u64 = 2 * CHECKPOINT_BYTES;
 const PURGE_EVERY: u64 = 10_000;
 /// Rows per purge transaction.
 const PURGE_CHUNK: i64 = 500;
+
+/// Set while a process prepares to `fork()`: upkeep threads stay out of
+/// SQLite until it is cleared (see [`prepare_fork`]).
+static PAUSED: AtomicBool = AtomicBool::new(false);
+/// Upkeep threads inside SQLite now.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Before `fork()`: waits until no upkeep thread of this process is inside
+/// SQLite and keeps them out until [`after_fork`]. SQLite's own mutexes
+/// held by another thread at the fork stay locked forever in the child,
+/// whose next SQLite call (opening a file, say) then hangs; the upkeep
+/// thread opening its connection right after a first write was such a
+/// thread. (Callers' own SQLite calls on other threads are theirs to keep
+/// out of a fork, as with any SQLite library.) Python registers both with
+/// `os.register_at_fork`.
+pub fn prepare_fork() {
+    PAUSED.store(true, Ordering::SeqCst);
+    while ACTIVE.load(Ordering::SeqCst) > 0 {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// After `fork()`, in the parent and in the child: upkeep threads may use
+/// SQLite again.
+pub fn after_fork() {
+    PAUSED.store(false, Ordering::SeqCst);
+}
+
+/// Runs `f` (SQLite work) unless a fork is being prepared; `None` then.
+fn outside_forks<T>(f: impl FnOnce() -> T) -> Option<T> {
+    ACTIVE.fetch_add(1, Ordering::SeqCst);
+    let r = (!PAUSED.load(Ordering::SeqCst)).then(f);
+    ACTIVE.fetch_sub(1, Ordering::SeqCst);
+    r
+}
 
 /// The upkeep thread of one handle.
 pub(super) struct Upkeep {
@@ -120,11 +155,14 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection> {
 }
 
 fn run(shared: &Shared, path: &Path, busy_timeout: Duration) {
-    let conn = match open(path, busy_timeout) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("SQLite upkeep: {e}; checkpoints stay on the writers");
-            return;
+    let conn = loop {
+        match outside_forks(|| open(path, busy_timeout)) {
+            Some(Ok(c)) => break c,
+            Some(Err(e)) => {
+                tracing::warn!("SQLite upkeep: {e}; checkpoints stay on the writers");
+                return;
+            }
+            None => std::thread::sleep(TICK),
         }
     };
     let wal = wal_path(path);
@@ -143,15 +181,20 @@ fn run(shared: &Shared, path: &Path, busy_timeout: Duration) {
             }
         }
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() >= CHECKPOINT_BYTES)
-            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            && let Some(Err(e)) = outside_forks(|| {
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            })
         {
             tracing::warn!("SQLite checkpoint failed: {}", sql_err(path, e));
         }
         if shared.writes.load(Ordering::Relaxed) >= PURGE_EVERY {
-            shared.writes.store(0, Ordering::Relaxed);
             let go_on = || !*shared.stop.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = purge_expired(&conn, path, &go_on) {
-                tracing::warn!("purging expired rows failed: {e}");
+            // Skipped while a fork is prepared: the next tick purges.
+            if let Some(r) = outside_forks(|| purge_expired(&conn, path, &go_on)) {
+                shared.writes.store(0, Ordering::Relaxed);
+                if let Err(e) = r {
+                    tracing::warn!("purging expired rows failed: {e}");
+                }
             }
         }
     }
