@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::BACKEND;
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, deadline};
 use super::proto::{Failure, Reply};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -196,9 +196,9 @@ impl Server {
         self.admit(t)?;
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
         let (conn, pooled) = self.conn(slot, t).await?;
-        // checked_add: a huge timeout means no deadline, not a panic.
+        // A huge timeout means no deadline, not a panic.
         let mut got = until(
-            Instant::now().checked_add(t.response),
+            deadline(t.response),
             conn.exchange(req.clone(), last, count),
         )
         .await;
@@ -206,7 +206,7 @@ impl Server {
             conn.close();
             let (conn, _) = self.conn(slot, t).await?;
             got = until(
-                Instant::now().checked_add(t.response),
+                deadline(t.response),
                 conn.exchange(req, last, count),
             )
             .await;
