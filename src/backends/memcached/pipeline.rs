@@ -362,7 +362,8 @@ mod tests {
         assert!(deadline(Duration::from_secs(5)).is_some());
         assert_eq!(deadline(Duration::MAX), None);
         // The furthest `after` the clock takes from now, less half a
-        // second: it fits, but tokio's rounding up might not.
+        // second: it fits, but tokio's rounding up might not. Whole
+        // seconds first.
         let now = std::time::Instant::now();
         let (mut lo, mut hi) = (0u64, u64::MAX);
         while lo < hi {
@@ -373,7 +374,17 @@ mod tests {
                 hi = mid - 1;
             }
         }
-        let edge = Duration::from_secs(lo).saturating_sub(Duration::from_millis(500));
+        // Then the nanoseconds left below the limit's last second.
+        let (mut nlo, mut nhi) = (0u32, 999_999_999u32);
+        while nlo < nhi {
+            let mid = nlo + (nhi - nlo).div_ceil(2);
+            if now.checked_add(Duration::new(lo, mid)).is_some() {
+                nlo = mid;
+            } else {
+                nhi = mid - 1;
+            }
+        }
+        let edge = Duration::new(lo, nlo).saturating_sub(Duration::from_millis(500));
         assert!(now.checked_add(edge).is_some());
         assert_eq!(deadline(edge), None, "half a second from the limit");
     }
