@@ -239,8 +239,55 @@ pub(crate) async fn open_blocking<C: Cache + 'static>(
     Ok(Arc::new(c))
 }
 
+/// `after` from now, or `None` (no deadline) when that is so far off that
+/// the timer would overflow the clock: tokio rounds a deadline up to its
+/// next millisecond, so one within a millisecond of `Instant`'s limit
+/// panicked ("overflow when adding duration to instant"); a second of room
+/// covers it.
+#[cfg(any(feature = "memcached", feature = "redis"))]
+pub(crate) fn timer_deadline(after: std::time::Duration) -> Option<std::time::Instant> {
+    let now = std::time::Instant::now();
+    now.checked_add(after.saturating_add(std::time::Duration::from_secs(1)))?;
+    now.checked_add(after)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[cfg(any(feature = "memcached", feature = "redis"))]
+    fn deadlines_within_a_second_of_the_clocks_limit_are_none() {
+        use super::timer_deadline;
+        use std::time::Duration;
+        assert!(timer_deadline(Duration::from_secs(5)).is_some());
+        assert_eq!(timer_deadline(Duration::MAX), None);
+        // The furthest `after` the clock takes from now, less half a
+        // second: it fits, but tokio's rounding up might not. Whole
+        // seconds first.
+        let now = std::time::Instant::now();
+        let (mut lo, mut hi) = (0u64, u64::MAX);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if now.checked_add(Duration::from_secs(mid)).is_some() {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        // Then the nanoseconds left below the limit's last second.
+        let (mut nlo, mut nhi) = (0u32, 999_999_999u32);
+        while nlo < nhi {
+            let mid = nlo + (nhi - nlo).div_ceil(2);
+            if now.checked_add(Duration::new(lo, mid)).is_some() {
+                nlo = mid;
+            } else {
+                nhi = mid - 1;
+            }
+        }
+        let edge = Duration::new(lo, nlo).saturating_sub(Duration::from_millis(500));
+        assert!(now.checked_add(edge).is_some());
+        assert_eq!(timer_deadline(edge), None, "half a second from the limit");
+    }
+
     /// Only meaningful in a build without the sqlite feature (CI runs one).
     #[cfg(not(feature = "sqlite"))]
     #[tokio::test]

@@ -117,22 +117,11 @@ impl Drop for MidWrite<'_> {
     }
 }
 
-/// `after` from now, or `None` (no deadline) when that is so far off that
-/// the timer would overflow the clock: tokio rounds a deadline up to its
-/// next millisecond, so one within a millisecond of `Instant`'s limit
-/// panicked ("overflow when adding duration to instant"); a second of room
-/// covers it.
-pub(super) fn deadline(after: Duration) -> Option<std::time::Instant> {
-    let now = std::time::Instant::now();
-    now.checked_add(after.saturating_add(Duration::from_secs(1)))?;
-    now.checked_add(after)
-}
-
 impl Pipeline {
     /// Connects within `timeout`: `Err(None)` when it ran out.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Pipeline, Option<std::io::Error>> {
         let connect = TcpStream::connect(addr);
-        let s = match deadline(timeout) {
+        let s = match crate::backends::timer_deadline(timeout) {
             Some(d) => tokio::time::timeout_at(d.into(), connect).await,
             None => Ok(connect.await),
         };
@@ -353,39 +342,3 @@ impl Pipeline {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_within_a_second_of_the_clocks_limit_are_none() {
-        assert!(deadline(Duration::from_secs(5)).is_some());
-        assert_eq!(deadline(Duration::MAX), None);
-        // The furthest `after` the clock takes from now, less half a
-        // second: it fits, but tokio's rounding up might not. Whole
-        // seconds first.
-        let now = std::time::Instant::now();
-        let (mut lo, mut hi) = (0u64, u64::MAX);
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            if now.checked_add(Duration::from_secs(mid)).is_some() {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        // Then the nanoseconds left below the limit's last second.
-        let (mut nlo, mut nhi) = (0u32, 999_999_999u32);
-        while nlo < nhi {
-            let mid = nlo + (nhi - nlo).div_ceil(2);
-            if now.checked_add(Duration::new(lo, mid)).is_some() {
-                nlo = mid;
-            } else {
-                nhi = mid - 1;
-            }
-        }
-        let edge = Duration::new(lo, nlo).saturating_sub(Duration::from_millis(500));
-        assert!(now.checked_add(edge).is_some());
-        assert_eq!(deadline(edge), None, "half a second from the limit");
-    }
-}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::BACKEND;
-use super::pipeline::{Pipeline, deadline};
+use super::pipeline::Pipeline;
 use super::proto::{Failure, Reply};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -198,7 +198,7 @@ impl Server {
         let (conn, pooled) = self.conn(slot, t).await?;
         // A huge timeout means no deadline, not a panic.
         let mut got = until(
-            deadline(t.response),
+            crate::backends::timer_deadline(t.response),
             conn.exchange(req.clone(), last, count),
         )
         .await;
@@ -206,7 +206,7 @@ impl Server {
             conn.close();
             let (conn, _) = self.conn(slot, t).await?;
             got = until(
-                deadline(t.response),
+                crate::backends::timer_deadline(t.response),
                 conn.exchange(req, last, count),
             )
             .await;

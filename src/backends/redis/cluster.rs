@@ -334,12 +334,8 @@ impl Cluster {
         let n = b.keys.len();
         // A huge response_timeout means "no deadline", not an overflow.
         let now = Instant::now();
-        // (A second of room: tokio rounds timer deadlines up.)
-        let deadline = now
-            .checked_add(self.response_timeout.saturating_add(Duration::from_secs(1)))
-            .map_or(now + Duration::from_secs(100 * 365 * 86_400), |_| {
-                now + self.response_timeout
-            });
+        let deadline = crate::backends::timer_deadline(self.response_timeout)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
         let mut r = Round {
             pending: (0..n).map(|i| (i, None)).collect(),
             alone: vec![b.multi.is_none(); n],
