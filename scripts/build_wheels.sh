@@ -27,8 +27,13 @@ export PATH="$PWD/$tools/bin:$PATH"
 export CARGO_TARGET_DIR="$PWD/target/python"
 
 rm -rf "$out" && mkdir -p "$out"
-maturin build -m python/Cargo.toml --locked --compatibility manylinux2014 --zig \
-    --interpreter "$tools/bin/python" --out "$out"
+if ! maturin build -m python/Cargo.toml --locked --compatibility manylinux2014 --zig \
+    --interpreter "$tools/bin/python" --out "$out"; then
+    # A full disk shows up as a truncated archive or object inside a C build.
+    echo "build_wheels.sh: the wheel's release build failed; free space under target/:" >&2
+    df -h target >&2 || true
+    exit 1
+fi
 maturin sdist -m python/Cargo.toml --out "$out"
 
 wheel=$(ls "$out"/*.whl)

@@ -26,6 +26,13 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+# The suite's builds need about 8 GB under target/ (debug test binaries and
+# the wheel's release build); on less, C builds fail with truncated files.
+free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
+    echo "test.sh: warning: only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR==2 {print $6}'); the suite's builds need about 8 GB" >&2
+fi
+
 # The packages start system services; the tests use their own servers.
 if [ $# -eq 0 ]; then
     # The tier's cross-process latency tests (p99 of write -> eviction in
