@@ -164,7 +164,8 @@ enum Command {
     },
     /// Read entries written by `export` (or a seed cache file) into a cache.
     Import(transfer::ImportArgs),
-    /// Rewrite a store without dead space (file: logs).
+    /// Rewrite a store without dead space (file: logs), then print its stats
+    /// (nothing with -q).
     Compact {
         #[command(flatten)]
         cache: CacheArg,
@@ -336,7 +337,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             format,
         } => transfer::export(&cache.at(dir)?, &output, format, quiet).await,
         Command::Import(args) => transfer::import(args, quiet, dir).await,
-        Command::Compact { cache } => ops::compact(&cache.at(dir)?).await,
+        Command::Compact { cache } => ops::compact(&cache.at(dir)?, quiet).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut command(), "unicache", &mut out);

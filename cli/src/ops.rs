@@ -211,9 +211,12 @@ fn publish_stats(s: &unicache::Stats, url: &str) {
     }
 }
 
-pub async fn compact(url: &str) -> anyhow::Result<Outcome> {
+pub async fn compact(url: &str, quiet: bool) -> anyhow::Result<Outcome> {
     let cache = open_url(url, true).await?;
     cache.compact().await?;
+    if quiet {
+        return Ok(Outcome::Success);
+    }
     let s = cache.stats().await?;
     let mut text = serde_json::to_string_pretty(&s)?;
     text.push('\n');

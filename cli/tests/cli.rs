@@ -1061,6 +1061,40 @@ fn a_first_entry_over_a_mebibyte_round_trips_through_export_and_import() {
 }
 
 #[test]
+fn compact_prints_the_stats_and_nothing_with_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for url in ["file:c.log", "sqlite:c.db"] {
+        let set = unicache()
+            .current_dir(d)
+            .args(["set", "-c", url, "k", "v"])
+            .output()
+            .unwrap();
+        common::assert_exit(&set, 0);
+        let loud = unicache()
+            .current_dir(d)
+            .args(["compact", "-c", url])
+            .output()
+            .unwrap();
+        common::assert_exit(&loud, 0);
+        let stats: serde_json::Value = serde_json::from_slice(&loud.stdout).unwrap();
+        assert!(stats.is_object(), "{url}: {stats}");
+        let quiet = unicache()
+            .current_dir(d)
+            .args(["compact", "-q", "-c", url])
+            .output()
+            .unwrap();
+        common::assert_exit(&quiet, 0);
+        assert!(
+            quiet.stdout.is_empty() && quiet.stderr.is_empty(),
+            "{url}: compact -q printed {:?} {:?}",
+            String::from_utf8_lossy(&quiet.stdout),
+            String::from_utf8_lossy(&quiet.stderr)
+        );
+    }
+}
+
+#[test]
 fn read_only_commands_create_nothing_and_bare_names_mean_one_place() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
