@@ -23,6 +23,9 @@ use futures::FutureExt;
 use std::hint::black_box;
 use unicache::Cache;
 
+#[path = "support/paired.rs"]
+mod paired;
+
 /// Keys in the cache; the strided runs visit all of them, so most lookups
 /// miss the CPU's caches (as a large working set does).
 const N: usize = 50_000;
@@ -51,6 +54,44 @@ fn bench(c: &mut Criterion) {
     for k in &keys {
         raw.insert(k.clone(), Bytes::copy_from_slice(&value));
         cache.set(k, &value, None).now_or_never().unwrap().unwrap();
+    }
+
+    // Raw map and unicache in alternation first (the ratios to read on a
+    // shared machine), then each on its own through criterion.
+    for (set, n, stride, iters) in [("hot1k", HOT, 7, 20_000), ("stride50k", N, STRIDE, 5_000)] {
+        let (mut a, mut b) = (0usize, 0usize);
+        paired::paired(
+            &format!("memory_get_{set}"),
+            101,
+            iters,
+            || {
+                a = (a + stride) % n;
+                black_box(raw.get(keys[a].as_str()));
+            },
+            || {
+                b = (b + stride) % n;
+                black_box(cache.get(&keys[b]).now_or_never().unwrap().unwrap());
+            },
+        );
+        let (mut a, mut b) = (0usize, 0usize);
+        paired::paired(
+            &format!("memory_get_latency_{set}"),
+            101,
+            iters,
+            || {
+                let v = raw.get(keys[a].as_str()).unwrap();
+                a = (a + stride + v.len()) % n;
+            },
+            || {
+                let v = cache
+                    .get(&keys[b])
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+                b = (b + stride + v.len()) % n;
+            },
+        );
     }
 
     let mut i = 0usize;

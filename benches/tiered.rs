@@ -25,6 +25,9 @@ use unicache::Cache;
 #[path = "../tests/common/servers.rs"]
 mod servers;
 
+#[path = "support/paired.rs"]
+mod paired;
+
 const N: usize = 1_000;
 /// Keys of the strided L1 hits: all of them held in L1 and in `memory://`.
 const BIG: usize = 50_000;
@@ -37,7 +40,7 @@ fn bench(c: &mut Criterion) {
     let big: Vec<String> = (0..BIG).map(|i| format!("key:{i}")).collect();
     // The hot set is the first N of them.
     let keys = big[..N].to_vec();
-    let value = vec![7u8; 100];
+    let value = [7u8; 100];
     let base = format!("redis://127.0.0.1:{}?namespace=bench", server.port);
     let open = |u: String| -> Arc<dyn Cache> { rt.block_on(unicache::open(&u)).unwrap().into() };
     let memory = open("memory://?capacity=100000".into());
@@ -72,6 +75,33 @@ fn bench(c: &mut Criterion) {
         .count();
     drop(_in_rt);
     eprintln!("l1_hit: {missed} of {BIG} keys not in L1 after the fill");
+
+    // memory:// and the L1 hit in alternation first (the ratios to read on
+    // a shared machine), then each on its own through criterion.
+    {
+        let _in_rt = rt.enter();
+        for (set, n, stride, iters) in [("hot1k", N, 7, 20_000), ("stride50k", BIG, STRIDE, 5_000)]
+        {
+            let (mut a, mut b) = (0usize, 0usize);
+            paired::paired(
+                &format!("l1_hit_{set}"),
+                101,
+                iters,
+                || {
+                    a = (a + stride) % n;
+                    black_box(memory.get(&big[a]).now_or_never().unwrap().unwrap());
+                },
+                || {
+                    b = (b + stride) % n;
+                    let v = match tiered.get(&big[b]).now_or_never() {
+                        Some(r) => r,
+                        None => rt.block_on(tiered.get(&big[b])),
+                    };
+                    black_box(v.unwrap());
+                },
+            );
+        }
+    }
 
     let mut g = c.benchmark_group("l1_hit");
     let mut i = 0usize;
