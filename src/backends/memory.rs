@@ -135,18 +135,60 @@ impl Entry {
     }
 }
 
+impl WeighedValue for Entry {
+    fn weighed_len(&self) -> usize {
+        self.value.len()
+    }
+}
+
+/// A value of a map that [`EntryWeighter`] weighs: `memory://`'s entries,
+/// the tier's L1 entries.
+pub(crate) trait WeighedValue {
+    /// Its size in bytes, key excluded.
+    fn weighed_len(&self) -> usize;
+}
+
 /// Weighs entries so that one weight budget enforces both bounds: with
 /// `W = capacity * max_bytes` and `weight = max(max_bytes, size * capacity)`,
 /// staying under `W` keeps the count under `capacity` and the bytes under
 /// `max_bytes`.
-#[derive(Clone)]
-struct EntryWeighter {
-    capacity: u64,
+#[derive(Debug, Clone)]
+pub(crate) struct EntryWeighter {
+    pub(crate) capacity: u64,
     max_bytes: Option<u64>,
 }
 
+/// A quick_cache map bounded as `config` says (entries, and bytes when
+/// given), and its weighter: `memory://`'s map, and the tier's L1.
+pub(crate) fn weighted_map<V: WeighedValue + Clone, L: Lifecycle<String, V> + Clone>(
+    config: &MemoryConfig,
+    lifecycle: L,
+) -> (
+    QuickCache<String, V, EntryWeighter, DefaultHashBuilder, L>,
+    EntryWeighter,
+) {
+    let capacity = config.capacity.max(1);
+    let weighter = EntryWeighter {
+        capacity,
+        max_bytes: config.max_bytes,
+    };
+    let weight_capacity = match config.max_bytes {
+        None => capacity,
+        Some(mb) => mb.saturating_mul(capacity),
+    };
+    let map = QuickCache::with(
+        capacity.min(1 << 24) as usize,
+        weight_capacity,
+        weighter.clone(),
+        DefaultHashBuilder::default(),
+        lifecycle,
+    );
+    (map, weighter)
+}
+
 impl EntryWeighter {
-    fn weigh(&self, key_len: usize, value_len: usize) -> u64 {
+    /// The weight of an entry of `key_len` + `value_len` bytes.
+    pub(crate) fn weigh(&self, key_len: usize, value_len: usize) -> u64 {
         match self.max_bytes {
             None => 1,
             Some(mb) => {
@@ -157,9 +199,9 @@ impl EntryWeighter {
     }
 }
 
-impl Weighter<String, Entry> for EntryWeighter {
-    fn weight(&self, key: &String, val: &Entry) -> u64 {
-        self.weigh(key.len(), val.value.len())
+impl<V: WeighedValue> Weighter<String, V> for EntryWeighter {
+    fn weight(&self, key: &String, val: &V) -> u64 {
+        self.weigh(key.len(), val.weighed_len())
     }
 }
 
@@ -198,27 +240,8 @@ impl MemoryCache {
     /// A cache of at most `config.capacity` entries and, if given,
     /// `config.max_bytes` bytes. Never fails.
     pub fn open(config: MemoryConfig, options: CacheOptions) -> Self {
-        let MemoryConfig {
-            capacity,
-            max_bytes,
-        } = config;
-        let capacity = capacity.max(1);
-        let weighter = EntryWeighter {
-            capacity,
-            max_bytes,
-        };
-        let weight_capacity = match max_bytes {
-            None => capacity,
-            Some(mb) => mb.saturating_mul(capacity),
-        };
         let evictions = Arc::new(AtomicU64::new(0));
-        let map = QuickCache::with(
-            capacity.min(1 << 24) as usize,
-            weight_capacity,
-            weighter.clone(),
-            DefaultHashBuilder::default(),
-            CountEvictions(evictions.clone()),
-        );
+        let (map, weighter) = weighted_map(&config, CountEvictions(evictions.clone()));
         MemoryCache {
             map,
             weighter,
@@ -263,21 +286,6 @@ impl MemoryCache {
             self.counters.miss(1);
         }
         v
-    }
-
-    /// The value under `key`, if live, without counting a hit or miss or
-    /// marking it recently used (the tier's `contains`).
-    pub(crate) fn peek_now(&self, key: &str) -> Option<Bytes> {
-        let e = self.map.peek(key)?;
-        // Only entries with an expiry pay for reading the clock.
-        (e.expires.is_none() || e.live(Instant::now())).then_some(e.value)
-    }
-
-    /// Removes `key` if it still holds `value` (the same bytes, not equal
-    /// ones): a value stored since is left alone.
-    pub(crate) fn remove_if_same(&self, key: &str, value: &Bytes) {
-        self.map
-            .remove_if(key, |v| v.value.as_ptr() == value.as_ptr() && v.value.len() == value.len());
     }
 
     fn lookup(&self, key: &str) -> Option<Entry> {

@@ -6,10 +6,12 @@
 //! epoch. A reader takes a [`Ticket`] (both counters) before it asks L2 and
 //! fills L1 only when neither moved meanwhile, checking again after the
 //! insert, so a message that arrives while an L2 read is in flight is never
-//! undone by that read. Each L1 value carries a 16-byte header: its own
+//! undone by that read. Each L1 entry carries, beside its value, its own
 //! expiry (the L1 cap or L2's expiry, whichever comes first) and the L2
 //! expiry it was read with, so L1 never outlives L2 and `get_with_ttl`
-//! answers from L1 with L2's remaining TTL.
+//! answers from L1 with L2's remaining TTL. Both sit in the map's slot,
+//! not in the value's bytes: a hit reads no byte of the value, which
+//! costs a cache miss per hit once the entries outgrow the CPU's caches.
 //!
 //! A hit checks the expiry against the coarse monotonic clock (on Linux
 //! `CLOCK_MONOTONIC_COARSE`: a read of the vDSO page, no clock source),
@@ -18,19 +20,21 @@
 //! twice that resolution of its expiry pays for the precise clock, so most
 //! hits read no precise clock (that read was a third of a hit's cost) and
 //! the boundary is exact unless the coarse clock falls further behind. The
-//! memory cache underneath keeps L1's entries without a TTL of its own; an
-//! expired entry is removed when read (if it is still the one read).
+//! map underneath (quick_cache, bounded as `memory://` is) keeps L1's
+//! entries without a TTL of its own; an expired entry is removed when read
+//! (if it is still the one read).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::FutureExt;
+use bytes::Bytes;
+use quick_cache::DefaultHashBuilder;
+use quick_cache::sync::Cache as QuickCache;
 
 use super::config::TierConfig;
 use super::stats::{TierStats, add};
-use crate::backends::memory::{MemoryCache, MemoryConfig};
-use crate::cache::{Cache, CacheOptions, INTERNAL_PREFIX, ValueTtl};
+use crate::backends::memory::{EntryWeighter, MemoryConfig, WeighedValue, weighted_map};
+use crate::cache::{INTERNAL_PREFIX, ValueTtl};
 
 /// How long after the backplane task last ran on time L1 still serves
 /// hits. A reader that was stopped or starved for longer reads L2 until a
@@ -45,9 +49,9 @@ pub(crate) const FRESH: Duration = Duration::from_millis(30);
 const STRIPES: usize = 4096;
 /// Locks over the generation stripes (a divisor of `STRIPES`).
 const LOCKS: usize = 64;
-/// Header: L1's expiry, then L2's, both on the precise clock, in
-/// microseconds; `u64::MAX` for never.
-const HEADER: usize = 16;
+/// Bytes of an entry's two expiries, counted in its size against
+/// `l1_max_bytes` (as when they were a header of the value).
+const EXPIRIES: usize = 16;
 const NEVER: u64 = u64::MAX;
 
 /// The monotonic clocks, in microseconds from an arbitrary start.
@@ -129,10 +133,21 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(NEVER)
 }
 
-fn read_u64(b: &[u8], at: usize) -> u64 {
-    let mut h = [0u8; 8];
-    h.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(h)
+/// One L1 entry: the value and its expiries, both on the precise clock,
+/// in microseconds (`NEVER`: none).
+#[derive(Clone)]
+struct Slot {
+    value: Bytes,
+    /// L1's own expiry.
+    expiry: u64,
+    /// L2's expiry as of the read (or write) that stored it.
+    l2_deadline: u64,
+}
+
+impl WeighedValue for Slot {
+    fn weighed_len(&self) -> usize {
+        self.value.len() + EXPIRIES
+    }
 }
 
 /// What a reader or writer saw before it went to L2.
@@ -148,7 +163,11 @@ pub(crate) struct Ticket {
 /// The guarded L1 and the tier's counters.
 #[derive(Debug)]
 pub(crate) struct L1 {
-    mem: MemoryCache,
+    map: QuickCache<String, Slot, EntryWeighter, DefaultHashBuilder>,
+    weighter: EntryWeighter,
+    /// Hits served (a lookup that found an expired entry, or found one
+    /// while hits were suspended, is none).
+    hits: AtomicU64,
     cap: Duration,
     gens: Box<[AtomicU64]>,
     /// Held while a fill checks its ticket and stores, and while a write or
@@ -169,8 +188,6 @@ pub(crate) struct L1 {
     grain: u64,
     /// How far the coarse clock is taken to lag (µs).
     lag: u64,
-    /// Hits of the memory cache underneath that L1 found expired.
-    expired: AtomicU64,
     pub stats: TierStats,
 }
 
@@ -182,8 +199,11 @@ impl L1 {
         if let Some(b) = cfg.max_bytes {
             mc = mc.max_bytes(b);
         }
+        let (map, weighter) = weighted_map(&mc, Default::default());
         L1 {
-            mem: MemoryCache::open(mc, CacheOptions::new()),
+            map,
+            weighter,
+            hits: AtomicU64::new(0),
             cap: cfg.l1_ttl,
             gens: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             locks: (0..LOCKS).map(|_| std::sync::Mutex::new(())).collect(),
@@ -192,7 +212,6 @@ impl L1 {
             serve_until: AtomicU64::new(if live { NEVER } else { 0 }),
             grain: micros(grain),
             lag: clock::lag(),
-            expired: AtomicU64::new(0),
             stats: TierStats::default(),
         }
     }
@@ -212,34 +231,32 @@ impl L1 {
         self.live.load(Ordering::Acquire)
     }
 
-    /// The raw L1 entry (header + value), when live and not expired.
-    fn raw(&self, key: &str) -> Option<Bytes> {
+    /// The L1 entry of `key`, when live and not expired; counted as a hit.
+    fn slot(&self, key: &str) -> Option<Slot> {
         if !self.is_live() {
             return None;
         }
-        let b = self.mem.get_now(key)?;
+        let s = self.map.get(key)?;
         let now = clock::coarse();
         // The backplane task is behind (this process was stopped, or is
         // starved): invalidations may be queued unread, so L2 answers.
         if now >= self.serve_until.load(Ordering::Acquire) {
             return None;
         }
-        if self.unexpired(&b, now) {
-            return Some(b);
+        if self.unexpired(s.expiry, now) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(s);
         }
-        // Expired (or not ours): gone, and not an L1 hit after all.
-        self.expired.fetch_add(1, Ordering::Relaxed);
-        self.mem.remove_if_same(key, &b);
+        // Expired: gone (unless replaced since), and no hit.
+        self.map.remove_if(key, |v| {
+            v.expiry == s.expiry && v.value.as_ptr() == s.value.as_ptr()
+        });
         None
     }
 
-    /// Whether entry `b` is before its L1 expiry: on the coarse clock when
-    /// far from it, on the precise one near it.
-    fn unexpired(&self, b: &Bytes, coarse_now: u64) -> bool {
-        if b.len() < HEADER {
-            return false;
-        }
-        let expiry = read_u64(b, 0);
+    /// Whether an entry expiring at `expiry` is before it: on the coarse
+    /// clock when far from it, on the precise one near it.
+    fn unexpired(&self, expiry: u64, coarse_now: u64) -> bool {
         coarse_now.saturating_add(self.lag) < expiry || clock::precise() < expiry
     }
 
@@ -259,34 +276,24 @@ impl L1 {
 
     /// The value L1 holds for `key`.
     pub fn get(&self, key: &str) -> Option<Bytes> {
-        let mut b = self.raw(key)?;
-        // Moves the start: no second reference count as `slice` would take.
-        b.advance(HEADER);
-        Some(b)
+        self.slot(key).map(|s| s.value)
     }
 
-    /// Reads L1 answered with a value (its own counters).
+    /// Reads L1 answered with a value.
     pub fn hits(&self) -> u64 {
-        let hits = self
-            .mem
-            .stats()
-            .now_or_never()
-            .and_then(|r| r.ok())
-            .map_or(0, |s| s.hits);
-        hits.saturating_sub(self.expired.load(Ordering::Relaxed))
+        self.hits.load(Ordering::Relaxed)
     }
 
     /// The value and L2's remaining TTL, from L1.
     pub fn get_with_ttl(&self, key: &str) -> Option<ValueTtl> {
-        let b = self.raw(key)?;
-        let deadline = read_u64(&b, 8);
-        let ttl = if deadline == NEVER {
+        let s = self.slot(key)?;
+        let ttl = if s.l2_deadline == NEVER {
             None
         } else {
-            let left = deadline.checked_sub(clock::precise())?;
+            let left = s.l2_deadline.checked_sub(clock::precise())?;
             Some(Duration::from_micros(left.max(1)))
         };
-        Some(ValueTtl::new(b.slice(HEADER..), ttl))
+        Some(ValueTtl::new(s.value, ttl))
     }
 
     /// Whether L1 holds `key` (not counted as a read).
@@ -295,9 +302,9 @@ impl L1 {
         self.is_live()
             && now < self.serve_until.load(Ordering::Acquire)
             && self
-                .mem
-                .peek_now(key)
-                .is_some_and(|b| self.unexpired(&b, now))
+                .map
+                .peek(key)
+                .is_some_and(|s| self.unexpired(s.expiry, now))
     }
 
     /// Taken before a read or write goes to L2.
@@ -334,13 +341,19 @@ impl L1 {
         if l1_expiry <= now {
             return false;
         }
-        let mut b = BytesMut::with_capacity(HEADER + value.len());
-        b.put_u64_le(l1_expiry);
-        b.put_u64_le(l2_deadline);
-        b.put_slice(value);
-        // No TTL in the memory cache: the header's expiry is checked on
-        // reads, and capacity evicts what is never read again.
-        matches!(self.mem.set(key, &b, None).now_or_never(), Some(Ok(())))
+        // Too large for one shard: quick_cache would not keep it.
+        if self.weighter.weigh(key.len(), value.len() + EXPIRIES) > self.map.shard_capacity() {
+            return false;
+        }
+        // No TTL in the map: the slot's expiry is checked on reads, and
+        // capacity evicts what is never read again.
+        let slot = Slot {
+            value: Bytes::copy_from_slice(value),
+            expiry: l1_expiry,
+            l2_deadline,
+        };
+        self.map.insert(key.to_string(), slot);
+        true
     }
 
     /// Fills L1 after an L2 hit read under ticket `t`, unless the key was
@@ -386,7 +399,7 @@ impl L1 {
     }
 
     fn remove(&self, key: &str) {
-        let _ = self.mem.delete(key).now_or_never();
+        self.map.remove(key);
     }
 
     /// Evicts `key` (another process changed it, or a write's outcome is unknown).
@@ -400,7 +413,7 @@ impl L1 {
     /// Empties L1; fills in flight are dropped.
     pub fn flush(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let _ = self.mem.clear().now_or_never();
+        self.map.clear();
     }
 
     /// Turns L1 on after a subscription is confirmed: flushed first, so
@@ -425,11 +438,10 @@ impl L1 {
 
     /// L1's size and bounds, for stats.
     pub fn describe(&self) -> serde_json::Value {
-        let n = self.mem.len().now_or_never().and_then(|r| r.ok());
         serde_json::json!({
-            "entries": n,
+            "entries": self.map.len(),
             "ttl_cap_ms": self.cap.as_millis() as u64,
-            "endpoint": self.mem.endpoint(),
+            "endpoint": format!("memory://?capacity={}", self.weighter.capacity),
         })
     }
 }
@@ -572,6 +584,9 @@ mod tests {
         assert!(c.get("k").is_some(), "entry kept while the lease was out");
         std::thread::sleep(Duration::from_millis(20) + Duration::from_micros(c.lag));
         assert_eq!(c.get("k"), None, "served past the lease");
+        // Only the two reads served count as hits, not the two refused
+        // for want of a lease (the entry was there all along).
+        assert_eq!(c.hits(), 2);
     }
 
     #[test]
