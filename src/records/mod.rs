@@ -182,33 +182,56 @@ pub struct InputMeta {
 
 /// Removes insignificant whitespace from valid JSON text.
 pub fn minify(json: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let mut in_str = false;
-    let mut escaped = false;
-    for &b in json.as_bytes() {
-        if in_str {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_str = false;
+    let b = json.as_bytes();
+    // Valid JSON has no raw byte below 0x21 but whitespace (control
+    // characters are escaped inside strings), so text without one is
+    // already compact: one copy, the common case for machine-written lines.
+    if b.chunks(64)
+        .all(|c| c.iter().fold(true, |ok, &x| ok & (x > b' ')))
+    {
+        return b.to_vec();
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' {
+            // A string goes through whole, up to its closing quote (an
+            // escaped quote does not close it).
+            let start = i;
+            i += 1;
+            loop {
+                let next = b
+                    .get(i..)
+                    .and_then(|r| r.iter().position(|&x| x == b'"' || x == b'\\'));
+                let Some(j) = next else {
+                    i = b.len(); // unterminated: the rest is the string's
+                    break;
+                };
+                i += j + 1;
+                if b[i - 1] == b'"' {
+                    break;
+                }
+                i += 1; // the escaped character
             }
-        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            if b == b'"' {
-                in_str = true;
-            }
-            out.push(b);
+            let end = i.min(b.len());
+            out.extend_from_slice(&b[start..end]);
+            i = end;
+            continue;
         }
+        if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            out.push(c);
+        }
+        i += 1;
     }
     out
 }
 
 /// The key field's value, if usable: a non-empty string, or an integer of
 /// any size as its decimal text. A field given twice counts by its last
-/// occurrence, as JSON parsers (and the seed) read it.
-fn extract_key(raw: &str, field: &str) -> Result<Option<String>, String> {
+/// occurrence, as JSON parsers (and the seed) read it. With `whole`, text
+/// after the object other than whitespace is an error too.
+fn extract_key(raw: &str, field: &str, whole: bool) -> Result<Option<String>, String> {
     struct FindKey<'f>(&'f str);
     impl<'de> Visitor<'de> for FindKey<'_> {
         type Value = Option<&'de RawValue>;
@@ -230,6 +253,9 @@ fn extract_key(raw: &str, field: &str) -> Result<Option<String>, String> {
     let mut de = serde_json::Deserializer::from_str(raw);
     let found =
         de::Deserializer::deserialize_map(&mut de, FindKey(field)).map_err(|e| e.to_string())?;
+    if whole {
+        de.end().map_err(|e| e.to_string())?;
+    }
     Ok(found.and_then(|v| key_text(v.get())))
 }
 
@@ -275,7 +301,7 @@ pub fn key_record(
             raw: text(),
         }));
     }
-    let key = match extract_key(raw, &policy.field) {
+    let key = match extract_key(raw, &policy.field, false) {
         Ok(k) => k,
         Err(e) => {
             return Ok(Item::Rejected(Rejected {
@@ -285,6 +311,39 @@ pub fn key_record(
             }));
         }
     };
+    keyed(value, key, position, policy, source)
+}
+
+/// Keys and encodes one JSON Lines line in a single parse (the line's
+/// syntax, its being an object and its key field, all at once): what
+/// [`key_record`] makes of the line's JSON value, which costs a parse more
+/// (the value's extent first). `None` when the line is anything but a
+/// well-formed object: [`key_record`]'s path then says why, as before.
+fn key_line(
+    line: &str,
+    position: Position,
+    policy: &KeyPolicy,
+    source: &str,
+) -> Option<Result<Item, InputError>> {
+    if !line.trim_start().starts_with('{') {
+        return None;
+    }
+    let key = extract_key(line, &policy.field, true).ok()?;
+    // Only JSON whitespace is left around the object (the parse said so):
+    // trimmed first, a line without any inside is copied whole by `minify`.
+    let object = line.trim_matches(|c| matches!(c, ' ' | '\n' | '\r' | '\t'));
+    Some(keyed(minify(object), key, position, policy, source))
+}
+
+/// A record from its compact JSON and its key, if usable, per `policy`.
+fn keyed(
+    value: Vec<u8>,
+    key: Option<String>,
+    position: Position,
+    policy: &KeyPolicy,
+    source: &str,
+) -> Result<Item, InputError> {
+    let text = || String::from_utf8_lossy(&value).into_owned();
     match (key, policy.missing) {
         (Some(key), _) => Ok(Item::Record(Record {
             position,
@@ -404,23 +463,36 @@ fn read_jsonl<R: BufRead>(
                 reason: format!("not valid UTF-8 at byte {}", e.valid_up_to()),
                 raw: String::from_utf8_lossy(text).trim_end().to_string(),
             }),
-            Ok(s) => match serde_json::from_str::<&RawValue>(s) {
-                Err(e) => Item::Rejected(Rejected {
-                    position,
-                    reason: format!(
-                        "malformed JSON at column {}: {}",
-                        e.column(),
-                        e.to_string()
-                            .rsplit_once(" at line ")
-                            .map(|x| x.0.to_string())
-                            .unwrap_or_default()
-                    ),
-                    raw: s.trim_end().to_string(),
-                }),
-                Ok(raw) => key_record(raw.get(), position, policy, source)?,
+            Ok(s) => match key_line(s, position, policy, source) {
+                Some(item) => item?,
+                None => slow_line(s, position, policy, source)?,
             },
         };
         Ok(sink(item))
+    })
+}
+
+/// A line [`key_line`] did not take: not an object, or not JSON at all.
+fn slow_line(
+    s: &str,
+    position: Position,
+    policy: &KeyPolicy,
+    source: &str,
+) -> Result<Item, InputError> {
+    Ok(match serde_json::from_str::<&RawValue>(s) {
+        Err(e) => Item::Rejected(Rejected {
+            position,
+            reason: format!(
+                "malformed JSON at column {}: {}",
+                e.column(),
+                e.to_string()
+                    .rsplit_once(" at line ")
+                    .map(|x| x.0.to_string())
+                    .unwrap_or_default()
+            ),
+            raw: s.trim_end().to_string(),
+        }),
+        Ok(raw) => key_record(raw.get(), position, policy, source)?,
     })
 }
 

@@ -251,3 +251,100 @@ fn scan_finds_backends_after_records() {
     .unwrap();
     assert_eq!(b, Some(vec!["file".to_string()]));
 }
+
+/// The byte-at-a-time `minify` the faster one replaced: the reference.
+fn minify_bytewise(json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_str, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_str {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            if b == b'"' {
+                in_str = true;
+            }
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Every string of up to 6 characters from an alphabet of the bytes that
+/// matter (quotes, escapes, whitespace inside and outside strings, an
+/// unterminated string, a trailing backslash) minifies as before.
+#[test]
+fn minify_matches_the_bytewise_reference() {
+    let alphabet = ['"', '\\', ' ', '\n', '\t', 'a', '{', ':'];
+    let mut s = String::new();
+    fn each(s: &mut String, left: usize, alphabet: &[char]) {
+        assert_eq!(minify(s), minify_bytewise(s), "{s:?}");
+        if left == 0 {
+            return;
+        }
+        for &c in alphabet {
+            s.push(c);
+            each(s, left - 1, alphabet);
+            s.pop();
+        }
+    }
+    each(&mut s, 6, &alphabet);
+    for long in [
+        format!("{{\"key\":\"k\",\"v\":\"{}\"}}", "x".repeat(200)),
+        format!("{{\"key\" : \"k\", \"v\":\"{} \\\" \"}}", "é".repeat(70)),
+    ] {
+        assert_eq!(minify(&long), minify_bytewise(&long), "{long:?}");
+    }
+}
+
+/// JSON Lines lines keyed in one parse come out exactly as the two-parse
+/// path (the line's JSON value first, then `key_record`) makes them, for
+/// every policy: records, rejects and their reasons, fatal errors.
+#[test]
+fn one_parse_lines_match_the_two_parse_path() {
+    let lines = [
+        "{\"key\":\"a\",\"v\":1}\n",
+        "{\"key\":\"a\",\"v\":1}\r\n",
+        "  { \"key\" : \"b c\" , \"v\" : [1, 2.50, {\"x\": \"y z\"}] }  \n",
+        "{\"key\":7}",
+        "{\"key\":-12345678901234567890123}\n",
+        "{\"key\":1.5}\n",
+        "{\"key\":\"\"}\n",
+        "{\"id\":1}\n",
+        "{\"key\":\"a\",\"key\":\"b\"}\n",
+        "{\"key\":\"a\\\"b\\u00e9\"}\n",
+        "{\"key\":\"a\"} x\n",
+        "{\"key\":\"a\"}{}\n",
+        "{\"key\":\"a\"\n",
+        "{bad\n",
+        "[1,2]\n",
+        "5\n",
+        "\"s\"\n",
+        "null\n",
+        "{\"key\":\"a\",}\n",
+        "{\"key\":\"tab\there\"}\n",
+    ];
+    let policies =
+        [MissingKey::Skip, MissingKey::Hash, MissingKey::Fail].map(|missing| KeyPolicy {
+            field: "key".into(),
+            missing,
+        });
+    for policy in &policies {
+        for (n, line) in lines.iter().enumerate() {
+            let position = Position {
+                record: n as u64 + 1,
+                line: n as u64 + 1,
+            };
+            let two = slow_line(line, position, policy, "in");
+            let one = key_line(line, position, policy, "in")
+                .unwrap_or_else(|| slow_line(line, position, policy, "in"));
+            assert_eq!(one, two, "{line:?} {policy:?}");
+        }
+    }
+}

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::batch::Packed;
 use super::{Batch, Progress, Target, TargetReport, WriteOptions, rejects::Rejects};
 use crate::cache::Cache;
 use crate::error::Error;
-use crate::records::{Record, Rejected};
+use crate::records::Rejected;
 
 pub(super) type Lane = tokio::task::JoinHandle<(TargetReport, Vec<u64>)>;
 
@@ -90,18 +91,21 @@ impl Health {
 /// into `pending`, as one `set_many` call's would be.
 async fn attempt(
     cache: &dyn Cache,
-    batch: &[Record],
+    batch: &Packed,
     pending: &[usize],
     options: &WriteOptions,
 ) -> Result<(), Error> {
     let entries: Vec<(&str, &[u8])> = pending
         .iter()
-        .map(|&i| (batch[i].key.as_str(), batch[i].value.as_slice()))
+        .map(|&i| {
+            let r = batch.get(i);
+            (r.key, r.value)
+        })
         .collect();
-    if pending.iter().all(|&i| batch[i].ttl.is_none()) {
+    if pending.iter().all(|&i| batch.get(i).ttl.is_none()) {
         return set_many(cache, &entries, options.ttl, options).await;
     }
-    let ttl = |j: usize| batch[pending[j]].ttl.or(options.ttl);
+    let ttl = |j: usize| batch.get(pending[j]).ttl.or(options.ttl);
     let (mut failures, mut start) = (Vec::new(), 0);
     while start < entries.len() {
         let end = (start..entries.len())
@@ -145,13 +149,45 @@ async fn set_many(
     }
 }
 
+/// [`attempt`], on a thread of its own for a backend that does its work
+/// when called (SQLite, the file log, `memory://`: [`Capabilities::inline`]):
+/// on a runtime worker it would hold that worker for the whole batch, and
+/// the other lanes' network replies and sends would wait for it (two
+/// workers, two such lanes: every network lane stalled). A backend that
+/// awaits the network runs on the workers as before.
+///
+/// [`Capabilities::inline`]: crate::cache::Capabilities::inline
+async fn attempt_on_lane(
+    cache: &Arc<dyn Cache>,
+    inline: bool,
+    batch: &Batch,
+    pending: &[usize],
+    options: &Arc<WriteOptions>,
+) -> Result<(), Error> {
+    if !inline {
+        return attempt(&**cache, batch, pending, options).await;
+    }
+    let (cache, batch, options) = (cache.clone(), batch.clone(), options.clone());
+    let pending = pending.to_vec();
+    let rt = tokio::runtime::Handle::current();
+    let work = move || rt.block_on(attempt(&*cache, &batch, &pending, &options));
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) => Err(Error::new(
+            crate::ErrorKind::Backend,
+            format!("set_many did not finish: {e}"),
+        )),
+    }
+}
+
 /// Writes one batch, retrying transient failures (whole batch or the failed
 /// entries of a partial one) with exponential backoff, until the target is
 /// down (see [`WriteOptions::give_up_after`]).
 async fn write_batch(
-    cache: &dyn Cache,
+    cache: &Arc<dyn Cache>,
+    inline: bool,
     batch: Batch,
-    options: &WriteOptions,
+    options: &Arc<WriteOptions>,
     health: &Health,
 ) -> BatchOutcome {
     let mut out = BatchOutcome {
@@ -170,7 +206,7 @@ async fn write_batch(
             return out;
         }
         let start = Instant::now();
-        let r = attempt(cache, &batch, &pending, options).await;
+        let r = attempt_on_lane(cache, inline, &batch, &pending, options).await;
         let can_retry = attempts < options.retries;
         let failed_before = out.failed.len();
         let mut retry = Vec::new();
@@ -255,7 +291,9 @@ async fn run_lane(
     // Network backends keep several batches in flight; `buffered` still
     // hands results back in batch order, and one connection keeps the
     // server-side order too.
-    let concurrency = cache.capabilities().batch_concurrency.max(1);
+    let capabilities = cache.capabilities();
+    let concurrency = capabilities.batch_concurrency.max(1);
+    let options = Arc::new(options);
     let health = Health::default();
     let meters = crate::observe::writer::TargetMeters::new(&target.name, cache.backend());
     let batches =
@@ -264,7 +302,7 @@ async fn run_lane(
         batches
             .map(|b| {
                 meters.batch_started();
-                write_batch(&*cache, b, &options, &health)
+                write_batch(&cache, capabilities.inline, b, &options, &health)
             })
             .buffered(concurrency)
     );
@@ -280,13 +318,13 @@ async fn run_lane(
             let mut rj = rejects.lock().unwrap_or_else(|p| p.into_inner());
             for (i, err) in o.failed {
                 note_error(&mut report, &err);
-                let rec = &o.batch[i];
+                let rec = o.batch.get(i);
                 failed_positions.push(rec.position.record);
                 rj.push(
                     Rejected {
                         position: rec.position,
                         reason: format!("{}: {err}", target.name),
-                        raw: String::from_utf8_lossy(&rec.value).into_owned(),
+                        raw: String::from_utf8_lossy(rec.value).into_owned(),
                     },
                     Some(&target.name),
                 );

@@ -21,8 +21,9 @@ use serde::Serialize;
 
 use crate::cache::Cache;
 use crate::error::Error;
-use crate::records::{InputError, InputFormat, KeyPolicy, Record};
+use crate::records::{InputError, InputFormat, KeyPolicy};
 
+mod batch;
 mod lane;
 mod output;
 mod reader;
@@ -170,7 +171,7 @@ pub struct Progress {
     pub stored: AtomicU64,
 }
 
-pub(crate) type Batch = Arc<Vec<Record>>;
+pub(crate) type Batch = Arc<batch::Packed>;
 
 /// Streams `input` into every target: opens the lanes (one per target)
 /// and the reader, waits for both, and reports; see the module docs.

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::batch::Packed;
 use super::{Batch, Progress, WriteOptions, rejects::Rejects};
 use crate::error::Error;
-use crate::records::{InputError, InputFormat, Item, Record, read_records, sniff};
+use crate::records::{InputError, InputFormat, Item, read_records, sniff};
 
 pub(super) fn format_name(f: Option<InputFormat>) -> &'static str {
     match f {
@@ -46,7 +47,7 @@ pub(super) fn spawn_reader(
     let rj = rejects.clone();
     let prog = progress.clone();
     let meters = crate::observe::writer::InputMeters::new();
-    let send = move |batch: Vec<Record>| -> bool {
+    let send = move |batch: Packed| -> bool {
         let b: Batch = Arc::new(batch);
         // A lane that ended early (it never does on errors) is ignored.
         senders
@@ -70,7 +71,7 @@ pub(super) fn spawn_reader(
                     };
                 }
             };
-            let mut batch = Vec::with_capacity(batch_size);
+            let mut batch = Packed::with_room(batch_size, None);
             let mut skipped = 0u64;
             let res = read_records(r, &src, format, &policy, |item| {
                 prog.read.fetch_add(1, Ordering::Relaxed);
@@ -79,9 +80,8 @@ pub(super) fn spawn_reader(
                     Item::Record(r) => {
                         batch.push(r);
                         if batch.len() >= batch_size {
-                            let full =
-                                std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                            return send(full);
+                            let next = Packed::with_room(batch_size, Some(&batch));
+                            return send(std::mem::replace(&mut batch, next));
                         }
                     }
                     Item::Rejected(r) => {
