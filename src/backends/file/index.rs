@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use super::map::MappedSlots;
+use super::map::{AnonSlots, MappedSlots};
 
 /// Offsets have this many bits (4 TiB logs), lengths the rest of a `u64`.
 const OFFSET_BITS: u32 = 42;
@@ -72,11 +72,29 @@ fn seg_of(hash: u64) -> usize {
     (hash >> (64 - SEG_BITS)) as usize
 }
 
-/// A segment's slots: in memory, or in a mapped hint file (copy-on-write)
-/// until the segment first grows.
+/// Segments of at least this many slots get a mapping of their own.
+const ANON_SLOTS: usize = 4096;
+
+/// A segment's slots: in memory (a large one in an anonymous mapping of
+/// its own, so that the old copy's memory goes back to the system when it
+/// grows), or in a mapped hint file (copy-on-write) until it first grows.
 pub(super) enum Slots {
     Heap(Vec<Slot>),
+    Anon(AnonSlots),
     Mapped(MappedSlots),
+}
+
+impl Slots {
+    /// `cap` empty slots (`None`: no memory for them).
+    fn empty(cap: usize) -> Option<Slots> {
+        if cap >= ANON_SLOTS {
+            return AnonSlots::new(cap).ok().map(Slots::Anon);
+        }
+        let mut v = Vec::new();
+        v.try_reserve_exact(cap).ok()?;
+        v.resize(cap, Slot::default());
+        Some(Slots::Heap(v))
+    }
 }
 
 impl std::ops::Deref for Slots {
@@ -84,6 +102,7 @@ impl std::ops::Deref for Slots {
     fn deref(&self) -> &[Slot] {
         match self {
             Slots::Heap(v) => v,
+            Slots::Anon(a) => a.get(),
             Slots::Mapped(m) => m.get(),
         }
     }
@@ -93,6 +112,7 @@ impl std::ops::DerefMut for Slots {
     fn deref_mut(&mut self) -> &mut [Slot] {
         match self {
             Slots::Heap(v) => v,
+            Slots::Anon(a) => a.get_mut(),
             Slots::Mapped(m) => m.get_mut(),
         }
     }
@@ -109,15 +129,14 @@ impl Seg {
     /// be had: `n` is only an estimate).
     fn with_capacity(n: usize) -> Seg {
         let mut cap = (n.saturating_mul(5) / 4 + 1).max(MIN_SEG).next_power_of_two();
-        let mut slots = Vec::new();
-        while slots.try_reserve_exact(cap).is_err() && cap > MIN_SEG {
-            cap /= 2;
-        }
-        slots.resize(cap.min(slots.capacity()).max(MIN_SEG), Slot::default());
-        Seg {
-            slots: Slots::Heap(slots),
-            len: 0,
-        }
+        let slots = loop {
+            match Slots::empty(cap) {
+                Some(s) => break s,
+                None if cap > MIN_SEG => cap /= 2,
+                None => break Slots::Heap(vec![Slot::default(); MIN_SEG]),
+            }
+        };
+        Seg { slots, len: 0 }
     }
 
     fn place(&mut self, s: Slot) {
@@ -132,7 +151,7 @@ impl Seg {
 
     fn grow(&mut self) {
         let cap = self.slots.len() * 2;
-        let new = Slots::Heap(vec![Slot::default(); cap]);
+        let new = Slots::empty(cap).unwrap_or_else(|| Slots::Heap(vec![Slot::default(); cap]));
         let old = std::mem::replace(&mut self.slots, new);
         for &s in old.iter().filter(|s| s.hash != 0) {
             self.place(s);

@@ -1,6 +1,8 @@
 //! The unsafe corner of the index: its slots seen as bytes (to write them
-//! into a hint file) and slots read from a hint file mapped into memory
-//! (to open without copying them). `Slot` is `#[repr(C)]` of three `u64`s:
+//! into a hint file), slots read from a hint file mapped into memory (to
+//! open without copying them) and large segments in memory of their own
+//! (anonymous mappings: freed to the system when a segment grows, where the
+//! allocator may keep a freed block resident). `Slot` is `#[repr(C)]` of three `u64`s:
 //! no padding, any bit pattern valid, alignment 8.
 #![allow(unsafe_code)]
 
@@ -90,5 +92,33 @@ impl MappedSlots {
         // SAFETY: as in `get`; the range is this value's alone (disjoint
         // from every other `MappedSlots`), the mapping writable (private).
         unsafe { std::slice::from_raw_parts_mut(self.map.base.add(self.at).cast::<Slot>(), self.len) }
+    }
+}
+
+/// Zeroed (empty) slots in an anonymous mapping of their own.
+pub(super) struct AnonSlots {
+    map: memmap2::MmapMut,
+    len: usize,
+}
+
+impl AnonSlots {
+    /// `len` empty slots.
+    pub fn new(len: usize) -> std::io::Result<AnonSlots> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<Slot>())
+            .ok_or_else(|| std::io::Error::other("too many slots"))?;
+        let map = memmap2::MmapOptions::new().len(bytes).map_anon()?;
+        Ok(AnonSlots { map, len })
+    }
+
+    pub fn get(&self) -> &[Slot] {
+        // SAFETY: the mapping is page-aligned, `len` slots long, zeroed
+        // or written as slots, and any bytes are valid slots.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<Slot>(), self.len) }
+    }
+
+    pub fn get_mut(&mut self) -> &mut [Slot] {
+        // SAFETY: as in `get`, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().cast::<Slot>(), self.len) }
     }
 }

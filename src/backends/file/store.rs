@@ -52,7 +52,8 @@ pub(super) struct State {
     /// File length last looked at (bytes past `end` are a torn tail).
     pub seen_len: u64,
     pub ix: Indexed,
-    /// The index came from a hint file (`hint` module), for tests.
+    /// The index came from a hint file (`hint` module): read by tests only.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub from_hint: bool,
 }
 
