@@ -147,7 +147,7 @@ fn read_head(f: &File) -> Result<Head, &'static str> {
     }
     let len = w.u64().ok_or("truncated")?;
     let sum = w.u64().ok_or("truncated")?;
-    if len < FIXED as u64 || len > MAX_HEAD || len > size || len as usize % PAGE != 0 {
+    if len < FIXED as u64 || len > MAX_HEAD || len > size || !len.is_multiple_of(PAGE as u64) {
         return Err("damaged header length");
     }
     let mut head = vec![0u8; len as usize];

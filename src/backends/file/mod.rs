@@ -12,6 +12,9 @@
 //! changed.
 //! It must never rewrite a file that is not a unicache log.
 //!
+//! An open maps the index from the hint file `PATH.hint` when a valid one
+//! is there, and reads only the lines after it (`hint` module).
+//!
 //! A `PATH` that is a symlink is resolved once at open: the lock, compaction's
 //! temporary file and its rename all go next to the real file.
 //!
@@ -119,7 +122,9 @@ impl Drop for FileCache {
         if self.dirty.as_ref().is_some_and(|d| d.take()) {
             let _ = st.file.sync_data();
         }
-        if let Some(min) = self.hint_min {
+        // A handle that must not create files (read-only commands) leaves
+        // hints to the writers.
+        if let Some(min) = self.hint_min.filter(|_| !self.options.must_exist) {
             save_hint(&self.real, &self.lock_path, st, min);
         }
     }
@@ -128,8 +133,13 @@ impl Drop for FileCache {
 /// Writes a hint of `st` when it saves at least `min` bytes of reading; a
 /// failure is a warning (the next open reads the log).
 fn save_hint(real: &Path, lock_path: &Path, st: &State, min: u64) {
-    if let Err(e) = hint::save(real, lock_path, st, min) {
-        tracing::warn!(path = %real.display(), "cannot write the hint file: {e}");
+    match hint::save(real, lock_path, st, min) {
+        Ok(_) => {}
+        // A log shared read-only: its writers leave the hints.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::debug!(path = %real.display(), "cannot write the hint file: {e}");
+        }
+        Err(e) => tracing::warn!(path = %real.display(), "cannot write the hint file: {e}"),
     }
 }
 
