@@ -627,6 +627,12 @@ mod tests {
         let c = open(&p, "a", None);
         write(&c, 100..20_000, "v");
         drop(c);
+        // A handle that must create nothing (read-only commands) writes none.
+        let config = FileConfig::new(&p).hint_min_bytes(Some(0));
+        let ro = FileCache::open(config, CacheOptions::new().namespace("a").must_exist(true)).unwrap();
+        assert!(ro.get("k1").now_or_never().unwrap().unwrap().is_some());
+        drop(ro);
+        assert!(!path_of(&p).exists(), "written by a read-only handle");
         drop(open(&p, "a", Some(1 << 20)));
         assert!(path_of(&p).exists());
         let before = std::fs::metadata(path_of(&p)).unwrap().modified().unwrap();
