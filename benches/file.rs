@@ -15,6 +15,13 @@
 //! ratios printed): the latency of single `set`s on a log full to its
 //! `max_bytes` (every set evicts) and `set_many` of N records into a fresh
 //! log bounded at half their size (the second half evicts).
+//!
+//! With `UNICACHE_BENCH_REOPEN=RUNS` only reopening is measured: for each
+//! key count in `UNICACHE_BENCH_SIZES` (default `1000000,5000000`) a log of
+//! that many keys is written and closed (which writes its hint file), then
+//! opened and read one key ("reopen to first get") RUNS times each way,
+//! alternating: reading the whole log (`hint_min_bytes(None)`, the old
+//! path) and mapping the hint. Medians, min and max are printed.
 
 use std::time::{Duration, Instant};
 
@@ -82,7 +89,77 @@ fn bench_bounded(runs: usize) {
     support::bounded::compare("file", runs, n(), (&bulk, &single), &log_size);
 }
 
+/// Reopen to first get, with and without the hint (see the module doc).
+fn bench_reopen(runs: usize) {
+    let sizes = std::env::var("UNICACHE_BENCH_SIZES").unwrap_or_else(|_| "1000000,5000000".into());
+    for n in sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        let dir = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or_else(|| ".".into()))
+            .unwrap();
+        let path = dir.path().join("reopen.log");
+        let (keys, value) = support::data(n);
+        let t = Instant::now();
+        {
+            let f = file_log(&path);
+            for chunk in keys.chunks(10_000) {
+                let e = support::entries(chunk, &value);
+                f.set_many(&e, None).now_or_never().unwrap().unwrap();
+            }
+        }
+        let hint = std::fs::metadata(path.with_extension("log.hint")).map_or(0, |m| m.len());
+        eprintln!(
+            "reopen: {n} keys written and closed in {:.2} s: log {:.0} MB, hint {:.0} MB",
+            t.elapsed().as_secs_f64(),
+            std::fs::metadata(&path).unwrap().len() as f64 / 1e6,
+            hint as f64 / 1e6
+        );
+        let probe = &keys[n / 2];
+        let open_get = |hints: bool| {
+            let t = Instant::now();
+            let config = FileConfig::new(&path).sync(SyncPolicy::Batch);
+            let config = if hints {
+                config
+            } else {
+                config.hint_min_bytes(None)
+            };
+            let f = FileCache::open(config, Default::default()).unwrap();
+            let v = f.get(probe).now_or_never().unwrap().unwrap();
+            let took = t.elapsed().as_secs_f64() * 1e3;
+            assert_eq!(v.as_deref(), Some(&value[..]));
+            drop(f);
+            took
+        };
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            old.push(open_get(false));
+            new.push(open_get(true));
+        }
+        let show = |name: &str, v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::MAX, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            let m = support::bounded::median(v.to_vec());
+            eprintln!(
+                "reopen to first get, {n} keys, {name}: median {m:.1} ms (min {lo:.1}, max {hi:.1}, {runs} runs)"
+            );
+            m
+        };
+        let (o, h) = (show("whole log read", &old), show("hint mapped", &new));
+        eprintln!(
+            "reopen, {n} keys: the hint takes {:.3}x the time of reading the log",
+            h / o
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    if let Some(runs) = std::env::var("UNICACHE_BENCH_REOPEN")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        return bench_reopen(runs);
+    }
     if let Some(runs) = std::env::var("UNICACHE_BENCH_BOUNDED")
         .ok()
         .and_then(|r| r.parse().ok())

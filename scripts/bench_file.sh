@@ -16,6 +16,13 @@
 # (open = index rebuild), RUNS times. With OLD=/path/to/other/unicache (e.g.
 # main's build) the same for that binary, runs interleaved. KEEP=1 keeps the
 # log (path printed) for `UNICACHE_BENCH_LOG=... cargo bench --bench file`.
+#
+# PART=rss: the index's memory peak while a log grows. `unicache write` of
+# RSS_KEYS records (default 5M, 10-byte values) into a fresh `file:` log,
+# peak RSS (/usr/bin/time), against the peak of `unicache stats` on the
+# written log (the index at rest, built by reading the log: `hint=off`),
+# RUNS times; with OLD=/path/to/other/unicache the same for it, interleaved
+# (an OLD that knows no `hint` option: set OLD_PLAIN=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # UNICACHE=/path/to/unicache measures that binary instead of building one.
@@ -43,6 +50,27 @@ index_part() {
         done
     done
 }
+
+rss_part() {
+    local n=${RSS_KEYS:-5000000} runs=${RUNS:-3}
+    $U bench gen --records "$n" --value-size 10 > "$T/rss.jsonl"
+    for run in $(seq "$runs"); do
+        for b in "$U" ${OLD:+"$OLD"}; do
+            rm -f "$T"/rss.log*
+            read -r peak wall < <( { /usr/bin/time -f "%M %e" "$b" write -q -i "$T/rss.jsonl" -o "$T/rss-summary.json" -c "file:$T/rss.log" > /dev/null; } 2>&1 | tail -1)
+            local url="file:$T/rss.log?hint=off"
+            if [ "$b" = "${OLD:-}" ] && [ -n "${OLD_PLAIN:-}" ]; then url="file:$T/rss.log"; fi
+            rest=$( { /usr/bin/time -f %M "$b" stats -q --cache "$url" > /dev/null; } 2>&1 | tail -1)
+            python3 -c "import sys; b,p,r,w,run=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),sys.argv[4],sys.argv[5]; print(f'run {run} {b}: write {sys.argv[6]} keys peak RSS {p/1024:.0f} MiB ({w} s); stats on the log (index at rest) {r/1024:.0f} MiB; ratio {p/r:.2f}')" "$b" "$peak" "$rest" "$wall" "$run" "$n"
+        done
+    done
+    rm -f "$T/rss.jsonl" "$T"/rss.log*
+}
+
+if [ "${PART:-}" = rss ]; then
+    rss_part
+    exit 0
+fi
 
 if [ "${PART:-}" = index ]; then
     index_part

@@ -170,6 +170,136 @@ fn sigkilled_writer_loses_nothing_acknowledged() {
     );
 }
 
+/// Set by the hint SIGKILL test for its child.
+const HINT_CRASH_PATH: &str = "UNICACHE_TEST_HINT_CRASH_PATH";
+
+/// The hint crash child: a no-op unless started by the test below, then in
+/// a loop until killed (or 20 s): opens the log, writes 300 new keys
+/// `RUN:I` and overwrites the run's first 300, compacts every other round,
+/// closes (which writes a hint: `hint_min_bytes=0`) and prints `ack N`.
+#[test]
+fn hint_crash_child() {
+    let (Ok(path), Ok(run)) = (std::env::var(HINT_CRASH_PATH), std::env::var(CRASH_RUN)) else {
+        return;
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let mut out = std::io::stdout().lock();
+    rt().block_on(async {
+        for b in 0u64.. {
+            let c = FileCache::open(
+                FileConfig::new(&path)
+                    .sync(SyncPolicy::Never)
+                    .hint_min_bytes(Some(0)),
+                Default::default(),
+            )
+            .unwrap();
+            let keys: Vec<String> = (b * 300..b * 300 + 300)
+                .chain(0..300)
+                .map(|i| format!("{run}:{i}"))
+                .collect();
+            let vals: Vec<String> = keys.iter().map(|k| crash_value(k)).collect();
+            c.set_many(&common::entries(&keys, &vals), None)
+                .await
+                .unwrap();
+            if b % 2 == 1 {
+                c.compact().await.unwrap();
+            }
+            drop(c);
+            writeln!(out, "ack {}", (b + 1) * 300).unwrap();
+            out.flush().unwrap();
+            if std::time::Instant::now() > end {
+                break;
+            }
+        }
+    });
+}
+
+/// Writers SIGKILLed anywhere, in a compaction or while they write the hint
+/// file: every open after (which maps the hint when it is valid) has every
+/// acknowledged record, nothing damaged, the same entries as an open that
+/// reads the whole log, and no temporary file is left.
+#[test]
+fn sigkilled_hint_writers_and_compactions_leave_a_correct_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hint.log");
+    let mut acked: Vec<(String, u64)> = Vec::new();
+    let mut seed = 0x2545f4914f6cdd1du64;
+    for run in 0..12 {
+        let mut child = Std::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "hint_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HINT_CRASH_PATH, &path)
+            .env(CRASH_RUN, format!("h{run}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(30 + seed % 400);
+        let reader = std::thread::spawn(move || {
+            let mut last = 0u64;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(n) = line.strip_prefix("ack ") {
+                    last = n.parse().unwrap();
+                }
+            }
+            last
+        });
+        std::thread::sleep(wait);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        acked.push((format!("h{run}"), reader.join().unwrap()));
+        rt().block_on(async {
+            let hinted = fopen(&path, Default::default()).unwrap();
+            let read = FileCache::open(
+                FileConfig::new(&path).hint_min_bytes(None),
+                Default::default(),
+            )
+            .unwrap();
+            for (r, n) in &acked {
+                let keys: Vec<String> = (0..*n).map(|i| format!("{r}:{i}")).collect();
+                for chunk in keys.chunks(1000) {
+                    let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                    let got = hinted.get_many(&refs).await.unwrap();
+                    for (k, v) in chunk.iter().zip(got) {
+                        assert_eq!(
+                            v.as_deref(),
+                            Some(crash_value(k).as_bytes()),
+                            "run {run}: {k} lost"
+                        );
+                    }
+                }
+            }
+            let (a, b) = (hinted.stats().await.unwrap(), read.stats().await.unwrap());
+            assert_eq!(a.server.as_ref().unwrap()["corrupt_records"], 0, "{a:?}");
+            assert_eq!(a.entries, b.entries, "run {run}");
+            assert_eq!(
+                a.server.as_ref().unwrap()["keys_all_namespaces"],
+                b.server.as_ref().unwrap()["keys_all_namespaces"]
+            );
+        });
+        let temps: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".compact-"))
+            .collect();
+        assert!(temps.is_empty(), "run {run}: left behind {temps:?}");
+    }
+    assert!(
+        acked.iter().any(|(_, n)| *n > 0),
+        "no round was acknowledged"
+    );
+    assert!(dir.path().join("hint.log.hint").exists());
+}
+
 #[test]
 fn four_processes_write_overlapping_keys() {
     let dir = tempfile::tempdir().unwrap();

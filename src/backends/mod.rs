@@ -128,8 +128,8 @@ macro_rules! registry {
 
         impl BackendConfig {
             /// The files a local store keeps, the store itself first
-            /// (SQLite: its `-wal`, `-shm`, `-journal`; the file log: its
-            /// `.lock`); empty for servers.
+            /// (SQLite: its `-wal`, `-shm`, `-journal`; the file log: its `.lock`
+            /// and `.hint`); empty for servers.
             #[allow(unreachable_code)]
             pub fn local_files(&self) -> Vec<std::path::PathBuf> {
                 match self {

@@ -522,7 +522,7 @@ impl FileCache {
             *st = State::load_folding(
                 &self.real,
                 &self.lock_path,
-                locked,
+                (locked, self.hint_min.is_some()),
                 !self.options.must_exist,
                 Some(want),
             )?;

@@ -1,6 +1,6 @@
 //! Compaction: the live, unexpired lines copied into a fresh file that
 //! replaces the log (write, fsync, rename over the real file, fsync the
-//! directory).
+//! directory), then a hint file of the new log (`hint` module).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -54,11 +54,18 @@ impl FileCache {
             self.install(st, &tmp, (end, ctl), whole)
         });
         drop(out);
+        if result.is_ok()
+            && let Some(min) = self.hint_min
+        {
+            // The old hint names the old file: the next open would read
+            // the whole log.
+            super::save_hint(&self.real, &self.lock_path, st, min);
+        }
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
             // The index may be half moved to the new file: reload now (a
             // bounded write goes on after it), or before the next use.
-            let reloaded = State::load(&self.real, &self.lock_path, true, false)
+            let reloaded = State::load(&self.real, &self.lock_path, (true, false), false)
                 .map(|fresh| *st = fresh)
                 .and_then(|()| self.settle(st, true));
             if reloaded.is_err() {
@@ -215,7 +222,7 @@ impl FileCache {
         }
         if !whole {
             tracing::warn!(path = %self.real.display(), "index and log disagreed; reloading");
-            *st = State::load(&self.real, &self.lock_path, true, false)?;
+            *st = State::load(&self.real, &self.lock_path, (true, false), false)?;
             return self.settle(st, true);
         }
         let file = files::open_private(&self.real, true, false)

@@ -42,6 +42,9 @@ pub struct FileConfig {
     pub compact_ratio: u8,
     /// Which entries a bounded log evicts (hidden: for measurement).
     pub(crate) evict: EvictPolicy,
+    /// Hint files: written when one saves at least this many bytes of
+    /// reading at open (`None`: neither read nor written; hidden).
+    pub(crate) hint_min: Option<u64>,
 }
 
 impl FileConfig {
@@ -52,6 +55,7 @@ impl FileConfig {
             sync: SyncPolicy::default(),
             compact_ratio: DEFAULT_COMPACT_RATIO,
             evict: EvictPolicy::default(),
+            hint_min: Some(super::hint::DEFAULT_MIN_BYTES),
         }
     }
 
@@ -72,6 +76,18 @@ impl FileConfig {
     #[doc(hidden)]
     pub fn evict_policy(mut self, policy: EvictPolicy) -> Self {
         self.evict = policy;
+        self
+    }
+}
+
+impl FileConfig {
+    /// Hint files (`hint=off` or `hint_min_bytes=N` in the URL): with
+    /// `Some(n)`, written when one saves at least `n` bytes of reading at
+    /// open (4 MiB by default); `None`: neither read nor written (the whole
+    /// log is read at open). For tests and measurement, no stability promise.
+    #[doc(hidden)]
+    pub fn hint_min_bytes(mut self, min: Option<u64>) -> Self {
+        self.hint_min = min;
         self
     }
 }
@@ -106,19 +122,30 @@ impl BackendSpec for FileConfig {
                 return Err(url_err(format!("file: evict={other:?} (use clock or fifo)")));
             }
         };
+        let hint_min = match q.take("hint").as_deref() {
+            None | Some("on") => q
+                .take_u64("hint_min_bytes")?
+                .or(Some(super::hint::DEFAULT_MIN_BYTES)),
+            Some("off") => None,
+            Some(other) => {
+                return Err(url_err(format!("file: hint={other:?} (use on or off)")));
+            }
+        };
         let [b0, b1, b2] = crate::url::BOUND_OPTIONS;
-        q.finish(&["sync", "compact_ratio", "evict", b0, b1, b2], t)?;
+        let known = ["sync", "compact_ratio", "evict", "hint", "hint_min_bytes", b0, b1, b2];
+        q.finish(&known, t)?;
         let config = FileConfig {
             path,
             sync,
             compact_ratio,
             evict,
+            hint_min,
         };
         Ok((config, options))
     }
 
     fn local_files(&self) -> Vec<std::path::PathBuf> {
-        crate::backends::with_suffixes(&self.path, &["", ".lock"])
+        crate::backends::with_suffixes(&self.path, &["", ".lock", ".hint"])
     }
 
     async fn open(self, options: CacheOptions) -> Result<Arc<dyn Cache>> {

@@ -12,6 +12,9 @@
 //! changed.
 //! It must never rewrite a file that is not a unicache log.
 //!
+//! An open maps the index from the hint file `PATH.hint` when a valid one
+//! is there, and reads only the lines after it (`hint` module).
+//!
 //! A `PATH` that is a symlink is resolved once at open: the lock, compaction's
 //! temporary file and its rename all go next to the real file.
 //!
@@ -26,7 +29,9 @@ pub(crate) mod codec;
 mod compact;
 mod config;
 mod files;
+mod hint;
 mod index;
+mod map;
 mod periodic;
 mod read;
 mod shared;
@@ -84,6 +89,9 @@ pub struct FileCache {
     /// The lock file, kept open to read the writers' [`shared::Record`]
     /// (set at open when it exists, else at the first write lock).
     shared: OnceLock<File>,
+    /// Hints (`hint` module): read at open, and written when one saves at
+    /// least this many bytes of reading (`None`: neither).
+    hint_min: Option<u64>,
 }
 
 impl std::fmt::Debug for FileCache {
@@ -108,11 +116,30 @@ fn ferr(path: &Path, op: &str, e: std::io::Error) -> Error {
 
 impl Drop for FileCache {
     /// With `sync=periodic`, what the background thread has not synced yet.
+    /// and a hint (`hint` module) when one saves enough reading.
     fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         if self.dirty.as_ref().is_some_and(|d| d.take()) {
-            let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
             let _ = st.file.sync_data();
         }
+        // A handle that must not create files (read-only commands) leaves
+        // hints to the writers.
+        if let Some(min) = self.hint_min.filter(|_| !self.options.must_exist) {
+            save_hint(&self.real, &self.lock_path, st, min);
+        }
+    }
+}
+
+/// Writes a hint of `st` when it saves at least `min` bytes of reading; a
+/// failure is a warning (the next open reads the log).
+fn save_hint(real: &Path, lock_path: &Path, st: &State, min: u64) {
+    match hint::save(real, lock_path, st, min) {
+        Ok(_) => {}
+        // A log shared read-only: its writers leave the hints.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::debug!(path = %real.display(), "cannot write the hint file: {e}");
+        }
+        Err(e) => tracing::warn!(path = %real.display(), "cannot write the hint file: {e}"),
     }
 }
 
@@ -136,6 +163,7 @@ impl FileCache {
             sync,
             compact_ratio,
             evict: policy,
+            hint_min,
         } = config;
         let path = path.as_path();
         let real = files::resolve_links(path).map_err(|e| ferr(path, "resolve symlink", e))?;
@@ -159,7 +187,8 @@ impl FileCache {
         // the start: its bounds line is about to be the log's.
         let want = options.bounds;
         let pin = (!want.is_unbounded()).then(|| bounds::age_ms(&want));
-        let state = State::load_folding(&real, &lock_path, false, create, pin)?;
+        let hints = hint_min.is_some();
+        let state = State::load_folding(&real, &lock_path, (false, hints), create, pin)?;
         let ns = options.namespace.clone().unwrap_or_default();
         // Not created here: a read-only command creates nothing.
         let shared_file = files::open_existing_lock(&lock_path);
@@ -179,6 +208,7 @@ impl FileCache {
             counters: Counters::default(),
             state: Mutex::new(state),
             shared: OnceLock::new(),
+            hint_min,
         };
         if let Some(f) = shared_file {
             let _ = cache.shared.set(f);
@@ -264,7 +294,7 @@ impl FileCache {
         State::load(
             &self.real,
             &self.lock_path,
-            locked,
+            (locked, self.hint_min.is_some()),
             !self.options.must_exist,
         )
     }

@@ -9,7 +9,7 @@ use super::bounds::{self, Fifo};
 use super::codec::{HEADER, HEADER_V1, check_crc, line_fields};
 use super::index::{Index, Loc, key_hash, ns_seed};
 use crate::cache::Bounds;
-use super::{BACKEND, WriteLock, ferr, files};
+use super::{BACKEND, WriteLock, ferr, files, hint};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Bytes read at a time while rebuilding the index or compacting.
@@ -52,6 +52,9 @@ pub(super) struct State {
     /// File length last looked at (bytes past `end` are a torn tail).
     pub seen_len: u64,
     pub ix: Indexed,
+    /// The index came from a hint file (`hint` module): read by tests only.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub from_hint: bool,
 }
 
 /// Where lines are read to confirm a hash match: `buf` holds the log's bytes
@@ -273,10 +276,11 @@ fn estimate_keys(file: &File, len: u64) -> usize {
 
 impl State {
     /// Opens the log and builds the index. `locked`: the caller holds the
-    /// write lock (taking it again would block); `create`: a missing log may
-    /// be created.
-    pub fn load(path: &Path, lock_path: &Path, locked: bool, create: bool) -> Result<State> {
-        Self::load_folding(path, lock_path, locked, create, None)
+    /// write lock (taking it again would block); `hints`: the index may come
+    /// from a valid hint file (`hint` module), the lines after it read;
+    /// `create`: a missing log may be created.
+    pub fn load(path: &Path, lock_path: &Path, (locked, hints): (bool, bool), create: bool) -> Result<State> {
+        Self::load_folding(path, lock_path, (locked, hints), create, None)
     }
 
     /// [`State::load`] with the `max_age` (ms) to fold into expiries fixed
@@ -285,7 +289,7 @@ impl State {
     pub fn load_folding(
         path: &Path,
         lock_path: &Path,
-        locked: bool,
+        (locked, hints): (bool, bool),
         create: bool,
         pin: Option<Option<u64>>,
     ) -> Result<State> {
@@ -313,7 +317,7 @@ impl State {
         }
         if n == 0 {
             write_header(&mut file, path, lock_path, locked)?;
-            return Self::load_folding(path, lock_path, locked, create, pin);
+            return Self::load_folding(path, lock_path, (locked, hints), create, pin);
         }
         let v2 = head[..n] == *HEADER;
         if !v2 && head[..n] != *HEADER_V1 {
@@ -335,6 +339,23 @@ impl State {
             .with_backend(BACKEND)
             .with_context("path", path.display()));
         }
+        let hinted = hints
+            .then(|| hint::load(path, lock_path, &file, &meta, pin))
+            .flatten();
+        if let Some((ix, covered)) = hinted {
+            let mut st = State {
+                ino: (meta.dev(), meta.ino()),
+                v2,
+                end: covered,
+                seen_len: covered,
+                ix,
+                file,
+                from_hint: true,
+            };
+            // The lines appended after the hint was written.
+            st.scan(path, lock_path, locked)?;
+            return Ok(st);
+        }
         let mut st = State {
             ino: (meta.dev(), meta.ino()),
             v2,
@@ -348,6 +369,7 @@ impl State {
                 ..Indexed::default()
             },
             file,
+            from_hint: false,
         };
         st.scan(path, lock_path, locked)?;
         Ok(st)
@@ -364,7 +386,7 @@ impl State {
             // Shrunk without a new inode (another process cut a torn tail, or
             // the file was truncated): rebuild.
             let corrupt = self.ix.corrupt;
-            *self = Self::load(path, lock_path, locked, false)?;
+            *self = Self::load(path, lock_path, (locked, false), false)?;
             self.ix.corrupt = self.ix.corrupt.max(corrupt);
             return Ok(());
         }
