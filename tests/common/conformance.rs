@@ -432,11 +432,12 @@ macro_rules! stack_cases {
                 &bad[..bad.len().min(8)]
             );
         }
-        /// The shipped case for a default TTL, opened with `ttl=1s`.
+        /// The shipped case for a default TTL, opened with `ttl=2s` (see
+        /// `ttl_expiry` for why not 1 s).
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn persist_under_a_default_ttl() {
             let ns = $crate::common::unique_ns("persist");
-            let c = stacks::open_stack_with(BACKEND, STACK, &ns, "&ttl=1s").await;
+            let c = stacks::open_stack_with(BACKEND, STACK, &ns, "&ttl=2s").await;
             unicache::testing::persist_under_a_default_ttl(c).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
